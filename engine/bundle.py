@@ -1,0 +1,271 @@
+"""Model bundles: a ``NAME.vidseg/`` directory with ``manifest.json`` and ONNX graphs.
+
+The manifest is the contract between ``vidseg.export`` (which writes it) and the engine (which
+reads it); this module owns its schema. Every field is validated on load and an error names the
+bad field, so a wrong bundle fails at start-up with one clear line instead of deep in a run.
+See docs/bundle.md for the format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from vidseg.engine.errors import BundleError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+FAMILIES = ("perframe", "recurrent", "keyframe", "netwarp")
+GRAPH_ROLES = {  # which graphs each family must ship
+    "perframe": ("step",),
+    "recurrent": ("step",),
+    "netwarp": ("step",),
+    "keyframe": ("key", "current"),
+}
+DTYPES = ("float32", "float16", "uint8", "int64")
+DEFAULT_BUNDLE = "recurrent-lite0-gru-camvid.vidseg"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The frame input: ``name`` is (N, height, width, 3) uint8 RGB, normalised in-graph."""
+
+    name: str = "frame"
+    height: int = 352
+    width: int = 480
+    pixel_order: str = "rgb"
+    layout: str = "NHWC"
+    dtype: str = "uint8"
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """A tensor carried from frame to frame: output ``output`` feeds input ``input`` next frame.
+
+    ``shape`` excludes the leading batch axis (the only dynamic one); ``init`` is "zeros".
+    """
+
+    input: str
+    output: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    init: str = "zeros"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """A graph output the engine hands to the user: role "labels" ((N, H, W) uint8 class ids),
+    "scores" ((N, H, W) confidence) or "logits"."""
+
+    name: str
+    role: str
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Parsed, validated ``manifest.json``; see docs/bundle.md for each field."""
+
+    name: str
+    family: str
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    ignore_index: int | None
+    input: InputSpec
+    graphs: dict[str, str]
+    outputs: tuple[OutputSpec, ...]
+    state: tuple[StateSpec, ...] = ()
+    cache: tuple[StateSpec, ...] = ()
+    aux_inputs: tuple[str, ...] = ()
+    schedule: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def labels_output(self) -> str:
+        return next(o.name for o in self.outputs if o.role == "labels")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = MANIFEST) -> "Manifest":
+        """Validate ``raw`` (parsed JSON) field by field.
+
+        Raises:
+            BundleError: naming ``source`` and the first bad field.
+        """
+        v = _Validator(source)
+        obj = v.mapping(raw, "")
+        version = v.get(obj, "schema_version", int)
+        if version != SCHEMA_VERSION:
+            v.fail("schema_version", f"is {version}, this vidseg reads version {SCHEMA_VERSION}")
+        family = v.get(obj, "family", str)
+        if family not in FAMILIES:
+            v.fail("family", f"is {family!r}, expected one of {', '.join(FAMILIES)}")
+        classes = tuple(v.get(obj, "classes", list))
+        if not classes or not all(isinstance(c, str) for c in classes):
+            v.fail("classes", "must be a non-empty list of names")
+        palette = tuple(v.get(obj, "palette", list))
+        if len(palette) != len(classes) or not all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(x, int) and 0 <= x <= 255
+                                                         for x in c)
+            for c in palette
+        ):  # fmt: skip
+            v.fail("palette", f"must hold one [r, g, b] (0-255) per class ({len(classes)})")
+        ignore = obj.get("ignore_index")
+        if ignore is not None and not isinstance(ignore, int):
+            v.fail("ignore_index", "must be an integer or null")
+        inp = v.mapping(v.get(obj, "input", dict), "input")
+        input_spec = InputSpec(
+            name=v.get(inp, "name", str, "input."),
+            height=v.positive(inp, "height", "input."),
+            width=v.positive(inp, "width", "input."),
+            pixel_order=v.choice(inp, "pixel_order", ("rgb",), "input."),
+            layout=v.choice(inp, "layout", ("NHWC",), "input."),
+            dtype=v.choice(inp, "dtype", ("uint8",), "input."),
+        )
+        graphs = v.mapping(v.get(obj, "graphs", dict), "graphs")
+        for role in GRAPH_ROLES[family]:
+            if not isinstance(graphs.get(role), str):
+                v.fail(f"graphs.{role}", f"is required for family {family!r} (a .onnx file name)")
+        outputs = tuple(
+            OutputSpec(
+                name=v.get(o, "name", str, f"outputs[{i}]."),
+                role=v.choice(o, "role", ("labels", "scores", "logits"), f"outputs[{i}]."),
+                dtype=v.choice(o, "dtype", DTYPES, f"outputs[{i}]."),
+            )
+            for i, o in enumerate(v.mapping(x, f"outputs[{i}]")
+                                  for i, x in enumerate(v.get(obj, "outputs", list)))
+        )  # fmt: skip
+        if [o.role for o in outputs].count("labels") != 1:
+            v.fail("outputs", "must contain exactly one output with role 'labels'")
+        state = v.tensors(obj, "state")
+        cache = v.tensors(obj, "cache")
+        if family == "keyframe" and not cache:
+            v.fail("cache", "is required for family 'keyframe'")
+        if family == "recurrent" and not state:
+            v.fail("state", "is required for family 'recurrent'")
+        names = [s.input for s in state + cache] + [s.output for s in state + cache]
+        if len(set(names)) != len(names):
+            v.fail("state", "tensor names must be unique")
+        aux = tuple(v.get(obj, "aux_inputs", list, default=[]))
+        return cls(
+            name=v.get(obj, "name", str),
+            family=family,
+            classes=classes,
+            palette=tuple(tuple(c) for c in palette),  # type: ignore[misc]
+            ignore_index=ignore,
+            input=input_spec,
+            graphs=dict(graphs),
+            outputs=outputs,
+            state=state,
+            cache=cache,
+            aux_inputs=aux,
+            schedule=dict(v.get(obj, "schedule", dict, default={})),
+            train=dict(v.get(obj, "train", dict, default={})),
+            schema_version=version,
+        )
+
+
+class _Validator:
+    """Small helpers that raise ``BundleError`` naming the field that failed."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, field_name: str, problem: str) -> None:
+        raise BundleError(f"{self.source}: field '{field_name}' {problem}")
+
+    def mapping(self, raw: Any, where: str) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            self.fail(where or "<root>", "must be a JSON object")
+        return raw
+
+    def get(self, obj: dict, key: str, kind: type, prefix: str = "", default: Any = ...) -> Any:
+        if key not in obj:
+            if default is not ...:
+                return default
+            self.fail(prefix + key, "is missing")
+        value = obj[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.fail(prefix + key, f"must be {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    def positive(self, obj: dict, key: str, prefix: str) -> int:
+        value = self.get(obj, key, int, prefix)
+        if value <= 0:
+            self.fail(prefix + key, f"must be positive, got {value}")
+        return value
+
+    def choice(self, obj: dict, key: str, allowed: tuple[str, ...], prefix: str) -> str:
+        value = self.get(obj, key, str, prefix)
+        if value not in allowed:
+            self.fail(prefix + key, f"is {value!r}, expected one of {', '.join(allowed)}")
+        return value
+
+    def tensors(self, obj: dict, key: str) -> tuple[StateSpec, ...]:
+        specs = []
+        for i, raw in enumerate(self.get(obj, key, list, default=[])):
+            where = f"{key}[{i}]."
+            t = self.mapping(raw, where[:-1])
+            shape = self.get(t, "shape", list, where)
+            if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+                self.fail(where + "shape", "must list positive ints (batch axis excluded)")
+            if t.get("init", "zeros") != "zeros":
+                self.fail(where + "init", "must be 'zeros'")
+            specs.append(StateSpec(
+                input=self.get(t, "input", str, where),
+                output=self.get(t, "output", str, where),
+                shape=tuple(shape),
+                dtype=self.choice(t, "dtype", DTYPES, where),
+            ))  # fmt: skip
+        return tuple(specs)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle: its directory and validated manifest."""
+
+    root: Path
+    manifest: Manifest
+
+    def graph_path(self, role: str) -> Path:
+        return self.root / self.manifest.graphs[role]
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Open and validate the bundle directory ``path``.
+
+    Raises:
+        BundleError: missing directory or manifest, invalid JSON, a schema violation, or a graph
+            file the manifest names but the directory lacks.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise BundleError(f"model bundle not found: {root}")
+    if not root.is_dir():
+        raise BundleError(f"model bundle must be a directory with {MANIFEST}: {root}")
+    manifest_path = root / MANIFEST
+    try:
+        raw = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"not a vidseg bundle (no {MANIFEST}): {root}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"unreadable manifest {manifest_path}: {exc}") from exc
+    manifest = Manifest.from_dict(raw, source=str(manifest_path))
+    for role, name in manifest.graphs.items():
+        if not (root / name).is_file():
+            raise BundleError(f"{manifest_path}: graph '{role}' file {name!r} is missing")
+    return Bundle(root, manifest)
+
+
+def default_bundle_path() -> Path:
+    """The bundle shipped in the package (``vidseg.samples``), used when no model is given."""
+    return Path(str(resources.files("vidseg.samples") / DEFAULT_BUNDLE))

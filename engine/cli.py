@@ -1,0 +1,155 @@
+"""``vidseg-run``: segment a video file and write an overlay (or the label masks).
+
+    vidseg-run input.mp4 --out seg.mp4                # overlay with the bundled default model
+    vidseg-run input.mp4 --out masks/ --mask          # PNG label masks, one per frame
+    vidseg-run input.mp4 --out masks.mkv --mask       # lossless label-id video
+
+The output is written to a temporary file and renamed when complete, so a failed run never
+leaves a half file under the final name. Ctrl-C finishes the frames in flight, closes the file
+(a shorter but valid video) and exits 130. Errors are one line on stderr with a non-zero exit
+code (see ``vidseg.engine.errors.EXIT_CODES``); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from vidseg.engine.backends import backend_names
+from vidseg.engine.bundle import default_bundle_path
+from vidseg.engine.errors import VideoIOError, VidsegError, exit_code_for
+from vidseg.engine.overlay import blend, palette_lut
+from vidseg.engine.pipeline import RunStats, segment_video
+from vidseg.engine.segmenter import Segmenter
+from vidseg.engine.video import MaskSequenceWriter, VideoInfo, VideoWriter, read_frames
+
+logger = logging.getLogger(__name__)
+MASK_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vidseg-run",
+        description="Segment a video with a vidseg model bundle and write an overlay video "
+        "(or label masks with --mask).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("input", nargs="?", help="input video file")
+    p.add_argument("--out", help="output video (.mp4), or with --mask a directory or .mkv/.mp4")
+    p.add_argument("--model", help="model bundle directory (default: the bundled model, "
+                   "see --show-default-model)")  # fmt: skip
+    p.add_argument("--mask", action="store_true",
+                   help="write class-id masks instead of the overlay: PNGs into a directory, "
+                   "or a lossless video when --out ends in .mp4/.mkv")  # fmt: skip
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity, 0..1")
+    p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] with a GPU backend")
+    p.add_argument("--backend", default="ort", choices=backend_names(), help="inference backend")
+    p.add_argument("--threads", type=int, help="inference threads (default: runtime's)")
+    p.add_argument("--crf", type=int, default=23, help="H.264 quality (0 lossless .. 51)")
+    p.add_argument("--preset", default="veryfast", help="libx264 speed preset")
+    p.add_argument("--json", metavar="PATH", help="write a run summary as JSON")
+    p.add_argument("--show-default-model", action="store_true",
+                   help="print the bundled default model's path and exit")  # fmt: skip
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return p
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    arr = np.asarray(values)
+    return {f"p{q}": round(float(np.percentile(arr, q)), 3) for q in (50, 90, 99)} | {
+        "max": round(float(arr.max()), 3)
+    }
+
+
+def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo]:
+    info = VideoInfo.from_path(args.input)  # a bad input fails before the model loads
+    segmenter = Segmenter(args.model, backend=args.backend, device=args.device,
+                          threads=args.threads)  # fmt: skip
+    out = Path(args.out)
+    lut = palette_lut(segmenter.manifest.palette)
+    with ExitStack() as stack:
+        if args.mask and out.suffix.lower() in MASK_VIDEO_SUFFIXES:
+            sink = VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
+                               time_base=info.time_base, lossless=True)  # fmt: skip
+            render = lambda frame, result: result.labels  # noqa: E731
+        elif args.mask:
+            sink = MaskSequenceWriter(out)
+            render = lambda frame, result: result.labels  # noqa: E731
+        else:
+            sink = VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
+                               time_base=info.time_base, crf=args.crf, preset=args.preset)
+            render = lambda frame, result: blend(frame.image, result.labels, lut, args.alpha)  # noqa: E731
+        stack.enter_context(sink)
+        total = info.frame_count
+        if args.max_frames is not None:
+            total = min(total, args.max_frames) if total else args.max_frames
+        bar = stack.enter_context(tqdm(total=total, unit="frame", disable=args.quiet,
+                                       desc=Path(args.input).name, file=sys.stderr))  # fmt: skip
+        frames = read_frames(args.input, max_frames=args.max_frames)
+        stats = segment_video(segmenter, frames, sink, render, on_frame=lambda r: bar.update(1))
+    return stats, info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.show_default_model:
+        print(default_bundle_path())
+        return 0
+    if not args.input or not args.out:
+        parser.error("INPUT and --out are required (or use --show-default-model)")
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error(f"--alpha must be within 0..1, got {args.alpha}")
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error(f"--max-frames must be >= 1, got {args.max_frames}")
+    if not 0 <= args.crf <= 51:
+        parser.error(f"--crf must be within 0..51, got {args.crf}")
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    try:
+        out_parent = Path(args.out).absolute().parent
+        if not out_parent.is_dir():  # before loading the model: fail fast
+            raise VideoIOError(f"output directory does not exist: {out_parent}")
+        stats, info = run(args)
+    except VidsegError as exc:
+        if args.debug:
+            raise
+        print(f"vidseg-run: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:  # before the loop started (model load / open)
+        print("vidseg-run: interrupted before any frame was written", file=sys.stderr)
+        return 130
+    summary = {
+        "input": args.input, "output": args.out, "frames": stats.frames,
+        "wall_s": round(stats.wall_s, 3), "fps": round(stats.fps, 2),
+        "step_ms": _percentiles(stats.step_ms), "interrupted": stats.interrupted,
+        "truncated": str(stats.truncated) if stats.truncated else None,
+    }  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    if stats.interrupted:
+        print(f"vidseg-run: interrupted after {stats.frames} frames; wrote {args.out}",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    if stats.truncated is not None:
+        print(f"vidseg-run: error: {stats.truncated}; wrote the {stats.frames} decoded frames "
+              f"to {args.out}", file=sys.stderr)  # fmt: skip
+        return exit_code_for(stats.truncated)
+    print(f"wrote {args.out}: {stats.frames} frames, {info.width}x{info.height}, "
+          f"{stats.fps:.1f} fps end to end", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

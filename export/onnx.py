@@ -1,0 +1,153 @@
+"""torch -> ONNX with the bundle I/O contract: uint8 NHWC frames in, labels out, state explicit.
+
+The exported graph (role ``step``) takes ``frame`` (N, H, W, 3) uint8 RGB plus one
+``<state>_in`` per recurrent tensor, and returns ``labels`` (N, H, W) uint8 plus one
+``<state>_out`` each. Normalisation, upsampling of the logits to the input size and the arg-max
+all run inside the graph, so the engine moves only bytes. Batch is the only dynamic axis; every
+state tensor has its full fixed shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidseg.engine.bundle import (
+    SCHEMA_VERSION,
+    InputSpec,
+    Manifest,
+    OutputSpec,
+    StateSpec,
+)
+from vidseg.models.registry import ModelCfg
+from vidseg.models.segnet import normalize
+
+logger = logging.getLogger(__name__)
+OPSET = 17
+FRAME = "frame"
+LABELS = "labels"
+LOGITS = "logits"
+
+
+class FrameGraph(nn.Module):
+    """Wraps a registry model into the graph contract (see module docstring).
+
+    With ``with_logits`` the float logits (N, K, H, W) are a further output, used by the parity
+    check; shipped graphs leave them out.
+    """
+
+    def __init__(self, model: nn.Module, with_logits: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.with_logits = with_logits
+
+    def forward(self, frame: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, *new_state = self.model(normalize(frame), *state)
+        logits = F.interpolate(
+            logits, size=self.model.cfg.input_size, mode="bilinear", align_corners=False
+        )
+        labels = logits.argmax(1).to(torch.uint8)
+        return (labels, *new_state, logits) if self.with_logits else (labels, *new_state)
+
+
+def state_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:
+    """Graph input and output names of the state tensors, in model order."""
+    return [f"{s.name}_in" for s in cfg.state], [f"{s.name}_out" for s in cfg.state]
+
+
+def export_graph(model: nn.Module, path: Path, with_logits: bool = False) -> None:
+    """Write ``model`` as one ONNX file at ``path`` following the contract above."""
+    cfg: ModelCfg = model.cfg
+    height, width = cfg.input_size
+    state_in, state_out = state_names(cfg)
+    frame = torch.zeros(1, height, width, 3, dtype=torch.uint8)
+    state = tuple(model.initial_state(1, height, width)) if cfg.state else ()
+    outputs = [LABELS, *state_out] + ([LOGITS] if with_logits else [])
+    dynamic = {name: {0: "batch"} for name in [FRAME, *state_in, *outputs]}
+    graph = FrameGraph(model, with_logits).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            graph, (frame, *state), str(path), input_names=[FRAME, *state_in],
+            output_names=outputs, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
+        )  # fmt: skip
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).parent,
+        )  # fmt: skip
+    except OSError:
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """What the bundle says about the label space."""
+
+    names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    ignore_index: int | None
+
+
+def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any]) -> Manifest:
+    """The manifest for a single-graph (``step``) bundle of ``cfg``."""
+    height, width = cfg.input_size
+    state_in, state_out = state_names(cfg)
+    return Manifest(
+        name=cfg.name,
+        family=cfg.family,
+        classes=classes.names,
+        palette=classes.palette,
+        ignore_index=classes.ignore_index,
+        input=InputSpec(name=FRAME, height=height, width=width),
+        graphs={"step": "step.onnx"},
+        outputs=(OutputSpec(LABELS, "labels", "uint8"),),
+        state=tuple(
+            StateSpec(i, o, (s.channels, height // s.stride, width // s.stride))
+            for i, o, s in zip(state_in, state_out, cfg.state)
+        ),
+        train={**train, "commit": _git_commit(), "pretrained": cfg.pretrained},
+        schema_version=SCHEMA_VERSION,
+    )
+
+
+def write_bundle(
+    model: nn.Module, out: Path, manifest: Manifest, check: Callable[[Path], None] | None = None
+) -> None:
+    """Export ``model`` and write ``manifest`` into the bundle directory ``out``.
+
+    Written into ``out.partial`` first; ``check`` (e.g. the parity check) runs on the finished
+    step graph there, and only when it returns is the directory renamed to ``out``. So a failed
+    export or check never leaves a bundle under the final name.
+    """
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    export_graph(model, tmp / manifest.graphs["step"])
+    (tmp / "manifest.json").write_text(manifest.to_json())
+    if check is not None:
+        try:
+            check(tmp / manifest.graphs["step"])
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+

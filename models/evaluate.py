@@ -1,0 +1,69 @@
+"""Segmentation metrics (confusion matrix, per-class IoU, mIoU) and sequence evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidseg.models.data import LabelledFrames
+from vidseg.models.segnet import normalize
+
+
+def confusion(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K, K) int64 counts, rows = truth, columns = prediction; truth ids >= K are ignored."""
+    keep = truth < num_classes
+    idx = truth[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64)
+    return np.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+@dataclass(frozen=True)
+class SegMetrics:
+    miou: float  # mean IoU over classes present in truth or prediction, in percent
+    pixel_acc: float  # percent of non-void pixels right
+    iou: tuple[float, ...]  # per class, percent (nan when the class never occurs)
+
+    @classmethod
+    def from_confusion(cls, cm: np.ndarray) -> "SegMetrics":
+        tp = np.diag(cm).astype(np.float64)
+        union = cm.sum(0) + cm.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, tp / union, np.nan)
+        return cls(
+            miou=float(np.nanmean(iou) * 100),
+            pixel_acc=float(tp.sum() / max(cm.sum(), 1) * 100),
+            iou=tuple(float(v * 100) for v in iou),
+        )
+
+
+@torch.no_grad()
+def evaluate_sequence(
+    model: torch.nn.Module, data: LabelledFrames, carry_state: bool = True
+) -> SegMetrics:
+    """Run ``model`` over ``data`` in file order, one frame at a time, as the engine would.
+
+    Scored the way the engine delivers labels: the frame is resized to the model's input size
+    (bilinear), the logits upsampled to that size and arg-maxed (as inside the exported graph),
+    then the labels resized to the ground truth's size with nearest neighbour. With ``carry_state`` the recurrent state flows from frame to
+    frame (CamVid val is one drive at 15 Hz); without it every frame starts from zeros.
+    """
+    was_training = model.training
+    model.eval()
+    height, width = model.cfg.input_size
+    num_classes = model.cfg.num_classes
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    state: tuple[torch.Tensor, ...] = ()
+    for image, label in zip(data.images, data.labels):
+        x = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        logits, *new_state = model(normalize(torch.from_numpy(x)[None]), *state)
+        if carry_state:
+            state = tuple(new_state)
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        pred = logits.argmax(1)[0].numpy().astype(np.uint8)
+        pred = cv2.resize(pred, label.shape[::-1], interpolation=cv2.INTER_NEAREST)
+        cm += confusion(pred, label, num_classes)
+    model.train(was_training)
+    return SegMetrics.from_confusion(cm)

@@ -1,0 +1,80 @@
+"""One registry of model variants: ``create_model("<family>-<variant>")`` is the only way in.
+
+Families register their variants explicitly through :func:`register_model` when their module is
+imported; :func:`_load_families` imports the family modules on first use, so importing
+``vidseg.models`` has no side effects and an unknown name gets a clear error with suggestions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from vidseg.engine.errors import VidsegError
+
+FAMILIES = ("perframe", "recurrent", "keyframe", "netwarp")
+_FAMILY_MODULES = ("vidseg.models.segnet",)
+
+
+@dataclass(frozen=True)
+class StateCfg:
+    """One recurrent state tensor: shape (N, channels, H / stride, W / stride), zeros at start."""
+
+    name: str  # graph input is f"{name}_in", output f"{name}_out"
+    channels: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """Everything export needs to write a bundle manifest without looking inside the model."""
+
+    name: str  # registry name, e.g. "recurrent-lite0-gru"
+    family: str  # one of FAMILIES
+    input_size: tuple[int, int] = (352, 480)  # (height, width), multiples of `stride`
+    stride: int = 32  # total downsampling of the encoder
+    num_classes: int = 11
+    state: tuple[StateCfg, ...] = field(default_factory=tuple)
+    pretrained: str = ""  # description of the initial weights, "" when from scratch
+
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: register ``fn`` under its name with ``_`` turned into ``-``."""
+    name = fn.__name__.replace("_", "-")
+    if name.split("-")[0] not in FAMILIES:
+        raise VidsegError(f"model name {name!r} must start with a family: {', '.join(FAMILIES)}")
+    _REGISTRY[name] = fn
+    return fn
+
+
+def _load_families() -> None:
+    for module in _FAMILY_MODULES:
+        importlib.import_module(module)
+
+
+def list_models() -> list[str]:
+    """All registered names, sorted."""
+    _load_families()
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, **kwargs: object) -> nn.Module:
+    """Build the variant ``name``; ``None``-valued kwargs are dropped so CLI defaults never
+    override the variant's own defaults.
+
+    Raises:
+        VidsegError: ``name`` is not registered (the message lists the closest names).
+    """
+    _load_families()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.4)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise VidsegError(f"unknown model {name!r}{hint}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**{k: v for k, v in kwargs.items() if v is not None})

@@ -1,0 +1,175 @@
+"""Lite0 UNet segmenters: the recurrent ConvGRU family and its per-frame baseline.
+
+Seed 001 (ConvRNN/ConvGRU UNet): a convolutional GRU sits at the end of encoder stages and the
+decoder concatenates the hidden states instead of the raw skip features. Here the encoder is an
+ImageNet EfficientNet-Lite0; cells sit at strides 8, 16 and 32 (the stride-4 skip stays
+stateless: its cost would dominate at full resolution). The per-frame baseline swaps each cell
+for a 3x3 conv block of the same width, so the two differ only in memory.
+
+Like RobustVideoMatting, one set of weights runs on clips (N, T, 3, H, W) for training and on
+single frames for export; the state is explicit: ``forward(x, *state) -> (logits, *state)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidseg.models.lite0 import Lite0Encoder, load_lite0_imagenet
+from vidseg.models.registry import ModelCfg, StateCfg, register_model
+
+# ---------------------------------------------------------------------------------------------
+# blocks
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ConvGRU(nn.Module):
+    """Convolutional GRU (seed 001, eq. for cGRU): r, z from one conv on concat(x, h); the
+    candidate from a conv on concat(x, r * h); h' = (1 - z) * h + z * n.
+
+    x: (N, C, H, W); h: (N, C, H, W) with the same C; returns h' of that shape.
+    """
+
+    def __init__(self, channels: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.gates = nn.Conv2d(2 * channels, 2 * channels, kernel, padding=kernel // 2)
+        self.candidate = nn.Conv2d(2 * channels, channels, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        r, z = torch.sigmoid(self.gates(torch.cat([x, h], dim=1))).chunk(2, dim=1)
+        n = torch.tanh(self.candidate(torch.cat([x, r * h], dim=1)))
+        return (1 - z) * h + z * n
+
+
+class UpFuse(nn.Module):
+    """Bilinear x2 upsampling of the coarse map, concat with the skip, 3x3 conv block."""
+
+    def __init__(self, c_coarse: int, c_skip: int, c_out: int) -> None:
+        super().__init__()
+        self.fuse = conv_bn_relu(c_coarse + c_skip, c_out)
+
+    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([up, skip], dim=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+class Lite0UNet(nn.Module):
+    """Lite0 encoder, temporal cells (or plain blocks) at strides 8/16/32, UNet decoder to 1/4.
+
+    Input: normalized float (N, 3, H, W) or clips (N, T, 3, H, W); H, W multiples of 32.
+    Output: logits at 1/4 resolution (N, K, H/4, W/4) (or (N, T, K, H/4, W/4)), then the new
+    state tensors, one per cell, each (N, C_i, H/s_i, W/s_i).
+    """
+
+    def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int], temporal: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.temporal = temporal
+        self.encoder = Lite0Encoder()
+        c4, c8, c16, c32 = Lite0Encoder.channels
+        self.project = nn.ModuleList(
+            conv_bn_relu(c, h, kernel=1) for c, h in zip((c8, c16, c32), hidden)
+        )
+        if temporal:
+            self.cells = nn.ModuleList(ConvGRU(h) for h in hidden)
+        else:
+            self.cells = nn.ModuleList(conv_bn_relu(h, h) for h in hidden)
+        h8, h16, h32 = hidden
+        self.up16 = UpFuse(h32, h16, 64)
+        self.up8 = UpFuse(64, h8, 48)
+        self.up4 = UpFuse(48, c4, 32)
+        self.classifier = nn.Conv2d(32, cfg.num_classes, 1)
+
+    def initial_state(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
+        """Zero state for frames of ``height`` x ``width`` (the shapes the manifest declares)."""
+        return [
+            torch.zeros(batch, s.channels, height // s.stride, width // s.stride)
+            for s in self.cfg.state
+        ]
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        clip = x.ndim == 5
+        n, t = (x.shape[0], x.shape[1]) if clip else (x.shape[0], 1)
+        frames = x.flatten(0, 1) if clip else x
+        f4, *deep = self.encoder(frames)  # stateless parts run on all frames at once
+        projected = [p(f) for p, f in zip(self.project, deep)]
+        if self.temporal:
+            hs = list(state) if state else self.initial_state(n, *frames.shape[-2:])
+            outs: list[list[torch.Tensor]] = [[] for _ in hs]
+            for step in range(t):
+                for i, (cell, p) in enumerate(zip(self.cells, projected)):
+                    p_t = p.unflatten(0, (n, t))[:, step] if clip else p
+                    hs[i] = cell(p_t, hs[i])
+                    outs[i].append(hs[i])
+            skips = [torch.stack(o, dim=1).flatten(0, 1) if clip else o[0] for o in outs]
+        else:
+            hs = []
+            skips = [cell(p) for cell, p in zip(self.cells, projected)]
+        s8, s16, s32 = skips
+        d = self.up4(self.up8(self.up16(s32, s16), s8), f4)
+        logits = self.classifier(d)
+        if clip:
+            logits = logits.unflatten(0, (n, t))
+        return (logits, *hs)
+
+
+# ---------------------------------------------------------------------------------------------
+# builders and variants
+
+
+def _create_lite0_unet(
+    name: str,
+    temporal: bool,
+    pretrained: bool = True,
+    input_size: tuple[int, int] = (352, 480),
+    num_classes: int = 11,
+    hidden: tuple[int, int, int] = (32, 64, 96),
+) -> Lite0UNet:
+    state = (
+        tuple(StateCfg(f"h{s}", c, s) for s, c in zip((8, 16, 32), hidden)) if temporal else ()
+    )
+    cfg = ModelCfg(
+        name=name,
+        family="recurrent" if temporal else "perframe",
+        input_size=tuple(input_size),  # type: ignore[arg-type]
+        num_classes=num_classes,
+        state=state,
+        pretrained="efficientnet-lite0 ImageNet (Apache-2.0 wheel)" if pretrained else "",
+    )
+    model = Lite0UNet(cfg, hidden, temporal)
+    if pretrained:
+        load_lite0_imagenet(model.encoder)
+    return model
+
+
+@register_model
+def recurrent_lite0_gru(**kwargs: object) -> Lite0UNet:
+    """Lite0 encoder + ConvGRU cells at strides 8/16/32 (32/64/96 ch) + UNet decoder."""
+    return _create_lite0_unet("recurrent-lite0-gru", temporal=True, **kwargs)  # type: ignore[arg-type]
+
+
+@register_model
+def perframe_lite0(**kwargs: object) -> Lite0UNet:
+    """The same network with each ConvGRU replaced by a 3x3 conv block: the baseline."""
+    return _create_lite0_unet("perframe-lite0", temporal=False, **kwargs)  # type: ignore[arg-type]
+
+
+def normalize(frames: torch.Tensor) -> torch.Tensor:
+    """uint8-range frames (..., H, W, 3) RGB -> float (..., 3, H, W) scaled as (x - 127) / 128,
+    the scaling the Lite0 ImageNet weights expect. Exported graphs run this same function."""
+    x = frames.float()
+    lead = tuple(range(x.ndim - 3))
+    x = x.permute(*lead, x.ndim - 1, x.ndim - 3, x.ndim - 2)  # positive axes: ONNX-safe
+    return (x - 127.0) / 128.0

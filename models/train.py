@@ -1,0 +1,225 @@
+"""``vidseg-train``: train a registered model on CamVid with synthetic temporal clips.
+
+Two phases share one poly learning-rate schedule: the first ``--perframe-fraction`` of the
+steps trains on single augmented frames (batch ``2 * --batch``), the rest on clips of
+``--seq-len`` frames (batch ``--batch``) with the recurrent state carried through each clip.
+Checkpoints (``last.pt``) are written at every evaluation and at the end; ``--resume`` continues
+from ``last.pt`` with the optimizer and random-generator states restored, so an interrupted run
+resumes where it stopped. Evaluation runs the CamVid val drive in order with state carried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import queue
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vidseg.engine.errors import VidsegError, exit_code_for
+from vidseg.models.data import CAMVID_IGNORE, ClipAugment, LabelledFrames, clip_batch, load_split
+from vidseg.models.evaluate import SegMetrics, evaluate_sequence
+from vidseg.models.registry import create_model, list_models
+from vidseg.models.segnet import normalize
+
+logger = logging.getLogger(__name__)
+CHECKPOINT = "last.pt"
+
+
+def _batches(
+    data: LabelledFrames, schedule: list[tuple[int, int]], rng: np.random.Generator,
+    aug: ClipAugment,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield batches for each (batch, length) in ``schedule``, built in a background thread
+    (OpenCV releases the GIL) with a bounded queue; worker errors are re-raised here."""
+    q: queue.Queue = queue.Queue(maxsize=3)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for batch, length in schedule:
+                if stop.is_set():
+                    return
+                q.put(clip_batch(data, batch, length, rng, aug))
+        except BaseException as exc:  # forwarded to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=work, daemon=True, name="clip-augment")
+    thread.start()
+    try:
+        for _ in schedule:
+            item = q.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
+    """The pretrained encoder learns at ``lr``, the new layers at 3x ``lr``."""
+    encoder = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    return [{"params": encoder, "lr": lr}, {"params": rest, "lr": 3 * lr}]
+
+
+def train(args: argparse.Namespace) -> SegMetrics:
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_data = load_split(args.data, "train", limit=args.limit)
+    val_data = load_split(args.data, "val", limit=args.limit)
+    model_kwargs = {"input_size": tuple(args.input_size) if args.input_size else None}
+    model = create_model(args.model, pretrained=not args.scratch, **model_kwargs)
+    aug = ClipAugment(crop=tuple(args.crop))
+    optimizer = torch.optim.AdamW(_param_groups(model, args.lr), weight_decay=1e-4)
+    steps_per_epoch = math.ceil(len(train_data.images) / args.batch)
+    total = args.max_steps or args.epochs * steps_per_epoch
+    temporal = model.cfg.family != "perframe"
+    perframe_steps = int(total * args.perframe_fraction) if temporal else total
+    schedule = [(2 * args.batch, 1)] * perframe_steps + [(args.batch, args.seq_len)] * (
+        total - perframe_steps
+    )
+    rng = np.random.default_rng(args.seed)
+    step, history = 0, []
+    ckpt_path = out / CHECKPOINT
+    if args.resume:
+        if not ckpt_path.is_file():
+            raise VidsegError(f"--resume: no checkpoint at {ckpt_path}")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if ckpt["model_name"] != args.model:
+            raise VidsegError(f"--resume: {ckpt_path} holds {ckpt['model_name']}, not {args.model}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        rng.bit_generator.state = json.loads(ckpt["numpy_rng"])
+        step, history = ckpt["step"], json.loads(ckpt["history"])
+        logger.info("resumed from %s at step %d", ckpt_path, step)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+
+    def save(metrics: SegMetrics | None) -> None:
+        ckpt = {
+            "model_name": args.model,
+            "model_kwargs": {k: v for k, v in model_kwargs.items() if v is not None},
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "total_steps": total,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": json.dumps(rng.bit_generator.state),
+            "history": json.dumps(history),
+            "metrics": json.dumps(asdict(metrics) if metrics else {}),
+            "train_args": json.dumps({k: v for k, v in vars(args).items() if k != "func"}),
+        }
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save(ckpt, tmp)
+        tmp.replace(ckpt_path)  # atomic: a kill mid-save never corrupts last.pt
+
+    metrics: SegMetrics | None = None
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=f"train {args.model}", unit="step", file=sys.stderr)
+    started = time.perf_counter()
+    for frames, labels in _batches(train_data, schedule[step:], rng, aug):
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * (1 - step / total) ** 0.9
+        x = normalize(torch.from_numpy(frames))  # (B, T, 3, h, w)
+        y = torch.from_numpy(labels).long()  # (B, T, h, w)
+        if x.shape[1] == 1:
+            x, y = x[:, 0], y[:, 0]
+        logits = model(x)[0]
+        logits = F.interpolate(
+            logits.flatten(0, 1) if logits.ndim == 5 else logits,
+            size=y.shape[-2:], mode="bilinear", align_corners=False,
+        )  # fmt: skip
+        loss = F.cross_entropy(logits, y.flatten(0, 1) if y.ndim == 4 else y,
+                               ignore_index=CAMVID_IGNORE)  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", T=x.shape[1] if x.ndim == 5 else 1,
+                        miou=f"{metrics.miou:.1f}" if metrics else "-")  # fmt: skip
+        if step % args.eval_every == 0 or step == total:
+            metrics = evaluate_sequence(model, val_data, carry_state=True)
+            history.append({"step": step, "loss": loss.item(), "val_miou": metrics.miou,
+                            "elapsed_s": time.perf_counter() - started})  # fmt: skip
+            save(metrics)
+            bar.set_postfix(loss=f"{loss.item():.3f}", miou=f"{metrics.miou:.1f}")
+    bar.close()
+    if metrics is None:  # resumed a finished run
+        metrics = evaluate_sequence(model, val_data, carry_state=True)
+    summary = {"model": args.model, "steps": step, "val_miou": metrics.miou,
+               "val_pixel_acc": metrics.pixel_acc, "val_iou": metrics.iou}  # fmt: skip
+    if temporal:
+        summary["val_miou_no_state"] = evaluate_sequence(model, val_data, carry_state=False).miou
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vidseg-train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("--model", required=True, help="registry name (see vidseg.models.list_models)")
+    p.add_argument("--data", required=True, help="CamVid root with train/, trainannot/, val/, ...")
+    p.add_argument("--out", required=True, help="run directory for last.pt and metrics.json")
+    p.add_argument("--epochs", type=int, default=40, help="passes over the train split")
+    p.add_argument("--max-steps", type=int, help="total optimizer steps (overrides --epochs)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--batch", type=int, default=4, help="clips per step (2x for single frames)")
+    p.add_argument("--seq-len", type=int, default=4, help="frames per training clip")
+    p.add_argument("--perframe-fraction", type=float, default=0.5,
+                   help="share of steps on single frames before clips")  # fmt: skip
+    p.add_argument("--crop", type=int, nargs=2, default=(288, 384), metavar=("H", "W"))
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="inference size (default: the model's)")  # fmt: skip
+    p.add_argument("--lr", type=float, default=1e-3, help="encoder lr (new layers get 3x)")
+    p.add_argument("--eval-every", type=int, default=200, help="steps between val evaluations")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scratch", action="store_true", help="no ImageNet weights for the encoder")
+    p.add_argument("--limit", type=int, help="use only the first N images of each split (tests)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model not in list_models():
+        parser.error(f"unknown --model {args.model!r}; choose from {', '.join(list_models())}")
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error("--max-steps must be >= 1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        metrics = train(args)
+    except VidsegError as exc:
+        if args.debug:
+            raise
+        print(f"vidseg-train: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        print("vidseg-train: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    print(f"val mIoU {metrics.miou:.1f} (pixel acc {metrics.pixel_acc:.1f}); "
+          f"checkpoint {Path(args.out) / CHECKPOINT}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
