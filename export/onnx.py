@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,6 +82,28 @@ def export_graph(model: nn.Module, path: Path, with_logits: bool = False) -> Non
             graph, (frame, *state), str(path), input_names=[FRAME, *state_in],
             output_names=outputs, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
+    fixed = {LABELS: (height, width)} | {
+        name: (s.channels, height // s.stride, width // s.stride)
+        for name, s in zip(state_out, cfg.state)
+    }
+    _declare_output_shapes(path, fixed)
+
+
+def _declare_output_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Write the full static shape (after the batch axis) of each output into the graph.
+
+    The TorchScript exporter leaves some output dims symbolic (e.g. GRU channels); TensorRT
+    profiles and IO binding need them concrete, and the engine checks them against the manifest.
+    """
+    model = onnx.load(str(path))
+    for output in model.graph.output:
+        if output.name in shapes:
+            dims = output.type.tensor_type.shape.dim
+            for dim, size in zip(dims[1:], shapes[output.name]):
+                dim.Clear()
+                dim.dim_value = size
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def _git_commit() -> str:

@@ -74,7 +74,8 @@ class ClipAugment:
     pan_step: float = 0.02  # max pan per frame, fraction of crop width
     rot_step_deg: float = 1.0  # max rotation change per frame
     corrupt_prob: float = 0.3  # chance that a frame after the first gets a corruption
-    blur_prob: float = 0.2  # chance of a Gaussian / motion blur per frame
+    blur_prob: float = 0.2  # chance of a Gaussian blur per frame
+    photometric: bool = True  # per-clip gain/bias jitter and per-frame sensor noise
 
 
 def _affine(center: np.ndarray, scale: float, angle_deg: float, crop: tuple[int, int]) -> np.ndarray:
@@ -114,7 +115,7 @@ def make_clip(
     velocity = rng.uniform(-1, 1, 4) * [aug.pan_step * w, aug.pan_step * h * 0.5,
                                         aug.zoom_step, aug.rot_step_deg]  # fmt: skip
     flip = rng.random() < 0.5
-    gain, bias = rng.uniform(0.75, 1.25), rng.uniform(-20, 20)
+    gain, bias = (rng.uniform(0.75, 1.25), rng.uniform(-20, 20)) if aug.photometric else (1, 0)
     frames = np.empty((length, h, w, 3), np.uint8)
     labels = np.empty((length, h, w), np.uint8)
     for t in range(length):
@@ -124,8 +125,10 @@ def make_clip(
                              borderMode=cv2.BORDER_REFLECT101)  # fmt: skip
         lab = cv2.warpAffine(label, m, (w, h), flags=cv2.INTER_NEAREST,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=CAMVID_IGNORE)  # fmt: skip
-        img = img.astype(np.float32) * (gain * rng.uniform(0.95, 1.05)) + bias
-        img += rng.normal(0, rng.uniform(0, 6), img.shape).astype(np.float32)
+        img = img.astype(np.float32)
+        if aug.photometric:
+            img = img * (gain * rng.uniform(0.95, 1.05)) + bias
+            img += rng.normal(0, rng.uniform(0, 6), img.shape).astype(np.float32)
         if rng.random() < aug.blur_prob:
             k = int(rng.choice([3, 5, 7]))
             img = cv2.GaussianBlur(img, (k, k), 0)

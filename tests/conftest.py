@@ -1,0 +1,91 @@
+"""Shared fixtures: the sample clip, tiny untrained bundles and checkpoints, CamVid path.
+
+Tiny models are the real Lite0 UNet at a 64x96 input with random weights (no ImageNet load):
+fast on two CPU cores and exercising every export/engine path the shipped model uses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_CLIP = REPO / "samples" / "dashcam.mp4"
+CAMVID = REPO.parent / "shared" / "data" / "camvid"
+TINY_SIZE = (64, 96)  # (height, width)
+
+
+@pytest.fixture(scope="session")
+def sample_clip() -> Path:
+    return SAMPLE_CLIP
+
+
+@pytest.fixture(scope="session")
+def camvid() -> Path:
+    if not (CAMVID / "train").is_dir():
+        pytest.skip(f"CamVid not found at {CAMVID} (expected ../shared beside the repo)")
+    return CAMVID
+
+
+def make_tiny_model(name: str = "recurrent-lite0-gru", seed: int = 0):
+    import torch
+
+    from vidseg.models.registry import create_model
+
+    torch.manual_seed(seed)
+    model = create_model(name, pretrained=False, input_size=TINY_SIZE)
+    # randomise BN statistics so the untrained net is not near-constant
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def export_tiny_bundle(out: Path, name: str = "recurrent-lite0-gru") -> Path:
+    from vidseg.export.cli import CAMVID as CAMVID_CLASSES
+    from vidseg.export.onnx import build_manifest, write_bundle
+
+    model = make_tiny_model(name)
+    write_bundle(model, out, build_manifest(model.cfg, CAMVID_CLASSES, {"dataset": "none"}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory():
+    """``make_tiny_model`` as a fixture (test modules cannot import conftest by name)."""
+    return make_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A recurrent bundle (untrained, 64x96 input) exported by the real export path."""
+    return export_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny.vidseg")
+
+
+@pytest.fixture(scope="session")
+def tiny_perframe_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_tiny_bundle(tmp_path_factory.mktemp("bundles") / "pf.vidseg", "perframe-lite0")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint in vidseg-train's format holding the tiny model."""
+    import torch
+
+    model = make_tiny_model()
+    path = tmp_path_factory.mktemp("ckpt") / "last.pt"
+    torch.save({"model_name": model.cfg.name, "model_kwargs": {"input_size": TINY_SIZE},
+                "model": model.state_dict(), "step": 0,
+                "metrics": json.dumps({}), "train_args": json.dumps({})}, path)  # fmt: skip
+    return path
+
+
+def copy_bundle(src: Path, dst: Path) -> Path:
+    """A writable copy of a bundle, for tests that break it."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst

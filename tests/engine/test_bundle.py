@@ -1,0 +1,67 @@
+"""Manifest schema validation: every bad field is named in the error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vidseg.engine.bundle import Manifest, load_bundle
+from vidseg.engine.errors import BundleError
+
+
+def _manifest(tiny_bundle: Path) -> dict:
+    return json.loads((tiny_bundle / "manifest.json").read_text())
+
+
+def test_loads_exported_bundle(tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    m = bundle.manifest
+    assert m.family == "recurrent"
+    assert (m.input.height, m.input.width) == (64, 96)
+    assert [s.input for s in m.state] == ["h8_in", "h16_in", "h32_in"]
+    assert m.state[0].shape == (32, 8, 12)
+    assert len(m.palette) == len(m.classes) == 11
+    assert bundle.graph_path("step").is_file()
+    # round trip: to_json -> from_dict gives the same manifest
+    assert Manifest.from_dict(json.loads(m.to_json())) == m
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda d: d.update(family="nope"), "family"),
+        (lambda d: d["input"].pop("height"), "input.height"),
+        (lambda d: d["input"].update(width=-5), "input.width"),
+        (lambda d: d["input"].update(layout="NCHW"), "input.layout"),
+        (lambda d: d.update(palette=d["palette"][:3]), "palette"),
+        (lambda d: d.update(classes=[]), "classes"),
+        (lambda d: d.update(graphs={}), "graphs.step"),
+        (lambda d: d["state"][1].update(shape=[64, 0, 3]), "state[1].shape"),
+        (lambda d: d["state"][0].update(dtype="float64"), "state[0].dtype"),
+        (lambda d: d.update(state=[]), "state"),
+        (lambda d: d.update(outputs=[]), "outputs"),
+        (lambda d: d.update(schema_version=99), "schema_version"),
+        (lambda d: d["input"].update(height="64"), "input.height"),
+    ],
+)
+def test_bad_field_is_named(tiny_bundle: Path, edit, field: str) -> None:
+    raw = _manifest(tiny_bundle)
+    edit(raw)
+    with pytest.raises(BundleError, match=f"field '{field.replace('[', '.').replace(']', '.')}"):
+        Manifest.from_dict(raw)
+
+
+def test_load_errors(tmp_path: Path, tiny_bundle: Path) -> None:
+    with pytest.raises(BundleError, match="not found"):
+        load_bundle(tmp_path / "missing.vidseg")
+    with pytest.raises(BundleError, match="no manifest.json"):
+        load_bundle(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="unreadable manifest"):
+        load_bundle(tmp_path)
+    raw = _manifest(tiny_bundle)
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))  # graph file absent
+    with pytest.raises(BundleError, match="graph 'step' file 'step.onnx' is missing"):
+        load_bundle(tmp_path)

