@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,8 +268,6 @@ def truncated_copy(src: Path, dst: Path, fraction: float = 0.5) -> Path:
 
 def broken_bundle(tiny: Path, dst: Path, text: str | None = None, **changes: object) -> Path:
     """A copy of ``tiny`` whose manifest is ``text``, or the original with ``changes``."""
-    import shutil
-
     shutil.copytree(tiny, dst)
     manifest = dst / "manifest.json"
     if text is None:
@@ -335,11 +334,11 @@ def test_truncated_without_faststart_fails_to_open(
 @pytest.mark.parametrize(
     ("case", "needles"),
     [
-        ("invalid-json", ("manifest.json",)),
-        ("family", ("manifest.json", "'family'", "'nope'")),
-        ("missing-classes", ("'classes'", "missing")),
-        ("state-shape", ("h8_in", "[batch, 33, 8, 12]")),
-        ("missing", ("not found",)),
+        pytest.param("invalid-json", ("manifest.json",), id="invalid-json"),
+        pytest.param("family", ("manifest.json", "'family'", "'nope'"), id="family"),
+        pytest.param("missing-classes", ("'classes'", "missing"), id="missing-classes"),
+        pytest.param("state-shape", ("h8_in", "[batch, 33, 8, 12]"), id="state-shape"),
+        pytest.param("missing", ("not found",), id="missing"),
     ],
 )
 def test_bad_bundle(
@@ -352,8 +351,8 @@ def test_bad_bundle(
     elif case == "family":
         broken_bundle(tiny_bundle, bundle, family="nope")
     elif case == "missing-classes":
-        broken_bundle(tiny_bundle, bundle,
-                      text=json.dumps({k: v for k, v in raw.items() if k != "classes"}))  # fmt: skip
+        del raw["classes"]
+        broken_bundle(tiny_bundle, bundle, text=json.dumps(raw))
     elif case == "state-shape":
         state = [dict(s) for s in raw["state"]]
         assert state[0]["input"] == "h8_in" and state[0]["shape"][0] == 32
@@ -431,18 +430,22 @@ def frames_done(progress: str) -> int:
     return max(map(int, counts), default=0)
 
 
-def test_ctrl_c_writes_a_valid_shorter_video(tiny_bundle: Path, out_dir: Path,
-                                             tmp_path: Path) -> None:  # fmt: skip
-    out, summary = out_dir / "o.mp4", tmp_path / "run.json"
-    command = [sys.executable, "-m", "vidseg.engine", str(SAMPLE), "--out", str(out),
-               "--model", str(tiny_bundle), "--json", str(summary)]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def interrupt_run(args: list[str], when_frames: int) -> tuple[int, str]:
+    """Start vidseg-run with ``args``, send SIGINT once the progress bar shows ``when_frames``
+    frames done (0: as soon as it appears), return (exit code, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "vidseg.engine", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     tail = StderrTail(proc)
     try:
         deadline = time.monotonic() + TIMEOUT_S
-        while frames_done(tail.text()) < 3 and proc.poll() is None:
+
+        def ready() -> bool:
+            progress = tail.text()
+            return f"/{SAMPLE_FRAMES} [" in progress and frames_done(progress) >= when_frames
+
+        while not ready() and proc.poll() is None:
             assert time.monotonic() < deadline, f"no progress: {tail.text()}"
-            time.sleep(0.02)
+            time.sleep(0.005)
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
         proc.wait(timeout=TIMEOUT_S)
@@ -450,10 +453,17 @@ def test_ctrl_c_writes_a_valid_shorter_video(tiny_bundle: Path, out_dir: Path,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    stderr = tail.join()
-    if proc.returncode == 0:
+    return proc.returncode, tail.join()
+
+
+def test_ctrl_c_writes_a_valid_shorter_video(tiny_bundle: Path, out_dir: Path,
+                                             tmp_path: Path) -> None:  # fmt: skip
+    out, summary = out_dir / "o.mp4", tmp_path / "run.json"
+    code, stderr = interrupt_run([str(SAMPLE), "--out", str(out), "--model", str(tiny_bundle),
+                                  "--json", str(summary)], when_frames=3)  # fmt: skip
+    if code == 0:
         pytest.skip("the run finished before SIGINT could be sent (machine too fast)")
-    assert proc.returncode == 130, stderr
+    assert code == 130, stderr
     assert "Traceback" not in stderr
     message = re.search(r"vidseg-run: interrupted after (\d+) frames; wrote (\S+)", stderr)
     assert message, stderr
@@ -465,3 +475,20 @@ def test_ctrl_c_writes_a_valid_shorter_video(tiny_bundle: Path, out_dir: Path,
     result = json.loads(summary.read_text())
     assert result["interrupted"] is True and result["frames"] == frames
 
+
+def test_ctrl_c_on_the_first_frame(tiny_bundle: Path, out_dir: Path) -> None:
+    """SIGINT as the progress bar appears: 130 and a clean message either way; no file when no
+    frame was done (was: exit 5 'no frames were written')."""
+    out = out_dir / "o.mp4"
+    code, stderr = interrupt_run([str(SAMPLE), "--out", str(out), "--model", str(tiny_bundle)],
+                                 when_frames=0)  # fmt: skip
+    if code == 0:
+        pytest.skip("the run finished before SIGINT could be sent (machine too fast)")
+    assert code == 130, stderr
+    assert "Traceback" not in stderr and "error" not in stderr, stderr
+    done = re.search(r"interrupted after (\d+) frames", stderr)
+    if done is None:
+        assert "vidseg-run: interrupted before any frame was written" in stderr, stderr
+        assert list(out_dir.iterdir()) == []
+    else:
+        assert_same_video_shape(out, int(done.group(1)))

@@ -1,0 +1,1 @@
+"""vidseg.benchmarks: ``vidseg-bench`` (per-frame latency, pipeline throughput)."""

@@ -1,0 +1,262 @@
+"""``vidseg-bench``: per-frame latency and throughput of a bundle, written as JSON (+ plots).
+
+Measured in one process, one after another, on the same frames:
+
+* ``step_ms`` -- ``Segmenter.step`` on frames already at the model's input size (total and
+  per stage), after ``--warmup`` frames that are reported separately;
+* ``bare_run_ms`` -- a plain ``InferenceSession.run`` on the same graph with the same session
+  options and the state carried by hand: ``overhead_ratio = step p50 / bare p50`` is what the
+  engine adds;
+* ``naive_fps`` -- decode, segment, blend and encode the clip in one sequential loop;
+* ``pipeline_fps`` -- the same work through ``engine.pipeline`` (decode and encode threads).
+
+Latency numbers are percentiles (p50/p90/p99/max) of ``perf_counter_ns`` deltas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from vidseg.engine.bundle import default_bundle_path, load_bundle
+from vidseg.engine.errors import VidsegError, exit_code_for
+from vidseg.engine.overlay import blend, palette_lut
+from vidseg.engine.pipeline import segment_video
+from vidseg.engine.segmenter import Segmenter
+from vidseg.engine.video import VideoInfo, VideoWriter, read_frames
+
+logger = logging.getLogger(__name__)
+
+
+def percentiles(values_ms: list[float]) -> dict[str, float]:
+    """p50/p90/p99/max/mean of a list of milliseconds (rounded to µs)."""
+    a = np.asarray(values_ms, dtype=np.float64)
+    out = {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99)}
+    out |= {"max": float(a.max()), "mean": float(a.mean()), "n": int(a.size)}
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def environment(threads: int | None) -> dict[str, object]:
+    import av
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(), "numpy": np.__version__,
+        "onnxruntime": ort.__version__, "providers": ort.get_available_providers(),
+        "av": av.__version__, "opencv": cv2.__version__, "ort_threads": threads or "default",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }  # fmt: skip
+
+
+def _loop(n: int, fn: Callable[[int], None]) -> list[float]:
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        fn(i)
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    return times
+
+
+def bench_step(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
+               threads: int | None) -> dict[str, object]:  # fmt: skip
+    seg = Segmenter(bundle, threads=threads)
+    warm = _loop(warmup, lambda i: seg.step(frames[i % len(frames)]))
+    timings = []
+
+    def one(i: int) -> None:
+        timings.append(seg.step(frames[i % len(frames)]).timings)
+
+    total = _loop(n, one)
+    return {
+        "warmup_ms": percentiles(warm) if warm else {},
+        "step_ms": percentiles(total),
+        "stages_ms": {s: percentiles([getattr(t, f"{s}_ms") for t in timings])
+                      for s in ("pre", "infer", "post")},  # fmt: skip
+        "step_series_ms": [round(t, 3) for t in total],
+    }
+
+
+def bench_bare(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
+               threads: int | None) -> dict[str, object]:  # fmt: skip
+    """The same graph through a bare InferenceSession, state carried by hand."""
+    manifest = load_bundle(bundle).manifest
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(str(bundle / manifest.graphs["step"]), opts,
+                                providers=["CPUExecutionProvider"])  # fmt: skip
+    names = [o.name for o in sess.get_outputs()]
+    state = {s.input: np.zeros((1, *s.shape), s.dtype) for s in manifest.state}
+    batches = [f[None] for f in frames]
+
+    def one(i: int) -> None:
+        nonlocal state
+        out = dict(zip(names, sess.run(names, {manifest.input.name: batches[i % len(batches)],
+                                               **state})))  # fmt: skip
+        state = {s.input: out[s.output] for s in manifest.state}
+
+    warm = _loop(warmup, one)
+    total = _loop(n, one)
+    return {"warmup_ms": percentiles(warm) if warm else {}, "bare_run_ms": percentiles(total)}
+
+
+def bench_naive(bundle: Path, clip: Path, out: Path, max_frames: int,
+                threads: int | None) -> dict[str, float]:  # fmt: skip
+    """Decode -> step -> blend -> encode, one frame at a time on one thread."""
+    seg = Segmenter(bundle, threads=threads)
+    lut = palette_lut(seg.manifest.palette)
+    info = VideoInfo.from_path(clip)
+    t0 = time.perf_counter()
+    n = 0
+    with VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
+                     time_base=info.time_base) as writer:  # fmt: skip
+        for frame in read_frames(clip, max_frames=max_frames):
+            result = seg.step(frame.image)
+            writer.write(blend(frame.image, result.labels, lut, 0.5), frame.pts)
+            n += 1
+    wall = time.perf_counter() - t0
+    return {"frames": n, "wall_s": round(wall, 3), "fps": round(n / wall, 2)}
+
+
+def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
+                   threads: int | None) -> dict[str, float]:  # fmt: skip
+    seg = Segmenter(bundle, threads=threads)
+    lut = palette_lut(seg.manifest.palette)
+    info = VideoInfo.from_path(clip)
+    t0 = time.perf_counter()
+    with VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
+                     time_base=info.time_base) as writer:  # fmt: skip
+        stats = segment_video(seg, read_frames(clip, max_frames=max_frames), writer,
+                              lambda f, r: blend(f.image, r.labels, lut, 0.5))  # fmt: skip
+    wall = time.perf_counter() - t0  # includes the final flush, like the naive loop
+    return {"frames": stats.frames, "wall_s": round(wall, 3), "fps": round(stats.frames / wall, 2)}
+
+
+def plot(report: dict, out_dir: Path) -> list[str]:
+    """Latency histogram and timeline PNGs (needs matplotlib: pip install 'vidseg[bench]')."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib not installed: no plots (pip install 'vidseg[bench]')")
+        return []
+    series = report["step"]["step_series_ms"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
+    a.hist(series, bins=40)
+    a.set(xlabel="Segmenter.step [ms]", ylabel="frames", title="latency histogram")
+    b.plot(series, lw=0.8)
+    b.set(xlabel="frame", ylabel="ms", title="latency timeline")
+    fig.suptitle(f"{report['model']} ({report['environment']['cpu']})", fontsize=9)
+    fig.tight_layout()
+    path = out_dir / "latency.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [str(path)]
+
+
+def run(args: argparse.Namespace) -> dict:
+    bundle = Path(args.model) if args.model else default_bundle_path()
+    manifest = load_bundle(bundle).manifest
+    clip = Path(args.input) if args.input else default_bundle_path().parent / "dashcam.mp4"
+    size = (manifest.input.width, manifest.input.height)
+    frames = [f.image for f in read_frames(clip, size=size, max_frames=min(args.frames, 100))]
+    if not frames:
+        raise VidsegError(f"no frames decoded from {clip}")
+    report: dict = {"model": manifest.name, "bundle": str(bundle), "input": str(clip),
+                    "input_size": list(size[::-1]), "frames": args.frames,
+                    "environment": environment(args.threads)}  # fmt: skip
+    logger.info("step latency over %d frames", args.frames)
+    report["step"] = bench_step(bundle, frames, args.warmup, args.frames, args.threads)
+    report["bare"] = bench_bare(bundle, frames, args.warmup, args.frames, args.threads)
+    report["step_ms"] = report["step"]["step_ms"]
+    report["bare_run_ms"] = report["bare"]["bare_run_ms"]
+    report["overhead_ratio"] = round(report["step_ms"]["p50"] / report["bare_run_ms"]["p50"], 4)
+    if not args.skip_video:
+        with tempfile.TemporaryDirectory() as tmp:
+            naive = bench_naive(bundle, clip, Path(tmp) / "n.mp4", args.video_frames, args.threads)
+            pipe = bench_pipeline(bundle, clip, Path(tmp) / "p.mp4", args.video_frames,
+                                  args.threads)  # fmt: skip
+        report |= {"naive": naive, "pipeline": pipe, "naive_fps": naive["fps"],
+                   "pipeline_fps": pipe["fps"],
+                   "pipeline_vs_naive": round(pipe["fps"] / naive["fps"], 3)}  # fmt: skip
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if args.plots:
+        report["plots"] = plot(report, Path(args.plots))
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidseg-bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p.add_argument("--model", help="bundle directory (default: the bundled model)")
+    p.add_argument("--input", help="clip to take frames from (default: the sample clip)")
+    p.add_argument("--frames", type=int, default=200, help="timed frames per latency run")
+    p.add_argument("--warmup", type=int, default=10, help="untimed frames first (reported apart)")
+    p.add_argument("--video-frames", type=int, default=100, help="frames for naive/pipeline runs")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--skip-video", action="store_true", help="latency only, no encode runs")
+    p.add_argument("--json", help="write the report here")
+    p.add_argument("--plots", metavar="DIR", help="write latency plots (PNG) into DIR")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.frames < 1 or args.warmup < 0 or args.video_frames < 1:
+        parser.error("--frames and --video-frames must be >= 1, --warmup >= 0")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        report = run(args)
+    except VidsegError as exc:
+        if args.debug:
+            raise
+        print(f"vidseg-bench: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    env = report["environment"]
+    print(f"{report['model']} at {report['input_size'][0]}x{report['input_size'][1]} on "
+          f"{env['cpu']} ({env['cpu_count']} cores), onnxruntime {env['onnxruntime']}")
+    for key in ("step_ms", "bare_run_ms"):
+        v = report[key]
+        print(f"  {key:12s} p50 {v['p50']:7.2f}  p90 {v['p90']:7.2f}  p99 {v['p99']:7.2f}  "
+              f"max {v['max']:7.2f}")
+    print(f"  engine overhead ratio (step p50 / bare p50): {report['overhead_ratio']:.3f}")
+    if "pipeline_fps" in report:
+        print(f"  naive loop {report['naive_fps']:.1f} fps, pipeline {report['pipeline_fps']:.1f}"
+              f" fps ({report['pipeline_vs_naive']:.2f}x)")
+    print(f"  peak RSS {report['peak_rss_mb']} MB")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"  wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

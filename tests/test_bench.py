@@ -1,0 +1,30 @@
+"""vidseg-bench writes the documented JSON fields (numbers are not asserted: speed targets live
+in benchmark runs, not in unit tests)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vidseg.benchmarks import bench
+
+
+def test_bench_json(tiny_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = bench.main(["--model", str(tiny_bundle), "--frames", "12", "--warmup", "2",
+                       "--video-frames", "8", "--json", str(out), "--plots", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    for key in ("step_ms", "bare_run_ms"):
+        assert set(report[key]) >= {"p50", "p90", "p99", "max"}
+        assert 0 < report[key]["p50"] <= report[key]["p99"] <= report[key]["max"]
+    assert report["step_ms"]["n"] == 12
+    assert report["pipeline_fps"] > 0 and report["naive_fps"] > 0
+    assert report["naive"]["frames"] == report["pipeline"]["frames"] == 8
+    assert {"cpu", "onnxruntime", "python"} <= set(report["environment"])
+    assert (tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_bench_bad_bundle(tmp_path: Path, capsys) -> None:
+    assert bench.main(["--model", str(tmp_path / "nope"), "--skip-video"]) == 3
+    assert "bundle not found" in capsys.readouterr().err
