@@ -98,8 +98,11 @@ def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo]:
                                        desc=Path(args.input).name, file=sys.stderr))  # fmt: skip
         frames = read_frames(args.input, max_frames=args.max_frames)
         stats = segment_video(segmenter, frames, sink, render, on_frame=lambda r: bar.update(1))
-        if stats.interrupted and not stats.frames:  # nothing to keep: discard, exit 130
-            raise KeyboardInterrupt
+        if not stats.frames:  # nothing to keep: discard the empty output, say why
+            if stats.truncated is not None:
+                raise stats.truncated
+            if stats.interrupted:
+                raise KeyboardInterrupt
     return stats, info
 
 

@@ -87,17 +87,26 @@ class Prefetch(Generic[T]):
 
 
 class Sink(Protocol):
+    """Where rendered frames go (``VideoWriter``, ``MaskSequenceWriter``)."""
+
     def write(self, image: np.ndarray, pts: int | None = None) -> None: ...
 
 
 class BackgroundWriter:
-    """Calls ``sink.write`` in a worker thread; a sink error is re-raised on the next ``write``
-    or on ``close``. ``close`` waits until every queued frame is written."""
+    """Renders and writes frames in a worker thread: ``sink.write(render(frame, result), pts)``.
 
-    def __init__(self, sink: Sink, depth: int = QUEUE_DEPTH) -> None:
+    Rendering (the overlay blend) and encoding both release the GIL, so they overlap the model.
+    ``written`` counts frames the sink accepted. A sink error is re-raised on the next
+    ``submit`` or on ``close``; ``close`` waits until every queued frame is written.
+    """
+
+    def __init__(self, sink: Sink, render: Callable[[Frame, Result], np.ndarray],
+                 depth: int = QUEUE_DEPTH) -> None:  # fmt: skip
         self._sink = sink
+        self._render = render
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self.written = 0
         self._thread = threading.Thread(target=self._work, name="encode", daemon=True)
         self._thread.start()
 
@@ -107,15 +116,17 @@ class BackgroundWriter:
             if item is _DONE:
                 return
             if self._error is None:
+                frame, result = item
                 try:
-                    self._sink.write(*item)
+                    self._sink.write(self._render(frame, result), frame.pts)
+                    self.written += 1
                 except BaseException as exc:
                     self._error = exc
 
-    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+    def submit(self, frame: Frame, result: Result) -> None:
         if self._error is not None:
             raise self._error
-        self._queue.put((image, pts))
+        self._queue.put((frame, result))
 
     def close(self) -> None:
         self._queue.put(_DONE)
@@ -130,7 +141,7 @@ class BackgroundWriter:
                  tb: TracebackType | None) -> None:  # fmt: skip
         if exc_type is None:
             self.close()
-        else:  # already failing: drain without masking the original error
+        else:  # already failing: finish what is queued without masking the original error
             self._queue.put(_DONE)
             self._thread.join()
 
@@ -139,7 +150,7 @@ class BackgroundWriter:
 class RunStats:
     """What a video run did; ``interrupted`` when Ctrl-C stopped it early."""
 
-    frames: int = 0
+    frames: int = 0  # frames written to the sink
     wall_s: float = 0.0
     interrupted: bool = False
     truncated: TruncatedVideoError | None = None  # the source ended early; output kept
@@ -167,13 +178,13 @@ def segment_video(
     stats = RunStats()
     started = time.perf_counter()
     segmenter.reset()
+    writer = BackgroundWriter(sink, render)
     try:
-        with Prefetch(frames, name="decode") as decoded, BackgroundWriter(sink) as writer:
+        with writer, Prefetch(frames, name="decode") as decoded:
             try:
                 for frame in decoded:
                     result = segmenter.step(frame.image, frame.timestamp_s)
-                    writer.write(render(frame, result), frame.pts)
-                    stats.frames += 1
+                    writer.submit(frame, result)
                     stats.step_ms.append(result.timings.total_ms)
                     if on_frame is not None:
                         on_frame(result)
@@ -182,5 +193,6 @@ def segment_video(
             except TruncatedVideoError as exc:
                 stats.truncated = exc
     finally:
+        stats.frames = writer.written
         stats.wall_s = time.perf_counter() - started
     return stats
