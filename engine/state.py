@@ -8,7 +8,9 @@ tensor itself becomes the next input (no copy; on a GPU the buffer never leaves 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from vidseg.engine.backends.base import Backend, TensorInfo
 from vidseg.engine.bundle import StateSpec
@@ -51,7 +53,12 @@ def _check_shape(spec: StateSpec, info: TensorInfo, graph: str) -> None:
 
 
 class StreamState:
-    """The recurrent tensors of one stream (batch ``batch``), zeros after construction/reset."""
+    """The recurrent tensors of ``batch`` streams (one row each), zeros after construction.
+
+    With ``rows`` the feeds/advance calls work on a subset of the streams (multi-stream
+    batching, where ended or idle streams sit out a run); rows not named are left untouched.
+    Row operations index numpy arrays, so they need a host-memory backend (ORT CPU).
+    """
 
     def __init__(self, specs: tuple[StateSpec, ...], backend: Backend, batch: int = 1) -> None:
         self.specs = specs
@@ -60,16 +67,34 @@ class StreamState:
         self.tensors: dict[str, Any] = {}
         self.reset()
 
-    def reset(self) -> None:
-        """Back to the initial value (zeros), e.g. on a new stream, a seek or a scene cut."""
-        self.tensors = {
-            s.input: self.backend.zeros((self.batch, *s.shape), s.dtype) for s in self.specs
-        }
+    def reset(self, row: int | None = None) -> None:
+        """Back to the initial value (zeros), e.g. on a new stream, a seek or a scene cut.
 
-    def feeds(self) -> dict[str, Any]:
-        """Inputs to add to the next run."""
-        return dict(self.tensors)
+        ``row`` resets one stream of a batch and leaves the others as they are.
+        """
+        if row is None:
+            self.tensors = {
+                s.input: self.backend.zeros((self.batch, *s.shape), s.dtype) for s in self.specs
+            }
+        else:
+            for value in self.tensors.values():
+                value[row] = 0
 
-    def advance(self, outputs: Mapping[str, Any]) -> None:
-        """Take the new state from a run's outputs."""
-        self.tensors = {s.input: outputs[s.output] for s in self.specs}
+    def feeds(self, rows: Sequence[int] | None = None) -> dict[str, Any]:
+        """Inputs to add to the next run (all streams, or the given rows in that order)."""
+        if rows is None:
+            return dict(self.tensors)
+        index = np.asarray(rows)
+        return {name: value[index] for name, value in self.tensors.items()}
+
+    def advance(self, outputs: Mapping[str, Any], rows: Sequence[int] | None = None) -> None:
+        """Take the new state from a run's outputs (for all streams, or for ``rows``)."""
+        if rows is None:
+            self.tensors = {s.input: outputs[s.output] for s in self.specs}
+            return
+        index = np.asarray(rows)
+        for s in self.specs:
+            value = self.tensors[s.input]
+            if not value.flags.writeable:
+                value = self.tensors[s.input] = value.copy()
+            value[index] = outputs[s.output]
