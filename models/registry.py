@@ -17,7 +17,7 @@ from torch import nn
 from vidseg.engine.errors import VidsegError
 
 FAMILIES = ("perframe", "recurrent", "keyframe", "netwarp")
-_FAMILY_MODULES = ("vidseg.models.segnet",)
+_FAMILY_MODULES = ("vidseg.models.segnet", "vidseg.models.unet001")
 
 
 @dataclass(frozen=True)
