@@ -155,6 +155,41 @@ def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
     return {"frames": stats.frames, "wall_s": round(wall, 3), "fps": round(stats.frames / wall, 2)}
 
 
+def bench_torch(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
+                threads: int | None) -> dict[str, object]:  # fmt: skip
+    """The bundle's architecture in torch eager (random weights: speed only), state carried.
+
+    Needs the ``[export]`` extras; returns {} with a warning when torch is missing.
+    """
+    try:
+        import torch
+
+        from vidseg.export.onnx import FrameGraph
+        from vidseg.models.registry import create_model
+    except ImportError:
+        logger.warning("torch not installed: no eager baseline (pip install 'vidseg[export]')")
+        return {}
+    manifest = load_bundle(bundle).manifest
+    if threads:
+        torch.set_num_threads(threads)
+    size = (manifest.input.height, manifest.input.width)
+    model = create_model(manifest.name, pretrained=False, input_size=size)
+    graph = FrameGraph(model.eval()).eval()
+    batches = [torch.from_numpy(f[None]) for f in frames]
+    state = tuple(model.initial_state(1, *size)) if manifest.state else ()
+
+    def one(i: int) -> None:
+        nonlocal state
+        _, *new = graph(batches[i % len(batches)], *state)
+        state = tuple(new)
+
+    with torch.inference_mode():
+        _loop(warmup, one)
+        total = _loop(n, one)
+    return {"torch_eager_ms": percentiles(total), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}  # fmt: skip
+
+
 def plot(report: dict, out_dir: Path) -> list[str]:
     """Latency histogram and timeline PNGs (needs matplotlib: pip install 'vidseg[bench]')."""
     try:
@@ -197,6 +232,16 @@ def run(args: argparse.Namespace) -> dict:
     report["step_ms"] = report["step"]["step_ms"]
     report["bare_run_ms"] = report["bare"]["bare_run_ms"]
     report["overhead_ratio"] = round(report["step_ms"]["p50"] / report["bare_run_ms"]["p50"], 4)
+    report["comparisons"] = []
+    for other in args.compare or []:
+        other_path = Path(other)
+        name = load_bundle(other_path).manifest.name
+        step = bench_step(other_path, frames, args.warmup, args.frames, args.threads)
+        bare = bench_bare(other_path, frames, args.warmup, args.frames, args.threads)
+        report["comparisons"].append({"model": name, "bundle": other, "step_ms": step["step_ms"],
+                                      "bare_run_ms": bare["bare_run_ms"]})  # fmt: skip
+    if args.torch:
+        report["torch"] = bench_torch(bundle, frames, args.warmup, args.frames, args.threads)
     if not args.skip_video:
         with tempfile.TemporaryDirectory() as tmp:
             naive = bench_naive(bundle, clip, Path(tmp) / "n.mp4", args.video_frames, args.threads)
@@ -220,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed frames first (reported apart)")
     p.add_argument("--video-frames", type=int, default=100, help="frames for naive/pipeline runs")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--compare", nargs="+", metavar="BUNDLE",
+                   help="also time these bundles on the same frames (e.g. the per-frame baseline)")
+    p.add_argument("--torch", action="store_true",
+                   help="also time the architecture in torch eager (needs the [export] extras)")
     p.add_argument("--skip-video", action="store_true", help="latency only, no encode runs")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plots", metavar="DIR", help="write latency plots (PNG) into DIR")
@@ -248,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:12s} p50 {v['p50']:7.2f}  p90 {v['p90']:7.2f}  p99 {v['p99']:7.2f}  "
               f"max {v['max']:7.2f}")
     print(f"  engine overhead ratio (step p50 / bare p50): {report['overhead_ratio']:.3f}")
+    for c in report["comparisons"]:
+        print(f"  {c['model']:28s} step p50 {c['step_ms']['p50']:7.2f}  p99 "
+              f"{c['step_ms']['p99']:7.2f}  bare p50 {c['bare_run_ms']['p50']:7.2f}")
+    if report.get("torch"):
+        t = report["torch"]["torch_eager_ms"]
+        print(f"  torch eager ({report['torch']['torch_threads']} threads) p50 {t['p50']:7.2f}  "
+              f"p99 {t['p99']:7.2f}")
     if "pipeline_fps" in report:
         print(f"  naive loop {report['naive_fps']:.1f} fps, pipeline {report['pipeline_fps']:.1f}"
               f" fps ({report['pipeline_vs_naive']:.2f}x)")

@@ -28,6 +28,16 @@ CAMVID = ClassInfo(CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_IGNORE)
 SAMPLE_CLIP = "dashcam.mp4"
 
 
+UNTRAINED = "untrained:"
+
+
+def load_untrained(name: str) -> tuple[torch.nn.Module, dict]:
+    """``untrained:NAME``: the registry model with random weights, for latency work only."""
+    torch.manual_seed(0)
+    model = create_model(name, pretrained=False)
+    return model.eval(), {"dataset": "none: untrained random weights, for timing only"}
+
+
 def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model a ``vidseg-train`` checkpoint holds (weights only, no pickle).
 
@@ -61,7 +71,10 @@ def parity_frames(video: Path, size: tuple[int, int], count: int) -> list[np.nda
 
 
 def export(args: argparse.Namespace) -> str:
-    model, info = load_checkpoint(Path(args.checkpoint))
+    if args.checkpoint.startswith(UNTRAINED):
+        model, info = load_untrained(args.checkpoint.removeprefix(UNTRAINED))
+    else:
+        model, info = load_checkpoint(Path(args.checkpoint))
     manifest = build_manifest(model.cfg, CAMVID, info)
     video = Path(args.parity_video) if args.parity_video else (
         default_bundle_path().parent / SAMPLE_CLIP)  # fmt: skip
@@ -83,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vidseg-export", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )  # fmt: skip
-    p.add_argument("checkpoint", help="last.pt written by vidseg-train")
+    p.add_argument("checkpoint", help="last.pt written by vidseg-train, or untrained:NAME for "
+                   "a registry model with random weights (benchmarks only)")  # fmt: skip
     p.add_argument("--out", required=True, help="bundle directory to write (NAME.vidseg)")
     p.add_argument("--parity-video", help="clip for the parity check (default: the sample clip)")
     p.add_argument("--parity-frames", type=int, default=24, help="consecutive frames compared")

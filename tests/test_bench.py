@@ -9,10 +9,11 @@ from pathlib import Path
 from vidseg.benchmarks import bench
 
 
-def test_bench_json(tiny_bundle: Path, tmp_path: Path) -> None:
+def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     code = bench.main(["--model", str(tiny_bundle), "--frames", "12", "--warmup", "2",
-                       "--video-frames", "8", "--json", str(out), "--plots", str(tmp_path)])  # fmt: skip
+                       "--video-frames", "8", "--json", str(out), "--plots", str(tmp_path),
+                       "--compare", str(tiny_perframe_bundle), "--torch"])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
     for key in ("step_ms", "bare_run_ms"):
@@ -23,6 +24,9 @@ def test_bench_json(tiny_bundle: Path, tmp_path: Path) -> None:
     assert report["naive"]["frames"] == report["pipeline"]["frames"] == 8
     assert {"cpu", "onnxruntime", "python"} <= set(report["environment"])
     assert (tmp_path / "latency.png").stat().st_size > 0
+    (baseline,) = report["comparisons"]
+    assert baseline["model"] == "perframe-lite0" and baseline["step_ms"]["n"] == 12
+    assert report["torch"]["torch_eager_ms"]["n"] == 12
 
 
 def test_bench_bad_bundle(tmp_path: Path, capsys) -> None:
