@@ -1,4 +1,7 @@
-"""Frame sources beyond files: live-camera behaviour (newest frame wins) and pacing.
+"""Frame sources beyond video files: image folders, live behaviour (newest frame wins), pacing.
+
+Live streams (RTSP/HTTP URLs, ``/dev/videoN``) decode through ``video.read_frames(url,
+thread_type="SLICE")``; wrap them in :class:`LatestFrameSource` so latency never builds up.
 
 A live source must never build latency: when the consumer is slower than the camera,
 :class:`LatestFrameSource` keeps only the newest frame and counts the ones it dropped.
@@ -7,11 +10,45 @@ A live source must never build latency: when the consumer is slower than the cam
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from fractions import Fraction
+from pathlib import Path
 from typing import Iterable, Iterator
 
+import cv2
+import numpy as np
+
+from vidseg.engine.errors import VideoIOError
 from vidseg.engine.video import Frame
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def read_image_folder(directory: str | os.PathLike[str], fps: Fraction = Fraction(25),
+                      max_frames: int | None = None) -> Iterator[Frame]:  # fmt: skip
+    """Frames from the images of ``directory`` in name order, timed at ``fps``.
+
+    Yields ``Frame``s with ``pts = index`` in a ``1/fps`` time base (so they can go straight to
+    ``VideoWriter(fps=fps, time_base=1/fps)``).
+
+    Raises:
+        VideoIOError: the directory is missing or holds no images, or an image is unreadable.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise VideoIOError(f"image folder not found: {root}")
+    paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise VideoIOError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+    time_base = 1 / Fraction(fps)
+    for index, path in enumerate(paths[:max_frames]):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise VideoIOError(f"unreadable image {path}")
+        rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        yield Frame(rgb, index, index, time_base)
 
 
 def paced(frames: Iterable[Frame], speed: float = 1.0) -> Iterator[Frame]:
