@@ -5,8 +5,8 @@ Measured in one process, one after another, on the same frames:
 * ``step_ms`` -- ``Segmenter.step`` on frames already at the model's input size (total and
   per stage), after ``--warmup`` frames that are reported separately;
 * ``bare_run_ms`` -- a plain ``InferenceSession.run`` on the same graph with the same session
-  options and the state carried by hand: ``overhead_ratio = step p50 / bare p50`` is what the
-  engine adds;
+  options and the state carried by hand, interleaved frame by frame with the steps:
+  ``overhead_ratio = step p50 / bare p50`` is what the engine adds;
 * ``naive_fps`` -- decode, segment, blend and encode the clip in one sequential loop;
 * ``pipeline_fps`` -- the same work through ``engine.pipeline`` (decode and encode threads).
 
@@ -69,36 +69,18 @@ def environment(threads: int | None) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _loop(n: int, fn: Callable[[int], None]) -> list[float]:
-    times = []
-    for i in range(n):
-        t0 = time.perf_counter_ns()
-        fn(i)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-    return times
+def _timed(fn: Callable[[int], object], i: int) -> float:
+    t0 = time.perf_counter_ns()
+    fn(i)
+    return (time.perf_counter_ns() - t0) / 1e6
 
 
-def bench_step(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
-               threads: int | None) -> dict[str, object]:  # fmt: skip
-    seg = Segmenter(bundle, threads=threads)
-    warm = _loop(warmup, lambda i: seg.step(frames[i % len(frames)]))
-    timings = []
-
-    def one(i: int) -> None:
-        timings.append(seg.step(frames[i % len(frames)]).timings)
-
-    total = _loop(n, one)
-    return {
-        "warmup_ms": percentiles(warm) if warm else {},
-        "step_ms": percentiles(total),
-        "stages_ms": {s: percentiles([getattr(t, f"{s}_ms") for t in timings])
-                      for s in ("pre", "infer", "post")},  # fmt: skip
-        "step_series_ms": [round(t, 3) for t in total],
-    }
+def _loop(n: int, fn: Callable[[int], object]) -> list[float]:
+    return [_timed(fn, i) for i in range(n)]
 
 
-def bench_bare(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
-               threads: int | None) -> dict[str, object]:  # fmt: skip
+def _bare_runner(bundle: Path, frames: list[np.ndarray],
+                 threads: int | None) -> Callable[[int], None]:  # fmt: skip
     """The same graph through a bare InferenceSession, state carried by hand."""
     manifest = load_bundle(bundle).manifest
     opts = ort.SessionOptions()
@@ -118,9 +100,36 @@ def bench_bare(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
                                                **state})))  # fmt: skip
         state = {s.input: out[s.output] for s in manifest.state}
 
-    warm = _loop(warmup, one)
-    total = _loop(n, one)
-    return {"warmup_ms": percentiles(warm) if warm else {}, "bare_run_ms": percentiles(total)}
+    return one
+
+
+def bench_latency(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
+                  threads: int | None) -> dict[str, object]:  # fmt: skip
+    """``Segmenter.step`` and a bare session on the same frames, interleaved frame by frame
+    (step, bare, step, ...) so that machine noise and clock drift hit both alike."""
+    seg = Segmenter(bundle, threads=threads)
+    bare = _bare_runner(bundle, frames, threads)
+    timings = []
+
+    def step(i: int) -> None:
+        timings.append(seg.step(frames[i % len(frames)]).timings)
+
+    warm_step = _loop(warmup, step)
+    warm_bare = _loop(warmup, bare)
+    timings.clear()
+    step_ms, bare_ms = [], []
+    for i in range(n):
+        step_ms.append(_timed(step, i))
+        bare_ms.append(_timed(bare, i))
+    return {
+        "warmup_ms": percentiles(warm_step) if warm_step else {},
+        "step_ms": percentiles(step_ms),
+        "bare_run_ms": percentiles(bare_ms),
+        "bare_warmup_ms": percentiles(warm_bare) if warm_bare else {},
+        "stages_ms": {s: percentiles([getattr(t, f"{s}_ms") for t in timings])
+                      for s in ("pre", "infer", "post")},  # fmt: skip
+        "step_series_ms": [round(t, 3) for t in step_ms],
+    }
 
 
 def bench_naive(bundle: Path, clip: Path, out: Path, max_frames: int,
@@ -227,19 +236,17 @@ def run(args: argparse.Namespace) -> dict:
                     "input_size": list(size[::-1]), "frames": args.frames,
                     "environment": environment(args.threads)}  # fmt: skip
     logger.info("step latency over %d frames", args.frames)
-    report["step"] = bench_step(bundle, frames, args.warmup, args.frames, args.threads)
-    report["bare"] = bench_bare(bundle, frames, args.warmup, args.frames, args.threads)
+    report["step"] = bench_latency(bundle, frames, args.warmup, args.frames, args.threads)
     report["step_ms"] = report["step"]["step_ms"]
-    report["bare_run_ms"] = report["bare"]["bare_run_ms"]
+    report["bare_run_ms"] = report["step"]["bare_run_ms"]
     report["overhead_ratio"] = round(report["step_ms"]["p50"] / report["bare_run_ms"]["p50"], 4)
     report["comparisons"] = []
     for other in args.compare or []:
         other_path = Path(other)
         name = load_bundle(other_path).manifest.name
-        step = bench_step(other_path, frames, args.warmup, args.frames, args.threads)
-        bare = bench_bare(other_path, frames, args.warmup, args.frames, args.threads)
-        report["comparisons"].append({"model": name, "bundle": other, "step_ms": step["step_ms"],
-                                      "bare_run_ms": bare["bare_run_ms"]})  # fmt: skip
+        lat = bench_latency(other_path, frames, args.warmup, args.frames, args.threads)
+        report["comparisons"].append({"model": name, "bundle": other, "step_ms": lat["step_ms"],
+                                      "bare_run_ms": lat["bare_run_ms"]})  # fmt: skip
     if args.torch:
         report["torch"] = bench_torch(bundle, frames, args.warmup, args.frames, args.threads)
     if not args.skip_video:
