@@ -30,6 +30,7 @@ GRAPH_ROLES = {  # which graphs each family must ship
 }
 DTYPES = ("float32", "float16", "uint8", "int64")
 DEFAULT_BUNDLE = "recurrent-lite0-gru-camvid.vidseg"
+AUX_PROVIDERS = ("dis_flow",)  # engine-computed inputs (engine.flow)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,19 @@ class StateSpec:
 
 
 @dataclass(frozen=True)
+class AuxSpec:
+    """An input the engine computes per frame, e.g. optical flow (see ``engine.flow``).
+
+    ``provider`` names the engine function ("dis_flow"); ``shape`` excludes the batch axis.
+    """
+
+    name: str
+    provider: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     """A graph output the engine hands to the user: role "labels" ((N, H, W) uint8 class ids),
     "scores" ((N, H, W) confidence) or "logits"."""
@@ -82,7 +96,7 @@ class Manifest:
     outputs: tuple[OutputSpec, ...]
     state: tuple[StateSpec, ...] = ()
     cache: tuple[StateSpec, ...] = ()
-    aux_inputs: tuple[str, ...] = ()
+    aux_inputs: tuple[AuxSpec, ...] = ()
     schedule: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -155,7 +169,9 @@ class Manifest:
         names = [s.input for s in state + cache] + [s.output for s in state + cache]
         if len(set(names)) != len(names):
             v.fail("state", "tensor names must be unique")
-        aux = tuple(v.get(obj, "aux_inputs", list, default=[]))
+        aux = v.aux(obj)
+        if family == "netwarp" and not aux:
+            v.fail("aux_inputs", "is required for family 'netwarp' (the flow input)")
         return cls(
             name=v.get(obj, "name", str),
             family=family,
@@ -209,6 +225,22 @@ class _Validator:
         if value not in allowed:
             self.fail(prefix + key, f"is {value!r}, expected one of {', '.join(allowed)}")
         return value
+
+    def aux(self, obj: dict) -> tuple[AuxSpec, ...]:
+        specs = []
+        for i, raw in enumerate(self.get(obj, "aux_inputs", list, default=[])):
+            where = f"aux_inputs[{i}]."
+            t = self.mapping(raw, where[:-1])
+            shape = self.get(t, "shape", list, where)
+            if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+                self.fail(where + "shape", "must list positive ints (batch axis excluded)")
+            specs.append(AuxSpec(
+                name=self.get(t, "name", str, where),
+                provider=self.choice(t, "provider", AUX_PROVIDERS, where),
+                shape=tuple(shape),
+                dtype=self.choice(t, "dtype", DTYPES, where),
+            ))  # fmt: skip
+        return tuple(specs)
 
     def tensors(self, obj: dict, key: str) -> tuple[StateSpec, ...]:
         specs = []

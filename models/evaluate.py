@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
@@ -39,6 +40,17 @@ class SegMetrics:
         )
 
 
+def _stream_logits(model: torch.nn.Module, frame: torch.Tensor,
+                   memory: object) -> tuple[torch.Tensor, object]:  # fmt: skip
+    """One streaming step of a ``forward(x, *state) -> (logits, *state)`` model.
+
+    frame: (1, h, w, 3) uint8; memory: the state tuple, None at the start of a stream. Models
+    with other streaming logic (key frames, optical flow) define ``stream_logits`` themselves.
+    """
+    logits, *state = model(normalize(frame), *(memory or ()))
+    return logits, tuple(state)
+
+
 @torch.no_grad()
 def evaluate_sequence(
     model: torch.nn.Module, data: LabelledFrames, carry_state: bool = True
@@ -55,12 +67,13 @@ def evaluate_sequence(
     height, width = model.cfg.input_size
     num_classes = model.cfg.num_classes
     cm = np.zeros((num_classes, num_classes), np.int64)
-    state: tuple[torch.Tensor, ...] = ()
+    stream = getattr(model, "stream_logits", None) or partial(_stream_logits, model)
+    memory: object = None
     for image, label in zip(data.images, data.labels):
         x = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        logits, *new_state = model(normalize(torch.from_numpy(x)[None]), *state)
+        logits, new_memory = stream(torch.from_numpy(x)[None], memory)
         if carry_state:
-            state = tuple(new_state)
+            memory = new_memory
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         pred = logits.argmax(1)[0].numpy().astype(np.uint8)
         pred = cv2.resize(pred, label.shape[::-1], interpolation=cv2.INTER_NEAREST)

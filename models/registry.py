@@ -39,6 +39,7 @@ class ModelCfg:
     stride: int = 32  # total downsampling of the encoder
     num_classes: int = 11
     state: tuple[StateCfg, ...] = field(default_factory=tuple)
+    cache: tuple[StateCfg, ...] = field(default_factory=tuple)  # keyframe: key -> current
     pretrained: str = ""  # description of the initial weights, "" when from scratch
 
 

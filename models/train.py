@@ -24,12 +24,12 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from vidseg.engine.errors import VidsegError, exit_code_for
-from vidseg.models.data import CAMVID_IGNORE, ClipAugment, LabelledFrames, clip_batch, load_split
+from vidseg.models.data import ClipAugment, LabelledFrames, clip_batch, load_split
 from vidseg.models.evaluate import SegMetrics, evaluate_sequence
+from vidseg.models.losses import segmentation_loss
 from vidseg.models.registry import create_model, list_models
 from vidseg.models.segnet import normalize
 
@@ -65,6 +65,23 @@ def _batches(
             yield item
     finally:
         stop.set()
+
+
+def training_loss(model: torch.nn.Module, frames: torch.Tensor,
+                  labels: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Loss of one batch: frames (B, T, h, w, 3) uint8, labels (B, T, h, w) int64.
+
+    A model with its own ``training_loss(frames, labels)`` (e.g. extra terms, or inputs such
+    as optical flow computed from the frames) uses that; others get cross-entropy on
+    ``model(normalize(frames))``, one frame (T = 1) or a clip with state carried.
+    """
+    custom = getattr(model, "training_loss", None)
+    if custom is not None:
+        return custom(frames, labels)
+    x = normalize(frames)  # (B, T, 3, h, w)
+    if x.shape[1] == 1:
+        x, labels = x[:, 0], labels[:, 0]
+    return segmentation_loss(model(x)[0], labels)
 
 
 def _param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
@@ -133,23 +150,13 @@ def train(args: argparse.Namespace) -> SegMetrics:
     for frames, labels in _batches(train_data, schedule[step:], rng, aug):
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * (1 - step / total) ** 0.9
-        x = normalize(torch.from_numpy(frames))  # (B, T, 3, h, w)
-        y = torch.from_numpy(labels).long()  # (B, T, h, w)
-        if x.shape[1] == 1:
-            x, y = x[:, 0], y[:, 0]
-        logits = model(x)[0]
-        logits = F.interpolate(
-            logits.flatten(0, 1) if logits.ndim == 5 else logits,
-            size=y.shape[-2:], mode="bilinear", align_corners=False,
-        )  # fmt: skip
-        loss = F.cross_entropy(logits, y.flatten(0, 1) if y.ndim == 4 else y,
-                               ignore_index=CAMVID_IGNORE)  # fmt: skip
+        loss = training_loss(model, torch.from_numpy(frames), torch.from_numpy(labels).long())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", T=x.shape[1] if x.ndim == 5 else 1,
+        bar.set_postfix(loss=f"{loss.item():.3f}", T=frames.shape[1],
                         miou=f"{metrics.miou:.1f}" if metrics else "-")  # fmt: skip
         if step % args.eval_every == 0 or step == total:
             metrics = evaluate_sequence(model, val_data, carry_state=True)

@@ -1,0 +1,64 @@
+"""Optical flow for NetWarp-style models: DIS (OpenCV) on downscaled grey frames.
+
+One function serves training (``vidseg.models`` computes flow for synthetic clips with it) and
+the engine (the ``dis_flow`` aux-input provider), so the model sees the same flow in both.
+
+Convention: ``flow[:, y, x] = (dx, dy)`` in pixels of the flow's own (h, w) grid, from the
+*current* frame to the *previous* one: ``current(x, y) ~ previous(x + dx, y + dy)``. That is
+the direction backward warping needs (sample the previous features at the displaced position).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
+
+
+def grey(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (h, w) uint8 grey at ``size`` = (h, w) (area downscale)."""
+    h, w = size
+    g = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    if g.shape != (h, w):
+        g = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
+    return g
+
+
+def dis_flow(previous: np.ndarray, current: np.ndarray, size: tuple[int, int],
+             dis: cv2.DISOpticalFlow | None = None) -> np.ndarray:  # fmt: skip
+    """Flow from ``current`` to ``previous`` (both (H, W, 3) uint8 RGB) as (2, h, w) float32."""
+    dis = dis or cv2.DISOpticalFlow_create(DIS_PRESET)
+    flow = dis.calc(grey(current, size), grey(previous, size), None)  # (h, w, 2)
+    return np.ascontiguousarray(flow.transpose(2, 0, 1), dtype=np.float32)
+
+
+class DisFlowProvider:
+    """The engine's ``dis_flow`` aux input: flow of each frame against the stream's previous one.
+
+    Stateful per stream: ``reset()`` on a new stream/cut (the next flow is zeros, as on the
+    first frame). Output (1, 2, h, w) float32 for shape ``(2, h, w)``.
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 3 or shape[0] != 2:
+            raise ValueError(f"dis_flow shape must be (2, h, w), got {shape}")
+        self.size = (shape[1], shape[2])
+        self._dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+        self._previous: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._previous = None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """``frame``: (H, W, 3) uint8 RGB at the model input size."""
+        g = grey(frame, self.size)
+        if self._previous is None:
+            flow = np.zeros((2, *self.size), np.float32)
+        else:
+            flow = self._dis.calc(g, self._previous, None).transpose(2, 0, 1)
+        self._previous = g
+        return np.ascontiguousarray(flow, dtype=np.float32)[None]
+
+
+AUX_PROVIDERS = {"dis_flow": DisFlowProvider}
