@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from vidseg.engine.bundle import Bundle
+from vidseg.engine.errors import BundleError
 from vidseg.engine.segmenter import FrameTimings, LoadedModel, Result, _ms
 from vidseg.engine.video import Frame
 
@@ -37,8 +38,12 @@ class MultiStreamSegmenter:
             raise ValueError(f"streams must be >= 1, got {streams}")
         self.model = LoadedModel(bundle, backend, device, threads)
         self.manifest = self.model.manifest
+        if self.model.keyframe or self.manifest.aux_inputs:
+            raise BundleError(f"multi-stream batching runs single-graph bundles without aux "
+                              f"inputs; {self.manifest.family!r} is not supported yet")  # fmt: skip
         self.streams = streams
         self.state = self.model.new_state(batch=streams)
+        self.cache = self.model.new_cache(batch=streams)
         self._frames = [0] * streams
 
     def reset(self, stream: int | None = None) -> None:
@@ -61,7 +66,7 @@ class MultiStreamSegmenter:
         t0 = time.perf_counter_ns()
         batch = np.stack([self.model.to_input(frames[i]) for i in rows])  # type: ignore[arg-type]
         t1 = time.perf_counter_ns()
-        labels = self.model.run(batch, self.state, rows)
+        labels = self.model.run("step", batch, self.state, self.cache, rows=rows)
         t2 = time.perf_counter_ns()
         restored = [self.model.to_frame(lab, frames[i].shape) for lab, i in zip(labels, rows)]  # type: ignore[union-attr]
         timings = FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, time.perf_counter_ns()))

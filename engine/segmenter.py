@@ -17,26 +17,27 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from vidseg.engine.backends import BackendOptions, create_backend
-from vidseg.engine.bundle import Bundle, default_bundle_path, load_bundle
+from vidseg.engine.bundle import GRAPH_ROLES, Bundle, default_bundle_path, load_bundle
 from vidseg.engine.errors import BundleError, FrameError
+from vidseg.engine.flow import AUX_PROVIDERS
+from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.state import StreamState, check_state_specs
 from vidseg.engine.video import Frame
 
 logger = logging.getLogger(__name__)
-SUPPORTED_FAMILIES = ("perframe", "recurrent")
 
 
 @dataclass(frozen=True)
 class FrameTimings:
     """Wall time of each stage of one ``step``, in milliseconds (``perf_counter_ns``)."""
 
-    pre_ms: float  # resize to the model input, batch axis
+    pre_ms: float  # resize to the model input, aux inputs (optical flow), key-frame decision
     infer_ms: float  # backend run (device-synchronised)
     post_ms: float  # labels back to the frame size
 
@@ -71,14 +72,17 @@ def check_frame(frame: object) -> np.ndarray:
 
 
 class LoadedModel:
-    """A bundle opened on a backend, with its graph checked against the manifest.
+    """A bundle opened on a backend, its graphs checked against the manifest, run per frame.
 
-    Shared by ``Segmenter`` (one stream) and ``MultiStreamSegmenter`` (a batch of streams):
-    it resizes frames to the model input, runs the graph, and resizes labels back.
+    Shared by ``Segmenter`` (one stream) and ``MultiStreamSegmenter`` (a batch of streams). No
+    family-specific code: each graph role (``step``, or ``key``/``current``) is described by
+    which tensors it reads and writes, derived from the manifest and the graph's own I/O:
+    recurrent ``state`` (read and written by the same graph), the key-frame ``cache`` (written
+    by ``key``, read by ``current``) and engine-computed ``aux_inputs`` (optical flow).
 
     Raises:
-        BundleError / StateSpecError: the bundle is invalid or disagrees with its graph.
-        BackendError: the backend is unavailable or cannot load the graph.
+        BundleError / StateSpecError: the bundle is invalid or disagrees with its graphs.
+        BackendError: the backend is unavailable or cannot load a graph.
     """
 
     def __init__(self, bundle: str | Path | Bundle | None, backend: str, device: str,
@@ -86,37 +90,70 @@ class LoadedModel:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(
             default_bundle_path() if bundle is None else bundle)  # fmt: skip
         manifest = self.manifest = self.bundle.manifest
-        if manifest.family not in SUPPORTED_FAMILIES:
-            raise BundleError(
-                f"{self.bundle.root}: family {manifest.family!r} is not supported by this engine "
-                f"yet (supported: {', '.join(SUPPORTED_FAMILIES)})"
-            )
-        graph = str(self.bundle.graph_path("step"))
-        self.backend = create_backend(backend, graph, BackendOptions(device, threads))
-        self._check_io(graph)
+        options = BackendOptions(device, threads)
+        self.backends = {
+            role: create_backend(backend, str(self.bundle.graph_path(role)), options)
+            for role in GRAPH_ROLES[manifest.family]
+        }
+        self.keyframe = "key" in self.backends
+        self._check_io()
         self.input_size = (manifest.input.height, manifest.input.width)
         self.labels_name = manifest.labels_output
+        self.schedule = Schedule.from_manifest(manifest.schedule) if self.keyframe else None
 
-    def _check_io(self, graph: str) -> None:
-        inputs = {t.name: t for t in self.backend.inputs}
-        spec = self.manifest.input
-        frame = inputs.get(spec.name)
-        expected = (spec.height, spec.width, 3)
-        if frame is None or frame.dtype != "uint8" or frame.shape[1:] != expected:
-            raise BundleError(
-                f"{graph}: expected frame input {spec.name!r} uint8 [batch, "
-                f"{spec.height}, {spec.width}, 3], the graph has "
-                f"{[(t.name, t.dtype, list(t.shape)) for t in self.backend.inputs]}"
-            )
-        if self.manifest.labels_output not in {t.name for t in self.backend.outputs}:
-            raise BundleError(f"{graph}: no output named {self.manifest.labels_output!r}")
-        check_state_specs(self.manifest.state, self.backend, graph)
-        extra = set(inputs) - {spec.name} - {s.input for s in self.manifest.state}
-        if extra:
-            raise BundleError(f"{graph}: graph inputs {sorted(extra)} are not in the manifest")
+    def _graph(self, role: str) -> str:
+        return str(self.bundle.graph_path(role))
+
+    def _check_io(self) -> None:
+        m = self.manifest
+        spec = m.input
+        for role, backend in self.backends.items():
+            graph = self._graph(role)
+            inputs = {t.name: t for t in backend.inputs}
+            frame = inputs.get(spec.name)
+            if frame is None or frame.dtype != "uint8" or frame.shape[1:] != (
+                    spec.height, spec.width, 3):  # fmt: skip
+                raise BundleError(
+                    f"{graph}: expected frame input {spec.name!r} uint8 [batch, {spec.height}, "
+                    f"{spec.width}, 3], the graph has "
+                    f"{[(t.name, t.dtype, list(t.shape)) for t in backend.inputs]}"
+                )
+            if m.labels_output not in {t.name for t in backend.outputs}:
+                raise BundleError(f"{graph}: no output named {m.labels_output!r}")
+            for aux in m.aux_inputs:
+                info = inputs.get(aux.name)
+                if info is None or info.shape[1:] != aux.shape:
+                    raise StateSpecError(f"{graph}: aux input {aux.name!r} "
+                                         f"[batch, {list(aux.shape)}] not in the graph")  # fmt: skip
+        if self.keyframe:
+            check_state_specs(m.cache, self.backends["current"], self.backends["key"],
+                              self._graph("current"), self._graph("key"))  # fmt: skip
+        for role, backend in self.backends.items():
+            if m.state and (not self.keyframe or any(
+                    s.input in {t.name for t in backend.inputs} for s in m.state)):  # fmt: skip
+                check_state_specs(m.state, backend, backend, self._graph(role))
+        known = {spec.name} | {s.input for s in m.state + m.cache} | {a.name for a in m.aux_inputs}
+        for role, backend in self.backends.items():
+            extra = {t.name for t in backend.inputs} - known
+            if extra:
+                raise BundleError(f"{self._graph(role)}: graph inputs {sorted(extra)} are not "
+                                  "in the manifest")  # fmt: skip
 
     def new_state(self, batch: int = 1) -> StreamState:
-        return StreamState(self.manifest.state, self.backend, batch)
+        """Zeroed recurrent state (``manifest.state``) for ``batch`` streams."""
+        return StreamState(self.manifest.state, self.backends[self._any_role], batch)
+
+    def new_cache(self, batch: int = 1) -> StreamState:
+        """Zeroed key-frame cache (``manifest.cache``; empty for other families)."""
+        return StreamState(self.manifest.cache, self.backends[self._any_role], batch)
+
+    def new_aux(self) -> list[tuple[str, Any]]:
+        """One stateful provider per aux input, for one stream."""
+        return [(a.name, AUX_PROVIDERS[a.provider](a.shape)) for a in self.manifest.aux_inputs]
+
+    @property
+    def _any_role(self) -> str:
+        return next(iter(self.backends))
 
     def to_input(self, frame: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (h, w, 3) at the model's input size (bilinear), contiguous."""
@@ -125,15 +162,27 @@ class LoadedModel:
             frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(frame)
 
-    def run(self, batch: np.ndarray, state: StreamState,
+    def run(self, role: str, batch: np.ndarray, state: StreamState, cache: StreamState,
+            aux: Mapping[str, np.ndarray] | None = None,
             rows: Sequence[int] | None = None) -> np.ndarray:  # fmt: skip
-        """Run (N, h, w, 3) frames with ``state`` (advanced in place); (N, h, w) labels.
+        """Run graph ``role`` on (N, h, w, 3) frames; (N, h, w) labels.
 
-        ``rows``: the state rows the N frames belong to (all rows when None).
+        ``state`` and ``cache`` are read where the graph has their inputs and advanced where it
+        has their outputs. ``rows``: the state rows the N frames belong to (all when None).
         """
-        outputs = self.backend.run({self.manifest.input.name: batch, **state.feeds(rows)},
-                                   host_outputs=(self.labels_name,))  # fmt: skip
-        state.advance(outputs, rows)
+        backend = self.backends[role]
+        names = {t.name for t in backend.inputs}
+        feeds = {self.manifest.input.name: batch, **(aux or {})}
+        if any(s.input in names for s in state.specs):
+            feeds.update(state.feeds(rows))
+        if any(s.input in names for s in cache.specs):
+            feeds.update(cache.feeds(rows))
+        outputs = backend.run(feeds, host_outputs=(self.labels_name,))
+        written = set(outputs)
+        if any(s.output in written for s in state.specs):
+            state.advance(outputs, rows)
+        if any(s.output in written for s in cache.specs):
+            cache.advance(outputs, rows)
         return outputs[self.labels_name]
 
     @staticmethod
@@ -152,6 +201,7 @@ class Segmenter:
         backend: backend name ("ort").
         device: "cpu" (or "cuda" with a GPU backend).
         threads: intra-op threads for the backend (None = runtime default).
+        schedule: key-frame policy for ``keyframe`` bundles (default: the manifest's).
 
     Raises:
         BundleError / StateSpecError: the bundle is invalid or disagrees with its graph.
@@ -165,16 +215,27 @@ class Segmenter:
         backend: str = "ort",
         device: str = "cpu",
         threads: int | None = None,
+        schedule: Schedule | None = None,
     ) -> None:
         self.model = LoadedModel(bundle, backend, device, threads)
         self.bundle, self.manifest = self.model.bundle, self.model.manifest
         self.input_size = self.model.input_size
         self.state = self.model.new_state()
+        self.cache = self.model.new_cache()
+        self.aux = self.model.new_aux()
+        sched = schedule or self.model.schedule
+        self.scheduler = KeyFrameScheduler(sched) if self.model.keyframe and sched else None
         self._frames = 0
 
     def reset(self) -> None:
-        """Forget the past: state back to zeros (call on a seek, a cut, or a new stream)."""
+        """Forget the past (call on a seek, a cut, or a new stream): state and key-frame cache
+        back to zeros, the next frame a key frame, flow restarts from zero."""
         self.state.reset()
+        self.cache.reset()
+        for _, provider in self.aux:
+            provider.reset()
+        if self.scheduler is not None:
+            self.scheduler.reset()
 
     def step(self, frame: np.ndarray, timestamp: float | None = None) -> Result:
         """Segment one frame and carry the state to the next.
@@ -186,14 +247,19 @@ class Segmenter:
             FrameError: ``frame`` is not an (H, W, 3) uint8 array.
         """
         t0 = time.perf_counter_ns()
-        x = self.model.to_input(frame)[None]
+        x = self.model.to_input(frame)
+        aux = {name: provider(x) for name, provider in self.aux}
+        key = self.scheduler.is_key(x) if self.scheduler is not None else True
+        role = "step" if self.scheduler is None else ("key" if key else "current")
         t1 = time.perf_counter_ns()
-        labels = self.model.run(x, self.state)[0]
+        labels = self.model.run(role, x[None], self.state, self.cache, aux)[0]
         t2 = time.perf_counter_ns()
         labels = self.model.to_frame(labels, frame.shape)
         t3 = time.perf_counter_ns()
-        result = Result(labels, self._frames, timestamp,
-                        FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3)))  # fmt: skip
+        timings = FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
+        if self.scheduler is not None:
+            self.scheduler.record(key, timings.total_ms)
+        result = Result(labels, self._frames, timestamp, timings, key_frame=key)
         self._frames += 1
         return result
 

@@ -17,16 +17,21 @@ from vidseg.engine.bundle import StateSpec
 from vidseg.engine.errors import StateSpecError
 
 
-def check_state_specs(specs: tuple[StateSpec, ...], backend: Backend, graph: str) -> None:
-    """Every spec's input and output exist in the graph with the declared shape and dtype.
+def check_state_specs(specs: tuple[StateSpec, ...], reader: Backend, writer: Backend,
+                      reader_name: str, writer_name: str | None = None) -> None:  # fmt: skip
+    """Every spec's input exists in ``reader``'s graph and its output in ``writer``'s, with the
+    declared shape and dtype. For recurrent state both are the step graph; for a key-frame
+    cache the key graph writes and the current graph reads.
 
     Raises:
-        StateSpecError: naming the tensor and what differs.
+        StateSpecError: naming the graph, the tensor and what differs.
     """
-    inputs = {t.name: t for t in backend.inputs}
-    outputs = {t.name: t for t in backend.outputs}
+    writer_name = writer_name or reader_name
+    inputs = {t.name: t for t in reader.inputs}
+    outputs = {t.name: t for t in writer.outputs}
     for spec in specs:
-        for name, table, kind in ((spec.input, inputs, "input"), (spec.output, outputs, "output")):
+        for name, table, kind, graph in ((spec.input, inputs, "input", reader_name),
+                                         (spec.output, outputs, "output", writer_name)):  # fmt: skip
             info = table.get(name)
             if info is None:
                 raise StateSpecError(
