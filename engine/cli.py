@@ -17,16 +17,18 @@ import json
 import logging
 import sys
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from vidseg.engine.backends import backend_names
-from vidseg.engine.bundle import default_bundle_path
-from vidseg.engine.errors import VideoIOError, VidsegError, exit_code_for
+from vidseg.engine.bundle import Bundle, default_bundle_path, load_bundle
+from vidseg.engine.errors import BundleError, VideoIOError, VidsegError, exit_code_for
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.pipeline import RunStats, segment_video
+from vidseg.engine.schedule import POLICIES, Schedule
 from vidseg.engine.segmenter import Segmenter
 from vidseg.engine.video import MaskSequenceWriter, VideoInfo, VideoWriter, read_frames
 
@@ -53,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] with a GPU backend")
     p.add_argument("--backend", default="ort", choices=backend_names(), help="inference backend")
     p.add_argument("--threads", type=int, help="inference threads (default: runtime's)")
+    p.add_argument("--schedule", choices=POLICIES,
+                   help="key-frame policy for keyframe bundles (default: the bundle's)")
+    p.add_argument("--key-interval", type=int, help="frames between key frames (keyframe)")
+    p.add_argument("--budget-ms", type=float, help="per-frame budget for --schedule deadline")
     p.add_argument("--crf", type=int, default=23, help="H.264 quality (0 lossless .. 51)")
     p.add_argument("--preset", default="veryfast", help="libx264 speed preset")
     p.add_argument("--json", metavar="PATH", help="write a run summary as JSON")
@@ -72,10 +78,28 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def _schedule(args: argparse.Namespace, bundle: Bundle) -> Schedule | None:
+    """The bundle's key-frame schedule with the command-line overrides, or None (no flags)."""
+    if not (args.schedule or args.key_interval or args.budget_ms):
+        return None
+    if bundle.manifest.family != "keyframe":
+        raise BundleError(f"--schedule/--key-interval/--budget-ms need a keyframe bundle; "
+                          f"this one is {bundle.manifest.family!r}")  # fmt: skip
+    base = Schedule.from_manifest(bundle.manifest.schedule)
+    try:
+        return replace(base, policy=args.schedule or base.policy,
+                       interval=args.key_interval or base.interval,
+                       max_interval=max(base.max_interval, args.key_interval or 0),
+                       budget_ms=args.budget_ms or base.budget_ms)  # fmt: skip
+    except ValueError as exc:
+        raise BundleError(f"bad key-frame schedule: {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo]:
     info = VideoInfo.from_path(args.input)  # a bad input fails before the model loads
-    segmenter = Segmenter(args.model, backend=args.backend, device=args.device,
-                          threads=args.threads)  # fmt: skip
+    bundle = load_bundle(args.model or default_bundle_path())
+    segmenter = Segmenter(bundle, backend=args.backend, device=args.device,
+                          threads=args.threads, schedule=_schedule(args, bundle))  # fmt: skip
     out = Path(args.out)
     lut = palette_lut(segmenter.manifest.palette)
     with ExitStack() as stack:
@@ -138,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "input": args.input, "output": args.out, "frames": stats.frames,
         "wall_s": round(stats.wall_s, 3), "fps": round(stats.fps, 2),
-        "step_ms": _percentiles(stats.step_ms), "interrupted": stats.interrupted,
+        "step_ms": _percentiles(stats.step_ms), "key_frames": stats.key_frames,
+        "interrupted": stats.interrupted,
         "truncated": str(stats.truncated) if stats.truncated else None,
     }  # fmt: skip
     if args.json:

@@ -155,6 +155,7 @@ class RunStats:
     interrupted: bool = False
     truncated: TruncatedVideoError | None = None  # the source ended early; output kept
     step_ms: list[float] = field(default_factory=list)  # Segmenter.step total per frame
+    key_frames: int = 0  # frames where the full model ran (every frame unless keyframe)
 
     @property
     def fps(self) -> float:
@@ -186,6 +187,7 @@ def segment_video(
                     result = segmenter.step(frame.image, frame.timestamp_s)
                     writer.submit(frame, result)
                     stats.step_ms.append(result.timings.total_ms)
+                    stats.key_frames += result.key_frame
                     if on_frame is not None:
                         on_frame(result)
             except KeyboardInterrupt:
