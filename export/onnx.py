@@ -4,7 +4,8 @@ The exported graph (role ``step``) takes ``frame`` (N, H, W, 3) uint8 RGB plus o
 ``<state>_in`` per recurrent tensor, and returns ``labels`` (N, H, W) uint8 plus one
 ``<state>_out`` each. Normalisation, upsampling of the logits to the input size and the arg-max
 all run inside the graph, so the engine moves only bytes. Batch is the only dynamic axis; every
-state tensor has its full fixed shape.
+state tensor has its full fixed shape. Families with engine-computed aux inputs (netwarp's
+``flow``) take them right after ``frame``, before the state.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import onnx
 import torch
@@ -52,8 +53,9 @@ class FrameGraph(nn.Module):
         self.model = model
         self.with_logits = with_logits
 
-    def forward(self, frame: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, *new_state = self.model(normalize(frame), *state)
+    def forward(self, frame: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``inputs``: the aux inputs (if any), then the state, passed on to the model."""
+        logits, *new_state = self.model(normalize(frame), *inputs)
         logits = F.interpolate(
             logits, size=self.model.cfg.input_size, mode="bilinear", align_corners=False
         )
@@ -66,20 +68,28 @@ def state_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:
     return [f"{s.name}_in" for s in cfg.state], [f"{s.name}_out" for s in cfg.state]
 
 
-def export_graph(model: nn.Module, path: Path, with_logits: bool = False) -> None:
-    """Write ``model`` as one ONNX file at ``path`` following the contract above."""
+def export_graph(model: nn.Module, path: Path, with_logits: bool = False,
+                 aux: Mapping[str, tuple[int, ...]] | None = None) -> None:  # fmt: skip
+    """Write ``model`` as one ONNX file at ``path`` following the contract above.
+
+    ``aux``: name -> shape (batch axis excluded) of float32 aux inputs, in the order the model's
+    forward takes them after the frame (e.g. ``{"flow": (2, h, w)}``).
+    """
     cfg: ModelCfg = model.cfg
     height, width = cfg.input_size
+    aux = dict(aux or {})
     state_in, state_out = state_names(cfg)
     frame = torch.zeros(1, height, width, 3, dtype=torch.uint8)
+    aux_example = tuple(torch.zeros(1, *shape) for shape in aux.values())
     state = tuple(model.initial_state(1, height, width)) if cfg.state else ()
     outputs = [LABELS, *state_out] + ([LOGITS] if with_logits else [])
-    dynamic = {name: {0: "batch"} for name in [FRAME, *state_in, *outputs]}
+    dynamic = {name: {0: "batch"} for name in [FRAME, *aux, *state_in, *outputs]}
     graph = FrameGraph(model, with_logits).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            graph, (frame, *state), str(path), input_names=[FRAME, *state_in],
+            graph, (frame, *aux_example, *state), str(path),
+            input_names=[FRAME, *aux, *state_in],
             output_names=outputs, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
     fixed = {LABELS: (height, width)} | {
@@ -162,7 +172,8 @@ def write_bundle(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    export_graph(model, tmp / manifest.graphs["step"])
+    aux = {a.name: a.shape for a in manifest.aux_inputs}
+    export_graph(model, tmp / manifest.graphs["step"], aux=aux)
     (tmp / "manifest.json").write_text(manifest.to_json())
     if check is not None:
         try:

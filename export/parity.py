@@ -1,9 +1,9 @@
 """Export parity: ONNX Runtime vs torch over consecutive real frames with state carried.
 
-Both run the same frames in order, each carrying its own state, with resets at given frames.
-The shipped graph's labels and state are compared with torch, and a twin graph that also
-outputs logits checks those. Tolerances: labels agree on >= 99.9 % of pixels, logits and state
-within 1e-3 (absolute).
+Both run the same frames (and the same engine-computed aux inputs, e.g. optical flow) in
+order, each carrying its own state, with resets at given frames. The shipped graph's labels and
+state are compared with torch, and a twin graph that also outputs logits checks those.
+Tolerances: labels agree on >= 99.9 % of pixels, logits and state within 1e-3 (absolute).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -62,20 +62,29 @@ def check_parity(
     graph_path: Path,
     frames: Sequence[np.ndarray],
     resets: Sequence[int] = (),
+    aux: Sequence[Mapping[str, np.ndarray]] = (),
 ) -> ParityReport:
     """Compare ``graph_path`` (the shipped graph of ``model``) with ``model`` on ``frames``.
 
     Args:
         frames: (H, W, 3) uint8 RGB at the model's input size, consecutive.
         resets: indices where state returns to zeros before the frame runs.
+        aux: per frame, the aux inputs (name -> (1, *shape) float32, e.g. netwarp's flow), fed
+            identically to both sides; empty for families without aux inputs.
+
+    Raises:
+        ValueError: ``aux`` is given but not one mapping per frame.
     """
+    if aux and len(aux) != len(frames):
+        raise ValueError(f"aux holds {len(aux)} entries for {len(frames)} frames")
     model = model.eval()
     reference = FrameGraph(model, with_logits=True).eval()
     state_in, state_out = state_names(model.cfg)
     height, width = model.cfg.input_size
     with tempfile.TemporaryDirectory() as tmp:
         twin_path = Path(tmp) / "twin.onnx"
-        export_graph(model, twin_path, with_logits=True)
+        aux_shapes = {name: a.shape[1:] for name, a in aux[0].items()} if aux else {}
+        export_graph(model, twin_path, with_logits=True, aux=aux_shapes)
         shipped, twin = _session(graph_path), _session(twin_path)
         zeros = [t.numpy() for t in model.initial_state(1, height, width)] if state_in else []
         torch_state = [torch.from_numpy(z) for z in zeros]
@@ -86,9 +95,13 @@ def check_parity(
                 torch_state = [torch.from_numpy(z) for z in zeros]
                 ort_state, twin_state = list(zeros), list(zeros)
             x = frame[None]
-            labels_t, *torch_state, logits_t = reference(torch.from_numpy(x), *torch_state)
-            labels_o, *ort_state = shipped.run(None, {FRAME: x, **dict(zip(state_in, ort_state))})
-            twin_out = twin.run(None, {FRAME: x, **dict(zip(state_in, twin_state))})
+            extra = dict(aux[index]) if aux else {}
+            labels_t, *torch_state, logits_t = reference(
+                torch.from_numpy(x), *(torch.from_numpy(a) for a in extra.values()), *torch_state
+            )
+            feeds = {FRAME: x, **extra}
+            labels_o, *ort_state = shipped.run(None, {**feeds, **dict(zip(state_in, ort_state))})
+            twin_out = twin.run(None, {**feeds, **dict(zip(state_in, twin_state))})
             twin_state, logits_o = twin_out[1:-1], twin_out[-1]  # the twin carries its own state
             agreement = min(agreement, float((labels_o == labels_t.numpy()).mean()))
             logit_diff = max(logit_diff, float(np.abs(logits_o - logits_t.numpy()).max()))

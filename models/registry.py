@@ -17,7 +17,12 @@ from torch import nn
 from vidseg.engine.errors import VidsegError
 
 FAMILIES = ("perframe", "recurrent", "keyframe", "netwarp")
-_FAMILY_MODULES = ("vidseg.models.segnet", "vidseg.models.unet001")
+_FAMILY_MODULES = (
+    "vidseg.models.segnet",
+    "vidseg.models.unet001",
+    "vidseg.models.keyframe",
+    "vidseg.models.netwarp",
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,252 @@
+"""NetWarp: the per-frame Lite0 UNet with the previous frame's features warped in by optical flow.
+
+Seed 004 (Gadde, Jampani, Gehler, "Semantic Video CNNs through Representation Warping",
+/work/shared/seeds/004_1f70aeb859e5718e.txt). A NetWarp module at layer k takes the previous
+frame's activations z_{t-1}, warps them to the current frame with the optical flow F_t refined by
+a small FlowCNN Λ, and combines them per channel with the current activations:
+``z~_t = w1 * z_t + w2 * Warp(z_{t-1}, Λ(F_t))``, w1 = 1 and w2 = 0 at init, so the untrained
+video net is the image net.
+
+Here the image net is ``perframe-lite0`` (its blocks and parameter names, imported from
+``segnet``), and NetWarp sits on the projected 1/8 (32 ch) and 1/16 (64 ch) encoder features,
+before the 3x3 blocks that feed the decoder. Both projections depend on the current frame only,
+so the state is a one-frame look-back as in the paper, and a clip trains in one batched pass.
+
+* Flow: DIS (``vidseg.engine.flow.dis_flow``) at 1/4 of the input size, from the current frame to
+  the previous one, in pixels of that grid. Training computes it on the uint8 clip frames with
+  the same function the engine's ``dis_flow`` provider uses.
+* FlowCNN (seed 3.1): input flow, previous and current frame and their difference (11 channels,
+  frames as the normalised input average-pooled to 1/4); 3x3 convs to 16, 32 and 2 channels, each
+  followed by ReLU; the output concatenated with the raw flow; a last 3x3 conv to 2 channels. One
+  FlowCNN serves both modules (as in the paper). Unlike the paper (Gaussian noise everywhere),
+  the last conv starts as the identity on the raw-flow channels plus small noise on the learnt
+  ones, so warping starts from the DIS flow.
+* Warp: bilinear ``grid_sample`` with border padding (the paper back-projects to the nearest
+  border), ``align_corners=False``: pixel i's centre is at normalised (2 i + 1) / size - 1. The
+  refined 1/4 flow is average-pooled to each level and divided by the stride ratio. The paper's
+  epsilon on the flow is not needed: ``grid_sample`` has gradients at integer positions.
+* State (zeros at stream start): ``image4`` (3, H/4, W/4) the previous normalised frame at
+  1/4, ``z8`` (32, H/8, W/8) and ``z16`` (64, H/16, W/16), the previous frame's projected features
+  before combination.
+* First frame: the warped term is gated by ``has_previous`` = "``image4`` state is not all
+  zeros" per sample, ``z~ = z + has_previous * (w1 * z + w2 * warp - z)``, so a stream's first
+  frame (zero state, zero flow) runs exactly the per-frame path whatever w1 and w2 learnt. A
+  normalised frame is all zeros only if every 4x4 block of every channel averages exactly 127;
+  the frame after such a grey frame also runs the per-frame path, which is harmless.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidseg.engine.flow import DIS_PRESET, DisFlowProvider, dis_flow
+from vidseg.models.lite0 import load_lite0_imagenet
+from vidseg.models.losses import segmentation_loss
+from vidseg.models.registry import ModelCfg, StateCfg, register_model
+from vidseg.models.segnet import Lite0UNet, normalize
+
+FLOW_STRIDE = 4  # the flow and the FlowCNN run at 1/4 of the model input size
+WARP_STRIDES = (8, 16)  # encoder levels with a NetWarp module (projected features)
+FLOWCNN_WIDTHS = (16, 32, 2)  # seed 3.1: output channels of the first three 3x3 convs
+FLOWCNN_OUT_STD = 1e-3  # init noise of the last conv's weights on the learnt channels
+
+# ---------------------------------------------------------------------------------------------
+# blocks
+
+
+def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward-warp ``features`` (N, C, h, w) by ``flow`` (N, 2, h, w), bilinear.
+
+    ``flow[:, :, y, x] = (dx, dy)`` in pixels of this (h, w) grid, from the current frame to the
+    previous one (``vidseg.engine.flow``'s convention): the output at (x, y) samples ``features``
+    at (x + dx, y + dy); positions outside clamp to the border. Zero flow is the identity.
+    """
+    _, _, h, w = features.shape
+    xs = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, 1, w)
+    ys = torch.arange(h, dtype=flow.dtype, device=flow.device).view(1, h, 1)
+    gx = (2 * (xs + flow[:, 0]) + 1) / w - 1  # pixel centres, align_corners=False
+    gy = (2 * (ys + flow[:, 1]) + 1) / h - 1
+    grid = torch.stack([gx, gy], dim=-1)  # (N, h, w, 2)
+    return F.grid_sample(features, grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)  # fmt: skip
+
+
+class FlowCNN(nn.Module):
+    """Seed 3.1's flow transformation Λ at the flow's resolution.
+
+    Input: flow (N, 2, h, w) in pixels, previous and current frame (N, 3, h, w) normalised.
+    Output: refined flow (N, 2, h, w) in the same units; close to the input flow at init.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        c1, c2, c3 = FLOWCNN_WIDTHS
+        self.body = nn.Sequential(
+            nn.Conv2d(2 + 3 + 3 + 3, c1, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(inplace=True),
+        )  # fmt: skip
+        self.out = nn.Conv2d(c3 + 2, 2, 3, padding=1)
+        with torch.no_grad():  # identity on the raw flow (the skip), small noise elsewhere
+            self.out.weight.normal_(0.0, FLOWCNN_OUT_STD)
+            self.out.weight[:, c3:] = 0.0
+            self.out.weight[0, c3, 1, 1] = 1.0
+            self.out.weight[1, c3 + 1, 1, 1] = 1.0
+            self.out.bias.zero_()
+
+    def forward(self, flow: torch.Tensor, previous: torch.Tensor,
+                current: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        h = self.body(torch.cat([flow, previous, current, current - previous], dim=1))
+        return self.out(torch.cat([h, flow], dim=1))
+
+
+class NetWarp(nn.Module):
+    """Per-channel combination of the current and the warped previous features (seed eq. 3).
+
+    ``scale``: the level's stride over the flow's stride; the refined flow is average-pooled by
+    it and divided by it to get pixels of the level's grid.
+    """
+
+    def __init__(self, channels: int, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.w1 = nn.Parameter(torch.ones(channels))
+        self.w2 = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, z: torch.Tensor, z_previous: torch.Tensor, flow: torch.Tensor,
+                has_previous: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """z, z_previous: (N, C, h, w); flow: (N, 2, h * scale, w * scale) at the flow's
+        stride; has_previous: (N, 1, 1, 1) 0/1. Returns (N, C, h, w)."""
+        if self.scale > 1:
+            flow = F.avg_pool2d(flow, self.scale) / self.scale
+        warped = warp(z_previous, flow)
+        mixed = self.w1.view(1, -1, 1, 1) * z + self.w2.view(1, -1, 1, 1) * warped
+        return z + has_previous * (mixed - z)
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+class NetWarpLite0(Lite0UNet):
+    """``perframe-lite0`` (same modules and parameter names) plus FlowCNN and NetWarp modules
+    on the projected 1/8 and 1/16 features.
+
+    ``forward(x, flow, *state) -> (logits, image4, z8, z16)``:
+    x normalised (N, 3, H, W) or a clip (N, T, 3, H, W); flow (N, 2, H/4, W/4) or (N, T, 2, H/4,
+    W/4) from each frame to the one before (zeros where there is none, e.g. a clip's first
+    frame after a reset); state as in the module docstring, zeros (or omitted) at a stream's
+    start. Logits (N, K, H/4, W/4) (or (N, T, K, H/4, W/4)); the state after the (last) frame.
+    """
+
+    def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int]) -> None:
+        super().__init__(cfg, hidden, temporal=False)
+        self.flow_cnn = FlowCNN()
+        self.netwarps = nn.ModuleList(
+            NetWarp(c, s // FLOW_STRIDE) for c, s in zip(hidden, WARP_STRIDES)
+        )
+
+    @property
+    def flow_size(self) -> tuple[int, int]:
+        """(h, w) of the flow input at the model's input size."""
+        height, width = self.cfg.input_size
+        return height // FLOW_STRIDE, width // FLOW_STRIDE
+
+    def forward(self, x: torch.Tensor, flow: torch.Tensor,
+                *state: torch.Tensor) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        clip = x.ndim == 5
+        n, t = (x.shape[0], x.shape[1]) if clip else (x.shape[0], 1)
+        frames = x.flatten(0, 1) if clip else x
+        f4, *deep = self.encoder(frames)  # the image net runs on every frame at once
+        p8, p16, p32 = [p(f) for p, f in zip(self.project, deep)]
+        image4 = F.avg_pool2d(frames, FLOW_STRIDE)
+        current = (image4, p8, p16)
+        previous_state = list(state) if state else self.initial_state(n, *frames.shape[-2:])
+        if clip:  # frame t's previous is frame t - 1, the first frame's is the given state
+            seqs = [c.unflatten(0, (n, t)) for c in current]
+            previous = [torch.cat([s[:, None], c[:, :-1]], dim=1).flatten(0, 1)
+                        for s, c in zip(previous_state, seqs)]  # fmt: skip
+            new_state = [c[:, -1] for c in seqs]
+            flow = flow.flatten(0, 1)
+        else:
+            previous, new_state = previous_state, list(current)
+        image4_prev, *z_prev = previous
+        has_previous = (image4_prev.flatten(1).abs().amax(1) > 0).to(x.dtype).view(-1, 1, 1, 1)
+        refined = self.flow_cnn(flow, image4_prev, image4)
+        p8, p16 = [nw(z, zp, refined, has_previous)
+                   for nw, z, zp in zip(self.netwarps, (p8, p16), z_prev)]  # fmt: skip
+        s8, s16, s32 = [cell(p) for cell, p in zip(self.cells, (p8, p16, p32))]
+        logits = self.classifier(self.up4(self.up8(self.up16(s32, s16), s8), f4))
+        if clip:
+            logits = logits.unflatten(0, (n, t))
+        return (logits, *new_state)
+
+    def clip_flow(self, frames: np.ndarray) -> torch.Tensor:
+        """DIS flow of each clip frame to the one before: frames (B, T, h, w, 3) uint8 RGB ->
+        (B, T, 2, h/4, w/4) float32, zeros for t = 0 (as the engine's provider on a first
+        frame)."""
+        b, t, h, w, _ = frames.shape
+        size = (h // FLOW_STRIDE, w // FLOW_STRIDE)
+        flow = np.zeros((b, t, 2, *size), np.float32)
+        dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+        for i in range(b):
+            for j in range(1, t):
+                flow[i, j] = dis_flow(frames[i, j - 1], frames[i, j], size, dis)
+        return torch.from_numpy(flow)
+
+    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over every frame of clips: frames (B, T, h, w, 3) uint8, labels
+        (B, T, h, w) int64. Each clip starts from zero state and zero flow, so T = 1 batches
+        train the per-frame path; h, w multiples of 32."""
+        flow = self.clip_flow(frames.numpy())
+        logits = self(normalize(frames), flow)[0]
+        return segmentation_loss(logits, labels)
+
+    def stream_logits(self, frame: torch.Tensor,
+                      memory: object) -> tuple[torch.Tensor, object]:  # fmt: skip
+        """One streaming step as the engine runs it: frame (1, H, W, 3) uint8 at the input size;
+        memory (the flow provider and the state) is None at a stream's start."""
+        if memory is None:
+            memory = (DisFlowProvider((2, *self.flow_size)), ())
+        provider, state = memory  # type: ignore[misc]
+        flow = torch.from_numpy(provider(frame[0].numpy()))
+        logits, *new_state = self(normalize(frame), flow, *state)
+        return logits, (provider, tuple(new_state))
+
+
+# ---------------------------------------------------------------------------------------------
+# builders and variants
+
+
+def _create_netwarp(
+    name: str,
+    pretrained: bool = True,
+    input_size: tuple[int, int] = (352, 480),
+    num_classes: int = 11,
+    hidden: tuple[int, int, int] = (32, 64, 96),
+) -> NetWarpLite0:
+    state = (StateCfg("image4", 3, FLOW_STRIDE),) + tuple(
+        StateCfg(f"z{s}", c, s) for s, c in zip(WARP_STRIDES, hidden)
+    )
+    cfg = ModelCfg(
+        name=name,
+        family="netwarp",
+        input_size=tuple(input_size),  # type: ignore[arg-type]
+        num_classes=num_classes,
+        state=state,
+        pretrained="efficientnet-lite0 ImageNet (Apache-2.0 wheel)" if pretrained else "",
+    )
+    model = NetWarpLite0(cfg, hidden)
+    if pretrained:
+        load_lite0_imagenet(model.encoder)
+    return model
+
+
+@register_model
+def netwarp_lite0(**kwargs: object) -> NetWarpLite0:
+    """perframe-lite0 + NetWarp on the projected 1/8 and 1/16 features, DIS flow at 1/4."""
+    return _create_netwarp("netwarp-lite0", **kwargs)  # type: ignore[arg-type]
