@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-ms", type=float, help="per-frame budget for --schedule deadline")
     p.add_argument("--crf", type=int, default=23, help="H.264 quality (0 lossless .. 51)")
     p.add_argument("--preset", default="veryfast", help="libx264 speed preset")
+    p.add_argument("--no-audio", action="store_true",
+                   help="drop the input's audio (by default it is copied untouched)")
     p.add_argument("--json", metavar="PATH", help="write a run summary as JSON")
     p.add_argument("--show-default-model", action="store_true",
                    help="print the bundled default model's path and exit")  # fmt: skip
@@ -112,7 +114,8 @@ def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo]:
             render = lambda frame, result: result.labels  # noqa: E731
         else:
             sink = VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
-                               time_base=info.time_base, crf=args.crf, preset=args.preset)
+                               time_base=info.time_base, crf=args.crf, preset=args.preset,
+                               audio_from=None if args.no_audio else args.input)
             render = lambda frame, result: blend(frame.image, result.labels, lut, args.alpha)  # noqa: E731
         stack.enter_context(sink)
         total = info.frame_count

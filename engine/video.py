@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 import av
 import av.error
@@ -395,8 +395,11 @@ class VideoWriter:
         crf: int = 23,
         preset: str = "veryfast",
         lossless: bool = False,
+        audio_from: str | os.PathLike[str] | None = None,
     ) -> None:
         self.path: Path = Path(path)
+        self._audio_from = audio_from  # copy this file's audio into the output
+        self._audio: tuple[Any, Any, Any] | None = None
         self._width, self._height = _check_size((width, height))
         self.fps: Fraction = _check_rational("fps", fps)
         self.time_base: Fraction = (
@@ -493,6 +496,7 @@ class VideoWriter:
                 f"cannot configure encoder {self._codec!r} for {self.path}: {reason}"
             ) from error
         self._container, self._stream = container, stream
+        self._audio = self._open_audio(container) if self._audio_from is not None else None
         logger.debug(
             "writing %s via %s: %dx%d, fps %s, time base %s, codec %s, lossless %s",
             self.path,
@@ -564,6 +568,8 @@ class VideoWriter:
             # frame, and may fail again if the encoder was the cause) and just release.
             try:
                 container.close()
+                if self._audio is not None:
+                    self._audio[0].close()
             except _AV_ERRORS as error:
                 logger.debug("closing abandoned %s failed: %s", self._temp_path, error)
             _remove_quietly(self._temp_path)
@@ -574,8 +580,11 @@ class VideoWriter:
                 if self._frames_written:
                     for packet in stream.encode(None):
                         container.mux(packet)
+                    self._copy_audio(container)
             finally:
                 container.close()
+                if self._audio is not None:
+                    self._audio[0].close()
         except _AV_ERRORS as error:
             _remove_quietly(self._temp_path)
             raise VideoIOError(f"cannot finish video {self.path}: {_reason(error)}") from error
@@ -593,6 +602,44 @@ class VideoWriter:
                 f"cannot move finished video onto {self.path}: {_reason(error)}"
             ) from error
         logger.debug("wrote %d frames to %s", self._frames_written, self.path)
+
+    def _open_audio(self, container: av.container.OutputContainer) -> tuple[Any, Any, Any] | None:
+        """Add an output stream copying the first audio stream of ``audio_from`` (if it has one).
+
+        Returns (source container, source stream, output stream), or None without audio.
+        """
+        try:
+            source = av.open(os.fspath(self._audio_from), mode="r")
+        except _AV_ERRORS as error:
+            raise VideoIOError(f"cannot read audio from {self._audio_from}: {_reason(error)}") \
+                from error  # fmt: skip
+        if not source.streams.audio:
+            source.close()
+            return None
+        src_stream = source.streams.audio[0]
+        try:
+            out_stream = container.add_stream_from_template(src_stream)
+        except (*_AV_ERRORS, ValueError) as error:
+            source.close()
+            logger.warning("audio of %s cannot go into %s (%s): writing video only",
+                           self._audio_from, self.path.name, _reason(error))  # fmt: skip
+            return None
+        return source, src_stream, out_stream
+
+    def _copy_audio(self, container: av.container.OutputContainer) -> None:
+        """Remux the source's audio packets untouched, up to the end of the last video frame
+        (so an interrupted run's shorter video does not carry the full soundtrack)."""
+        if self._audio is None or self._last_pts is None:
+            return
+        source, src_stream, out_stream = self._audio
+        end_s = (self._last_pts + self._frame_step) * self.time_base
+        for packet in source.demux(src_stream):
+            if packet.dts is None or packet.size == 0:
+                continue  # the demuxer's flush packet
+            if packet.pts is not None and packet.pts * packet.time_base >= end_s:
+                break
+            packet.stream = out_stream
+            container.mux(packet)
 
     def _check_image(self, image: np.ndarray) -> np.ndarray:
         """Validate dtype and shape against the writer's mode and size; return the array."""

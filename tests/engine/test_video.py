@@ -446,3 +446,59 @@ def test_mask_sequence_writer_exception_and_bad_input(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(VideoIOError, match="not a directory"):
         MaskSequenceWriter(tmp_path / "file")
+
+
+def _clip_with_audio(path: Path, seconds: float = 1.0) -> None:
+    """A 64x48 25 fps clip with an AAC sine track, written with PyAV directly."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        for i in range(int(25 * seconds)):
+            img = np.full((48, 64, 3), (i * 9) % 256, np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        t = np.arange(int(16000 * seconds)) / 16000
+        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for start in range(0, samples.size, 1024):
+            chunk = samples[start : start + 1024][None]
+            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode(None):
+                out.mux(packet)
+
+
+def _audio_seconds(path: Path) -> float:
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return 0.0
+        stream = c.streams.audio[0]
+        ends = [float((p.pts + p.duration) * p.time_base) for p in c.demux(stream)
+                if p.pts is not None]  # fmt: skip
+    return max(ends)
+
+
+def test_audio_is_passed_through_and_cut_to_the_video(tmp_path: Path) -> None:
+    src = tmp_path / "with_audio.mp4"
+    _clip_with_audio(src)
+    info = VideoInfo.from_path(src)
+    full, short = tmp_path / "full.mp4", tmp_path / "short.mp4"
+    for out, n in ((full, 25), (short, 10)):
+        with VideoWriter(out, width=64, height=48, fps=info.fps, time_base=info.time_base,
+                         audio_from=src) as writer:  # fmt: skip
+            for frame in read_frames(src, max_frames=n):
+                writer.write(frame.image, frame.pts)
+    assert _audio_seconds(full) == pytest.approx(_audio_seconds(src), abs=0.07)
+    assert 0.3 < _audio_seconds(short) <= 0.4 + 0.07  # cut at the 10th frame (0.4 s)
+    with av.open(str(full)) as c:
+        assert c.streams.audio[0].codec_context.name == "aac"  # copied, not re-encoded
+    # a source without audio just gives a video-only output
+    silent, out = tmp_path / "silent.mp4", tmp_path / "out.mp4"
+    for path, audio in ((silent, None), (out, silent)):
+        with VideoWriter(path, width=64, height=48, fps=info.fps, audio_from=audio) as writer:
+            writer.write(np.zeros((48, 64, 3), np.uint8))
+    assert _audio_seconds(out) == 0.0 and VideoInfo.from_path(out).frame_count == 1
