@@ -71,6 +71,20 @@ def tiny_perframe_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_keyframe_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained keyframe-lite0-c2 bundle (64x96) from the real two-graph export."""
+    from vidseg.export.cli import CAMVID as CAMVID_CLASSES
+    from vidseg.export.cli import parity_frames
+    from vidseg.export.keyframe import export_keyframe_bundle
+
+    model = make_tiny_model("keyframe-lite0-c2")
+    out = tmp_path_factory.mktemp("bundles") / "kf.vidseg"
+    frames = parity_frames(SAMPLE_CLIP, TINY_SIZE, 6)
+    export_keyframe_bundle(model, out, CAMVID_CLASSES, {"dataset": "none"}, frames, (2,))
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint in vidseg-train's format holding the tiny model."""
     import torch
