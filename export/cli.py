@@ -18,6 +18,8 @@ import torch
 from vidseg.engine.bundle import default_bundle_path
 from vidseg.engine.errors import BundleError, VidsegError, exit_code_for
 from vidseg.engine.video import read_frames
+from vidseg.export.keyframe import export_keyframe_bundle
+from vidseg.export.netwarp import export_netwarp_bundle
 from vidseg.export.onnx import ClassInfo, build_manifest, write_bundle
 from vidseg.export.parity import check_parity, require_parity
 from vidseg.models.data import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
@@ -79,6 +81,10 @@ def export(args: argparse.Namespace) -> str:
     video = Path(args.parity_video) if args.parity_video else (
         default_bundle_path().parent / SAMPLE_CLIP)  # fmt: skip
     frames = parity_frames(video, model.cfg.input_size, args.parity_frames)
+    if model.cfg.family == "netwarp":  # flow aux input: parity feeds the engine's flow
+        return export_netwarp_bundle(model, Path(args.out), CAMVID, info, frames)
+    if model.cfg.family == "keyframe":  # key + current graphs, parity per key interval
+        return export_keyframe_bundle(model, Path(args.out), CAMVID, info, frames)
     resets = (args.parity_frames // 2,)
     summary: list[str] = []
 
