@@ -35,6 +35,7 @@ from vidseg.engine.bundle import default_bundle_path, load_bundle
 from vidseg.engine.errors import VidsegError, exit_code_for
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.pipeline import segment_video
+from vidseg.engine.schedule import Schedule
 from vidseg.engine.segmenter import Segmenter
 from vidseg.engine.video import VideoInfo, VideoWriter, read_frames
 
@@ -108,23 +109,28 @@ def bench_latency(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
     """``Segmenter.step`` and a bare session on the same frames, interleaved frame by frame
     (step, bare, step, ...) so that machine noise and clock drift hit both alike."""
     seg = Segmenter(bundle, threads=threads)
-    bare = _bare_runner(bundle, frames, threads)
+    manifest = seg.manifest
+    # the bare loop mirrors single-graph bundles only (no key-frame switching, no aux inputs)
+    plain = "step" in manifest.graphs and not manifest.aux_inputs
+    bare = _bare_runner(bundle, frames, threads) if plain else None
     timings = []
 
     def step(i: int) -> None:
         timings.append(seg.step(frames[i % len(frames)]).timings)
 
     warm_step = _loop(warmup, step)
-    warm_bare = _loop(warmup, bare)
+    warm_bare = _loop(warmup, bare) if bare else []
     timings.clear()
     step_ms, bare_ms = [], []
     for i in range(n):
         step_ms.append(_timed(step, i))
-        bare_ms.append(_timed(bare, i))
+        if bare:
+            bare_ms.append(_timed(bare, i))
     return {
+        "family": manifest.family,
         "warmup_ms": percentiles(warm_step) if warm_step else {},
         "step_ms": percentiles(step_ms),
-        "bare_run_ms": percentiles(bare_ms),
+        "bare_run_ms": percentiles(bare_ms) if bare_ms else {},
         "bare_warmup_ms": percentiles(warm_bare) if warm_bare else {},
         "stages_ms": {s: percentiles([getattr(t, f"{s}_ms") for t in timings])
                       for s in ("pre", "infer", "post")},  # fmt: skip
@@ -162,6 +168,30 @@ def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
                               lambda f, r: blend(f.image, r.labels, lut, 0.5))  # fmt: skip
     wall = time.perf_counter() - t0  # includes the final flush, like the naive loop
     return {"frames": stats.frames, "wall_s": round(wall, 3), "fps": round(stats.frames / wall, 2)}
+
+
+def bench_key_intervals(bundle: Path, frames: list[np.ndarray], intervals: list[int],
+                        warmup: int, n: int, threads: int | None) -> list[dict[str, object]]:  # fmt: skip
+    """A keyframe bundle at fixed key intervals: mean ms/frame, key and current frame ms
+    (the analogue of seed 003's Table 5.1)."""
+    rows = []
+    for interval in intervals:
+        seg = Segmenter(bundle, threads=threads, schedule=Schedule("fixed", interval,
+                                                                    max_interval=max(30, interval)))
+        for i in range(warmup):
+            seg.step(frames[i % len(frames)])
+        seg.reset()
+        key_ms, current_ms = [], []
+        for i in range(n):
+            result = seg.step(frames[i % len(frames)])
+            (key_ms if result.key_frame else current_ms).append(result.timings.total_ms)
+        rows.append({
+            "interval": interval,
+            "mean_ms": round(float(np.mean(key_ms + current_ms)), 3),
+            "key_ms": percentiles(key_ms),
+            "current_ms": percentiles(current_ms) if current_ms else {},
+        })  # fmt: skip
+    return rows
 
 
 def bench_torch(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
@@ -239,14 +269,23 @@ def run(args: argparse.Namespace) -> dict:
     report["step"] = bench_latency(bundle, frames, args.warmup, args.frames, args.threads)
     report["step_ms"] = report["step"]["step_ms"]
     report["bare_run_ms"] = report["step"]["bare_run_ms"]
-    report["overhead_ratio"] = round(report["step_ms"]["p50"] / report["bare_run_ms"]["p50"], 4)
+    if report["bare_run_ms"]:
+        report["overhead_ratio"] = round(report["step_ms"]["p50"] / report["bare_run_ms"]["p50"],
+                                         4)  # fmt: skip
     report["comparisons"] = []
     for other in args.compare or []:
         other_path = Path(other)
         name = load_bundle(other_path).manifest.name
         lat = bench_latency(other_path, frames, args.warmup, args.frames, args.threads)
-        report["comparisons"].append({"model": name, "bundle": other, "step_ms": lat["step_ms"],
-                                      "bare_run_ms": lat["bare_run_ms"]})  # fmt: skip
+        entry = {"model": name, "bundle": other, "family": lat["family"],
+                 "step_ms": lat["step_ms"], "bare_run_ms": lat["bare_run_ms"]}  # fmt: skip
+        if lat["family"] == "keyframe" and args.intervals:
+            entry["key_intervals"] = bench_key_intervals(other_path, frames, args.intervals,
+                                                         args.warmup, args.frames, args.threads)
+        report["comparisons"].append(entry)
+    if manifest.family == "keyframe" and args.intervals:
+        report["key_intervals"] = bench_key_intervals(bundle, frames, args.intervals,
+                                                      args.warmup, args.frames, args.threads)
     if args.torch:
         report["torch"] = bench_torch(bundle, frames, args.warmup, args.frames, args.threads)
     if not args.skip_video:
@@ -274,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--compare", nargs="+", metavar="BUNDLE",
                    help="also time these bundles on the same frames (e.g. the per-frame baseline)")
+    p.add_argument("--intervals", type=int, nargs="+", default=[2, 5, 10, 15], metavar="K",
+                   help="key intervals swept for keyframe bundles")
     p.add_argument("--torch", action="store_true",
                    help="also time the architecture in torch eager (needs the [export] extras)")
     p.add_argument("--skip-video", action="store_true", help="latency only, no encode runs")
@@ -301,12 +342,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{env['cpu']} ({env['cpu_count']} cores), onnxruntime {env['onnxruntime']}")
     for key in ("step_ms", "bare_run_ms"):
         v = report[key]
-        print(f"  {key:12s} p50 {v['p50']:7.2f}  p90 {v['p90']:7.2f}  p99 {v['p99']:7.2f}  "
-              f"max {v['max']:7.2f}")
-    print(f"  engine overhead ratio (step p50 / bare p50): {report['overhead_ratio']:.3f}")
+        if v:
+            print(f"  {key:12s} p50 {v['p50']:7.2f}  p90 {v['p90']:7.2f}  p99 {v['p99']:7.2f}  "
+                  f"max {v['max']:7.2f}")
+    if "overhead_ratio" in report:
+        print(f"  engine overhead ratio (step p50 / bare p50): {report['overhead_ratio']:.3f}")
     for c in report["comparisons"]:
         print(f"  {c['model']:28s} step p50 {c['step_ms']['p50']:7.2f}  p99 "
-              f"{c['step_ms']['p99']:7.2f}  bare p50 {c['bare_run_ms']['p50']:7.2f}")
+              f"{c['step_ms']['p99']:7.2f}")
+    for c in [report, *report["comparisons"]]:
+        for row in c.get("key_intervals", []):
+            cur = row["current_ms"].get("p50", float("nan"))
+            print(f"  {c['model']:28s} key interval {row['interval']:2d}: mean "
+                  f"{row['mean_ms']:7.2f} ms  key p50 {row['key_ms']['p50']:7.2f}  "
+                  f"current p50 {cur:7.2f}")
     if report.get("torch"):
         t = report["torch"]["torch_eager_ms"]
         print(f"  torch eager ({report['torch']['torch_threads']} threads) p50 {t['p50']:7.2f}  "

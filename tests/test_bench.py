@@ -29,6 +29,18 @@ def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, tmp_path: Pat
     assert report["torch"]["torch_eager_ms"]["n"] == 12
 
 
+def test_bench_keyframe_interval_sweep(tiny_keyframe_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kf.json"
+    code = bench.main(["--model", str(tiny_keyframe_bundle), "--frames", "12", "--warmup", "1",
+                       "--skip-video", "--intervals", "2", "5", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["bare_run_ms"] == {} and "overhead_ratio" not in report  # two graphs: no bare
+    rows = {r["interval"]: r for r in report["key_intervals"]}
+    assert rows[2]["key_ms"]["n"] == 6 and rows[2]["current_ms"]["n"] == 6
+    assert rows[5]["key_ms"]["n"] == 3 and rows[5]["current_ms"]["n"] == 9
+
+
 def test_bench_bad_bundle(tmp_path: Path, capsys) -> None:
     assert bench.main(["--model", str(tmp_path / "nope"), "--skip-video"]) == 3
     assert "bundle not found" in capsys.readouterr().err
