@@ -32,7 +32,7 @@ import numpy as np
 import onnxruntime as ort
 
 from vidseg.engine.bundle import default_bundle_path, load_bundle
-from vidseg.engine.errors import VidsegError, exit_code_for
+from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.pipeline import segment_video
 from vidseg.engine.schedule import Schedule
@@ -330,13 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.frames < 1 or args.warmup < 0 or args.video_frames < 1:
         parser.error("--frames and --video-frames must be >= 1, --warmup >= 0")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        report = run(args)
-    except VidsegError as exc:
-        if args.debug:
-            raise
-        print(f"vidseg-bench: error: {exc}", file=sys.stderr)
-        return exit_code_for(exc)
+    code, report = run_for_cli("vidseg-bench", lambda: run(args), debug=args.debug)
+    if report is None:
+        return code
     env = report["environment"]
     print(f"{report['model']} at {report['input_size'][0]}x{report['input_size'][1]} on "
           f"{env['cpu']} ({env['cpu_count']} cores), onnxruntime {env['onnxruntime']}")

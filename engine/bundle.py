@@ -226,18 +226,22 @@ class _Validator:
             self.fail(prefix + key, f"is {value!r}, expected one of {', '.join(allowed)}")
         return value
 
+    def shape(self, obj: dict, prefix: str) -> tuple[int, ...]:
+        shape = self.get(obj, "shape", list, prefix)
+        if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+            self.fail(prefix + "shape", "must list positive ints (batch axis excluded)")
+        return tuple(shape)
+
     def aux(self, obj: dict) -> tuple[AuxSpec, ...]:
         specs = []
         for i, raw in enumerate(self.get(obj, "aux_inputs", list, default=[])):
             where = f"aux_inputs[{i}]."
             t = self.mapping(raw, where[:-1])
-            shape = self.get(t, "shape", list, where)
-            if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-                self.fail(where + "shape", "must list positive ints (batch axis excluded)")
+            shape = self.shape(t, where)
             specs.append(AuxSpec(
                 name=self.get(t, "name", str, where),
                 provider=self.choice(t, "provider", AUX_PROVIDERS, where),
-                shape=tuple(shape),
+                shape=shape,
                 dtype=self.choice(t, "dtype", DTYPES, where),
             ))  # fmt: skip
         return tuple(specs)
@@ -247,15 +251,13 @@ class _Validator:
         for i, raw in enumerate(self.get(obj, key, list, default=[])):
             where = f"{key}[{i}]."
             t = self.mapping(raw, where[:-1])
-            shape = self.get(t, "shape", list, where)
-            if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-                self.fail(where + "shape", "must list positive ints (batch axis excluded)")
+            shape = self.shape(t, where)
             if t.get("init", "zeros") != "zeros":
                 self.fail(where + "init", "must be 'zeros'")
             specs.append(StateSpec(
                 input=self.get(t, "input", str, where),
                 output=self.get(t, "output", str, where),
-                shape=tuple(shape),
+                shape=shape,
                 dtype=self.choice(t, "dtype", DTYPES, where),
             ))  # fmt: skip
         return tuple(specs)

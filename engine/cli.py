@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from vidseg.engine.backends import backend_names
 from vidseg.engine.bundle import Bundle, default_bundle_path, load_bundle
-from vidseg.engine.errors import BundleError, VideoIOError, VidsegError, exit_code_for
+from vidseg.engine.errors import BundleError, VideoIOError, exit_code_for, run_for_cli
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.pipeline import RunStats, segment_video
 from vidseg.engine.schedule import POLICIES, Schedule
@@ -149,19 +149,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--crf must be within 0..51, got {args.crf}")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
-    try:
+    def checked_run() -> tuple[RunStats, VideoInfo]:
         out_parent = Path(args.out).absolute().parent
         if not out_parent.is_dir():  # before loading the model: fail fast
             raise VideoIOError(f"output directory does not exist: {out_parent}")
-        stats, info = run(args)
-    except VidsegError as exc:
-        if args.debug:
-            raise
-        print(f"vidseg-run: error: {exc}", file=sys.stderr)
-        return exit_code_for(exc)
-    except KeyboardInterrupt:  # before the loop started (model load / open)
-        print("vidseg-run: interrupted before any frame was written", file=sys.stderr)
-        return 130
+        return run(args)
+
+    code, outcome = run_for_cli(  # Ctrl-C here came before the loop (model load / open)
+        "vidseg-run", checked_run, debug=args.debug,
+        interrupted="interrupted before any frame was written")  # fmt: skip
+    if outcome is None:
+        return code
+    stats, info = outcome
     summary = {
         "input": args.input, "output": args.out, "frames": stats.frames,
         "wall_s": round(stats.wall_s, 3), "fps": round(stats.fps, 2),

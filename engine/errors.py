@@ -7,6 +7,11 @@ and an exit code (see ``EXIT_CODES``); library code never prints.
 
 from __future__ import annotations
 
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
 
 class VidsegError(Exception):
     """Base class of every error vidseg raises on purpose."""
@@ -64,3 +69,23 @@ class FrameError(VidsegError, ValueError):
 
 
 EXIT_CODES[FrameError] = 1
+
+
+def run_for_cli(prog: str, fn: Callable[[], T], *, debug: bool,
+                interrupted: str = "interrupted") -> tuple[int, T | None]:  # fmt: skip
+    """For console entry points only: run ``fn`` and turn a ``VidsegError`` into one line on
+    stderr (``PROG: error: ...``) and its exit code, Ctrl-C into ``PROG: <interrupted>`` and 130.
+
+    Returns ``(0, result)`` on success, ``(code, None)`` otherwise. ``debug`` re-raises instead,
+    so the traceback shows.
+    """
+    try:
+        return 0, fn()
+    except VidsegError as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc), None
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130, None

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vidseg.engine.bundle import default_bundle_path
-from vidseg.engine.errors import BundleError, VidsegError, exit_code_for
+from vidseg.engine.errors import BundleError, VidsegError, run_for_cli
 from vidseg.engine.video import read_frames
 from vidseg.export.keyframe import export_keyframe_bundle
 from vidseg.export.netwarp import export_netwarp_bundle
@@ -119,16 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.out).parent.is_dir():
         parser.error(f"--out: directory {Path(args.out).parent} does not exist")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = export(args)
-    except VidsegError as exc:
-        if args.debug:
-            raise
-        print(f"vidseg-export: error: {exc}", file=sys.stderr)
-        return exit_code_for(exc)
-    except KeyboardInterrupt:
-        print("vidseg-export: interrupted; no bundle written", file=sys.stderr)
-        return 130
+    code, summary = run_for_cli("vidseg-export", lambda: export(args), debug=args.debug,
+                                interrupted="interrupted; no bundle written")  # fmt: skip
+    if summary is None:
+        return code
     print(f"wrote {args.out}\n{summary}")
     return 0
 

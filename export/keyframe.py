@@ -17,8 +17,6 @@ key frame every ``interval`` frames, counted from the last reset), with a reset 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import tempfile
 import warnings
 from dataclasses import replace
@@ -41,6 +39,7 @@ from vidseg.export.onnx import (
     ClassInfo,
     _declare_output_shapes,
     build_manifest,
+    staged_dir,
 )
 from vidseg.export.parity import ParityReport, require_parity
 from vidseg.models.registry import ModelCfg
@@ -239,14 +238,9 @@ def export_keyframe_bundle(
     Raises:
         ParityError: a check misses a tolerance (no bundle is written).
     """
-    out = Path(out)
     manifest = build_keyframe_manifest(model, classes, train_info)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     summaries = []
-    try:
+    with staged_dir(Path(out)) as tmp:
         graphs = export_keyframe_graphs(model.eval(), tmp)
         (tmp / "manifest.json").write_text(manifest.to_json())
         for interval in intervals:
@@ -256,10 +250,4 @@ def export_keyframe_bundle(
                 require_parity(report)
             except ParityError as exc:
                 raise ParityError(f"key interval {interval}: {exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return "\n".join(summaries)

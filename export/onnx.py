@@ -11,13 +11,14 @@ state tensor has its full fixed shape. Families with engine-computed aux inputs 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 import os
 import shutil
 import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import onnx
 import torch
@@ -158,6 +159,26 @@ def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any]) -> 
     )
 
 
+@contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """Build a bundle directory in ``OUT.partial`` and rename it onto ``out`` only when the
+    with-block succeeds; on any exception (a failed export or parity check, Ctrl-C) the partial
+    directory is deleted, so nothing ever appears under the final name half-written."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
 def write_bundle(
     model: nn.Module, out: Path, manifest: Manifest, check: Callable[[Path], None] | None = None
 ) -> None:
@@ -167,21 +188,10 @@ def write_bundle(
     step graph there, and only when it returns is the directory renamed to ``out``. So a failed
     export or check never leaves a bundle under the final name.
     """
-    out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    aux = {a.name: a.shape for a in manifest.aux_inputs}
-    export_graph(model, tmp / manifest.graphs["step"], aux=aux)
-    (tmp / "manifest.json").write_text(manifest.to_json())
-    if check is not None:
-        try:
+    with staged_dir(out) as tmp:
+        aux = {a.name: a.shape for a in manifest.aux_inputs}
+        export_graph(model, tmp / manifest.graphs["step"], aux=aux)
+        (tmp / "manifest.json").write_text(manifest.to_json())
+        if check is not None:
             check(tmp / manifest.graphs["step"])
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
 

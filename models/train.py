@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vidseg.engine.errors import VidsegError, exit_code_for
+from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.models.data import ClipAugment, LabelledFrames, clip_batch, load_split
 from vidseg.models.evaluate import SegMetrics, evaluate_sequence
 from vidseg.models.losses import segmentation_loss
@@ -213,16 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        metrics = train(args)
-    except VidsegError as exc:
-        if args.debug:
-            raise
-        print(f"vidseg-train: error: {exc}", file=sys.stderr)
-        return exit_code_for(exc)
-    except KeyboardInterrupt:
-        print("vidseg-train: interrupted; resume with --resume", file=sys.stderr)
-        return 130
+    code, metrics = run_for_cli("vidseg-train", lambda: train(args), debug=args.debug,
+                                interrupted="interrupted; resume with --resume")  # fmt: skip
+    if metrics is None:
+        return code
     print(f"val mIoU {metrics.miou:.1f} (pixel acc {metrics.pixel_acc:.1f}); "
           f"checkpoint {Path(args.out) / CHECKPOINT}")  # fmt: skip
     return 0
