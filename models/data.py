@@ -69,7 +69,7 @@ class ClipAugment:
     """Parameters of the synthetic camera motion and corruptions (per clip unless noted)."""
 
     crop: tuple[int, int] = (288, 384)  # (height, width) of training frames
-    scale_range: tuple[float, float] = (0.8, 1.25)  # zoom of the first frame
+    scale_range: tuple[float, float] = (0.8, 1.25)  # first frame's scale vs the source pixels
     zoom_step: float = 0.015  # max relative zoom change per frame
     pan_step: float = 0.02  # max pan per frame, fraction of crop width
     rot_step_deg: float = 1.0  # max rotation change per frame
@@ -105,7 +105,9 @@ def make_clip(
     """
     src_h, src_w = label.shape
     h, w = aug.crop
-    scale = rng.uniform(*aug.scale_range) * max(h / src_h, w / src_w)
+    # relative to the source resolution (objects keep about the size they have at inference,
+    # where frames are only resized to the model input), not to "crop fills the frame"
+    scale = rng.uniform(*aug.scale_range)
     # centre range keeping the crop inside the source (its middle when the crop is larger)
     half = np.array([w, h]) / 2 / scale
     lo, hi = np.minimum(half, [src_w / 2, src_h / 2]), np.maximum([src_w, src_h] - half,

@@ -45,3 +45,15 @@ def test_clip_batch() -> None:
     data = LabelledFrames(np.stack([image] * 3), np.stack([label] * 3), ("a", "b", "c"))
     frames, labels = clip_batch(data, 2, 3, np.random.default_rng(0), ClipAugment(crop=(32, 64)))
     assert frames.shape == (2, 3, 32, 64, 3) and labels.shape == (2, 3, 32, 64)
+
+
+def test_scale_is_relative_to_source_pixels() -> None:
+    """At scale 1 a 40-pixel block stays 40 pixels wide (objects keep their inference size)."""
+    image, label = _checker(h=360, w=480)
+    aug = ClipAugment(crop=(288, 384), scale_range=(1.0, 1.0), rot_step_deg=0.0,
+                      zoom_step=0.0, corrupt_prob=0.0, blur_prob=0.0, photometric=False)
+    _, labels = make_clip(image, label, 1, np.random.default_rng(0), aug)
+    row = labels[0, 144]
+    edges = np.flatnonzero(np.diff(row.astype(int)) != 0)
+    widths = np.diff(edges)
+    assert np.all(np.abs(widths[(widths > 5)] - 40) <= 2), widths
