@@ -170,6 +170,26 @@ def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
     return {"frames": stats.frames, "wall_s": round(wall, 3), "fps": round(stats.frames / wall, 2)}
 
 
+def bench_side_by_side(bundles: list[Path], frames: list[np.ndarray], warmup: int, n: int,
+                       threads: int | None) -> list[dict[str, object]]:  # fmt: skip
+    """``Segmenter.step`` of several bundles round-robin on the same frames (the order rotates
+    every frame), so that machine noise and drift hit every model alike: the fair way to put
+    one model's milliseconds next to another's on a shared, noisy machine."""
+    segs = [Segmenter(b, threads=threads) for b in bundles]
+    times: list[list[float]] = [[] for _ in segs]
+    for i in range(warmup):
+        for seg in segs:
+            seg.step(frames[i % len(frames)])
+    for i in range(n):
+        for k in range(len(segs)):
+            j = (i + k) % len(segs)
+            t0 = time.perf_counter_ns()
+            segs[j].step(frames[i % len(frames)])
+            times[j].append((time.perf_counter_ns() - t0) / 1e6)
+    return [{"model": seg.manifest.name, "family": seg.manifest.family, "bundle": str(b),
+             "step_ms": percentiles(t)} for seg, b, t in zip(segs, bundles, times)]  # fmt: skip
+
+
 def bench_key_intervals(bundle: Path, frames: list[np.ndarray], intervals: list[int],
                         warmup: int, n: int, threads: int | None) -> list[dict[str, object]]:  # fmt: skip
     """A keyframe bundle at fixed key intervals: mean ms/frame, key and current frame ms
@@ -273,16 +293,16 @@ def run(args: argparse.Namespace) -> dict:
         report["overhead_ratio"] = round(report["step_ms"]["p50"] / report["bare_run_ms"]["p50"],
                                          4)  # fmt: skip
     report["comparisons"] = []
-    for other in args.compare or []:
-        other_path = Path(other)
-        name = load_bundle(other_path).manifest.name
-        lat = bench_latency(other_path, frames, args.warmup, args.frames, args.threads)
-        entry = {"model": name, "bundle": other, "family": lat["family"],
-                 "step_ms": lat["step_ms"], "bare_run_ms": lat["bare_run_ms"]}  # fmt: skip
-        if lat["family"] == "keyframe" and args.intervals:
-            entry["key_intervals"] = bench_key_intervals(other_path, frames, args.intervals,
-                                                         args.warmup, args.frames, args.threads)
-        report["comparisons"].append(entry)
+    if args.compare:
+        others = [Path(b) for b in args.compare]
+        side = bench_side_by_side([bundle, *others], frames, args.warmup, args.frames,
+                                  args.threads)  # fmt: skip
+        report["side_by_side"] = side
+        for other, entry in zip(others, side[1:]):
+            if entry["family"] == "keyframe" and args.intervals:
+                entry["key_intervals"] = bench_key_intervals(
+                    other, frames, args.intervals, args.warmup, args.frames, args.threads)
+            report["comparisons"].append(entry)
     if manifest.family == "keyframe" and args.intervals:
         report["key_intervals"] = bench_key_intervals(bundle, frames, args.intervals,
                                                       args.warmup, args.frames, args.threads)
@@ -343,9 +363,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"max {v['max']:7.2f}")
     if "overhead_ratio" in report:
         print(f"  engine overhead ratio (step p50 / bare p50): {report['overhead_ratio']:.3f}")
-    for c in report["comparisons"]:
-        print(f"  {c['model']:28s} step p50 {c['step_ms']['p50']:7.2f}  p99 "
-              f"{c['step_ms']['p99']:7.2f}")
+    if report.get("side_by_side"):
+        print("  side by side (round-robin on the same frames):")
+    for c in report.get("side_by_side", []):
+        print(f"  {c['model']:34s} step p50 {c['step_ms']['p50']:7.2f}  p90 "
+              f"{c['step_ms']['p90']:7.2f}  p99 {c['step_ms']['p99']:7.2f}")
     for c in [report, *report["comparisons"]]:
         for row in c.get("key_intervals", []):
             cur = row["current_ms"].get("p50", float("nan"))
