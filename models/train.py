@@ -98,7 +98,8 @@ def train(args: argparse.Namespace) -> SegMetrics:
     train_data = load_split(args.data, "train", limit=args.limit)
     val_data = load_split(args.data, "val", limit=args.limit)
     model_kwargs = {"input_size": tuple(args.input_size) if args.input_size else None}
-    model = create_model(args.model, pretrained=not args.scratch, **model_kwargs)
+    # None = the variant's default: ImageNet weights where it has them, scratch otherwise
+    model = create_model(args.model, pretrained=False if args.scratch else None, **model_kwargs)
     aug = ClipAugment(crop=tuple(args.crop))
     optimizer = torch.optim.AdamW(_param_groups(model, args.lr), weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(train_data.images) / args.batch)
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="encoder lr (new layers get 3x)")
     p.add_argument("--eval-every", type=int, default=200, help="steps between val evaluations")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scratch", action="store_true", help="no ImageNet weights for the encoder")
+    p.add_argument("--scratch", action="store_true", help="no ImageNet weights even where the model has them")
     p.add_argument("--limit", type=int, help="use only the first N images of each split (tests)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -41,3 +41,12 @@ def test_train_rejects_bad_args(camvid: Path, tmp_path: Path, capsys) -> None:
     assert train.main([*ARGS, "--data", str(camvid), "--out", str(tmp_path / "r"),
                        "--max-steps", "1", "--resume"]) != 0  # fmt: skip
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_models_without_pretrained_weights_train_without_scratch(camvid: Path, tmp_path) -> None:
+    """Each registry name trains with plain `vidseg-train --model NAME` (seed-001 UNets have no
+    ImageNet weights: their default is from scratch, no --scratch needed)."""
+    args = ["--model", "recurrent-unet-vanilla-shallow-crnn", "--limit", "2", "--batch", "1",
+            "--seq-len", "2", "--crop", "32", "48", "--input-size", "32", "48",
+            "--data", str(camvid), "--out", str(tmp_path / "u"), "--max-steps", "1"]  # fmt: skip
+    assert train.main(args) == 0
