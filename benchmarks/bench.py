@@ -138,19 +138,26 @@ def bench_latency(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
     }
 
 
-def bench_naive(bundle: Path, clip: Path, out: Path, max_frames: int,
-                threads: int | None) -> dict[str, float]:  # fmt: skip
-    """Decode -> step -> blend -> encode, one frame at a time on one thread."""
+def _overlay_job(bundle: Path, clip: Path, out: Path, threads: int | None
+                 ) -> tuple[Segmenter, Callable[..., np.ndarray], VideoWriter]:  # fmt: skip
+    """What both video runs need: a segmenter, the overlay renderer and an unopened writer."""
     seg = Segmenter(bundle, threads=threads)
     lut = palette_lut(seg.manifest.palette)
     info = VideoInfo.from_path(clip)
+    writer = VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
+                         time_base=info.time_base)  # fmt: skip
+    return seg, lambda frame, result: blend(frame.image, result.labels, lut, 0.5), writer
+
+
+def bench_naive(bundle: Path, clip: Path, out: Path, max_frames: int,
+                threads: int | None) -> dict[str, float]:  # fmt: skip
+    """Decode -> step -> blend -> encode, one frame at a time on one thread."""
+    seg, render, sink = _overlay_job(bundle, clip, out, threads)
     t0 = time.perf_counter()
     n = 0
-    with VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
-                     time_base=info.time_base) as writer:  # fmt: skip
+    with sink as writer:
         for frame in read_frames(clip, max_frames=max_frames):
-            result = seg.step(frame.image)
-            writer.write(blend(frame.image, result.labels, lut, 0.5), frame.pts)
+            writer.write(render(frame, seg.step(frame.image)), frame.pts)
             n += 1
     wall = time.perf_counter() - t0
     return {"frames": n, "wall_s": round(wall, 3), "fps": round(n / wall, 2)}
@@ -158,14 +165,10 @@ def bench_naive(bundle: Path, clip: Path, out: Path, max_frames: int,
 
 def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
                    threads: int | None) -> dict[str, float]:  # fmt: skip
-    seg = Segmenter(bundle, threads=threads)
-    lut = palette_lut(seg.manifest.palette)
-    info = VideoInfo.from_path(clip)
+    seg, render, sink = _overlay_job(bundle, clip, out, threads)
     t0 = time.perf_counter()
-    with VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
-                     time_base=info.time_base) as writer:  # fmt: skip
-        stats = segment_video(seg, read_frames(clip, max_frames=max_frames), writer,
-                              lambda f, r: blend(f.image, r.labels, lut, 0.5))  # fmt: skip
+    with sink as writer:
+        stats = segment_video(seg, read_frames(clip, max_frames=max_frames), writer, render)
     wall = time.perf_counter() - t0  # includes the final flush, like the naive loop
     return {"frames": stats.frames, "wall_s": round(wall, 3), "fps": round(stats.frames / wall, 2)}
 

@@ -43,7 +43,7 @@ from vidseg.engine.errors import VidsegError
 from vidseg.models.lite0 import LITE0_TAPS, Lite0Encoder, load_lite0_imagenet
 from vidseg.models.losses import segmentation_loss
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
-from vidseg.models.segnet import conv_bn_relu, normalize
+from vidseg.models.segnet import UpFuse, conv_bn_relu, normalize
 
 KEY_INTERVAL = 5  # frames from one key frame to the next in fixed-interval streaming
 L1_WEIGHT = 0.1  # weight of the mean |cache - current high-level features| term
@@ -88,18 +88,6 @@ class CacheAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
-
-
-class UpSep(nn.Module):
-    """Bilinear upsampling of the coarse map to the skip's size, concat, separable 3x3 block."""
-
-    def __init__(self, c_coarse: int, c_skip: int, c_out: int) -> None:
-        super().__init__()
-        self.fuse = sep_conv_bn_relu(c_coarse + c_skip, c_out)
-
-    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.fuse(torch.cat([up, skip], dim=1))
 
 
 @dataclass(frozen=True)
@@ -151,7 +139,7 @@ class KeyframeLite0(nn.Module):
             if s != 4:  # the stride-4 skip goes in raw, as in the UNet family
                 self.skip_lateral[str(s)] = conv_bn_relu(c_skip, LATERAL_WIDTHS[s], kernel=1)
                 c_skip = LATERAL_WIDTHS[s]
-            self.up.append(UpSep(width, c_skip, DECODER_WIDTHS[s]))
+            self.up.append(UpFuse(width, c_skip, DECODER_WIDTHS[s], block=sep_conv_bn_relu))
             width = DECODER_WIDTHS[s]
         self.classifier = nn.Conv2d(width, cfg.num_classes, 1)
 

@@ -12,6 +12,8 @@ single frames for export; the state is explicit: ``forward(x, *state) -> (logits
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,11 +52,13 @@ class ConvGRU(nn.Module):
 
 
 class UpFuse(nn.Module):
-    """Bilinear x2 upsampling of the coarse map, concat with the skip, 3x3 conv block."""
+    """Bilinear upsampling of the coarse map to the skip's size, concat, then ``block``
+    (a 3x3 conv-BN-ReLU by default; the key-frame decoder passes a separable one)."""
 
-    def __init__(self, c_coarse: int, c_skip: int, c_out: int) -> None:
+    def __init__(self, c_coarse: int, c_skip: int, c_out: int,
+                 block: Callable[[int, int], nn.Module] = conv_bn_relu) -> None:  # fmt: skip
         super().__init__()
-        self.fuse = conv_bn_relu(c_coarse + c_skip, c_out)
+        self.fuse = block(c_coarse + c_skip, c_out)
 
     def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False)
