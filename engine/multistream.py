@@ -66,7 +66,7 @@ class MultiStreamSegmenter:
         t0 = time.perf_counter_ns()
         batch = np.stack([self.model.to_input(frames[i]) for i in rows])  # type: ignore[arg-type]
         t1 = time.perf_counter_ns()
-        labels = self.model.run("step", batch, self.state, self.cache, rows=rows)
+        labels, _ = self.model.run("step", batch, self.state, self.cache, rows=rows)
         t2 = time.perf_counter_ns()
         restored = [self.model.to_frame(lab, frames[i].shape) for lab, i in zip(labels, rows)]  # type: ignore[union-attr]
         timings = FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, time.perf_counter_ns()))

@@ -55,6 +55,7 @@ class Result:
     timestamp: float | None  # seconds, as passed to step (or the frame's pts)
     timings: FrameTimings
     key_frame: bool = True  # the full model ran on this frame (always, for non-keyframe models)
+    scores: np.ndarray | None = None  # (H, W) uint8 confidence, 255 x max softmax, if exported
 
 
 def _ms(t0: int, t1: int) -> float:
@@ -99,6 +100,7 @@ class LoadedModel:
         self._check_io()
         self.input_size = (manifest.input.height, manifest.input.width)
         self.labels_name = manifest.labels_output
+        self.scores_name = next((o.name for o in manifest.outputs if o.role == "scores"), None)
         self.schedule = Schedule.from_manifest(manifest.schedule) if self.keyframe else None
 
     def _graph(self, role: str) -> str:
@@ -164,8 +166,9 @@ class LoadedModel:
 
     def run(self, role: str, batch: np.ndarray, state: StreamState, cache: StreamState,
             aux: Mapping[str, np.ndarray] | None = None,
-            rows: Sequence[int] | None = None) -> np.ndarray:  # fmt: skip
-        """Run graph ``role`` on (N, h, w, 3) frames; (N, h, w) labels.
+            rows: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+        """Run graph ``role`` on (N, h, w, 3) frames: (N, h, w) labels, and (N, h, w) uint8
+        confidence when the graph outputs ``scores`` (else None).
 
         ``state`` and ``cache`` are read where the graph has their inputs and advanced where it
         has their outputs. ``rows``: the state rows the N frames belong to (all when None).
@@ -177,13 +180,16 @@ class LoadedModel:
             feeds.update(state.feeds(rows))
         if any(s.input in names for s in cache.specs):
             feeds.update(cache.feeds(rows))
-        outputs = backend.run(feeds, host_outputs=(self.labels_name,))
+        wanted = (self.labels_name,) if self.scores_name is None else (self.labels_name,
+                                                                        self.scores_name)
+        outputs = backend.run(feeds, host_outputs=wanted)
         written = set(outputs)
         if any(s.output in written for s in state.specs):
             state.advance(outputs, rows)
         if any(s.output in written for s in cache.specs):
             cache.advance(outputs, rows)
-        return outputs[self.labels_name]
+        scores = outputs.get(self.scores_name) if self.scores_name is not None else None
+        return outputs[self.labels_name], scores
 
     @staticmethod
     def to_frame(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -252,14 +258,19 @@ class Segmenter:
         key = self.scheduler.is_key(x) if self.scheduler is not None else True
         role = "step" if self.scheduler is None else ("key" if key else "current")
         t1 = time.perf_counter_ns()
-        labels = self.model.run(role, x[None], self.state, self.cache, aux)[0]
+        labels, scores = self.model.run(role, x[None], self.state, self.cache, aux)
         t2 = time.perf_counter_ns()
-        labels = self.model.to_frame(labels, frame.shape)
+        labels = self.model.to_frame(labels[0], frame.shape)
+        if scores is not None:  # confidence is smooth: bilinear, not nearest
+            scores = scores[0]
+            if scores.shape != frame.shape[:2]:
+                scores = cv2.resize(scores, (frame.shape[1], frame.shape[0]),
+                                    interpolation=cv2.INTER_LINEAR)  # fmt: skip
         t3 = time.perf_counter_ns()
         timings = FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
         if self.scheduler is not None:
             self.scheduler.record(key, timings.total_ms)
-        result = Result(labels, self._frames, timestamp, timings, key_frame=key)
+        result = Result(labels, self._frames, timestamp, timings, key_frame=key, scores=scores)
         self._frames += 1
         return result
 

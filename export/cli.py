@@ -77,7 +77,9 @@ def export(args: argparse.Namespace) -> str:
         model, info = load_untrained(args.checkpoint.removeprefix(UNTRAINED))
     else:
         model, info = load_checkpoint(Path(args.checkpoint))
-    manifest = build_manifest(model.cfg, CAMVID, info)
+    if args.scores and model.cfg.family in ("keyframe", "netwarp"):
+        raise BundleError(f"--scores is not supported for {model.cfg.family} bundles yet")
+    manifest = build_manifest(model.cfg, CAMVID, info, scores=args.scores)
     video = Path(args.parity_video) if args.parity_video else (
         default_bundle_path().parent / SAMPLE_CLIP)  # fmt: skip
     frames = parity_frames(video, model.cfg.input_size, args.parity_frames)
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle directory to write (NAME.vidseg)")
     p.add_argument("--parity-video", help="clip for the parity check (default: the sample clip)")
     p.add_argument("--parity-frames", type=int, default=24, help="consecutive frames compared")
+    p.add_argument("--scores", action="store_true",
+                   help="also output per-pixel confidence (uint8, 255 x max softmax)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 

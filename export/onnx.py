@@ -40,19 +40,23 @@ OPSET = 17
 FRAME = "frame"
 LABELS = "labels"
 LOGITS = "logits"
+SCORES = "scores"
 
 
 class FrameGraph(nn.Module):
     """Wraps a registry model into the graph contract (see module docstring).
 
-    With ``with_logits`` the float logits (N, K, H, W) are a further output, used by the parity
-    check; shipped graphs leave them out.
+    With ``with_scores`` the per-pixel confidence (N, H, W) uint8 = round(255 * max softmax)
+    follows the state outputs. With ``with_logits`` the float logits (N, K, H, W) come last,
+    used by the parity check; shipped graphs leave them out.
     """
 
-    def __init__(self, model: nn.Module, with_logits: bool = False) -> None:
+    def __init__(self, model: nn.Module, with_logits: bool = False,
+                 with_scores: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.with_logits = with_logits
+        self.with_scores = with_scores
 
     def forward(self, frame: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``inputs``: the aux inputs (if any), then the state, passed on to the model."""
@@ -61,7 +65,13 @@ class FrameGraph(nn.Module):
             logits, size=self.model.cfg.input_size, mode="bilinear", align_corners=False
         )
         labels = logits.argmax(1).to(torch.uint8)
-        return (labels, *new_state, logits) if self.with_logits else (labels, *new_state)
+        outputs = [labels, *new_state]
+        if self.with_scores:
+            confidence = torch.softmax(logits, dim=1).amax(1)
+            outputs.append(torch.round(confidence * 255).to(torch.uint8))
+        if self.with_logits:
+            outputs.append(logits)
+        return tuple(outputs)
 
 
 def state_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:
@@ -70,7 +80,8 @@ def state_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:
 
 
 def export_graph(model: nn.Module, path: Path, with_logits: bool = False,
-                 aux: Mapping[str, tuple[int, ...]] | None = None) -> None:  # fmt: skip
+                 aux: Mapping[str, tuple[int, ...]] | None = None,
+                 with_scores: bool = False) -> None:  # fmt: skip
     """Write ``model`` as one ONNX file at ``path`` following the contract above.
 
     ``aux``: name -> shape (batch axis excluded) of float32 aux inputs, in the order the model's
@@ -83,9 +94,10 @@ def export_graph(model: nn.Module, path: Path, with_logits: bool = False,
     frame = torch.zeros(1, height, width, 3, dtype=torch.uint8)
     aux_example = tuple(torch.zeros(1, *shape) for shape in aux.values())
     state = tuple(model.initial_state(1, height, width)) if cfg.state else ()
-    outputs = [LABELS, *state_out] + ([LOGITS] if with_logits else [])
+    outputs = [LABELS, *state_out] + ([SCORES] if with_scores else []) + (
+        [LOGITS] if with_logits else [])  # fmt: skip
     dynamic = {name: {0: "batch"} for name in [FRAME, *aux, *state_in, *outputs]}
-    graph = FrameGraph(model, with_logits).eval()
+    graph = FrameGraph(model, with_logits, with_scores).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
@@ -93,7 +105,7 @@ def export_graph(model: nn.Module, path: Path, with_logits: bool = False,
             input_names=[FRAME, *aux, *state_in],
             output_names=outputs, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
-    fixed = {LABELS: (height, width)} | {
+    fixed = {LABELS: (height, width), SCORES: (height, width)} | {
         name: (s.channels, height // s.stride, width // s.stride)
         for name, s in zip(state_out, cfg.state)
     }
@@ -137,8 +149,10 @@ class ClassInfo:
     ignore_index: int | None
 
 
-def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any]) -> Manifest:
-    """The manifest for a single-graph (``step``) bundle of ``cfg``."""
+def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any],
+                   scores: bool = False) -> Manifest:  # fmt: skip
+    """The manifest for a single-graph (``step``) bundle of ``cfg`` (``scores``: the graph also
+    outputs per-pixel confidence)."""
     height, width = cfg.input_size
     state_in, state_out = state_names(cfg)
     return Manifest(
@@ -149,7 +163,8 @@ def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any]) -> 
         ignore_index=classes.ignore_index,
         input=InputSpec(name=FRAME, height=height, width=width),
         graphs={"step": "step.onnx"},
-        outputs=(OutputSpec(LABELS, "labels", "uint8"),),
+        outputs=(OutputSpec(LABELS, "labels", "uint8"),) + (
+            (OutputSpec(SCORES, "scores", "uint8"),) if scores else ()),  # fmt: skip
         state=tuple(
             StateSpec(i, o, (s.channels, height // s.stride, width // s.stride))
             for i, o, s in zip(state_in, state_out, cfg.state)
@@ -190,7 +205,8 @@ def write_bundle(
     """
     with staged_dir(out) as tmp:
         aux = {a.name: a.shape for a in manifest.aux_inputs}
-        export_graph(model, tmp / manifest.graphs["step"], aux=aux)
+        with_scores = any(o.role == "scores" for o in manifest.outputs)
+        export_graph(model, tmp / manifest.graphs["step"], aux=aux, with_scores=with_scores)
         (tmp / "manifest.json").write_text(manifest.to_json())
         if check is not None:
             check(tmp / manifest.graphs["step"])

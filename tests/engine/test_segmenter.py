@@ -55,6 +55,7 @@ def test_engine_matches_reference_loop(tiny_bundle: Path, clip_frames: list[np.n
         np.testing.assert_array_equal(result.labels, want, err_msg=f"frame {i}")
         assert result.index == i and result.timestamp == pytest.approx(i / 25)
         assert result.timings.infer_ms > 0
+        assert result.scores is None  # the bundle exports no confidence output
 
 
 def test_state_is_carried_and_reset(tiny_bundle: Path, clip_frames: list[np.ndarray]) -> None:

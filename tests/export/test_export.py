@@ -90,3 +90,33 @@ def test_export_cli_parity_failure_leaves_no_bundle(tiny_checkpoint, tmp_path, m
                      "--parity-frames", "4"])  # fmt: skip
     assert code == 7
     assert not (tmp_path / "x.vidseg").exists() and not (tmp_path / "x.vidseg.partial").exists()
+
+
+def test_scores_output_end_to_end(tiny_checkpoint: Path, tmp_path: Path, sample_clip) -> None:
+    """`vidseg-export --scores`: the graph outputs 255 x max softmax; the engine returns it at
+    the frame's size, and it agrees with a softmax of torch's logits."""
+    from vidseg.engine import Segmenter
+    from vidseg.export import cli
+    from vidseg.export.cli import load_checkpoint
+    from vidseg.export.onnx import FrameGraph
+    from vidseg.engine.video import read_frames
+
+    out = tmp_path / "s.vidseg"
+    assert cli.main([str(tiny_checkpoint), "--out", str(out), "--parity-frames", "4",
+                     "--scores"]) == 0  # fmt: skip
+    manifest = load_bundle(out).manifest
+    assert [(o.name, o.role) for o in manifest.outputs] == [("labels", "labels"),
+                                                             ("scores", "scores")]
+    frames = [f.image for f in read_frames(sample_clip, size=(96, 64), max_frames=3)]
+    seg = Segmenter(out)
+    model, _ = load_checkpoint(tiny_checkpoint)
+    graph = FrameGraph(model, with_logits=True).eval()
+    state: tuple = ()
+    for frame in frames:
+        result = seg.step(frame)
+        with torch.no_grad():
+            _, *rest = graph(torch.from_numpy(frame[None]), *state)
+        state, logits = tuple(rest[:-1]), rest[-1]
+        want = torch.softmax(logits, 1).amax(1)[0].numpy() * 255
+        assert result.scores is not None and result.scores.shape == frame.shape[:2]
+        assert np.abs(result.scores.astype(float) - want).max() <= 1.0
