@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,7 +40,7 @@ from vidseg.export.onnx import (
     build_manifest,
     staged_dir,
 )
-from vidseg.export.parity import ParityReport, require_parity
+from vidseg.export.parity import ParityReport, cpu_session, require_parity
 from vidseg.models.registry import ModelCfg
 from vidseg.models.segnet import normalize
 
@@ -122,17 +121,11 @@ def export_keyframe_graphs(
     return paths
 
 
-def _session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 class _OrtStream:
     """A key/current session pair carrying its own cache, as the engine does."""
 
     def __init__(self, paths: dict[str, Path], cache_in: list[str]) -> None:
-        self.key, self.current = _session(paths["key"]), _session(paths["current"])
+        self.key, self.current = cpu_session(paths["key"]), cpu_session(paths["current"])
         self.cache_in = cache_in
         self.cache: list[np.ndarray] = []
 

@@ -50,7 +50,8 @@ class ParityReport:
         )
 
 
-def _session(path: Path) -> ort.InferenceSession:
+def cpu_session(path: Path) -> ort.InferenceSession:
+    """A CPU session for parity runs (spinning off: torch runs beside it on the same cores)."""
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -85,7 +86,7 @@ def check_parity(
         twin_path = Path(tmp) / "twin.onnx"
         aux_shapes = {name: a.shape[1:] for name, a in aux[0].items()} if aux else {}
         export_graph(model, twin_path, with_logits=True, aux=aux_shapes)
-        shipped, twin = _session(graph_path), _session(twin_path)
+        shipped, twin = cpu_session(graph_path), cpu_session(twin_path)
         zeros = [t.numpy() for t in model.initial_state(1, height, width)] if state_in else []
         torch_state = [torch.from_numpy(z) for z in zeros]
         ort_state, twin_state = list(zeros), list(zeros)
