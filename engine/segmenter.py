@@ -101,6 +101,18 @@ class LoadedModel:
         self.input_size = (manifest.input.height, manifest.input.width)
         self.labels_name = manifest.labels_output
         self.scores_name = next((o.name for o in manifest.outputs if o.role == "scores"), None)
+        self._host_outputs = tuple(n for n in (self.labels_name, self.scores_name) if n)
+        # per role, once at load: does the graph read/write the state and the cache?
+        self._role_io = {
+            role: (
+                any(x.input in ins for x in manifest.state),
+                any(x.input in ins for x in manifest.cache),
+                any(x.output in outs for x in manifest.state),
+                any(x.output in outs for x in manifest.cache),
+            )
+            for role, backend in self.backends.items()
+            for ins, outs in [({t.name for t in backend.inputs}, {t.name for t in backend.outputs})]
+        }
         self.schedule = Schedule.from_manifest(manifest.schedule) if self.keyframe else None
 
     def _graph(self, role: str) -> str:
@@ -173,20 +185,16 @@ class LoadedModel:
         ``state`` and ``cache`` are read where the graph has their inputs and advanced where it
         has their outputs. ``rows``: the state rows the N frames belong to (all when None).
         """
-        backend = self.backends[role]
-        names = {t.name for t in backend.inputs}
+        reads_state, reads_cache, writes_state, writes_cache = self._role_io[role]
         feeds = {self.manifest.input.name: batch, **(aux or {})}
-        if any(s.input in names for s in state.specs):
+        if reads_state:
             feeds.update(state.feeds(rows))
-        if any(s.input in names for s in cache.specs):
+        if reads_cache:
             feeds.update(cache.feeds(rows))
-        wanted = (self.labels_name,) if self.scores_name is None else (self.labels_name,
-                                                                        self.scores_name)
-        outputs = backend.run(feeds, host_outputs=wanted)
-        written = set(outputs)
-        if any(s.output in written for s in state.specs):
+        outputs = self.backends[role].run(feeds, host_outputs=self._host_outputs)
+        if writes_state:
             state.advance(outputs, rows)
-        if any(s.output in written for s in cache.specs):
+        if writes_cache:
             cache.advance(outputs, rows)
         scores = outputs.get(self.scores_name) if self.scores_name is not None else None
         return outputs[self.labels_name], scores
