@@ -8,7 +8,11 @@ Measured in one process, one after another, on the same frames:
   options and the state carried by hand, interleaved frame by frame with the steps:
   ``overhead_ratio = step p50 / bare p50`` is what the engine adds;
 * ``naive_fps`` -- decode, segment, blend and encode the clip in one sequential loop;
-* ``pipeline_fps`` -- the same work through ``engine.pipeline`` (decode and encode threads).
+* ``pipeline_fps`` -- the same work through ``engine.pipeline`` (decode and encode threads);
+* ``stage_fps`` -- decode, segment, and render+encode each alone on the same frames:
+  ``pipeline_vs_slowest_stage`` is how close the pipeline comes to its ceiling;
+* ``torch`` (``--torch``/``--torch-models``) -- the same architectures in torch eager on
+  ``--torch-device`` (random weights; on CUDA with the GPU's peak memory).
 
 Latency numbers are percentiles (p50/p90/p99/max) of ``perf_counter_ns`` deltas.
 """
@@ -173,6 +177,31 @@ def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
     return {"frames": stats.frames, "wall_s": round(wall, 3), "fps": round(stats.frames / wall, 2)}
 
 
+def bench_stages(bundle: Path, clip: Path, out: Path, max_frames: int,
+                 threads: int | None) -> dict[str, float]:  # fmt: skip
+    """Each stage of the video job alone, split as ``engine.pipeline`` splits it, on the same
+    frames, in frames per second: decode (+ resize to the model input); segment
+    (``Segmenter.step``); render (labels back to the frame's size, blend) + encode. The slowest
+    of them is the ceiling the pipeline can reach."""
+    seg, render, sink = _overlay_job(bundle, clip, out, threads)
+    t0 = time.perf_counter()
+    decoded = [(f, seg.prepare(f.image)) for f in read_frames(clip, max_frames=max_frames)]
+    decode_s = time.perf_counter() - t0
+    seg.step(decoded[0][1])  # the first run allocates; the other stages have no such cost
+    seg.reset()
+    t0 = time.perf_counter()
+    results = [seg.step(x) for _, x in decoded]
+    segment_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with sink as writer:
+        for (frame, _), result in zip(decoded, results):
+            writer.write(render(frame, result.at_size(*frame.image.shape[:2])), frame.pts)
+    encode_s = time.perf_counter() - t0
+    n = len(decoded)
+    return {stage: round(n / s, 2) for stage, s in
+            (("decode", decode_s), ("segment", segment_s), ("render_encode", encode_s))}
+
+
 def bench_side_by_side(bundles: list[Path], frames: list[np.ndarray], warmup: int, n: int,
                        threads: int | None) -> list[dict[str, object]]:  # fmt: skip
     """``Segmenter.step`` of several bundles round-robin on the same frames (the order rotates
@@ -217,39 +246,21 @@ def bench_key_intervals(bundle: Path, frames: list[np.ndarray], intervals: list[
     return rows
 
 
-def bench_torch(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
-                threads: int | None) -> dict[str, object]:  # fmt: skip
-    """The bundle's architecture in torch eager (random weights: speed only), state carried.
+def bench_torch(names: list[str], frames: list[np.ndarray], args: argparse.Namespace
+                ) -> list[dict[str, object]]:  # fmt: skip
+    """Registry models ``names`` in torch eager (random weights: speed only), state carried, on
+    ``--torch-device`` (see ``torch_eager``); one entry per model with percentiles."""
+    from vidseg.benchmarks.torch_eager import time_model
 
-    Needs the ``[export]`` extras; returns {} with a warning when torch is missing.
-    """
-    try:
-        import torch
-
-        from vidseg.export.onnx import FrameGraph
-        from vidseg.models.registry import create_model
-    except ImportError:
-        logger.warning("torch not installed: no eager baseline (pip install 'vidseg[export]')")
-        return {}
-    manifest = load_bundle(bundle).manifest
-    if threads:
-        torch.set_num_threads(threads)
-    size = (manifest.input.height, manifest.input.width)
-    model = create_model(manifest.name, pretrained=False, input_size=size)
-    graph = FrameGraph(model.eval()).eval()
-    batches = [torch.from_numpy(f[None]) for f in frames]
-    state = tuple(model.initial_state(1, *size)) if manifest.state else ()
-
-    def one(i: int) -> None:
-        nonlocal state
-        _, *new = graph(batches[i % len(batches)], *state)
-        state = tuple(new)
-
-    with torch.inference_mode():
-        _loop(warmup, one)
-        total = _loop(n, one)
-    return {"torch_eager_ms": percentiles(total), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads()}  # fmt: skip
+    rows = []
+    for name in dict.fromkeys(names):  # each model once, in order
+        logger.info("torch eager: %s on %s", name, args.torch_device)
+        row = time_model(name, frames, args.warmup, args.frames, device=args.torch_device,
+                         half=args.torch_half, interval=args.torch_interval,
+                         threads=args.threads)  # fmt: skip
+        row["ms"] = percentiles(row["ms"])
+        rows.append(row)
+    return rows
 
 
 def plot(report: dict, out_dir: Path) -> list[str]:
@@ -309,16 +320,22 @@ def run(args: argparse.Namespace) -> dict:
     if manifest.family == "keyframe" and args.intervals:
         report["key_intervals"] = bench_key_intervals(bundle, frames, args.intervals,
                                                       args.warmup, args.frames, args.threads)
-    if args.torch:
-        report["torch"] = bench_torch(bundle, frames, args.warmup, args.frames, args.threads)
+    if args.torch or args.torch_models:
+        bundles = [bundle, *map(Path, args.compare or [])] if args.torch else []
+        names = [load_bundle(b).manifest.name for b in bundles] + (args.torch_models or [])
+        report["torch"] = bench_torch(names, frames, args)
     if not args.skip_video:
         with tempfile.TemporaryDirectory() as tmp:
             naive = bench_naive(bundle, clip, Path(tmp) / "n.mp4", args.video_frames, args.threads)
             pipe = bench_pipeline(bundle, clip, Path(tmp) / "p.mp4", args.video_frames,
                                   args.threads)  # fmt: skip
+            stages = bench_stages(bundle, clip, Path(tmp) / "s.mp4", args.video_frames,
+                                  args.threads)  # fmt: skip
+        slowest = min(stages.values())
         report |= {"naive": naive, "pipeline": pipe, "naive_fps": naive["fps"],
-                   "pipeline_fps": pipe["fps"],
-                   "pipeline_vs_naive": round(pipe["fps"] / naive["fps"], 3)}  # fmt: skip
+                   "pipeline_fps": pipe["fps"], "stage_fps": stages,
+                   "pipeline_vs_naive": round(pipe["fps"] / naive["fps"], 3),
+                   "pipeline_vs_slowest_stage": round(pipe["fps"] / slowest, 3)}  # fmt: skip
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if args.plots:
         report["plots"] = plot(report, Path(args.plots))
@@ -339,7 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intervals", type=int, nargs="+", default=[2, 5, 10, 15], metavar="K",
                    help="key intervals swept for keyframe bundles")
     p.add_argument("--torch", action="store_true",
-                   help="also time the architecture in torch eager (needs the [export] extras)")
+                   help="also time the bundles' architectures in torch eager, random weights "
+                        "(needs the [export] extras)")
+    p.add_argument("--torch-models", nargs="+", metavar="NAME",
+                   help="also time these registry models in torch eager (see vidseg-models)")
+    p.add_argument("--torch-device", default="cpu", help="torch device: cpu, cuda, cuda:1")
+    p.add_argument("--torch-half", action="store_true",
+                   help="torch under autocast (float16 on CUDA, bfloat16 on the CPU)")
+    p.add_argument("--torch-interval", type=int, default=5,
+                   help="key interval of keyframe models in the torch timing")
     p.add_argument("--skip-video", action="store_true", help="latency only, no encode runs")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plots", metavar="DIR", help="write latency plots (PNG) into DIR")
@@ -377,13 +402,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {c['model']:28s} key interval {row['interval']:2d}: mean "
                   f"{row['mean_ms']:7.2f} ms  key p50 {row['key_ms']['p50']:7.2f}  "
                   f"current p50 {cur:7.2f}")
-    if report.get("torch"):
-        t = report["torch"]["torch_eager_ms"]
-        print(f"  torch eager ({report['torch']['torch_threads']} threads) p50 {t['p50']:7.2f}  "
-              f"p99 {t['p99']:7.2f}")
+    for row in report.get("torch", []):
+        t, where = row["ms"], row.get("gpu", f"{row['torch_threads']} threads")
+        mem = f"  GPU peak {row['gpu_peak_mb']} MB" if "gpu_peak_mb" in row else ""
+        print(f"  torch eager {row['model']:32s} {row['dtype']:8s} on {where}: p50 "
+              f"{t['p50']:7.2f}  p90 {t['p90']:7.2f}  p99 {t['p99']:7.2f}{mem}")
     if "pipeline_fps" in report:
         print(f"  naive loop {report['naive_fps']:.1f} fps, pipeline {report['pipeline_fps']:.1f}"
               f" fps ({report['pipeline_vs_naive']:.2f}x)")
+        stages = report["stage_fps"]
+        print("  stages alone: " + ", ".join(f"{k} {v:.1f} fps" for k, v in stages.items())
+              + f"; pipeline / slowest stage {report['pipeline_vs_slowest_stage']:.2f}")
     print(f"  peak RSS {report['peak_rss_mb']} MB")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -19,7 +19,7 @@ import numpy as np
 
 from vidseg.engine.bundle import Bundle
 from vidseg.engine.errors import BundleError
-from vidseg.engine.segmenter import FrameTimings, LoadedModel, Result, _ms
+from vidseg.engine.segmenter import FrameTimings, LoadedModel, Result, _ms, fit_outputs
 from vidseg.engine.video import Frame
 
 
@@ -66,13 +66,14 @@ class MultiStreamSegmenter:
         t0 = time.perf_counter_ns()
         batch = np.stack([self.model.to_input(frames[i]) for i in rows])  # type: ignore[arg-type]
         t1 = time.perf_counter_ns()
-        labels, _ = self.model.run("step", batch, self.state, self.cache, rows=rows)
+        labels, scores = self.model.run("step", batch, self.state, self.cache, rows=rows)
         t2 = time.perf_counter_ns()
-        restored = [self.model.to_frame(lab, frames[i].shape) for lab, i in zip(labels, rows)]  # type: ignore[union-attr]
+        fitted = [fit_outputs(labels[k], None if scores is None else scores[k],
+                              *frames[row].shape[:2]) for k, row in enumerate(rows)]  # type: ignore[union-attr]
         timings = FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, time.perf_counter_ns()))
-        for row, lab in zip(rows, restored):
+        for row, (lab, score) in zip(rows, fitted):
             ts = timestamps[row] if timestamps is not None else None
-            results[row] = Result(lab, self._frames[row], ts, timings)
+            results[row] = Result(lab, self._frames[row], ts, timings, scores=score)
             self._frames[row] += 1
         return results
 

@@ -2,7 +2,10 @@
 
 The model runs on the calling thread (a stateful model needs no locks, as in supervision's
 ``process_video``); decoding and encoding run in worker threads joined by bounded queues, so a
-slow stage applies back-pressure instead of filling memory. A worker's error travels through
+slow stage applies back-pressure instead of filling memory. The model thread does nothing but
+run the model: the decode thread also resizes each frame to the model's input size
+(``Segmenter.prepare``), and the encode thread brings the labels back to the frame's size
+(``Result.at_size``) before rendering. A worker's error travels through
 its queue and is re-raised in the caller, after every item produced before it: a truncated
 source still delivers (and writes) all frames that decoded.
 """
@@ -162,6 +165,18 @@ class RunStats:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
+def _with_input(frames: Iterable[Frame],
+                prepare: Callable[[np.ndarray], np.ndarray]) -> Iterator[tuple[Frame, np.ndarray]]:  # fmt: skip
+    """(frame, model input) pairs; closing this closes ``frames`` (a decoder's container)."""
+    try:
+        for frame in frames:
+            yield frame, prepare(frame.image)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+
+
 def segment_video(
     segmenter: Segmenter,
     frames: Iterable[Frame],
@@ -171,6 +186,10 @@ def segment_video(
 ) -> RunStats:
     """Segment ``frames`` in order and write ``render(frame, result)`` for each to ``sink``.
 
+    ``render`` gets the result at the frame's size. ``on_frame(result)`` is called from the
+    encode thread, in frame order, as each frame is handed to the sink (a progress bar, a
+    metric).
+
     Ctrl-C stops the run cleanly: frames already segmented are written and the stats say
     ``interrupted``. A truncated source likewise ends the run with every decoded frame written
     and the error in ``stats.truncated``; the caller decides how to report both. Other
@@ -179,17 +198,23 @@ def segment_video(
     stats = RunStats()
     started = time.perf_counter()
     segmenter.reset()
-    writer = BackgroundWriter(sink, render)
+
+    def finish(frame: Frame, result: Result) -> np.ndarray:
+        result = result.at_size(*frame.image.shape[:2])
+        image = render(frame, result)
+        if on_frame is not None:
+            on_frame(result)
+        return image
+
+    writer = BackgroundWriter(sink, finish)
     try:
-        with writer, Prefetch(frames, name="decode") as decoded:
+        with writer, Prefetch(_with_input(frames, segmenter.prepare), name="decode") as decoded:
             try:
-                for frame in decoded:
-                    result = segmenter.step(frame.image, frame.timestamp_s)
+                for frame, x in decoded:
+                    result = segmenter.step(x, frame.timestamp_s)
                     writer.submit(frame, result)
                     stats.step_ms.append(result.timings.total_ms)
                     stats.key_frames += result.key_frame
-                    if on_frame is not None:
-                        on_frame(result)
             except KeyboardInterrupt:
                 stats.interrupted = True
             except TruncatedVideoError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -56,6 +56,25 @@ class Result:
     timings: FrameTimings
     key_frame: bool = True  # the full model ran on this frame (always, for non-keyframe models)
     scores: np.ndarray | None = None  # (H, W) uint8 confidence, 255 x max softmax, if exported
+
+    def at_size(self, height: int, width: int) -> "Result":
+        """This result with labels and confidence at ``height`` x ``width`` (see ``fit_outputs``);
+        itself when already that size."""
+        if self.labels.shape == (height, width):
+            return self
+        labels, scores = fit_outputs(self.labels, self.scores, height, width)
+        return replace(self, labels=labels, scores=scores)
+
+
+def fit_outputs(labels: np.ndarray, scores: np.ndarray | None, height: int,
+                width: int) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """(h, w) labels and confidence resized to ``height`` x ``width``: labels by nearest
+    neighbour (ids never blend), confidence bilinear (it is smooth)."""
+    if labels.shape != (height, width):
+        labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+    if scores is not None and scores.shape != (height, width):
+        scores = cv2.resize(scores, (width, height), interpolation=cv2.INTER_LINEAR)
+    return labels, scores
 
 
 def _ms(t0: int, t1: int) -> float:
@@ -199,13 +218,6 @@ class LoadedModel:
         scores = outputs.get(self.scores_name) if self.scores_name is not None else None
         return outputs[self.labels_name], scores
 
-    @staticmethod
-    def to_frame(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        """(h, w) labels -> the frame's (H, W) with nearest neighbour (ids never blend)."""
-        if labels.shape != shape[:2]:
-            labels = cv2.resize(labels, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-        return labels
-
 
 class Segmenter:
     """Runs a model bundle on frames of one stream.
@@ -251,11 +263,24 @@ class Segmenter:
         if self.scheduler is not None:
             self.scheduler.reset()
 
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` checked and resized to the model's input size, as ``step`` would do it.
+
+        Thread-safe (it touches no stream state): a pipeline calls it in its decode thread and
+        passes the result to ``step``, which then skips the resize and returns labels at the
+        input size (``Result.at_size`` brings them back to the frame's size).
+
+        Raises:
+            FrameError: ``frame`` is not an (H, W, 3) uint8 array.
+        """
+        return self.model.to_input(frame)
+
     def step(self, frame: np.ndarray, timestamp: float | None = None) -> Result:
         """Segment one frame and carry the state to the next.
 
         Args:
-            frame: (H, W, 3) uint8 RGB, any size (resized to the model input internally).
+            frame: (H, W, 3) uint8 RGB, any size (resized to the model input internally; the
+                result comes back at the frame's size).
             timestamp: seconds, passed through to the result.
         Raises:
             FrameError: ``frame`` is not an (H, W, 3) uint8 array.
@@ -268,12 +293,8 @@ class Segmenter:
         t1 = time.perf_counter_ns()
         labels, scores = self.model.run(role, x[None], self.state, self.cache, aux)
         t2 = time.perf_counter_ns()
-        labels = self.model.to_frame(labels[0], frame.shape)
-        if scores is not None:  # confidence is smooth: bilinear, not nearest
-            scores = scores[0]
-            if scores.shape != frame.shape[:2]:
-                scores = cv2.resize(scores, (frame.shape[1], frame.shape[0]),
-                                    interpolation=cv2.INTER_LINEAR)  # fmt: skip
+        labels, scores = fit_outputs(labels[0], None if scores is None else scores[0],
+                                     *frame.shape[:2])  # fmt: skip
         t3 = time.perf_counter_ns()
         timings = FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
         if self.scheduler is not None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from vidseg.benchmarks import bench
 
 
@@ -13,7 +15,8 @@ def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, tmp_path: Pat
     out = tmp_path / "bench.json"
     code = bench.main(["--model", str(tiny_bundle), "--frames", "12", "--warmup", "2",
                        "--video-frames", "8", "--json", str(out), "--plots", str(tmp_path),
-                       "--compare", str(tiny_perframe_bundle), "--torch"])  # fmt: skip
+                       "--compare", str(tiny_perframe_bundle), "--torch",
+                       "--torch-models", "keyframe-lite0-c2", "netwarp-lite0"])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
     for key in ("step_ms", "bare_run_ms"):
@@ -26,7 +29,24 @@ def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, tmp_path: Pat
     assert (tmp_path / "latency.png").stat().st_size > 0
     (baseline,) = report["comparisons"]
     assert baseline["model"] == "perframe-lite0" and baseline["step_ms"]["n"] == 12
-    assert report["torch"]["torch_eager_ms"]["n"] == 12
+    assert set(report["stage_fps"]) == {"decode", "segment", "render_encode"}
+    assert report["pipeline_vs_slowest_stage"] == pytest.approx(
+        report["pipeline_fps"] / min(report["stage_fps"].values()), abs=1e-3)
+    torch_rows = {r["model"]: r for r in report["torch"]}
+    assert list(torch_rows) == ["recurrent-lite0-gru", "perframe-lite0", "keyframe-lite0-c2",
+                                "netwarp-lite0"]  # fmt: skip
+    assert all(r["ms"]["n"] == 12 and r["device"] == "cpu" for r in report["torch"])
+    assert torch_rows["keyframe-lite0-c2"]["key_interval"] == 5
+
+
+def test_bench_torch_cuda_refused_without_gpu(tiny_bundle: Path, capsys) -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: nothing to refuse")
+    code = bench.main(["--model", str(tiny_bundle), "--frames", "2", "--warmup", "0",
+                       "--skip-video", "--torch", "--torch-device", "cuda"])  # fmt: skip
+    assert code != 0
+    assert "sees no GPU" in capsys.readouterr().err
 
 
 def test_bench_keyframe_interval_sweep(tiny_keyframe_bundle: Path, tmp_path: Path) -> None:
