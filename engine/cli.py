@@ -3,6 +3,7 @@
     vidseg-run input.mp4 --out seg.mp4                # overlay with the bundled default model
     vidseg-run input.mp4 --out masks/ --mask          # PNG label masks, one per frame
     vidseg-run input.mp4 --out masks.mkv --mask       # lossless label-id video
+    vidseg-run input.mp4 --out small.mp4 --out-size 640x0   # 640 wide, height keeps the aspect
 
 The output is written to a temporary file and renamed when complete, so a failed run never
 leaves a half file under the final name. Ctrl-C finishes the frames in flight, closes the file
@@ -26,11 +27,11 @@ from tqdm import tqdm
 from vidseg.engine.backends import backend_names
 from vidseg.engine.bundle import Bundle, default_bundle_path, load_bundle
 from vidseg.engine.errors import BundleError, VideoIOError, exit_code_for, run_for_cli
-from vidseg.engine.overlay import blend, palette_lut
+from vidseg.engine.overlay import blend, palette_lut, resize_image
 from vidseg.engine.pipeline import RunStats, segment_video
 from vidseg.engine.schedule import POLICIES, Schedule
-from vidseg.engine.segmenter import Segmenter
-from vidseg.engine.video import MaskSequenceWriter, VideoInfo, VideoWriter, read_frames
+from vidseg.engine.segmenter import Result, Segmenter
+from vidseg.engine.video import Frame, MaskSequenceWriter, VideoInfo, VideoWriter, read_frames
 
 logger = logging.getLogger(__name__)
 MASK_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write class-id masks instead of the overlay: PNGs into a directory, "
                    "or a lossless video when --out ends in .mp4/.mkv")  # fmt: skip
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity, 0..1")
+    p.add_argument("--out-size", type=parse_size, metavar="WxH",
+                   help="output resolution (default: the input's); 0 for one side keeps the "
+                   "aspect ratio, e.g. 640x0. The model still sees the full-resolution frame")  # fmt: skip
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] with a GPU backend")
     p.add_argument("--backend", default="ort", choices=backend_names(), help="inference backend")
@@ -69,6 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` -> (W, H); one side may be 0 (keep the aspect ratio). For argparse."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x360, got {text!r}")
+    if width < 0 or height < 0 or width == height == 0 or max(width, height) > 16384:
+        raise argparse.ArgumentTypeError(f"sizes must be 0..16384 with one side > 0, got {text!r}")
+    return width, height
+
+
+def output_size(requested: tuple[int, int] | None, width: int, height: int) -> tuple[int, int]:
+    """The (W, H) to write: the input's, or ``requested`` with a 0 side from the aspect ratio."""
+    if requested is None:
+        return width, height
+    out_w, out_h = requested
+    if out_w == 0:
+        out_w = max(1, round(width * out_h / height))
+    if out_h == 0:
+        out_h = max(1, round(height * out_w / width))
+    return out_w, out_h
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -104,19 +131,28 @@ def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo]:
                           threads=args.threads, schedule=_schedule(args, bundle))  # fmt: skip
     out = Path(args.out)
     lut = palette_lut(segmenter.manifest.palette)
+    width, height = output_size(args.out_size, info.width, info.height)
+
+    def labels(frame: Frame, result: Result) -> np.ndarray:
+        return result.at_size(height, width).labels
+
+    def overlay(frame: Frame, result: Result) -> np.ndarray:
+        return blend(resize_image(frame.image, width, height), labels(frame, result), lut,
+                     args.alpha)  # fmt: skip
+
     with ExitStack() as stack:
         if args.mask and out.suffix.lower() in MASK_VIDEO_SUFFIXES:
-            sink = VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
+            sink = VideoWriter(out, width=width, height=height, fps=info.fps,
                                time_base=info.time_base, lossless=True)  # fmt: skip
-            render = lambda frame, result: result.labels  # noqa: E731
+            render = labels
         elif args.mask:
             sink = MaskSequenceWriter(out)
-            render = lambda frame, result: result.labels  # noqa: E731
+            render = labels
         else:
-            sink = VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
+            sink = VideoWriter(out, width=width, height=height, fps=info.fps,
                                time_base=info.time_base, crf=args.crf, preset=args.preset,
                                audio_from=None if args.no_audio else args.input)
-            render = lambda frame, result: blend(frame.image, result.labels, lut, args.alpha)  # noqa: E731
+            render = overlay
         stack.enter_context(sink)
         total = info.frame_count
         if args.max_frames is not None:
@@ -161,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     if outcome is None:
         return code
     stats, info = outcome
+    width, height = output_size(args.out_size, info.width, info.height)
     summary = {
-        "input": args.input, "output": args.out, "frames": stats.frames,
+        "input": args.input, "output": args.out, "output_size": [width, height],
+        "frames": stats.frames,
         "wall_s": round(stats.wall_s, 3), "fps": round(stats.fps, 2),
         "step_ms": _percentiles(stats.step_ms), "key_frames": stats.key_frames,
         "interrupted": stats.interrupted,
@@ -178,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vidseg-run: error: {stats.truncated}; wrote the {stats.frames} decoded frames "
               f"to {args.out}", file=sys.stderr)  # fmt: skip
         return exit_code_for(stats.truncated)
-    print(f"wrote {args.out}: {stats.frames} frames, {info.width}x{info.height}, "
+    print(f"wrote {args.out}: {stats.frames} frames, {width}x{height}, "
           f"{stats.fps:.1f} fps end to end", file=sys.stderr)  # fmt: skip
     return 0
 

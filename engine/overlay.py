@@ -30,3 +30,13 @@ def blend(image: np.ndarray, labels: np.ndarray, lut: np.ndarray, alpha: float) 
     ``image`` (H, W, 3) uint8 RGB and ``labels`` (H, W) uint8 must have the same H, W.
     """
     return cv2.addWeighted(image, 1.0 - alpha, colorize(labels, lut), alpha, 0.0)
+
+
+def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (height, width, 3): area averaging when shrinking (no aliasing),
+    bilinear when growing. Itself when already that size."""
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)  # fmt: skip

@@ -244,6 +244,36 @@ def test_mask_directory_equals_mask_video(model: Model, mask_video: Path, tmp_pa
         np.testing.assert_array_equal(png, expected, err_msg=file.name)
 
 
+def test_out_size_scales_masks_and_overlay(model: Model, mask_video: Path,
+                                          tmp_path: Path) -> None:  # fmt: skip
+    """--out-size 320x0: the masks are the full-size masks taken by nearest neighbour, the
+    overlay is 320x180 (aspect kept) with the same frames and timestamps."""
+    masks = tmp_path / "masks"
+    proc = vidseg_run(SAMPLE, "--out", masks, "--mask", "--max-frames", 4, "-q",
+                      "--out-size", "320x0", *model.args)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for file, full in zip(sorted(masks.iterdir()), read_label_frames(mask_video)):
+        png = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+        assert png.shape == (180, 320)
+        want = cv2.resize(full, (320, 180), interpolation=cv2.INTER_NEAREST)
+        assert (png == want).mean() > 0.97, file.name  # nearest of nearest: borders may shift
+    out = tmp_path / "small.mp4"
+    proc = vidseg_run(SAMPLE, "--out", out, "--max-frames", 4, "--out-size", "320x180",
+                      *model.args)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = VideoInfo.from_path(out)
+    assert (info.width, info.height, info.fps) == (320, 180, Fraction(25))
+    assert timestamps(out) == timestamps(SAMPLE, max_frames=4)
+    assert "320x180" in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["640", "0x0", "axb", "-5x10"])
+def test_bad_out_size_rejected(value: str, tmp_path: Path) -> None:
+    proc = vidseg_run(SAMPLE, "--out", tmp_path / "o.mp4", f"--out-size={value}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--out-size" in proc.stderr
+
+
 # --------------------------------------------------------------------------- errors
 
 
