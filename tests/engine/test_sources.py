@@ -1,7 +1,13 @@
-"""Live-source behaviour: the newest frame wins, drops are counted, errors are forwarded."""
+"""Live-source behaviour: the newest frame wins, drops are counted, errors are forwarded; a
+network URL (a local HTTP server) decodes like the file and runs through vidseg-run."""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import subprocess
+import sys
+import threading
 import time
 from fractions import Fraction
 
@@ -9,7 +15,7 @@ import numpy as np
 import pytest
 
 from vidseg.engine.sources import LatestFrameSource, paced
-from vidseg.engine.video import Frame
+from vidseg.engine.video import Frame, VideoInfo, read_frames
 
 
 def _frames(n: int, fps: int = 100):
@@ -57,8 +63,6 @@ def test_image_folder(tmp_path, sample_clip) -> None:
 
     from vidseg.engine.errors import VideoIOError
     from vidseg.engine.sources import read_image_folder
-    from vidseg.engine.video import read_frames
-
     clip = [f.image for f in read_frames(sample_clip, size=(96, 64), max_frames=3)]
     for i, image in enumerate(clip):
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), image[:, :, ::-1])
@@ -73,3 +77,42 @@ def test_image_folder(tmp_path, sample_clip) -> None:
         list(read_image_folder(tmp_path / "empty"))
     with pytest.raises(VideoIOError, match="not found"):
         list(read_image_folder(tmp_path / "missing"))
+
+
+@pytest.fixture()
+def http_clip(sample_clip):
+    """The sample clip served over HTTP from a local server (a network source, no internet)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(sample_clip.parent))  # fmt: skip
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/{sample_clip.name}"
+    server.shutdown()
+    thread.join()
+
+
+def test_http_url_decodes_like_the_file(http_clip: str, sample_clip) -> None:
+    remote = list(read_frames(http_clip, max_frames=8, thread_type="SLICE"))
+    local = list(read_frames(sample_clip, max_frames=8))
+    assert [f.pts for f in remote] == [f.pts for f in local]
+    for a, b in zip(remote, local, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_vidseg_run_reads_a_url(http_clip: str, tiny_bundle, tmp_path) -> None:
+    out = tmp_path / "seg.mp4"
+    proc = subprocess.run([sys.executable, "-m", "vidseg.engine", http_clip, "--out", str(out),
+                           "--model", str(tiny_bundle), "--max-frames", "5", "-q"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert VideoInfo.from_path(out).frame_count == 5
+
+
+def test_unreachable_url_is_a_clean_error(tiny_bundle, tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "vidseg.engine", "http://127.0.0.1:9/none.mp4",
+                           "--out", str(tmp_path / "o.mp4"), "--model", str(tiny_bundle), "-q"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 5 and "Traceback" not in proc.stderr, proc.stderr
+    assert "127.0.0.1:9" in proc.stderr
