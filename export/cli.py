@@ -77,16 +77,15 @@ def export(args: argparse.Namespace) -> str:
         model, info = load_untrained(args.checkpoint.removeprefix(UNTRAINED))
     else:
         model, info = load_checkpoint(Path(args.checkpoint))
-    if args.scores and model.cfg.family in ("keyframe", "netwarp"):
-        raise BundleError(f"--scores is not supported for {model.cfg.family} bundles yet")
     manifest = build_manifest(model.cfg, CAMVID, info, scores=args.scores)
     video = Path(args.parity_video) if args.parity_video else (
         default_bundle_path().parent / SAMPLE_CLIP)  # fmt: skip
     frames = parity_frames(video, model.cfg.input_size, args.parity_frames)
     if model.cfg.family == "netwarp":  # flow aux input: parity feeds the engine's flow
-        return export_netwarp_bundle(model, Path(args.out), CAMVID, info, frames)
+        return export_netwarp_bundle(model, Path(args.out), CAMVID, info, frames, args.scores)
     if model.cfg.family == "keyframe":  # key + current graphs, parity per key interval
-        return export_keyframe_bundle(model, Path(args.out), CAMVID, info, frames)
+        return export_keyframe_bundle(model, Path(args.out), CAMVID, info, frames,
+                                      scores=args.scores)
     resets = (args.parity_frames // 2,)
     summary: list[str] = []
 

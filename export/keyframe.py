@@ -35,9 +35,11 @@ from vidseg.export.onnx import (
     LABELS,
     LOGITS,
     OPSET,
+    SCORES,
     ClassInfo,
     _declare_output_shapes,
     build_manifest,
+    confidence,
     staged_dir,
 )
 from vidseg.export.parity import ParityReport, cpu_session, require_parity
@@ -60,50 +62,56 @@ def _labels(model: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch
     return logits.argmax(1).to(torch.uint8), logits
 
 
-class KeyGraph(nn.Module):
-    """``frame`` -> (labels, *cache[, logits]): the key path of a keyframe model."""
+class _Heads(nn.Module):
+    """What both keyframe graphs append after labels (and the key graph's cache): the optional
+    confidence (``with_scores``), then the optional logits (``with_logits``, parity twins)."""
 
-    def __init__(self, model: nn.Module, with_logits: bool = False) -> None:
+    def __init__(self, model: nn.Module, with_logits: bool = False,
+                 with_scores: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.with_logits = with_logits
+        self.with_scores = with_scores
+
+    def extras(self, logits: torch.Tensor) -> list[torch.Tensor]:
+        return [confidence(logits)] * self.with_scores + [logits] * self.with_logits
+
+
+class KeyGraph(_Heads):
+    """``frame`` -> (labels, *cache[, scores][, logits]): the key path of a keyframe model."""
 
     def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, *cache = self.model.forward_key(normalize(frame))
         labels, logits = _labels(self.model, logits)
-        return (labels, *cache, logits) if self.with_logits else (labels, *cache)
+        return (labels, *cache, *self.extras(logits))
 
 
-class CurrentGraph(nn.Module):
-    """(``frame``, *cache) -> (labels[, logits]): the current-frame path."""
-
-    def __init__(self, model: nn.Module, with_logits: bool = False) -> None:
-        super().__init__()
-        self.model = model
-        self.with_logits = with_logits
+class CurrentGraph(_Heads):
+    """(``frame``, *cache) -> (labels[, scores][, logits]): the current-frame path."""
 
     def forward(self, frame: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
         labels, logits = _labels(self.model, self.model.forward_current(normalize(frame), *cache))
-        return (labels, logits) if self.with_logits else (labels,)
+        return (labels, *self.extras(logits))
 
 
 def export_keyframe_graphs(
-    model: nn.Module, directory: Path, with_logits: bool = False
+    model: nn.Module, directory: Path, with_logits: bool = False, with_scores: bool = False
 ) -> dict[str, Path]:
     """Write ``key.onnx`` and ``current.onnx`` of ``model`` into ``directory``; returns the paths
-    by role. With ``with_logits`` both also output the float logits (N, K, H, W) (parity twins)."""
+    by role. With ``with_scores`` both also output the uint8 confidence (N, H, W); with
+    ``with_logits`` the float logits (N, K, H, W) (parity twins)."""
     cfg: ModelCfg = model.cfg
     height, width = cfg.input_size
     cache_in, cache_out = cache_names(cfg)
     frame = torch.zeros(1, height, width, 3, dtype=torch.uint8)
     cache = tuple(model.initial_cache(1, height, width))
-    extra = [LOGITS] if with_logits else []
+    extra = [SCORES] * with_scores + [LOGITS] * with_logits
     cache_shapes = [(c.channels, height // c.stride, width // c.stride) for c in cfg.cache]
     jobs = {
-        "key": (KeyGraph(model, with_logits), (frame,), [FRAME], [LABELS, *cache_out, *extra],
-                dict(zip(cache_out, cache_shapes))),
-        "current": (CurrentGraph(model, with_logits), (frame, *cache), [FRAME, *cache_in],
-                    [LABELS, *extra], {}),
+        "key": (KeyGraph(model, with_logits, with_scores), (frame,), [FRAME],
+                [LABELS, *cache_out, *extra], dict(zip(cache_out, cache_shapes))),
+        "current": (CurrentGraph(model, with_logits, with_scores), (frame, *cache),
+                    [FRAME, *cache_in], [LABELS, *extra], {}),
     }  # fmt: skip
     paths = {}
     model.eval()
@@ -116,7 +124,7 @@ def export_keyframe_graphs(
                 graph.eval(), args, str(path), input_names=inputs, output_names=outputs,
                 dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
             )  # fmt: skip
-        _declare_output_shapes(path, {LABELS: (height, width)} | fixed)
+        _declare_output_shapes(path, {LABELS: (height, width), SCORES: (height, width)} | fixed)
         paths[role] = path
     return paths
 
@@ -195,14 +203,15 @@ def check_keyframe_parity(
 
 
 def build_keyframe_manifest(
-    model: nn.Module, classes: ClassInfo, train: dict[str, Any]
+    model: nn.Module, classes: ClassInfo, train: dict[str, Any], scores: bool = False
 ) -> Manifest:
-    """The manifest of a key/current bundle: graphs, cache specs and the fixed schedule."""
+    """The manifest of a key/current bundle: graphs, cache specs and the fixed schedule
+    (``scores``: both graphs also output the per-pixel confidence)."""
     cfg: ModelCfg = model.cfg
     height, width = cfg.input_size
     cache_in, cache_out = cache_names(cfg)
     return replace(
-        build_manifest(cfg, classes, train),
+        build_manifest(cfg, classes, train, scores=scores),
         graphs=dict(GRAPHS),
         state=(),
         cache=tuple(
@@ -221,6 +230,7 @@ def export_keyframe_bundle(
     train_info: dict[str, Any],
     frames: list[np.ndarray],
     intervals: Sequence[int] = (2, 5),
+    scores: bool = False,
 ) -> str:
     """Export ``model`` as a keyframe bundle at ``out`` after parity passes for every interval.
 
@@ -231,10 +241,10 @@ def export_keyframe_bundle(
     Raises:
         ParityError: a check misses a tolerance (no bundle is written).
     """
-    manifest = build_keyframe_manifest(model, classes, train_info)
+    manifest = build_keyframe_manifest(model, classes, train_info, scores=scores)
     summaries = []
     with staged_dir(Path(out)) as tmp:
-        graphs = export_keyframe_graphs(model.eval(), tmp)
+        graphs = export_keyframe_graphs(model.eval(), tmp, with_scores=scores)
         (tmp / "manifest.json").write_text(manifest.to_json())
         for interval in intervals:
             report = check_keyframe_parity(model, graphs, frames, interval, (len(frames) // 2,))

@@ -65,17 +65,18 @@ def check_netwarp_parity(model: nn.Module, graph: Path, frames: Sequence[np.ndar
 
 
 def export_netwarp_bundle(model: nn.Module, out: Path, classes: ClassInfo, train_info: dict,
-                          frames: list[np.ndarray]) -> str:  # fmt: skip
+                          frames: list[np.ndarray], scores: bool = False) -> str:  # fmt: skip
     """Write the netwarp bundle ``out`` (``step.onnx`` + manifest with the flow aux input).
 
     Atomic like ``write_bundle``: the bundle appears under ``out`` only after parity over
     ``frames`` (consecutive (H, W, 3) uint8 RGB at the input size; state and flow reset half
-    way) passes. Returns the parity summary.
+    way) passes. ``scores``: the graph also outputs the per-pixel confidence. Returns the
+    parity summary.
 
     Raises:
         ParityError: ONNX Runtime and torch disagree beyond tolerance (no bundle is left).
     """
-    manifest = dataclasses.replace(build_manifest(model.cfg, classes, train_info),
+    manifest = dataclasses.replace(build_manifest(model.cfg, classes, train_info, scores=scores),
                                    aux_inputs=(flow_spec(model),))  # fmt: skip
     resets = (len(frames) // 2,)
     summary: list[str] = []

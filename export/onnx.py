@@ -67,11 +67,15 @@ class FrameGraph(nn.Module):
         labels = logits.argmax(1).to(torch.uint8)
         outputs = [labels, *new_state]
         if self.with_scores:
-            confidence = torch.softmax(logits, dim=1).amax(1)
-            outputs.append(torch.round(confidence * 255).to(torch.uint8))
+            outputs.append(confidence(logits))
         if self.with_logits:
             outputs.append(logits)
         return tuple(outputs)
+
+
+def confidence(logits: torch.Tensor) -> torch.Tensor:
+    """(N, K, H, W) logits -> (N, H, W) uint8 per-pixel confidence, round(255 * max softmax)."""
+    return torch.round(torch.softmax(logits, dim=1).amax(1) * 255).to(torch.uint8)
 
 
 def state_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:

@@ -120,3 +120,51 @@ def test_scores_output_end_to_end(tiny_checkpoint: Path, tmp_path: Path, sample_
         want = torch.softmax(logits, 1).amax(1)[0].numpy() * 255
         assert result.scores is not None and result.scores.shape == frame.shape[:2]
         assert np.abs(result.scores.astype(float) - want).max() <= 1.0
+
+
+@pytest.mark.parametrize("name", ["keyframe-lite0-c2", "netwarp-lite0"])
+def test_scores_for_keyframe_and_netwarp(name: str, tiny_model_factory, frames, tmp_path) -> None:
+    """Both multi-input families export the confidence too: the engine's ``Result.scores``
+    follow torch's softmax over a stream with key and current frames / flow carried."""
+    from vidseg.engine import Segmenter
+    from vidseg.engine.schedule import Schedule
+    from vidseg.export.cli import CAMVID
+    from vidseg.export.keyframe import CurrentGraph, KeyGraph, export_keyframe_bundle
+    from vidseg.export.netwarp import export_netwarp_bundle, flow_spec, stream_flows
+    from vidseg.export.onnx import FrameGraph
+
+    model, out, clip = tiny_model_factory(name), tmp_path / "b.vidseg", frames[:6]
+    if name.startswith("keyframe"):
+        export_keyframe_bundle(model, out, CAMVID, {}, clip, intervals=(2,), scores=True)
+        seg = Segmenter(out, schedule=Schedule("fixed", 2))
+        key, current = KeyGraph(model, with_scores=True), CurrentGraph(model, with_scores=True)
+        cache: list = []
+
+        def reference(i: int, x: torch.Tensor) -> torch.Tensor:
+            nonlocal cache
+            if i % 2 == 0:
+                _, *cache, scores = key(x)
+                return scores
+            return current(x, *cache)[1]
+    else:
+        export_netwarp_bundle(model, out, CAMVID, {}, clip, scores=True)
+        seg = Segmenter(out)
+        graph = FrameGraph(model, with_scores=True)
+        spec = flow_spec(model)
+        flows = [torch.from_numpy(f[spec.name]) for f in stream_flows(spec, clip)]
+        state = [s for s in model.initial_state(1, *SIZE)]
+
+        def reference(i: int, x: torch.Tensor) -> torch.Tensor:
+            nonlocal state
+            _, *rest = graph(x, flows[i], *state)
+            state = rest[:-1]
+            return rest[-1]
+
+    assert [o.role for o in load_bundle(out).manifest.outputs] == ["labels", "scores"]
+    for i, frame in enumerate(clip):
+        result = seg.step(frame)
+        with torch.no_grad():
+            want = reference(i, torch.from_numpy(frame[None]))[0].numpy().astype(float)
+        assert result.key_frame == (i % 2 == 0 or not name.startswith("keyframe"))
+        assert result.scores is not None and result.scores.shape == frame.shape[:2]
+        assert np.abs(result.scores.astype(float) - want).max() <= 1.0, f"frame {i}"
