@@ -9,14 +9,16 @@ after the first, so that a model with memory can do better than one without.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from vidseg.engine.errors import VidsegError
+from vidseg.engine.errors import VidsegError, run_for_cli
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +42,25 @@ class LabelledFrames:
     names: tuple[str, ...]
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # labels are always PNG (lossless class ids)
+
+
+def _image_files(image_dir: Path) -> list[Path]:
+    """The images of a split folder in file-name order, one per stem (PNG preferred)."""
+    by_stem: dict[str, Path] = {}
+    for path in sorted(image_dir.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        kept = by_stem.get(path.stem)
+        if kept is None or (path.suffix.lower() == ".png" and kept.suffix.lower() != ".png"):
+            by_stem[path.stem] = path
+    return sorted(by_stem.values(), key=lambda p: p.name)
+
+
 def load_split(root: str | Path, split: str, limit: int | None = None) -> LabelledFrames:
-    """Read ``root/split`` and ``root/{split}annot`` (PNG pairs with matching names).
+    """Read ``root/split`` and ``root/{split}annot``: images as PNG or JPEG (``.png``,
+    ``.jpg``, ``.jpeg``; e.g. the compact copy :func:`compact_copy` writes), each with the
+    PNG label of the same stem. ``names`` are the image file names.
 
     Raises:
         VidsegError: the folders are missing, empty, or an image has no label.
@@ -50,18 +69,60 @@ def load_split(root: str | Path, split: str, limit: int | None = None) -> Labell
     image_dir, label_dir = root / split, root / f"{split}annot"
     if not image_dir.is_dir() or not label_dir.is_dir():
         raise VidsegError(f"CamVid split {split!r} not found: need {image_dir} and {label_dir}")
-    names = sorted(p.name for p in image_dir.glob("*.png"))[:limit]
-    if not names:
-        raise VidsegError(f"no PNG images in {image_dir}")
+    paths = _image_files(image_dir)[:limit]
+    if not paths:
+        raise VidsegError(f"no PNG or JPEG images in {image_dir}")
     images, labels = [], []
-    for name in names:
-        bgr = cv2.imread(str(image_dir / name), cv2.IMREAD_COLOR)
-        label = cv2.imread(str(label_dir / name), cv2.IMREAD_UNCHANGED)
+    for path in paths:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        label = cv2.imread(str(label_dir / f"{path.stem}.png"), cv2.IMREAD_UNCHANGED)
         if bgr is None or label is None:
-            raise VidsegError(f"unreadable image or label: {name} in {root}")
+            raise VidsegError(f"unreadable image or label: {path.name} in {root}")
         images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         labels.append(label)
-    return LabelledFrames(np.stack(images), np.stack(labels), tuple(names))
+    return LabelledFrames(np.stack(images), np.stack(labels), tuple(p.name for p in paths))
+
+
+CAMVID_SPLITS = ("train", "val", "test")
+
+
+def compact_copy(src: str | Path, dst: str | Path, quality: int = 90) -> int:
+    """Copy a CamVid root with its images re-encoded as JPEG (labels copied as they are).
+
+    Every split of ``CAMVID_SPLITS`` present in ``src`` (``split/`` and ``splitannot/``) is
+    copied to the same layout under ``dst``: ``split/STEM.jpg`` at JPEG ``quality`` and
+    ``splitannot/STEM.png`` byte for byte. :func:`load_split` reads either form. Returns the
+    total size in bytes of the files written.
+
+    Raises:
+        VidsegError: ``src`` holds no split, ``quality`` is outside 1..100, an image is
+            unreadable or has no label.
+    """
+    src, dst = Path(src), Path(dst)
+    if not 1 <= quality <= 100:
+        raise VidsegError(f"JPEG quality must be in 1..100, got {quality}")
+    splits = [s for s in CAMVID_SPLITS if (src / s).is_dir() and (src / f"{s}annot").is_dir()]
+    if not splits:
+        raise VidsegError(f"no CamVid split ({', '.join(CAMVID_SPLITS)} with *annot) in {src}")
+    total = 0
+    for split in splits:
+        (dst / split).mkdir(parents=True, exist_ok=True)
+        (dst / f"{split}annot").mkdir(parents=True, exist_ok=True)
+        for path in _image_files(src / split):
+            label = src / f"{split}annot" / f"{path.stem}.png"
+            if not label.is_file():
+                raise VidsegError(f"no label {label} for {path}")
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise VidsegError(f"unreadable image {path}")
+            ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                raise VidsegError(f"JPEG encoding failed for {path}")
+            (dst / split / f"{path.stem}.jpg").write_bytes(jpeg.tobytes())
+            label_bytes = label.read_bytes()
+            (dst / f"{split}annot" / label.name).write_bytes(label_bytes)
+            total += len(jpeg) + len(label_bytes)
+    return total
 
 
 @dataclass(frozen=True)
@@ -165,3 +226,26 @@ def clip_batch(
     picks = rng.integers(0, len(data.images), batch)
     pairs = [make_clip(data.images[i], data.labels[i], length, rng, aug) for i in picks]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vidseg.models.data compact SRC DST [--quality Q]``."""
+    parser = argparse.ArgumentParser(prog="python -m vidseg.models.data",
+                                     description="CamVid data utilities")  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+    compact = sub.add_parser("compact", help="copy a CamVid root with JPEG images (labels as PNG)")
+    compact.add_argument("src", help="CamVid root with train/, trainannot/, val/, valannot/")
+    compact.add_argument("dst", help="output root (same layout, images as .jpg)")
+    compact.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100")
+    compact.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    code, total = run_for_cli(parser.prog, lambda: compact_copy(args.src, args.dst, args.quality),
+                              debug=args.debug)  # fmt: skip
+    if total is None:
+        return code
+    print(f"wrote {args.dst}: {total / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

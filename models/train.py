@@ -6,11 +6,16 @@ steps trains on single augmented frames (batch ``2 * --batch``), the rest on cli
 Checkpoints (``last.pt``) are written at every evaluation and at the end; ``--resume`` continues
 from ``last.pt`` with the optimizer and random-generator states restored, so an interrupted run
 resumes where it stopped. Evaluation runs the CamVid val drive in order with state carried.
+
+On a GPU: ``--device cuda`` (or ``auto``) trains and evaluates there, ``--amp`` adds bf16
+autocast, and ``--workers N`` builds the augmented clips in N processes so the CPU keeps up.
+Checkpoints always hold CPU tensors.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -22,19 +27,57 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.models.data import ClipAugment, LabelledFrames, clip_batch, load_split
-from vidseg.models.evaluate import SegMetrics, evaluate_sequence
+from vidseg.models.evaluate import SegMetrics, evaluate_sequence, zero_state
 from vidseg.models.losses import segmentation_loss
 from vidseg.models.registry import create_model, list_models
 from vidseg.models.segnet import normalize
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
+LOG_EVERY_CUDA = 20  # steps between progress-bar loss updates on a GPU (.item() syncs)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available, else the CPU).
+
+    Raises:
+        VidsegError: not a device name, or CUDA is asked for and not available.
+    """
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise VidsegError(f"--device {spec!r}: use cpu, cuda, cuda:N or auto")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "torch built without CUDA" if torch.version.cuda is None else "no GPU visible"
+            raise VidsegError(f"--device {spec}: CUDA is not available ({why}, torch "
+                              f"{torch.__version__}); use --device cpu or auto")  # fmt: skip
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise VidsegError(f"--device {spec}: only {torch.cuda.device_count()} CUDA "
+                              "device(s) visible")  # fmt: skip
+    return device
+
+
+def _to_cpu(obj: object) -> object:
+    """``obj`` (tensors in nested dicts, lists, tuples) with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 def _batches(
@@ -67,6 +110,49 @@ def _batches(
         stop.set()
 
 
+class ClipBatches(torch.utils.data.Dataset):
+    """Item ``i``: the batch for schedule entry ``i``, frames (B, T, h, w, 3) and labels
+    (B, T, h, w) uint8 tensors, drawn with a generator seeded by ``(seed, i)``.
+
+    Each batch depends only on the seed and its step, so the stream is the same whatever the
+    number of worker processes, and a resumed run continues it exactly.
+    """
+
+    def __init__(self, data: LabelledFrames, schedule: list[tuple[int, int]], seed: int,
+                 aug: ClipAugment) -> None:  # fmt: skip
+        self.data, self.schedule, self.seed, self.aug = data, schedule, seed, aug
+
+    def __len__(self) -> int:
+        return len(self.schedule)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, length = self.schedule[i]
+        rng = np.random.default_rng([self.seed, i])
+        frames, labels = clip_batch(self.data, batch, length, rng, self.aug)
+        return torch.from_numpy(frames), torch.from_numpy(labels)
+
+
+def _worker_batches(
+    data: LabelledFrames, schedule: list[tuple[int, int]], start: int, seed: int,
+    aug: ClipAugment, workers: int, pin_memory: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches ``start..`` of ``schedule`` built by ``workers`` processes, in step order."""
+    loader = torch.utils.data.DataLoader(
+        ClipBatches(data, schedule, seed, aug), batch_size=None,
+        sampler=range(start, len(schedule)), num_workers=workers, pin_memory=pin_memory,
+        prefetch_factor=4,
+    )  # fmt: skip
+    # The workers fork when the iterator starts. Each should run OpenCV on one thread (one
+    # process per core already), and OpenCV's thread pool cannot be reconfigured in a forked
+    # child (cv2.setNumThreads hangs there), so the parent forks them with its own set to 1.
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return iter(loader)
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def training_loss(model: torch.nn.Module, frames: torch.Tensor,
                   labels: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """Loss of one batch: frames (B, T, h, w, 3) uint8, labels (B, T, h, w) int64.
@@ -81,7 +167,8 @@ def training_loss(model: torch.nn.Module, frames: torch.Tensor,
     x = normalize(frames)  # (B, T, 3, h, w)
     if x.shape[1] == 1:
         x, labels = x[:, 0], labels[:, 0]
-    return segmentation_loss(model(x)[0], labels)
+    state = zero_state(model, x.shape[0], x.shape[-2], x.shape[-1], x.device)
+    return segmentation_loss(model(x, *state)[0], labels)
 
 
 def _param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
@@ -92,6 +179,11 @@ def _param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
 
 
 def train(args: argparse.Namespace) -> SegMetrics:
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    if args.amp and not cuda:
+        raise VidsegError(f"--amp (bf16 autocast) needs a CUDA device; the device is {device} "
+                          "(drop --amp, or use --device cuda on a GPU machine)")  # fmt: skip
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,8 +192,21 @@ def train(args: argparse.Namespace) -> SegMetrics:
     model_kwargs = {"input_size": tuple(args.input_size) if args.input_size else None}
     # None = the variant's default: ImageNet weights where it has them, scratch otherwise
     model = create_model(args.model, pretrained=False if args.scratch else None, **model_kwargs)
+    if cuda and model.cfg.family == "netwarp":
+        raise VidsegError(f"{args.model} trains on the CPU only for now (its DIS optical flow "
+                          "reads the frames as numpy arrays); use --device cpu")  # fmt: skip
+    if cuda:
+        # few fixed shapes (frames, clips, val): autotuning costs ~20 s per new shape on an
+        # H200 and makes the steady-state steps ~25% faster
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    model.to(device)
+    logger.info("training on %s%s, %s", device, " with bf16 autocast" if args.amp else "",
+                f"{args.workers} data workers" if args.workers else "clips built in-process")
     aug = ClipAugment(crop=tuple(args.crop))
-    optimizer = torch.optim.AdamW(_param_groups(model, args.lr), weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(_param_groups(model, args.lr), weight_decay=1e-4,
+                                  **({"fused": True} if cuda else {}))  # fmt: skip
     steps_per_epoch = math.ceil(len(train_data.images) / args.batch)
     total = args.max_steps or args.epochs * steps_per_epoch
     temporal = model.cfg.family != "perframe"
@@ -111,6 +216,8 @@ def train(args: argparse.Namespace) -> SegMetrics:
     )
     rng = np.random.default_rng(args.seed)
     step, history = 0, []
+    # before a resume loads the optimizer state: its groups hold the last decayed lr
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
     ckpt_path = out / CHECKPOINT
     if args.resume:
         if not ckpt_path.is_file():
@@ -124,14 +231,13 @@ def train(args: argparse.Namespace) -> SegMetrics:
         rng.bit_generator.state = json.loads(ckpt["numpy_rng"])
         step, history = ckpt["step"], json.loads(ckpt["history"])
         logger.info("resumed from %s at step %d", ckpt_path, step)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
 
     def save(metrics: SegMetrics | None) -> None:
         ckpt = {
             "model_name": args.model,
             "model_kwargs": {k: v for k, v in model_kwargs.items() if v is not None},
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "model": _to_cpu(model.state_dict()),  # loadable without a GPU
+            "optimizer": _to_cpu(optimizer.state_dict()),
             "step": step,
             "total_steps": total,
             "torch_rng": torch.get_rng_state(),
@@ -148,17 +254,28 @@ def train(args: argparse.Namespace) -> SegMetrics:
     model.train()
     bar = tqdm(total=total, initial=step, desc=f"train {args.model}", unit="step", file=sys.stderr)
     started = time.perf_counter()
-    for frames, labels in _batches(train_data, schedule[step:], rng, aug):
+    if args.workers:
+        batches: Iterator = _worker_batches(train_data, schedule, step, args.seed, aug,
+                                            args.workers, pin_memory=cuda)  # fmt: skip
+    else:  # one background thread, one generator (rng) for the whole run
+        batches = _batches(train_data, schedule[step:], rng, aug)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.amp
+                else contextlib.nullcontext())  # fmt: skip
+    for frames, labels in batches:
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * (1 - step / total) ** 0.9
-        loss = training_loss(model, torch.from_numpy(frames), torch.from_numpy(labels).long())
+        frames = torch.as_tensor(frames).to(device, non_blocking=True)
+        labels = torch.as_tensor(labels).to(device, non_blocking=True).long()
+        with autocast:
+            loss = training_loss(model, frames, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", T=frames.shape[1],
-                        miou=f"{metrics.miou:.1f}" if metrics else "-")  # fmt: skip
+        if not cuda or step % LOG_EVERY_CUDA == 0 or step == total:
+            bar.set_postfix(loss=f"{loss.item():.3f}", T=frames.shape[1],
+                            miou=f"{metrics.miou:.1f}" if metrics else "-")  # fmt: skip
         if step % args.eval_every == 0 or step == total:
             metrics = evaluate_sequence(model, val_data, carry_state=True)
             history.append({"step": step, "loss": loss.item(), "val_miou": metrics.miou,
@@ -200,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", action="store_true", help="no ImageNet weights even where the model has them")
     p.add_argument("--limit", type=int, help="use only the first N images of each split (tests)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda, cuda:N, or auto (cuda when available, else cpu)")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes building the training clips (0: one thread in-process); "
+                   "each batch is seeded from --seed and its step")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -211,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown --model {args.model!r}; choose from {', '.join(list_models())}")
     if args.max_steps is not None and args.max_steps < 1:
         parser.error("--max-steps must be >= 1")
+    if args.workers < 0:
+        parser.error("--workers must be >= 0")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)

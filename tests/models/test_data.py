@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 
-from vidseg.models.data import CAMVID_IGNORE, ClipAugment, LabelledFrames, clip_batch, make_clip
+from vidseg.models import data as data_module
+from vidseg.models.data import (
+    CAMVID_IGNORE, ClipAugment, LabelledFrames, clip_batch, compact_copy, load_split, make_clip,
+)  # fmt: skip
 
 
 def _checker(h: int = 120, w: int = 160) -> tuple[np.ndarray, np.ndarray]:
@@ -57,3 +63,45 @@ def test_scale_is_relative_to_source_pixels() -> None:
     edges = np.flatnonzero(np.diff(row.astype(int)) != 0)
     widths = np.diff(edges)
     assert np.all(np.abs(widths[(widths > 5)] - 40) <= 2), widths
+
+
+def _png_root(root: Path, stems: tuple[str, ...] = ("f01", "f02", "f03")) -> Path:
+    """A tiny CamVid-layout root: train/ and val/ PNG images with PNG labels."""
+    image, label = _checker(h=36, w=48)
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for i, stem in enumerate(stems):
+            cv2.imwrite(str(root / split / f"{stem}.png"), np.roll(image, i, axis=1)[..., ::-1])
+            cv2.imwrite(str(root / f"{split}annot" / f"{stem}.png"), np.roll(label, i, axis=1))
+    return root
+
+
+def test_compact_copy_jpeg_loads_like_png(tmp_path: Path, capsys) -> None:
+    """The compact copy (JPEG images, PNG labels) loads with the same names order, identical
+    labels and images within JPEG error; the CLI reports its size."""
+    src = _png_root(tmp_path / "png")
+    assert data_module.main(["compact", str(src), str(tmp_path / "jpg"), "--quality", "95"]) == 0
+    assert "MB" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "jpg" / "train").iterdir()) == [
+        "f01.jpg", "f02.jpg", "f03.jpg"]  # fmt: skip
+    for split in ("train", "val"):
+        png, jpg = load_split(src, split), load_split(tmp_path / "jpg", split, limit=2)
+        assert jpg.names == ("f01.jpg", "f02.jpg")
+        np.testing.assert_array_equal(jpg.labels, png.labels[:2])
+        assert np.abs(jpg.images.astype(int) - png.images[:2]).mean() < 4
+
+
+def test_load_split_prefers_png_and_needs_labels(tmp_path: Path) -> None:
+    import pytest
+
+    from vidseg.engine.errors import VidsegError
+
+    root = _png_root(tmp_path / "r")
+    compact_copy(root, root)  # .jpg beside each .png: one image per stem, the PNG
+    assert load_split(root, "train").names == ("f01.png", "f02.png", "f03.png")
+    (root / "val" / "f04.jpg").write_bytes((root / "val" / "f01.jpg").read_bytes())
+    with pytest.raises(VidsegError, match="f04.jpg"):  # no valannot/f04.png
+        load_split(root, "val")
+    with pytest.raises(VidsegError, match="quality"):
+        compact_copy(root, tmp_path / "q", quality=0)

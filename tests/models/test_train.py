@@ -50,3 +50,58 @@ def test_models_without_pretrained_weights_train_without_scratch(camvid: Path, t
             "--seq-len", "2", "--crop", "32", "48", "--input-size", "32", "48",
             "--data", str(camvid), "--out", str(tmp_path / "u"), "--max-steps", "1"]  # fmt: skip
     assert train.main(args) == 0
+
+
+def test_train_workers_match_each_other_and_resume(camvid: Path, tmp_path: Path,
+                                                    monkeypatch) -> None:  # fmt: skip
+    """--workers N: batches are seeded per step, so 1 or 2 worker processes train the same
+    weights, and a run interrupted after step 2 and resumed ends where an uninterrupted one
+    does."""
+    def run(out: Path, workers: int, *extra: str) -> int:
+        return train.main([*ARGS, "--data", str(camvid), "--out", str(out), "--max-steps", "3",
+                           "--workers", str(workers), *extra])  # fmt: skip
+
+    def same_weights(out: Path, reference: dict) -> bool:
+        weights = torch.load(out / "last.pt", weights_only=True)["model"]
+        return all(torch.equal(weights[k], v) for k, v in reference.items())
+
+    assert run(tmp_path / "w2", 2) == 0
+    two = torch.load(tmp_path / "w2" / "last.pt", weights_only=True)
+    assert two["step"] == 3 and json.loads(two["train_args"])["workers"] == 2
+    assert run(tmp_path / "w1", 1) == 0
+    assert same_weights(tmp_path / "w1", two["model"])
+
+    calls = []
+    real_loss = train.training_loss
+
+    def interrupt_at_step_3(*args):
+        calls.append(1)
+        if len(calls) == 3:  # after the step-2 checkpoint
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(train, "training_loss", interrupt_at_step_3)
+    assert run(tmp_path / "r", 2) == 130
+    assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["step"] == 2
+    monkeypatch.setattr(train, "training_loss", real_loss)
+    assert run(tmp_path / "r", 2, "--resume") == 0
+    assert same_weights(tmp_path / "r", two["model"])
+
+
+def test_train_device_and_amp_errors(camvid: Path, tmp_path: Path, capsys) -> None:
+    import pytest
+
+    base = [*ARGS, "--data", str(camvid), "--out", str(tmp_path / "o"), "--max-steps", "1"]
+    assert train.main([*base, "--amp"]) == 1  # bf16 autocast is CUDA-only
+    err = capsys.readouterr().err.strip()
+    assert "--amp" in err and "CUDA" in err and "\n" not in err
+    assert train.main([*base, "--device", "tpu"]) == 1
+    assert "use cpu, cuda, cuda:N or auto" in capsys.readouterr().err
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the no-CUDA error cannot be checked here")
+    for device in ("cuda", "cuda:0"):
+        assert train.main([*base, "--device", device]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"vidseg-train: error: --device {device}: CUDA is not available")
+        assert "\n" not in err
+    assert not (tmp_path / "o").exists()  # refused before any work
