@@ -6,7 +6,10 @@ Example:
     >>> seg.reset(1)                                  # a cut on stream 1 only
 
 Streams without a frame sit the run out: their state is neither fed nor changed, so a stream
-that ends or resets leaves the others untouched. Not thread-safe: drive it from one thread.
+that ends or resets leaves the others untouched. Every family batches: each stream has its own
+aux providers (NetWarp's flow) and its own key-frame scheduler; on a tick the streams due a key
+frame run the key graph together and the others the current graph together (at most two runs).
+Not thread-safe: drive it from one thread.
 """
 
 from __future__ import annotations
@@ -18,63 +21,89 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from vidseg.engine.bundle import Bundle
-from vidseg.engine.errors import BundleError
+from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.segmenter import FrameTimings, LoadedModel, Result, _ms, fit_outputs
 from vidseg.engine.video import Frame
 
 
 class MultiStreamSegmenter:
-    """Batches one frame from each active stream into a single backend run.
+    """Batches one frame from each active stream into a single backend run per graph role.
 
     Args:
         bundle: bundle directory, ``Bundle``, or None for the default model.
         streams: number of stream slots (state rows).
+        schedule: key-frame policy of every stream (keyframe bundles; default: the manifest's).
     """
 
     def __init__(self, bundle: str | Path | Bundle | None = None, *, streams: int,
-                 backend: str = "ort", device: str = "cpu",
-                 threads: int | None = None) -> None:  # fmt: skip
+                 backend: str = "ort", device: str = "cpu", threads: int | None = None,
+                 schedule: Schedule | None = None) -> None:  # fmt: skip
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
         self.model = LoadedModel(bundle, backend, device, threads)
         self.manifest = self.model.manifest
-        if self.model.keyframe or self.manifest.aux_inputs:
-            raise BundleError(f"multi-stream batching runs single-graph bundles without aux "
-                              f"inputs; {self.manifest.family!r} is not supported yet")  # fmt: skip
         self.streams = streams
         self.state = self.model.new_state(batch=streams)
         self.cache = self.model.new_cache(batch=streams)
+        self.aux = [self.model.new_aux() for _ in range(streams)]
+        sched = schedule or self.model.schedule
+        self.schedulers = ([KeyFrameScheduler(sched) for _ in range(streams)]
+                           if self.model.keyframe and sched else None)  # fmt: skip
         self._frames = [0] * streams
 
     def reset(self, stream: int | None = None) -> None:
-        """Zero the state of one stream (or of all when ``stream`` is None)."""
-        self.state.reset(stream)
+        """Forget the past of one stream (or of all when ``stream`` is None): state and cache
+        rows to zeros, its flow restarts, its next frame is a key frame."""
+        for row in range(self.streams) if stream is None else (stream,):
+            self.state.reset(row)
+            self.cache.reset(row)
+            for _, provider in self.aux[row]:
+                provider.reset()
+            if self.schedulers is not None:
+                self.schedulers[row].reset()
 
     def step(self, frames: Sequence[np.ndarray | None],
              timestamps: Sequence[float | None] | None = None) -> list[Result | None]:  # fmt: skip
         """One tick: ``frames[i]`` is stream i's frame ((H, W, 3) uint8) or None (idle).
 
-        Returns one ``Result`` per stream (None for idle streams). Timings are those of the
-        whole batched run, shared by its results.
+        Returns one ``Result`` per stream (None for idle streams). A result's timings are those
+        of the batched run it was part of (pre and post shared by the whole tick).
         """
         if len(frames) != self.streams:
             raise ValueError(f"expected {self.streams} frames (None for idle), got {len(frames)}")
-        rows = [i for i, f in enumerate(frames) if f is not None]
         results: list[Result | None] = [None] * self.streams
+        rows = [i for i, f in enumerate(frames) if f is not None]
         if not rows:
             return results
         t0 = time.perf_counter_ns()
-        batch = np.stack([self.model.to_input(frames[i]) for i in rows])  # type: ignore[arg-type]
-        t1 = time.perf_counter_ns()
-        labels, scores = self.model.run("step", batch, self.state, self.cache, rows=rows)
-        t2 = time.perf_counter_ns()
-        fitted = [fit_outputs(labels[k], None if scores is None else scores[k],
-                              *frames[row].shape[:2]) for k, row in enumerate(rows)]  # type: ignore[union-attr]
-        timings = FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, time.perf_counter_ns()))
-        for row, (lab, score) in zip(rows, fitted):
-            ts = timestamps[row] if timestamps is not None else None
-            results[row] = Result(lab, self._frames[row], ts, timings, scores=score)
-            self._frames[row] += 1
+        inputs = {i: self.model.to_input(frames[i]) for i in rows}  # type: ignore[arg-type]
+        aux = {i: {name: provider(inputs[i]) for name, provider in self.aux[i]} for i in rows}
+        if self.schedulers is None:
+            groups = {"step": rows}
+        else:
+            keys = {i: self.schedulers[i].is_key(inputs[i]) for i in rows}
+            groups = {role: [i for i in rows if keys[i] == (role == "key")]
+                      for role in ("key", "current")}  # fmt: skip
+        pre_ms = _ms(t0, time.perf_counter_ns())
+        for role, group in groups.items():
+            if not group:
+                continue
+            t1 = time.perf_counter_ns()
+            batch = np.stack([inputs[i] for i in group])
+            names = [name for name, _ in self.aux[group[0]]]
+            extra = {name: np.concatenate([aux[i][name] for i in group]) for name in names}
+            labels, scores = self.model.run(role, batch, self.state, self.cache, extra, rows=group)
+            t2 = time.perf_counter_ns()
+            fitted = [fit_outputs(labels[k], None if scores is None else scores[k],
+                                  *frames[i].shape[:2]) for k, i in enumerate(group)]  # type: ignore[union-attr]
+            timings = FrameTimings(pre_ms, _ms(t1, t2), _ms(t2, time.perf_counter_ns()))
+            for i, (lab, score) in zip(group, fitted):
+                ts = timestamps[i] if timestamps is not None else None
+                results[i] = Result(lab, self._frames[i], ts, timings, key_frame=role != "current",
+                                    scores=score)  # fmt: skip
+                self._frames[i] += 1
+                if self.schedulers is not None:
+                    self.schedulers[i].record(role == "key", timings.total_ms)
         return results
 
 

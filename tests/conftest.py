@@ -41,6 +41,8 @@ def make_tiny_model(name: str = "recurrent-lite0-gru", seed: int = 0):
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
+        if isinstance(getattr(module, "w2", None), torch.nn.Parameter):
+            module.w2.data.fill_(0.5)  # NetWarp: use the warped features (0 at init = unused)
     return model.eval()
 
 
@@ -81,6 +83,21 @@ def tiny_keyframe_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "kf.vidseg"
     frames = parity_frames(SAMPLE_CLIP, TINY_SIZE, 6)
     export_keyframe_bundle(model, out, CAMVID_CLASSES, {"dataset": "none"}, frames, (2,))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_netwarp_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained netwarp-lite0 bundle (64x96) with its flow aux input and the confidence
+    output, from the real export path (parity checked)."""
+    from vidseg.export.cli import CAMVID as CAMVID_CLASSES
+    from vidseg.export.cli import parity_frames
+    from vidseg.export.netwarp import export_netwarp_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "nw.vidseg"
+    frames = parity_frames(SAMPLE_CLIP, TINY_SIZE, 6)
+    export_netwarp_bundle(make_tiny_model("netwarp-lite0"), out, CAMVID_CLASSES,
+                          {"dataset": "none"}, frames, scores=True)  # fmt: skip
     return out
 
 

@@ -11,10 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from vidseg.engine import Segmenter
-from vidseg.engine.multistream import MultiStreamSegmenter
 from vidseg.engine.schedule import Schedule
 from vidseg.engine.video import read_frames
-from vidseg.engine.errors import BundleError
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +75,6 @@ def test_manifest_schedule_is_the_default(tiny_keyframe_bundle: Path, frames) ->
     interval = seg.model.schedule.interval
     keys = [seg.step(f).key_frame for f in frames[: 2 * interval + 1]]
     assert [i for i, k in enumerate(keys) if k] == [0, interval, 2 * interval]
-
-
-def test_multistream_refuses_keyframe_bundles(tiny_keyframe_bundle: Path) -> None:
-    with pytest.raises(BundleError, match="not supported yet"):
-        MultiStreamSegmenter(tiny_keyframe_bundle, streams=2)
 
 
 def test_cli_key_interval(tiny_keyframe_bundle: Path, sample_clip: Path, tmp_path: Path) -> None:
