@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 
 from vidseg.engine import Segmenter
+from vidseg.engine.segmenter import Result
 from vidseg.engine.multistream import MultiStreamSegmenter, zip_streams
 from vidseg.engine.schedule import Schedule
 from vidseg.engine.video import read_frames
 
 
-def test_batched_streams_match_independent_segmenters(tiny_bundle: Path, sample_clip) -> None:
-    clip = [f.image for f in read_frames(sample_clip, max_frames=24)]
-    streams = [clip[0:8], clip[8:16][::-1], clip[16:21]]  # stream 2 ends after 5 frames
-    resets = {(1, 3)}  # (stream, tick): a cut on stream 1 only
-    multi = MultiStreamSegmenter(tiny_bundle, streams=3)
-    singles = [Segmenter(tiny_bundle) for _ in streams]
-    for tick in range(8):
+def drive(multi: MultiStreamSegmenter, singles: list[Segmenter], streams: list[list],
+          resets: set[tuple[int, int]]) -> Iterator[tuple[int, int, Result, Result]]:
+    """Tick ``multi`` and one ``Segmenter`` per stream through ``streams`` (a stream that has
+    ended sends None), resetting (stream, tick) pairs in both; yields (tick, stream, batched
+    result, single result) for every frame after checking that idle streams got None."""
+    for tick in range(max(map(len, streams))):
         frames = [s[tick] if tick < len(s) else None for s in streams]
-        for i in range(3):
+        for i in range(len(streams)):
             if (i, tick) in resets:
                 multi.reset(i)
                 singles[i].reset()
@@ -30,13 +31,21 @@ def test_batched_streams_match_independent_segmenters(tiny_bundle: Path, sample_
             if frame is None:
                 assert results[i] is None
                 continue
-            want = singles[i].step(frame).labels
-            got = results[i].labels
+            got, want = results[i], singles[i].step(frame)
             # batched convolutions may round differently from batch 1: allow rare flips
-            assert (got == want).mean() >= 0.999, (tick, i)
-            for name, value in singles[i].state.tensors.items():
-                np.testing.assert_allclose(multi.state.tensors[name][i], value[0], atol=1e-4)
-    assert results[2] is None and multi._frames == [8, 8, 5]
+            assert (got.labels == want.labels).mean() >= 0.999, (tick, i)
+            yield tick, i, got, want
+
+
+def test_batched_streams_match_independent_segmenters(tiny_bundle: Path, sample_clip) -> None:
+    clip = [f.image for f in read_frames(sample_clip, max_frames=24)]
+    streams = [clip[0:8], clip[8:16][::-1], clip[16:21]]  # stream 2 ends after 5 frames
+    multi = MultiStreamSegmenter(tiny_bundle, streams=3)
+    singles = [Segmenter(tiny_bundle) for _ in streams]
+    for _, i, _, _ in drive(multi, singles, streams, resets={(1, 3)}):  # a cut on stream 1
+        for name, value in singles[i].state.tensors.items():
+            np.testing.assert_allclose(multi.state.tensors[name][i], value[0], atol=1e-4)
+    assert multi._frames == [8, 8, 5]
 
 
 @pytest.mark.parametrize("family", ["keyframe", "netwarp"])
@@ -47,37 +56,22 @@ def test_keyframe_and_netwarp_streams_match_independent_segmenters(
     bundle = request.getfixturevalue(f"tiny_{family}_bundle")
     clip = [f.image for f in read_frames(sample_clip, max_frames=30)]
     streams = [clip[0:10], clip[10:20], clip[20:26]]  # stream 2 ends early
-    resets = {(0, 4), (1, 1)}  # cuts put the streams' key frames out of step
     schedule = Schedule("fixed", 3) if family == "keyframe" else None
     multi = MultiStreamSegmenter(bundle, streams=3, schedule=schedule)
     singles = [Segmenter(bundle, schedule=schedule) for _ in streams]
-    mixed_ticks = 0
-    for tick in range(10):
-        frames = [s[tick] if tick < len(s) else None for s in streams]
-        for i in range(3):
-            if (i, tick) in resets:
-                multi.reset(i)
-                singles[i].reset()
-        results = multi.step(frames)
-        flags = set()
-        for i, frame in enumerate(frames):
-            if frame is None:
-                assert results[i] is None
-                continue
-            want = singles[i].step(frame)
-            got = results[i]
-            assert got.key_frame == want.key_frame, (tick, i)
-            flags.add(got.key_frame)
-            assert (got.labels == want.labels).mean() >= 0.999, (tick, i)
-            if want.scores is not None:
-                assert np.abs(got.scores.astype(int) - want.scores).max() <= 1, (tick, i)
-            for (_, mine), (_, theirs) in zip(multi.aux[i], singles[i].aux, strict=True):
-                # each stream's flow runs against its own previous frame (an untrained net's
-                # outputs barely react to the flow, so check the flow's input directly)
-                np.testing.assert_array_equal(mine._previous, theirs._previous)
-        mixed_ticks += flags == {True, False}
-    if family == "keyframe":
-        assert mixed_ticks >= 3  # key and current rows really shared ticks
+    flags: dict[int, set[bool]] = {}
+    # the cuts put the streams' key frames out of step
+    for tick, i, got, want in drive(multi, singles, streams, resets={(0, 4), (1, 1)}):
+        assert got.key_frame == want.key_frame, (tick, i)
+        flags.setdefault(tick, set()).add(got.key_frame)
+        if want.scores is not None:
+            assert np.abs(got.scores.astype(int) - want.scores).max() <= 1, (tick, i)
+        for (_, mine), (_, theirs) in zip(multi.aux[i], singles[i].aux, strict=True):
+            # each stream's flow runs against its own previous frame (an untrained net's
+            # outputs barely react to the flow, so check the flow's input directly)
+            np.testing.assert_array_equal(mine._previous, theirs._previous)
+    if family == "keyframe":  # key and current rows really shared ticks
+        assert sum(f == {True, False} for f in flags.values()) >= 3
 
 
 def test_wrong_frame_count_rejected(tiny_bundle: Path) -> None:
