@@ -35,6 +35,7 @@ from vidseg.engine.video import Frame, MaskSequenceWriter, VideoInfo, VideoWrite
 
 logger = logging.getLogger(__name__)
 MASK_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
+OVERLAY_CODECS = ("libx264", "libx265", "libvpx-vp9", "mpeg4")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="key-frame policy for keyframe bundles (default: the bundle's)")
     p.add_argument("--key-interval", type=int, help="frames between key frames (keyframe)")
     p.add_argument("--budget-ms", type=float, help="per-frame budget for --schedule deadline")
-    p.add_argument("--crf", type=int, default=23, help="H.264 quality (0 lossless .. 51)")
-    p.add_argument("--preset", default="veryfast", help="libx264 speed preset")
+    p.add_argument("--codec", default="libx264", choices=OVERLAY_CODECS,
+                   help="overlay video encoder (libx265: smaller files, slower; libvpx-vp9 "
+                   "for .webm/.mkv)")  # fmt: skip
+    p.add_argument("--crf", type=int, default=23,
+                   help="libx264/libx265 quality (0 lossless .. 51)")  # fmt: skip
+    p.add_argument("--preset", default="veryfast", help="libx264/libx265 speed preset")
     p.add_argument("--no-audio", action="store_true",
                    help="drop the input's audio (by default it is copied untouched)")
     p.add_argument("--json", metavar="PATH", help="write a run summary as JSON")
@@ -150,8 +155,9 @@ def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo]:
             render = labels
         else:
             sink = VideoWriter(out, width=width, height=height, fps=info.fps,
-                               time_base=info.time_base, crf=args.crf, preset=args.preset,
-                               audio_from=None if args.no_audio else args.input)
+                               time_base=info.time_base, codec=args.codec, crf=args.crf,
+                               preset=args.preset,
+                               audio_from=None if args.no_audio else args.input)  # fmt: skip
             render = overlay
         stack.enter_context(sink)
         total = info.frame_count

@@ -484,6 +484,8 @@ class VideoWriter:
                 stream.pix_fmt = "yuv420p"
                 if self._codec in _CRF_CODECS:
                     stream.options = {"crf": str(self._crf), "preset": self._preset}
+                if self._codec == "libx265":  # x265 prints its settings to stderr otherwise
+                    stream.options["x265-params"] = "log-level=error"
         except (*_AV_ERRORS, ValueError, TypeError) as error:
             container.close()
             _remove_quietly(self._temp_path)

@@ -267,6 +267,21 @@ def test_out_size_scales_masks_and_overlay(model: Model, mask_video: Path,
     assert "320x180" in proc.stderr
 
 
+@pytest.mark.parametrize("codec, suffix, decoder", [("libx265", ".mp4", "hevc"),
+                                                   ("libvpx-vp9", ".webm", "vp9"),
+                                                   ("mpeg4", ".mp4", "mpeg4")])  # fmt: skip
+def test_codec_option(codec: str, suffix: str, decoder: str, tiny_bundle: Path,
+                      tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / f"o{suffix}"
+    proc = vidseg_run(SAMPLE, "--out", out, "--max-frames", 3, "--codec", codec, "--model",
+                      tiny_bundle, "--no-audio", "-q")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"wrote {out}")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # no encoder chatter
+    assert VideoInfo.from_path(out).codec == decoder
+    assert len(timestamps(out)) == 3
+
+
 @pytest.mark.parametrize("value", ["640", "0x0", "axb", "-5x10"])
 def test_bad_out_size_rejected(value: str, tmp_path: Path) -> None:
     proc = vidseg_run(SAMPLE, "--out", tmp_path / "o.mp4", f"--out-size={value}")
