@@ -17,9 +17,10 @@ import argparse
 import json
 import logging
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -31,7 +32,14 @@ from vidseg.engine.overlay import blend, palette_lut, resize_image
 from vidseg.engine.pipeline import RunStats, segment_video
 from vidseg.engine.schedule import POLICIES, Schedule
 from vidseg.engine.segmenter import Result, Segmenter
-from vidseg.engine.video import Frame, MaskSequenceWriter, VideoInfo, VideoWriter, read_frames
+from vidseg.engine.video import (
+    STDIN,
+    Frame,
+    MaskSequenceWriter,
+    VideoInfo,
+    VideoWriter,
+    open_video,
+)
 
 logger = logging.getLogger(__name__)
 MASK_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
@@ -45,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(or label masks with --mask).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("input", nargs="?", help="input video file")
+    p.add_argument("input", nargs="?", help="input video file, URL (rtsp://, http://), or - "
+                   "for standard input (a streamable format: .ts, .mkv, faststart .mp4)")  # fmt: skip
     p.add_argument("--out", help="output video (.mp4), or with --mask a directory or .mkv/.mp4")
     p.add_argument("--model", help="model bundle directory (default: the bundled model, "
                    "see --show-default-model)")  # fmt: skip
@@ -130,7 +139,17 @@ def _schedule(args: argparse.Namespace, bundle: Bundle) -> Schedule | None:
 
 
 def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo]:
-    info = VideoInfo.from_path(args.input)  # a bad input fails before the model loads
+    # opened once (a pipe cannot be reopened); a bad input fails before the model loads
+    info, frames = open_video(args.input, max_frames=args.max_frames)
+    try:
+        return _run(args, info, frames)
+    finally:  # close the input if the run never started; the pipeline closes it otherwise
+        with suppress(ValueError):  # "generator already executing": a decode thread that
+            frames.close()  # did not stop in time (Ctrl-C) still owns it: closed when collected
+
+
+def _run(args: argparse.Namespace, info: VideoInfo,
+         frames: Iterator[Frame]) -> tuple[RunStats, VideoInfo]:  # fmt: skip
     bundle = load_bundle(args.model or default_bundle_path())
     segmenter = Segmenter(bundle, backend=args.backend, device=args.device,
                           threads=args.threads, schedule=_schedule(args, bundle))  # fmt: skip
@@ -157,7 +176,8 @@ def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo]:
             sink = VideoWriter(out, width=width, height=height, fps=info.fps,
                                time_base=info.time_base, codec=args.codec, crf=args.crf,
                                preset=args.preset,
-                               audio_from=None if args.no_audio else args.input)  # fmt: skip
+                               audio_from=None if args.no_audio or args.input == STDIN
+                               else args.input)  # fmt: skip
             render = overlay
         stack.enter_context(sink)
         total = info.frame_count
@@ -165,7 +185,6 @@ def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo]:
             total = min(total, args.max_frames) if total else args.max_frames
         bar = stack.enter_context(tqdm(total=total, unit="frame", disable=args.quiet,
                                        desc=Path(args.input).name, file=sys.stderr))  # fmt: skip
-        frames = read_frames(args.input, max_frames=args.max_frames)
         stats = segment_video(segmenter, frames, sink, render, on_frame=lambda r: bar.update(1))
         if not stats.frames:  # nothing to keep: discard the empty output, say why
             if stats.truncated is not None:

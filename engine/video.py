@@ -45,6 +45,7 @@ __all__ = [
     "MaskSequenceWriter",
     "VideoInfo",
     "VideoWriter",
+    "open_video",
     "read_frames",
     "read_label_frames",
 ]
@@ -169,27 +170,69 @@ def read_frames(
         >>> for frame in read_frames("clip.mp4", size=(320, 180)):  # doctest: +SKIP
         ...     print(frame.index, frame.timestamp_s, frame.image.shape)
     """
+    size, max_frames = _check_read_args(size, max_frames)
+    yield from _rgb_frames(_decode(path, max_frames=max_frames, thread_type=thread_type), path,
+                           size)  # fmt: skip
+
+
+def open_video(
+    path: str | os.PathLike[str],
+    *,
+    size: tuple[int, int] | None = None,
+    max_frames: int | None = None,
+    thread_type: str = "AUTO",
+) -> tuple[VideoInfo, Iterator[Frame]]:
+    """Open ``path`` once: its ``VideoInfo`` now, and its frames (as :func:`read_frames`).
+
+    For inputs that cannot be opened twice, a pipe (``"-"`` is standard input) or a live
+    stream, where probing with ``VideoInfo.from_path`` and then reading would need two opens.
+    The container stays open until the frame iterator is exhausted or closed.
+
+    Raises:
+        VideoIOError: as :meth:`VideoInfo.from_path`, at once; decode errors as
+            :func:`read_frames`, while iterating.
+    """
+    size, max_frames = _check_read_args(size, max_frames)
+    container = _open_input(path)
+    try:
+        info = _info_from_stream(container, _first_video_stream(container, path), path)
+    except BaseException:
+        container.close()
+        raise
+    decoded = _decode(path, max_frames=max_frames, thread_type=thread_type, container=container)
+    return info, _rgb_frames(decoded, path, size)
+
+
+def _check_read_args(size: tuple[int, int] | None,
+                     max_frames: int | None) -> tuple[tuple[int, int] | None, int | None]:  # fmt: skip
     if size is not None:
         size = _check_size(size)
     if max_frames is not None:
         max_frames = operator.index(max_frames)
         if max_frames < 0:
             raise ValueError(f"max_frames must be >= 0, got {max_frames}")
+    return size, max_frames
+
+
+def _rgb_frames(decoded: Iterator[tuple[int, av.VideoFrame, Fraction]], path: object,
+                size: tuple[int, int] | None) -> Iterator[Frame]:  # fmt: skip
+    """Decoded frames -> ``Frame``s: scaling and RGB conversion in one swscale pass."""
     width, height = size if size is not None else (None, None)
-    for index, av_frame, time_base in _decode(path, max_frames=max_frames, thread_type=thread_type):
-        try:
-            rgb = av_frame.reformat(width, height, format="rgb24").to_ndarray()
-        except _AV_ERRORS as error:
-            raise VideoIOError(
-                f"cannot convert frame {index} of {path!s} to RGB: {_reason(error)}"
-            ) from error
-        # Rows of rgb24 are padded when width*3 is not a multiple of the alignment (odd widths).
-        yield Frame(
-            image=np.ascontiguousarray(rgb),
-            index=index,
-            pts=av_frame.pts,
-            time_base=time_base,
-        )
+    try:
+        for index, av_frame, time_base in decoded:
+            try:
+                rgb = av_frame.reformat(width, height, format="rgb24").to_ndarray()
+            except _AV_ERRORS as error:
+                raise VideoIOError(
+                    f"cannot convert frame {index} of {path!s} to RGB: {_reason(error)}"
+                ) from error
+            # Rows of rgb24 are padded when width*3 is not a multiple of the alignment.
+            yield Frame(image=np.ascontiguousarray(rgb), index=index, pts=av_frame.pts,
+                        time_base=time_base)  # fmt: skip
+    finally:
+        close = getattr(decoded, "close", None)
+        if close is not None:
+            close()  # closes the container even when the consumer stops early
 
 
 def read_label_frames(
@@ -229,9 +272,11 @@ def read_label_frames(
 
 
 def _decode(
-    path: str | os.PathLike[str], *, max_frames: int | None, thread_type: str
+    path: str | os.PathLike[str], *, max_frames: int | None, thread_type: str,
+    container: av.container.InputContainer | None = None,
 ) -> Iterator[tuple[int, av.VideoFrame, Fraction]]:
     """Yield ``(index, frame, time_base)`` for the first video stream; see read_frames' Raises.
+    ``container``: already open on ``path`` (closed here when done), else ``path`` is opened.
 
     Demuxes packet by packet (rather than ``container.decode``) to count the packets that the
     demuxer marks as discarded (mp4 edit lists): the decoder drops those frames on purpose, so
@@ -241,8 +286,10 @@ def _decode(
     if thread_name not in THREAD_TYPES:
         raise ValueError(f"thread_type must be one of {sorted(THREAD_TYPES)}, got {thread_type!r}")
     if max_frames == 0:
+        if container is not None:
+            container.close()
         return
-    with _open_input(path) as container:
+    with container if container is not None else _open_input(path) as container:
         stream = _first_video_stream(container, path)
         time_base = stream.time_base
         if time_base is None:
@@ -281,10 +328,17 @@ def _decode(
         logger.debug("%s: decoded %d frames (%d discarded by edit list)", path, decoded, discarded)
 
 
+STDIN: Final = "-"  # an input path that means standard input (a pipe)
+
+
 def _open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
-    """Open ``path`` for reading; every failure becomes a one-line VideoIOError naming the file."""
+    """Open ``path`` for reading; every failure becomes a one-line VideoIOError naming the file.
+    ``"-"`` reads standard input (FFmpeg's ``pipe:0``): streamable containers (.ts, .mkv,
+    fragmented or faststart .mp4)."""
     name = os.fspath(path)
-    if "://" not in name:  # plain file: give a precise reason instead of FFmpeg's
+    if name == STDIN:
+        name = "pipe:0"
+    elif "://" not in name:  # plain file: give a precise reason instead of FFmpeg's
         if not os.path.exists(name):
             raise VideoIOError(f"cannot read video {name}: no such file")
         if os.path.isdir(name):

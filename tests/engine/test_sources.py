@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from vidseg.engine.sources import LatestFrameSource, paced
-from vidseg.engine.video import Frame, VideoInfo, read_frames
+from vidseg.engine.video import Frame, VideoInfo, read_frames, read_label_frames
 
 
 def _frames(n: int, fps: int = 100):
@@ -116,3 +116,32 @@ def test_unreachable_url_is_a_clean_error(tiny_bundle, tmp_path) -> None:
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 5 and "Traceback" not in proc.stderr, proc.stderr
     assert "127.0.0.1:9" in proc.stderr
+
+
+def test_vidseg_run_reads_a_pipe(sample_clip, tiny_bundle, tmp_path) -> None:
+    """``-`` reads standard input: the clip piped in gives the same frames as the file."""
+    out = tmp_path / "seg.mkv"
+    with open(sample_clip, "rb") as stdin:
+        proc = subprocess.run([sys.executable, "-m", "vidseg.engine", "-", "--out", str(out),
+                               "--mask", "--model", str(tiny_bundle), "--max-frames", "6", "-q"],
+                              stdin=stdin, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ref = tmp_path / "ref.mkv"
+    proc = subprocess.run([sys.executable, "-m", "vidseg.engine", str(sample_clip), "--out",
+                           str(ref), "--mask", "--model", str(tiny_bundle), "--max-frames", "6",
+                           "-q"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    piped, direct = list(read_label_frames(out)), list(read_label_frames(ref))
+    assert len(piped) == len(direct) == 6
+    for a, b in zip(piped, direct):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_garbage_on_stdin_is_a_clean_error(tiny_bundle, tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "vidseg.engine", "-", "--out",
+                           str(tmp_path / "o.mp4"), "--model", str(tiny_bundle), "-q"],
+                          input=b"not a video at all" * 100, capture_output=True,
+                          timeout=120)  # fmt: skip
+    err = proc.stderr.decode()
+    assert proc.returncode == 5 and "Traceback" not in err, err
+    assert not (tmp_path / "o.mp4").exists()
