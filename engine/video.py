@@ -334,17 +334,20 @@ STDIN: Final = "-"  # an input path that means standard input (a pipe)
 def _open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
     """Open ``path`` for reading; every failure becomes a one-line VideoIOError naming the file.
     ``"-"`` reads standard input (FFmpeg's ``pipe:0``): streamable containers (.ts, .mkv,
-    fragmented or faststart .mp4)."""
+    fragmented or faststart .mp4); ``/dev/videoN`` opens a V4L2 camera."""
     name = os.fspath(path)
+    options: dict[str, Any] = {}
     if name == STDIN:
         name = "pipe:0"
-    elif "://" not in name:  # plain file: give a precise reason instead of FFmpeg's
+    elif name.startswith("/dev/video"):  # a V4L2 camera (not exercised in CI: no camera there)
+        options["format"] = "v4l2"
+    if "://" not in name and name != "pipe:0":  # plain file: a precise reason, not FFmpeg's
         if not os.path.exists(name):
             raise VideoIOError(f"cannot read video {name}: no such file")
         if os.path.isdir(name):
             raise VideoIOError(f"cannot read video {name}: is a directory")
     try:
-        return av.open(name, mode="r")
+        return av.open(name, mode="r", **options)
     except _AV_ERRORS as error:
         raise VideoIOError(
             f"cannot read video {name}: not a readable video ({_reason(error)})"
