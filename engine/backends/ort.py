@@ -2,7 +2,8 @@
 
 On the CPU every tensor is a numpy array and state outputs are fed straight back. Idle worker
 threads do not spin by default: on small machines spinning threads starve video decode/encode
-and other sessions (measured 25 -> 55 ms per frame on 2 cores, see docs/performance.md).
+and other sessions (measured 25 -> 55 ms per frame on 2 cores, ../shared/FACTS.md; our own
+numbers are in benchmarks/README.md).
 """
 
 from __future__ import annotations
