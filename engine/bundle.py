@@ -72,14 +72,19 @@ class AuxSpec:
     dtype: str = "float32"
 
 
+LABEL_STRIDES = (1, 2, 4, 8)
+
+
 @dataclass(frozen=True)
 class OutputSpec:
-    """A graph output the engine hands to the user: role "labels" ((N, H, W) uint8 class ids),
-    "scores" ((N, H, W) confidence) or "logits"."""
+    """A graph output the engine hands to the user: role "labels" ((N, H/s, W/s) uint8 class
+    ids), "scores" ((N, H/s, W/s) confidence) or "logits"; ``stride`` s is the output's
+    downsampling against the input (1: full input size). The engine resizes to the frame."""
 
     name: str
     role: str
     dtype: str
+    stride: int = 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,12 @@ class Manifest:
     @property
     def labels_output(self) -> str:
         return next(o.name for o in self.outputs if o.role == "labels")
+
+    @property
+    def labels_size(self) -> tuple[int, int]:
+        """(h, w) of the labels output: the input size over the labels' stride."""
+        stride = next(o.stride for o in self.outputs if o.role == "labels")
+        return self.input.height // stride, self.input.width // stride
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -154,12 +165,17 @@ class Manifest:
                 name=v.get(o, "name", str, f"outputs[{i}]."),
                 role=v.choice(o, "role", ("labels", "scores", "logits"), f"outputs[{i}]."),
                 dtype=v.choice(o, "dtype", DTYPES, f"outputs[{i}]."),
+                stride=v.stride(o, f"outputs[{i}]."),
             )
             for i, o in enumerate(v.mapping(x, f"outputs[{i}]")
                                   for i, x in enumerate(v.get(obj, "outputs", list)))
         )  # fmt: skip
         if [o.role for o in outputs].count("labels") != 1:
             v.fail("outputs", "must contain exactly one output with role 'labels'")
+        for i, o in enumerate(outputs):
+            if input_spec.height % o.stride or input_spec.width % o.stride:
+                v.fail(f"outputs[{i}].stride", f"{o.stride} does not divide the input size "
+                       f"{input_spec.height}x{input_spec.width}")  # fmt: skip
         state = v.tensors(obj, "state")
         cache = v.tensors(obj, "cache")
         if family == "keyframe" and not cache:
@@ -218,6 +234,12 @@ class _Validator:
         value = self.get(obj, key, int, prefix)
         if value <= 0:
             self.fail(prefix + key, f"must be positive, got {value}")
+        return value
+
+    def stride(self, obj: dict, prefix: str) -> int:
+        value = self.get(obj, "stride", int, prefix, default=1)
+        if value not in LABEL_STRIDES:
+            self.fail(prefix + "stride", f"is {value}, expected one of {LABEL_STRIDES}")
         return value
 
     def choice(self, obj: dict, key: str, allowed: tuple[str, ...], prefix: str) -> str:

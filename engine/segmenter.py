@@ -151,8 +151,14 @@ class LoadedModel:
                     f"{spec.width}, 3], the graph has "
                     f"{[(t.name, t.dtype, list(t.shape)) for t in backend.inputs]}"
                 )
-            if m.labels_output not in {t.name for t in backend.outputs}:
+            labels = next((t for t in backend.outputs if t.name == m.labels_output), None)
+            if labels is None:
                 raise BundleError(f"{graph}: no output named {m.labels_output!r}")
+            if all(isinstance(d, int) for d in labels.shape[1:]) and \
+                    tuple(labels.shape[1:]) != m.labels_size:  # fmt: skip
+                raise BundleError(f"{graph}: output {m.labels_output!r} is "
+                                  f"{list(labels.shape[1:])}, the manifest says "
+                                  f"{list(m.labels_size)} (input size / labels stride)")  # fmt: skip
             for aux in m.aux_inputs:
                 info = inputs.get(aux.name)
                 if info is None or info.shape[1:] != aux.shape:

@@ -25,7 +25,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vidseg.engine.bundle import Manifest, StateSpec
@@ -40,7 +39,9 @@ from vidseg.export.onnx import (
     _declare_output_shapes,
     build_manifest,
     confidence,
+    labels_size,
     staged_dir,
+    to_labels,
 )
 from vidseg.export.parity import ParityReport, cpu_session, require_parity
 from vidseg.models.registry import ModelCfg
@@ -57,21 +58,20 @@ def cache_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:
     return [f"{c.name}_in" for c in cfg.cache], [f"{c.name}_out" for c in cfg.cache]
 
 
-def _labels(model: nn.Module, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = F.interpolate(logits, size=model.cfg.input_size, mode="bilinear", align_corners=False)
-    return logits.argmax(1).to(torch.uint8), logits
-
-
 class _Heads(nn.Module):
     """What both keyframe graphs append after labels (and the key graph's cache): the optional
     confidence (``with_scores``), then the optional logits (``with_logits``, parity twins)."""
 
     def __init__(self, model: nn.Module, with_logits: bool = False,
-                 with_scores: bool = False) -> None:  # fmt: skip
+                 with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.with_logits = with_logits
         self.with_scores = with_scores
+        self.label_stride = label_stride
+
+    def labels(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_labels(logits, self.model.cfg, self.label_stride)
 
     def extras(self, logits: torch.Tensor) -> list[torch.Tensor]:
         return [confidence(logits)] * self.with_scores + [logits] * self.with_logits
@@ -82,7 +82,7 @@ class KeyGraph(_Heads):
 
     def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, *cache = self.model.forward_key(normalize(frame))
-        labels, logits = _labels(self.model, logits)
+        labels, logits = self.labels(logits)
         return (labels, *cache, *self.extras(logits))
 
 
@@ -90,12 +90,13 @@ class CurrentGraph(_Heads):
     """(``frame``, *cache) -> (labels[, scores][, logits]): the current-frame path."""
 
     def forward(self, frame: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        labels, logits = _labels(self.model, self.model.forward_current(normalize(frame), *cache))
+        labels, logits = self.labels(self.model.forward_current(normalize(frame), *cache))
         return (labels, *self.extras(logits))
 
 
 def export_keyframe_graphs(
-    model: nn.Module, directory: Path, with_logits: bool = False, with_scores: bool = False
+    model: nn.Module, directory: Path, with_logits: bool = False, with_scores: bool = False,
+    label_stride: int = 1,
 ) -> dict[str, Path]:
     """Write ``key.onnx`` and ``current.onnx`` of ``model`` into ``directory``; returns the paths
     by role. With ``with_scores`` both also output the uint8 confidence (N, H, W); with
@@ -108,9 +109,9 @@ def export_keyframe_graphs(
     extra = [SCORES] * with_scores + [LOGITS] * with_logits
     cache_shapes = [(c.channels, height // c.stride, width // c.stride) for c in cfg.cache]
     jobs = {
-        "key": (KeyGraph(model, with_logits, with_scores), (frame,), [FRAME],
+        "key": (KeyGraph(model, with_logits, with_scores, label_stride), (frame,), [FRAME],
                 [LABELS, *cache_out, *extra], dict(zip(cache_out, cache_shapes))),
-        "current": (CurrentGraph(model, with_logits, with_scores), (frame, *cache),
+        "current": (CurrentGraph(model, with_logits, with_scores, label_stride), (frame, *cache),
                     [FRAME, *cache_in], [LABELS, *extra], {}),
     }  # fmt: skip
     paths = {}
@@ -124,7 +125,8 @@ def export_keyframe_graphs(
                 graph.eval(), args, str(path), input_names=inputs, output_names=outputs,
                 dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
             )  # fmt: skip
-        _declare_output_shapes(path, {LABELS: (height, width), SCORES: (height, width)} | fixed)
+        out_size = labels_size(cfg, label_stride)
+        _declare_output_shapes(path, {LABELS: out_size, SCORES: out_size} | fixed)
         paths[role] = path
     return paths
 
@@ -153,6 +155,7 @@ def check_keyframe_parity(
     frames: Sequence[np.ndarray],
     interval: int,
     resets: Sequence[int] = (),
+    label_stride: int = 1,
 ) -> ParityReport:
     """Compare the shipped ``graphs`` ({"key", "current"} paths) with ``model`` on ``frames``.
 
@@ -172,11 +175,14 @@ def check_keyframe_parity(
     if interval < 1:
         raise ValueError(f"key interval must be >= 1, got {interval}")
     model = model.eval()
-    key_ref, current_ref = KeyGraph(model, True).eval(), CurrentGraph(model, True).eval()
+    key_ref = KeyGraph(model, True, label_stride=label_stride).eval()
+    current_ref = CurrentGraph(model, True, label_stride=label_stride).eval()
     cache_in, _ = cache_names(model.cfg)
     with tempfile.TemporaryDirectory() as tmp:
         shipped = _OrtStream(graphs, cache_in)
-        twin = _OrtStream(export_keyframe_graphs(model, Path(tmp), with_logits=True), cache_in)
+        twin_paths = export_keyframe_graphs(model, Path(tmp), with_logits=True,
+                                            label_stride=label_stride)  # fmt: skip
+        twin = _OrtStream(twin_paths, cache_in)
         torch_cache: list[torch.Tensor] = []
         agreement, logit_diff, cache_diff = 1.0, 0.0, 0.0
         since_key_origin = 0
@@ -203,7 +209,8 @@ def check_keyframe_parity(
 
 
 def build_keyframe_manifest(
-    model: nn.Module, classes: ClassInfo, train: dict[str, Any], scores: bool = False
+    model: nn.Module, classes: ClassInfo, train: dict[str, Any], scores: bool = False,
+    label_stride: int = 1,
 ) -> Manifest:
     """The manifest of a key/current bundle: graphs, cache specs and the fixed schedule
     (``scores``: both graphs also output the per-pixel confidence)."""
@@ -211,7 +218,7 @@ def build_keyframe_manifest(
     height, width = cfg.input_size
     cache_in, cache_out = cache_names(cfg)
     return replace(
-        build_manifest(cfg, classes, train, scores=scores),
+        build_manifest(cfg, classes, train, scores=scores, label_stride=label_stride),
         graphs=dict(GRAPHS),
         state=(),
         cache=tuple(
@@ -231,6 +238,7 @@ def export_keyframe_bundle(
     frames: list[np.ndarray],
     intervals: Sequence[int] = (2, 5),
     scores: bool = False,
+    label_stride: int = 1,
 ) -> str:
     """Export ``model`` as a keyframe bundle at ``out`` after parity passes for every interval.
 
@@ -241,13 +249,15 @@ def export_keyframe_bundle(
     Raises:
         ParityError: a check misses a tolerance (no bundle is written).
     """
-    manifest = build_keyframe_manifest(model, classes, train_info, scores=scores)
+    manifest = build_keyframe_manifest(model, classes, train_info, scores, label_stride)
     summaries = []
     with staged_dir(Path(out)) as tmp:
-        graphs = export_keyframe_graphs(model.eval(), tmp, with_scores=scores)
+        graphs = export_keyframe_graphs(model.eval(), tmp, with_scores=scores,
+                                        label_stride=label_stride)  # fmt: skip
         (tmp / "manifest.json").write_text(manifest.to_json())
         for interval in intervals:
-            report = check_keyframe_parity(model, graphs, frames, interval, (len(frames) // 2,))
+            report = check_keyframe_parity(model, graphs, frames, interval, (len(frames) // 2,),
+                                           label_stride)  # fmt: skip
             summaries.append(f"key interval {interval}: {report.summary()}")
             try:
                 require_parity(report)

@@ -58,14 +58,15 @@ def stream_flows(spec: AuxSpec, frames: Sequence[np.ndarray],
 
 
 def check_netwarp_parity(model: nn.Module, graph: Path, frames: Sequence[np.ndarray],
-                         resets: Sequence[int] = ()) -> ParityReport:  # fmt: skip
+                         resets: Sequence[int] = (), label_stride: int = 1) -> ParityReport:  # fmt: skip
     """``check_parity`` with the provider's flow fed to both sides (see module docstring)."""
     aux = stream_flows(flow_spec(model), frames, resets)
-    return check_parity(model, graph, frames, resets=resets, aux=aux)
+    return check_parity(model, graph, frames, resets=resets, aux=aux, label_stride=label_stride)
 
 
 def export_netwarp_bundle(model: nn.Module, out: Path, classes: ClassInfo, train_info: dict,
-                          frames: list[np.ndarray], scores: bool = False) -> str:  # fmt: skip
+                          frames: list[np.ndarray], scores: bool = False,
+                          label_stride: int = 1) -> str:  # fmt: skip
     """Write the netwarp bundle ``out`` (``step.onnx`` + manifest with the flow aux input).
 
     Atomic like ``write_bundle``: the bundle appears under ``out`` only after parity over
@@ -76,13 +77,15 @@ def export_netwarp_bundle(model: nn.Module, out: Path, classes: ClassInfo, train
     Raises:
         ParityError: ONNX Runtime and torch disagree beyond tolerance (no bundle is left).
     """
-    manifest = dataclasses.replace(build_manifest(model.cfg, classes, train_info, scores=scores),
+    manifest = dataclasses.replace(build_manifest(model.cfg, classes, train_info, scores=scores,
+                                                  label_stride=label_stride),
                                    aux_inputs=(flow_spec(model),))  # fmt: skip
     resets = (len(frames) // 2,)
     summary: list[str] = []
 
     def check(graph: Path) -> None:
-        report = check_netwarp_parity(model, graph, frames, resets=resets)
+        report = check_netwarp_parity(model, graph, frames, resets=resets,
+                                      label_stride=label_stride)  # fmt: skip
         summary.append(report.summary())
         require_parity(report)
 

@@ -46,31 +46,47 @@ SCORES = "scores"
 class FrameGraph(nn.Module):
     """Wraps a registry model into the graph contract (see module docstring).
 
-    With ``with_scores`` the per-pixel confidence (N, H, W) uint8 = round(255 * max softmax)
-    follows the state outputs. With ``with_logits`` the float logits (N, K, H, W) come last,
+    Labels (and scores) come at the input size over ``label_stride`` (1: full size): the
+    logits are upsampled bilinearly to that size, or used as they are when already there.
+    With ``with_scores`` the per-pixel confidence (N, h, w) uint8 = round(255 * max softmax)
+    follows the state outputs. With ``with_logits`` the float logits (N, K, h, w) come last,
     used by the parity check; shipped graphs leave them out.
     """
 
     def __init__(self, model: nn.Module, with_logits: bool = False,
-                 with_scores: bool = False) -> None:  # fmt: skip
+                 with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.with_logits = with_logits
         self.with_scores = with_scores
+        self.label_stride = label_stride
 
     def forward(self, frame: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``inputs``: the aux inputs (if any), then the state, passed on to the model."""
         logits, *new_state = self.model(normalize(frame), *inputs)
-        logits = F.interpolate(
-            logits, size=self.model.cfg.input_size, mode="bilinear", align_corners=False
-        )
-        labels = logits.argmax(1).to(torch.uint8)
+        labels, logits = to_labels(logits, self.model.cfg, self.label_stride)
         outputs = [labels, *new_state]
         if self.with_scores:
             outputs.append(confidence(logits))
         if self.with_logits:
             outputs.append(logits)
         return tuple(outputs)
+
+
+def labels_size(cfg: ModelCfg, label_stride: int) -> tuple[int, int]:
+    """(h, w) of the labels output: the model's input size over ``label_stride``."""
+    height, width = cfg.input_size
+    return height // label_stride, width // label_stride
+
+
+def to_labels(logits: torch.Tensor, cfg: ModelCfg,
+              label_stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(N, K, h', w') logits -> ((N, h, w) uint8 arg-max labels, (N, K, h, w) logits) at the
+    input size over ``label_stride`` (bilinear upsampling; none when already that size)."""
+    size = labels_size(cfg, label_stride)
+    if tuple(logits.shape[-2:]) != size:
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return logits.argmax(1).to(torch.uint8), logits
 
 
 def confidence(logits: torch.Tensor) -> torch.Tensor:
@@ -85,7 +101,7 @@ def state_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:
 
 def export_graph(model: nn.Module, path: Path, with_logits: bool = False,
                  aux: Mapping[str, tuple[int, ...]] | None = None,
-                 with_scores: bool = False) -> None:  # fmt: skip
+                 with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
     """Write ``model`` as one ONNX file at ``path`` following the contract above.
 
     ``aux``: name -> shape (batch axis excluded) of float32 aux inputs, in the order the model's
@@ -101,7 +117,7 @@ def export_graph(model: nn.Module, path: Path, with_logits: bool = False,
     outputs = [LABELS, *state_out] + ([SCORES] if with_scores else []) + (
         [LOGITS] if with_logits else [])  # fmt: skip
     dynamic = {name: {0: "batch"} for name in [FRAME, *aux, *state_in, *outputs]}
-    graph = FrameGraph(model, with_logits, with_scores).eval()
+    graph = FrameGraph(model, with_logits, with_scores, label_stride).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
@@ -109,7 +125,8 @@ def export_graph(model: nn.Module, path: Path, with_logits: bool = False,
             input_names=[FRAME, *aux, *state_in],
             output_names=outputs, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
-    fixed = {LABELS: (height, width), SCORES: (height, width)} | {
+    out_size = labels_size(cfg, label_stride)
+    fixed = {LABELS: out_size, SCORES: out_size} | {
         name: (s.channels, height // s.stride, width // s.stride)
         for name, s in zip(state_out, cfg.state)
     }
@@ -154,9 +171,10 @@ class ClassInfo:
 
 
 def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any],
-                   scores: bool = False) -> Manifest:  # fmt: skip
+                   scores: bool = False, label_stride: int = 1) -> Manifest:  # fmt: skip
     """The manifest for a single-graph (``step``) bundle of ``cfg`` (``scores``: the graph also
-    outputs per-pixel confidence)."""
+    outputs per-pixel confidence; ``label_stride``: labels and scores at the input size over
+    it)."""
     height, width = cfg.input_size
     state_in, state_out = state_names(cfg)
     return Manifest(
@@ -167,8 +185,8 @@ def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any],
         ignore_index=classes.ignore_index,
         input=InputSpec(name=FRAME, height=height, width=width),
         graphs={"step": "step.onnx"},
-        outputs=(OutputSpec(LABELS, "labels", "uint8"),) + (
-            (OutputSpec(SCORES, "scores", "uint8"),) if scores else ()),  # fmt: skip
+        outputs=(OutputSpec(LABELS, "labels", "uint8", label_stride),) + (
+            (OutputSpec(SCORES, "scores", "uint8", label_stride),) if scores else ()),  # fmt: skip
         state=tuple(
             StateSpec(i, o, (s.channels, height // s.stride, width // s.stride))
             for i, o, s in zip(state_in, state_out, cfg.state)
@@ -198,6 +216,11 @@ def staged_dir(out: Path) -> Iterator[Path]:
     os.replace(tmp, out)
 
 
+def label_stride(manifest: Manifest) -> int:
+    """The stride of the manifest's labels output (1: labels at the input size)."""
+    return next(o.stride for o in manifest.outputs if o.role == "labels")
+
+
 def write_bundle(
     model: nn.Module, out: Path, manifest: Manifest, check: Callable[[Path], None] | None = None
 ) -> None:
@@ -210,7 +233,8 @@ def write_bundle(
     with staged_dir(out) as tmp:
         aux = {a.name: a.shape for a in manifest.aux_inputs}
         with_scores = any(o.role == "scores" for o in manifest.outputs)
-        export_graph(model, tmp / manifest.graphs["step"], aux=aux, with_scores=with_scores)
+        export_graph(model, tmp / manifest.graphs["step"], aux=aux, with_scores=with_scores,
+                     label_stride=label_stride(manifest))  # fmt: skip
         (tmp / "manifest.json").write_text(manifest.to_json())
         if check is not None:
             check(tmp / manifest.graphs["step"])

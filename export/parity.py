@@ -64,6 +64,7 @@ def check_parity(
     frames: Sequence[np.ndarray],
     resets: Sequence[int] = (),
     aux: Sequence[Mapping[str, np.ndarray]] = (),
+    label_stride: int = 1,
 ) -> ParityReport:
     """Compare ``graph_path`` (the shipped graph of ``model``) with ``model`` on ``frames``.
 
@@ -72,6 +73,7 @@ def check_parity(
         resets: indices where state returns to zeros before the frame runs.
         aux: per frame, the aux inputs (name -> (1, *shape) float32, e.g. netwarp's flow), fed
             identically to both sides; empty for families without aux inputs.
+        label_stride: the shipped graph's labels stride (labels at the input size over it).
 
     Raises:
         ValueError: ``aux`` is given but not one mapping per frame.
@@ -79,13 +81,14 @@ def check_parity(
     if aux and len(aux) != len(frames):
         raise ValueError(f"aux holds {len(aux)} entries for {len(frames)} frames")
     model = model.eval()
-    reference = FrameGraph(model, with_logits=True).eval()
+    reference = FrameGraph(model, with_logits=True, label_stride=label_stride).eval()
     state_in, state_out = state_names(model.cfg)
     height, width = model.cfg.input_size
     with tempfile.TemporaryDirectory() as tmp:
         twin_path = Path(tmp) / "twin.onnx"
         aux_shapes = {name: a.shape[1:] for name, a in aux[0].items()} if aux else {}
-        export_graph(model, twin_path, with_logits=True, aux=aux_shapes)
+        export_graph(model, twin_path, with_logits=True, aux=aux_shapes,
+                     label_stride=label_stride)  # fmt: skip
         shipped, twin = cpu_session(graph_path), cpu_session(twin_path)
         zeros = [t.numpy() for t in model.initial_state(1, height, width)] if state_in else []
         torch_state = [torch.from_numpy(z) for z in zeros]

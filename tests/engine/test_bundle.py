@@ -44,6 +44,9 @@ def test_loads_exported_bundle(tiny_bundle: Path) -> None:
         (lambda d: d.update(outputs=[]), "outputs"),
         (lambda d: d.update(schema_version=99), "schema_version"),
         (lambda d: d["input"].update(height="64"), "input.height"),
+        (lambda d: d["outputs"][0].update(stride=3), "outputs[0].stride"),
+        (lambda d: (d["outputs"][0].update(stride=4), d["input"].update(height=66)),
+         "outputs[0].stride"),  # 4 does not divide 66
     ],
 )
 def test_bad_field_is_named(tiny_bundle: Path, edit, field: str) -> None:

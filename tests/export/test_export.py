@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,50 @@ def test_scores_for_keyframe_and_netwarp(name: str, tiny_model_factory, frames, 
         assert result.key_frame == (i % 2 == 0 or not name.startswith("keyframe"))
         assert result.scores is not None and result.scores.shape == frame.shape[:2]
         assert np.abs(result.scores.astype(float) - want).max() <= 1.0, f"frame {i}"
+
+
+def test_label_stride_end_to_end(tiny_checkpoint: Path, tiny_bundle: Path, tmp_path: Path,
+                                 sample_clip) -> None:  # fmt: skip
+    """`vidseg-export --label-stride 4`: labels leave the graph at 1/4 of the input (no full-size
+    upsampling or arg-max), parity holds at that size, and the engine still returns labels at
+    the frame's size: the graph's labels taken by nearest neighbour. A manifest that disagrees
+    with the graph's labels size is refused by name."""
+    import cv2
+
+    from vidseg.engine import Segmenter
+    from vidseg.engine.errors import BundleError
+    from vidseg.engine.video import read_frames
+    from vidseg.export import cli
+    from vidseg.export.parity import cpu_session
+
+    out = tmp_path / "s4.vidseg"
+    assert cli.main([str(tiny_checkpoint), "--out", str(out), "--parity-frames", "4",
+                     "--label-stride", "4", "--scores"]) == 0  # fmt: skip
+    manifest = load_bundle(out).manifest
+    assert manifest.labels_size == (16, 24)
+    assert {o.role: o.stride for o in manifest.outputs} == {"labels": 4, "scores": 4}
+    graph = onnx.load(str(out / "step.onnx"))
+    dims = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim[1:]]
+            for o in graph.graph.output}  # fmt: skip
+    assert dims["labels"] == dims["scores"] == [16, 24]
+    full = onnx.load(str(tiny_bundle / "step.onnx"))  # the same model at label stride 1
+    resizes = [sum(n.op_type == "Resize" for n in g.graph.node) for g in (graph, full)]
+    assert resizes[0] == resizes[1] - 1  # no full-size upsampling before the arg-max
+    frames = [f.image for f in read_frames(sample_clip, max_frames=3)]
+    seg, session = Segmenter(out), cpu_session(out / "step.onnx")
+    state = {s.input: np.zeros((1, *s.shape), np.float32) for s in manifest.state}
+    names = [o.name for o in session.get_outputs()]
+    for frame in frames:
+        result = seg.step(frame)
+        x = cv2.resize(frame, (96, 64), interpolation=cv2.INTER_LINEAR)[None]
+        values = dict(zip(names, session.run(names, {"frame": x, **state})))
+        state = {s.input: values[s.output] for s in manifest.state}
+        want = cv2.resize(values["labels"][0], frame.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        assert result.labels.shape == result.scores.shape == frame.shape[:2]
+        np.testing.assert_array_equal(result.labels, want)
+    raw = json.loads((out / "manifest.json").read_text())
+    raw["outputs"][0]["stride"] = 2
+    (out / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=r"output 'labels' is \[16, 24\], the manifest says "
+                                          r"\[32, 48\]"):  # fmt: skip
+        Segmenter(out)
