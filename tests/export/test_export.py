@@ -123,10 +123,15 @@ def test_scores_output_end_to_end(tiny_checkpoint: Path, tmp_path: Path, sample_
         assert np.abs(result.scores.astype(float) - want).max() <= 1.0
 
 
-@pytest.mark.parametrize("name", ["keyframe-lite0-c2", "netwarp-lite0"])
-def test_scores_for_keyframe_and_netwarp(name: str, tiny_model_factory, frames, tmp_path) -> None:
-    """Both multi-input families export the confidence too: the engine's ``Result.scores``
-    follow torch's softmax over a stream with key and current frames / flow carried."""
+@pytest.mark.parametrize(("name", "stride"), [("keyframe-lite0-c2", 1), ("netwarp-lite0", 1),
+                                              ("keyframe-lite0-c2", 4), ("netwarp-lite0", 2)])
+def test_scores_for_keyframe_and_netwarp(name: str, stride: int, tiny_model_factory, frames,
+                                         tmp_path) -> None:  # fmt: skip
+    """Both multi-input families export the confidence too (and take a label stride): the
+    engine's ``Result.scores`` follow torch's softmax over a stream with key and current frames
+    / flow carried, at the frame's size."""
+    import cv2
+
     from vidseg.engine import Segmenter
     from vidseg.engine.schedule import Schedule
     from vidseg.export.cli import CAMVID
@@ -136,9 +141,11 @@ def test_scores_for_keyframe_and_netwarp(name: str, tiny_model_factory, frames, 
 
     model, out, clip = tiny_model_factory(name), tmp_path / "b.vidseg", frames[:6]
     if name.startswith("keyframe"):
-        export_keyframe_bundle(model, out, CAMVID, {}, clip, intervals=(2,), scores=True)
+        export_keyframe_bundle(model, out, CAMVID, {}, clip, intervals=(2,), scores=True,
+                               label_stride=stride)  # fmt: skip
         seg = Segmenter(out, schedule=Schedule("fixed", 2))
-        key, current = KeyGraph(model, with_scores=True), CurrentGraph(model, with_scores=True)
+        key = KeyGraph(model, with_scores=True, label_stride=stride)
+        current = CurrentGraph(model, with_scores=True, label_stride=stride)
         cache: list = []
 
         def reference(i: int, x: torch.Tensor) -> torch.Tensor:
@@ -148,9 +155,9 @@ def test_scores_for_keyframe_and_netwarp(name: str, tiny_model_factory, frames, 
                 return scores
             return current(x, *cache)[1]
     else:
-        export_netwarp_bundle(model, out, CAMVID, {}, clip, scores=True)
+        export_netwarp_bundle(model, out, CAMVID, {}, clip, scores=True, label_stride=stride)
         seg = Segmenter(out)
-        graph = FrameGraph(model, with_scores=True)
+        graph = FrameGraph(model, with_scores=True, label_stride=stride)
         spec = flow_spec(model)
         flows = [torch.from_numpy(f[spec.name]) for f in stream_flows(spec, clip)]
         state = [s for s in model.initial_state(1, *SIZE)]
@@ -161,11 +168,14 @@ def test_scores_for_keyframe_and_netwarp(name: str, tiny_model_factory, frames, 
             state = rest[:-1]
             return rest[-1]
 
-    assert [o.role for o in load_bundle(out).manifest.outputs] == ["labels", "scores"]
+    outputs = load_bundle(out).manifest.outputs
+    assert [(o.role, o.stride) for o in outputs] == [("labels", stride), ("scores", stride)]
     for i, frame in enumerate(clip):
         result = seg.step(frame)
         with torch.no_grad():
-            want = reference(i, torch.from_numpy(frame[None]))[0].numpy().astype(float)
+            want = reference(i, torch.from_numpy(frame[None]))[0].numpy()
+        assert want.shape == (SIZE[0] // stride, SIZE[1] // stride)
+        want = cv2.resize(want, (SIZE[1], SIZE[0]), interpolation=cv2.INTER_LINEAR)
         assert result.key_frame == (i % 2 == 0 or not name.startswith("keyframe"))
         assert result.scores is not None and result.scores.shape == frame.shape[:2]
         assert np.abs(result.scores.astype(float) - want).max() <= 1.0, f"frame {i}"
