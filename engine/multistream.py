@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from vidseg.engine.bundle import Bundle
+from vidseg.engine.errors import BackendError
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.segmenter import FrameTimings, LoadedModel, Result, _ms, fit_outputs
 from vidseg.engine.video import Frame
@@ -40,6 +41,8 @@ class MultiStreamSegmenter:
                  schedule: Schedule | None = None) -> None:  # fmt: skip
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
+        if device != "cpu":  # per-stream rows are numpy slices (StreamState's row operations)
+            raise BackendError(f"multi-stream batching runs on the CPU for now, got {device!r}")
         self.model = LoadedModel(bundle, backend, device, threads)
         self.manifest = self.model.manifest
         self.streams = streams

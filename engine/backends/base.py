@@ -32,6 +32,7 @@ class BackendOptions:
     device: str = "cpu"  # "cpu" or "cuda[:index]"
     threads: int | None = None  # intra-op threads; None = runtime default
     spinning: bool = False  # let idle worker threads spin (only wise when cores are free)
+    io_binding: bool = False  # keep state in runtime tensors on the CPU too (always on a GPU)
 
 
 class Backend(Protocol):

@@ -1,6 +1,11 @@
 """ONNX Runtime backend (CPU execution provider; CUDA when onnxruntime-gpu is installed).
 
-On the CPU every tensor is a numpy array and state outputs are fed straight back. Idle worker
+On the CPU every tensor is a numpy array and state outputs are fed straight back. On a GPU
+(``device="cuda[:N]"``) the session runs through IO binding: state and cache tensors are
+``OrtValue``s in GPU memory that go from one run's outputs to the next run's inputs without a
+copy; only the frame (and aux inputs) go up and only the labels (and scores) come down. The same
+binding path runs on the CPU with ``BackendOptions(io_binding=True)``, which is how it is tested
+on machines without a GPU. Idle worker
 threads do not spin by default: on small machines spinning threads starve video decode/encode
 and other sessions (measured 25 -> 55 ms per frame on 2 cores, ../shared/FACTS.md; our own
 numbers are in benchmarks/README.md).
@@ -39,14 +44,17 @@ class OrtBackend:
     name = "ort"
 
     def __init__(self, graph_path: str, options: BackendOptions) -> None:
-        if options.device != "cpu":
+        self.device = _parse_device(options.device)
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if self.device[0] == "cuda":
             available = ort.get_available_providers()
             if "CUDAExecutionProvider" not in available:
                 raise BackendError(
                     f"device {options.device!r} needs onnxruntime-gpu (pip install "
                     f"'vidseg[gpu]'); this onnxruntime offers {', '.join(available)}"
                 )
-            raise BackendError("the ORT CUDA backend with IO binding is not implemented yet")
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": self.device[1]}))
+        self.bound = self.device[0] != "cpu" or options.io_binding
         opts = ort.SessionOptions()
         if options.threads:
             opts.intra_op_num_threads = options.threads
@@ -55,27 +63,49 @@ class OrtBackend:
             "session.intra_op.allow_spinning", "1" if options.spinning else "0"
         )
         try:
-            self.session = ort.InferenceSession(
-                graph_path, opts, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(graph_path, opts, providers=providers)
         except Exception as exc:  # ORT raises its own untyped errors for bad files
             raise BackendError(f"onnxruntime cannot load {graph_path}: {exc}") from exc
         self.inputs = tuple(_info(i) for i in self.session.get_inputs())
         self.outputs = tuple(_info(o) for o in self.session.get_outputs())
+        self._names = [o.name for o in self.outputs]
 
-    def zeros(self, shape: Sequence[int], dtype: str) -> np.ndarray:
-        return np.zeros(shape, dtype=dtype)
+    def zeros(self, shape: Sequence[int], dtype: str) -> Any:
+        value = np.zeros(shape, dtype=dtype)
+        return ort.OrtValue.ortvalue_from_numpy(value, *self.device) if self.bound else value
 
     def run(self, feeds: Mapping[str, Any], host_outputs: Sequence[str]) -> dict[str, Any]:
-        names = [o.name for o in self.outputs]
         try:
-            values = self.session.run(names, dict(feeds))
+            if not self.bound:
+                return dict(zip(self._names, self.session.run(self._names, dict(feeds))))
+            binding = self.session.io_binding()
+            for name, value in feeds.items():
+                if isinstance(value, ort.OrtValue):  # state/cache: already where the graph runs
+                    binding.bind_ortvalue_input(name, value)
+                else:  # frame, aux: host arrays, copied up by ORT
+                    binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            for name in self._names:
+                if name in host_outputs:
+                    binding.bind_output(name, "cpu")
+                else:
+                    binding.bind_output(name, *self.device)
+            self.session.run_with_iobinding(binding)
+            values = binding.get_outputs()
         except Exception as exc:
             raise BackendError(f"onnxruntime run failed: {exc}") from exc
-        return dict(zip(names, values))
+        return {name: value.numpy() if name in host_outputs else value
+                for name, value in zip(self._names, values)}  # fmt: skip
 
     def to_host(self, value: Any) -> np.ndarray:
-        return np.asarray(value)
+        return value.numpy() if isinstance(value, ort.OrtValue) else np.asarray(value)
+
+
+def _parse_device(device: str) -> tuple[str, int]:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` -> (ORT device type, index)."""
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise BackendError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    return kind, int(index or 0)
 
 
 register_backend("ort", OrtBackend)
