@@ -36,12 +36,11 @@ from vidseg.export.onnx import (
     OPSET,
     SCORES,
     ClassInfo,
+    OutputHeads,
     _declare_output_shapes,
     build_manifest,
-    confidence,
     labels_size,
     staged_dir,
-    to_labels,
 )
 from vidseg.export.parity import ParityReport, cpu_session, require_parity
 from vidseg.models.registry import ModelCfg
@@ -58,26 +57,7 @@ def cache_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:
     return [f"{c.name}_in" for c in cfg.cache], [f"{c.name}_out" for c in cfg.cache]
 
 
-class _Heads(nn.Module):
-    """What both keyframe graphs append after labels (and the key graph's cache): the optional
-    confidence (``with_scores``), then the optional logits (``with_logits``, parity twins)."""
-
-    def __init__(self, model: nn.Module, with_logits: bool = False,
-                 with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
-        super().__init__()
-        self.model = model
-        self.with_logits = with_logits
-        self.with_scores = with_scores
-        self.label_stride = label_stride
-
-    def labels(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return to_labels(logits, self.model.cfg, self.label_stride)
-
-    def extras(self, logits: torch.Tensor) -> list[torch.Tensor]:
-        return [confidence(logits)] * self.with_scores + [logits] * self.with_logits
-
-
-class KeyGraph(_Heads):
+class KeyGraph(OutputHeads):
     """``frame`` -> (labels, *cache[, scores][, logits]): the key path of a keyframe model."""
 
     def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -86,7 +66,7 @@ class KeyGraph(_Heads):
         return (labels, *cache, *self.extras(logits))
 
 
-class CurrentGraph(_Heads):
+class CurrentGraph(OutputHeads):
     """(``frame``, *cache) -> (labels[, scores][, logits]): the current-frame path."""
 
     def forward(self, frame: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -43,15 +43,11 @@ LOGITS = "logits"
 SCORES = "scores"
 
 
-class FrameGraph(nn.Module):
-    """Wraps a registry model into the graph contract (see module docstring).
-
-    Labels (and scores) come at the input size over ``label_stride`` (1: full size): the
-    logits are upsampled bilinearly to that size, or used as they are when already there.
-    With ``with_scores`` the per-pixel confidence (N, h, w) uint8 = round(255 * max softmax)
-    follows the state outputs. With ``with_logits`` the float logits (N, K, h, w) come last,
-    used by the parity check; shipped graphs leave them out.
-    """
+class OutputHeads(nn.Module):
+    """What every exported graph appends to a model's logits: the arg-max labels at the input
+    size over ``label_stride`` (see ``to_labels``), then after the model's other outputs the
+    optional confidence (``with_scores``) and the optional float logits (``with_logits``, used
+    by the parity twins; shipped graphs leave them out)."""
 
     def __init__(self, model: nn.Module, with_logits: bool = False,
                  with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
@@ -61,16 +57,27 @@ class FrameGraph(nn.Module):
         self.with_scores = with_scores
         self.label_stride = label_stride
 
+    def labels(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_labels(logits, self.model.cfg, self.label_stride)
+
+    def extras(self, logits: torch.Tensor) -> list[torch.Tensor]:
+        return [confidence(logits)] * self.with_scores + [logits] * self.with_logits
+
+
+class FrameGraph(OutputHeads):
+    """Wraps a registry model into the graph contract (see module docstring):
+    (frame, *aux, *state) -> (labels, *state[, scores][, logits]).
+
+    Labels (and scores) come at the input size over ``label_stride`` (1: full size): the
+    logits are upsampled bilinearly to that size, or used as they are when already there. The
+    confidence is (N, h, w) uint8 = round(255 * max softmax).
+    """
+
     def forward(self, frame: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``inputs``: the aux inputs (if any), then the state, passed on to the model."""
         logits, *new_state = self.model(normalize(frame), *inputs)
-        labels, logits = to_labels(logits, self.model.cfg, self.label_stride)
-        outputs = [labels, *new_state]
-        if self.with_scores:
-            outputs.append(confidence(logits))
-        if self.with_logits:
-            outputs.append(logits)
-        return tuple(outputs)
+        labels, logits = self.labels(logits)
+        return (labels, *new_state, *self.extras(logits))
 
 
 def labels_size(cfg: ModelCfg, label_stride: int) -> tuple[int, int]:
