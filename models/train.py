@@ -34,13 +34,15 @@ from tqdm import tqdm
 
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.models.data import ClipAugment, LabelledFrames, clip_batch, load_split
-from vidseg.models.evaluate import SegMetrics, evaluate_sequence, zero_state
+from vidseg.models.evaluate import evaluate_sequence, zero_state
+from vidseg.models.metrics import SegMetrics
 from vidseg.models.losses import segmentation_loss
 from vidseg.models.registry import create_model, list_models
 from vidseg.models.segnet import normalize
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
+DEFAULT_CROP = (288, 384)  # (height, width) cap of the default training crop
 LOG_EVERY_CUDA = 20  # steps between progress-bar loss updates on a GPU (.item() syncs)
 
 
@@ -153,6 +155,22 @@ def _worker_batches(
         cv2.setNumThreads(threads)
 
 
+def training_augment(crop: tuple[int, int] | None, input_size: tuple[int, int],
+                     source_height: int) -> ClipAugment:  # fmt: skip
+    """Clip augmentation matched to the model's input size.
+
+    At inference a frame is resized to ``input_size``, so objects appear at ``input_height /
+    source_height`` of their CamVid size; training scales are drawn around that factor
+    (``ClipAugment.scale_range`` times it). ``crop`` defaults to the input size capped at
+    288x384 (bigger crops cost time and add little context).
+    """
+    factor = input_size[0] / source_height
+    lo, hi = ClipAugment.scale_range
+    if crop is None:
+        crop = (min(input_size[0], DEFAULT_CROP[0]), min(input_size[1], DEFAULT_CROP[1]))
+    return ClipAugment(crop=tuple(crop), scale_range=(lo * factor, hi * factor))
+
+
 def training_loss(model: torch.nn.Module, frames: torch.Tensor,
                   labels: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """Loss of one batch: frames (B, T, h, w, 3) uint8, labels (B, T, h, w) int64.
@@ -204,7 +222,9 @@ def train(args: argparse.Namespace) -> SegMetrics:
     model.to(device)
     logger.info("training on %s%s, %s", device, " with bf16 autocast" if args.amp else "",
                 f"{args.workers} data workers" if args.workers else "clips built in-process")
-    aug = ClipAugment(crop=tuple(args.crop))
+    aug = training_augment(args.crop, model.cfg.input_size, train_data.labels.shape[1])
+    logger.info("training crops %dx%d at %.2f-%.2fx the source pixels", *aug.crop,
+                *aug.scale_range)
     optimizer = torch.optim.AdamW(_param_groups(model, args.lr), weight_decay=1e-4,
                                   **({"fused": True} if cuda else {}))  # fmt: skip
     steps_per_epoch = math.ceil(len(train_data.images) / args.batch)
@@ -308,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=4, help="frames per training clip")
     p.add_argument("--perframe-fraction", type=float, default=0.5,
                    help="share of steps on single frames before clips")  # fmt: skip
-    p.add_argument("--crop", type=int, nargs=2, default=(288, 384), metavar=("H", "W"))
+    p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"),
+                   help="training crop (default: the input size, at most 288x384)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                    help="inference size (default: the model's)")  # fmt: skip
     p.add_argument("--lr", type=float, default=1e-3, help="encoder lr (new layers get 3x)")

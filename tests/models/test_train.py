@@ -105,3 +105,14 @@ def test_train_device_and_amp_errors(camvid: Path, tmp_path: Path, capsys) -> No
         assert err.startswith(f"vidseg-train: error: --device {device}: CUDA is not available")
         assert "\n" not in err
     assert not (tmp_path / "o").exists()  # refused before any work
+
+
+def test_training_augment_follows_the_input_size() -> None:
+    """A model that sees frames shrunk to its input trains on objects shrunk alike."""
+    full = train.training_augment(None, (352, 480), source_height=360)
+    small = train.training_augment(None, (256, 352), source_height=360)
+    assert full.crop == (288, 384) and small.crop == (256, 352)  # input size, capped
+    factor = 256 / 360
+    assert small.scale_range == (0.8 * factor, 1.25 * factor)
+    assert full.scale_range[0] < 0.8 < full.scale_range[1] < 1.25
+    assert train.training_augment((64, 96), (256, 352), 360).crop == (64, 96)  # explicit wins
