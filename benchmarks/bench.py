@@ -11,6 +11,8 @@ Measured in one process, one after another, on the same frames:
 * ``pipeline_fps`` -- the same work through ``engine.pipeline`` (decode and encode threads);
 * ``stage_fps`` -- decode, segment, and render+encode each alone on the same frames:
   ``pipeline_vs_slowest_stage`` is how close the pipeline comes to its ceiling;
+* ``accuracy`` (``--accuracy CAMVID``) -- CamVid val mIoU through the engine, state carried
+  and reset every frame (:mod:`vidseg.benchmarks.accuracy`);
 * ``torch`` (``--torch``/``--torch-models``) -- the same architectures in torch eager on
   ``--torch-device`` (random weights; on CUDA with the GPU's peak memory).
 
@@ -35,6 +37,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from vidseg.benchmarks.accuracy import accuracy_report
 from vidseg.engine.bundle import default_bundle_path, load_bundle
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.overlay import blend, palette_lut
@@ -324,6 +327,12 @@ def run(args: argparse.Namespace) -> dict:
         bundles = [bundle, *map(Path, args.compare or [])] if args.torch else []
         names = [load_bundle(b).manifest.name for b in bundles] + (args.torch_models or [])
         report["torch"] = bench_torch(names, frames, args)
+    if args.accuracy:
+        for entry, path in [(report, bundle), *zip(report["comparisons"],
+                                                    map(Path, args.compare or []))]:  # fmt: skip
+            logger.info("CamVid val accuracy of %s", path)
+            entry["accuracy"] = accuracy_report(Segmenter(path, threads=args.threads),
+                                                args.accuracy)  # fmt: skip
     if not args.skip_video:
         with tempfile.TemporaryDirectory() as tmp:
             naive = bench_naive(bundle, clip, Path(tmp) / "n.mp4", args.video_frames, args.threads)
@@ -365,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch under autocast (float16 on CUDA, bfloat16 on the CPU)")
     p.add_argument("--torch-interval", type=int, default=5,
                    help="key interval of keyframe models in the torch timing")
+    p.add_argument("--accuracy", metavar="CAMVID",
+                   help="also score the bundles on the CamVid val drive in this CamVid root "
+                   "through the engine (state carried, and reset every frame)")  # fmt: skip
     p.add_argument("--skip-video", action="store_true", help="latency only, no encode runs")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plots", metavar="DIR", help="write latency plots (PNG) into DIR")
@@ -407,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         mem = f"  GPU peak {row['gpu_peak_mb']} MB" if "gpu_peak_mb" in row else ""
         print(f"  torch eager {row['model']:32s} {row['dtype']:8s} on {where}: p50 "
               f"{t['p50']:7.2f}  p90 {t['p90']:7.2f}  p99 {t['p99']:7.2f}{mem}")
+    for c in [report, *report["comparisons"]]:
+        if "accuracy" in c:
+            a = c["accuracy"]
+            print(f"  {c['model']:28s} {a['split']}: mIoU {a['miou']:.2f} (reset every frame "
+                  f"{a['miou_reset_every_frame']:.2f}), pixel acc {a['pixel_acc']:.2f}")
     if "pipeline_fps" in report:
         print(f"  naive loop {report['naive_fps']:.1f} fps, pipeline {report['pipeline_fps']:.1f}"
               f" fps ({report['pipeline_vs_naive']:.2f}x)")

@@ -1,8 +1,7 @@
-"""Segmentation metrics (confusion matrix, per-class IoU, mIoU) and sequence evaluation."""
+"""Sequence evaluation of a torch model on CamVid (metrics in :mod:`vidseg.models.metrics`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import cv2
@@ -11,33 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from vidseg.models.data import LabelledFrames
+from vidseg.models.metrics import SegMetrics, confusion
 from vidseg.models.segnet import normalize
-
-
-def confusion(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) int64 counts, rows = truth, columns = prediction; truth ids >= K are ignored."""
-    keep = truth < num_classes
-    idx = truth[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64)
-    return np.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-@dataclass(frozen=True)
-class SegMetrics:
-    miou: float  # mean IoU over classes present in truth or prediction, in percent
-    pixel_acc: float  # percent of non-void pixels right
-    iou: tuple[float, ...]  # per class, percent (nan when the class never occurs)
-
-    @classmethod
-    def from_confusion(cls, cm: np.ndarray) -> "SegMetrics":
-        tp = np.diag(cm).astype(np.float64)
-        union = cm.sum(0) + cm.sum(1) - tp
-        with np.errstate(invalid="ignore", divide="ignore"):
-            iou = np.where(union > 0, tp / union, np.nan)
-        return cls(
-            miou=float(np.nanmean(iou) * 100),
-            pixel_acc=float(tp.sum() / max(cm.sum(), 1) * 100),
-            iou=tuple(float(v * 100) for v in iou),
-        )
 
 
 def zero_state(model: torch.nn.Module, batch: int, height: int, width: int,

@@ -11,9 +11,11 @@ import pytest
 from vidseg.benchmarks import bench
 
 
-def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, tmp_path: Path) -> None:
+def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, camvid: Path,
+                    tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "bench.json"
     code = bench.main(["--model", str(tiny_bundle), "--frames", "12", "--warmup", "2",
+                       "--accuracy", str(camvid),
                        "--video-frames", "8", "--json", str(out), "--plots", str(tmp_path),
                        "--compare", str(tiny_perframe_bundle), "--torch",
                        "--torch-models", "keyframe-lite0-c2", "netwarp-lite0"])  # fmt: skip
@@ -37,6 +39,9 @@ def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, tmp_path: Pat
                                 "netwarp-lite0"]  # fmt: skip
     assert all(r["ms"]["n"] == 12 and r["device"] == "cpu" for r in report["torch"])
     assert torch_rows["keyframe-lite0-c2"]["key_interval"] == 5
+    for entry in (report, baseline):  # CamVid val through the engine, for both bundles
+        assert entry["accuracy"]["split"] == "CamVid val (101 frames in order)"
+        assert 0 <= entry["accuracy"]["miou"] <= 100
 
 
 def test_bench_torch_cuda_refused_without_gpu(tiny_bundle: Path, capsys) -> None:
