@@ -7,6 +7,7 @@ under the output name in that case.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -52,6 +53,9 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model = create_model(ckpt["model_name"], pretrained=False, **ckpt["model_kwargs"])
         model.load_state_dict(ckpt["model"])
+        # the architecture is rebuilt without its initial weights; the manifest still says
+        # what training started from
+        model.cfg = dataclasses.replace(model.cfg, pretrained=ckpt.get("pretrained", ""))
     except (KeyError, TypeError, RuntimeError, EOFError, ValueError) as exc:
         raise BundleError(f"not a vidseg-train checkpoint: {path} ({exc})") from exc
     info = {

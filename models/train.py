@@ -257,6 +257,7 @@ def train(args: argparse.Namespace) -> SegMetrics:
             "model_name": args.model,
             "model_kwargs": {k: v for k, v in model_kwargs.items() if v is not None},
             "model": _to_cpu(model.state_dict()),  # loadable without a GPU
+            "pretrained": model.cfg.pretrained,  # initial weights, for the bundle manifest
             "optimizer": _to_cpu(optimizer.state_dict()),
             "step": step,
             "total_steps": total,

@@ -109,7 +109,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = make_tiny_model()
     path = tmp_path_factory.mktemp("ckpt") / "last.pt"
     torch.save({"model_name": model.cfg.name, "model_kwargs": {"input_size": TINY_SIZE},
-                "model": model.state_dict(), "step": 0,
+                "model": model.state_dict(), "step": 0, "pretrained": "ImageNet (test)",
                 "metrics": json.dumps({}), "train_args": json.dumps({})}, path)  # fmt: skip
     return path
 

@@ -65,6 +65,7 @@ def test_export_cli_writes_a_loadable_bundle(tiny_checkpoint: Path, tmp_path: Pa
     assert "parity over 20 frames" in proc.stdout
     manifest = load_bundle(out).manifest
     assert manifest.family == "recurrent" and "CC BY-NC" in manifest.train["dataset"]
+    assert manifest.train["pretrained"] == "ImageNet (test)"  # from the checkpoint
     assert not (tmp_path / "m.vidseg.partial").exists()
 
 

@@ -18,6 +18,7 @@ def test_train_checkpoint_and_resume(camvid: Path, tmp_path: Path) -> None:
     assert train.main([*ARGS, "--data", str(camvid), "--out", str(out), "--max-steps", "2"]) == 0
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["step"] == 2 and ckpt["model_name"] == "recurrent-lite0-gru"
+    assert ckpt["pretrained"] == ""  # --scratch
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["val_miou"] <= 100 and "val_miou_no_state" in metrics
     assert train.main([*ARGS, "--data", str(camvid), "--out", str(out), "--max-steps", "4",
