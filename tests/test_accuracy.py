@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vidseg.benchmarks.accuracy import accuracy_report, evaluate_bundle
+from vidseg.benchmarks.accuracy import FlickerMeter, accuracy_report, evaluate_bundle
 from vidseg.engine import Segmenter
 from vidseg.models.data import CAMVID_IGNORE, load_split
 
@@ -37,6 +37,18 @@ def _predictions(bundle: Path, camvid: Path, carry: bool) -> list[np.ndarray]:
     return out
 
 
+def _reference_flicker(preds: list[np.ndarray], truths: list[np.ndarray]) -> tuple[float, ...]:
+    """(flicker, truth_flicker, excess_flicker) in percent, straight from the definitions."""
+    counted = changed = truth_changed = excess = 0
+    for a, b, ta, tb in zip(preds, preds[1:], truths, truths[1:]):
+        keep = (ta != CAMVID_IGNORE) & (tb != CAMVID_IGNORE)
+        counted += keep.sum()
+        changed += ((a != b) & keep).sum()
+        truth_changed += ((ta != tb) & keep).sum()
+        excess += ((a != b) & (ta == tb) & keep).sum()
+    return 100 * changed / counted, 100 * truth_changed / counted, 100 * excess / counted
+
+
 def test_scores_match_a_reference_loop(tiny_bundle: Path, camvid: Path, tmp_path: Path) -> None:
     carried = _predictions(tiny_bundle, camvid, carry=True)
     truth = [p.copy() for p in carried]
@@ -44,7 +56,10 @@ def test_scores_match_a_reference_loop(tiny_bundle: Path, camvid: Path, tmp_path
     data = load_split(_root_with_labels(camvid, tmp_path / "a", truth), "val")
     segmenter = Segmenter(tiny_bundle)
     perfect = evaluate_bundle(segmenter, data)
-    assert perfect.miou == 100.0 and perfect.pixel_acc == 100.0
+    assert perfect.metrics.miou == 100.0 and perfect.metrics.pixel_acc == 100.0
+    # predictions that are the truth flicker exactly as much as the truth, never in excess
+    assert perfect.flicker.pred > 0  # else the comparisons below say nothing
+    assert perfect.flicker.pred == perfect.flicker.truth and perfect.flicker.excess == 0
     # a frame-by-frame fresh state scores exactly its agreement with the carried labels
     fresh = _predictions(tiny_bundle, camvid, carry=False)
     keep = [t != CAMVID_IGNORE for t in truth]
@@ -52,14 +67,58 @@ def test_scores_match_a_reference_loop(tiny_bundle: Path, camvid: Path, tmp_path
         k.sum() for k in keep)  # fmt: skip
     assert expected < 1  # the state matters, so a missing reset would show
     reset = evaluate_bundle(segmenter, data, carry_state=False)
-    assert reset.pixel_acc == pytest.approx(100 * expected, abs=1e-9)
+    assert reset.metrics.pixel_acc == pytest.approx(100 * expected, abs=1e-9)
+    # ... and flickers as its own labels do, against the carried ones as truth
+    want = _reference_flicker(fresh, truth)
+    assert want[2] > 0 and want[0] != want[1]
+    assert (reset.flicker.pred, reset.flicker.truth, reset.flicker.excess) == pytest.approx(want)
     # wrong truth on one frame lowers the score by exactly that frame's pixels
     wrong = [t.copy() for t in truth]
     wrong[3] = np.where(wrong[3] == CAMVID_IGNORE, CAMVID_IGNORE, (wrong[3] + 1) % 11)
     worse = evaluate_bundle(segmenter, load_split(_root_with_labels(camvid, tmp_path / "b", wrong),
                                                   "val"))  # fmt: skip
-    assert worse.pixel_acc == pytest.approx(100 * (1 - keep[3].sum() / sum(k.sum() for k in keep)))
-    assert worse.miou < 100.0
+    assert worse.metrics.pixel_acc == pytest.approx(
+        100 * (1 - keep[3].sum() / sum(k.sum() for k in keep)))  # fmt: skip
+    assert worse.metrics.miou < 100.0
+    assert worse.flicker.pred == perfect.flicker.pred  # same predictions, same pixels counted
+    assert (worse.flicker.pred, worse.flicker.truth, worse.flicker.excess) == pytest.approx(
+        _reference_flicker(carried, wrong))  # fmt: skip
+    assert worse.flicker.truth > perfect.flicker.truth
+
+
+def test_flicker_counts_by_hand() -> None:
+    void = CAMVID_IGNORE
+    preds = [np.zeros((10, 20), np.uint8) for _ in range(3)]
+    preds[1][0:2, 0:5] = 3  # 10 pixels change into frame 1 and back out of it
+    truths = [np.zeros((10, 20), np.uint8) for _ in range(3)]
+    truths[1][0:2, 0:2] = 3  # 4 of those 10 change in the truth too
+    truths[1][5, 0:8] = 4  # 8 more change in the truth only
+    truths[2][9] = void  # the last row of the 2nd pair does not count
+    meter = FlickerMeter(11)
+    for p, t in zip(preds, truths):
+        meter.add(p, t)
+    counted = 200 + 180
+    got = meter.result()
+    assert got.pred == pytest.approx(100 * 20 / counted)
+    assert got.truth == pytest.approx(100 * 24 / counted)
+    assert got.excess == pytest.approx(100 * 12 / counted)
+    # without truth: every pixel of both pairs counts
+    unlabelled = FlickerMeter(11)
+    for p in preds:
+        unlabelled.add(p)
+    got = unlabelled.result()
+    assert got.pred == pytest.approx(100 * 20 / 400)
+    assert np.isnan(got.truth) and np.isnan(got.excess)
+    # one frame has no pair to count; a reused buffer is not mistaken for an unchanged frame
+    single = FlickerMeter(11)
+    buffer = np.zeros((4, 4), np.uint8)
+    single.add(buffer)
+    assert np.isnan(single.result().pred)
+    buffer[:] = 2
+    single.add(buffer)
+    assert single.result().pred == 100.0
+    with pytest.raises(ValueError):
+        single.add(buffer, truths[0][:4, :4])  # truth for some frames only
 
 
 def test_accuracy_report_fields(tiny_bundle: Path, camvid: Path, tmp_path: Path) -> None:
@@ -67,4 +126,5 @@ def test_accuracy_report_fields(tiny_bundle: Path, camvid: Path, tmp_path: Path)
     report = accuracy_report(Segmenter(tiny_bundle), root)
     assert report["miou"] == 100.0 and report["split"] == f"CamVid val ({FRAMES} frames in order)"
     assert 0 <= report["miou_reset_every_frame"] <= 100
+    assert report["flicker"] == report["truth_flicker"] > 0 and report["excess_flicker"] == 0
     assert set(report["iou"]) >= {"sky", "road", "bicyclist"}
