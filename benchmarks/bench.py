@@ -38,7 +38,7 @@ import numpy as np
 import onnxruntime as ort
 
 from vidseg.benchmarks.accuracy import accuracy_report
-from vidseg.engine.bundle import default_bundle_path, load_bundle
+from vidseg.engine.bundle import ENCODE, default_bundle_path, load_bundle
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.pipeline import segment_video
@@ -89,23 +89,31 @@ def _loop(n: int, fn: Callable[[int], object]) -> list[float]:
 
 def _bare_runner(bundle: Path, frames: list[np.ndarray],
                  threads: int | None) -> Callable[[int], None]:  # fmt: skip
-    """The same graph through a bare InferenceSession, state carried by hand."""
+    """The same graph through a bare InferenceSession, state carried by hand (a split bundle:
+    its encode graph, then its step graph on the features)."""
     manifest = load_bundle(bundle).manifest
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(bundle / manifest.graphs["step"]), opts,
-                                providers=["CPUExecutionProvider"])  # fmt: skip
+
+    def session(role: str) -> ort.InferenceSession:
+        return ort.InferenceSession(str(bundle / manifest.graphs[role]), opts,
+                                    providers=["CPUExecutionProvider"])  # fmt: skip
+
+    sess = session("step")
+    encode = session(ENCODE) if ENCODE in manifest.graphs else None
     names = [o.name for o in sess.get_outputs()]
     state = {s.input: np.zeros((1, *s.shape), s.dtype) for s in manifest.state}
     batches = [f[None] for f in frames]
 
     def one(i: int) -> None:
         nonlocal state
-        out = dict(zip(names, sess.run(names, {manifest.input.name: batches[i % len(batches)],
-                                               **state})))  # fmt: skip
+        feeds = {manifest.input.name: batches[i % len(batches)]}
+        if encode is not None:
+            feeds = dict(zip([f.name for f in manifest.features], encode.run(None, feeds)))
+        out = dict(zip(names, sess.run(names, {**feeds, **state})))
         state = {s.input: out[s.output] for s in manifest.state}
 
     return one
@@ -183,10 +191,11 @@ def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
 def bench_stages(bundle: Path, clip: Path, out: Path, max_frames: int,
                  threads: int | None) -> dict[str, float]:  # fmt: skip
     """Each stage of the video job alone, split as ``engine.pipeline`` splits it, on the same
-    frames, in frames per second: decode (+ resize to the model input); segment
-    (``Segmenter.step``); render (labels back to the frame's size, blend) + encode. The slowest
-    of them is the ceiling the pipeline can reach."""
+    frames, in frames per second: decode + ``Segmenter.prepare`` (resize to the model input,
+    and a split bundle's encode graph); segment (``Segmenter.step``); render (labels back to the
+    frame's size, blend) + encode. The slowest of them is the ceiling the pipeline can reach."""
     seg, render, sink = _overlay_job(bundle, clip, out, threads)
+    seg.prepare(np.zeros((*seg.input_size, 3), np.uint8))  # first runs allocate: not a stage cost
     t0 = time.perf_counter()
     decoded = [(f, seg.prepare(f.image)) for f in read_frames(clip, max_frames=max_frames)]
     decode_s = time.perf_counter() - t0
@@ -423,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         if "accuracy" in c:
             a = c["accuracy"]
             print(f"  {c['model']:28s} {a['split']}: mIoU {a['miou']:.2f} (reset every frame "
-                  f"{a['miou_reset_every_frame']:.2f}), pixel acc {a['pixel_acc']:.2f}")
+                  f"{a['miou_reset_every_frame']:.2f}), pixel acc {a['pixel_acc']:.2f}, "
+                  f"flicker {a['flicker']:.2f}% (excess {a['excess_flicker']:.2f}, truth "
+                  f"{a['truth_flicker']:.2f}, reset every frame {a['flicker_reset_every_frame']:.2f})")
     if "pipeline_fps" in report:
         print(f"  naive loop {report['naive_fps']:.1f} fps, pipeline {report['pipeline_fps']:.1f}"
               f" fps ({report['pipeline_vs_naive']:.2f}x)")

@@ -10,10 +10,10 @@ from vidseg.engine.errors import (
     VideoIOError,
     VidsegError,
 )
-from vidseg.engine.segmenter import FrameTimings, Result, Segmenter
+from vidseg.engine.segmenter import FrameTimings, PreparedFrame, Result, Segmenter
 
 __all__ = [
-    "BackendError", "Bundle", "BundleError", "FrameError", "FrameTimings", "Manifest", "Result",
+    "BackendError", "Bundle", "BundleError", "FrameError", "FrameTimings", "Manifest", "PreparedFrame", "Result",
     "Segmenter", "StateSpecError", "TruncatedVideoError", "VideoIOError", "VidsegError",
     "default_bundle_path", "load_bundle",
 ]  # fmt: skip

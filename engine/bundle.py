@@ -28,6 +28,8 @@ GRAPH_ROLES = {  # which graphs each family must ship
     "netwarp": ("step",),
     "keyframe": ("key", "current"),
 }
+ENCODE = "encode"  # optional graph role: frame -> features, stateless (see FeatureSpec)
+SPLIT_FAMILIES = ("perframe", "recurrent")  # families whose step may be split by an encode graph
 DTYPES = ("float32", "float16", "uint8", "int64")
 DEFAULT_BUNDLE = "recurrent-lite0-gru-camvid.vidseg"
 AUX_PROVIDERS = ("dis_flow",)  # engine-computed inputs (engine.flow)
@@ -72,6 +74,18 @@ class AuxSpec:
     dtype: str = "float32"
 
 
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A tensor the optional ``encode`` graph computes from the frame alone and ``step`` reads
+    in place of the frame. Splitting a model this way lets the engine run its stateless part
+    (the encoder, most of the cost) ahead, in another thread, while ``step`` carries the state.
+    ``shape`` excludes the batch axis."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
 LABEL_STRIDES = (1, 2, 4, 8)
 
 
@@ -102,6 +116,7 @@ class Manifest:
     state: tuple[StateSpec, ...] = ()
     cache: tuple[StateSpec, ...] = ()
     aux_inputs: tuple[AuxSpec, ...] = ()
+    features: tuple[FeatureSpec, ...] = ()  # encode -> step, when graphs has "encode"
     schedule: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -188,6 +203,16 @@ class Manifest:
         aux = v.aux(obj)
         if family == "netwarp" and not aux:
             v.fail("aux_inputs", "is required for family 'netwarp' (the flow input)")
+        features = v.features(obj)
+        if (ENCODE in graphs) != bool(features):
+            v.fail("features", f"and graphs.{ENCODE} come together: the encode graph computes "
+                   "the features the step graph reads")  # fmt: skip
+        if ENCODE in graphs:
+            if family not in SPLIT_FAMILIES:
+                v.fail(f"graphs.{ENCODE}", f"is for families {', '.join(SPLIT_FAMILIES)}, "
+                       f"not {family!r}")  # fmt: skip
+            if not isinstance(graphs[ENCODE], str):
+                v.fail(f"graphs.{ENCODE}", "must be a .onnx file name")
         return cls(
             name=v.get(obj, "name", str),
             family=family,
@@ -200,6 +225,7 @@ class Manifest:
             state=state,
             cache=cache,
             aux_inputs=aux,
+            features=features,
             schedule=dict(v.get(obj, "schedule", dict, default={})),
             train=dict(v.get(obj, "train", dict, default={})),
             schema_version=version,
@@ -266,6 +292,18 @@ class _Validator:
                 shape=shape,
                 dtype=self.choice(t, "dtype", DTYPES, where),
             ))  # fmt: skip
+        return tuple(specs)
+
+    def features(self, obj: dict) -> tuple[FeatureSpec, ...]:
+        specs = []
+        for i, raw in enumerate(self.get(obj, "features", list, default=[])):
+            where = f"features[{i}]."
+            t = self.mapping(raw, where[:-1])
+            specs.append(FeatureSpec(name=self.get(t, "name", str, where),
+                                     shape=self.shape(t, where),
+                                     dtype=self.choice(t, "dtype", DTYPES, where)))  # fmt: skip
+        if len({f.name for f in specs}) != len(specs):
+            self.fail("features", "names must be unique")
         return tuple(specs)
 
     def tensors(self, obj: dict, key: str) -> tuple[StateSpec, ...]:

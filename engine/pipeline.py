@@ -3,8 +3,9 @@
 The model runs on the calling thread (a stateful model needs no locks, as in supervision's
 ``process_video``); decoding and encoding run in worker threads joined by bounded queues, so a
 slow stage applies back-pressure instead of filling memory. The model thread does nothing but
-run the model: the decode thread also resizes each frame to the model's input size
-(``Segmenter.prepare``), and the encode thread brings the labels back to the frame's size
+run the model: the decode thread also does the stateless part of each step
+(``Segmenter.prepare``: the resize to the model's input and, for a bundle split into
+``encode`` + ``step`` graphs, the encoder), and the encode thread brings the labels back to the frame's size
 (``Result.at_size``) before rendering. A worker's error travels through
 its queue and is re-raised in the caller, after every item produced before it: a truncated
 source still delivers (and writes) all frames that decoded.
@@ -23,7 +24,7 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 import numpy as np
 
 from vidseg.engine.errors import TruncatedVideoError
-from vidseg.engine.segmenter import Result, Segmenter
+from vidseg.engine.segmenter import PreparedFrame, Result, Segmenter
 from vidseg.engine.video import Frame
 
 logger = logging.getLogger(__name__)
@@ -165,9 +166,9 @@ class RunStats:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def _with_input(frames: Iterable[Frame],
-                prepare: Callable[[np.ndarray], np.ndarray]) -> Iterator[tuple[Frame, np.ndarray]]:  # fmt: skip
-    """(frame, model input) pairs; closing this closes ``frames`` (a decoder's container)."""
+def _with_input(frames: Iterable[Frame], prepare: Callable[[np.ndarray], PreparedFrame]
+                ) -> Iterator[tuple[Frame, PreparedFrame]]:  # fmt: skip
+    """(frame, prepared model input) pairs; closing this closes ``frames`` (a decoder's container)."""
     try:
         for frame in frames:
             yield frame, prepare(frame.image)

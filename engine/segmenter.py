@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from vidseg.engine.backends import BackendOptions, create_backend
-from vidseg.engine.bundle import GRAPH_ROLES, Bundle, default_bundle_path, load_bundle
+from vidseg.engine.bundle import ENCODE, GRAPH_ROLES, Bundle, default_bundle_path, load_bundle
 from vidseg.engine.errors import BundleError, FrameError
 from vidseg.engine.flow import AUX_PROVIDERS
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
@@ -64,6 +64,16 @@ class Result:
             return self
         labels, scores = fit_outputs(self.labels, self.scores, height, width)
         return replace(self, labels=labels, scores=scores)
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A frame made ready for ``Segmenter.step`` by ``Segmenter.prepare``, possibly in another
+    thread: resized to the model input and, for a split bundle, already through its stateless
+    ``encode`` graph (``features``; None otherwise)."""
+
+    image: np.ndarray  # (h, w, 3) uint8 at the model's input size
+    features: dict[str, Any] | None = None
 
 
 def fit_outputs(labels: np.ndarray, scores: np.ndarray | None, height: int,
@@ -111,11 +121,14 @@ class LoadedModel:
             default_bundle_path() if bundle is None else bundle)  # fmt: skip
         manifest = self.manifest = self.bundle.manifest
         options = BackendOptions(device, threads)
+        # the optional encode graph last: the state lives with the graphs that carry it
+        roles = GRAPH_ROLES[manifest.family] + ((ENCODE,) if ENCODE in manifest.graphs else ())
         self.backends = {
             role: create_backend(backend, str(self.bundle.graph_path(role)), options)
-            for role in GRAPH_ROLES[manifest.family]
+            for role in roles
         }
         self.keyframe = "key" in self.backends
+        self.split = ENCODE in self.backends  # step reads features, not the frame
         self._check_io()
         self.input_size = (manifest.input.height, manifest.input.width)
         self.labels_name = manifest.labels_output
@@ -144,13 +157,21 @@ class LoadedModel:
             graph = self._graph(role)
             inputs = {t.name: t for t in backend.inputs}
             frame = inputs.get(spec.name)
-            if frame is None or frame.dtype != "uint8" or frame.shape[1:] != (
+            if self.split and role != ENCODE:  # reads the encode graph's features instead
+                self._check_features(graph, inputs, "input")
+            elif frame is None or frame.dtype != "uint8" or frame.shape[1:] != (
                     spec.height, spec.width, 3):  # fmt: skip
                 raise BundleError(
                     f"{graph}: expected frame input {spec.name!r} uint8 [batch, {spec.height}, "
                     f"{spec.width}, 3], the graph has "
                     f"{[(t.name, t.dtype, list(t.shape)) for t in backend.inputs]}"
                 )
+            if role == ENCODE:
+                self._check_features(graph, {t.name: t for t in backend.outputs}, "output")
+                if set(inputs) != {spec.name}:
+                    raise BundleError(f"{graph}: the encode graph must read the frame alone, "
+                                      f"it reads {sorted(inputs)}")  # fmt: skip
+                continue
             labels = next((t for t in backend.outputs if t.name == m.labels_output), None)
             if labels is None:
                 raise BundleError(f"{graph}: no output named {m.labels_output!r}")
@@ -168,15 +189,25 @@ class LoadedModel:
             check_state_specs(m.cache, self.backends["current"], self.backends["key"],
                               self._graph("current"), self._graph("key"))  # fmt: skip
         for role, backend in self.backends.items():
-            if m.state and (not self.keyframe or any(
+            if role != ENCODE and m.state and (not self.keyframe or any(
                     s.input in {t.name for t in backend.inputs} for s in m.state)):  # fmt: skip
                 check_state_specs(m.state, backend, backend, self._graph(role))
         known = {spec.name} | {s.input for s in m.state + m.cache} | {a.name for a in m.aux_inputs}
+        known |= {f.name for f in m.features}
         for role, backend in self.backends.items():
             extra = {t.name for t in backend.inputs} - known
             if extra:
                 raise BundleError(f"{self._graph(role)}: graph inputs {sorted(extra)} are not "
                                   "in the manifest")  # fmt: skip
+
+    def _check_features(self, graph: str, tensors: Mapping[str, Any], kind: str) -> None:
+        """Every manifest feature is a graph ``kind`` (input/output) of its declared shape."""
+        for f in self.manifest.features:
+            info = tensors.get(f.name)
+            if info is None or tuple(info.shape[1:]) != f.shape or info.dtype != f.dtype:
+                got = None if info is None else (info.dtype, list(info.shape))
+                raise BundleError(f"{graph}: feature {f.name!r} should be a graph {kind} "
+                                  f"{f.dtype} [batch, {list(f.shape)}], got {got}")  # fmt: skip
 
     def new_state(self, batch: int = 1) -> StreamState:
         """Zeroed recurrent state (``manifest.state``) for ``batch`` streams."""
@@ -192,7 +223,7 @@ class LoadedModel:
 
     @property
     def _any_role(self) -> str:
-        return next(iter(self.backends))
+        return next(iter(self.backends))  # never the encode graph: it comes last
 
     def to_input(self, frame: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (h, w, 3) at the model's input size (bilinear), contiguous."""
@@ -201,17 +232,30 @@ class LoadedModel:
             frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(frame)
 
+    def encode(self, batch: np.ndarray) -> dict[str, Any]:
+        """The stateless features of (N, h, w, 3) frames, by the ``encode`` graph of a split
+        bundle; safe to call from another thread than ``run`` (it touches no state). The values
+        stay where the backend ran them (device memory on a GPU)."""
+        return self.backends[ENCODE].run({self.manifest.input.name: batch}, host_outputs=())
+
     def run(self, role: str, batch: np.ndarray, state: StreamState, cache: StreamState,
-            aux: Mapping[str, np.ndarray] | None = None,
-            rows: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+            aux: Mapping[str, np.ndarray] | None = None, rows: Sequence[int] | None = None,
+            features: Mapping[str, Any] | None = None,
+            ) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
         """Run graph ``role`` on (N, h, w, 3) frames: (N, h, w) labels, and (N, h, w) uint8
         confidence when the graph outputs ``scores`` (else None).
 
         ``state`` and ``cache`` are read where the graph has their inputs and advanced where it
         has their outputs. ``rows``: the state rows the N frames belong to (all when None).
+        A split bundle's step reads ``features`` (``encode`` of the same frames), computed here
+        when not given.
         """
         reads_state, reads_cache, writes_state, writes_cache = self._role_io[role]
-        feeds = {self.manifest.input.name: batch, **(aux or {})}
+        if self.split:
+            feeds = dict(features if features is not None else self.encode(batch))
+            feeds.update(aux or {})
+        else:
+            feeds = {self.manifest.input.name: batch, **(aux or {})}
         if reads_state:
             feeds.update(state.feeds(rows))
         if reads_cache:
@@ -269,38 +313,46 @@ class Segmenter:
         if self.scheduler is not None:
             self.scheduler.reset()
 
-    def prepare(self, frame: np.ndarray) -> np.ndarray:
-        """``frame`` checked and resized to the model's input size, as ``step`` would do it.
+    def prepare(self, frame: np.ndarray) -> PreparedFrame:
+        """The stateless part of ``step``: ``frame`` checked and resized to the model's input
+        size and, for a bundle with an ``encode`` graph, encoded.
 
-        Thread-safe (it touches no stream state): a pipeline calls it in its decode thread and
-        passes the result to ``step``, which then skips the resize and returns labels at the
-        input size (``Result.at_size`` brings them back to the frame's size).
+        Thread-safe (it touches no stream state): a pipeline calls it in its decode thread, so
+        the encoder of frame t+1 runs while the model thread carries the state through frame
+        t. ``step`` on the result returns labels at the input size (``Result.at_size`` brings
+        them back to the frame's size).
 
         Raises:
             FrameError: ``frame`` is not an (H, W, 3) uint8 array.
         """
-        return self.model.to_input(frame)
+        x = self.model.to_input(frame)
+        return PreparedFrame(x, self.model.encode(x[None]) if self.model.split else None)
 
-    def step(self, frame: np.ndarray, timestamp: float | None = None) -> Result:
+    def step(self, frame: np.ndarray | PreparedFrame, timestamp: float | None = None) -> Result:
         """Segment one frame and carry the state to the next.
 
         Args:
             frame: (H, W, 3) uint8 RGB, any size (resized to the model input internally; the
-                result comes back at the frame's size).
+                result comes back at the frame's size), or ``prepare``'s result (the result
+                comes back at the model's input size).
             timestamp: seconds, passed through to the result.
         Raises:
             FrameError: ``frame`` is not an (H, W, 3) uint8 array.
         """
         t0 = time.perf_counter_ns()
-        x = self.model.to_input(frame)
+        prepared = frame if isinstance(frame, PreparedFrame) else None
+        x = prepared.image if prepared is not None else self.model.to_input(frame)
+        features = prepared.features if prepared is not None else None
         aux = {name: provider(x) for name, provider in self.aux}
         key = self.scheduler.is_key(x) if self.scheduler is not None else True
         role = "step" if self.scheduler is None else ("key" if key else "current")
         t1 = time.perf_counter_ns()
-        labels, scores = self.model.run(role, x[None], self.state, self.cache, aux)
+        labels, scores = self.model.run(role, x[None], self.state, self.cache, aux,
+                                        features=features)  # fmt: skip
         t2 = time.perf_counter_ns()
+        height, width = x.shape[:2] if prepared is not None else frame.shape[:2]
         labels, scores = fit_outputs(labels[0], None if scores is None else scores[0],
-                                     *frame.shape[:2])  # fmt: skip
+                                     height, width)  # fmt: skip
         t3 = time.perf_counter_ns()
         timings = FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
         if self.scheduler is not None:

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidseg.engine.bundle import default_bundle_path
+from vidseg.engine.bundle import ENCODE, SPLIT_FAMILIES, default_bundle_path
 from vidseg.engine.errors import BundleError, VidsegError, run_for_cli
 from vidseg.engine.video import read_frames
 from vidseg.export.keyframe import export_keyframe_bundle
 from vidseg.export.netwarp import export_netwarp_bundle
-from vidseg.export.onnx import ClassInfo, build_manifest, write_bundle
+from vidseg.export.onnx import ClassInfo, build_manifest, feature_specs, splittable, write_bundle
 from vidseg.export.parity import check_parity, require_parity
 from vidseg.models.data import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
 from vidseg.models.registry import create_model
@@ -81,7 +81,11 @@ def export(args: argparse.Namespace) -> str:
         model, info = load_untrained(args.checkpoint.removeprefix(UNTRAINED))
     else:
         model, info = load_checkpoint(Path(args.checkpoint))
-    manifest = build_manifest(model.cfg, CAMVID, info, args.scores, args.label_stride)
+    if args.split and (model.cfg.family not in SPLIT_FAMILIES or not splittable(model)):
+        raise VidsegError(f"--split: {model.cfg.name} has no stateless encoder part to split off "
+                          f"(supported: the {' and '.join(SPLIT_FAMILIES)} Lite0 models)")  # fmt: skip
+    features = feature_specs(model) if args.split else ()
+    manifest = build_manifest(model.cfg, CAMVID, info, args.scores, args.label_stride, features)
     video = Path(args.parity_video) if args.parity_video else (
         default_bundle_path().parent / SAMPLE_CLIP)  # fmt: skip
     frames = parity_frames(video, model.cfg.input_size, args.parity_frames)
@@ -95,7 +99,9 @@ def export(args: argparse.Namespace) -> str:
     summary: list[str] = []
 
     def check(graph: Path) -> None:
-        report = check_parity(model, graph, frames, resets=resets, label_stride=args.label_stride)
+        encode = graph.parent / manifest.graphs[ENCODE] if ENCODE in manifest.graphs else None
+        report = check_parity(model, graph, frames, resets=resets, label_stride=args.label_stride,
+                              encode_path=encode)  # fmt: skip
         summary.append(report.summary())
         require_parity(report)
 
@@ -119,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels (and scores) at the input size / N: 4 skips the full-size "
                    "upsampling and arg-max (~9%% faster on the default model, same val mIoU, "
                    "blockier edges); the engine still returns frame-size labels")  # fmt: skip
+    p.add_argument("--split", action="store_true",
+                   help="two graphs: a stateless encode graph (frame -> features) and the step "
+                   "graph (features + state -> labels); vidseg-run's pipeline then runs the "
+                   "encoder in its decode thread, a frame ahead of the state")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg.engine.bundle import (
+    ENCODE,
     SCHEMA_VERSION,
+    FeatureSpec,
     InputSpec,
     Manifest,
     OutputSpec,
@@ -41,6 +43,7 @@ FRAME = "frame"
 LABELS = "labels"
 LOGITS = "logits"
 SCORES = "scores"
+FEATURE = "feat{}"  # names of a split bundle's encode -> step tensors, in model order
 
 
 class OutputHeads(nn.Module):
@@ -78,6 +81,77 @@ class FrameGraph(OutputHeads):
         logits, *new_state = self.model(normalize(frame), *inputs)
         labels, logits = self.labels(logits)
         return (labels, *new_state, *self.extras(logits))
+
+
+class EncodeGraph(nn.Module):
+    """A split bundle's ``encode`` graph: frame (N, H, W, 3) uint8 -> the model's stateless
+    ``features`` (float32), named ``feat0``, ``feat1``, ..."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.features(normalize(frame)))
+
+
+class HeadGraph(OutputHeads):
+    """A split bundle's ``step`` graph: (*features, *state) -> (labels, *state[, scores]
+    [, logits]), the model's ``head`` under the same output heads as ``FrameGraph``."""
+
+    def __init__(self, model: nn.Module, num_features: int, **heads: Any) -> None:
+        super().__init__(model, **heads)
+        self.num_features = num_features
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, *new_state = self.model.head(*inputs)
+        labels, logits = self.labels(logits)
+        return (labels, *new_state, *self.extras(logits))
+
+
+def splittable(model: nn.Module) -> bool:
+    """Whether ``model`` has a stateless ``features`` part and a ``head`` to split it into."""
+    return callable(getattr(model, "features", None)) and callable(getattr(model, "head", None))
+
+
+@torch.no_grad()
+def feature_specs(model: nn.Module) -> tuple[FeatureSpec, ...]:
+    """Names and shapes (batch excluded) of ``model.features`` at its input size."""
+    height, width = model.cfg.input_size
+    feats = model.eval().features(torch.zeros(1, 3, height, width))
+    return tuple(FeatureSpec(FEATURE.format(i), tuple(f.shape[1:])) for i, f in enumerate(feats))
+
+
+def export_split_graphs(model: nn.Module, encode_path: Path, step_path: Path,
+                        with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
+    """Write ``model`` as an ``encode`` graph (frame -> features, stateless) and a ``step`` graph
+    (features + state -> labels + state), composing to what ``export_graph`` writes as one."""
+    cfg: ModelCfg = model.cfg
+    height, width = cfg.input_size
+    specs = feature_specs(model)
+    names = [f.name for f in specs]
+    state_in, state_out = state_names(cfg)
+    frame = torch.zeros(1, height, width, 3, dtype=torch.uint8)
+    feats = tuple(torch.zeros(1, *f.shape) for f in specs)
+    state = tuple(model.initial_state(1, height, width)) if cfg.state else ()
+    outputs = [LABELS, *state_out] + [SCORES] * with_scores
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(EncodeGraph(model).eval(), (frame,), str(encode_path),
+                          input_names=[FRAME], output_names=names,
+                          dynamic_axes={n: {0: "batch"} for n in [FRAME, *names]},
+                          opset_version=OPSET, dynamo=False)  # fmt: skip
+        head = HeadGraph(model, len(specs), with_scores=with_scores, label_stride=label_stride)
+        torch.onnx.export(head.eval(), (*feats, *state), str(step_path),
+                          input_names=[*names, *state_in], output_names=outputs,
+                          dynamic_axes={n: {0: "batch"} for n in [*names, *state_in, *outputs]},
+                          opset_version=OPSET, dynamo=False)  # fmt: skip
+    _declare_output_shapes(encode_path, {f.name: f.shape for f in specs})
+    out_size = labels_size(cfg, label_stride)
+    _declare_output_shapes(step_path, {LABELS: out_size, SCORES: out_size} | {
+        name: (s.channels, height // s.stride, width // s.stride)
+        for name, s in zip(state_out, cfg.state)
+    })  # fmt: skip
 
 
 def labels_size(cfg: ModelCfg, label_stride: int) -> tuple[int, int]:
@@ -178,10 +252,11 @@ class ClassInfo:
 
 
 def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any],
-                   scores: bool = False, label_stride: int = 1) -> Manifest:  # fmt: skip
-    """The manifest for a single-graph (``step``) bundle of ``cfg`` (``scores``: the graph also
-    outputs per-pixel confidence; ``label_stride``: labels and scores at the input size over
-    it)."""
+                   scores: bool = False, label_stride: int = 1,
+                   features: tuple[FeatureSpec, ...] = ()) -> Manifest:  # fmt: skip
+    """The manifest for a ``step`` bundle of ``cfg`` (``scores``: the graph also outputs
+    per-pixel confidence; ``label_stride``: labels and scores at the input size over it;
+    ``features``: split into ``encode`` + ``step`` graphs passing these tensors)."""
     height, width = cfg.input_size
     state_in, state_out = state_names(cfg)
     return Manifest(
@@ -191,13 +266,14 @@ def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any],
         palette=classes.palette,
         ignore_index=classes.ignore_index,
         input=InputSpec(name=FRAME, height=height, width=width),
-        graphs={"step": "step.onnx"},
+        graphs={"step": "step.onnx"} | ({ENCODE: "encode.onnx"} if features else {}),
         outputs=(OutputSpec(LABELS, "labels", "uint8", label_stride),) + (
             (OutputSpec(SCORES, "scores", "uint8", label_stride),) if scores else ()),  # fmt: skip
         state=tuple(
             StateSpec(i, o, (s.channels, height // s.stride, width // s.stride))
             for i, o, s in zip(state_in, state_out, cfg.state)
         ),
+        features=tuple(features),
         train={**train, "commit": _git_commit(), "pretrained": cfg.pretrained},
         schema_version=SCHEMA_VERSION,
     )
@@ -240,8 +316,13 @@ def write_bundle(
     with staged_dir(out) as tmp:
         aux = {a.name: a.shape for a in manifest.aux_inputs}
         with_scores = any(o.role == "scores" for o in manifest.outputs)
-        export_graph(model, tmp / manifest.graphs["step"], aux=aux, with_scores=with_scores,
-                     label_stride=label_stride(manifest))  # fmt: skip
+        if ENCODE in manifest.graphs:
+            export_split_graphs(model, tmp / manifest.graphs[ENCODE],
+                                tmp / manifest.graphs["step"], with_scores=with_scores,
+                                label_stride=label_stride(manifest))  # fmt: skip
+        else:
+            export_graph(model, tmp / manifest.graphs["step"], aux=aux, with_scores=with_scores,
+                         label_stride=label_stride(manifest))  # fmt: skip
         (tmp / "manifest.json").write_text(manifest.to_json())
         if check is not None:
             check(tmp / manifest.graphs["step"])

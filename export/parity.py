@@ -65,6 +65,7 @@ def check_parity(
     resets: Sequence[int] = (),
     aux: Sequence[Mapping[str, np.ndarray]] = (),
     label_stride: int = 1,
+    encode_path: Path | None = None,
 ) -> ParityReport:
     """Compare ``graph_path`` (the shipped graph of ``model``) with ``model`` on ``frames``.
 
@@ -74,6 +75,8 @@ def check_parity(
         aux: per frame, the aux inputs (name -> (1, *shape) float32, e.g. netwarp's flow), fed
             identically to both sides; empty for families without aux inputs.
         label_stride: the shipped graph's labels stride (labels at the input size over it).
+        encode_path: a split bundle's encode graph; ``graph_path`` is then its step graph,
+            fed the encode graph's features instead of the frame.
 
     Raises:
         ValueError: ``aux`` is given but not one mapping per frame.
@@ -90,6 +93,7 @@ def check_parity(
         export_graph(model, twin_path, with_logits=True, aux=aux_shapes,
                      label_stride=label_stride)  # fmt: skip
         shipped, twin = cpu_session(graph_path), cpu_session(twin_path)
+        encoder = cpu_session(encode_path) if encode_path is not None else None
         zeros = [t.numpy() for t in model.initial_state(1, height, width)] if state_in else []
         torch_state = [torch.from_numpy(z) for z in zeros]
         ort_state, twin_state = list(zeros), list(zeros)
@@ -104,7 +108,10 @@ def check_parity(
                 torch.from_numpy(x), *(torch.from_numpy(a) for a in extra.values()), *torch_state
             )
             feeds = {FRAME: x, **extra}
-            labels_o, *ort_state = shipped.run(None, {**feeds, **dict(zip(state_in, ort_state))})
+            shipped_feeds = feeds if encoder is None else dict(zip(
+                [o.name for o in encoder.get_outputs()], encoder.run(None, feeds)))  # fmt: skip
+            labels_o, *ort_state = shipped.run(None, {**shipped_feeds,
+                                                      **dict(zip(state_in, ort_state))})  # fmt: skip
             twin_out = twin.run(None, {**feeds, **dict(zip(state_in, twin_state))})
             twin_state, logits_o = twin_out[1:-1], twin_out[-1]  # the twin carries its own state
             agreement = min(agreement, float((labels_o == labels_t.numpy()).mean()))

@@ -103,30 +103,50 @@ class Lite0UNet(nn.Module):
             for s in self.cfg.state
         ]
 
-    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        clip = x.ndim == 5
-        n, t = (x.shape[0], x.shape[1]) if clip else (x.shape[0], 1)
-        frames = x.flatten(0, 1) if clip else x
-        f4, *deep = self.encoder(frames)  # stateless parts run on all frames at once
-        projected = [p(f) for p, f in zip(self.project, deep)]
+    def features(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """The stateless part: (N, 3, H, W) -> [stride-4 skip, projected stride 8/16/32 maps].
+
+        Exported on its own as a split bundle's ``encode`` graph (most of the cost), which the
+        engine may run a frame ahead in another thread.
+        """
+        f4, *deep = self.encoder(frames)
+        return [f4, *(p(f) for p, f in zip(self.project, deep))]
+
+    def head(self, f4: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The rest, for single frames: ``features`` output and the state -> (logits, *state).
+
+        ``rest``: the three projected maps, then the state tensors (zeros when omitted).
+        """
+        projected, state = rest[:3], rest[3:]
         if self.temporal:
-            hs = list(state) if state else self.initial_state(n, *frames.shape[-2:])
+            height, width = 4 * f4.shape[-2], 4 * f4.shape[-1]
+            hs = list(state) if state else self.initial_state(f4.shape[0], height, width)
+            hs = [cell(p, h) for cell, p, h in zip(self.cells, projected, hs)]
+            return (self.decode(hs, f4), *hs)
+        return (self.decode([cell(p) for cell, p in zip(self.cells, projected)], f4),)
+
+    def decode(self, skips: list[torch.Tensor], f4: torch.Tensor) -> torch.Tensor:
+        """Cell outputs at strides 8/16/32 and the stride-4 skip -> logits at stride 4."""
+        s8, s16, s32 = skips
+        return self.classifier(self.up4(self.up8(self.up16(s32, s16), s8), f4))
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if x.ndim == 4:  # one frame per row: exactly the split graphs' composition
+            return self.head(*self.features(x), *state)
+        n, t = x.shape[:2]
+        f4, *projected = self.features(x.flatten(0, 1))  # stateless parts on all frames at once
+        if self.temporal:
+            hs = list(state) if state else self.initial_state(n, *x.shape[-2:])
             outs: list[list[torch.Tensor]] = [[] for _ in hs]
             for step in range(t):
                 for i, (cell, p) in enumerate(zip(self.cells, projected)):
-                    p_t = p.unflatten(0, (n, t))[:, step] if clip else p
-                    hs[i] = cell(p_t, hs[i])
+                    hs[i] = cell(p.unflatten(0, (n, t))[:, step], hs[i])
                     outs[i].append(hs[i])
-            skips = [torch.stack(o, dim=1).flatten(0, 1) if clip else o[0] for o in outs]
+            skips = [torch.stack(o, dim=1).flatten(0, 1) for o in outs]
         else:
             hs = []
             skips = [cell(p) for cell, p in zip(self.cells, projected)]
-        s8, s16, s32 = skips
-        d = self.up4(self.up8(self.up16(s32, s16), s8), f4)
-        logits = self.classifier(d)
-        if clip:
-            logits = logits.unflatten(0, (n, t))
-        return (logits, *hs)
+        return (self.decode(skips, f4).unflatten(0, (n, t)), *hs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,12 +46,15 @@ def make_tiny_model(name: str = "recurrent-lite0-gru", seed: int = 0):
     return model.eval()
 
 
-def export_tiny_bundle(out: Path, name: str = "recurrent-lite0-gru") -> Path:
+def export_tiny_bundle(out: Path, name: str = "recurrent-lite0-gru", split: bool = False) -> Path:
+    """``split``: encode + step graphs instead of one step graph (same weights)."""
     from vidseg.export.cli import CAMVID as CAMVID_CLASSES
-    from vidseg.export.onnx import build_manifest, write_bundle
+    from vidseg.export.onnx import build_manifest, feature_specs, write_bundle
 
     model = make_tiny_model(name)
-    write_bundle(model, out, build_manifest(model.cfg, CAMVID_CLASSES, {"dataset": "none"}))
+    features = feature_specs(model) if split else ()
+    write_bundle(model, out, build_manifest(model.cfg, CAMVID_CLASSES, {"dataset": "none"},
+                                            features=features))  # fmt: skip
     return out
 
 
@@ -65,6 +68,12 @@ def tiny_model_factory():
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A recurrent bundle (untrained, 64x96 input) exported by the real export path."""
     return export_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny.vidseg")
+
+
+@pytest.fixture(scope="session")
+def tiny_split_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_bundle``'s model split into an encode graph and a step graph."""
+    return export_tiny_bundle(tmp_path_factory.mktemp("bundles") / "split.vidseg", split=True)
 
 
 @pytest.fixture(scope="session")

@@ -69,3 +69,13 @@ def test_bench_keyframe_interval_sweep(tiny_keyframe_bundle: Path, tmp_path: Pat
 def test_bench_bad_bundle(tmp_path: Path, capsys) -> None:
     assert bench.main(["--model", str(tmp_path / "nope"), "--skip-video"]) == 3
     assert "bundle not found" in capsys.readouterr().err
+
+
+def test_bench_split_bundle(tiny_split_bundle: Path, tmp_path: Path) -> None:
+    """A split bundle's bare run is its encode graph then its step graph, state carried."""
+    out = tmp_path / "split.json"
+    assert bench.main(["--model", str(tiny_split_bundle), "--frames", "6", "--warmup", "1",
+                       "--video-frames", "6", "--json", str(out)]) == 0  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["bare_run_ms"]["n"] == 6 and report["overhead_ratio"] > 0
+    assert report["pipeline"]["frames"] == 6 and report["stage_fps"]["decode"] > 0

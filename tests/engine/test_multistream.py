@@ -37,11 +37,15 @@ def drive(multi: MultiStreamSegmenter, singles: list[Segmenter], streams: list[l
             yield tick, i, got, want
 
 
-def test_batched_streams_match_independent_segmenters(tiny_bundle: Path, sample_clip) -> None:
+@pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_split_bundle"])
+def test_batched_streams_match_independent_segmenters(bundle: str, sample_clip,
+                                                      request: pytest.FixtureRequest) -> None:  # fmt: skip
+    """Also for a split bundle: the batch goes through its encode graph, then its step."""
+    bundle = request.getfixturevalue(bundle)
     clip = [f.image for f in read_frames(sample_clip, max_frames=24)]
     streams = [clip[0:8], clip[8:16][::-1], clip[16:21]]  # stream 2 ends after 5 frames
-    multi = MultiStreamSegmenter(tiny_bundle, streams=3)
-    singles = [Segmenter(tiny_bundle) for _ in streams]
+    multi = MultiStreamSegmenter(bundle, streams=3)
+    singles = [Segmenter(bundle) for _ in streams]
     for _, i, _, _ in drive(multi, singles, streams, resets={(1, 3)}):  # a cut on stream 1
         for name, value in singles[i].state.tensors.items():
             np.testing.assert_allclose(multi.state.tensors[name][i], value[0], atol=1e-4)

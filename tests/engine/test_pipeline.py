@@ -30,8 +30,11 @@ def frames(sample_clip: Path) -> list[Frame]:
     return list(read_frames(sample_clip, max_frames=N_FRAMES))
 
 
-def test_pipeline_matches_sequential_loop(tiny_bundle: Path, frames: list[Frame]) -> None:
-    seg = Segmenter(tiny_bundle)
+@pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_split_bundle"])
+def test_pipeline_matches_sequential_loop(bundle: str, frames: list[Frame],
+                                          request: pytest.FixtureRequest) -> None:  # fmt: skip
+    """Also for a split bundle, whose encoder runs in the decode thread."""
+    seg = Segmenter(request.getfixturevalue(bundle))
     expected = [r.labels for r in seg.stream(f.image for f in frames)]
     sink, seen, threads = ListSink(), [], set()
 
