@@ -415,12 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     if report.get("side_by_side"):
         print("  side by side (round-robin on the same frames):")
     for c in report.get("side_by_side", []):
-        print(f"  {c['model']:34s} step p50 {c['step_ms']['p50']:7.2f}  p90 "
+        print(f"  {Path(c['bundle']).name:34s} step p50 {c['step_ms']['p50']:7.2f}  p90 "
               f"{c['step_ms']['p90']:7.2f}  p99 {c['step_ms']['p99']:7.2f}")
     for c in [report, *report["comparisons"]]:
         for row in c.get("key_intervals", []):
             cur = row["current_ms"].get("p50", float("nan"))
-            print(f"  {c['model']:28s} key interval {row['interval']:2d}: mean "
+            print(f"  {Path(c['bundle']).name:28s} key interval {row['interval']:2d}: mean "
                   f"{row['mean_ms']:7.2f} ms  key p50 {row['key_ms']['p50']:7.2f}  "
                   f"current p50 {cur:7.2f}")
     for row in report.get("torch", []):
@@ -431,10 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     for c in [report, *report["comparisons"]]:
         if "accuracy" in c:
             a = c["accuracy"]
-            print(f"  {c['model']:28s} {a['split']}: mIoU {a['miou']:.2f} (reset every frame "
-                  f"{a['miou_reset_every_frame']:.2f}), pixel acc {a['pixel_acc']:.2f}, "
-                  f"flicker {a['flicker']:.2f}% (excess {a['excess_flicker']:.2f}, truth "
-                  f"{a['truth_flicker']:.2f}, reset every frame {a['flicker_reset_every_frame']:.2f})")
+            print(f"  {Path(c['bundle']).name:28s} {a['split']}: mIoU {a['miou']:.2f} (reset "
+                  f"every frame {a['miou_reset_every_frame']:.2f}), pixel acc "
+                  f"{a['pixel_acc']:.2f}, flicker {a['flicker']:.2f}% (excess "
+                  f"{a['excess_flicker']:.2f}, truth {a['truth_flicker']:.2f}, reset every "
+                  f"frame {a['flicker_reset_every_frame']:.2f})")
     if "pipeline_fps" in report:
         print(f"  naive loop {report['naive_fps']:.1f} fps, pipeline {report['pipeline_fps']:.1f}"
               f" fps ({report['pipeline_vs_naive']:.2f}x)")

@@ -5,10 +5,10 @@ The model runs on the calling thread (a stateful model needs no locks, as in sup
 slow stage applies back-pressure instead of filling memory. The model thread does nothing but
 run the model: the decode thread also does the stateless part of each step
 (``Segmenter.prepare``: the resize to the model's input and, for a bundle split into
-``encode`` + ``step`` graphs, the encoder), and the encode thread brings the labels back to the frame's size
-(``Result.at_size``) before rendering. A worker's error travels through
-its queue and is re-raised in the caller, after every item produced before it: a truncated
-source still delivers (and writes) all frames that decoded.
+``encode`` + ``step`` graphs, the encoder), and the encode thread brings the labels back to
+the frame's size (``Result.at_size``) before rendering. A worker's error travels through its
+queue and is re-raised in the caller, after every item produced before it: a truncated source
+still delivers (and writes) all frames that decoded.
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ class RunStats:
 
 def _with_input(frames: Iterable[Frame], prepare: Callable[[np.ndarray], PreparedFrame]
                 ) -> Iterator[tuple[Frame, PreparedFrame]]:  # fmt: skip
-    """(frame, prepared model input) pairs; closing this closes ``frames`` (a decoder's container)."""
+    """(frame, prepared model input) pairs; closing this closes ``frames`` (a decoder's
+    container)."""
     try:
         for frame in frames:
             yield frame, prepare(frame.image)
