@@ -26,12 +26,13 @@ def clip(sample_clip: Path) -> list[np.ndarray]:
     return [f.image for f in read_frames(sample_clip, max_frames=16)]
 
 
-@pytest.mark.parametrize("family", ["recurrent", "keyframe"])
+@pytest.mark.parametrize("family", ["recurrent", "keyframe", "split"])
 def test_io_binding_path_matches_numpy_path(family: str, request, clip, monkeypatch) -> None:
     """State (recurrent) and cache (keyframe) stay OrtValues from run to run, fed back without a
-    copy; labels match the numpy path exactly, through a reset."""
-    bundle = request.getfixturevalue("tiny_bundle" if family == "recurrent"
-                                     else "tiny_keyframe_bundle")  # fmt: skip
+    copy; labels match the numpy path exactly, through a reset. A split bundle's features also
+    stay OrtValues between its encode and step graphs."""
+    bundle = request.getfixturevalue({"recurrent": "tiny_bundle", "split": "tiny_split_bundle",
+                                      "keyframe": "tiny_keyframe_bundle"}[family])  # fmt: skip
     schedule = Schedule("fixed", 3) if family == "keyframe" else None
     plain = Segmenter(bundle, schedule=schedule)
     monkeypatch.setattr(segmenter_module, "BackendOptions",
@@ -45,6 +46,9 @@ def test_io_binding_path_matches_numpy_path(family: str, request, clip, monkeypa
             bound.reset()
         a, b = plain.step(frame), bound.step(frame)
         np.testing.assert_array_equal(a.labels, b.labels, err_msg=f"frame {i}")
+        if family == "split":  # the pipeline's way: features made ahead, kept as OrtValues
+            prepared = bound.prepare(frame)
+            assert all(isinstance(v, ort.OrtValue) for v in prepared.features.values())
         assert a.key_frame == b.key_frame
     held = bound.state.tensors or bound.cache.tensors
     assert all(isinstance(v, ort.OrtValue) for v in held.values())
