@@ -11,6 +11,7 @@ Measured in one process, one after another, on the same frames:
 * ``pipeline_fps`` -- the same work through ``engine.pipeline`` (decode and encode threads);
 * ``stage_fps`` -- decode, segment, and render+encode each alone on the same frames:
   ``pipeline_vs_slowest_stage`` is how close the pipeline comes to its ceiling;
+  ``clip_flicker`` -- % of pixels whose label changes between consecutive frames of the clip;
 * ``accuracy`` (``--accuracy CAMVID``) -- CamVid val mIoU through the engine, state carried
   and reset every frame (:mod:`vidseg.benchmarks.accuracy`);
 * ``torch`` (``--torch``/``--torch-models``) -- the same architectures in torch eager on
@@ -37,7 +38,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from vidseg.benchmarks.accuracy import accuracy_report
+from vidseg.benchmarks.accuracy import FlickerMeter, accuracy_report
 from vidseg.engine.bundle import ENCODE, default_bundle_path, load_bundle
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.overlay import blend, palette_lut
@@ -189,11 +190,14 @@ def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
 
 
 def bench_stages(bundle: Path, clip: Path, out: Path, max_frames: int,
-                 threads: int | None) -> dict[str, float]:  # fmt: skip
+                 threads: int | None) -> tuple[dict[str, float], float]:  # fmt: skip
     """Each stage of the video job alone, split as ``engine.pipeline`` splits it, on the same
     frames, in frames per second: decode + ``Segmenter.prepare`` (resize to the model input,
     and a split bundle's encode graph); segment (``Segmenter.step``); render (labels back to the
-    frame's size, blend) + encode. The slowest of them is the ceiling the pipeline can reach."""
+    frame's size, blend) + encode. The slowest of them is the ceiling the pipeline can reach.
+
+    Also returns the clip's flicker: % of pixels whose label changes from one frame to the next
+    (the segment stage's labels, state carried; no ground truth, so motion counts too)."""
     seg, render, sink = _overlay_job(bundle, clip, out, threads)
     seg.prepare(np.zeros((*seg.input_size, 3), np.uint8))  # first runs allocate: not a stage cost
     t0 = time.perf_counter()
@@ -210,8 +214,12 @@ def bench_stages(bundle: Path, clip: Path, out: Path, max_frames: int,
             writer.write(render(frame, result.at_size(*frame.image.shape[:2])), frame.pts)
     encode_s = time.perf_counter() - t0
     n = len(decoded)
-    return {stage: round(n / s, 2) for stage, s in
-            (("decode", decode_s), ("segment", segment_s), ("render_encode", encode_s))}
+    flicker = FlickerMeter(len(seg.manifest.classes))
+    for result in results:
+        flicker.add(result.labels)
+    fps = {stage: round(n / s, 2) for stage, s in
+           (("decode", decode_s), ("segment", segment_s), ("render_encode", encode_s))}
+    return fps, round(flicker.result().pred, 3)
 
 
 def bench_side_by_side(bundles: list[Path], frames: list[np.ndarray], warmup: int, n: int,
@@ -347,11 +355,12 @@ def run(args: argparse.Namespace) -> dict:
             naive = bench_naive(bundle, clip, Path(tmp) / "n.mp4", args.video_frames, args.threads)
             pipe = bench_pipeline(bundle, clip, Path(tmp) / "p.mp4", args.video_frames,
                                   args.threads)  # fmt: skip
-            stages = bench_stages(bundle, clip, Path(tmp) / "s.mp4", args.video_frames,
-                                  args.threads)  # fmt: skip
+            stages, clip_flicker = bench_stages(bundle, clip, Path(tmp) / "s.mp4",
+                                                args.video_frames, args.threads)  # fmt: skip
         slowest = min(stages.values())
         report |= {"naive": naive, "pipeline": pipe, "naive_fps": naive["fps"],
                    "pipeline_fps": pipe["fps"], "stage_fps": stages,
+                   "clip_flicker": clip_flicker,
                    "pipeline_vs_naive": round(pipe["fps"] / naive["fps"], 3),
                    "pipeline_vs_slowest_stage": round(pipe["fps"] / slowest, 3)}  # fmt: skip
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -442,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         stages = report["stage_fps"]
         print("  stages alone: " + ", ".join(f"{k} {v:.1f} fps" for k, v in stages.items())
               + f"; pipeline / slowest stage {report['pipeline_vs_slowest_stage']:.2f}")
+        print(f"  flicker on the clip: {report['clip_flicker']:.2f}% of pixels change label "
+              "between consecutive frames")
     print(f"  peak RSS {report['peak_rss_mb']} MB")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

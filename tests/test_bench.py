@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from vidseg.benchmarks import bench
+from vidseg.engine import Segmenter
+from vidseg.engine.video import read_frames
 
 
 def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, camvid: Path,
-                    tmp_path: Path) -> None:  # fmt: skip
+                    sample_clip: Path, tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "bench.json"
     code = bench.main(["--model", str(tiny_bundle), "--frames", "12", "--warmup", "2",
                        "--accuracy", str(camvid),
@@ -32,6 +34,12 @@ def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, camvid: Path,
     (baseline,) = report["comparisons"]
     assert baseline["model"] == "perframe-lite0" and baseline["step_ms"]["n"] == 12
     assert set(report["stage_fps"]) == {"decode", "segment", "render_encode"}
+    # clip flicker: consecutive labels of the clip's first 8 frames, state carried
+    seg = Segmenter(tiny_bundle)
+    labels = [seg.step(seg.prepare(f.image)).labels for f in read_frames(sample_clip, max_frames=8)]
+    changed = sum(int((a != b).sum()) for a, b in zip(labels, labels[1:]))
+    expected = 100 * changed / sum(a.size for a in labels[1:])
+    assert expected > 0 and report["clip_flicker"] == pytest.approx(expected, abs=1e-3)
     assert report["pipeline_vs_slowest_stage"] == pytest.approx(
         report["pipeline_fps"] / min(report["stage_fps"].values()), abs=1e-3)
     torch_rows = {r["model"]: r for r in report["torch"]}
