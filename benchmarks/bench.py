@@ -284,7 +284,8 @@ def bench_torch(names: list[str], frames: list[np.ndarray], args: argparse.Names
 
 
 def plot(report: dict, out_dir: Path) -> list[str]:
-    """Latency histogram and timeline PNGs (needs matplotlib: pip install 'vidseg[bench]')."""
+    """Latency histogram and timeline PNGs, and the key-interval sweep when there is one (needs
+    matplotlib: pip install 'vidseg[bench]')."""
     try:
         import matplotlib
 
@@ -305,7 +306,26 @@ def plot(report: dict, out_dir: Path) -> list[str]:
     path = out_dir / "latency.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [str(path)]
+    paths = [str(path)]
+    sweeps = [(Path(c["bundle"]).name, c["key_intervals"])
+              for c in [report, *report["comparisons"]] if c.get("key_intervals")]  # fmt: skip
+    if sweeps:  # seed 003 Table 5.1 as a plot: mean ms per frame against the key interval
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for name, rows in sweeps:
+            ax.plot([r["interval"] for r in rows], [r["mean_ms"] for r in rows], "o-", label=name)
+        for c in report.get("side_by_side", []):
+            if c["family"] != "keyframe":  # per-frame baselines: one run every frame
+                ax.axhline(c["step_ms"]["p50"], ls="--", lw=0.8,
+                           label=f"{Path(c['bundle']).name} (p50)")  # fmt: skip
+        ax.set(xlabel="key interval [frames]", ylabel="mean ms / frame",
+               title="key-frame interval sweep")  # fmt: skip
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / "key_intervals.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths
 
 
 def run(args: argparse.Namespace) -> dict:

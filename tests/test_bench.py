@@ -65,9 +65,12 @@ def test_bench_torch_cuda_refused_without_gpu(tiny_bundle: Path, capsys) -> None
 def test_bench_keyframe_interval_sweep(tiny_keyframe_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "kf.json"
     code = bench.main(["--model", str(tiny_keyframe_bundle), "--frames", "12", "--warmup", "1",
-                       "--skip-video", "--intervals", "2", "5", "--json", str(out)])  # fmt: skip
+                       "--skip-video", "--intervals", "2", "5", "--json", str(out),
+                       "--plots", str(tmp_path / "plots")])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
+    assert sorted(Path(p).name for p in report["plots"]) == ["key_intervals.png", "latency.png"]
+    assert (tmp_path / "plots" / "key_intervals.png").stat().st_size > 0
     assert report["bare_run_ms"] == {} and "overhead_ratio" not in report  # two graphs: no bare
     rows = {r["interval"]: r for r in report["key_intervals"]}
     assert rows[2]["key_ms"]["n"] == 6 and rows[2]["current_ms"]["n"] == 6
