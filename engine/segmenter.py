@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FrameTimings:
-    """Wall time of each stage of one ``step``, in milliseconds (``perf_counter_ns``)."""
+    """Wall time of each stage of one ``step``, in milliseconds (``perf_counter_ns``). For a
+    ``PreparedFrame`` the resize (and a split bundle's encoder) ran in ``prepare`` and is not
+    counted here: ``infer_ms`` is then the step graph alone."""
 
     pre_ms: float  # resize to the model input, aux inputs (optical flow), key-frame decision
     infer_ms: float  # backend run (device-synchronised)
