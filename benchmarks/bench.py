@@ -365,10 +365,9 @@ def run(args: argparse.Namespace) -> dict:
         names = [load_bundle(b).manifest.name for b in bundles] + (args.torch_models or [])
         report["torch"] = bench_torch(names, frames, args)
     if args.accuracy:
-        for entry, path in [(report, bundle), *zip(report["comparisons"],
-                                                    map(Path, args.compare or []))]:  # fmt: skip
-            logger.info("CamVid val accuracy of %s", path)
-            entry["accuracy"] = accuracy_report(Segmenter(path, threads=args.threads),
+        for entry in [report, *report["comparisons"]]:
+            logger.info("CamVid val accuracy of %s", entry["bundle"])
+            entry["accuracy"] = accuracy_report(Segmenter(entry["bundle"], threads=args.threads),
                                                 args.accuracy)  # fmt: skip
     if not args.skip_video:
         with tempfile.TemporaryDirectory() as tmp:

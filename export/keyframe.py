@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,14 +32,13 @@ from vidseg.export.onnx import (
     FRAME,
     LABELS,
     LOGITS,
-    OPSET,
     SCORES,
     ClassInfo,
     OutputHeads,
-    _declare_output_shapes,
     build_manifest,
-    labels_size,
+    output_shapes,
     staged_dir,
+    write_graph,
 )
 from vidseg.export.parity import ParityReport, cpu_session, require_parity
 from vidseg.models.registry import ModelCfg
@@ -87,27 +85,18 @@ def export_keyframe_graphs(
     frame = torch.zeros(1, height, width, 3, dtype=torch.uint8)
     cache = tuple(model.initial_cache(1, height, width))
     extra = [SCORES] * with_scores + [LOGITS] * with_logits
-    cache_shapes = [(c.channels, height // c.stride, width // c.stride) for c in cfg.cache]
     jobs = {
         "key": (KeyGraph(model, with_logits, with_scores, label_stride), (frame,), [FRAME],
-                [LABELS, *cache_out, *extra], dict(zip(cache_out, cache_shapes))),
+                [LABELS, *cache_out, *extra], output_shapes(cfg, label_stride, cache_out,
+                                                            cfg.cache)),
         "current": (CurrentGraph(model, with_logits, with_scores, label_stride), (frame, *cache),
-                    [FRAME, *cache_in], [LABELS, *extra], {}),
+                    [FRAME, *cache_in], [LABELS, *extra], output_shapes(cfg, label_stride)),
     }  # fmt: skip
     paths = {}
     model.eval()
-    for role, (graph, args, inputs, outputs, fixed) in jobs.items():
-        path = Path(directory) / GRAPHS[role]
-        dynamic = {name: {0: "batch"} for name in [*inputs, *outputs]}
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(
-                graph.eval(), args, str(path), input_names=inputs, output_names=outputs,
-                dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
-            )  # fmt: skip
-        out_size = labels_size(cfg, label_stride)
-        _declare_output_shapes(path, {LABELS: out_size, SCORES: out_size} | fixed)
-        paths[role] = path
+    for role, (graph, args, inputs, outputs, shapes) in jobs.items():
+        paths[role] = Path(directory) / GRAPHS[role]
+        write_graph(graph, args, paths[role], inputs, outputs, shapes)
     return paths
 
 

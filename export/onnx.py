@@ -18,7 +18,7 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import onnx
 import torch
@@ -34,7 +34,7 @@ from vidseg.engine.bundle import (
     OutputSpec,
     StateSpec,
 )
-from vidseg.models.registry import ModelCfg
+from vidseg.models.registry import ModelCfg, StateCfg
 from vidseg.models.segnet import normalize
 
 logger = logging.getLogger(__name__)
@@ -99,10 +99,6 @@ class HeadGraph(OutputHeads):
     """A split bundle's ``step`` graph: (*features, *state) -> (labels, *state[, scores]
     [, logits]), the model's ``head`` under the same output heads as ``FrameGraph``."""
 
-    def __init__(self, model: nn.Module, num_features: int, **heads: Any) -> None:
-        super().__init__(model, **heads)
-        self.num_features = num_features
-
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, *new_state = self.model.head(*inputs)
         labels, logits = self.labels(logits)
@@ -134,24 +130,12 @@ def export_split_graphs(model: nn.Module, encode_path: Path, step_path: Path,
     frame = torch.zeros(1, height, width, 3, dtype=torch.uint8)
     feats = tuple(torch.zeros(1, *f.shape) for f in specs)
     state = tuple(model.initial_state(1, height, width)) if cfg.state else ()
-    outputs = [LABELS, *state_out] + [SCORES] * with_scores
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(EncodeGraph(model).eval(), (frame,), str(encode_path),
-                          input_names=[FRAME], output_names=names,
-                          dynamic_axes={n: {0: "batch"} for n in [FRAME, *names]},
-                          opset_version=OPSET, dynamo=False)  # fmt: skip
-        head = HeadGraph(model, len(specs), with_scores=with_scores, label_stride=label_stride)
-        torch.onnx.export(head.eval(), (*feats, *state), str(step_path),
-                          input_names=[*names, *state_in], output_names=outputs,
-                          dynamic_axes={n: {0: "batch"} for n in [*names, *state_in, *outputs]},
-                          opset_version=OPSET, dynamo=False)  # fmt: skip
-    _declare_output_shapes(encode_path, {f.name: f.shape for f in specs})
-    out_size = labels_size(cfg, label_stride)
-    _declare_output_shapes(step_path, {LABELS: out_size, SCORES: out_size} | {
-        name: (s.channels, height // s.stride, width // s.stride)
-        for name, s in zip(state_out, cfg.state)
-    })  # fmt: skip
+    write_graph(EncodeGraph(model), (frame,), encode_path, [FRAME], names,
+                {f.name: f.shape for f in specs})  # fmt: skip
+    write_graph(HeadGraph(model, with_scores=with_scores, label_stride=label_stride),
+                (*feats, *state), step_path, [*names, *state_in],
+                [LABELS, *state_out] + [SCORES] * with_scores,
+                output_shapes(cfg, label_stride, state_out, cfg.state))  # fmt: skip
 
 
 def labels_size(cfg: ModelCfg, label_stride: int) -> tuple[int, int]:
@@ -197,21 +181,36 @@ def export_graph(model: nn.Module, path: Path, with_logits: bool = False,
     state = tuple(model.initial_state(1, height, width)) if cfg.state else ()
     outputs = [LABELS, *state_out] + ([SCORES] if with_scores else []) + (
         [LOGITS] if with_logits else [])  # fmt: skip
-    dynamic = {name: {0: "batch"} for name in [FRAME, *aux, *state_in, *outputs]}
-    graph = FrameGraph(model, with_logits, with_scores, label_stride).eval()
+    write_graph(FrameGraph(model, with_logits, with_scores, label_stride),
+                (frame, *aux_example, *state), path, [FRAME, *aux, *state_in], outputs,
+                output_shapes(cfg, label_stride, state_out, cfg.state))  # fmt: skip
+
+
+def output_shapes(cfg: ModelCfg, label_stride: int, names: Sequence[str] = (),
+                  tensors: Sequence[StateCfg] = ()) -> dict[str, tuple[int, ...]]:  # fmt: skip
+    """Static shapes (batch excluded) of a graph's outputs: labels and scores at the input size
+    over ``label_stride``, and each carried tensor ``names[i]`` as ``tensors[i]`` declares it."""
+    height, width = cfg.input_size
+    out_size = labels_size(cfg, label_stride)
+    return {LABELS: out_size, SCORES: out_size} | {
+        name: (t.channels, height // t.stride, width // t.stride)
+        for name, t in zip(names, tensors)
+    }  # fmt: skip
+
+
+def write_graph(graph: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
+                inputs: Sequence[str], outputs: Sequence[str],
+                shapes: Mapping[str, tuple[int, ...]]) -> None:  # fmt: skip
+    """Export ``graph`` on example ``args`` to ``path`` with the batch as the only dynamic axis,
+    then declare the static shape of each output named in ``shapes``."""
+    dynamic = {name: {0: "batch"} for name in [*inputs, *outputs]}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            graph, (frame, *aux_example, *state), str(path),
-            input_names=[FRAME, *aux, *state_in],
-            output_names=outputs, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
+            graph.eval(), args, str(path), input_names=list(inputs), output_names=list(outputs),
+            dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
         )  # fmt: skip
-    out_size = labels_size(cfg, label_stride)
-    fixed = {LABELS: out_size, SCORES: out_size} | {
-        name: (s.channels, height // s.stride, width // s.stride)
-        for name, s in zip(state_out, cfg.state)
-    }
-    _declare_output_shapes(path, fixed)
+    _declare_output_shapes(path, dict(shapes))
 
 
 def _declare_output_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:

@@ -94,6 +94,7 @@ def check_parity(
                      label_stride=label_stride)  # fmt: skip
         shipped, twin = cpu_session(graph_path), cpu_session(twin_path)
         encoder = cpu_session(encode_path) if encode_path is not None else None
+        features = [o.name for o in encoder.get_outputs()] if encoder is not None else []
         zeros = [t.numpy() for t in model.initial_state(1, height, width)] if state_in else []
         torch_state = [torch.from_numpy(z) for z in zeros]
         ort_state, twin_state = list(zeros), list(zeros)
@@ -108,8 +109,8 @@ def check_parity(
                 torch.from_numpy(x), *(torch.from_numpy(a) for a in extra.values()), *torch_state
             )
             feeds = {FRAME: x, **extra}
-            shipped_feeds = feeds if encoder is None else dict(zip(
-                [o.name for o in encoder.get_outputs()], encoder.run(None, feeds)))  # fmt: skip
+            shipped_feeds = feeds if encoder is None else dict(zip(features,
+                                                                   encoder.run(None, feeds)))
             labels_o, *ort_state = shipped.run(None, {**shipped_feeds,
                                                       **dict(zip(state_in, ort_state))})  # fmt: skip
             twin_out = twin.run(None, {**feeds, **dict(zip(state_in, twin_state))})
