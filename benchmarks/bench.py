@@ -148,8 +148,10 @@ def bench_latency(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
         "step_ms": percentiles(step_ms),
         "bare_run_ms": percentiles(bare_ms) if bare_ms else {},
         "bare_warmup_ms": percentiles(warm_bare) if warm_bare else {},
-        "stages_ms": {s: percentiles([getattr(t, f"{s}_ms") for t in timings])
-                      for s in ("pre", "infer", "post")},  # fmt: skip
+        "stages_ms": {
+            s: percentiles([getattr(t, f"{s}_ms") for t in timings])
+            for s in ("pre", "infer", "post")
+        },  # fmt: skip
         "step_series_ms": [round(t, 3) for t in step_ms],
     }
 
@@ -217,8 +219,10 @@ def bench_stages(bundle: Path, clip: Path, out: Path, max_frames: int,
     flicker = FlickerMeter(len(seg.manifest.classes))
     for result in results:
         flicker.add(result.labels)
-    fps = {stage: round(n / s, 2) for stage, s in
-           (("decode", decode_s), ("segment", segment_s), ("render_encode", encode_s))}
+    fps = {
+        stage: round(n / s, 2)
+        for stage, s in (("decode", decode_s), ("segment", segment_s), ("render_encode", encode_s))
+    }
     return fps, round(flicker.result().pred, 3)
 
 
@@ -248,8 +252,11 @@ def bench_key_intervals(bundle: Path, frames: list[np.ndarray], intervals: list[
     (the analogue of seed 003's Table 5.1)."""
     rows = []
     for interval in intervals:
-        seg = Segmenter(bundle, threads=threads, schedule=Schedule("fixed", interval,
-                                                                    max_interval=max(30, interval)))
+        seg = Segmenter(
+            bundle,
+            threads=threads,
+            schedule=Schedule("fixed", interval, max_interval=max(30, interval)),
+        )
         for i in range(warmup):
             seg.step(frames[i % len(frames)])
         seg.reset()
@@ -355,11 +362,13 @@ def run(args: argparse.Namespace) -> dict:
         for other, entry in zip(others, side[1:]):
             if entry["family"] == "keyframe" and args.intervals:
                 entry["key_intervals"] = bench_key_intervals(
-                    other, frames, args.intervals, args.warmup, args.frames, args.threads)
+                    other, frames, args.intervals, args.warmup, args.frames, args.threads
+                )
             report["comparisons"].append(entry)
     if manifest.family == "keyframe" and args.intervals:
-        report["key_intervals"] = bench_key_intervals(bundle, frames, args.intervals,
-                                                      args.warmup, args.frames, args.threads)
+        report["key_intervals"] = bench_key_intervals(
+            bundle, frames, args.intervals, args.warmup, args.frames, args.threads
+        )
     if args.torch or args.torch_models:
         bundles = [bundle, *map(Path, args.compare or [])] if args.torch else []
         names = [load_bundle(b).manifest.name for b in bundles] + (args.torch_models or [])
@@ -397,20 +406,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed frames first (reported apart)")
     p.add_argument("--video-frames", type=int, default=100, help="frames for naive/pipeline runs")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
-    p.add_argument("--compare", nargs="+", metavar="BUNDLE",
-                   help="also time these bundles on the same frames (e.g. the per-frame baseline)")
-    p.add_argument("--intervals", type=int, nargs="+", default=[2, 5, 10, 15], metavar="K",
-                   help="key intervals swept for keyframe bundles")
-    p.add_argument("--torch", action="store_true",
-                   help="also time the bundles' architectures in torch eager, random weights "
-                        "(needs the [export] extras)")
-    p.add_argument("--torch-models", nargs="+", metavar="NAME",
-                   help="also time these registry models in torch eager (see vidseg-models)")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="BUNDLE",
+        help="also time these bundles on the same frames (e.g. the per-frame baseline)",
+    )
+    p.add_argument(
+        "--intervals",
+        type=int,
+        nargs="+",
+        default=[2, 5, 10, 15],
+        metavar="K",
+        help="key intervals swept for keyframe bundles",
+    )
+    p.add_argument(
+        "--torch",
+        action="store_true",
+        help="also time the bundles' architectures in torch eager, random weights "
+        "(needs the [export] extras)",
+    )
+    p.add_argument(
+        "--torch-models",
+        nargs="+",
+        metavar="NAME",
+        help="also time these registry models in torch eager (see vidseg-models)",
+    )
     p.add_argument("--torch-device", default="cpu", help="torch device: cpu, cuda, cuda:1")
-    p.add_argument("--torch-half", action="store_true",
-                   help="torch under autocast (float16 on CUDA, bfloat16 on the CPU)")
-    p.add_argument("--torch-interval", type=int, default=5,
-                   help="key interval of keyframe models in the torch timing")
+    p.add_argument(
+        "--torch-half",
+        action="store_true",
+        help="torch under autocast (float16 on CUDA, bfloat16 on the CPU)",
+    )
+    p.add_argument(
+        "--torch-interval",
+        type=int,
+        default=5,
+        help="key interval of keyframe models in the torch timing",
+    )
     p.add_argument("--accuracy", metavar="CAMVID",
                    help="also score the bundles on the CamVid val drive in this CamVid root "
                    "through the engine (state carried, and reset every frame)")  # fmt: skip
@@ -431,47 +464,66 @@ def main(argv: list[str] | None = None) -> int:
     if report is None:
         return code
     env = report["environment"]
-    print(f"{report['model']} at {report['input_size'][0]}x{report['input_size'][1]} on "
-          f"{env['cpu']} ({env['cpu_count']} cores), onnxruntime {env['onnxruntime']}")
+    print(
+        f"{report['model']} at {report['input_size'][0]}x{report['input_size'][1]} on "
+        f"{env['cpu']} ({env['cpu_count']} cores), onnxruntime {env['onnxruntime']}"
+    )
     for key in ("step_ms", "bare_run_ms"):
         v = report[key]
         if v:
-            print(f"  {key:12s} p50 {v['p50']:7.2f}  p90 {v['p90']:7.2f}  p99 {v['p99']:7.2f}  "
-                  f"max {v['max']:7.2f}")
+            print(
+                f"  {key:12s} p50 {v['p50']:7.2f}  p90 {v['p90']:7.2f}  p99 {v['p99']:7.2f}  "
+                f"max {v['max']:7.2f}"
+            )
     if "overhead_ratio" in report:
         print(f"  engine overhead ratio (step p50 / bare p50): {report['overhead_ratio']:.3f}")
     if report.get("side_by_side"):
         print("  side by side (round-robin on the same frames):")
     for c in report.get("side_by_side", []):
-        print(f"  {Path(c['bundle']).name:34s} step p50 {c['step_ms']['p50']:7.2f}  p90 "
-              f"{c['step_ms']['p90']:7.2f}  p99 {c['step_ms']['p99']:7.2f}")
+        print(
+            f"  {Path(c['bundle']).name:34s} step p50 {c['step_ms']['p50']:7.2f}  p90 "
+            f"{c['step_ms']['p90']:7.2f}  p99 {c['step_ms']['p99']:7.2f}"
+        )
     for c in [report, *report["comparisons"]]:
         for row in c.get("key_intervals", []):
             cur = row["current_ms"].get("p50", float("nan"))
-            print(f"  {Path(c['bundle']).name:28s} key interval {row['interval']:2d}: mean "
-                  f"{row['mean_ms']:7.2f} ms  key p50 {row['key_ms']['p50']:7.2f}  "
-                  f"current p50 {cur:7.2f}")
+            print(
+                f"  {Path(c['bundle']).name:28s} key interval {row['interval']:2d}: mean "
+                f"{row['mean_ms']:7.2f} ms  key p50 {row['key_ms']['p50']:7.2f}  "
+                f"current p50 {cur:7.2f}"
+            )
     for row in report.get("torch", []):
         t, where = row["ms"], row.get("gpu", f"{row['torch_threads']} threads")
         mem = f"  GPU peak {row['gpu_peak_mb']} MB" if "gpu_peak_mb" in row else ""
-        print(f"  torch eager {row['model']:32s} {row['dtype']:8s} on {where}: p50 "
-              f"{t['p50']:7.2f}  p90 {t['p90']:7.2f}  p99 {t['p99']:7.2f}{mem}")
+        print(
+            f"  torch eager {row['model']:32s} {row['dtype']:8s} on {where}: p50 "
+            f"{t['p50']:7.2f}  p90 {t['p90']:7.2f}  p99 {t['p99']:7.2f}{mem}"
+        )
     for c in [report, *report["comparisons"]]:
         if "accuracy" in c:
             a = c["accuracy"]
-            print(f"  {Path(c['bundle']).name:28s} {a['split']}: mIoU {a['miou']:.2f} (reset "
-                  f"every frame {a['miou_reset_every_frame']:.2f}), pixel acc "
-                  f"{a['pixel_acc']:.2f}, flicker {a['flicker']:.2f}% (excess "
-                  f"{a['excess_flicker']:.2f}, truth {a['truth_flicker']:.2f}, reset every "
-                  f"frame {a['flicker_reset_every_frame']:.2f})")
+            print(
+                f"  {Path(c['bundle']).name:28s} {a['split']}: mIoU {a['miou']:.2f} (reset "
+                f"every frame {a['miou_reset_every_frame']:.2f}), pixel acc "
+                f"{a['pixel_acc']:.2f}, flicker {a['flicker']:.2f}% (excess "
+                f"{a['excess_flicker']:.2f}, truth {a['truth_flicker']:.2f}, reset every "
+                f"frame {a['flicker_reset_every_frame']:.2f})"
+            )
     if "pipeline_fps" in report:
-        print(f"  naive loop {report['naive_fps']:.1f} fps, pipeline {report['pipeline_fps']:.1f}"
-              f" fps ({report['pipeline_vs_naive']:.2f}x)")
+        print(
+            f"  naive loop {report['naive_fps']:.1f} fps, pipeline {report['pipeline_fps']:.1f}"
+            f" fps ({report['pipeline_vs_naive']:.2f}x)"
+        )
         stages = report["stage_fps"]
-        print("  stages alone: " + ", ".join(f"{k} {v:.1f} fps" for k, v in stages.items())
-              + f"; pipeline / slowest stage {report['pipeline_vs_slowest_stage']:.2f}")
-        print(f"  flicker on the clip: {report['clip_flicker']:.2f}% of pixels change label "
-              "between consecutive frames")
+        print(
+            "  stages alone: "
+            + ", ".join(f"{k} {v:.1f} fps" for k, v in stages.items())
+            + f"; pipeline / slowest stage {report['pipeline_vs_slowest_stage']:.2f}"
+        )
+        print(
+            f"  flicker on the clip: {report['clip_flicker']:.2f}% of pixels change label "
+            "between consecutive frames"
+        )
     print(f"  peak RSS {report['peak_rss_mb']} MB")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

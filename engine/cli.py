@@ -69,8 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] with a GPU backend")
     p.add_argument("--backend", default="ort", choices=backend_names(), help="inference backend")
     p.add_argument("--threads", type=int, help="inference threads (default: runtime's)")
-    p.add_argument("--schedule", choices=POLICIES,
-                   help="key-frame policy for keyframe bundles (default: the bundle's)")
+    p.add_argument(
+        "--schedule",
+        choices=POLICIES,
+        help="key-frame policy for keyframe bundles (default: the bundle's)",
+    )
     p.add_argument("--key-interval", type=int, help="frames between key frames (keyframe)")
     p.add_argument("--budget-ms", type=float, help="per-frame budget for --schedule deadline")
     p.add_argument("--codec", default="libx264", choices=OVERLAY_CODECS,
@@ -79,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", type=int, default=23,
                    help="libx264/libx265 quality (0 lossless .. 51)")  # fmt: skip
     p.add_argument("--preset", default="veryfast", help="libx264/libx265 speed preset")
-    p.add_argument("--no-audio", action="store_true",
-                   help="drop the input's audio (by default it is copied untouched)")
+    p.add_argument(
+        "--no-audio",
+        action="store_true",
+        help="drop the input's audio (by default it is copied untouched)",
+    )
     p.add_argument("--json", metavar="PATH", help="write a run summary as JSON")
     p.add_argument("--show-default-model", action="store_true",
                    help="print the bundled default model's path and exit")  # fmt: skip
@@ -94,7 +100,9 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x360, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT such as 640x360, got {text!r}"
+        ) from None
     if width < 0 or height < 0 or width == height == 0 or max(width, height) > 16384:
         raise argparse.ArgumentTypeError(f"sizes must be 0..16384 with one side > 0, got {text!r}")
     return width, height
@@ -210,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--crf must be within 0..51, got {args.crf}")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+
     def checked_run() -> tuple[RunStats, VideoInfo]:
         out_parent = Path(args.out).absolute().parent
         if not out_parent.is_dir():  # before loading the model: fail fast

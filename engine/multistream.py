@@ -97,8 +97,10 @@ class MultiStreamSegmenter:
             extra = {name: np.concatenate([aux[i][name] for i in group]) for name in names}
             labels, scores = self.model.run(role, batch, self.state, self.cache, extra, rows=group)
             t2 = time.perf_counter_ns()
-            fitted = [fit_outputs(labels[k], None if scores is None else scores[k],
-                                  *frames[i].shape[:2]) for k, i in enumerate(group)]  # type: ignore[union-attr]
+            fitted = [
+                fit_outputs(labels[k], None if scores is None else scores[k], *frames[i].shape[:2])
+                for k, i in enumerate(group)
+            ]  # type: ignore[union-attr]
             timings = FrameTimings(pre_ms, _ms(t1, t2), _ms(t2, time.perf_counter_ns()))
             for i, (lab, score) in zip(group, fitted):
                 ts = timestamps[i] if timestamps is not None else None

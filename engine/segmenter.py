@@ -24,7 +24,7 @@ import numpy as np
 
 from vidseg.engine.backends import BackendOptions, create_backend
 from vidseg.engine.bundle import ENCODE, GRAPH_ROLES, Bundle, default_bundle_path, load_bundle
-from vidseg.engine.errors import BundleError, FrameError
+from vidseg.engine.errors import BundleError, FrameError, StateSpecError
 from vidseg.engine.flow import AUX_PROVIDERS
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.state import StreamState, check_state_specs

@@ -272,7 +272,10 @@ def read_label_frames(
 
 
 def _decode(
-    path: str | os.PathLike[str], *, max_frames: int | None, thread_type: str,
+    path: str | os.PathLike[str],
+    *,
+    max_frames: int | None,
+    thread_type: str,
     container: av.container.InputContainer | None = None,
 ) -> Iterator[tuple[int, av.VideoFrame, Fraction]]:
     """Yield ``(index, frame, time_base)`` for the first video stream; see read_frames' Raises.

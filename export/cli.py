@@ -90,11 +90,19 @@ def export(args: argparse.Namespace) -> str:
         default_bundle_path().parent / SAMPLE_CLIP)  # fmt: skip
     frames = parity_frames(video, model.cfg.input_size, args.parity_frames)
     if model.cfg.family == "netwarp":  # flow aux input: parity feeds the engine's flow
-        return export_netwarp_bundle(model, Path(args.out), CAMVID, info, frames, args.scores,
-                                    args.label_stride)
+        return export_netwarp_bundle(
+            model, Path(args.out), CAMVID, info, frames, args.scores, args.label_stride
+        )
     if model.cfg.family == "keyframe":  # key + current graphs, parity per key interval
-        return export_keyframe_bundle(model, Path(args.out), CAMVID, info, frames,
-                                      scores=args.scores, label_stride=args.label_stride)
+        return export_keyframe_bundle(
+            model,
+            Path(args.out),
+            CAMVID,
+            info,
+            frames,
+            scores=args.scores,
+            label_stride=args.label_stride,
+        )
     resets = (args.parity_frames // 2,)
     summary: list[str] = []
 
@@ -119,8 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle directory to write (NAME.vidseg)")
     p.add_argument("--parity-video", help="clip for the parity check (default: the sample clip)")
     p.add_argument("--parity-frames", type=int, default=24, help="consecutive frames compared")
-    p.add_argument("--scores", action="store_true",
-                   help="also output per-pixel confidence (uint8, 255 x max softmax)")
+    p.add_argument(
+        "--scores",
+        action="store_true",
+        help="also output per-pixel confidence (uint8, 255 x max softmax)",
+    )
     p.add_argument("--label-stride", type=int, default=1, choices=(1, 2, 4),
                    help="labels (and scores) at the input size / N: 4 skips the full-size "
                    "upsampling and arg-max (~9%% faster on the default model, same val mIoU, "

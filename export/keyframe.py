@@ -73,7 +73,10 @@ class CurrentGraph(OutputHeads):
 
 
 def export_keyframe_graphs(
-    model: nn.Module, directory: Path, with_logits: bool = False, with_scores: bool = False,
+    model: nn.Module,
+    directory: Path,
+    with_logits: bool = False,
+    with_scores: bool = False,
     label_stride: int = 1,
 ) -> dict[str, Path]:
     """Write ``key.onnx`` and ``current.onnx`` of ``model`` into ``directory``; returns the paths
@@ -178,7 +181,10 @@ def check_keyframe_parity(
 
 
 def build_keyframe_manifest(
-    model: nn.Module, classes: ClassInfo, train: dict[str, Any], scores: bool = False,
+    model: nn.Module,
+    classes: ClassInfo,
+    train: dict[str, Any],
+    scores: bool = False,
     label_stride: int = 1,
 ) -> Manifest:
     """The manifest of a key/current bundle: graphs, cache specs and the fixed schedule
@@ -194,8 +200,12 @@ def build_keyframe_manifest(
             StateSpec(i, o, (c.channels, height // c.stride, width // c.stride))
             for i, o, c in zip(cache_in, cache_out, cfg.cache)
         ),
-        schedule={"policy": SCHEDULE_POLICY, "interval": model.key_interval,
-                  "threshold": SCHEDULE_THRESHOLD, "budget_ms": None},  # fmt: skip
+        schedule={
+            "policy": SCHEDULE_POLICY,
+            "interval": model.key_interval,
+            "threshold": SCHEDULE_THRESHOLD,
+            "budget_ms": None,
+        },  # fmt: skip
     )
 
 

@@ -11,11 +11,11 @@ state tensor has its full fixed shape. Families with engine-computed aux inputs 
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 import os
 import shutil
 import subprocess
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -266,8 +266,8 @@ def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any],
         ignore_index=classes.ignore_index,
         input=InputSpec(name=FRAME, height=height, width=width),
         graphs={"step": "step.onnx"} | ({ENCODE: "encode.onnx"} if features else {}),
-        outputs=(OutputSpec(LABELS, "labels", "uint8", label_stride),) + (
-            (OutputSpec(SCORES, "scores", "uint8", label_stride),) if scores else ()),  # fmt: skip
+        outputs=(OutputSpec(LABELS, "labels", "uint8", label_stride),)
+        + ((OutputSpec(SCORES, "scores", "uint8", label_stride),) if scores else ()),  # fmt: skip
         state=tuple(
             StateSpec(i, o, (s.channels, height // s.stride, width // s.stride))
             for i, o, s in zip(state_in, state_out, cfg.state)
@@ -325,4 +325,3 @@ def write_bundle(
         (tmp / "manifest.json").write_text(manifest.to_json())
         if check is not None:
             check(tmp / manifest.graphs["step"])
-

@@ -109,8 +109,9 @@ def check_parity(
                 torch.from_numpy(x), *(torch.from_numpy(a) for a in extra.values()), *torch_state
             )
             feeds = {FRAME: x, **extra}
-            shipped_feeds = feeds if encoder is None else dict(zip(features,
-                                                                   encoder.run(None, feeds)))
+            shipped_feeds = (
+                feeds if encoder is None else dict(zip(features, encoder.run(None, feeds)))
+            )
             labels_o, *ort_state = shipped.run(None, {**shipped_feeds,
                                                       **dict(zip(state_in, ort_state))})  # fmt: skip
             twin_out = twin.run(None, {**feeds, **dict(zip(state_in, twin_state))})

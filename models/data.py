@@ -139,7 +139,9 @@ class ClipAugment:
     photometric: bool = True  # per-clip gain/bias jitter and per-frame sensor noise
 
 
-def _affine(center: np.ndarray, scale: float, angle_deg: float, crop: tuple[int, int]) -> np.ndarray:
+def _affine(
+    center: np.ndarray, scale: float, angle_deg: float, crop: tuple[int, int]
+) -> np.ndarray:
     """2x3 matrix mapping source pixels to a crop centred on ``center`` at ``scale``."""
     h, w = crop
     m = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), angle_deg, scale)
@@ -171,8 +173,10 @@ def make_clip(
     scale = rng.uniform(*aug.scale_range)
     # centre range keeping the crop inside the source (its middle when the crop is larger)
     half = np.array([w, h]) / 2 / scale
-    lo, hi = np.minimum(half, [src_w / 2, src_h / 2]), np.maximum([src_w, src_h] - half,
-                                                                [src_w / 2, src_h / 2])
+    lo, hi = (
+        np.minimum(half, [src_w / 2, src_h / 2]),
+        np.maximum([src_w, src_h] - half, [src_w / 2, src_h / 2]),
+    )
     center = rng.uniform(lo, hi)
     angle = rng.uniform(-3, 3)
     velocity = rng.uniform(-1, 1, 4) * [aug.pan_step * w, aug.pan_step * h * 0.5,

@@ -161,9 +161,7 @@ def _create_lite0_unet(
     num_classes: int = 11,
     hidden: tuple[int, int, int] = (32, 64, 96),
 ) -> Lite0UNet:
-    state = (
-        tuple(StateCfg(f"h{s}", c, s) for s, c in zip((8, 16, 32), hidden)) if temporal else ()
-    )
+    state = tuple(StateCfg(f"h{s}", c, s) for s, c in zip((8, 16, 32), hidden)) if temporal else ()
     cfg = ModelCfg(
         name=name,
         family="recurrent" if temporal else "perframe",

@@ -35,8 +35,8 @@ from tqdm import tqdm
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.models.data import ClipAugment, LabelledFrames, clip_batch, load_split
 from vidseg.models.evaluate import evaluate_sequence, zero_state
-from vidseg.models.metrics import SegMetrics
 from vidseg.models.losses import segmentation_loss
+from vidseg.models.metrics import SegMetrics
 from vidseg.models.registry import create_model, list_models
 from vidseg.models.segnet import normalize
 
@@ -83,7 +83,9 @@ def _to_cpu(obj: object) -> object:
 
 
 def _batches(
-    data: LabelledFrames, schedule: list[tuple[int, int]], rng: np.random.Generator,
+    data: LabelledFrames,
+    schedule: list[tuple[int, int]],
+    rng: np.random.Generator,
     aug: ClipAugment,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield batches for each (batch, length) in ``schedule``, built in a background thread
@@ -135,8 +137,13 @@ class ClipBatches(torch.utils.data.Dataset):
 
 
 def _worker_batches(
-    data: LabelledFrames, schedule: list[tuple[int, int]], start: int, seed: int,
-    aug: ClipAugment, workers: int, pin_memory: bool,
+    data: LabelledFrames,
+    schedule: list[tuple[int, int]],
+    start: int,
+    seed: int,
+    aug: ClipAugment,
+    workers: int,
+    pin_memory: bool,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches ``start..`` of ``schedule`` built by ``workers`` processes, in step order."""
     loader = torch.utils.data.DataLoader(
@@ -220,11 +227,14 @@ def train(args: argparse.Namespace) -> SegMetrics:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     model.to(device)
-    logger.info("training on %s%s, %s", device, " with bf16 autocast" if args.amp else "",
-                f"{args.workers} data workers" if args.workers else "clips built in-process")
+    logger.info(
+        "training on %s%s, %s",
+        device,
+        " with bf16 autocast" if args.amp else "",
+        f"{args.workers} data workers" if args.workers else "clips built in-process",
+    )
     aug = training_augment(args.crop, model.cfg.input_size, train_data.labels.shape[1])
-    logger.info("training crops %dx%d at %.2f-%.2fx the source pixels", *aug.crop,
-                *aug.scale_range)
+    logger.info("training crops %dx%d at %.2f-%.2fx the source pixels", *aug.crop, *aug.scale_range)
     optimizer = torch.optim.AdamW(_param_groups(model, args.lr), weight_decay=1e-4,
                                   **({"fused": True} if cuda else {}))  # fmt: skip
     steps_per_epoch = math.ceil(len(train_data.images) / args.batch)
@@ -329,18 +339,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=4, help="frames per training clip")
     p.add_argument("--perframe-fraction", type=float, default=0.5,
                    help="share of steps on single frames before clips")  # fmt: skip
-    p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"),
-                   help="training crop (default: the input size, at most 288x384)")
+    p.add_argument(
+        "--crop",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="training crop (default: the input size, at most 288x384)",
+    )
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                    help="inference size (default: the model's)")  # fmt: skip
     p.add_argument("--lr", type=float, default=1e-3, help="encoder lr (new layers get 3x)")
     p.add_argument("--eval-every", type=int, default=200, help="steps between val evaluations")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scratch", action="store_true", help="no ImageNet weights even where the model has them")
+    p.add_argument(
+        "--scratch", action="store_true", help="no ImageNet weights even where the model has them"
+    )
     p.add_argument("--limit", type=int, help="use only the first N images of each split (tests)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--device", default="cpu",
-                   help="cpu, cuda, cuda:N, or auto (cuda when available, else cpu)")
+    p.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N, or auto (cuda when available, else cpu)"
+    )
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     p.add_argument("--workers", type=int, default=0,
                    help="processes building the training clips (0: one thread in-process); "

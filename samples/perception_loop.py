@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -38,15 +37,19 @@ def main(argv: list[str] | None = None) -> int:
                 latencies.append(ms)
                 over_budget += ms > args.budget_ms
                 road = float((result.labels == segmenter.manifest.classes.index("road")).mean())
-                print(f"t={frame.timestamp_s:6.3f}s  frame {frame.index:4d}  {ms:6.1f} ms  "
-                      f"road {road * 100:4.1f}%")
+                print(
+                    f"t={frame.timestamp_s:6.3f}s  frame {frame.index:4d}  {ms:6.1f} ms  "
+                    f"road {road * 100:4.1f}%"
+                )
     except VidsegError as exc:
         print(f"perception_loop: error: {exc}", file=sys.stderr)
         return 1
     lat = np.asarray(latencies)
-    print(f"processed {lat.size} of {source.received} camera frames (dropped {source.dropped}); "
-          f"latency p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
-          f"{over_budget} over the {args.budget_ms:.0f} ms budget")
+    print(
+        f"processed {lat.size} of {source.received} camera frames (dropped {source.dropped}); "
+        f"latency p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
+        f"{over_budget} over the {args.budget_ms:.0f} ms budget"
+    )
     return 0
 
 

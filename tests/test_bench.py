@@ -41,7 +41,8 @@ def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, camvid: Path,
     expected = 100 * changed / sum(a.size for a in labels[1:])
     assert expected > 0 and report["clip_flicker"] == pytest.approx(expected, abs=1e-3)
     assert report["pipeline_vs_slowest_stage"] == pytest.approx(
-        report["pipeline_fps"] / min(report["stage_fps"].values()), abs=1e-3)
+        report["pipeline_fps"] / min(report["stage_fps"].values()), abs=1e-3
+    )
     torch_rows = {r["model"]: r for r in report["torch"]}
     assert list(torch_rows) == ["recurrent-lite0-gru", "perframe-lite0", "keyframe-lite0-c2",
                                 "netwarp-lite0"]  # fmt: skip

@@ -1,5 +1,6 @@
 """Inference backends behind one interface (see ``base.Backend``)."""
 
+from vidseg.engine.backends import ort as _ort  # noqa: F401  registers "ort"
 from vidseg.engine.backends.base import (
     Backend,
     BackendOptions,
@@ -7,6 +8,5 @@ from vidseg.engine.backends.base import (
     backend_names,
     create_backend,
 )
-from vidseg.engine.backends import ort as _ort  # noqa: F401  registers "ort"
 
 __all__ = ["Backend", "BackendOptions", "TensorInfo", "backend_names", "create_backend"]

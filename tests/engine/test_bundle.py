@@ -45,8 +45,10 @@ def test_loads_exported_bundle(tiny_bundle: Path) -> None:
         (lambda d: d.update(schema_version=99), "schema_version"),
         (lambda d: d["input"].update(height="64"), "input.height"),
         (lambda d: d["outputs"][0].update(stride=3), "outputs[0].stride"),
-        (lambda d: (d["outputs"][0].update(stride=4), d["input"].update(height=66)),
-         "outputs[0].stride"),  # 4 does not divide 66
+        (
+            lambda d: (d["outputs"][0].update(stride=4), d["input"].update(height=66)),
+            "outputs[0].stride",
+        ),  # 4 does not divide 66
     ],
 )
 def test_bad_field_is_named(tiny_bundle: Path, edit, field: str) -> None:
@@ -68,3 +70,20 @@ def test_load_errors(tmp_path: Path, tiny_bundle: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps(raw))  # graph file absent
     with pytest.raises(BundleError, match="graph 'step' file 'step.onnx' is missing"):
         load_bundle(tmp_path)
+
+
+def test_aux_input_the_graph_lacks_is_a_state_spec_error(tiny_netwarp_bundle: Path, tmp_path: Path):
+    """A manifest whose aux input disagrees with the graph is refused by name at load (this
+    path once ended in a NameError: the error class was never imported)."""
+    from vidseg.engine.errors import StateSpecError
+    from vidseg.engine.segmenter import Segmenter
+
+    bundle = tmp_path / "nw.vidseg"
+    import shutil
+
+    shutil.copytree(tiny_netwarp_bundle, bundle)
+    raw = json.loads((bundle / "manifest.json").read_text())
+    raw["aux_inputs"][0]["shape"][1] += 1  # flow rows the graph does not have
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(StateSpecError, match="aux input 'flow'"):
+        Segmenter(bundle)

@@ -64,8 +64,10 @@ def test_fixed_schedule_matches_reference(tiny_keyframe_bundle: Path, frames, in
 
 def test_adaptive_schedule_keys_on_a_cut(tiny_keyframe_bundle: Path, frames) -> None:
     still = [frames[0]] * 6 + [255 - frames[0]] * 6  # a hard cut at frame 6
-    seg = Segmenter(tiny_keyframe_bundle,
-                    schedule=Schedule("adaptive", interval=5, threshold=0.1, max_interval=30))
+    seg = Segmenter(
+        tiny_keyframe_bundle,
+        schedule=Schedule("adaptive", interval=5, threshold=0.1, max_interval=30),
+    )
     keys = [seg.step(f).key_frame for f in still]
     assert [i for i, k in enumerate(keys) if k] == [0, 6]
 

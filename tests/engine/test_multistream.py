@@ -9,14 +9,18 @@ import numpy as np
 import pytest
 
 from vidseg.engine import Segmenter
-from vidseg.engine.segmenter import Result
 from vidseg.engine.multistream import MultiStreamSegmenter, zip_streams
 from vidseg.engine.schedule import Schedule
+from vidseg.engine.segmenter import Result
 from vidseg.engine.video import read_frames
 
 
-def drive(multi: MultiStreamSegmenter, singles: list[Segmenter], streams: list[list],
-          resets: set[tuple[int, int]]) -> Iterator[tuple[int, int, Result, Result]]:
+def drive(
+    multi: MultiStreamSegmenter,
+    singles: list[Segmenter],
+    streams: list[list],
+    resets: set[tuple[int, int]],
+) -> Iterator[tuple[int, int, Result, Result]]:
     """Tick ``multi`` and one ``Segmenter`` per stream through ``streams`` (a stream that has
     ended sends None), resetting (stream, tick) pairs in both; yields (tick, stream, batched
     result, single result) for every frame after checking that idle streams got None."""

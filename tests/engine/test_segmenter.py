@@ -89,8 +89,12 @@ def test_perframe_bundle_has_no_state(tiny_perframe_bundle: Path, clip_frames) -
 
 @pytest.mark.parametrize(
     "frame",
-    [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32),
-     np.zeros((10, 10, 4), np.uint8), [[0, 0, 0]]],  # fmt: skip
+    [
+        np.zeros((10, 10), np.uint8),
+        np.zeros((10, 10, 3), np.float32),
+        np.zeros((10, 10, 4), np.uint8),
+        [[0, 0, 0]],
+    ],  # fmt: skip
 )
 def test_bad_frames_rejected(tiny_bundle: Path, frame) -> None:
     with pytest.raises(FrameError, match=r"\(H, W, 3\) uint8"):

@@ -63,6 +63,7 @@ def test_image_folder(tmp_path, sample_clip) -> None:
 
     from vidseg.engine.errors import VideoIOError
     from vidseg.engine.sources import read_image_folder
+
     clip = [f.image for f in read_frames(sample_clip, size=(96, 64), max_frames=3)]
     for i, image in enumerate(clip):
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), image[:, :, ::-1])

@@ -98,17 +98,19 @@ def test_scores_output_end_to_end(tiny_checkpoint: Path, tmp_path: Path, sample_
     """`vidseg-export --scores`: the graph outputs 255 x max softmax; the engine returns it at
     the frame's size, and it agrees with a softmax of torch's logits."""
     from vidseg.engine import Segmenter
+    from vidseg.engine.video import read_frames
     from vidseg.export import cli
     from vidseg.export.cli import load_checkpoint
     from vidseg.export.onnx import FrameGraph
-    from vidseg.engine.video import read_frames
 
     out = tmp_path / "s.vidseg"
     assert cli.main([str(tiny_checkpoint), "--out", str(out), "--parity-frames", "4",
                      "--scores"]) == 0  # fmt: skip
     manifest = load_bundle(out).manifest
-    assert [(o.name, o.role) for o in manifest.outputs] == [("labels", "labels"),
-                                                             ("scores", "scores")]
+    assert [(o.name, o.role) for o in manifest.outputs] == [
+        ("labels", "labels"),
+        ("scores", "scores"),
+    ]
     frames = [f.image for f in read_frames(sample_clip, size=(96, 64), max_frames=3)]
     seg = Segmenter(out)
     model, _ = load_checkpoint(tiny_checkpoint)
@@ -124,8 +126,15 @@ def test_scores_output_end_to_end(tiny_checkpoint: Path, tmp_path: Path, sample_
         assert np.abs(result.scores.astype(float) - want).max() <= 1.0
 
 
-@pytest.mark.parametrize(("name", "stride"), [("keyframe-lite0-c2", 1), ("netwarp-lite0", 1),
-                                              ("keyframe-lite0-c2", 4), ("netwarp-lite0", 2)])
+@pytest.mark.parametrize(
+    ("name", "stride"),
+    [
+        ("keyframe-lite0-c2", 1),
+        ("netwarp-lite0", 1),
+        ("keyframe-lite0-c2", 4),
+        ("netwarp-lite0", 2),
+    ],
+)
 def test_scores_for_keyframe_and_netwarp(name: str, stride: int, tiny_model_factory, frames,
                                          tmp_path) -> None:  # fmt: skip
     """Both multi-input families export the confidence too (and take a label stride): the

@@ -58,6 +58,7 @@ def test_manifest_validates_with_cache_and_schedule(exported) -> None:
 
 def test_graph_contract(exported) -> None:
     bundle, _ = exported
+
     def spec(value: onnx.ValueInfoProto) -> tuple[int, list]:
         t = value.type.tensor_type
         return t.elem_type, [d.dim_param or d.dim_value for d in t.shape.dim]

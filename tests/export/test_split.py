@@ -71,7 +71,9 @@ def test_encode_role_refused_for_keyframe(tiny_keyframe_bundle: Path, tmp_path: 
         m["features"] = [{"name": "feat0", "shape": [8, 4, 4], "dtype": "float32"}]
 
     bundle = _edited(tiny_keyframe_bundle, tmp_path / "k.vidseg", add_encode)
-    with pytest.raises(BundleError, match="graphs.encode' is for families perframe, recurrent, not 'keyframe'"):
+    with pytest.raises(
+        BundleError, match="graphs.encode' is for families perframe, recurrent, not 'keyframe'"
+    ):
         Segmenter(bundle)
 
 

@@ -9,7 +9,13 @@ import numpy as np
 
 from vidseg.models import data as data_module
 from vidseg.models.data import (
-    CAMVID_IGNORE, ClipAugment, LabelledFrames, clip_batch, compact_copy, load_split, make_clip,
+    CAMVID_IGNORE,
+    ClipAugment,
+    LabelledFrames,
+    clip_batch,
+    compact_copy,
+    load_split,
+    make_clip,
 )  # fmt: skip
 
 
@@ -56,8 +62,15 @@ def test_clip_batch() -> None:
 def test_scale_is_relative_to_source_pixels() -> None:
     """At scale 1 a 40-pixel block stays 40 pixels wide (objects keep their inference size)."""
     image, label = _checker(h=360, w=480)
-    aug = ClipAugment(crop=(288, 384), scale_range=(1.0, 1.0), rot_step_deg=0.0,
-                      zoom_step=0.0, corrupt_prob=0.0, blur_prob=0.0, photometric=False)
+    aug = ClipAugment(
+        crop=(288, 384),
+        scale_range=(1.0, 1.0),
+        rot_step_deg=0.0,
+        zoom_step=0.0,
+        corrupt_prob=0.0,
+        blur_prob=0.0,
+        photometric=False,
+    )
     _, labels = make_clip(image, label, 1, np.random.default_rng(0), aug)
     row = labels[0, 144]
     edges = np.flatnonzero(np.diff(row.astype(int)) != 0)

@@ -100,7 +100,7 @@ def test_warp_zero_flow_is_identity_and_integer_shift_moves_by_it() -> None:
         flow[:, 0], flow[:, 1] = dx, dy
         out = warp(z, flow)  # out(x, y) = z(x + dx, y + dy) inside
         ys, xs = slice(max(0, -dy), 8 - max(0, dy)), slice(max(0, -dx), 12 - max(0, dx))
-        src = z[..., max(0, dy):8 + min(0, dy), max(0, dx):12 + min(0, dx)]
+        src = z[..., max(0, dy) : 8 + min(0, dy), max(0, dx) : 12 + min(0, dx)]
         torch.testing.assert_close(out[..., ys, xs], src, atol=1e-5, rtol=0)
 
 
@@ -111,8 +111,8 @@ def test_warp_follows_engine_flow_convention(shift: tuple[int, int]) -> None:
     kx, ky = shift
     h, w, margin = 64, 96, 16
     base = _textured(h + 2 * margin, w + 2 * margin)
-    previous = base[margin:margin + h, margin:margin + w]
-    current = base[margin + ky:margin + ky + h, margin + kx:margin + kx + w]
+    previous = base[margin : margin + h, margin : margin + w]
+    current = base[margin + ky : margin + ky + h, margin + kx : margin + kx + w]
     flow = torch.from_numpy(dis_flow(previous, current, (h, w)))[None]
     prev_grey = torch.from_numpy(grey(previous, (h, w))).float()[None, None]
     target = grey(current, (h, w)).astype(np.float32)
@@ -142,7 +142,7 @@ def test_training_loss_reaches_flowcnn_and_combination_weights() -> None:
     """Over a 3-frame clip (DIS flow from the uint8 frames) every parameter gets gradient; at the
     seed's init (w2 = 0) the warped term still trains w2, which then opens the FlowCNN path."""
     base = _textured(SIZE[0] + 16, SIZE[1] + 16)
-    frames = np.stack([base[2 * t:2 * t + SIZE[0], 3 * t:3 * t + SIZE[1]] for t in range(3)])
+    frames = np.stack([base[2 * t : 2 * t + SIZE[0], 3 * t : 3 * t + SIZE[1]] for t in range(3)])
     frames_t = torch.from_numpy(frames)[None]
     labels = torch.randint(0, 11, (1, 3, *SIZE))
     flow = _model().clip_flow(frames[None])
@@ -168,7 +168,8 @@ def test_single_frame_batches_and_streaming() -> None:
     with torch.no_grad():
         first, memory = model.stream_logits(torch.from_numpy(frames[:1]), None)
         torch.testing.assert_close(
-            first, model(normalize(torch.from_numpy(frames[:1])), torch.zeros(1, 2, *FLOW))[0])
+            first, model(normalize(torch.from_numpy(frames[:1])), torch.zeros(1, 2, *FLOW))[0]
+        )
         second, memory = model.stream_logits(torch.from_numpy(frames[1:2]), memory)
         alone, _ = model.stream_logits(torch.from_numpy(frames[1:2]), None)
     assert second.shape == (1, 11, 16, 24) and len(memory[1]) == 3

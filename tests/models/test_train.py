@@ -58,6 +58,7 @@ def test_train_workers_match_each_other_and_resume(camvid: Path, tmp_path: Path,
     """--workers N: batches are seeded per step, so 1 or 2 worker processes train the same
     weights, and a run interrupted after step 2 and resumed ends where an uninterrupted one
     does."""
+
     def run(out: Path, workers: int, *extra: str) -> int:
         return train.main([*ARGS, "--data", str(camvid), "--out", str(out), "--max-steps", "3",
                            "--workers", str(workers), *extra])  # fmt: skip
