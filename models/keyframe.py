@@ -41,7 +41,7 @@ from torch import nn
 
 from vidseg.engine.errors import VidsegError
 from vidseg.models.lite0 import LITE0_TAPS, Lite0Encoder, load_lite0_imagenet
-from vidseg.models.losses import segmentation_loss
+from vidseg.models.losses import CROSS_ENTROPY, SegLoss
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
 from vidseg.models.segnet import UpFuse, conv_bn_relu, normalize
 
@@ -213,11 +213,13 @@ class KeyframeLite0(nn.Module):
 
     # -- training and streaming hooks ---------------------------------------------------------
 
-    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor,
+                      criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
         """frames (B, T, h, w, 3) uint8, labels (B, T, h, w) int64 -> scalar loss.
 
-        T = 1: cross-entropy of the key path. T > 1: frame 0 is the key frame and frames 1..T-1
-        are current frames reading its cache; cross-entropy on all T frames (equal weight) plus
+        "Cross-entropy" below is ``criterion``: the trainer may swap in boundary label
+        relaxation. T = 1: cross-entropy of the key path. T > 1: frame 0 is the key frame and
+        frames 1..T-1 are current frames reading its cache; cross-entropy on all T frames plus
         ``L1_WEIGHT`` x the seed's L1 term: the mean |cache of frame 0 - high-level features the
         key path computes for frame t| over current frames and cached levels. Both sides get the
         gradient, pulling the high-level features towards what stays constant over a scene, so
@@ -228,7 +230,7 @@ class KeyframeLite0(nn.Module):
         low = self.extract_low(x)
         high = self.extract_high(low[-1])  # every frame: frame 0 keys, the rest feed the L1
         if t == 1:
-            return segmentation_loss(self.decode(low, high, current=False), labels[:, 0])
+            return criterion(self.decode(low, high, current=False), labels[:, 0])
         low = [f.unflatten(0, (b, t)) for f in low]
         high = [h.unflatten(0, (b, t)) for h in high]
         key_cache = [h[:, 0] for h in high]
@@ -238,7 +240,7 @@ class KeyframeLite0(nn.Module):
             [f[:, 1:].flatten(0, 1) for f in low], [s.flatten(0, 1) for s in stale], current=True
         )
         logits = torch.cat([key_logits[:, None], current_logits.unflatten(0, (b, t - 1))], dim=1)
-        ce = segmentation_loss(logits, labels)
+        ce = criterion(logits, labels)
         l1 = torch.stack([(s - h[:, 1:]).abs().mean() for s, h in zip(stale, high)]).mean()
         return ce + L1_WEIGHT * l1
 

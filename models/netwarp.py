@@ -45,7 +45,7 @@ from torch import nn
 
 from vidseg.engine.flow import DIS_PRESET, DisFlowProvider, dis_flow
 from vidseg.models.lite0 import load_lite0_imagenet
-from vidseg.models.losses import segmentation_loss
+from vidseg.models.losses import CROSS_ENTROPY, SegLoss
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
 from vidseg.models.segnet import Lite0UNet, normalize
 
@@ -198,13 +198,14 @@ class NetWarpLite0(Lite0UNet):
                 flow[i, j] = dis_flow(frames[i, j - 1], frames[i, j], size, dis)
         return torch.from_numpy(flow)
 
-    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over every frame of clips: frames (B, T, h, w, 3) uint8, labels
-        (B, T, h, w) int64. Each clip starts from zero state and zero flow, so T = 1 batches
-        train the per-frame path; h, w multiples of 32."""
+    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor,
+                      criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
+        """``criterion`` (cross-entropy by default) over every frame of clips: frames
+        (B, T, h, w, 3) uint8, labels (B, T, h, w) int64. Each clip starts from zero state and
+        zero flow, so T = 1 batches train the per-frame path; h, w multiples of 32."""
         flow = self.clip_flow(frames.numpy())
         logits = self(normalize(frames), flow)[0]
-        return segmentation_loss(logits, labels)
+        return criterion(logits, labels)
 
     def stream_logits(self, frame: torch.Tensor,
                       memory: object) -> tuple[torch.Tensor, object]:  # fmt: skip
