@@ -1,14 +1,18 @@
 """Accuracy and temporal consistency of an exported bundle, measured through the engine (ONNX
 Runtime, no torch).
 
-The CamVid val split is one drive of 101 labelled frames at 15 Hz, in file order: each frame
-goes through ``Segmenter.step`` exactly as a video frame would (resize to the model input in the
-engine, labels back at the frame's size), with the recurrent state or key-frame schedule carried
-from frame to frame, and is scored against its label. ``carry_state=False`` resets the segmenter
-before every frame: the gap between the two says what the model's memory is worth on real video.
+:func:`evaluate_bundle` scores any labelled frames in file-name order (``vidseg-eval`` on a
+folder, ``vidseg-bench --accuracy`` on the CamVid val split, one drive of 101 labelled frames at
+15 Hz): each frame goes through ``Segmenter.step`` exactly as a video frame would (resize to the
+model input in the engine, labels back at the frame's size), with the recurrent state or
+key-frame schedule carried from frame to frame and reset where the drive changes
+(:func:`sequence_of`), and is scored against its label. ``carry_state=False`` resets the
+segmenter before every frame: the gap between the two says what the model's memory is worth on
+real video. Besides mIoU over every non-void pixel, the trimap IoU scores only the pixels near a
+true class boundary (:func:`boundary_band`), where blocky or smeared labels lose.
 
 The same pass measures flicker (:class:`FlickerMeter`), over each pair of consecutive frames and
-the pixels that are non-void in both labels, pooled over the split, in percent:
+the pixels that are non-void in both labels, pooled over the frames, in percent:
 
 * ``flicker`` -- pixels whose predicted label changes from one frame to the next;
 * ``truth_flicker`` -- pixels whose true label changes: the floor that real motion sets;
@@ -23,15 +27,21 @@ within the export's parity tolerance.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from vidseg.engine.errors import VidsegError
 from vidseg.engine.segmenter import Segmenter
-from vidseg.models.data import CAMVID_CLASSES, LabelledFrames, load_split
+from vidseg.models.data import CAMVID_CLASSES, LabelledFrame, LabelledFrames, load_split
 from vidseg.models.metrics import SegMetrics, confusion
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,26 +54,30 @@ class Flicker:
 
 
 class FlickerMeter:
-    """Accumulates :class:`Flicker` over a sequence, one frame at a time (numpy only).
+    """Accumulates :class:`Flicker` over sequences, one frame at a time (numpy only).
 
     With truth, a pixel of a pair counts when its truth is a class id (``< num_classes``, so not
     void) in both frames; without truth every pixel counts. Give truth for all frames or none.
+    :meth:`cut` starts a new sequence (no pair across it; the frame size may change there).
     """
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
         self._prev: tuple[np.ndarray, np.ndarray | None] | None = None
+        self._labelled: bool | None = None  # whether the frames come with truth
         self._counted = self._pred = self._truth = self._excess = 0
 
     def add(self, pred: np.ndarray, truth: np.ndarray | None = None) -> None:
         """The next frame's (H, W) predicted labels and, if labelled, its (H, W) true labels."""
         if truth is not None and truth.shape != pred.shape:
             raise ValueError(f"labels {pred.shape} and truth {truth.shape} differ in shape")
+        if self._labelled is not None and self._labelled != (truth is not None):
+            raise ValueError("give truth for all frames or none")
+        self._labelled = truth is not None
         if self._prev is not None:
             prev_pred, prev_truth = self._prev
-            if prev_pred.shape != pred.shape or (prev_truth is None) != (truth is None):
-                raise ValueError("every frame of a sequence needs the same shape, and truth "
-                                 "for all frames or none")  # fmt: skip
+            if prev_pred.shape != pred.shape:
+                raise ValueError("every frame of a sequence needs the same shape")
             changed = prev_pred != pred
             if truth is None:
                 self._counted += changed.size
@@ -78,51 +92,157 @@ class FlickerMeter:
                 self._excess += int((changed & ~truth_changed).sum())
         self._prev = (pred.copy(), None if truth is None else truth.copy())
 
+    def cut(self) -> None:
+        """A new sequence starts: the next frame forms no pair with the last one."""
+        self._prev = None
+
     def result(self) -> Flicker:
         if not self._counted:
             return Flicker(float("nan"), float("nan"), float("nan"))
         pred = 100 * self._pred / self._counted
-        if self._prev is None or self._prev[1] is None:  # unlabelled
+        if not self._labelled:
             return Flicker(pred, float("nan"), float("nan"))
         return Flicker(pred, 100 * self._truth / self._counted, 100 * self._excess / self._counted)
 
 
+BAND_PX = 2  # half-width of the trimap band around ground-truth class boundaries
+
+
+def sequence_of(name: str) -> str:
+    """The sequence (drive) a frame belongs to: its file name's stem up to the last ``_``
+    (``0016E5_07959.png`` -> ``0016E5``; a stem without ``_`` -> ``""``, one shared sequence)."""
+    return Path(name).stem.rpartition("_")[0]
+
+
+def _disk(radius: int) -> np.ndarray:
+    """(2r+1, 2r+1) uint8 structuring element: the pixels at Euclidean distance <= ``radius``."""
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (yy**2 + xx**2 <= radius**2).astype(np.uint8)
+
+
+def boundary_band(truth: np.ndarray, num_classes: int, radius: int = BAND_PX) -> np.ndarray:
+    """(H, W) bool: the trimap band of a ground-truth label map.
+
+    A pixel p is in the band when its truth is a class (``< num_classes``; void never is) and
+    some pixel q with another class (also ``< num_classes``) lies within Euclidean distance
+    ``radius`` of it, ``(py - qy)**2 + (px - qx)**2 <= radius**2``, inside the image. For the
+    default 2 px that is the 13-pixel disk: the 5 pixels of p's row and column at offsets up to
+    2, and the 4 diagonal neighbours. Void pixels neither join the band nor put a pixel in it.
+
+    Computed with two grey-level morphology passes over the disk (max and min of the class ids
+    around each pixel, void left out of both): another class is near exactly when either differs
+    from the pixel's own.
+
+    Args:
+        truth: (H, W) integer class ids; ids ``>= num_classes`` are void.
+        num_classes: the number of classes K (at most 255).
+        radius: the band's half-width in pixels.
+    """
+    if num_classes > 255:
+        raise ValueError(f"boundary_band handles up to 255 classes, got {num_classes}")
+    valid = truth < num_classes
+    ids = np.where(valid, truth, 0).astype(np.uint8)
+    disk = _disk(radius)
+    # void as 0 in the max pass and 255 in the min pass, classes as 1..K: void never wins
+    high = cv2.dilate(np.where(valid, ids + 1, 0).astype(np.uint8), disk,
+                      borderType=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
+    low = cv2.erode(np.where(valid, ids + 1, 255).astype(np.uint8), disk,
+                    borderType=cv2.BORDER_CONSTANT, borderValue=255)  # fmt: skip
+    return valid & ((high != ids + 1) | (low != ids + 1))
+
+
 @dataclass(frozen=True)
 class BundleScore:
-    """A bundle scored over a labelled sequence: per-frame metrics and frame-to-frame flicker."""
+    """A bundle scored over labelled sequences through the engine."""
 
-    metrics: SegMetrics
-    flicker: Flicker
+    metrics: SegMetrics  # every non-void pixel
+    trimap: SegMetrics  # the pixels of the boundary band (boundary_band, BAND_PX)
+    flicker: Flicker  # between consecutive frames of the same sequence
+    frames: int  # frames scored
+    sequences: int  # sequences (drives) found: runs of frames with the same sequence_of
+    fps: float  # frames / total seconds inside Segmenter.step (reading and scoring left out)
+
+
+def _truth_ids(label: np.ndarray, ignore_index: int | None, num_classes: int) -> np.ndarray:
+    """``label`` with the bundle's ignore index moved out of the class range (to K), so that
+    every id ``>= K`` is void from here on."""
+    if ignore_index is None or ignore_index >= num_classes:
+        return label
+    return np.where(label == ignore_index, num_classes, label).astype(np.int64)
 
 
 def evaluate_bundle(
-    segmenter: Segmenter, data: LabelledFrames, carry_state: bool = True
+    segmenter: Segmenter,
+    frames: LabelledFrames | Iterable[LabelledFrame],
+    carry_state: bool = True,
 ) -> BundleScore:
-    """Score ``segmenter`` over ``data`` in order (state carried unless ``carry_state`` is off).
+    """Score ``segmenter`` over labelled frames in order, through ``Segmenter.step`` on each
+    full frame (labels come back at the frame's size and are scored there).
+
+    The state (and a keyframe bundle's schedule) is carried from frame to frame and reset before
+    the first frame, wherever :func:`sequence_of` changes (a new drive), and, unless
+    ``carry_state``, before every frame. Void is the bundle's ``ignore_index`` and any id ``>=``
+    its number of classes. Flicker pairs never straddle a sequence change. ``frames`` may be a
+    lazy iterable: one frame is held at a time.
 
     Raises:
-        VidsegError: the bundle's classes are not CamVid's.
+        VidsegError: no frame was given, or a frame's label differs from it in size.
+        FrameError: an image is not (H, W, 3) uint8.
     """
-    classes = tuple(segmenter.manifest.classes)
-    if classes != CAMVID_CLASSES:
-        raise VidsegError(f"accuracy is measured on CamVid; the bundle's classes are {classes}")
-    num_classes = len(classes)
+    if isinstance(frames, LabelledFrames):
+        frames = (LabelledFrame(n, i, lb) for n, i, lb in zip(frames.names, frames.images,
+                                                                frames.labels))  # fmt: skip
+    manifest = segmenter.manifest
+    num_classes = len(manifest.classes)
     cm = np.zeros((num_classes, num_classes), np.int64)
+    cm_band = np.zeros_like(cm)
     flicker = FlickerMeter(num_classes)
-    segmenter.reset()
-    for image, label in zip(data.images, data.labels):
-        if not carry_state:
+    count = sequences = unknown = 0
+    step_ns = 0
+    sequence: str | None = None
+    for frame in frames:
+        if frame.label.shape != frame.image.shape[:2]:
+            raise VidsegError(f"label of {frame.name} is {frame.label.shape}, its frame "
+                              f"{frame.image.shape[:2]}")  # fmt: skip
+        if sequence_of(frame.name) != sequence or count == 0:
+            sequence, sequences = sequence_of(frame.name), sequences + 1
             segmenter.reset()
-        pred = segmenter.step(image).labels
-        cm += confusion(pred, label, num_classes)
-        flicker.add(pred, label)
+            flicker.cut()
+        elif not carry_state:
+            segmenter.reset()
+        t0 = time.perf_counter_ns()
+        pred = segmenter.step(frame.image).labels
+        step_ns += time.perf_counter_ns() - t0
+        truth = _truth_ids(frame.label, manifest.ignore_index, num_classes)
+        unknown += int((frame.label >= num_classes).sum())
+        if manifest.ignore_index is not None and manifest.ignore_index >= num_classes:
+            unknown -= int((frame.label == manifest.ignore_index).sum())
+        cm += confusion(pred, truth, num_classes)
+        band = boundary_band(truth, num_classes)
+        cm_band += confusion(pred[band], truth[band], num_classes)
+        flicker.add(pred, truth)
+        count += 1
     segmenter.reset()
-    return BundleScore(SegMetrics.from_confusion(cm), flicker.result())
+    if not count:
+        raise VidsegError("no labelled frames to score")
+    if unknown:
+        logger.warning("%d labelled pixels hold ids >= the bundle's %d classes (and not its "
+                       "ignore index %s): scored as void", unknown, num_classes,
+                       manifest.ignore_index)  # fmt: skip
+    return BundleScore(SegMetrics.from_confusion(cm), SegMetrics.from_confusion(cm_band),
+                       flicker.result(), count, sequences, count / max(step_ns * 1e-9, 1e-12))  # fmt: skip
 
 
 def accuracy_report(segmenter: Segmenter, data_root: str | Path) -> dict[str, object]:
     """CamVid val metrics of ``segmenter`` with state carried and with a reset every frame, and
-    the flicker of the carried run."""
+    the flicker of the carried run.
+
+    Raises:
+        VidsegError: the bundle's classes are not CamVid's, or the split is missing.
+    """
+    classes = tuple(segmenter.manifest.classes)
+    if classes != CAMVID_CLASSES:
+        raise VidsegError(f"accuracy is measured on CamVid; the bundle's classes are {classes}")
     data = load_split(data_root, "val")
     carried = evaluate_bundle(segmenter, data, carry_state=True)
     reset = evaluate_bundle(segmenter, data, carry_state=False)
@@ -131,6 +251,7 @@ def accuracy_report(segmenter: Segmenter, data_root: str | Path) -> dict[str, ob
         "miou": round(carried.metrics.miou, 2),
         "miou_reset_every_frame": round(reset.metrics.miou, 2),
         "pixel_acc": round(carried.metrics.pixel_acc, 2),
+        "trimap_iou": round(carried.trimap.miou, 2),
         "flicker": round(carried.flicker.pred, 2),
         "excess_flicker": round(carried.flicker.excess, 2),
         "truth_flicker": round(carried.flicker.truth, 2),

@@ -57,30 +57,86 @@ def _image_files(image_dir: Path) -> list[Path]:
     return sorted(by_stem.values(), key=lambda p: p.name)
 
 
+@dataclass(frozen=True)
+class LabelledFrame:
+    """One labelled frame of a folder: ``image`` (H, W, 3) uint8 RGB, ``label`` (H, W) class ids
+    (uint8, or uint16 from a 16-bit PNG) at the image's size, ``name`` the image's file name."""
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+
+
+def labelled_frame_paths(image_dir: str | Path, label_dir: str | Path,
+                         limit: int | None = None) -> list[tuple[Path, Path]]:  # fmt: skip
+    """(image, label) paths of a labelled frame folder, in image file-name order: every
+    ``.png``/``.jpg``/``.jpeg`` of ``image_dir`` (one per stem, PNG preferred; the first
+    ``limit`` only, if given), each with the PNG of the same stem in ``label_dir``. Nothing is
+    read yet (:func:`read_labelled_frame` does).
+
+    Raises:
+        VidsegError: a folder is missing, ``image_dir`` holds no image, or an image has no
+            label (the message names the first such image).
+    """
+    image_dir, label_dir = Path(image_dir), Path(label_dir)
+    for kind, folder in (("frame", image_dir), ("label", label_dir)):
+        if not folder.is_dir():
+            raise VidsegError(f"{kind} folder not found: {folder}")
+    images = _image_files(image_dir)[:limit]
+    if not images:
+        raise VidsegError(f"no PNG or JPEG images in {image_dir}")
+    pairs = [(path, label_dir / f"{path.stem}.png") for path in images]
+    missing = [image for image, label in pairs if not label.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise VidsegError(f"no label for frame {missing[0].name}: expected "
+                          f"{label_dir / (missing[0].stem + '.png')}{more}")  # fmt: skip
+    return pairs
+
+
+def read_labelled_frame(image_path: Path, label_path: Path) -> LabelledFrame:
+    """Read one frame (any PNG/JPEG, converted to RGB) and its label (a single-channel PNG of
+    class ids, read as stored: 8 or 16 bit).
+
+    Raises:
+        VidsegError: either file is unreadable, the label has several channels (a colour or
+            palette PNG), or its size differs from the frame's.
+    """
+    bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise VidsegError(f"unreadable image {image_path}")
+    label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise VidsegError(f"unreadable label {label_path}")
+    if label.ndim == 3 and label.shape[2] == 1:
+        label = label[:, :, 0]
+    if label.ndim != 2:
+        raise VidsegError(f"label {label_path} has {label.shape[2]} channels: labels are "
+                          "single-channel PNGs of class ids (not colour or palette images)")  # fmt: skip
+    if label.shape != bgr.shape[:2]:
+        raise VidsegError(f"label {label_path} is {label.shape[1]}x{label.shape[0]} but its frame "
+                          f"{image_path.name} is {bgr.shape[1]}x{bgr.shape[0]}")  # fmt: skip
+    return LabelledFrame(image_path.name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), label)
+
+
 def load_split(root: str | Path, split: str, limit: int | None = None) -> LabelledFrames:
     """Read ``root/split`` and ``root/{split}annot``: images as PNG or JPEG (``.png``,
     ``.jpg``, ``.jpeg``; e.g. the compact copy :func:`compact_copy` writes), each with the
-    PNG label of the same stem. ``names`` are the image file names.
+    PNG label of the same stem (:func:`labelled_frame_paths`, :func:`read_labelled_frame`).
+    ``names`` are the image file names.
 
     Raises:
-        VidsegError: the folders are missing, empty, or an image has no label.
+        VidsegError: the folders are missing, empty, an image has no label, or a file is
+            unreadable or malformed.
     """
     root = Path(root)
     image_dir, label_dir = root / split, root / f"{split}annot"
     if not image_dir.is_dir() or not label_dir.is_dir():
         raise VidsegError(f"CamVid split {split!r} not found: need {image_dir} and {label_dir}")
-    paths = _image_files(image_dir)[:limit]
-    if not paths:
-        raise VidsegError(f"no PNG or JPEG images in {image_dir}")
-    images, labels = [], []
-    for path in paths:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        label = cv2.imread(str(label_dir / f"{path.stem}.png"), cv2.IMREAD_UNCHANGED)
-        if bgr is None or label is None:
-            raise VidsegError(f"unreadable image or label: {path.name} in {root}")
-        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        labels.append(label)
-    return LabelledFrames(np.stack(images), np.stack(labels), tuple(p.name for p in paths))
+    frames = [read_labelled_frame(image, label)
+              for image, label in labelled_frame_paths(image_dir, label_dir, limit)]  # fmt: skip
+    return LabelledFrames(np.stack([f.image for f in frames]), np.stack([f.label for f in frames]),
+                          tuple(f.name for f in frames))  # fmt: skip
 
 
 CAMVID_SPLITS = ("train", "val", "test")

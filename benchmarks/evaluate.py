@@ -1,0 +1,144 @@
+"""``vidseg-eval``: score a model bundle on a folder of labelled frames, through the engine.
+
+The documented way to check a bundle: every image of ``--frames`` (PNG/JPEG, in file-name order)
+goes through ``Segmenter.step`` on the full frame, exactly as a video frame would, and its labels
+(back at the frame's size) are scored against the single-channel PNG of the same stem in
+``--labels``. The state is carried from frame to frame and reset where the drive changes (the
+file-name prefix before the last ``_``: ``0016E5_07959.png`` is drive ``0016E5``), or before every
+frame with ``--reset-every-frame``. The scoring itself is :func:`evaluate_bundle`, which
+``vidseg-bench --accuracy`` shares. Runs on the runtime install: no torch.
+
+Example::
+
+    vidseg-eval --frames ../shared/data/camvid/val --labels ../shared/data/camvid/valannot \\
+        --json eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vidseg.benchmarks.accuracy import BAND_PX, BundleScore, evaluate_bundle
+from vidseg.engine.bundle import default_bundle_path
+from vidseg.engine.errors import VidsegError, run_for_cli
+from vidseg.engine.segmenter import Segmenter
+from vidseg.models.data import labelled_frame_paths, read_labelled_frame
+
+PROG = "vidseg-eval"
+
+
+def _pct(value: float) -> float | None:
+    """A percentage rounded to 0.01, None for nan (a class that never occurs; no frame pair)."""
+    return None if math.isnan(value) else round(value, 2)
+
+
+def report(score: BundleScore, segmenter: Segmenter, bundle: Path,
+           reset_every_frame: bool) -> dict[str, object]:  # fmt: skip
+    """The JSON report of a run: metrics in percent (None where undefined), ``fps`` of the
+    engine steps."""
+    return {
+        "model": segmenter.manifest.name,
+        "bundle": str(bundle),
+        "frames": score.frames,
+        "sequences": score.sequences,
+        "reset_every_frame": reset_every_frame,
+        "miou": _pct(score.metrics.miou),
+        "per_class": {c: _pct(v) for c, v in zip(segmenter.manifest.classes, score.metrics.iou)},
+        "pixel_acc": _pct(score.metrics.pixel_acc),
+        "trimap_iou": _pct(score.trimap.miou),
+        "trimap_band_px": BAND_PX,
+        "flicker": _pct(score.flicker.pred),
+        "excess_flicker": _pct(score.flicker.excess),
+        "truth_flicker": _pct(score.flicker.truth),
+        "fps": round(score.fps, 2),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    """Read the folders, run the bundle over them and return :func:`report`'s dict.
+
+    Raises:
+        VidsegError: a folder (or the ``--json`` one) is missing, the frame folder is empty,
+            an image lacks its label, a file is unreadable, or a label is not a single-channel
+            map of its frame's size.
+        BundleError, BackendError: the bundle cannot be loaded or run.
+    """
+    if args.json and not Path(args.json).absolute().parent.is_dir():  # fail before the run
+        raise VidsegError(f"--json: directory does not exist: {Path(args.json).parent}")
+    pairs = labelled_frame_paths(args.frames, args.labels, args.max_frames)
+    bundle = Path(args.model) if args.model else default_bundle_path()
+    segmenter = Segmenter(bundle, threads=args.threads)
+    frames = (read_labelled_frame(image, label) for image, label in pairs)
+    progress = tqdm(frames, total=len(pairs), unit="frame", disable=args.quiet, file=sys.stderr)
+    with progress:
+        score = evaluate_bundle(segmenter, progress, carry_state=not args.reset_every_frame)
+    return report(score, segmenter, bundle, args.reset_every_frame)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def summary(result: dict[str, object]) -> str:
+    """A few lines for people: the headline numbers, then IoU per class."""
+    state = "reset every frame" if result["reset_every_frame"] else "state carried"
+    drives = "sequence" if result["sequences"] == 1 else "sequences"
+    lines = [
+        f"{result['model']}: {result['frames']} frames in {result['sequences']} {drives}, {state}",
+        f"  mIoU {_fmt(result['miou'])}  pixel acc {_fmt(result['pixel_acc'])}  trimap IoU "
+        f"({result['trimap_band_px']} px) {_fmt(result['trimap_iou'])}",
+        f"  flicker {_fmt(result['flicker'])}% (excess {_fmt(result['excess_flicker'])}, truth "
+        f"{_fmt(result['truth_flicker'])})  {result['fps']:.1f} fps (engine steps)",
+        "  IoU: " + ", ".join(f"{c} {_fmt(v)}" for c, v in result["per_class"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p.add_argument("--model", help="bundle directory (default: the bundled model)")
+    p.add_argument("--frames", required=True, metavar="DIR",
+                   help="folder of frames (.png/.jpg/.jpeg), read in file-name order")  # fmt: skip
+    p.add_argument("--labels", required=True, metavar="DIR",
+                   help="folder of single-channel PNG labels named like the frames")  # fmt: skip
+    p.add_argument("--json", metavar="OUT", help="write the report here")
+    p.add_argument("--reset-every-frame", action="store_true",
+                   help="reset the state before every frame (the model without its memory)")  # fmt: skip
+    p.add_argument("--max-frames", type=int, metavar="N", help="score the first N frames only")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    code, result = run_for_cli(PROG, lambda: run(args), debug=args.debug)
+    if result is None:
+        return code
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if not args.quiet:
+        print(summary(result))
+        if args.json:
+            print(f"  wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
