@@ -18,31 +18,42 @@ import json
 import logging
 import sys
 from contextlib import ExitStack, suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from vidseg.engine.backends import backend_names
 from vidseg.engine.bundle import Bundle, default_bundle_path, load_bundle
-from vidseg.engine.errors import BundleError, VideoIOError, exit_code_for, run_for_cli
+from vidseg.engine.errors import (
+    BundleError,
+    SourceLostError,
+    VideoIOError,
+    exit_code_for,
+    run_for_cli,
+)
 from vidseg.engine.overlay import blend, palette_lut, resize_image
-from vidseg.engine.pipeline import RunStats, segment_video
+from vidseg.engine.pipeline import QUEUE_DEPTH, RunStats, segment_video
 from vidseg.engine.schedule import POLICIES, Schedule
 from vidseg.engine.segmenter import Result, Segmenter
+from vidseg.engine.sources import LatestFrameSource, ReconnectingSource, paced
 from vidseg.engine.video import (
+    RTSP_TRANSPORTS,
     STDIN,
     Frame,
     MaskSequenceWriter,
     VideoInfo,
     VideoWriter,
+    is_network_source,
     open_video,
 )
 
 logger = logging.getLogger(__name__)
 MASK_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
+DEFAULT_TIMEOUT_S = 10.0  # network sources: a silent camera fails instead of hanging
+RECONNECT_BACKOFF_S = 0.5  # first wait before reopening a lost source, doubled per attempt
 OVERLAY_CODECS = ("libx264", "libx265", "libvpx-vp9", "mpeg4")
 
 
@@ -66,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output resolution (default: the input's); 0 for one side keeps the "
                    "aspect ratio, e.g. 640x0. The model still sees the full-resolution frame")  # fmt: skip
     p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help="network sources: seconds to wait for the connection and for each read "
+                   "before the source counts as lost (exit 8); 0 waits forever")  # fmt: skip
+    p.add_argument("--reconnect", type=int, default=0, metavar="N",
+                   help="reopen a lost network source up to N times in a row, waiting 0.5, 1, "
+                   "2 .. 8 s; the model state is reset and the output goes on")  # fmt: skip
+    p.add_argument("--live", action="store_true",
+                   help="newest frame only: frames that arrive while the model is busy are "
+                   "dropped (counted in the summary); a file plays at its own frame rate")  # fmt: skip
+    p.add_argument("--rtsp-transport", default="tcp", choices=RTSP_TRANSPORTS,
+                   help="rtsp:// sources: transport")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] with a GPU backend")
     p.add_argument("--backend", default="ort", choices=backend_names(), help="inference backend")
     p.add_argument("--threads", type=int, help="inference threads (default: runtime's)")
@@ -146,9 +168,24 @@ def _schedule(args: argparse.Namespace, bundle: Bundle) -> Schedule | None:
         raise BundleError(f"bad key-frame schedule: {exc}") from exc
 
 
-def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo]:
+@dataclass
+class LiveStats:
+    """What the live-source wrappers did during a run (zero without --live/--reconnect)."""
+
+    dropped: int = 0  # frames --live skipped because a newer one had arrived
+    reconnects: int = 0  # times a lost source was opened again
+
+
+def _open(args: argparse.Namespace, max_frames: int | None) -> tuple[VideoInfo, Iterator[Frame]]:
+    network = is_network_source(args.input)
+    return open_video(args.input, max_frames=max_frames,
+                      thread_type="SLICE" if network or args.live else "AUTO",
+                      timeout_s=args.timeout or None, rtsp_transport=args.rtsp_transport)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo, LiveStats]:
     # opened once (a pipe cannot be reopened); a bad input fails before the model loads
-    info, frames = open_video(args.input, max_frames=args.max_frames)
+    info, frames = _open(args, args.max_frames)
     try:
         return _run(args, info, frames)
     finally:  # close the input if the run never started; the pipeline closes it otherwise
@@ -157,7 +194,7 @@ def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo]:
 
 
 def _run(args: argparse.Namespace, info: VideoInfo,
-         frames: Iterator[Frame]) -> tuple[RunStats, VideoInfo]:  # fmt: skip
+         frames: Iterator[Frame]) -> tuple[RunStats, VideoInfo, LiveStats]:  # fmt: skip
     bundle = load_bundle(args.model or default_bundle_path())
     segmenter = Segmenter(bundle, backend=args.backend, device=args.device,
                           threads=args.threads, schedule=_schedule(args, bundle))  # fmt: skip
@@ -181,11 +218,12 @@ def _run(args: argparse.Namespace, info: VideoInfo,
             sink = MaskSequenceWriter(out)
             render = labels
         else:
+            # a pipe or a live stream cannot be read a second time for its audio
+            no_audio = args.no_audio or args.input == STDIN or args.live or args.reconnect
             sink = VideoWriter(out, width=width, height=height, fps=info.fps,
                                time_base=info.time_base, codec=args.codec, crf=args.crf,
-                               preset=args.preset,
-                               audio_from=None if args.no_audio or args.input == STDIN
-                               else args.input)  # fmt: skip
+                               preset=args.preset, audio_from=None if no_audio else args.input,
+                               audio_timeout_s=args.timeout or None)  # fmt: skip
             render = overlay
         stack.enter_context(sink)
         total = info.frame_count
@@ -193,13 +231,27 @@ def _run(args: argparse.Namespace, info: VideoInfo,
             total = min(total, args.max_frames) if total else args.max_frames
         bar = stack.enter_context(tqdm(total=total, unit="frame", disable=args.quiet,
                                        desc=Path(args.input).name, file=sys.stderr))  # fmt: skip
-        stats = segment_video(segmenter, frames, sink, render, on_frame=lambda r: bar.update(1))
+        source: Iterable[Frame] = frames
+        reconnecting = newest = None
+        if args.reconnect:
+            source = reconnecting = ReconnectingSource(
+                frames, lambda: _open(args, None)[1], retries=args.reconnect,
+                backoff_s=RECONNECT_BACKOFF_S, max_frames=args.max_frames, name=args.input)  # fmt: skip
+        with ExitStack() as live_source:
+            if args.live:
+                if not is_network_source(args.input) and args.input != STDIN:
+                    source = paced(source)  # a file stands in for a camera
+                source = newest = live_source.enter_context(LatestFrameSource(source))
+            stats = segment_video(segmenter, source, sink, render, on_frame=lambda r: bar.update(1),
+                                  depth=1 if args.live else QUEUE_DEPTH)  # fmt: skip
+        live = LiveStats(dropped=newest.dropped if newest else 0,
+                         reconnects=reconnecting.reconnects if reconnecting else 0)  # fmt: skip
         if not stats.frames:  # nothing to keep: discard the empty output, say why
             if stats.truncated is not None:
                 raise stats.truncated
             if stats.interrupted:
                 raise KeyboardInterrupt
-    return stats, info
+    return stats, info, live
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,10 +268,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-frames must be >= 1, got {args.max_frames}")
     if not 0 <= args.crf <= 51:
         parser.error(f"--crf must be within 0..51, got {args.crf}")
+    if args.timeout < 0:
+        parser.error(f"--timeout must be >= 0, got {args.timeout}")
+    if args.reconnect < 0:
+        parser.error(f"--reconnect must be >= 0, got {args.reconnect}")
+    if args.reconnect and not is_network_source(args.input):
+        parser.error("--reconnect needs a network source (rtsp://, http://, ...)")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
 
-    def checked_run() -> tuple[RunStats, VideoInfo]:
+    def checked_run() -> tuple[RunStats, VideoInfo, LiveStats]:
         out_parent = Path(args.out).absolute().parent
         if not out_parent.is_dir():  # before loading the model: fail fast
             raise VideoIOError(f"output directory does not exist: {out_parent}")
@@ -230,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted="interrupted before any frame was written")  # fmt: skip
     if outcome is None:
         return code
-    stats, info = outcome
+    stats, info, live = outcome
     width, height = output_size(args.out_size, info.width, info.height)
     summary = {
         "input": args.input, "output": args.out, "output_size": [width, height],
@@ -239,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         "step_ms": _percentiles(stats.step_ms), "key_frames": stats.key_frames,
         "interrupted": stats.interrupted,
         "truncated": str(stats.truncated) if stats.truncated else None,
+        "source_lost": isinstance(stats.truncated, SourceLostError),
+        "dropped": live.dropped, "reconnects": live.reconnects, "state_resets": stats.resets,
     }  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
@@ -250,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vidseg-run: error: {stats.truncated}; wrote the {stats.frames} decoded frames "
               f"to {args.out}", file=sys.stderr)  # fmt: skip
         return exit_code_for(stats.truncated)
+    dropped = f", {live.dropped} stale frames dropped" if args.live else ""
     print(f"wrote {args.out}: {stats.frames} frames, {width}x{height}, "
-          f"{stats.fps:.1f} fps end to end", file=sys.stderr)  # fmt: skip
+          f"{stats.fps:.1f} fps end to end{dropped}", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -41,6 +41,12 @@ class TruncatedVideoError(VideoIOError):
         self.frames_decoded = frames_decoded
 
 
+class SourceLostError(TruncatedVideoError):
+    """A live or network source stopped delivering: nothing arrived within the timeout, or the
+    connection dropped mid-stream (and every reconnect allowed failed). Frames before the loss
+    were delivered. Told apart from a truncated file by its exit code."""
+
+
 class ParityError(VidsegError):
     """An exported graph does not reproduce the torch model within tolerance."""
 
@@ -53,6 +59,7 @@ EXIT_CODES: dict[type[VidsegError], int] = {
     VideoIOError: 5,
     TruncatedVideoError: 6,
     ParityError: 7,
+    SourceLostError: 8,
 }
 
 

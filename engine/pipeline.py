@@ -42,7 +42,13 @@ class Prefetch(Generic[T]):
     """Runs ``source`` in a worker thread, ``depth`` items ahead; iterate it on the consumer.
 
     Context manager: leaving it (normally, by error or Ctrl-C) stops the worker and joins it.
+    The worker checks a stop event between items and closes ``source`` (a generator: its
+    container) itself on the way out. A worker still busy inside ``source`` after
+    ``join_timeout_s`` (a read blocked on a silent network source) is logged as a warning naming
+    the thread; it stops, and closes ``source``, as soon as that item arrives.
     """
+
+    join_timeout_s = 5.0  # how long leaving waits for the worker
 
     def __init__(self, source: Iterable[T], depth: int = QUEUE_DEPTH, name: str = "prefetch"):
         self._source = source
@@ -61,9 +67,14 @@ class Prefetch(Generic[T]):
 
     def _work(self) -> None:
         try:
-            for item in self._source:
-                if not self._put(item):
-                    return
+            try:
+                for item in self._source:
+                    if self._stop.is_set() or not self._put(item):
+                        return
+            finally:  # here: a generator cannot be closed while another thread runs it
+                close = getattr(self._source, "close", None)
+                if close is not None:
+                    close()
         except BaseException as exc:  # forwarded to the consumer, never lost
             self._put(_Failure(exc))
             return
@@ -84,10 +95,11 @@ class Prefetch(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
-        close = getattr(self._source, "close", None)
-        if close is not None and not self._thread.is_alive():
-            close()  # finalise a generator source (closes its container)
+        self._thread.join(timeout=self.join_timeout_s)
+        if self._thread.is_alive():
+            logger.warning("thread %r is still inside its source %.1f s after the pipeline "
+                           "stopped; it will stop at its next item", self._thread.name,
+                           self.join_timeout_s)  # fmt: skip
 
 
 class Sink(Protocol):
@@ -160,6 +172,7 @@ class RunStats:
     truncated: TruncatedVideoError | None = None  # the source ended early; output kept
     step_ms: list[float] = field(default_factory=list)  # Segmenter.step total per frame
     key_frames: int = 0  # frames where the full model ran (every frame unless keyframe)
+    resets: int = 0  # state resets mid-run: a reconnected source, a change of frame size
 
     @property
     def fps(self) -> float:
@@ -185,12 +198,18 @@ def segment_video(
     sink: Sink,
     render: Callable[[Frame, Result], np.ndarray],
     on_frame: Callable[[Result], None] | None = None,
+    depth: int = QUEUE_DEPTH,
 ) -> RunStats:
     """Segment ``frames`` in order and write ``render(frame, result)`` for each to ``sink``.
 
     ``render`` gets the result at the frame's size. ``on_frame(result)`` is called from the
     encode thread, in frame order, as each frame is handed to the sink (a progress bar, a
-    metric).
+    metric). ``depth``: decoded frames queued ahead of the model (1 for a live source, where a
+    queued frame is a stale one).
+
+    The segmenter's state is reset before a frame with ``discontinuity`` set (a reconnected
+    source) and before a frame whose size differs from the previous one's (the stream changed
+    resolution: a new scene); each reset is logged and counted in ``stats.resets``.
 
     Ctrl-C stops the run cleanly: frames already segmented are written and the stats say
     ``interrupted``. A truncated source likewise ends the run with every decoded frame written
@@ -209,10 +228,22 @@ def segment_video(
         return image
 
     writer = BackgroundWriter(sink, finish)
+    shape: tuple[int, ...] | None = None
+    decoding = Prefetch(_with_input(frames, segmenter.prepare), depth=depth, name="decode")
     try:
-        with writer, Prefetch(_with_input(frames, segmenter.prepare), name="decode") as decoded:
+        with writer, decoding as decoded:
             try:
                 for frame, x in decoded:
+                    if frame.discontinuity:  # the source logged its reconnect
+                        logger.info("frame %d: the source restarted; state reset", frame.index)
+                    elif shape is not None and frame.image.shape != shape:
+                        logger.warning("frame %d: frame size changed from %dx%d to %dx%d; state "
+                                       "reset", frame.index, shape[1], shape[0],
+                                       frame.image.shape[1], frame.image.shape[0])  # fmt: skip
+                    if frame.discontinuity or (shape is not None and frame.image.shape != shape):
+                        segmenter.reset()
+                        stats.resets += 1
+                    shape = frame.image.shape
                     result = segmenter.step(x, frame.timestamp_s)
                     writer.submit(frame, result)
                     stats.step_ms.append(result.timings.total_ms)

@@ -1,7 +1,9 @@
-"""Frame sources beyond video files: image folders, live behaviour (newest frame wins), pacing.
+"""Frame sources beyond video files: image folders, live behaviour (newest frame wins), pacing,
+reconnecting.
 
-Live streams (RTSP/HTTP URLs, ``/dev/videoN``) decode through ``video.read_frames(url,
-thread_type="SLICE")``; wrap them in :class:`LatestFrameSource` so latency never builds up.
+Live streams (RTSP/HTTP URLs, ``/dev/videoN``) decode through ``video.open_video(url,
+thread_type="SLICE", timeout_s=...)``; wrap them in :class:`LatestFrameSource` so latency never
+builds up, and in :class:`ReconnectingSource` so a dropped connection is reopened.
 
 A live source must never build latency: when the consumer is slower than the camera,
 :class:`LatestFrameSource` keeps only the newest frame and counts the ones it dropped.
@@ -10,20 +12,24 @@ A live source must never build latency: when the consumer is slower than the cam
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
 
-from vidseg.engine.errors import VideoIOError
+from vidseg.engine.errors import SourceLostError, VideoIOError
 from vidseg.engine.video import Frame
 
+logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+MAX_BACKOFF_S = 8.0  # longest wait between two reconnect attempts
 
 
 def read_image_folder(directory: str | os.PathLike[str], fps: Fraction = Fraction(25),
@@ -101,6 +107,10 @@ class LatestFrameSource:
                     self._cond.notify()
         except BaseException as exc:  # forwarded to the consumer
             self._error = exc
+        finally:  # a generator source is closed by the thread that ran it (its container)
+            close = getattr(self._frames, "close", None)
+            if close is not None:
+                close()
         with self._cond:
             self._done = True
             self._cond.notify()
@@ -124,3 +134,128 @@ class LatestFrameSource:
                         raise self._error
                     return
             yield frame
+
+
+class ReconnectingSource:
+    """Frames of a live source that is reopened when it is lost, in order, without a gap.
+
+    Iterates ``first`` (the frames of the source as opened); when it raises
+    :class:`SourceLostError` (a dropped connection, a read timeout), waits ``backoff_s``,
+    ``2 * backoff_s``, ... (at most ``MAX_BACKOFF_S``) and calls ``reopen()`` for new frames, up
+    to ``retries`` attempts in a row; the count starts over once a reopened source delivers a
+    frame. Each attempt logs one warning line; ``reconnects`` counts the successful ones.
+
+    Frames keep counting: ``index`` runs on across reconnects, and a reopened source's pts are
+    shifted to follow the last frame's (in the first source's time base), so a writer sees
+    increasing timestamps. The first frame after a reconnect has ``discontinuity=True``: the
+    segmenter must forget the past. A clean end of the source ends the iteration.
+
+    Raises (while iterating):
+        SourceLostError: the source was lost and every allowed reconnect failed; the message
+            names the first loss and the last failure.
+    """
+
+    def __init__(
+        self,
+        first: Iterator[Frame],
+        reopen: Callable[[], Iterator[Frame]],
+        *,
+        retries: int,
+        backoff_s: float = 0.5,
+        max_frames: int | None = None,
+        name: str = "source",
+    ) -> None:
+        if retries < 0 or backoff_s < 0:
+            raise ValueError(f"retries and backoff_s must be >= 0, got {retries}, {backoff_s}")
+        self._current = first
+        self._reopen = reopen
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._max_frames = max_frames
+        self._name = name
+        self.reconnects = 0  # successful reopenings
+        self.delivered = 0  # frames yielded
+        self._frames = self._generate()
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self._frames
+
+    def __next__(self) -> Frame:
+        return next(self._frames)
+
+    def close(self) -> None:
+        """Stop, closing the open source (from the thread that iterates)."""
+        self._frames.close()
+
+    def _generate(self) -> Iterator[Frame]:
+        time_base: Fraction | None = None  # of the output: the first source's
+        last_pts: int | None = None
+        step = 1  # pts ticks between the last two frames: the gap left at a reconnect
+        resumed = False
+        try:
+            while True:
+                shift: int | None = None if resumed else 0  # added to this source's pts
+                try:
+                    for frame in self._current:
+                        if self._max_frames is not None and self.delivered >= self._max_frames:
+                            return
+                        time_base = time_base or frame.time_base
+                        pts = frame.pts
+                        if pts is not None:
+                            pts = round(pts * frame.time_base / time_base)
+                            if shift is None:
+                                shift = 0 if last_pts is None else last_pts + step - pts
+                            pts += shift
+                            if last_pts is not None and pts <= last_pts:
+                                pts = last_pts + step  # never backwards, whatever it says
+                            elif last_pts is not None:
+                                step = pts - last_pts
+                            last_pts = pts
+                        yield replace(frame, index=self.delivered, pts=pts, time_base=time_base,
+                                      discontinuity=resumed)  # fmt: skip
+                        resumed = False
+                        self.delivered += 1
+                    return
+                except SourceLostError as error:
+                    self._current = self._reconnect(error)
+                    resumed = True
+        finally:
+            close = getattr(self._current, "close", None)
+            if close is not None:
+                close()
+
+    def _reconnect(self, lost: SourceLostError) -> Iterator[Frame]:
+        """Reopen the source, waiting longer before each attempt; raise when none is left."""
+        failure: BaseException = lost
+        for attempt in range(self._retries):
+            delay = min(self._backoff_s * 2**attempt, MAX_BACKOFF_S)
+            logger.warning("reconnect %d of %d in %.1f s after %d frames: %s", attempt + 1,
+                           self._retries, delay, self.delivered, failure)  # fmt: skip
+            time.sleep(delay)
+            try:
+                frames = self._reopen()
+                first = next(frames)  # delivered a frame: connected again
+            except StopIteration:
+                failure = SourceLostError(f"{self._name} reopened but sent no frame", 0)
+                continue
+            except VideoIOError as error:
+                failure = error
+                continue
+            self.reconnects += 1
+            return _chain(first, frames)
+        raise SourceLostError(
+            f"{lost}; gave up after {self._retries} reconnect(s)"
+            + (f", the last: {failure}" if failure is not lost else ""),
+            frames_decoded=self.delivered,
+        ) from failure
+
+
+def _chain(first: Frame, rest: Iterator[Frame]) -> Iterator[Frame]:
+    """``first`` then ``rest``; closing it closes ``rest``."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()

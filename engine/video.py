@@ -26,6 +26,7 @@ import numbers
 import operator
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -38,13 +39,14 @@ import av.error
 import cv2
 import numpy as np
 
-from vidseg.engine.errors import TruncatedVideoError, VideoIOError
+from vidseg.engine.errors import SourceLostError, TruncatedVideoError, VideoIOError
 
 __all__ = [
     "Frame",
     "MaskSequenceWriter",
     "VideoInfo",
     "VideoWriter",
+    "is_network_source",
     "open_video",
     "read_frames",
     "read_label_frames",
@@ -69,6 +71,16 @@ _MOV_SUFFIXES: Final[frozenset[str]] = frozenset({".mp4", ".m4v", ".mov"})
 _CRF_CODECS: Final[frozenset[str]] = frozenset({"libx264", "libx265"})
 _LOSSLESS_CODECS: Final[frozenset[str]] = frozenset({"libx264", "ffv1"})
 _MAX_TIMESCALE: Final[int] = 2**31 - 1
+_US_PER_S: Final[int] = 1_000_000
+
+NETWORK_SCHEMES: Final[frozenset[str]] = frozenset(
+    {"http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "tcp", "udp", "hls"}
+)
+"""URL schemes read over a network: they get open/read timeouts, and a failure after the first
+frame is a lost source (``SourceLostError``), not a damaged file."""
+
+RTSP_TRANSPORTS: Final[tuple[str, ...]] = ("tcp", "udp", "udp_multicast", "http")
+"""FFmpeg's ``rtsp_transport`` values; tcp (the default here) survives lossy networks and NAT."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,6 +137,7 @@ class Frame:
     index: int  # 0-based position in decode (= presentation) order
     pts: int | None  # presentation timestamp in time_base units, from the source; None if absent
     time_base: Fraction  # seconds per pts tick (the source stream's time base)
+    discontinuity: bool = False  # the source restarted here (a reconnect): the past is unrelated
 
     @property
     def timestamp_s(self) -> float | None:
@@ -181,6 +194,8 @@ def open_video(
     size: tuple[int, int] | None = None,
     max_frames: int | None = None,
     thread_type: str = "AUTO",
+    timeout_s: float | None = None,
+    rtsp_transport: str = "tcp",
 ) -> tuple[VideoInfo, Iterator[Frame]]:
     """Open ``path`` once: its ``VideoInfo`` now, and its frames (as :func:`read_frames`).
 
@@ -188,12 +203,19 @@ def open_video(
     stream, where probing with ``VideoInfo.from_path`` and then reading would need two opens.
     The container stays open until the frame iterator is exhausted or closed.
 
+    Args:
+        timeout_s: network sources only (see :func:`is_network_source`): seconds to wait for
+            the connection and then for each read; None or 0 waits forever.
+        rtsp_transport: ``rtsp://`` sources only, one of ``RTSP_TRANSPORTS``.
+
     Raises:
+        SourceLostError: a network source sent nothing within ``timeout_s`` (at once), or
+            stopped delivering mid-stream (while iterating, after the frames that arrived).
         VideoIOError: as :meth:`VideoInfo.from_path`, at once; decode errors as
             :func:`read_frames`, while iterating.
     """
     size, max_frames = _check_read_args(size, max_frames)
-    container = _open_input(path)
+    container = _open_input(path, timeout_s=timeout_s, rtsp_transport=rtsp_transport)
     try:
         info = _info_from_stream(container, _first_video_stream(container, path), path)
     except BaseException:
@@ -311,6 +333,11 @@ def _decode(
                     corrupt += packet.is_corrupt
                 av_frames = packet.decode()
             except _AV_ERRORS as error:
+                if is_network_source(path):  # a dropped connection or a read timeout
+                    raise SourceLostError(
+                        f"lost {path!s} after {decoded} frames: {_reason(error)}",
+                        frames_decoded=decoded,
+                    ) from error
                 raise TruncatedVideoError(
                     f"decoding {path!s} failed after {decoded} frames: {_reason(error)}",
                     frames_decoded=decoded,
@@ -334,12 +361,45 @@ def _decode(
 STDIN: Final = "-"  # an input path that means standard input (a pipe)
 
 
-def _open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
+def is_network_source(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a URL read over a network (``NETWORK_SCHEMES``: rtsp://, http://...)."""
+    scheme, sep, _ = os.fspath(path).partition("://")
+    return bool(sep) and scheme.lower() in NETWORK_SCHEMES
+
+
+def _network_options(name: str, timeout_s: float | None, rtsp_transport: str) -> dict[str, str]:
+    """FFmpeg protocol options for a network URL: socket timeouts in microseconds (``rw_timeout``
+    for http and the generic protocols, ``timeout`` for rtsp, whose ``stimeout`` FFmpeg 5
+    removed) and the rtsp transport. PyAV's own ``timeout`` backs them up for every protocol."""
+    options: dict[str, str] = {}
+    scheme = name.partition("://")[0].lower()
+    if scheme in ("rtsp", "rtsps"):
+        if rtsp_transport not in RTSP_TRANSPORTS:
+            raise ValueError(
+                f"rtsp_transport must be one of {RTSP_TRANSPORTS}, got {rtsp_transport!r}"
+            )
+        options["rtsp_transport"] = rtsp_transport
+        if timeout_s:
+            options["timeout"] = str(round(timeout_s * _US_PER_S))
+    elif timeout_s:
+        options["rw_timeout"] = str(round(timeout_s * _US_PER_S))
+    return options
+
+
+def _open_input(
+    path: str | os.PathLike[str], *, timeout_s: float | None = None, rtsp_transport: str = "tcp"
+) -> av.container.InputContainer:
     """Open ``path`` for reading; every failure becomes a one-line VideoIOError naming the file.
     ``"-"`` reads standard input (FFmpeg's ``pipe:0``): streamable containers (.ts, .mkv,
-    fragmented or faststart .mp4); ``/dev/videoN`` opens a V4L2 camera."""
+    fragmented or faststart .mp4); ``/dev/videoN`` opens a V4L2 camera. A network URL gets
+    ``timeout_s`` for the connection and for each later read (``SourceLostError`` when it
+    passes with nothing received)."""
     name = os.fspath(path)
     options: dict[str, Any] = {}
+    if is_network_source(name):
+        options["options"] = _network_options(name, timeout_s, rtsp_transport)
+        if timeout_s:
+            options["timeout"] = (timeout_s, timeout_s)
     if name == STDIN:
         name = "pipe:0"
     elif name.startswith("/dev/video"):  # a V4L2 camera (not exercised in CI: no camera there)
@@ -349,9 +409,18 @@ def _open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
             raise VideoIOError(f"cannot read video {name}: no such file")
         if os.path.isdir(name):
             raise VideoIOError(f"cannot read video {name}: is a directory")
+    started = time.monotonic()
     try:
         return av.open(name, mode="r", **options)
     except _AV_ERRORS as error:
+        waited = time.monotonic() - started
+        if timeout_s and (isinstance(error, (av.error.ExitError, av.error.TimeoutError))
+                          or waited >= timeout_s):  # fmt: skip
+            # rtsp reports its own socket timeout as "invalid data": the clock tells
+            raise SourceLostError(
+                f"cannot read video {name}: nothing received within {timeout_s:g} s (timed out)",
+                frames_decoded=0,
+            ) from error
         raise VideoIOError(
             f"cannot read video {name}: not a readable video ({_reason(error)})"
         ) from error
@@ -456,9 +525,11 @@ class VideoWriter:
         preset: str = "veryfast",
         lossless: bool = False,
         audio_from: str | os.PathLike[str] | None = None,
+        audio_timeout_s: float | None = None,
     ) -> None:
         self.path: Path = Path(path)
         self._audio_from = audio_from  # copy this file's audio into the output
+        self._audio_timeout_s = audio_timeout_s  # open/read timeout when audio_from is a URL
         self._audio: tuple[Any, Any, Any] | None = None
         self._width, self._height = _check_size((width, height))
         self.fps: Fraction = _check_rational("fps", fps)
@@ -670,8 +741,10 @@ class VideoWriter:
 
         Returns (source container, source stream, output stream), or None without audio.
         """
+        name = os.fspath(self._audio_from)
+        timeout = self._audio_timeout_s if is_network_source(name) else None
         try:
-            source = av.open(os.fspath(self._audio_from), mode="r")
+            source = av.open(name, mode="r", timeout=timeout or None)
         except _AV_ERRORS as error:
             raise VideoIOError(f"cannot read audio from {self._audio_from}: {_reason(error)}") \
                 from error  # fmt: skip

@@ -14,6 +14,7 @@ from vidseg.engine.cli import build_parser
 from vidseg.engine.errors import (
     BackendError,
     BundleError,
+    SourceLostError,
     TruncatedVideoError,
     VideoIOError,
     exit_code_for,
@@ -69,6 +70,7 @@ def test_documented_flags_exist() -> None:
     row = next(line for line in text.splitlines() if line.startswith("| `vidseg-run INPUT"))
     flags = set(re.findall(r"--[a-z][a-z-]*", row))
     assert {"--out", "--model", "--mask", "--max-frames", "--alpha", "--json"} <= flags
+    assert {"--timeout", "--reconnect", "--live", "--rtsp-transport"} <= flags
     usage = set(re.findall(r"--[a-z][a-z-]*", build_parser().format_help()))
     assert flags <= usage, flags - usage
 
@@ -77,7 +79,8 @@ def test_documented_exit_codes() -> None:
     text = " ".join(README.read_text().split())
     documented = {"3 bad bundle": BundleError("x"), "4 backend": BackendError("x"),
                   "5 video I/O": VideoIOError("x"),
-                  "6 truncated input": TruncatedVideoError("x", 0)}  # fmt: skip
+                  "6 truncated input": TruncatedVideoError("x", 0),
+                  "8 live source lost": SourceLostError("x", 0)}  # fmt: skip
     for phrase, error in documented.items():
         assert phrase in text, phrase
         assert exit_code_for(error) == int(phrase.split()[0]), phrase

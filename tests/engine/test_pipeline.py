@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -11,7 +12,7 @@ import pytest
 
 from vidseg.engine import Segmenter
 from vidseg.engine.errors import TruncatedVideoError
-from vidseg.engine.pipeline import segment_video
+from vidseg.engine.pipeline import Prefetch, segment_video
 from vidseg.engine.video import Frame, read_frames
 
 N_FRAMES = 20
@@ -78,3 +79,52 @@ def test_render_error_propagates(tiny_bundle: Path, frames: list[Frame]) -> None
 
     with pytest.raises(OSError, match="No space left"):
         segment_video(Segmenter(tiny_bundle), iter(frames), ListSink(), render)
+
+
+def test_prefetch_warns_and_stops_a_stuck_worker(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker still inside its source when the consumer leaves is named in a warning (was:
+    given up on silently), and stops at its next item, closing the source itself (was: left
+    running, its source never closed)."""
+    release, closed, produced = threading.Event(), threading.Event(), []
+
+    def source() -> Iterator[int]:
+        try:
+            for i in range(100):
+                if i == 1:
+                    release.wait(10)  # a read blocked on a silent network source
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    prefetch = Prefetch(source(), depth=1, name="decode-test")
+    prefetch.join_timeout_s = 0.2
+    with caplog.at_level(logging.WARNING, logger="vidseg.engine.pipeline"):
+        with prefetch as items:
+            assert next(iter(items)) == 0
+    assert any("'decode-test'" in r.getMessage() and "still inside" in r.getMessage()
+               for r in caplog.records), caplog.text  # fmt: skip
+    assert not closed.is_set()
+    release.set()
+    assert closed.wait(5), "the worker never closed its source"
+    prefetch._thread.join(5)
+    assert not prefetch._thread.is_alive() and produced == [0, 1]
+
+
+def test_frame_size_change_resets_the_state(tiny_bundle: Path, frames: list[Frame],
+                                            caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """A stream that changes resolution mid-way: logged, the state is reset, and the frames
+    after the change segment like a fresh start at the new size."""
+    import cv2
+
+    small = [Frame(cv2.resize(f.image, (480, 270)), f.index, f.pts, f.time_base)
+             for f in frames[5:10]]  # fmt: skip
+    seg = Segmenter(tiny_bundle)
+    fresh = [r.labels for r in seg.stream(f.image for f in small)]
+    sink = ListSink()
+    with caplog.at_level(logging.WARNING, logger="vidseg.engine.pipeline"):
+        stats = segment_video(seg, iter(frames[:5] + small), sink, lambda f, r: r.labels)
+    assert stats.frames == 10 and stats.resets == 1
+    assert "frame size changed from 960x540 to 480x270; state reset" in caplog.text
+    for (labels, _), want in zip(sink.items[5:], fresh, strict=True):
+        np.testing.assert_array_equal(labels, want)
