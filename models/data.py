@@ -190,9 +190,12 @@ class ClipAugment:
     zoom_step: float = 0.015  # max relative zoom change per frame
     pan_step: float = 0.02  # max pan per frame, fraction of crop width
     rot_step_deg: float = 1.0  # max rotation change per frame
-    corrupt_prob: float = 0.3  # chance that a frame after the first gets a corruption
+    corrupt_prob: float = 0.3  # chance that a frame other than the labelled one is corrupted
     blur_prob: float = 0.2  # chance of a Gaussian blur per frame
     photometric: bool = True  # per-clip gain/bias jitter and per-frame sensor noise
+    # index of the labelled frame in the clip: the frame at the drawn pose, never corrupted,
+    # the motion running away from it both ways; negative counts from the end (-1: last)
+    anchor: int = 0
 
 
 def _affine(
@@ -218,6 +221,7 @@ def make_clip(
     Args:
         image: (H, W, 3) uint8 RGB. label: (H, W) uint8 class ids, ``CAMVID_IGNORE`` = void.
         length: number of frames T (1 gives a plain augmented frame).
+        aug: motion and corruptions; ``aug.anchor`` places the labelled frame (modulo T).
     Returns:
         frames (T, h, w, 3) uint8 and labels (T, h, w) uint8 with (h, w) = ``aug.crop``;
         pixels that leave the source image are void.
@@ -241,9 +245,11 @@ def make_clip(
     gain, bias = (rng.uniform(0.75, 1.25), rng.uniform(-20, 20)) if aug.photometric else (1, 0)
     frames = np.empty((length, h, w, 3), np.uint8)
     labels = np.empty((length, h, w), np.uint8)
+    anchor = aug.anchor % length
     for t in range(length):
-        c = center + velocity[:2] * t / scale
-        m = _affine(c, scale * (1 + velocity[2]) ** t, angle + velocity[3] * t, aug.crop)
+        d = t - anchor  # frames from the labelled one
+        c = center + velocity[:2] * d / scale
+        m = _affine(c, scale * (1 + velocity[2]) ** d, angle + velocity[3] * d, aug.crop)
         img = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REFLECT101)  # fmt: skip
         lab = cv2.warpAffine(label, m, (w, h), flags=cv2.INTER_NEAREST,
@@ -255,7 +261,7 @@ def make_clip(
         if rng.random() < aug.blur_prob:
             k = int(rng.choice([3, 5, 7]))
             img = cv2.GaussianBlur(img, (k, k), 0)
-        if t > 0 and rng.random() < aug.corrupt_prob:
+        if d != 0 and rng.random() < aug.corrupt_prob:
             _corrupt(img, rng)
         frames[t] = np.clip(img, 0, 255).astype(np.uint8)
         labels[t] = lab

@@ -10,12 +10,20 @@ resumes where it stopped. Evaluation runs the CamVid val drive in order with sta
 On a GPU: ``--device cuda`` (or ``auto``) trains and evaluates there, ``--amp`` adds bf16
 autocast, and ``--workers N`` builds the augmented clips in N processes so the CPU keeps up.
 Checkpoints always hold CPU tensors.
+
+Seed 002 and the recurrent memory (``docs/training.md``): ``--label-relaxation`` swaps
+cross-entropy for boundary label relaxation in every family; each clip ends on its labelled
+frame, and ``--propagation-length N`` supervises only that frame and the N before it (whose
+labels are propagated along the synthetic motion); ``--warmup-frames W`` and ``--tbptt K`` run
+clips from a warmed-up state in truncated-BPTT chunks, one optimizer step per clip;
+``--consistency-weight`` adds a flow-warped temporal-consistency term on unlabelled videos.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -23,22 +31,24 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from vidseg.engine.errors import VidsegError, run_for_cli
-from vidseg.models.data import ClipAugment, LabelledFrames, clip_batch, load_split
+from vidseg.models.data import CAMVID_IGNORE, ClipAugment, LabelledFrames, clip_batch, load_split
 from vidseg.models.evaluate import evaluate_sequence, zero_state
-from vidseg.models.losses import segmentation_loss
+from vidseg.models.losses import CROSS_ENTROPY, SegLoss, consistency_total
 from vidseg.models.metrics import SegMetrics
 from vidseg.models.registry import create_model, list_models
 from vidseg.models.segnet import normalize
+from vidseg.models.videos import FLOW_STRIDE, VideoClips
 
 logger = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -175,25 +185,186 @@ def training_augment(crop: tuple[int, int] | None, input_size: tuple[int, int],
     lo, hi = ClipAugment.scale_range
     if crop is None:
         crop = (min(input_size[0], DEFAULT_CROP[0]), min(input_size[1], DEFAULT_CROP[1]))
-    return ClipAugment(crop=tuple(crop), scale_range=(lo * factor, hi * factor))
+    # the labelled frame ends each clip: frames before it carry its labels propagated along
+    # the synthetic motion (``--propagation-length``) and warm the state up for it
+    return ClipAugment(crop=tuple(crop), scale_range=(lo * factor, hi * factor), anchor=-1)
 
 
-def training_loss(model: torch.nn.Module, frames: torch.Tensor,
-                  labels: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def training_loss(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor,
+                  criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
     """Loss of one batch: frames (B, T, h, w, 3) uint8, labels (B, T, h, w) int64.
 
-    A model with its own ``training_loss(frames, labels)`` (e.g. extra terms, or inputs such
-    as optical flow computed from the frames) uses that; others get cross-entropy on
-    ``model(normalize(frames))``, one frame (T = 1) or a clip with state carried.
+    A model with its own ``training_loss(frames, labels, criterion)`` (e.g. extra terms, or
+    inputs such as optical flow computed from the frames) uses that; others get ``criterion``
+    (cross-entropy, or boundary label relaxation) on ``model(normalize(frames))``, one frame
+    (T = 1) or a clip with state carried.
     """
     custom = getattr(model, "training_loss", None)
     if custom is not None:
-        return custom(frames, labels)
+        return custom(frames, labels, criterion)
     x = normalize(frames)  # (B, T, 3, h, w)
     if x.shape[1] == 1:
         x, labels = x[:, 0], labels[:, 0]
     state = zero_state(model, x.shape[0], x.shape[-2], x.shape[-1], x.device)
-    return segmentation_loss(model(x, *state)[0], labels)
+    return criterion(model(x, *state)[0], labels)
+
+
+@dataclass(frozen=True)
+class ClipTraining:
+    """How one training step turns its batches into gradients (``docs/training.md``)."""
+
+    criterion: SegLoss = CROSS_ENTROPY  # supervised term: cross-entropy or boundary relaxation
+    warmup_frames: int = 0  # first frames of a clip: no gradient, no loss, only the state
+    tbptt: int = 0  # frames per backward chunk, state detached between chunks; 0: whole clip
+    propagation_length: int | None = None  # supervised frames before the labelled last one
+    consistency_weight: float = 0.0  # x the temporal-consistency term on unlabelled videos
+    amp: bool = False  # bf16 autocast around the forward passes (CUDA)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ClipTraining:
+        return cls(
+            criterion=SegLoss(relax_border=args.relax_border if args.label_relaxation else None),
+            warmup_frames=args.warmup_frames, tbptt=args.tbptt,
+            propagation_length=args.propagation_length,
+            consistency_weight=args.consistency_weight, amp=args.amp,
+        )  # fmt: skip
+
+    @property
+    def chunked(self) -> bool:
+        """Clips run frame range by frame range (warm-up and/or truncated BPTT)."""
+        return bool(self.warmup_frames or self.tbptt)
+
+    def autocast(self) -> ContextManager:
+        return (
+            torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        )
+
+    def check(self, model: torch.nn.Module) -> None:
+        """Raises VidsegError where the model's own ``training_loss`` cannot honour an option:
+        warm-up, truncated BPTT and consistency need ``forward(x, *state) -> (logits, *state)``.
+        """
+        if getattr(model, "training_loss", None) is None:
+            return
+        wanted = [flag for flag, on in (("--warmup-frames", self.warmup_frames),
+                                        ("--tbptt", self.tbptt),
+                                        ("--consistency-weight", self.consistency_weight)) if on]  # fmt: skip
+        if wanted:
+            raise VidsegError(f"{model.cfg.name} ({model.cfg.family}) trains with its own "
+                              f"loss and does not support {', '.join(wanted)}")  # fmt: skip
+
+
+def supervised_frames(labels: torch.Tensor, propagation_length: int | None) -> torch.Tensor:
+    """Labels (B, T, h, w) of clips whose last frame is the labelled one, with the propagated
+    labels of frames more than ``propagation_length`` before it set to void (None: all kept;
+    0: only the labelled frame is supervised)."""
+    if propagation_length is None or labels.shape[1] <= propagation_length + 1:
+        return labels
+    labels = labels.clone()
+    labels[:, : labels.shape[1] - 1 - propagation_length] = CAMVID_IGNORE
+    return labels
+
+
+def clip_chunks(model: torch.nn.Module, x: torch.Tensor,
+                opts: ClipTraining) -> Iterator[tuple[int, torch.Tensor]]:  # fmt: skip
+    """Run normalized clips x (B, T, 3, h, w) through ``model`` with its state carried.
+
+    The first ``opts.warmup_frames`` frames run under ``torch.no_grad`` (they only warm the
+    state up), the rest in chunks of ``opts.tbptt`` frames (all at once for 0), the state
+    detached between chunks, so no gradient crosses a chunk boundary. Yields ``(index of the
+    chunk's first frame, logits (B, t, K, h', w'))`` for each chunk, the warm-up included; the
+    caller backwards each chunk's loss before asking for the next, so one chunk's graph at a
+    time is alive.
+    """
+    t = x.shape[1]
+    warmup = min(opts.warmup_frames, t - 1)
+    starts = ([0] if warmup else []) + list(range(warmup, t, opts.tbptt or t))
+    state = zero_state(model, x.shape[0], x.shape[-2], x.shape[-1], x.device)
+    for start, stop in zip(starts, [*starts[1:], t]):
+        grad = torch.no_grad() if start < warmup else contextlib.nullcontext()
+        with grad, opts.autocast():
+            logits, *state = model(x[:, start:stop], *state)
+        yield start, logits
+        state = [s.detach() for s in state]
+
+
+def supervised_losses(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor,
+                      opts: ClipTraining) -> Iterator[torch.Tensor]:  # fmt: skip
+    """The supervised loss of a batch as terms to backward one after the other: one term, or
+    with warm-up/truncated BPTT one per chunk, weighted so that they sum to the mean over every
+    supervised pixel of the clips (the same loss as without chunks, the gradient truncated)."""
+    if frames.shape[1] > 1:
+        labels = supervised_frames(labels, opts.propagation_length)
+    if frames.shape[1] == 1 or not opts.chunked:
+        with opts.autocast():
+            loss = training_loss(model, frames, labels, opts.criterion)
+        yield loss
+        return
+    warmup = min(opts.warmup_frames, frames.shape[1] - 1)
+    count = (labels[:, warmup:] != opts.criterion.ignore_index).sum().clamp(min=1)
+    for start, logits in clip_chunks(model, normalize(frames), opts):
+        if start >= warmup:
+            total, _ = opts.criterion.total(logits, labels[:, start : start + logits.shape[1]])
+            yield total / count
+
+
+def _flow_grid_probs(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, t, K, h', w') logits -> float32 probabilities (B, t, K, h, w) on the flow grid."""
+    b, t = logits.shape[:2]
+    flat = logits.flatten(0, 1).float()
+    if flat.shape[-2:] != size:
+        flat = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return flat.softmax(1).unflatten(0, (b, t))
+
+
+def consistency_losses(model: torch.nn.Module, frames: torch.Tensor, flows: torch.Tensor,
+                       valid: torch.Tensor, opts: ClipTraining) -> Iterator[torch.Tensor]:  # fmt: skip
+    """``opts.consistency_weight`` x the temporal consistency of unlabelled clips, as terms to
+    backward one by one: frames (B, T, h, w, 3) uint8, flows (B, T - 1, 2, h/4, w/4) and
+    valid (B, T - 1, h/4, w/4) from :meth:`VideoClips.sample`.
+
+    The clips run like labelled ones (warm-up, chunks, state carried). Every pair (t - 1, t)
+    with t past the warm-up is scored on its valid pixels (:func:`consistency_total`); at a
+    chunk boundary frame t - 1's probabilities are detached, so gradients stay in their chunk.
+    The terms sum to the weight x the mean over all scored pixels of the batch.
+    """
+    t = frames.shape[1]
+    warmup = min(opts.warmup_frames, t - 1)
+    first_pair = max(warmup, 1) - 1  # flow index t - 1 of the first scored pair
+    count = valid[:, first_pair:].sum().clamp(min=1)
+    size = tuple(flows.shape[-2:])
+    previous: torch.Tensor | None = None
+    for start, logits in clip_chunks(model, normalize(frames), opts):
+        probs = _flow_grid_probs(logits, size)
+        stop = start + probs.shape[1]
+        if start >= warmup:
+            seq = torch.cat([previous[:, None], probs], dim=1) if previous is not None else probs
+            lo = start - 1 if previous is not None else start
+            pairs = slice(lo, stop - 1)
+            total, _ = consistency_total(seq[:, :-1].flatten(0, 1), seq[:, 1:].flatten(0, 1),
+                                         flows[:, pairs].flatten(0, 1),
+                                         valid[:, pairs].flatten(0, 1))  # fmt: skip
+            yield opts.consistency_weight * total / count
+        previous = probs[:, -1].detach()
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
+               labels: torch.Tensor, opts: ClipTraining,
+               video: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:  # fmt: skip
+    """One optimizer step on a labelled batch (and, with consistency, a batch of unlabelled
+    clips ``video`` = (frames, flows, valid)): every term's backward accumulates into the
+    gradients, then one ``optimizer.step()`` per batch whatever the chunking, so ``--max-steps``
+    and the learning-rate schedule mean the same with or without truncated BPTT. Returns the
+    step's total loss (a detached scalar tensor: reading it syncs a GPU)."""
+    optimizer.zero_grad(set_to_none=True)
+    terms = supervised_losses(model, frames, labels, opts)
+    if video is not None:
+        terms = itertools.chain(terms, consistency_losses(model, *video, opts))
+    loss = torch.zeros((), device=frames.device)
+    for term in terms:
+        term.backward()
+        loss += term.detach()
+    optimizer.step()
+    return loss
 
 
 def _param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
@@ -201,6 +372,50 @@ def _param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
     encoder = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
     rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     return [{"params": encoder, "lr": lr}, {"params": rest, "lr": 3 * lr}]
+
+
+def _consistency_videos(args: argparse.Namespace, input_size: tuple[int, int]) -> VideoClips:
+    """``--consistency-videos`` decoded at the model's input size (as the engine resizes)."""
+    started = time.perf_counter()
+    videos = VideoClips.load(args.consistency_videos, input_size)
+    logger.info("consistency videos: %s, %d frames, decoded with flow in %.1f s",
+                ", ".join(videos.names), sum(len(f) for f in videos.frames),
+                time.perf_counter() - started)  # fmt: skip
+    return videos
+
+
+def _video_batch(videos: VideoClips, args: argparse.Namespace, step: int, crop: tuple[int, int],
+                 device: torch.device) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """Step ``step``'s unlabelled clips (``--batch`` runs of ``--seq-len`` frames) in the
+    training crop (capped at the frame size), seeded by ``(--seed, step)`` so a resumed run
+    draws the same ones."""
+    height, width = videos.frames[0].shape[1:3]
+    crop = (min(crop[0], height) // FLOW_STRIDE * FLOW_STRIDE,
+            min(crop[1], width) // FLOW_STRIDE * FLOW_STRIDE)  # fmt: skip
+    rng = np.random.default_rng([args.seed, step, 1])
+    arrays = videos.sample(args.batch, args.seq_len, crop, rng)
+    return tuple(torch.from_numpy(a).to(device, non_blocking=True) for a in arrays)
+
+
+def _resume(ckpt_path: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            rng: np.random.Generator) -> tuple[int, list[dict]]:  # fmt: skip
+    """Load ``ckpt_path`` into the model, optimizer and random generators (torch's and
+    ``rng``); returns the step reached and the evaluation history.
+
+    Raises:
+        VidsegError: no checkpoint there, or it holds another model than ``name``.
+    """
+    if not ckpt_path.is_file():
+        raise VidsegError(f"--resume: no checkpoint at {ckpt_path}")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if ckpt["model_name"] != name:
+        raise VidsegError(f"--resume: {ckpt_path} holds {ckpt['model_name']}, not {name}")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    rng.bit_generator.state = json.loads(ckpt["numpy_rng"])
+    logger.info("resumed from %s at step %d", ckpt_path, ckpt["step"])
+    return ckpt["step"], json.loads(ckpt["history"])
 
 
 def train(args: argparse.Namespace) -> SegMetrics:
@@ -226,6 +441,8 @@ def train(args: argparse.Namespace) -> SegMetrics:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    opts = ClipTraining.from_args(args)
+    opts.check(model)
     model.to(device)
     logger.info(
         "training on %s%s, %s",
@@ -235,6 +452,7 @@ def train(args: argparse.Namespace) -> SegMetrics:
     )
     aug = training_augment(args.crop, model.cfg.input_size, train_data.labels.shape[1])
     logger.info("training crops %dx%d at %.2f-%.2fx the source pixels", *aug.crop, *aug.scale_range)
+    videos = _consistency_videos(args, model.cfg.input_size) if opts.consistency_weight else None
     optimizer = torch.optim.AdamW(_param_groups(model, args.lr), weight_decay=1e-4,
                                   **({"fused": True} if cuda else {}))  # fmt: skip
     steps_per_epoch = math.ceil(len(train_data.images) / args.batch)
@@ -250,17 +468,7 @@ def train(args: argparse.Namespace) -> SegMetrics:
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     ckpt_path = out / CHECKPOINT
     if args.resume:
-        if not ckpt_path.is_file():
-            raise VidsegError(f"--resume: no checkpoint at {ckpt_path}")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt["model_name"] != args.model:
-            raise VidsegError(f"--resume: {ckpt_path} holds {ckpt['model_name']}, not {args.model}")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        rng.bit_generator.state = json.loads(ckpt["numpy_rng"])
-        step, history = ckpt["step"], json.loads(ckpt["history"])
-        logger.info("resumed from %s at step %d", ckpt_path, step)
+        step, history = _resume(ckpt_path, args.model, model, optimizer, rng)
 
     def save(metrics: SegMetrics | None) -> None:
         ckpt = {
@@ -290,18 +498,13 @@ def train(args: argparse.Namespace) -> SegMetrics:
                                             args.workers, pin_memory=cuda)  # fmt: skip
     else:  # one background thread, one generator (rng) for the whole run
         batches = _batches(train_data, schedule[step:], rng, aug)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.amp
-                else contextlib.nullcontext())  # fmt: skip
     for frames, labels in batches:
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * (1 - step / total) ** 0.9
         frames = torch.as_tensor(frames).to(device, non_blocking=True)
         labels = torch.as_tensor(labels).to(device, non_blocking=True).long()
-        with autocast:
-            loss = training_loss(model, frames, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        video = _video_batch(videos, args, step, aug.crop, device) if videos else None
+        loss = train_step(model, optimizer, frames, labels, opts, video)
         step += 1
         bar.update(1)
         if not cuda or step % LOG_EVERY_CUDA == 0 or step == total:
@@ -363,8 +566,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0,
                    help="processes building the training clips (0: one thread in-process); "
                    "each batch is seeded from --seed and its step")  # fmt: skip
+    relax = p.add_argument_group("seed 002 (docs/training.md)")
+    relax.add_argument("--label-relaxation", action="store_true",
+                       help="boundary label relaxation: maximise the likelihood of the union of "
+                       "the classes in each pixel's (2R+1)x(2R+1) label window")  # fmt: skip
+    relax.add_argument("--relax-border", type=int, default=1, metavar="R",
+                       help="window radius R of --label-relaxation (1: 3x3)")  # fmt: skip
+    relax.add_argument("--propagation-length", type=int, metavar="N",
+                       help="supervise only the labelled (last) frame of each clip and the N "
+                       "before it, whose labels are propagated (0: off; None: every frame)")  # fmt: skip
+    memory = p.add_argument_group("recurrent memory (docs/training.md)")
+    memory.add_argument("--tbptt", type=int, default=0, metavar="K",
+                        help="truncated BPTT: backward every K frames of a clip, the state "
+                        "detached between chunks; one optimizer step per clip (0: whole clip)")  # fmt: skip
+    memory.add_argument("--warmup-frames", type=int, default=0, metavar="W",
+                        help="first W frames of each clip only warm the state up: no gradient, "
+                        "no loss")  # fmt: skip
+    memory.add_argument("--consistency-weight", type=float, default=0.0, metavar="W",
+                        help="weight of the flow-warped temporal-consistency loss on the "
+                        "unlabelled clips of --consistency-videos (0: off)")  # fmt: skip
+    memory.add_argument("--consistency-videos", metavar="DIR",
+                        help="folder of unlabelled videos for --consistency-weight "
+                        "(e.g. ../shared/data/videos)")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _check_clip_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """parser.error on a bad combination of the clip options."""
+    for flag, value in (("--relax-border", args.relax_border), ("--tbptt", args.tbptt),
+                        ("--warmup-frames", args.warmup_frames),
+                        ("--propagation-length", args.propagation_length or 0),
+                        ("--consistency-weight", args.consistency_weight)):  # fmt: skip
+        if value < 0:
+            parser.error(f"{flag} must be >= 0")
+    if args.warmup_frames >= args.seq_len:
+        parser.error(f"--warmup-frames {args.warmup_frames} leaves no frame with a loss in "
+                     f"clips of --seq-len {args.seq_len}")  # fmt: skip
+    if args.consistency_weight and not args.consistency_videos:
+        parser.error("--consistency-weight needs --consistency-videos DIR")
+    if args.consistency_weight and args.seq_len < 2:
+        parser.error("--consistency-weight needs clips of --seq-len 2 or more")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-steps must be >= 1")
     if args.workers < 0:
         parser.error("--workers must be >= 0")
+    _check_clip_args(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)

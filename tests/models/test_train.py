@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -118,3 +119,154 @@ def test_training_augment_follows_the_input_size() -> None:
     assert small.scale_range == (0.8 * factor, 1.25 * factor)
     assert full.scale_range[0] < 0.8 < full.scale_range[1] < 1.25
     assert train.training_augment((64, 96), (256, 352), 360).crop == (64, 96)  # explicit wins
+
+
+# -- seed 002 and the recurrent-memory options ------------------------------------------------
+
+TINY = (64, 96)
+
+
+def _clip(t: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (1, t, *TINY, 3), generator=g, dtype=torch.uint8)
+    return frames, torch.randint(0, 11, (1, t, *TINY), generator=g)
+
+
+def _grads(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def _run(model: torch.nn.Module, frames, labels, opts) -> tuple[float, list[torch.Tensor]]:
+    model.zero_grad()
+    loss = 0.0
+    for term in train.supervised_losses(model, frames, labels, opts):
+        term.backward()
+        loss += term.item()
+    return loss, _grads(model)
+
+
+def test_tbptt_carries_the_state_and_cuts_the_gradient(tiny_model_factory) -> None:
+    """--tbptt 2 on 4 frames: the loss is the whole clip's (state carried into chunk 2; a reset
+    would change it), the gradient is that of chunk 1 plus chunk 2 fed the *detached* state."""
+    model = tiny_model_factory("recurrent-lite0-gru")  # eval: BN per frame, comparable runs
+    frames, labels = _clip()
+    full_loss, full_grads = _run(model, frames, labels, train.ClipTraining())
+    loss, grads = _run(model, frames, labels, train.ClipTraining(tbptt=2))
+    assert abs(loss - full_loss) < 1e-5
+    assert any(not torch.allclose(a, b) for a, b in zip(grads, full_grads))  # truncated
+
+    criterion, x = train.SegLoss(), train.normalize(frames)
+    count = (labels != 11).sum()
+    model.zero_grad()
+    first, *state = model(x[:, :2])
+    (criterion.total(first, labels[:, :2])[0] / count).backward()
+    second = model(x[:, 2:], *[s.detach() for s in state])[0]
+    (criterion.total(second, labels[:, 2:])[0] / count).backward()
+    for a, b in zip(grads, _grads(model)):
+        torch.testing.assert_close(a, b)
+    reset = model(x[:, 2:])[0]  # zero state: what a reset between chunks would give
+    assert not torch.allclose(reset, second)
+
+
+def test_warmup_frames_warm_the_state_and_carry_no_loss(tiny_model_factory) -> None:
+    model = tiny_model_factory("recurrent-lite0-gru")
+    frames, labels = _clip()
+    opts = train.ClipTraining(warmup_frames=2, tbptt=1)
+    chunks = list(train.clip_chunks(model, train.normalize(frames), opts))
+    assert [start for start, _ in chunks] == [0, 2, 3]
+    assert not chunks[0][1].requires_grad and chunks[1][1].requires_grad
+    with torch.no_grad():
+        full = model(train.normalize(frames))[0]
+        cold = model(train.normalize(frames[:, 2:]))[0]
+    torch.testing.assert_close(chunks[1][1].detach(), full[:, 2:3])  # from the warmed state
+    assert not torch.allclose(chunks[1][1], cold[:, :1])  # not from a zero state
+    loss, _ = _run(model, frames, labels, opts)
+    assert abs(loss - train.SegLoss()(full[:, 2:], labels[:, 2:]).item()) < 1e-5
+    relabelled = labels.clone()
+    relabelled[:, :2] = (labels[:, :2] + 1) % 11  # warm-up labels do not matter
+    assert abs(_run(model, frames, relabelled, opts)[0] - loss) < 1e-6
+
+
+def test_propagation_length_voids_frames_before_the_labelled_one() -> None:
+    labels = torch.zeros(1, 4, 2, 3, dtype=torch.long)
+    off = train.supervised_frames(labels, 0)
+    assert (off[:, :3] == 11).all() and (off[:, 3] == 0).all()
+    one = train.supervised_frames(labels, 1)
+    assert (one[:, :2] == 11).all() and (one[:, 2:] == 0).all()
+    assert train.supervised_frames(labels, None) is labels
+    assert train.supervised_frames(labels, 5) is labels
+
+
+def test_training_clips_end_on_the_labelled_frame(camvid: Path) -> None:
+    """--propagation-length counts back from the last frame: the training clips end on the
+    labelled frame (at the drawn pose, never corrupted)."""
+    import dataclasses
+
+    import numpy as np
+
+    from vidseg.models.data import load_split, make_clip
+
+    data = load_split(camvid, "train", limit=1)
+    aug = train.training_augment((64, 96), (256, 352), 360)
+    assert aug.anchor == -1
+    plain = dataclasses.replace(aug, corrupt_prob=0.0, blur_prob=0.0, photometric=False)
+    last = make_clip(data.images[0], data.labels[0], 5, np.random.default_rng(3), plain)
+    first = make_clip(data.images[0], data.labels[0], 5, np.random.default_rng(3),
+                      dataclasses.replace(plain, anchor=0))  # fmt: skip
+    assert np.array_equal(last[0][-1], first[0][0]) and np.array_equal(last[1][-1], first[1][0])
+    assert not np.array_equal(last[0][0], first[0][0])
+
+
+def test_the_criterion_reaches_models_with_their_own_loss(tiny_model_factory) -> None:
+    """--label-relaxation is one SegLoss handed to every family, including the key-frame and
+    NetWarp models whose training_loss is their own."""
+    frames, labels = _clip(t=2)
+    for name in ("keyframe-lite0-c2", "netwarp-lite0", "recurrent-lite0-gru"):
+        calls = []
+
+        def spy(logits, target, calls=calls):
+            calls.append(tuple(target.shape))
+            return train.SegLoss(relax_border=1)(logits, target)
+
+        loss = train.training_loss(tiny_model_factory(name), frames, labels, spy)
+        assert calls and torch.isfinite(loss), name
+
+
+def test_train_with_seed_002_and_memory_options(camvid: Path, tmp_path: Path) -> None:
+    """Every new option together, two steps (one per-frame, one clip), then a resume; the
+    checkpoint records them."""
+    videos = camvid.parent / "videos"
+    out = tmp_path / "run"
+    extra = ["--seq-len", "4", "--label-relaxation", "--relax-border", "2",
+             "--propagation-length", "0", "--tbptt", "2", "--warmup-frames", "1",
+             "--consistency-weight", "0.5", "--consistency-videos", str(videos)]  # fmt: skip
+    common = [*ARGS, *extra, "--data", str(camvid), "--out", str(out)]
+    assert train.main([*common, "--max-steps", "2"]) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    recorded = json.loads(ckpt["train_args"])
+    assert recorded["label_relaxation"] and recorded["relax_border"] == 2
+    assert recorded["propagation_length"] == 0 and recorded["tbptt"] == 2
+    assert recorded["warmup_frames"] == 1 and recorded["consistency_weight"] == 0.5
+    assert recorded["consistency_videos"] == str(videos)
+    history = json.loads(ckpt["history"])
+    assert history and all(math.isfinite(h["loss"]) for h in history)
+    assert train.main([*common, "--max-steps", "3", "--resume"]) == 0
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_clip_option_errors(camvid: Path, tmp_path: Path, capsys) -> None:
+    import pytest
+
+    base = [*ARGS, "--data", str(camvid), "--out", str(tmp_path / "o"), "--max-steps", "1"]
+    for extra, message in (
+        (["--warmup-frames", "3"], "leaves no frame with a loss"),
+        (["--consistency-weight", "1"], "needs --consistency-videos"),
+        (["--tbptt", "-1"], "--tbptt must be >= 0"),
+        (["--propagation-length", "-2"], "--propagation-length must be >= 0"),
+    ):
+        with pytest.raises(SystemExit):
+            train.main([*base, *extra])
+        assert message in capsys.readouterr().err, extra
+    keyframe = ["--model", "keyframe-lite0-c2", *base[2:], "--tbptt", "2"]
+    assert train.main(keyframe) == 1
+    assert "does not support --tbptt" in capsys.readouterr().err
