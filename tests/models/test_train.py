@@ -270,3 +270,17 @@ def test_clip_option_errors(camvid: Path, tmp_path: Path, capsys) -> None:
     keyframe = ["--model", "keyframe-lite0-c2", *base[2:], "--tbptt", "2"]
     assert train.main(keyframe) == 1
     assert "does not support --tbptt" in capsys.readouterr().err
+
+
+def test_documented_training_flags_exist() -> None:
+    """The README's vidseg-train row and docs/training.md name only flags the parser has."""
+    import re
+
+    repo = Path(__file__).resolve().parents[2]
+    readme = (repo / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `vidseg-train"))
+    usage = set(re.findall(r"--[a-z][a-z-]*", train.build_parser().format_help()))
+    for text in (row, (repo / "docs" / "training.md").read_text()):
+        flags = set(re.findall(r"--[a-z][a-z-]*", text))
+        assert {"--label-relaxation", "--propagation-length", "--tbptt"} <= flags
+        assert flags <= usage, flags - usage
