@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
-from contextlib import ExitStack, suppress
+import threading
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -109,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="drop the input's audio (by default it is copied untouched)",
     )
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (without it, an existing output is an error "
+                   "and stays untouched)")  # fmt: skip
     p.add_argument("--json", metavar="PATH", help="write a run summary as JSON")
     p.add_argument("--show-default-model", action="store_true",
                    help="print the bundled default model's path and exit")  # fmt: skip
@@ -212,10 +217,11 @@ def _run(args: argparse.Namespace, info: VideoInfo,
     with ExitStack() as stack:
         if args.mask and out.suffix.lower() in MASK_VIDEO_SUFFIXES:
             sink = VideoWriter(out, width=width, height=height, fps=info.fps,
-                               time_base=info.time_base, lossless=True)  # fmt: skip
+                               time_base=info.time_base, lossless=True,
+                               overwrite=args.overwrite)  # fmt: skip
             render = labels
         elif args.mask:
-            sink = MaskSequenceWriter(out)
+            sink = MaskSequenceWriter(out, overwrite=args.overwrite)
             render = labels
         else:
             # a pipe or a live stream cannot be read a second time for its audio
@@ -223,7 +229,8 @@ def _run(args: argparse.Namespace, info: VideoInfo,
             sink = VideoWriter(out, width=width, height=height, fps=info.fps,
                                time_base=info.time_base, codec=args.codec, crf=args.crf,
                                preset=args.preset, audio_from=None if no_audio else args.input,
-                               audio_timeout_s=args.timeout or None)  # fmt: skip
+                               audio_timeout_s=args.timeout or None,
+                               overwrite=args.overwrite)  # fmt: skip
             render = overlay
         stack.enter_context(sink)
         total = info.frame_count
@@ -254,6 +261,26 @@ def _run(args: argparse.Namespace, info: VideoInfo,
     return stats, info, live
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[list[int]]:
+    """While inside, SIGTERM (``docker stop``, systemd, kill) raises KeyboardInterrupt in the
+    main thread like Ctrl-C: the frames done are written. Yields the signals received."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -274,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--reconnect must be >= 0, got {args.reconnect}")
     if args.reconnect and not is_network_source(args.input):
         parser.error("--reconnect needs a network source (rtsp://, http://, ...)")
+    out = Path(args.out)
+    if not args.overwrite and (out.is_file() or out.is_dir() and any(out.iterdir())):
+        print(f"vidseg-run: error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2  # before anything opens: the file stays untouched
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
 
@@ -283,9 +314,12 @@ def main(argv: list[str] | None = None) -> int:
             raise VideoIOError(f"output directory does not exist: {out_parent}")
         return run(args)
 
-    code, outcome = run_for_cli(  # Ctrl-C here came before the loop (model load / open)
-        "vidseg-run", checked_run, debug=args.debug,
-        interrupted="interrupted before any frame was written")  # fmt: skip
+    with _sigterm_as_interrupt() as signals:
+        code, outcome = run_for_cli(  # Ctrl-C here came before the loop (model load / open)
+            "vidseg-run", checked_run, debug=args.debug,
+            interrupted="interrupted before any frame was written")  # fmt: skip
+    if signals and code == 130:  # SIGTERM: the same, with its own code
+        return 128 + signals[-1]
     if outcome is None:
         return code
     stats, info, live = outcome
@@ -301,11 +335,16 @@ def main(argv: list[str] | None = None) -> int:
         "dropped": live.dropped, "reconnects": live.reconnects, "state_resets": stats.resets,
     }  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        except OSError as error:
+            print(f"vidseg-run: error: cannot write {args.json}: {error.strerror or error}",
+                  file=sys.stderr)  # fmt: skip
+            return exit_code_for(VideoIOError(""))
     if stats.interrupted:
-        print(f"vidseg-run: interrupted after {stats.frames} frames; wrote {args.out}",
-              file=sys.stderr)  # fmt: skip
-        return 130
+        print(f"vidseg-run: {'terminated' if signals else 'interrupted'} after {stats.frames} "
+              f"frames; wrote {args.out}", file=sys.stderr)  # fmt: skip
+        return 128 + signals[-1] if signals else 130
     if stats.truncated is not None:
         print(f"vidseg-run: error: {stats.truncated}; wrote the {stats.frames} decoded frames "
               f"to {args.out}", file=sys.stderr)  # fmt: skip

@@ -476,8 +476,9 @@ class VideoWriter:
     directory so the final rename is atomic, same suffix so FFmpeg picks the same muxer). When the
     with-block exits cleanly, the encoder is flushed (``stream.encode()`` with no frame, remaining
     packets muxed), the container is closed and the temp file is renamed onto ``path`` (an
-    existing file there is replaced). When the block raises, the container is closed without
-    flushing, the temp file is deleted, nothing appears at ``path`` and the exception propagates.
+    existing file there is replaced, unless ``overwrite=False``: then it is kept and the exit
+    raises). When the block raises, the container is closed without flushing, the temp file is
+    deleted, nothing appears at ``path`` and the exception propagates.
 
     Two modes:
 
@@ -501,8 +502,8 @@ class VideoWriter:
     Raises (constructor):
         ValueError: non-positive size, float/non-positive fps or time_base, crf out of range,
             unsupported lossless codec.
-        VideoIOError: the output directory does not exist or is not writable, or ``path`` is a
-            directory.
+        VideoIOError: the output directory does not exist or is not writable, ``path`` is a
+            directory, or ``path`` exists and ``overwrite`` is False.
 
     Example:
         >>> info = VideoInfo.from_path("in.mp4")  # doctest: +SKIP
@@ -526,10 +527,12 @@ class VideoWriter:
         lossless: bool = False,
         audio_from: str | os.PathLike[str] | None = None,
         audio_timeout_s: float | None = None,
+        overwrite: bool = True,
     ) -> None:
         self.path: Path = Path(path)
         self._audio_from = audio_from  # copy this file's audio into the output
         self._audio_timeout_s = audio_timeout_s  # open/read timeout when audio_from is a URL
+        self._overwrite = bool(overwrite)  # False: an existing file at path is never replaced
         self._audio: tuple[Any, Any, Any] | None = None
         self._width, self._height = _check_size((width, height))
         self.fps: Fraction = _check_rational("fps", fps)
@@ -564,6 +567,12 @@ class VideoWriter:
         _check_output_parent(self.path)
         if self.path.is_dir():
             raise VideoIOError(f"cannot write video {self.path}: is a directory")
+        self._check_not_there()
+
+    def _check_not_there(self) -> None:
+        """Raise VideoIOError when ``path`` exists and may not be replaced."""
+        if not self._overwrite and os.path.lexists(self.path):
+            raise VideoIOError(f"cannot write video {self.path}: exists (overwrite=False)")
 
     @property
     def frames_written(self) -> int:
@@ -728,7 +737,11 @@ class VideoWriter:
             _remove_quietly(self._temp_path)
             raise VideoIOError(f"no frames were written to {self.path}; no file was created")
         try:
+            self._check_not_there()
             os.replace(self._temp_path, self.path)
+        except VideoIOError:
+            _remove_quietly(self._temp_path)
+            raise
         except OSError as error:
             _remove_quietly(self._temp_path)
             raise VideoIOError(
@@ -867,7 +880,7 @@ class MaskSequenceWriter:
         Raises:
             RuntimeError: called outside the with-block.
             TypeError / ValueError: not a 2-D uint8 array.
-            VideoIOError: the PNG could not be written (``cv2.imwrite`` failed, e.g. disk full).
+            VideoIOError: the PNG could not be written (e.g. disk full, file size limit).
         """
         if not self._open:
             raise RuntimeError("MaskSequenceWriter.write() called outside its with-block")
@@ -878,12 +891,20 @@ class MaskSequenceWriter:
         if mask.ndim != 2 or mask.size == 0:
             raise ValueError(f"mask must be a non-empty (H, W) array, got shape {mask.shape}")
         file = self._partial / f"{self._frames_written:06d}.png"
+        # encoded in memory and written by Python, whose write/close raise on a full disk:
+        # cv2.imwrite can report success for a PNG the file system cut short
         try:
-            ok = cv2.imwrite(str(file), np.ascontiguousarray(mask))
+            ok, png = cv2.imencode(".png", np.ascontiguousarray(mask))
         except cv2.error as error:
             raise VideoIOError(f"cannot write mask {file}: {_reason(error)}") from error
         if not ok:
-            raise VideoIOError(f"cannot write mask {file}: cv2.imwrite returned False")
+            raise VideoIOError(f"cannot write mask {file}: PNG encoding failed")
+        try:
+            with open(file, "wb") as handle:
+                handle.write(png.tobytes())
+        except OSError as error:
+            _remove_quietly(file)
+            raise VideoIOError(f"cannot write mask {file}: {_reason(error)}") from error
         self._frames_written += 1
 
     def __exit__(

@@ -70,7 +70,7 @@ def test_documented_flags_exist() -> None:
     row = next(line for line in text.splitlines() if line.startswith("| `vidseg-run INPUT"))
     flags = set(re.findall(r"--[a-z][a-z-]*", row))
     assert {"--out", "--model", "--mask", "--max-frames", "--alpha", "--json"} <= flags
-    assert {"--timeout", "--reconnect", "--live", "--rtsp-transport"} <= flags
+    assert {"--timeout", "--reconnect", "--live", "--rtsp-transport", "--overwrite"} <= flags
     usage = set(re.findall(r"--[a-z][a-z-]*", build_parser().format_help()))
     assert flags <= usage, flags - usage
 
@@ -84,4 +84,4 @@ def test_documented_exit_codes() -> None:
     for phrase, error in documented.items():
         assert phrase in text, phrase
         assert exit_code_for(error) == int(phrase.split()[0]), phrase
-    assert "130 Ctrl-C" in text
+    assert "130 Ctrl-C" in text and "143 SIGTERM" in text

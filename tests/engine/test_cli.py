@@ -475,8 +475,9 @@ def frames_done(progress: str) -> int:
     return max(map(int, counts), default=0)
 
 
-def interrupt_run(args: list[str], when_frames: int) -> tuple[int, str]:
-    """Start vidseg-run with ``args``, send SIGINT once the progress bar shows ``when_frames``
+def interrupt_run(args: list[str], when_frames: int,
+                  sig: signal.Signals = signal.SIGINT) -> tuple[int, str]:  # fmt: skip
+    """Start vidseg-run with ``args``, send ``sig`` once the progress bar shows ``when_frames``
     frames done (0: as soon as it appears), return (exit code, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "vidseg.engine", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
@@ -492,7 +493,7 @@ def interrupt_run(args: list[str], when_frames: int) -> tuple[int, str]:
             assert time.monotonic() < deadline, f"no progress: {tail.text()}"
             time.sleep(0.005)
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
         proc.wait(timeout=TIMEOUT_S)
     finally:
         if proc.poll() is None:
@@ -537,3 +538,81 @@ def test_ctrl_c_on_the_first_frame(tiny_bundle: Path, out_dir: Path) -> None:
         assert list(out_dir.iterdir()) == []
     else:
         assert_same_video_shape(out, int(done.group(1)))
+
+
+def test_sigterm_is_handled_like_ctrl_c(tiny_bundle: Path, out_dir: Path,
+                                        tmp_path: Path) -> None:  # fmt: skip
+    """SIGTERM (docker stop, systemd) mid-video: the frames done are written to a valid, shorter
+    file and the exit code is 143 (was: killed at once, no file, only a stale temp file)."""
+    out, summary = out_dir / "o.mp4", tmp_path / "run.json"
+    code, stderr = interrupt_run([str(SAMPLE), "--out", str(out), "--model", str(tiny_bundle),
+                                  "--json", str(summary)], when_frames=3,
+                                 sig=signal.SIGTERM)  # fmt: skip
+    if code == 0:
+        pytest.skip("the run finished before SIGTERM could be sent (machine too fast)")
+    assert code == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    message = re.search(r"vidseg-run: terminated after (\d+) frames; wrote (\S+)", stderr)
+    assert message, stderr
+    frames = int(message.group(1))
+    assert 0 < frames < SAMPLE_FRAMES and message.group(2) == str(out)
+    assert [p.name for p in out_dir.iterdir()] == ["o.mp4"]  # no partial file left
+    assert_same_video_shape(out, frames)
+    assert json.loads(summary.read_text())["interrupted"] is True
+
+
+# --------------------------------------------------------------------------- output
+
+
+@pytest.mark.parametrize("mask", [False, True], ids=["video", "mask-directory"])
+def test_existing_output_needs_overwrite(mask: bool, tiny_bundle: Path, tmp_path: Path) -> None:
+    """An existing output is refused in one line (exit 2) and left as it was (was: replaced
+    without a word); --overwrite replaces it."""
+    out = tmp_path / ("masks" if mask else "o.mp4")
+    if mask:
+        out.mkdir()
+        (out / "000000.png").write_bytes(b"keep me")
+    else:
+        out.write_bytes(b"keep me")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    flags = ("--mask",) if mask else ()
+    proc = vidseg_run(SAMPLE, "--out", out, "--model", tiny_bundle, "--max-frames", 2, "-q", *flags)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"vidseg-run: error: {out} exists; pass --overwrite to replace it"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (out / "000000.png" if mask else out).read_bytes() == b"keep me"
+    proc = vidseg_run(SAMPLE, "--out", out, "--model", tiny_bundle, "--max-frames", 2, "-q",
+                      "--overwrite", *flags)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    if mask:
+        assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png"]
+        assert cv2.imread(str(out / "000000.png"), cv2.IMREAD_UNCHANGED).shape == (540, 960)
+    else:
+        assert_same_video_shape(out, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # nothing left beside it
+
+
+DISK_FULL = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+limit = int(sys.argv.pop(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from vidseg.engine.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("out_name", "flags", "limit"),
+                         [("o.mp4", (), 20_000), ("o.mkv", ("--mask",), 2_000),
+                          ("masks", ("--mask",), 300)])  # fmt: skip
+def test_disk_full(out_name: str, flags: tuple[str, ...], limit: int, tiny_bundle: Path,
+                   out_dir: Path) -> None:  # fmt: skip
+    """Writes fail part-way (a file size limit stands in for a full disk): one line, exit 5,
+    no output and nothing under a temporary name (was, for PNG masks: files cut at the limit
+    published as the result, exit 0)."""
+    out = out_dir / out_name
+    proc = subprocess.run([sys.executable, "-c", DISK_FULL, str(limit), str(SAMPLE), "--out", str(out), "--model", str(tiny_bundle),
+                           "--max-frames", str(MAX_FRAMES), "-q", *flags],
+                          capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
+    assert_clean_error(proc, 5, str(out), "File too large")
+    assert list(out_dir.iterdir()) == []

@@ -252,16 +252,34 @@ def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
     return proc.stderr.strip().splitlines()
 
 
-def test_silent_source_times_out(serve, tiny_bundle, tmp_path) -> None:
+@pytest.mark.parametrize("scheme", ["http", "rtsp"])
+def test_silent_source_times_out(scheme: str, serve, tiny_bundle, tmp_path) -> None:
     """A server that accepts and never answers: --timeout fires, exit 8, one line, no file
     (was: vidseg-run waited forever)."""
     server = serve("silent")
+    url = server.url.replace("http://", f"{scheme}://")
     out = tmp_path / "o.mp4"
-    proc, wall_s = vidseg_run(server.url, "--out", out, "--model", tiny_bundle, "--timeout", 1)
+    proc, wall_s = vidseg_run(url, "--out", out, "--model", tiny_bundle, "--timeout", 1)
     assert proc.returncode == 8, proc.stderr
     (line,) = error_lines(proc)
-    assert line.startswith("vidseg-run: error: ") and "timed out" in line and server.url in line
+    assert line.startswith("vidseg-run: error: ") and "timed out" in line and url in line
     assert wall_s < 30 and not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_network_options() -> None:
+    """Socket timeouts go to FFmpeg in microseconds under the name each protocol reads (rtsp:
+    ``timeout``; FFmpeg 5 removed ``stimeout``), with the rtsp transport."""
+    from vidseg.engine.video import _network_options, is_network_source
+
+    assert _network_options("rtsp://cam/1", 1.5, "tcp") == {"rtsp_transport": "tcp",
+                                                             "timeout": "1500000"}  # fmt: skip
+    assert _network_options("rtsp://cam/1", None, "udp") == {"rtsp_transport": "udp"}
+    assert _network_options("http://cam/x.ts", 2, "tcp") == {"rw_timeout": "2000000"}
+    with pytest.raises(ValueError, match="rtsp_transport"):
+        _network_options("rtsp://cam/1", 1, "carrier-pigeon")
+    assert is_network_source("RTSP://cam/1") and is_network_source("https://x/y.mp4")
+    assert not is_network_source("clip.mp4") and not is_network_source("file:///clip.mp4")
+    assert not is_network_source("-") and not is_network_source("/dev/video0")
 
 
 def test_stalled_source_is_lost_and_frames_are_kept(serve, tiny_bundle, live_clip,
