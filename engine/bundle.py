@@ -92,8 +92,10 @@ LABEL_STRIDES = (1, 2, 4, 8)
 @dataclass(frozen=True)
 class OutputSpec:
     """A graph output the engine hands to the user: role "labels" ((N, H/s, W/s) uint8 class
-    ids), "scores" ((N, H/s, W/s) confidence) or "logits"; ``stride`` s is the output's
-    downsampling against the input (1: full input size). The engine resizes to the frame."""
+    ids), "scores" ((N, H/s, W/s) confidence) or "logits" ((N, K, H/s, W/s) float32, at the
+    labels' stride: with them the engine upsamples the labels crisply, see
+    ``engine.upsample``); ``stride`` s is the output's downsampling against the input (1: full
+    input size). The engine resizes to the frame."""
 
     name: str
     role: str
@@ -124,6 +126,10 @@ class Manifest:
     @property
     def labels_output(self) -> str:
         return next(o.name for o in self.outputs if o.role == "labels")
+
+    def output_name(self, role: str) -> str | None:
+        """The name of the output with ``role`` ("labels", "scores", "logits"), None if absent."""
+        return next((o.name for o in self.outputs if o.role == role), None)
 
     @property
     def labels_size(self) -> tuple[int, int]:
@@ -185,8 +191,16 @@ class Manifest:
             for i, o in enumerate(v.mapping(x, f"outputs[{i}]")
                                   for i, x in enumerate(v.get(obj, "outputs", list)))
         )  # fmt: skip
-        if [o.role for o in outputs].count("labels") != 1:
+        roles = [o.role for o in outputs]
+        if roles.count("labels") != 1:
             v.fail("outputs", "must contain exactly one output with role 'labels'")
+        if roles.count("scores") > 1 or roles.count("logits") > 1:
+            v.fail("outputs", "may contain at most one 'scores' and one 'logits' output")
+        labels_stride = outputs[roles.index("labels")].stride
+        for i, o in enumerate(outputs):
+            if o.role == "logits" and (o.stride != labels_stride or o.dtype != "float32"):
+                v.fail(f"outputs[{i}]", f"logits must be float32 at the labels' stride "
+                       f"({labels_stride}), got {o.dtype} at stride {o.stride}")  # fmt: skip
         for i, o in enumerate(outputs):
             if input_spec.height % o.stride or input_spec.width % o.stride:
                 v.fail(f"outputs[{i}].stride", f"{o.stride} does not divide the input size "

@@ -23,7 +23,8 @@ import numpy as np
 from vidseg.engine.bundle import Bundle
 from vidseg.engine.errors import BackendError
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
-from vidseg.engine.segmenter import FrameTimings, LoadedModel, Result, _ms, fit_outputs
+from vidseg.engine.segmenter import FrameTimings, LoadedModel, Result, _ms
+from vidseg.engine.upsample import upsample
 from vidseg.engine.video import Frame
 
 
@@ -95,17 +96,14 @@ class MultiStreamSegmenter:
             batch = np.stack([inputs[i] for i in group])
             names = [name for name, _ in self.aux[group[0]]]
             extra = {name: np.concatenate([aux[i][name] for i in group]) for name in names}
-            labels, scores = self.model.run(role, batch, self.state, self.cache, extra, rows=group)
+            outputs = self.model.run(role, batch, self.state, self.cache, extra, rows=group)
             t2 = time.perf_counter_ns()
-            fitted = [
-                fit_outputs(labels[k], None if scores is None else scores[k], *frames[i].shape[:2])
-                for k, i in enumerate(group)
-            ]  # type: ignore[union-attr]
+            fitted = [upsample(out, *frames[i].shape[:2]) for out, i in zip(outputs, group)]  # type: ignore[union-attr]
             timings = FrameTimings(pre_ms, _ms(t1, t2), _ms(t2, time.perf_counter_ns()))
-            for i, (lab, score) in zip(group, fitted):
+            for i, out, (lab, score) in zip(group, outputs, fitted):
                 ts = timestamps[i] if timestamps is not None else None
                 results[i] = Result(lab, self._frames[i], ts, timings, key_frame=role != "current",
-                                    scores=score)  # fmt: skip
+                                    scores=score, outputs=out)  # fmt: skip
                 self._frames[i] += 1
                 if self.schedulers is not None:
                     self.schedulers[i].record(role == "key", timings.total_ms)

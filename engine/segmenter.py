@@ -28,6 +28,7 @@ from vidseg.engine.errors import BundleError, FrameError, StateSpecError
 from vidseg.engine.flow import AUX_PROVIDERS
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.state import StreamState, check_state_specs
+from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.engine.video import Frame
 
 logger = logging.getLogger(__name__)
@@ -58,13 +59,16 @@ class Result:
     timings: FrameTimings
     key_frame: bool = True  # the full model ran on this frame (always, for non-keyframe models)
     scores: np.ndarray | None = None  # (H, W) uint8 confidence, 255 x max softmax, if exported
+    outputs: GraphOutputs | None = None  # the graph's own outputs, at its label stride
 
     def at_size(self, height: int, width: int) -> "Result":
-        """This result with labels and confidence at ``height`` x ``width`` (see ``fit_outputs``);
-        itself when already that size."""
+        """This result with labels and confidence at ``height`` x ``width``, upsampled from the
+        graph's outputs (``engine.upsample``: crisp where the bundle has logits); itself when
+        already that size."""
         if self.labels.shape == (height, width):
             return self
-        labels, scores = fit_outputs(self.labels, self.scores, height, width)
+        source = self.outputs or GraphOutputs(self.labels, self.scores)
+        labels, scores = upsample(source, height, width)
         return replace(self, labels=labels, scores=scores)
 
 
@@ -76,17 +80,6 @@ class PreparedFrame:
 
     image: np.ndarray  # (h, w, 3) uint8 at the model's input size
     features: dict[str, Any] | None = None
-
-
-def fit_outputs(labels: np.ndarray, scores: np.ndarray | None, height: int,
-                width: int) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-    """(h, w) labels and confidence resized to ``height`` x ``width``: labels by nearest
-    neighbour (ids never blend), confidence bilinear (it is smooth)."""
-    if labels.shape != (height, width):
-        labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
-    if scores is not None and scores.shape != (height, width):
-        scores = cv2.resize(scores, (width, height), interpolation=cv2.INTER_LINEAR)
-    return labels, scores
 
 
 def _ms(t0: int, t1: int) -> float:
@@ -134,8 +127,11 @@ class LoadedModel:
         self._check_io()
         self.input_size = (manifest.input.height, manifest.input.width)
         self.labels_name = manifest.labels_output
-        self.scores_name = next((o.name for o in manifest.outputs if o.role == "scores"), None)
-        self._host_outputs = tuple(n for n in (self.labels_name, self.scores_name) if n)
+        self.scores_name = manifest.output_name("scores")
+        self.logits_name = manifest.output_name("logits")
+        self._host_outputs = tuple(
+            n for n in (self.labels_name, self.scores_name, self.logits_name) if n
+        )
         # per role, once at load: does the graph read/write the state and the cache?
         self._role_io = {
             role: (
@@ -182,6 +178,15 @@ class LoadedModel:
                 raise BundleError(f"{graph}: output {m.labels_output!r} is "
                                   f"{list(labels.shape[1:])}, the manifest says "
                                   f"{list(m.labels_size)} (input size / labels stride)")  # fmt: skip
+            logits_name = m.output_name("logits")
+            if logits_name is not None:
+                logits = next((t for t in backend.outputs if t.name == logits_name), None)
+                expected = (len(m.classes), *m.labels_size)
+                if logits is None or tuple(logits.shape[1:]) != expected:
+                    got = None if logits is None else list(logits.shape[1:])
+                    raise BundleError(f"{graph}: logits output {logits_name!r} should be "
+                                      f"[batch, {list(expected)}] (classes, labels size), "
+                                      f"got {got}")  # fmt: skip
             for aux in m.aux_inputs:
                 info = inputs.get(aux.name)
                 if info is None or info.shape[1:] != aux.shape:
@@ -243,9 +248,9 @@ class LoadedModel:
     def run(self, role: str, batch: np.ndarray, state: StreamState, cache: StreamState,
             aux: Mapping[str, np.ndarray] | None = None, rows: Sequence[int] | None = None,
             features: Mapping[str, Any] | None = None,
-            ) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-        """Run graph ``role`` on (N, h, w, 3) frames: (N, h, w) labels, and (N, h, w) uint8
-        confidence when the graph outputs ``scores`` (else None).
+            ) -> list[GraphOutputs]:  # fmt: skip
+        """Run graph ``role`` on (N, h, w, 3) frames: each frame's labels, and its confidence
+        and logits where the graph outputs them, at the graph's label stride.
 
         ``state`` and ``cache`` are read where the graph has their inputs and advanced where it
         has their outputs. ``rows``: the state rows the N frames belong to (all when None).
@@ -267,8 +272,17 @@ class LoadedModel:
             state.advance(outputs, rows)
         if writes_cache:
             cache.advance(outputs, rows)
-        scores = outputs.get(self.scores_name) if self.scores_name is not None else None
-        return outputs[self.labels_name], scores
+        labels = outputs[self.labels_name]
+        scores = outputs[self.scores_name] if self.scores_name else None
+        logits = outputs[self.logits_name] if self.logits_name else None
+        return [
+            GraphOutputs(
+                labels[k],
+                None if scores is None else scores[k],
+                None if logits is None else logits[k],
+            )  # fmt: skip
+            for k in range(len(labels))
+        ]
 
 
 class Segmenter:
@@ -349,17 +363,16 @@ class Segmenter:
         key = self.scheduler.is_key(x) if self.scheduler is not None else True
         role = "step" if self.scheduler is None else ("key" if key else "current")
         t1 = time.perf_counter_ns()
-        labels, scores = self.model.run(role, x[None], self.state, self.cache, aux,
-                                        features=features)  # fmt: skip
+        [outputs] = self.model.run(role, x[None], self.state, self.cache, aux, features=features)
         t2 = time.perf_counter_ns()
         height, width = x.shape[:2] if prepared is not None else frame.shape[:2]
-        labels, scores = fit_outputs(labels[0], None if scores is None else scores[0],
-                                     height, width)  # fmt: skip
+        labels, scores = upsample(outputs, height, width)
         t3 = time.perf_counter_ns()
         timings = FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
         if self.scheduler is not None:
             self.scheduler.record(key, timings.total_ms)
-        result = Result(labels, self._frames, timestamp, timings, key_frame=key, scores=scores)
+        result = Result(labels, self._frames, timestamp, timings, key_frame=key, scores=scores,
+                        outputs=outputs)  # fmt: skip
         self._frames += 1
         return result
 

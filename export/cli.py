@@ -1,7 +1,8 @@
 """``vidseg-export CHECKPOINT --out BUNDLE.vidseg``: checkpoint -> bundle, parity-checked.
 
 Exits non-zero (7) when ONNX Runtime and torch disagree beyond tolerance; no bundle is left
-under the output name in that case.
+under the output name in that case. ``vidseg-export BUNDLE.vidseg --add-logits`` gives an
+existing bundle its logits output (crisp labels at any frame size).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from vidseg.engine.bundle import ENCODE, SPLIT_FAMILIES, default_bundle_path
 from vidseg.engine.errors import BundleError, VidsegError, run_for_cli
 from vidseg.engine.video import read_frames
 from vidseg.export.keyframe import export_keyframe_bundle
+from vidseg.export.logits import add_logits
 from vidseg.export.netwarp import export_netwarp_bundle
 from vidseg.export.onnx import ClassInfo, build_manifest, feature_specs, splittable, write_bundle
 from vidseg.export.parity import check_parity, require_parity
@@ -77,6 +79,15 @@ def parity_frames(video: Path, size: tuple[int, int], count: int) -> list[np.nda
 
 
 def export(args: argparse.Namespace) -> str:
+    if args.add_logits:
+        return add_logits(args.checkpoint)
+    summary = export_checkpoint(args)
+    if args.logits:
+        summary += "\n" + add_logits(args.out)
+    return summary
+
+
+def export_checkpoint(args: argparse.Namespace) -> str:
     if args.checkpoint.startswith(UNTRAINED):
         model, info = load_untrained(args.checkpoint.removeprefix(UNTRAINED))
     else:
@@ -124,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("checkpoint", help="last.pt written by vidseg-train, or untrained:NAME for "
                    "a registry model with random weights (benchmarks only)")  # fmt: skip
-    p.add_argument("--out", required=True, help="bundle directory to write (NAME.vidseg)")
+    p.add_argument("--out", help="bundle directory to write (NAME.vidseg); required unless "
+                   "--add-logits")  # fmt: skip
     p.add_argument("--parity-video", help="clip for the parity check (default: the sample clip)")
     p.add_argument("--parity-frames", type=int, default=24, help="consecutive frames compared")
     p.add_argument(
@@ -140,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="two graphs: a stateless encode graph (frame -> features) and the step "
                    "graph (features + state -> labels); vidseg-run's pipeline then runs the "
                    "encoder in its decode thread, a frame ahead of the state")  # fmt: skip
+    p.add_argument("--logits", action="store_true",
+                   help="also output the float32 logits at the labels' stride: the engine "
+                   "then upsamples labels crisply to any frame size (engine/upsample.py)")  # fmt: skip
+    p.add_argument("--add-logits", action="store_true",
+                   help="CHECKPOINT is an existing bundle: add the logits output to its graphs "
+                   "in place (no checkpoint needed)")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -147,16 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.add_logits and (args.out or args.logits or args.split):
+        parser.error("--add-logits edits the bundle given in place: no --out, --logits, --split")
+    if not args.add_logits and not args.out:
+        parser.error("--out is required")
     if args.parity_frames < 2:
         parser.error("--parity-frames must be >= 2 (the check resets state half way)")
-    if not Path(args.out).parent.is_dir():
+    if args.out and not Path(args.out).parent.is_dir():
         parser.error(f"--out: directory {Path(args.out).parent} does not exist")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     code, summary = run_for_cli("vidseg-export", lambda: export(args), debug=args.debug,
                                 interrupted="interrupted; no bundle written")  # fmt: skip
     if summary is None:
         return code
-    print(f"wrote {args.out}\n{summary}")
+    print(f"wrote {args.out or args.checkpoint}\n{summary}")
     return 0
 
 
