@@ -28,11 +28,11 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import av
 import av.error
@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 THREAD_TYPES: Final[frozenset[str]] = frozenset({"NONE", "SLICE", "FRAME", "AUTO"})
 """Accepted ``thread_type`` values: AUTO (frame+slice threads, best for files) or SLICE (lowest
@@ -92,6 +93,10 @@ RTSP_TRANSPORTS: Final[tuple[str, ...]] = ("tcp", "udp", "udp_multicast", "http"
 class VideoInfo:
     """Metadata of the first video stream of a file, as the container declares it.
 
+    A source whose frames carry a display rotation (phone clips: a display matrix) is decoded
+    upright, as players show it: ``rotation`` says by how much frames are turned, and ``width``,
+    ``height`` are the upright frames' (swapped for a quarter turn).
+
     Example:
         >>> info = VideoInfo.from_path("clip.mp4")  # doctest: +SKIP
         >>> info.width, info.height, info.fps  # doctest: +SKIP
@@ -105,10 +110,11 @@ class VideoInfo:
     frame_count: int | None  # frames declared by the container; None when it declares none
     codec: str  # FFmpeg decoder name, e.g. "h264"
     duration_s: float | None  # seconds; stream duration, else container duration, else None
+    rotation: int = 0  # degrees counterclockwise the decoded frames are turned to be upright
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> VideoInfo:
-        """Probe ``path`` without decoding any frame.
+        """Probe ``path``, decoding at most its first frame (for the display rotation).
 
         Args:
             path: a video file (or an FFmpeg URL such as ``rtsp://...``).
@@ -122,7 +128,12 @@ class VideoInfo:
         """
         with _open_input(path) as container:
             stream = _first_video_stream(container, path)
-            return _info_from_stream(container, stream, path)
+            info = _info_from_stream(container, stream, path)
+            try:
+                first = next(container.decode(stream), None)
+            except _AV_ERRORS:  # undecodable: read_frames says so; the declared metadata stands
+                first = None
+            return _rotated(info, first)
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,7 +233,41 @@ def open_video(
         container.close()
         raise
     decoded = _decode(path, max_frames=max_frames, thread_type=thread_type, container=container)
+    first = next(decoded, None)  # its display rotation sets the upright size
+    if first is not None:
+        info = _rotated(info, first[1])
+        decoded = _prepend(first, decoded)
     return info, _rgb_frames(decoded, path, size)
+
+
+def _prepend(first: T, rest: Iterator[T]) -> Iterator[T]:
+    """``first`` then ``rest``; closing it closes ``rest``."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        rest_close = getattr(rest, "close", None)
+        if rest_close is not None:
+            rest_close()
+
+
+def _quarter_turns(av_frame: av.VideoFrame) -> int:
+    """Counterclockwise quarter turns (0..3) that make ``av_frame`` upright (its display
+    matrix's rotation, rounded to a multiple of 90 degrees)."""
+    try:
+        rotation = av_frame.rotation
+    except (AttributeError, ValueError, TypeError):  # no usable display matrix
+        return 0
+    return round((rotation or 0) / 90) % 4
+
+
+def _rotated(info: VideoInfo, av_frame: av.VideoFrame | None) -> VideoInfo:
+    """``info`` for upright frames of a source whose first frame is ``av_frame``."""
+    turns = 0 if av_frame is None else _quarter_turns(av_frame)
+    if not turns:
+        return info
+    width, height = (info.height, info.width) if turns % 2 else (info.width, info.height)
+    return replace(info, width=width, height=height, rotation=90 * turns)
 
 
 def _check_read_args(size: tuple[int, int] | None,
@@ -238,16 +283,23 @@ def _check_read_args(size: tuple[int, int] | None,
 
 def _rgb_frames(decoded: Iterator[tuple[int, av.VideoFrame, Fraction]], path: object,
                 size: tuple[int, int] | None) -> Iterator[Frame]:  # fmt: skip
-    """Decoded frames -> ``Frame``s: scaling and RGB conversion in one swscale pass."""
+    """Decoded frames -> ``Frame``s: scaling and RGB conversion in one swscale pass, then the
+    display rotation (``size`` is the upright frame's)."""
     width, height = size if size is not None else (None, None)
     try:
         for index, av_frame, time_base in decoded:
+            turns = _quarter_turns(av_frame)
             try:
-                rgb = av_frame.reformat(width, height, format="rgb24").to_ndarray()
+                if turns % 2:  # scale before the quarter turn: the coded frame lies on its side
+                    rgb = av_frame.reformat(height, width, format="rgb24").to_ndarray()
+                else:
+                    rgb = av_frame.reformat(width, height, format="rgb24").to_ndarray()
             except _AV_ERRORS as error:
                 raise VideoIOError(
                     f"cannot convert frame {index} of {path!s} to RGB: {_reason(error)}"
                 ) from error
+            if turns:
+                rgb = np.rot90(rgb, turns)
             # Rows of rgb24 are padded when width*3 is not a multiple of the alignment.
             yield Frame(image=np.ascontiguousarray(rgb), index=index, pts=av_frame.pts,
                         time_base=time_base)  # fmt: skip

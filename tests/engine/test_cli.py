@@ -616,3 +616,91 @@ def test_disk_full(out_name: str, flags: tuple[str, ...], limit: int, tiny_bundl
                           capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
     assert_clean_error(proc, 5, str(out), "File too large")
     assert list(out_dir.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- unusual inputs
+
+
+def make_clip(path: Path, codec: str, pix_fmt: str, width: int, height: int, frames: int = 4,
+              rotation: int | None = None) -> list[np.ndarray]:  # fmt: skip
+    """Encode the sample's first ``frames`` frames, resized to width x height, as ``pix_fmt``
+    with ``codec`` (and a display rotation); return the RGB frames written."""
+    images = [cv2.resize(f.image, (width, height)) for f in read_frames(SAMPLE, max_frames=frames)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for image in images:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return images
+
+
+@pytest.mark.parametrize(("name", "codec", "pix_fmt", "size"), [
+    ("odd.mkv", "ffv1", "yuv420p", (641, 479)),
+    ("gray.mkv", "ffv1", "gray", (320, 180)),
+    ("ten-bit.mkv", "ffv1", "yuv420p10le", (320, 180)),
+    ("yuv444.mp4", "libx264", "yuv444p", (320, 180)),
+])  # fmt: skip
+def test_unusual_pixel_formats_and_sizes(name: str, codec: str, pix_fmt: str,
+                                         size: tuple[int, int], tiny_bundle: Path,
+                                         tmp_path: Path) -> None:  # fmt: skip
+    """Odd sizes, grayscale, 10-bit and 4:4:4 sources run end to end: the label masks have the
+    source's exact size, the overlay its size padded to even (yuv420p)."""
+    clip = tmp_path / name
+    make_clip(clip, codec, pix_fmt, *size)
+    with av.open(str(clip)) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == pix_fmt
+    masks = tmp_path / "m.mkv"
+    proc = vidseg_run(clip, "--out", masks, "--mask", "--model", tiny_bundle, "-q")
+    assert proc.returncode == 0, proc.stderr
+    labels = list(read_label_frames(masks))
+    assert len(labels) == 4 and labels[0].shape == size[::-1]
+    overlay = tmp_path / "o.mp4"
+    proc = vidseg_run(clip, "--out", overlay, "--model", tiny_bundle, "-q")
+    assert proc.returncode == 0, proc.stderr
+    info = VideoInfo.from_path(overlay)
+    assert (info.width, info.height) == (size[0] + size[0] % 2, size[1] + size[1] % 2)
+
+
+def test_rotated_source_is_segmented_upright(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A clip with a display rotation (a phone held upright) is decoded, segmented and written
+    upright, as players show it (was: segmented lying on its side, written without the
+    rotation, so the output played sideways)."""
+    clip = tmp_path / "phone.mp4"
+    images = make_clip(clip, "libx264", "yuv444p", 320, 180, rotation=90)
+    info = VideoInfo.from_path(clip)
+    assert (info.width, info.height, info.rotation) == (180, 320, 90)
+    decoded = [f.image for f in read_frames(clip)]
+    upright = np.rot90(images[0], 1)  # +90: a quarter turn counterclockwise
+    assert decoded[0].shape == (320, 180, 3)
+    assert np.abs(decoded[0].astype(int) - upright).mean() < 3  # lossy, but the right way up
+    assert np.abs(decoded[0].astype(int) - np.rot90(images[0], -1)).mean() > 10
+    masks, overlay = tmp_path / "m.mkv", tmp_path / "o.mp4"
+    for out, flags in ((masks, ("--mask",)), (overlay, ())):
+        proc = vidseg_run(clip, "--out", out, "--model", tiny_bundle, "-q", *flags)
+        assert proc.returncode == 0, proc.stderr
+    assert list(read_label_frames(masks))[0].shape == (320, 180)
+    written = VideoInfo.from_path(overlay)
+    assert (written.width, written.height, written.rotation) == (180, 320, 0)
+
+
+def test_audio_only_file(tiny_bundle: Path, out_dir: Path, tmp_path: Path) -> None:
+    """A file with sound and no picture: one line, exit 5, no output."""
+    sound = tmp_path / "sound.m4a"
+    with av.open(str(sound), "w") as container:
+        stream = container.add_stream("aac", rate=44100)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")  # fmt: skip
+            frame.sample_rate, frame.pts = 44100, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    proc = vidseg_run(sound, "--out", out_dir / "o.mp4", "--model", tiny_bundle, "-q")
+    assert_clean_error(proc, 5, "sound.m4a", "no video stream")
+    assert list(out_dir.iterdir()) == []
