@@ -119,9 +119,15 @@ class LatestFrameSource:
         self._thread.start()
         return self
 
+    join_timeout_s = 5.0  # how long leaving waits for the reader
+
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=self.join_timeout_s)
+        if self._thread.is_alive():
+            logger.warning("thread %r is still inside its source %.1f s after the consumer left; "
+                           "it will stop at its next frame", self._thread.name,
+                           self.join_timeout_s)  # fmt: skip
 
     def __iter__(self) -> Iterator[Frame]:
         while True:

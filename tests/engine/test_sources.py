@@ -63,6 +63,29 @@ def test_reader_error_reaches_consumer() -> None:
                 time.sleep(0.01)
 
 
+def test_stuck_reader_is_named_and_stops(caplog) -> None:
+    """A reader still blocked in its source when the consumer leaves is named in a warning, and
+    stops (closing its source) once the frame arrives."""
+    release, closed = threading.Event(), threading.Event()
+
+    def blocked():
+        try:
+            yield from _frames(1)
+            release.wait(10)
+            yield from _frames(5)
+        finally:
+            closed.set()
+
+    source = LatestFrameSource(blocked())
+    source.join_timeout_s = 0.2
+    with caplog.at_level("WARNING", logger="vidseg.engine.sources"):
+        with source:
+            next(iter(source))
+    assert "'live-source' is still inside its source" in caplog.text
+    release.set()
+    assert closed.wait(5) and source.received == 1  # the late frame is not taken
+
+
 def test_image_folder(tmp_path, sample_clip) -> None:
     import cv2
 
