@@ -386,8 +386,10 @@ def _decode(
                 av_frames = packet.decode()
             except _AV_ERRORS as error:
                 if is_network_source(path):  # a dropped connection or a read timeout
+                    reason = ("nothing received within the read timeout (timed out)"
+                              if isinstance(error, av.error.ExitError) else _reason(error))  # fmt: skip
                     raise SourceLostError(
-                        f"lost {path!s} after {decoded} frames: {_reason(error)}",
+                        f"lost {path!s} after {decoded} frames: {reason}",
                         frames_decoded=decoded,
                     ) from error
                 raise TruncatedVideoError(

@@ -316,6 +316,7 @@ def test_stalled_source_is_lost_and_frames_are_kept(serve, tiny_bundle, live_cli
     assert proc.returncode == 8, proc.stderr
     (line,) = error_lines(proc)
     assert f"lost {server.url} after" in line and "wrote the" in line, line
+    assert "timed out" in line, line
     result = json.loads(summary.read_text())
     assert result["source_lost"] is True and 0 < result["frames"] < LIVE_FRAMES
     assert VideoInfo.from_path(out).frame_count == result["frames"]
