@@ -7,6 +7,10 @@ Measured in one process, one after another, on the same frames:
 * ``bare_run_ms`` -- a plain ``InferenceSession.run`` on the same graph with the same session
   options and the state carried by hand, interleaved frame by frame with the steps:
   ``overhead_ratio = step p50 / bare p50`` is what the engine adds;
+* ``upsample`` -- labels (and confidence) from the graph's label stride to each
+  ``--upsample-sizes`` output size, per frame: ``crisp_ms`` (the arg-max of bilinear logits,
+  :mod:`vidseg.engine.upsample`; bundles with logits) against ``nearest_ms`` (the labels
+  upscaled by nearest neighbour) on the same outputs, interleaved;
 * ``naive_fps`` -- decode, segment, blend and encode the clip in one sequential loop;
 * ``pipeline_fps`` -- the same work through ``engine.pipeline`` (decode and encode threads);
 * ``stage_fps`` -- decode, segment, and render+encode each alone on the same frames:
@@ -31,6 +35,7 @@ import resource
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -40,11 +45,13 @@ import onnxruntime as ort
 
 from vidseg.benchmarks.accuracy import FlickerMeter, accuracy_report
 from vidseg.engine.bundle import ENCODE, default_bundle_path, load_bundle
+from vidseg.engine.cli import parse_size
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.pipeline import segment_video
 from vidseg.engine.schedule import Schedule
 from vidseg.engine.segmenter import Segmenter
+from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.engine.video import VideoInfo, VideoWriter, read_frames
 
 logger = logging.getLogger(__name__)
@@ -154,6 +161,34 @@ def bench_latency(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
         },  # fmt: skip
         "step_series_ms": [round(t, 3) for t in step_ms],
     }
+
+
+def bench_upsample(bundle: Path, frames: list[np.ndarray], sizes: list[tuple[int, int]], n: int,
+                   threads: int | None) -> dict[str, dict[str, object]]:  # fmt: skip
+    """Per output size ``(width, height)``: time to bring one frame's graph outputs to that
+    size, crisp (with logits, when the bundle has them) and nearest neighbour, interleaved on
+    the graph outputs of the clip's frames (state carried)."""
+    seg = Segmenter(bundle, threads=threads)
+    outputs = [seg.step(f).outputs for f in frames[: min(n, len(frames))]]
+    report: dict[str, dict[str, object]] = {}
+    for width, height in sizes:
+        crisp_ms, nearest_ms = [], []
+        for i in range(n):
+            out = outputs[i % len(outputs)]
+            assert out is not None  # Segmenter.step always records them
+            plain = GraphOutputs(out.labels, out.scores)
+            if out.logits is not None:
+                crisp_ms.append(_timed(partial(upsample, out, height), width))
+            nearest_ms.append(_timed(partial(upsample, plain, height), width))
+        row: dict[str, object] = {"nearest_ms": percentiles(nearest_ms)}
+        if crisp_ms:
+            row["crisp_ms"] = percentiles(crisp_ms)
+            row["added_ms_p50"] = round(
+                row["crisp_ms"]["p50"] - row["nearest_ms"]["p50"],
+                3,  # type: ignore[index]
+            )
+        report[f"{width}x{height}"] = row
+    return report
 
 
 def _overlay_job(bundle: Path, clip: Path, out: Path, threads: int | None
@@ -353,6 +388,9 @@ def run(args: argparse.Namespace) -> dict:
     if report["bare_run_ms"]:
         report["overhead_ratio"] = round(report["step_ms"]["p50"] / report["bare_run_ms"]["p50"],
                                          4)  # fmt: skip
+    logger.info("upsampling to %s", ", ".join(f"{w}x{h}" for w, h in args.upsample_sizes))
+    report["upsample"] = bench_upsample(bundle, frames, args.upsample_sizes, args.frames,
+                                        args.threads)  # fmt: skip
     report["comparisons"] = []
     if args.compare:
         others = [Path(b) for b in args.compare]
@@ -447,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy", metavar="CAMVID",
                    help="also score the bundles on the CamVid val drive in this CamVid root "
                    "through the engine (state carried, and reset every frame)")  # fmt: skip
+    p.add_argument("--upsample-sizes", type=parse_size, nargs="+", metavar="WxH",
+                   default=[(1280, 720), (1920, 1080)],
+                   help="output sizes the labels are upsampled to in the upsample timing")  # fmt: skip
     p.add_argument("--skip-video", action="store_true", help="latency only, no encode runs")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plots", metavar="DIR", help="write latency plots (PNG) into DIR")
@@ -477,6 +518,13 @@ def main(argv: list[str] | None = None) -> int:
             )
     if "overhead_ratio" in report:
         print(f"  engine overhead ratio (step p50 / bare p50): {report['overhead_ratio']:.3f}")
+    for size, row in report["upsample"].items():
+        crisp = row.get("crisp_ms")
+        print(
+            f"  labels to {size:9s} nearest p50 {row['nearest_ms']['p50']:6.2f} ms"
+            + (f", crisp p50 {crisp['p50']:6.2f} ms (+{row['added_ms_p50']:.2f})" if crisp else
+               " (no logits in the bundle: nearest only)")
+        )  # fmt: skip
     if report.get("side_by_side"):
         print("  side by side (round-robin on the same frames):")
     for c in report.get("side_by_side", []):

@@ -91,3 +91,43 @@ def test_bench_split_bundle(tiny_split_bundle: Path, tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["bare_run_ms"]["n"] == 6 and report["overhead_ratio"] > 0
     assert report["pipeline"]["frames"] == 6 and report["stage_fps"]["decode"] > 0
+
+
+def test_bench_upsample_times_crisp_only_with_logits(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The upsample timing: both paths on a bundle with logits, nearest alone without."""
+    import shutil
+
+    from vidseg.export.logits import add_logits
+
+    with_logits = tmp_path / "l.vidseg"
+    shutil.copytree(tiny_bundle, with_logits)
+    add_logits(with_logits)
+    frames = [f.image for f in read_frames(Path(bench.default_bundle_path().parent /
+                                                 "dashcam.mp4"), size=(96, 64), max_frames=4)]  # fmt: skip
+    sizes = [(320, 180), (128, 96)]
+    crisp = bench.bench_upsample(with_logits, frames, sizes, 6, None)
+    plain = bench.bench_upsample(tiny_bundle, frames, sizes, 6, None)
+    assert set(crisp) == set(plain) == {"320x180", "128x96"}
+    for row in crisp.values():
+        assert row["crisp_ms"]["n"] == row["nearest_ms"]["n"] == 6
+        assert row["added_ms_p50"] == round(row["crisp_ms"]["p50"] - row["nearest_ms"]["p50"], 3)
+    assert all(set(row) == {"nearest_ms"} for row in plain.values())
+
+
+def test_crisp_figure(tiny_bundle: Path, sample_clip: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    import cv2
+
+    from vidseg.benchmarks import crisp_figure
+    from vidseg.export.logits import add_logits
+
+    with_logits = tmp_path / "l.vidseg"
+    shutil.copytree(tiny_bundle, with_logits)
+    add_logits(with_logits)
+    out = tmp_path / "fig.png"
+    args = [str(sample_clip), str(out), "--frame", "2", "--crop", "10,20,64,32", "--zoom", "2"]
+    assert crisp_figure.main([*args, "--model", str(with_logits)]) == 0
+    assert cv2.imread(str(out)).shape == (64, 2 * 128 + 8, 3)
+    assert crisp_figure.main([*args, "--model", str(tiny_bundle)]) == 1
+    assert "has no logits output" in capsys.readouterr().err
