@@ -1,0 +1,38 @@
+"""The accuracy table: rows trained, exported and scored with one budget, resumable, written
+between the markers of a markdown file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vidseg.benchmarks import accuracy_table
+
+
+def test_table_rows_resume_and_markdown(camvid: Path, tmp_path: Path, capsys) -> None:
+    doc = tmp_path / "accuracy.md"
+    doc.write_text("# Accuracy\n\nintro\n\n<!-- accuracy-table:start -->\nold\n"
+                   "<!-- accuracy-table:end -->\n\nafter\n")  # fmt: skip
+    args = ["--data", str(camvid), "--runs", str(tmp_path / "runs"), "--steps", "2",
+            "--only", "recurrent", "perframe", "--write", str(doc), "--",
+            "--input-size", "64", "96", "--crop", "64", "96", "--batch", "1", "--seq-len", "2",
+            "--limit", "4", "--scratch"]  # fmt: skip
+    assert accuracy_table.main(args) == 0
+    table = json.loads((tmp_path / "runs" / "table.json").read_text())
+    assert set(table) == {"recurrent", "perframe"}
+    for row in table.values():
+        assert row["steps"] == 2 and row["input_size"] == [64, 96]
+        assert 0 <= row["miou"] <= 100 and 0 <= row["miou_reset"] <= 100
+        assert row["params_m"] > 0 and row["cpu_ms_p50"] > 0
+    assert (tmp_path / "runs" / "recurrent" / "bundle.vidseg" / "encode.onnx").is_file()
+    text = doc.read_text()
+    assert text.startswith("# Accuracy\n\nintro\n") and text.endswith("\n\nafter\n")
+    assert "old" not in text and "| recurrent | recurrent-lite0-gru |" in text
+    # resumable: a second run trains and exports nothing again
+    ckpt = tmp_path / "runs" / "recurrent" / "last.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    bundle_stamp = (tmp_path / "runs" / "recurrent" / "bundle.vidseg").stat().st_mtime_ns
+    assert accuracy_table.main(args) == 0
+    assert ckpt.stat().st_mtime_ns == stamp
+    assert (tmp_path / "runs" / "recurrent" / "bundle.vidseg").stat().st_mtime_ns == bundle_stamp
+    assert "recurrent" in capsys.readouterr().out
