@@ -26,8 +26,10 @@ from vidseg.engine.backends import BackendOptions, create_backend
 from vidseg.engine.bundle import ENCODE, GRAPH_ROLES, Bundle, default_bundle_path, load_bundle
 from vidseg.engine.errors import BundleError, FrameError, StateSpecError
 from vidseg.engine.flow import AUX_PROVIDERS
+from vidseg.engine.geometry import RESIZE_MODES, Placement, place, to_frame, to_input
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.state import StreamState, check_state_specs
+from vidseg.engine.telemetry import StatsSnapshot, Telemetry
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.engine.video import Frame
 
@@ -60,15 +62,20 @@ class Result:
     key_frame: bool = True  # the full model ran on this frame (always, for non-keyframe models)
     scores: np.ndarray | None = None  # (H, W) uint8 confidence, 255 x max softmax, if exported
     outputs: GraphOutputs | None = None  # the graph's own outputs, at its label stride
+    placement: Placement | None = None  # the frame on the model input (letterbox/crop only)
+    age_ms: float = 0.0  # capture (``step``'s captured_ns, else prepare/step call) to result
 
     def at_size(self, height: int, width: int) -> "Result":
-        """This result with labels and confidence at ``height`` x ``width``, upsampled from the
-        graph's outputs (``engine.upsample``: crisp where the bundle has logits); itself when
+        """This result with labels and confidence at ``height`` x ``width`` (the frame's size
+        or the frame scaled), upsampled from the graph's outputs (``engine.upsample``: crisp
+        where the bundle has logits; letterbox/crop mapped by ``engine.geometry``); itself when
         already that size."""
-        if self.labels.shape == (height, width):
+        p = self.placement
+        if self.labels.shape == (height, width) and (p is None or p.frame_size == (height, width)):
             return self
         source = self.outputs or GraphOutputs(self.labels, self.scores)
-        labels, scores = upsample(source, height, width)
+        labels, scores = upsample(source, height, width) if p is None else to_frame(
+            source, p, height, width)  # fmt: skip
         return replace(self, labels=labels, scores=scores)
 
 
@@ -80,6 +87,8 @@ class PreparedFrame:
 
     image: np.ndarray  # (h, w, 3) uint8 at the model's input size
     features: dict[str, Any] | None = None
+    placement: Placement | None = None  # the frame on the model input (letterbox/crop only)
+    captured_ns: int | None = None  # perf_counter_ns when prepare got the frame
 
 
 def _ms(t0: int, t1: int) -> float:
@@ -294,6 +303,9 @@ class Segmenter:
         device: "cpu" (or "cuda" with a GPU backend).
         threads: intra-op threads for the backend (None = runtime default).
         schedule: key-frame policy for ``keyframe`` bundles (default: the manifest's).
+        resize: how a frame is fitted to the model input: ``stretch``, ``letterbox`` (aspect
+            kept, padded) or ``crop`` (aspect kept, edges cut; labels there ``UNSEEN``); see
+            ``engine.geometry``.
 
     Raises:
         BundleError / StateSpecError: the bundle is invalid or disagrees with its graph.
@@ -308,7 +320,12 @@ class Segmenter:
         device: str = "cpu",
         threads: int | None = None,
         schedule: Schedule | None = None,
+        resize: str = "stretch",
     ) -> None:
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+        self.resize = resize
+        self.telemetry = Telemetry()
         self.model = LoadedModel(bundle, backend, device, threads)
         self.bundle, self.manifest = self.model.bundle, self.model.manifest
         self.input_size = self.model.input_size
@@ -322,6 +339,7 @@ class Segmenter:
     def reset(self) -> None:
         """Forget the past (call on a seek, a cut, or a new stream): state and key-frame cache
         back to zeros, the next frame a key frame, flow restarts from zero."""
+        self.telemetry.note_reset()
         self.state.reset()
         self.cache.reset()
         for _, provider in self.aux:
@@ -341,10 +359,28 @@ class Segmenter:
         Raises:
             FrameError: ``frame`` is not an (H, W, 3) uint8 array.
         """
-        x = self.model.to_input(frame)
-        return PreparedFrame(x, self.model.encode(x[None]) if self.model.split else None)
+        captured = time.perf_counter_ns()
+        x, placement = self._fit(frame)
+        features = self.model.encode(x[None]) if self.model.split else None
+        return PreparedFrame(x, features, placement, captured)
 
-    def step(self, frame: np.ndarray | PreparedFrame, timestamp: float | None = None) -> Result:
+    def _fit(self, frame: np.ndarray) -> tuple[np.ndarray, Placement | None]:
+        """The model input for ``frame`` and, unless stretched, its placement."""
+        if self.resize == "stretch":
+            return self.model.to_input(frame), None
+        placement = place(check_frame(frame).shape[:2], self.input_size, self.resize)
+        return to_input(frame, placement), placement
+
+    def stats(self) -> StatsSnapshot:
+        """Frames, resets, drops, and step/age percentiles and FPS over the last frames."""
+        return self.telemetry.snapshot()
+
+    def note_dropped(self, frames: int) -> None:
+        """Count ``frames`` the source dropped before they reached ``step`` (``stats()``)."""
+        self.telemetry.note_dropped(frames)
+
+    def step(self, frame: np.ndarray | PreparedFrame, timestamp: float | None = None,
+             captured_ns: int | None = None) -> Result:  # fmt: skip
         """Segment one frame and carry the state to the next.
 
         Args:
@@ -352,12 +388,17 @@ class Segmenter:
                 result comes back at the frame's size), or ``prepare``'s result (the result
                 comes back at the model's input size).
             timestamp: seconds, passed through to the result.
+            captured_ns: ``time.perf_counter_ns()`` when the frame was captured, for
+                ``Result.age_ms`` (default: when ``prepare``, else ``step``, got it).
         Raises:
             FrameError: ``frame`` is not an (H, W, 3) uint8 array.
         """
         t0 = time.perf_counter_ns()
         prepared = frame if isinstance(frame, PreparedFrame) else None
-        x = prepared.image if prepared is not None else self.model.to_input(frame)
+        x, placement = (prepared.image, prepared.placement) if prepared is not None else \
+            self._fit(frame)  # fmt: skip
+        if captured_ns is None:
+            captured_ns = prepared.captured_ns if prepared is not None else None
         features = prepared.features if prepared is not None else None
         aux = {name: provider(x) for name, provider in self.aux}
         key = self.scheduler.is_key(x) if self.scheduler is not None else True
@@ -366,13 +407,16 @@ class Segmenter:
         [outputs] = self.model.run(role, x[None], self.state, self.cache, aux, features=features)
         t2 = time.perf_counter_ns()
         height, width = x.shape[:2] if prepared is not None else frame.shape[:2]
-        labels, scores = upsample(outputs, height, width)
+        labels, scores = upsample(outputs, height, width) if placement is None or \
+            prepared is not None else to_frame(outputs, placement, height, width)  # fmt: skip
         t3 = time.perf_counter_ns()
         timings = FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
         if self.scheduler is not None:
             self.scheduler.record(key, timings.total_ms)
+        age_ms = _ms(t0 if captured_ns is None else captured_ns, t3)
+        self.telemetry.record(timings.total_ms, age_ms, t3)
         result = Result(labels, self._frames, timestamp, timings, key_frame=key, scores=scores,
-                        outputs=outputs)  # fmt: skip
+                        outputs=outputs, placement=placement, age_ms=age_ms)  # fmt: skip
         self._frames += 1
         return result
 

@@ -1,0 +1,84 @@
+"""Running numbers for a perception loop: step latency percentiles over the last frames, rolling
+FPS, result age, resets and drops. ``Segmenter.stats()`` returns a ``StatsSnapshot``.
+
+Cheap enough for every frame: one deque append per step; the percentiles are computed only when
+a snapshot is taken.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+STATS_WINDOW = 300  # frames the percentiles and the rolling FPS cover (12 s at 25 FPS)
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """A segmenter's numbers at one moment. Percentiles and ``fps`` cover the last ``window``
+    frames (None before the first frame; ``fps`` needs two)."""
+
+    frames: int  # frames stepped since the segmenter was made
+    resets: int  # resets after a frame had been stepped (a seek, a cut, a reconnect)
+    dropped: int  # frames the source dropped before they reached the model (note_dropped)
+    window: int  # frames the figures below cover
+    step_ms_p50: float | None  # Segmenter.step wall time (pre + infer + post)
+    step_ms_p99: float | None
+    age_ms_p50: float | None  # capture (or decode) to result
+    age_ms_p99: float | None
+    fps: float | None  # frames in the window / the wall time between their results
+
+    def line(self) -> str:
+        """One human line: ``frames 250 | 31.2 fps | step p50 24.1 ms p99 30.2 ms | ...``."""
+
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        fps = "-" if self.fps is None else f"{self.fps:.1f}"
+        return (f"frames {self.frames} | {fps} fps | step p50 {ms(self.step_ms_p50)} ms "
+                f"p99 {ms(self.step_ms_p99)} ms | age p50 {ms(self.age_ms_p50)} ms | dropped "
+                f"{self.dropped} | resets {self.resets}")  # fmt: skip
+
+
+class Telemetry:
+    """Collects one stream's per-frame numbers; not thread-safe (the segmenter's thread)."""
+
+    def __init__(self, window: int = STATS_WINDOW) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self._steps: deque[tuple[int, float, float]] = deque(maxlen=window)  # (end ns, ms, age)
+        self.frames = 0
+        self.resets = 0
+        self.dropped = 0
+        self._since_reset = 0
+
+    def record(self, step_ms: float, age_ms: float, end_ns: int | None = None) -> None:
+        end = time.perf_counter_ns() if end_ns is None else end_ns
+        self._steps.append((end, step_ms, age_ms))
+        self.frames += 1
+        self._since_reset += 1
+
+    def note_reset(self) -> None:
+        """Count a reset that follows at least one frame (a fresh stream's reset is not one)."""
+        if self._since_reset:
+            self.resets += 1
+        self._since_reset = 0
+
+    def note_dropped(self, frames: int) -> None:
+        if frames < 0:
+            raise ValueError(f"dropped frames must be >= 0, got {frames}")
+        self.dropped += frames
+
+    def snapshot(self) -> StatsSnapshot:
+        n = len(self._steps)
+        if not n:
+            return StatsSnapshot(self.frames, self.resets, self.dropped, 0, *(None,) * 5)
+        ends, steps, ages = (np.asarray(v, np.float64) for v in zip(*self._steps))
+        p50, p99 = (round(float(v), 3) for v in np.percentile(steps, (50, 99)))
+        a50, a99 = (round(float(v), 3) for v in np.percentile(ages, (50, 99)))
+        span_s = (ends[-1] - ends[0]) / 1e9
+        fps = round((n - 1) / span_s, 2) if n > 1 and span_s > 0 else None
+        return StatsSnapshot(self.frames, self.resets, self.dropped, n, p50, p99, a50, a99, fps)
