@@ -2,7 +2,9 @@
 
 Exits non-zero (7) when ONNX Runtime and torch disagree beyond tolerance; no bundle is left
 under the output name in that case. ``vidseg-export BUNDLE.vidseg --add-logits`` gives an
-existing bundle its logits output (crisp labels at any frame size).
+existing bundle its logits output (crisp labels at any frame size). ``vidseg-export --wrap
+MODEL.onnx --out BUNDLE.vidseg --classes ...`` turns a foreign ONNX segmenter into a bundle
+(``export.wrap``, docs/wrap.md).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from vidseg.export.logits import add_logits
 from vidseg.export.netwarp import export_netwarp_bundle
 from vidseg.export.onnx import ClassInfo, build_manifest, feature_specs, splittable, write_bundle
 from vidseg.export.parity import check_parity, require_parity
+from vidseg.export.wrap import Normalization, WrapOptions, default_palette, wrap_model
 from vidseg.models.data import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
 from vidseg.models.registry import create_model
 
@@ -79,12 +82,21 @@ def parity_frames(video: Path, size: tuple[int, int], count: int) -> list[np.nda
 
 
 def export(args: argparse.Namespace) -> str:
+    if args.wrap:
+        return wrap_model(args.wrap, args.out, args.wrap_options, sample_video(args))
     if args.add_logits:
         return add_logits(args.checkpoint)
     summary = export_checkpoint(args)
     if args.logits:
         summary += "\n" + add_logits(args.out)
     return summary
+
+
+def sample_video(args: argparse.Namespace) -> Path:
+    """The parity clip: ``--parity-video``, or the sample clip shipped beside the bundle."""
+    if args.parity_video:
+        return Path(args.parity_video)
+    return default_bundle_path().parent / SAMPLE_CLIP
 
 
 def export_checkpoint(args: argparse.Namespace) -> str:
@@ -97,9 +109,7 @@ def export_checkpoint(args: argparse.Namespace) -> str:
                           f"(supported: the {' and '.join(SPLIT_FAMILIES)} Lite0 models)")  # fmt: skip
     features = feature_specs(model) if args.split else ()
     manifest = build_manifest(model.cfg, CAMVID, info, args.scores, args.label_stride, features)
-    video = Path(args.parity_video) if args.parity_video else (
-        default_bundle_path().parent / SAMPLE_CLIP)  # fmt: skip
-    frames = parity_frames(video, model.cfg.input_size, args.parity_frames)
+    frames = parity_frames(sample_video(args), model.cfg.input_size, args.parity_frames)
     if model.cfg.family == "netwarp":  # flow aux input: parity feeds the engine's flow
         return export_netwarp_bundle(
             model, Path(args.out), CAMVID, info, frames, args.scores, args.label_stride
@@ -133,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vidseg-export", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )  # fmt: skip
-    p.add_argument("checkpoint", help="last.pt written by vidseg-train, or untrained:NAME for "
-                   "a registry model with random weights (benchmarks only)")  # fmt: skip
+    p.add_argument("checkpoint", nargs="?", help="last.pt written by vidseg-train, or "
+                   "untrained:NAME for a registry model with random weights (benchmarks only); "
+                   "none with --wrap")  # fmt: skip
     p.add_argument("--out", help="bundle directory to write (NAME.vidseg); required unless "
                    "--add-logits")  # fmt: skip
     p.add_argument("--parity-video", help="clip for the parity check (default: the sample clip)")
@@ -144,10 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also output per-pixel confidence (uint8, 255 x max softmax)",
     )
-    p.add_argument("--label-stride", type=int, default=1, choices=(1, 2, 4),
+    p.add_argument("--label-stride", type=int, choices=(1, 2, 4),
                    help="labels (and scores) at the input size / N: 4 skips the full-size "
                    "upsampling and arg-max (~9%% faster on the default model, same val mIoU, "
-                   "blockier edges); the engine still returns frame-size labels")  # fmt: skip
+                   "blockier edges); the engine still returns frame-size labels (default 1; "
+                   "with --wrap: the model's own output stride if it is 1, 2, 4 or 8)")  # fmt: skip
     p.add_argument("--split", action="store_true",
                    help="two graphs: a stateless encode graph (frame -> features) and the step "
                    "graph (features + state -> labels); vidseg-run's pipeline then runs the "
@@ -158,13 +170,139 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add-logits", action="store_true",
                    help="CHECKPOINT is an existing bundle: add the logits output to its graphs "
                    "in place (no checkpoint needed)")  # fmt: skip
+    w = p.add_argument_group("wrapping a foreign ONNX segmenter (docs/wrap.md)")
+    w.add_argument("--wrap", metavar="MODEL.onnx",
+                   help="make a bundle of this ONNX graph: float (N, 3, H, W) image in, "
+                   "(N, K, h, w) logits out, optional recurrent state in/out pairs")  # fmt: skip
+    w.add_argument("--classes", metavar="NAMES",
+                   help="the K class names: a comma list or a file with one per line")  # fmt: skip
+    w.add_argument("--ignore-index", type=int, metavar="K",
+                   help="the void id of the training labels, if any")  # fmt: skip
+    w.add_argument("--palette", metavar="R,G,B;...",
+                   help="one colour per class, ';'-separated, or a file with one r,g,b per "
+                   "line (default: the CamVid colours for the CamVid classes, else the "
+                   "PASCAL VOC colour map)")  # fmt: skip
+    w.add_argument("--input-size", type=_size, metavar="HxW",
+                   help="the input size, required when the graph's is dynamic")  # fmt: skip
+    w.add_argument("--channel-order", choices=("rgb", "bgr"),
+                   help="the model's channel order (default rgb)")  # fmt: skip
+    w.add_argument("--mean", type=_triple, metavar="A,B,C",
+                   help="per-channel mean on 0-255 pixel values, in the model's channel order: "
+                   "the graph sees (x - mean) / std (default 0,0,0)")  # fmt: skip
+    w.add_argument("--std", type=_triple, metavar="A,B,C",
+                   help="per-channel std on 0-255 values (default 1,1,1); a model trained on "
+                   "0-1 inputs takes 255 x its std (and 255 x its mean)")  # fmt: skip
+    w.add_argument("--state", type=_pair, action="append", metavar="IN:OUT",
+                   help="a recurrent state input and the output that feeds it next frame "
+                   "(repeat per pair); shapes must be static but for the batch")  # fmt: skip
+    w.add_argument("--logits-output", metavar="NAME",
+                   help="the logits output, when the graph has several besides the state")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+WRAP_FLAGS = ("classes", "ignore_index", "palette", "input_size", "channel_order", "mean", "std",
+              "state", "logits_output")  # fmt: skip
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``HxW`` -> (height, width), both positive."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 256x352), got {text!r}") from None
+    if height <= 0 or width <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return height, width
+
+
+def _triple(text: str) -> tuple[float, float, float]:
+    """``a,b,c`` -> three floats."""
+    parts = text.split(",")
+    try:
+        values = tuple(float(v) for v in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"expected 3 comma-separated numbers (one per channel), "
+                                         f"got {text!r}")  # fmt: skip
+    return values  # type: ignore[return-value]
+
+
+def _pair(text: str) -> tuple[str, str]:
+    """``IN:OUT`` -> (input name, output name)."""
+    name_in, sep, name_out = text.rpartition(":")
+    if not sep or not name_in or not name_out:
+        raise argparse.ArgumentTypeError(f"expected IN:OUT (graph input and output names), "
+                                         f"got {text!r}")  # fmt: skip
+    return name_in, name_out
+
+
+def _items(value: str, sep: str) -> list[str]:
+    """The lines of the file ``value`` names, or else ``value`` split at ``sep``; blanks
+    dropped."""
+    path = Path(value)
+    items = path.read_text().splitlines() if path.is_file() else value.split(sep)
+    return [item.strip() for item in items if item.strip()]
+
+
+def wrap_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> WrapOptions:
+    """``--wrap``'s flags checked (``parser.error``, exit 2, on a usage mistake) and gathered."""
+    names = tuple(_items(args.classes, ","))
+    if not names or len(set(names)) != len(names):
+        parser.error(f"--classes: expected distinct class names, got {list(names)}")
+    if args.palette:
+        try:
+            palette = tuple(tuple(int(v) for v in c.replace(" ", ",").split(",") if v)
+                            for c in _items(args.palette, ";"))  # fmt: skip
+        except ValueError:
+            palette = ()
+        if len(palette) != len(names) or not all(
+                len(c) == 3 and all(0 <= v <= 255 for v in c) for c in palette):  # fmt: skip
+            parser.error(f"--palette: expected {len(names)} colours r,g,b (0-255), one per class")
+    elif names == CAMVID_CLASSES:
+        palette = CAMVID_PALETTE
+    else:
+        palette = default_palette(len(names))
+    if args.ignore_index is not None and args.ignore_index < 0:
+        parser.error(f"--ignore-index must be >= 0, got {args.ignore_index}")
+    std = args.std or (1.0, 1.0, 1.0)
+    if 0.0 in std:
+        parser.error(f"--std: values must be non-zero, got {','.join(map(str, std))}")
+    state = tuple(args.state or ())
+    if len({n for pair in state for n in pair}) != 2 * len(state):
+        parser.error("--state: every input and output name may appear once")
+    return WrapOptions(
+        classes=ClassInfo(names, palette, args.ignore_index),  # type: ignore[arg-type]
+        normalization=Normalization(
+            args.channel_order or "rgb", args.mean or (0.0, 0.0, 0.0), std
+        ),  # fmt: skip
+        input_size=args.input_size,
+        state=state,
+        logits_output=args.logits_output,
+        scores=args.scores,
+        label_stride=args.label_stride,
+        parity_frames=args.parity_frames,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.wrap:
+        if args.checkpoint or args.add_logits or args.logits or args.split:
+            parser.error("--wrap takes no CHECKPOINT, --add-logits, --logits or --split (a "
+                         "wrapped bundle always outputs its logits)")  # fmt: skip
+        if not args.classes:
+            parser.error("--wrap needs --classes")
+    else:
+        used = [f"--{f.replace('_', '-')}" for f in WRAP_FLAGS if getattr(args, f) is not None]
+        if used:
+            parser.error(f"{', '.join(used)} only go with --wrap")
+        if not args.checkpoint:
+            parser.error("CHECKPOINT is required (or --wrap MODEL.onnx)")
+        if args.label_stride is None:
+            args.label_stride = 1
     if args.add_logits and (args.out or args.logits or args.split):
         parser.error("--add-logits edits the bundle given in place: no --out, --logits, --split")
     if not args.add_logits and not args.out:
@@ -173,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--parity-frames must be >= 2 (the check resets state half way)")
     if args.out and not Path(args.out).parent.is_dir():
         parser.error(f"--out: directory {Path(args.out).parent} does not exist")
+    if args.wrap:
+        args.wrap_options = wrap_options(parser, args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     code, summary = run_for_cli("vidseg-export", lambda: export(args), debug=args.debug,
                                 interrupted="interrupted; no bundle written")  # fmt: skip
