@@ -21,7 +21,6 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from vidseg.engine.bundle import Bundle
-from vidseg.engine.errors import BackendError
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.segmenter import FrameTimings, LoadedModel, Result, _ms
 from vidseg.engine.upsample import upsample
@@ -35,16 +34,19 @@ class MultiStreamSegmenter:
         bundle: bundle directory, ``Bundle``, or None for the default model.
         streams: number of stream slots (state rows).
         schedule: key-frame policy of every stream (keyframe bundles; default: the manifest's).
+        warmup: run the graphs on zero frames for every stream at load (state untouched).
     """
 
     def __init__(self, bundle: str | Path | Bundle | None = None, *, streams: int,
                  backend: str = "ort", device: str = "cpu", threads: int | None = None,
-                 schedule: Schedule | None = None) -> None:  # fmt: skip
+                 schedule: Schedule | None = None, warmup: bool = True) -> None:  # fmt: skip
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
-        if device != "cpu":  # per-stream rows are numpy slices (StreamState's row operations)
-            raise BackendError(f"multi-stream batching runs on the CPU for now, got {device!r}")
-        self.model = LoadedModel(bundle, backend, device, threads)
+        # rows run in varying groups: no fixed buffers; on a device the state stays there
+        # while every stream runs each tick, row operations copy it through the host
+        self.model = LoadedModel(bundle, backend, device, threads, cuda_graph=False)
+        if warmup:
+            self.model.warmup(batch=streams)
         self.manifest = self.model.manifest
         self.streams = streams
         self.state = self.model.new_state(batch=streams)
@@ -96,7 +98,8 @@ class MultiStreamSegmenter:
             batch = np.stack([inputs[i] for i in group])
             names = [name for name, _ in self.aux[group[0]]]
             extra = {name: np.concatenate([aux[i][name] for i in group]) for name in names}
-            outputs = self.model.run(role, batch, self.state, self.cache, extra, rows=group)
+            subset = None if group == list(range(self.streams)) else group  # None: no row ops
+            outputs = self.model.run(role, batch, self.state, self.cache, extra, rows=subset)
             t2 = time.perf_counter_ns()
             fitted = [upsample(out, *frames[i].shape[:2]) for out, i in zip(outputs, group)]  # type: ignore[union-attr]
             timings = FrameTimings(pre_ms, _ms(t1, t2), _ms(t2, time.perf_counter_ns()))

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
-from vidseg.engine.backends import BackendOptions, create_backend
+from vidseg.engine.backends import BackendOptions, Transfers, create_backend
 from vidseg.engine.bundle import ENCODE, GRAPH_ROLES, Bundle, default_bundle_path, load_bundle
 from vidseg.engine.errors import BundleError, FrameError, StateSpecError
 from vidseg.engine.flow import AUX_PROVIDERS
@@ -120,11 +120,12 @@ class LoadedModel:
     """
 
     def __init__(self, bundle: str | Path | Bundle | None, backend: str, device: str,
-                 threads: int | None) -> None:  # fmt: skip
+                 threads: int | None, cuda_graph: bool | None = None) -> None:  # fmt: skip
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(
             default_bundle_path() if bundle is None else bundle)  # fmt: skip
         manifest = self.manifest = self.bundle.manifest
-        options = BackendOptions(device, threads)
+        pairs = tuple((s.input, s.output) for s in manifest.state)  # ping-ponged on the GPU
+        options = BackendOptions(device, threads, cuda_graph=cuda_graph, state_pairs=pairs)
         # the optional encode graph last: the state lives with the graphs that carry it
         roles = GRAPH_ROLES[manifest.family] + ((ENCODE,) if ENCODE in manifest.graphs else ())
         self.backends = {
@@ -153,6 +154,30 @@ class LoadedModel:
             for ins, outs in [({t.name for t in backend.inputs}, {t.name for t in backend.outputs})]
         }
         self.schedule = Schedule.from_manifest(manifest.schedule) if self.keyframe else None
+        # a step graph on fixed buffers adopts the encoder's fixed output buffers: then the
+        # features of frame t+1 must not be made (in another thread) before step t has run
+        self.encode_ahead = self.split and not getattr(self.backends[ENCODE], "fixed", False)
+        self.warmup_runs = 2 if device.startswith("cuda") else 1
+
+    def warmup(self, batch: int = 1) -> None:
+        """Run every graph ``warmup_runs`` times on zero frames with throw-away state and cache,
+        so that lazy set-up (CUDA/cuDNN handles, kernel choice, memory arenas, CUDA-graph
+        capture of both ping-pong parities) is not paid by the first real frame. Touches no
+        stream's state."""
+        state, cache = self.new_state(batch), self.new_cache(batch)
+        height, width = self.input_size
+        frames = np.zeros((batch, height, width, 3), np.uint8)
+        aux = {a.name: np.zeros((batch, *a.shape), np.float32) for a in self.manifest.aux_inputs}
+        for _ in range(self.warmup_runs):
+            for role in GRAPH_ROLES[self.manifest.family]:  # key before current
+                self.run(role, frames, state, cache, aux)
+
+    def transfers(self) -> Transfers:
+        """Host<->device bytes of every graph's runs so far, summed."""
+        total = Transfers()
+        for backend in self.backends.values():
+            total = total.add(backend.transfers)
+        return total
 
     def _graph(self, role: str) -> str:
         return str(self.bundle.graph_path(role))
@@ -302,6 +327,10 @@ class Segmenter:
         backend: backend name ("ort").
         device: "cpu" (or "cuda" with a GPU backend).
         threads: intra-op threads for the backend (None = runtime default).
+        warmup: run each graph once (twice on CUDA) on a zero frame at load, state untouched,
+            so that the first real frame costs what the others do (``warmup_ms``).
+        cuda_graph: fixed buffers replayed as CUDA graphs (None: on for cuda where the graph
+            allows it; True on the CPU: the same buffer bookkeeping, no capture).
         schedule: key-frame policy for ``keyframe`` bundles (default: the manifest's).
         resize: how a frame is fitted to the model input: ``stretch``, ``letterbox`` (aspect
             kept, padded) or ``crop`` (aspect kept, edges cut; labels there ``UNSEEN``); see
@@ -319,6 +348,8 @@ class Segmenter:
         backend: str = "ort",
         device: str = "cpu",
         threads: int | None = None,
+        warmup: bool = True,
+        cuda_graph: bool | None = None,
         schedule: Schedule | None = None,
         resize: str = "stretch",
     ) -> None:
@@ -326,7 +357,11 @@ class Segmenter:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         self.resize = resize
         self.telemetry = Telemetry()
-        self.model = LoadedModel(bundle, backend, device, threads)
+        self.model = LoadedModel(bundle, backend, device, threads, cuda_graph)
+        t0 = time.perf_counter_ns()
+        if warmup:
+            self.model.warmup()
+        self.warmup_ms = _ms(t0, time.perf_counter_ns())  # load-time runs, not in any Result
         self.bundle, self.manifest = self.model.bundle, self.model.manifest
         self.input_size = self.model.input_size
         self.state = self.model.new_state()
@@ -361,7 +396,7 @@ class Segmenter:
         """
         captured = time.perf_counter_ns()
         x, placement = self._fit(frame)
-        features = self.model.encode(x[None]) if self.model.split else None
+        features = self.model.encode(x[None]) if self.model.encode_ahead else None
         return PreparedFrame(x, features, placement, captured)
 
     def _fit(self, frame: np.ndarray) -> tuple[np.ndarray, Placement | None]:

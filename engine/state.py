@@ -62,7 +62,9 @@ class StreamState:
 
     With ``rows`` the feeds/advance calls work on a subset of the streams (multi-stream
     batching, where ended or idle streams sit out a run); rows not named are left untouched.
-    Row operations index numpy arrays, so they need a host-memory backend (ORT CPU).
+    Row operations index numpy arrays: a tensor held in device memory is first brought to the
+    host (a copy, then fed up again by the next run); runs of every row at once keep it on the
+    device.
     """
 
     def __init__(self, specs: tuple[StateSpec, ...], backend: Backend, batch: int = 1) -> None:
@@ -82,7 +84,7 @@ class StreamState:
                 s.input: self.backend.zeros((self.batch, *s.shape), s.dtype) for s in self.specs
             }
         else:
-            for value in self.tensors.values():
+            for value in self._on_host().values():
                 value[row] = 0
 
     def feeds(self, rows: Sequence[int] | None = None) -> dict[str, Any]:
@@ -90,7 +92,7 @@ class StreamState:
         if rows is None:
             return dict(self.tensors)
         index = np.asarray(rows)
-        return {name: value[index] for name, value in self.tensors.items()}
+        return {name: value[index] for name, value in self._on_host().items()}
 
     def advance(self, outputs: Mapping[str, Any], rows: Sequence[int] | None = None) -> None:
         """Take the new state from a run's outputs (for all streams, or for ``rows``)."""
@@ -98,8 +100,16 @@ class StreamState:
             self.tensors = {s.input: outputs[s.output] for s in self.specs}
             return
         index = np.asarray(rows)
+        tensors = self._on_host()
         for s in self.specs:
-            value = self.tensors[s.input]
+            value = tensors[s.input]
             if not value.flags.writeable:
-                value = self.tensors[s.input] = value.copy()
-            value[index] = outputs[s.output]
+                value = tensors[s.input] = value.copy()
+            value[index] = self.backend.to_host(outputs[s.output])
+
+    def _on_host(self) -> dict[str, np.ndarray]:
+        """The tensors as writable host arrays (device tensors copied down once)."""
+        for name, value in self.tensors.items():
+            if not isinstance(value, np.ndarray):
+                self.tensors[name] = np.array(self.backend.to_host(value))
+        return self.tensors

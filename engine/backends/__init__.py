@@ -5,8 +5,16 @@ from vidseg.engine.backends.base import (
     Backend,
     BackendOptions,
     TensorInfo,
+    Transfers,
     backend_names,
     create_backend,
 )
 
-__all__ = ["Backend", "BackendOptions", "TensorInfo", "backend_names", "create_backend"]
+__all__ = [
+    "Backend",
+    "BackendOptions",
+    "TensorInfo",
+    "Transfers",
+    "backend_names",
+    "create_backend",
+]

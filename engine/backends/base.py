@@ -33,6 +33,27 @@ class BackendOptions:
     threads: int | None = None  # intra-op threads; None = runtime default
     spinning: bool = False  # let idle worker threads spin (only wise when cores are free)
     io_binding: bool = False  # keep state in runtime tensors on the CPU too (always on a GPU)
+    # fixed pre-allocated buffers, state ping-ponged between two sets, replayed as CUDA graphs
+    # on a GPU; None = on for cuda where the graph allows it; True on the CPU runs the same
+    # fixed-buffer bookkeeping without capture (how it is tested without a GPU)
+    cuda_graph: bool | None = None
+    # (input, output) names of state a graph reads and writes itself, for the ping-pong
+    state_pairs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Transfers:
+    """Host<->device traffic of one backend since it was made: what its runs copied up (host
+    inputs) and down (host outputs), in bytes. On the CPU provider without IO binding nothing
+    moves; it counts what the binding path would copy (host arrays it did not itself return)."""
+
+    runs: int = 0
+    up_bytes: int = 0
+    down_bytes: int = 0
+
+    def add(self, other: "Transfers") -> "Transfers":
+        return Transfers(self.runs + other.runs, self.up_bytes + other.up_bytes,
+                         self.down_bytes + other.down_bytes)  # fmt: skip
 
 
 class Backend(Protocol):
@@ -41,6 +62,7 @@ class Backend(Protocol):
     name: str
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
+    transfers: Transfers  # host<->device bytes of the runs so far
 
     def zeros(self, shape: Sequence[int], dtype: str) -> Any:
         """A zero tensor in the memory the backend runs from."""

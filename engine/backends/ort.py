@@ -14,15 +14,22 @@ numbers are in benchmarks/README.md).
 from __future__ import annotations
 
 import logging
+import weakref
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
 
-from vidseg.engine.backends.base import BackendOptions, TensorInfo, register_backend
+from vidseg.engine.backends.base import BackendOptions, TensorInfo, Transfers, register_backend
+from vidseg.engine.backends.fixed import PingPongBuffers, fixed_shapes_ok
 from vidseg.engine.errors import BackendError
 
 logger = logging.getLogger(__name__)
+
+# numpy path: arrays a backend returned as state/features (device-resident on the binding path),
+# so a later run of any graph that is fed them does not count them as a copy up
+_RESIDENT: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -39,22 +46,44 @@ def _info(node: Any) -> TensorInfo:
 
 
 class OrtBackend:
-    """One ``onnxruntime.InferenceSession`` behind the ``Backend`` interface."""
+    """One ``onnxruntime.InferenceSession`` behind the ``Backend`` interface.
+
+    Three run paths: numpy in and out (CPU, no binding); IO binding with state kept as runtime
+    tensors (``cuda``, or ``io_binding=True``); fixed buffers with the state ping-ponged
+    between two sets (``engine.backends.fixed``), replayed as two captured CUDA graphs on a GPU
+    (``cuda_graph``: on by default for ``cuda`` where the graph allows it, else one log line
+    and the binding path). ``tensorrt=True`` puts ONNX Runtime's TensorRT execution provider
+    first (engines cached in ``<bundle>/trt-cache``; unverified: no machine here has TensorRT).
+    """
 
     name = "ort"
 
-    def __init__(self, graph_path: str, options: BackendOptions) -> None:
+    def __init__(self, graph_path: str, options: BackendOptions, tensorrt: bool = False) -> None:
         self.device = _parse_device(options.device)
+        self.transfers = Transfers()
+        on_gpu = self.device[0] == "cuda"
         providers: list[Any] = ["CPUExecutionProvider"]
-        if self.device[0] == "cuda":
+        if on_gpu:
             available = ort.get_available_providers()
             if "CUDAExecutionProvider" not in available:
                 raise BackendError(
-                    f"device {options.device!r} needs onnxruntime-gpu (pip install "
-                    f"'vidseg[gpu]'); this onnxruntime offers {', '.join(available)}"
+                    f"device {options.device!r} needs onnxruntime-gpu (pip uninstall -y "
+                    f"onnxruntime && pip install 'vidseg[gpu]'); this onnxruntime offers "
+                    f"{', '.join(available)}"
                 )
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": self.device[1]}))
-        self.bound = self.device[0] != "cpu" or options.io_binding
+            if tensorrt:
+                if "TensorrtExecutionProvider" not in available:
+                    raise BackendError("backend 'ort-trt' needs onnxruntime-gpu built with "
+                                       "TensorRT and the TensorRT libraries; this onnxruntime "
+                                       f"offers {', '.join(available)}")  # fmt: skip
+                providers.insert(0, ("TensorrtExecutionProvider", _trt_ep_options(
+                    graph_path, self.device[1])))  # fmt: skip
+        elif tensorrt:
+            raise BackendError("backend 'ort-trt' runs on cuda[:N] only")
+        self.bound = on_gpu or options.io_binding
+        want_fixed = options.cuda_graph if options.cuda_graph is not None else (
+            on_gpu and not tensorrt)  # fmt: skip
         opts = ort.SessionOptions()
         if options.threads:
             opts.intra_op_num_threads = options.threads
@@ -62,28 +91,63 @@ class OrtBackend:
         opts.add_session_config_entry(
             "session.intra_op.allow_spinning", "1" if options.spinning else "0"
         )
-        try:
-            self.session = ort.InferenceSession(graph_path, opts, providers=providers)
-        except Exception as exc:  # ORT raises its own untyped errors for bad files
-            raise BackendError(f"onnxruntime cannot load {graph_path}: {exc}") from exc
+        self.capture = False  # fixed buffers replayed as captured CUDA graphs
+        self.session = None
+        if want_fixed and on_gpu and not tensorrt:
+            graph_providers = [("CUDAExecutionProvider", {"device_id": self.device[1],
+                                                          "enable_cuda_graph": "1"}),
+                               "CPUExecutionProvider"]  # fmt: skip
+            try:
+                self.session = ort.InferenceSession(graph_path, opts, providers=graph_providers)
+                self.capture = True
+            except Exception as exc:  # e.g. nodes left on the CPU: no capture possible
+                logger.info("%s: no CUDA graph (%s); IO binding instead",
+                            graph_path, str(exc).splitlines()[0][:200])  # fmt: skip
+                want_fixed = False
+        if self.session is None:
+            try:
+                self.session = ort.InferenceSession(graph_path, opts, providers=providers)
+            except Exception as exc:  # ORT raises its own untyped errors for bad files
+                raise BackendError(f"onnxruntime cannot load {graph_path}: {exc}") from exc
         self.inputs = tuple(_info(i) for i in self.session.get_inputs())
         self.outputs = tuple(_info(o) for o in self.session.get_outputs())
         self._names = [o.name for o in self.outputs]
+        self._input_dtypes = {t.name: t.dtype for t in self.inputs}
+        why = fixed_shapes_ok(self.inputs, self.outputs) if want_fixed else None
+        if why is not None:
+            logger.info("%s: fixed buffers impossible (%s); IO binding instead", graph_path, why)
+            if self.capture:  # reopen without capture: ORT refuses changing addresses
+                self.session = ort.InferenceSession(graph_path, opts, providers=providers)
+                self.capture = False
+            want_fixed = False
+        self.fixed = want_fixed
+        self.bound = self.bound or self.fixed
+        self._state_pairs = options.state_pairs
+        self._buffers: PingPongBuffers | None = None  # made at the first run (its batch)
+        self._bindings: dict[int, tuple[Any, Any]] = {}  # graph id -> (IOBinding, RunOptions)
 
     def zeros(self, shape: Sequence[int], dtype: str) -> Any:
         value = np.zeros(shape, dtype=dtype)
-        return ort.OrtValue.ortvalue_from_numpy(value, *self.device) if self.bound else value
+        if self.bound and not self.fixed:  # fixed buffers: copied in at the next run
+            return ort.OrtValue.ortvalue_from_numpy(value, *self.device)
+        _RESIDENT[id(value)] = value
+        return value
 
     def run(self, feeds: Mapping[str, Any], host_outputs: Sequence[str]) -> dict[str, Any]:
         try:
+            if self.fixed:
+                return self._run_fixed(feeds, host_outputs)
             if not self.bound:
-                return dict(zip(self._names, self.session.run(self._names, dict(feeds))))
+                return self._run_numpy(feeds, host_outputs)
             binding = self.session.io_binding()
+            up = 0
             for name, value in feeds.items():
                 if isinstance(value, ort.OrtValue):  # state/cache: already where the graph runs
                     binding.bind_ortvalue_input(name, value)
                 else:  # frame, aux: host arrays, copied up by ORT
-                    binding.bind_cpu_input(name, np.ascontiguousarray(value))
+                    value = np.ascontiguousarray(value)
+                    up += value.nbytes
+                    binding.bind_cpu_input(name, value)
             for name in self._names:
                 if name in host_outputs:
                     binding.bind_output(name, "cpu")
@@ -91,13 +155,83 @@ class OrtBackend:
                     binding.bind_output(name, *self.device)
             self.session.run_with_iobinding(binding)
             values = binding.get_outputs()
+        except BackendError:
+            raise
         except Exception as exc:
             raise BackendError(f"onnxruntime run failed: {exc}") from exc
-        return {name: value.numpy() if name in host_outputs else value
-                for name, value in zip(self._names, values)}  # fmt: skip
+        out = {name: value.numpy() if name in host_outputs else value
+               for name, value in zip(self._names, values)}  # fmt: skip
+        self._count(up, out, host_outputs)
+        return out
+
+    def _run_numpy(self, feeds: Mapping[str, Any], host_outputs: Sequence[str]) -> dict[str, Any]:
+        up = sum(np.asarray(v).nbytes for v in feeds.values()
+                 if _RESIDENT.get(id(v)) is not v)  # fmt: skip
+        out = dict(zip(self._names, self.session.run(self._names, dict(feeds))))
+        for name, value in out.items():
+            if name not in host_outputs:  # state: would stay on the device
+                _RESIDENT[id(value)] = value
+        self._count(up, out, host_outputs)
+        return out
+
+    def _run_fixed(self, feeds: Mapping[str, Any], host_outputs: Sequence[str]) -> dict[str, Any]:
+        if self._buffers is None:
+            first = next(iter(feeds.values()))
+            batch = first.shape[0] if isinstance(first, np.ndarray) else first.shape()[0]
+            self._buffers = PingPongBuffers(self.inputs, self.outputs, self._state_pairs,
+                                            self._alloc, batch)  # fmt: skip
+        plan = self._buffers.plan(feeds)
+        up = down = 0
+        for name, value in plan.uploads:  # the frame each run; the zero state after a reset
+            if isinstance(value, ort.OrtValue):  # not ours: through the host (rare)
+                value = value.numpy()
+                down += value.nbytes
+            value = np.ascontiguousarray(value, dtype=self._input_dtypes[name])
+            plan.inputs[name].update_inplace(value)
+            up += value.nbytes
+        if plan.graph_id not in self._bindings:
+            binding = self.session.io_binding()
+            for name, buffer in plan.inputs.items():
+                binding.bind_ortvalue_input(name, buffer)
+            for name, buffer in plan.outputs.items():
+                binding.bind_ortvalue_output(name, buffer)
+            run_options = ort.RunOptions()
+            if self.capture:
+                run_options.add_run_config_entry("gpu_graph_id", str(plan.graph_id))
+            self._bindings[plan.graph_id] = (binding, run_options)
+        binding, run_options = self._bindings[plan.graph_id]
+        self.session.run_with_iobinding(binding, run_options)
+        self._buffers.advance()
+        out = {name: plan.outputs[name].numpy() if name in host_outputs else plan.outputs[name]
+               for name in self._names}  # fmt: skip
+        self._count(up, out, host_outputs, down)
+        return out
+
+    def _alloc(self, shape: tuple[int, ...], dtype: str) -> Any:
+        return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype), *self.device)
+
+    def _count(self, up: int, out: Mapping[str, Any], host_outputs: Sequence[str],
+               down: int = 0) -> None:  # fmt: skip
+        down += sum(out[n].nbytes for n in host_outputs if n in out)
+        t = self.transfers
+        t.runs, t.up_bytes, t.down_bytes = t.runs + 1, t.up_bytes + up, t.down_bytes + down
 
     def to_host(self, value: Any) -> np.ndarray:
         return value.numpy() if isinstance(value, ort.OrtValue) else np.asarray(value)
+
+
+def _trt_ep_options(graph_path: str, device_id: int) -> dict[str, Any]:
+    """ONNX Runtime TensorRT EP options: engines and timing caches beside the graph (keyed by
+    ORT itself on the graph, the GPU and the TensorRT version), fp16 where TensorRT picks it."""
+    cache = Path(graph_path).parent / "trt-cache"
+    return {
+        "device_id": device_id,
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+        "trt_fp16_enable": "True",
+    }
 
 
 def _parse_device(device: str) -> tuple[str, int]:
@@ -109,3 +243,4 @@ def _parse_device(device: str) -> tuple[str, int]:
 
 
 register_backend("ort", OrtBackend)
+register_backend("ort-trt", lambda path, options: OrtBackend(path, options, tensorrt=True))

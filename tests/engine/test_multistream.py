@@ -90,3 +90,27 @@ def test_wrong_frame_count_rejected(tiny_bundle: Path) -> None:
 def test_zip_streams_pads_ended_sources() -> None:
     ticks = list(zip_streams([[1, 2, 3], [10]]))
     assert ticks == [[1, 10], [2, None], [3, None]]
+
+
+def test_streams_on_device_tensors_match_independent_segmenters(tiny_bundle, sample_clip,
+                                                                monkeypatch) -> None:  # fmt: skip
+    """The IO-binding path on the CPU (state rows as runtime tensors, as on a GPU): ticks where
+    every stream runs keep the state as OrtValues; an idle stream and a reset copy it through
+    the host; every stream's labels still equal an independent ``Segmenter``'s."""
+    import functools
+
+    import onnxruntime as ort
+
+    from vidseg.engine import segmenter as segmenter_module
+    from vidseg.engine.backends import BackendOptions
+
+    monkeypatch.setattr(segmenter_module, "BackendOptions",
+                        functools.partial(BackendOptions, io_binding=True))  # fmt: skip
+    clip = [f.image for f in read_frames(sample_clip, max_frames=16)]
+    multi = MultiStreamSegmenter(tiny_bundle, streams=2)
+    singles = [Segmenter(tiny_bundle) for _ in range(2)]
+    streams = [clip[0:8], clip[8:16][::-1]]
+    list(drive(multi, singles, [s[:3] for s in streams], resets=set()))
+    assert all(isinstance(v, ort.OrtValue) for v in multi.state.tensors.values())
+    list(drive(multi, singles, [streams[0][3:8], streams[1][3:5]], resets={(0, 1)}))
+    assert multi._frames == [8, 5]
