@@ -6,7 +6,15 @@ Measured in one process, one after another, on the same frames:
   per stage), after ``--warmup`` frames that are reported separately;
 * ``bare_run_ms`` -- a plain ``InferenceSession.run`` on the same graph with the same session
   options and the state carried by hand, interleaved frame by frame with the steps:
-  ``overhead_ratio = step p50 / bare p50`` is what the engine adds;
+  ``overhead_ratio = step p50 / bare p50`` is what the engine adds; with ``--device cuda``
+  the steps run there (CUDA graphs where the graph allows them) against the same segmenter
+  without CUDA graphs (``no_graph_step_ms``);
+* ``first_frame`` -- a fresh segmenter's load and first step, with the warm-up at load and
+  without (``first_frame_vs_p50``: the first frame over the step p50);
+* ``transfer_bytes_per_frame`` -- host<->device bytes per step (up: the frame; down: labels,
+  scores, logits; the state never moves);
+* ``batch`` (``--batch N ...``) -- frames/s with N streams batched in one
+  ``MultiStreamSegmenter`` tick;
 * ``upsample`` -- labels (and confidence) from the graph's label stride to each
   ``--upsample-sizes`` output size, per frame: ``crisp_ms`` (the arg-max of bilinear logits,
   :mod:`vidseg.engine.upsample`; bundles with logits) against ``nearest_ms`` (the labels
@@ -47,6 +55,7 @@ from vidseg.benchmarks.accuracy import FlickerMeter, accuracy_report
 from vidseg.engine.bundle import ENCODE, default_bundle_path, load_bundle
 from vidseg.engine.cli import parse_size
 from vidseg.engine.errors import VidsegError, run_for_cli
+from vidseg.engine.multistream import MultiStreamSegmenter
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.pipeline import segment_video
 from vidseg.engine.schedule import Schedule
@@ -58,9 +67,9 @@ logger = logging.getLogger(__name__)
 
 
 def percentiles(values_ms: list[float]) -> dict[str, float]:
-    """p50/p90/p99/max/mean of a list of milliseconds (rounded to µs)."""
+    """min/p50/p90/p95/p99/max/mean of a list of milliseconds (rounded to µs)."""
     a = np.asarray(values_ms, dtype=np.float64)
-    out = {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99)}
+    out = {"min": float(a.min())} | {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 95, 99)}
     out |= {"max": float(a.max()), "mean": float(a.mean()), "n": int(a.size)}
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
@@ -81,8 +90,25 @@ def environment(threads: int | None) -> dict[str, object]:
         "python": platform.python_version(), "numpy": np.__version__,
         "onnxruntime": ort.__version__, "providers": ort.get_available_providers(),
         "av": av.__version__, "opencv": cv2.__version__, "ort_threads": threads or "default",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **_gpu(),
     }  # fmt: skip
+
+
+def _gpu() -> dict[str, str]:
+    """The first GPU's name and driver by nvidia-smi, when there is one."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return {}
+    try:
+        line = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
+                               "--format=csv,noheader"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.splitlines()[0]  # fmt: skip
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return {}
+    name, _, driver = line.partition(",")
+    return {"gpu": name.strip(), "gpu_driver": driver.strip()}
 
 
 def _timed(fn: Callable[[int], object], i: int) -> float:
@@ -128,14 +154,24 @@ def _bare_runner(bundle: Path, frames: list[np.ndarray],
 
 
 def bench_latency(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
-                  threads: int | None) -> dict[str, object]:  # fmt: skip
-    """``Segmenter.step`` and a bare session on the same frames, interleaved frame by frame
-    (step, bare, step, ...) so that machine noise and clock drift hit both alike."""
-    seg = Segmenter(bundle, threads=threads)
+                  threads: int | None, device: str = "cpu") -> dict[str, object]:  # fmt: skip
+    """``Segmenter.step`` and a baseline on the same frames, interleaved frame by frame
+    (step, baseline, step, ...) so that machine noise and clock drift hit both alike. On the
+    CPU the baseline is a bare session; on a GPU it is the same segmenter without CUDA graphs
+    (IO binding, state on the device), so ``step_ms`` is the CUDA-graph step where the graph
+    allows it. Also the host<->device bytes of each timed frame."""
+    seg = Segmenter(bundle, threads=threads, device=device)
     manifest = seg.manifest
+    on_gpu = device.startswith("cuda")
     # the bare loop mirrors single-graph bundles only (no key-frame switching, no aux inputs)
-    plain = "step" in manifest.graphs and not manifest.aux_inputs
+    plain = "step" in manifest.graphs and not manifest.aux_inputs and not on_gpu
     bare = _bare_runner(bundle, frames, threads) if plain else None
+    if on_gpu:
+        other = Segmenter(bundle, threads=threads, device=device, cuda_graph=False)
+
+        def bare(i: int) -> None:
+            other.step(frames[i % len(frames)])
+
     timings = []
 
     def step(i: int) -> None:
@@ -145,30 +181,84 @@ def bench_latency(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
     warm_bare = _loop(warmup, bare) if bare else []
     timings.clear()
     step_ms, bare_ms = [], []
+    before = seg.model.transfers()
     for i in range(n):
         step_ms.append(_timed(step, i))
         if bare:
             bare_ms.append(_timed(bare, i))
+    after = seg.model.transfers()
     return {
         "family": manifest.family,
+        "device": device,
+        "cuda_graph": any(getattr(b, "capture", False) for b in seg.model.backends.values()),
         "warmup_ms": percentiles(warm_step) if warm_step else {},
         "step_ms": percentiles(step_ms),
-        "bare_run_ms": percentiles(bare_ms) if bare_ms else {},
+        "bare_run_ms" if not on_gpu else "no_graph_step_ms": percentiles(bare_ms)
+        if bare_ms
+        else {},
         "bare_warmup_ms": percentiles(warm_bare) if warm_bare else {},
         "stages_ms": {
             s: percentiles([getattr(t, f"{s}_ms") for t in timings])
             for s in ("pre", "infer", "post")
         },  # fmt: skip
+        "transfer_bytes_per_frame": {
+            "up": (after.up_bytes - before.up_bytes) // n,
+            "down": (after.down_bytes - before.down_bytes) // n,
+        },
         "step_series_ms": [round(t, 3) for t in step_ms],
     }
 
 
+def bench_first_frame(bundle: Path, frame: np.ndarray, threads: int | None,
+                      device: str = "cpu") -> dict[str, float]:  # fmt: skip
+    """Load time and the first ``step`` of a fresh segmenter, with the warm-up at load (the
+    default) and without it (all numbers in ms)."""
+    out: dict[str, float] = {}
+    for warm, suffix in ((True, ""), (False, "_no_warmup")):
+        t0 = time.perf_counter_ns()
+        seg = Segmenter(bundle, threads=threads, device=device, warmup=warm)
+        t1 = time.perf_counter_ns()
+        seg.step(frame)
+        t2 = time.perf_counter_ns()
+        out[f"load_ms{suffix}"] = round((t1 - t0) / 1e6, 3)
+        out[f"first_frame_ms{suffix}"] = round((t2 - t1) / 1e6, 3)
+        if warm:
+            out["warmup_ms"] = round(seg.warmup_ms, 3)
+    return out
+
+
+def bench_batch(bundle: Path, frames: list[np.ndarray], sizes: list[int], n: int,
+                threads: int | None, device: str = "cpu") -> list[dict[str, object]]:  # fmt: skip
+    """Throughput: ``N`` streams in one ``MultiStreamSegmenter`` tick (every stream a frame
+    each tick, state carried on the device), frames/s over ``n`` ticks after 3 untimed."""
+    rows = []
+    for size in sizes:
+        multi = MultiStreamSegmenter(bundle, streams=size, threads=threads, device=device)
+        ticks = [[frames[(t + k) % len(frames)] for k in range(size)] for t in range(n + 3)]
+        for tick in ticks[:3]:
+            multi.step(tick)
+        before = multi.model.transfers()
+        t0 = time.perf_counter_ns()
+        for tick in ticks[3:]:
+            multi.step(tick)
+        wall_s = (time.perf_counter_ns() - t0) / 1e9
+        after = multi.model.transfers()
+        rows.append({
+            "batch": size, "ticks": n, "frames_per_s": round(size * n / wall_s, 1),
+            "tick_ms": round(wall_s * 1e3 / n, 3),
+            "transfer_bytes_per_frame": {"up": (after.up_bytes - before.up_bytes) // (n * size),
+                                         "down": (after.down_bytes - before.down_bytes)
+                                         // (n * size)},
+        })  # fmt: skip
+    return rows
+
+
 def bench_upsample(bundle: Path, frames: list[np.ndarray], sizes: list[tuple[int, int]], n: int,
-                   threads: int | None) -> dict[str, dict[str, object]]:  # fmt: skip
+                   threads: int | None, device: str = "cpu") -> dict[str, dict[str, object]]:  # fmt: skip
     """Per output size ``(width, height)``: time to bring one frame's graph outputs to that
     size, crisp (with logits, when the bundle has them) and nearest neighbour, interleaved on
     the graph outputs of the clip's frames (state carried)."""
-    seg = Segmenter(bundle, threads=threads)
+    seg = Segmenter(bundle, threads=threads, device=device)
     outputs = [seg.step(f).outputs for f in frames[: min(n, len(frames))]]
     report: dict[str, dict[str, object]] = {}
     for width, height in sizes:
@@ -191,10 +281,10 @@ def bench_upsample(bundle: Path, frames: list[np.ndarray], sizes: list[tuple[int
     return report
 
 
-def _overlay_job(bundle: Path, clip: Path, out: Path, threads: int | None
+def _overlay_job(bundle: Path, clip: Path, out: Path, threads: int | None, device: str = "cpu"
                  ) -> tuple[Segmenter, Callable[..., np.ndarray], VideoWriter]:  # fmt: skip
     """What both video runs need: a segmenter, the overlay renderer and an unopened writer."""
-    seg = Segmenter(bundle, threads=threads)
+    seg = Segmenter(bundle, threads=threads, device=device)
     lut = palette_lut(seg.manifest.palette)
     info = VideoInfo.from_path(clip)
     writer = VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
@@ -203,9 +293,9 @@ def _overlay_job(bundle: Path, clip: Path, out: Path, threads: int | None
 
 
 def bench_naive(bundle: Path, clip: Path, out: Path, max_frames: int,
-                threads: int | None) -> dict[str, float]:  # fmt: skip
+                threads: int | None, device: str = "cpu") -> dict[str, float]:  # fmt: skip
     """Decode -> step -> blend -> encode, one frame at a time on one thread."""
-    seg, render, sink = _overlay_job(bundle, clip, out, threads)
+    seg, render, sink = _overlay_job(bundle, clip, out, threads, device)
     t0 = time.perf_counter()
     n = 0
     with sink as writer:
@@ -217,8 +307,8 @@ def bench_naive(bundle: Path, clip: Path, out: Path, max_frames: int,
 
 
 def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
-                   threads: int | None) -> dict[str, float]:  # fmt: skip
-    seg, render, sink = _overlay_job(bundle, clip, out, threads)
+                   threads: int | None, device: str = "cpu") -> dict[str, float]:  # fmt: skip
+    seg, render, sink = _overlay_job(bundle, clip, out, threads, device)
     t0 = time.perf_counter()
     with sink as writer:
         stats = segment_video(seg, read_frames(clip, max_frames=max_frames), writer, render)
@@ -227,7 +317,7 @@ def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
 
 
 def bench_stages(bundle: Path, clip: Path, out: Path, max_frames: int,
-                 threads: int | None) -> tuple[dict[str, float], float]:  # fmt: skip
+                 threads: int | None, device: str = "cpu") -> tuple[dict[str, float], float]:  # fmt: skip
     """Each stage of the video job alone, split as ``engine.pipeline`` splits it, on the same
     frames, in frames per second: decode + ``Segmenter.prepare`` (resize to the model input,
     and a split bundle's encode graph); segment (``Segmenter.step``); render (labels back to the
@@ -235,7 +325,7 @@ def bench_stages(bundle: Path, clip: Path, out: Path, max_frames: int,
 
     Also returns the clip's flicker: % of pixels whose label changes from one frame to the next
     (the segment stage's labels, state carried; no ground truth, so motion counts too)."""
-    seg, render, sink = _overlay_job(bundle, clip, out, threads)
+    seg, render, sink = _overlay_job(bundle, clip, out, threads, device)
     seg.prepare(np.zeros((*seg.input_size, 3), np.uint8))  # first runs allocate: not a stage cost
     t0 = time.perf_counter()
     decoded = [(f, seg.prepare(f.image)) for f in read_frames(clip, max_frames=max_frames)]
@@ -262,11 +352,11 @@ def bench_stages(bundle: Path, clip: Path, out: Path, max_frames: int,
 
 
 def bench_side_by_side(bundles: list[Path], frames: list[np.ndarray], warmup: int, n: int,
-                       threads: int | None) -> list[dict[str, object]]:  # fmt: skip
+                       threads: int | None, device: str = "cpu") -> list[dict[str, object]]:  # fmt: skip
     """``Segmenter.step`` of several bundles round-robin on the same frames (the order rotates
     every frame), so that machine noise and drift hit every model alike: the fair way to put
     one model's milliseconds next to another's on a shared, noisy machine."""
-    segs = [Segmenter(b, threads=threads) for b in bundles]
+    segs = [Segmenter(b, threads=threads, device=device) for b in bundles]
     times: list[list[float]] = [[] for _ in segs]
     for i in range(warmup):
         for seg in segs:
@@ -282,7 +372,7 @@ def bench_side_by_side(bundles: list[Path], frames: list[np.ndarray], warmup: in
 
 
 def bench_key_intervals(bundle: Path, frames: list[np.ndarray], intervals: list[int],
-                        warmup: int, n: int, threads: int | None) -> list[dict[str, object]]:  # fmt: skip
+                        warmup: int, n: int, threads: int | None, device: str = "cpu") -> list[dict[str, object]]:  # fmt: skip
     """A keyframe bundle at fixed key intervals: mean ms/frame, key and current frame ms
     (the analogue of seed 003's Table 5.1)."""
     rows = []
@@ -290,6 +380,7 @@ def bench_key_intervals(bundle: Path, frames: list[np.ndarray], intervals: list[
         seg = Segmenter(
             bundle,
             threads=threads,
+            device=device,
             schedule=Schedule("fixed", interval, max_interval=max(30, interval)),
         )
         for i in range(warmup):
@@ -382,30 +473,40 @@ def run(args: argparse.Namespace) -> dict:
                     "input_size": list(size[::-1]), "frames": args.frames,
                     "environment": environment(args.threads)}  # fmt: skip
     logger.info("step latency over %d frames", args.frames)
-    report["step"] = bench_latency(bundle, frames, args.warmup, args.frames, args.threads)
+    dev = args.device
+    report["device"] = dev
+    report["step"] = bench_latency(bundle, frames, args.warmup, args.frames, args.threads, dev)
     report["step_ms"] = report["step"]["step_ms"]
-    report["bare_run_ms"] = report["step"]["bare_run_ms"]
+    report["bare_run_ms"] = report["step"].get("bare_run_ms", {})
+    report["transfer_bytes_per_frame"] = report["step"]["transfer_bytes_per_frame"]
+    report["first_frame"] = bench_first_frame(bundle, frames[0], args.threads, dev)
+    report["first_frame_ms"] = report["first_frame"]["first_frame_ms"]
+    report["first_frame_vs_p50"] = round(report["first_frame_ms"] / report["step_ms"]["p50"], 2)
+    if args.batch:
+        logger.info("throughput at batch %s", ", ".join(map(str, args.batch)))
+        report["batch"] = bench_batch(bundle, frames, args.batch, args.batch_ticks,
+                                      args.threads, dev)  # fmt: skip
     if report["bare_run_ms"]:
         report["overhead_ratio"] = round(report["step_ms"]["p50"] / report["bare_run_ms"]["p50"],
                                          4)  # fmt: skip
     logger.info("upsampling to %s", ", ".join(f"{w}x{h}" for w, h in args.upsample_sizes))
     report["upsample"] = bench_upsample(bundle, frames, args.upsample_sizes, args.frames,
-                                        args.threads)  # fmt: skip
+                                        args.threads, dev)  # fmt: skip
     report["comparisons"] = []
     if args.compare:
         others = [Path(b) for b in args.compare]
         side = bench_side_by_side([bundle, *others], frames, args.warmup, args.frames,
-                                  args.threads)  # fmt: skip
+                                  args.threads, dev)  # fmt: skip
         report["side_by_side"] = side
         for other, entry in zip(others, side[1:]):
             if entry["family"] == "keyframe" and args.intervals:
                 entry["key_intervals"] = bench_key_intervals(
-                    other, frames, args.intervals, args.warmup, args.frames, args.threads
+                    other, frames, args.intervals, args.warmup, args.frames, args.threads, dev
                 )
             report["comparisons"].append(entry)
     if manifest.family == "keyframe" and args.intervals:
         report["key_intervals"] = bench_key_intervals(
-            bundle, frames, args.intervals, args.warmup, args.frames, args.threads
+            bundle, frames, args.intervals, args.warmup, args.frames, args.threads, dev
         )
     if args.torch or args.torch_models:
         bundles = [bundle, *map(Path, args.compare or [])] if args.torch else []
@@ -414,15 +515,16 @@ def run(args: argparse.Namespace) -> dict:
     if args.accuracy:
         for entry in [report, *report["comparisons"]]:
             logger.info("CamVid val accuracy of %s", entry["bundle"])
-            entry["accuracy"] = accuracy_report(Segmenter(entry["bundle"], threads=args.threads),
-                                                args.accuracy)  # fmt: skip
+            seg = Segmenter(entry["bundle"], threads=args.threads, device=dev)
+            entry["accuracy"] = accuracy_report(seg, args.accuracy)
     if not args.skip_video:
         with tempfile.TemporaryDirectory() as tmp:
-            naive = bench_naive(bundle, clip, Path(tmp) / "n.mp4", args.video_frames, args.threads)
+            naive = bench_naive(bundle, clip, Path(tmp) / "n.mp4", args.video_frames,
+                                args.threads, dev)  # fmt: skip
             pipe = bench_pipeline(bundle, clip, Path(tmp) / "p.mp4", args.video_frames,
-                                  args.threads)  # fmt: skip
+                                  args.threads, dev)  # fmt: skip
             stages, clip_flicker = bench_stages(bundle, clip, Path(tmp) / "s.mp4",
-                                                args.video_frames, args.threads)  # fmt: skip
+                                                args.video_frames, args.threads, dev)  # fmt: skip
         slowest = min(stages.values())
         report |= {"naive": naive, "pipeline": pipe, "naive_fps": naive["fps"],
                    "pipeline_fps": pipe["fps"], "stage_fps": stages,
@@ -444,6 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed frames first (reported apart)")
     p.add_argument("--video-frames", type=int, default=100, help="frames for naive/pipeline runs")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, or cuda[:N] (needs onnxruntime-gpu): every engine part of the "
+                   "bench runs there, CUDA graphs where the graph allows them")  # fmt: skip
+    p.add_argument("--batch", type=int, nargs="+", metavar="N",
+                   help="also measure throughput with N streams batched in one "
+                   "MultiStreamSegmenter tick (frames/s), for each N")  # fmt: skip
+    p.add_argument("--batch-ticks", type=int, default=50, help="timed ticks per --batch N")
     p.add_argument(
         "--compare",
         nargs="+",
@@ -500,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.frames < 1 or args.warmup < 0 or args.video_frames < 1:
         parser.error("--frames and --video-frames must be >= 1, --warmup >= 0")
+    if any(n < 1 for n in args.batch or ()) or args.batch_ticks < 1:
+        parser.error("--batch sizes and --batch-ticks must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     code, report = run_for_cli("vidseg-bench", lambda: run(args), debug=args.debug)
     if report is None:
@@ -507,15 +618,25 @@ def main(argv: list[str] | None = None) -> int:
     env = report["environment"]
     print(
         f"{report['model']} at {report['input_size'][0]}x{report['input_size'][1]} on "
-        f"{env['cpu']} ({env['cpu_count']} cores), onnxruntime {env['onnxruntime']}"
+        f"{env['cpu']} ({env['cpu_count']} cores), onnxruntime {env['onnxruntime']}, "
+        f"device {report['device']}" + (f" ({env['gpu']})" if env.get("gpu") else "")
     )
-    for key in ("step_ms", "bare_run_ms"):
+    report["no_graph_step_ms"] = report["step"].get("no_graph_step_ms", {})
+    for key in ("step_ms", "bare_run_ms", "no_graph_step_ms"):
         v = report[key]
         if v:
             print(
                 f"  {key:12s} p50 {v['p50']:7.2f}  p90 {v['p90']:7.2f}  p99 {v['p99']:7.2f}  "
                 f"max {v['max']:7.2f}"
             )
+    first, moved = report["first_frame"], report["transfer_bytes_per_frame"]
+    print(f"  first frame {first['first_frame_ms']:.2f} ms ({report['first_frame_vs_p50']:.1f}x "
+          f"p50; {first['first_frame_ms_no_warmup']:.2f} ms without warm-up, which took "
+          f"{first['warmup_ms']:.1f} ms at load)")  # fmt: skip
+    print(f"  host<->device per frame: {moved['up']} B up, {moved['down']} B down")
+    for row in report.get("batch", []):
+        print(f"  batch {row['batch']:3d}: {row['frames_per_s']:9.1f} frames/s "
+              f"({row['tick_ms']:.2f} ms per tick)")  # fmt: skip
     if "overhead_ratio" in report:
         print(f"  engine overhead ratio (step p50 / bare p50): {report['overhead_ratio']:.3f}")
     for size, row in report["upsample"].items():

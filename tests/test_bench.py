@@ -131,3 +131,35 @@ def test_crisp_figure(tiny_bundle: Path, sample_clip: Path, tmp_path: Path, caps
     assert cv2.imread(str(out)).shape == (64, 2 * 128 + 8, 3)
     assert crisp_figure.main([*args, "--model", str(tiny_bundle)]) == 1
     assert "has no logits output" in capsys.readouterr().err
+
+
+def test_bench_first_frame_transfers_and_batch(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The first frame with and without warm-up, the bytes each frame moves (the frame up, the
+    graph's outputs down, no state), and batched throughput per --batch size."""
+    out = tmp_path / "b.json"
+    assert bench.main(["--model", str(tiny_bundle), "--frames", "4", "--warmup", "1",
+                       "--skip-video", "--upsample-sizes", "96x64", "--batch", "1", "3",
+                       "--batch-ticks", "2", "--json", str(out)]) == 0  # fmt: skip
+    report = json.loads(out.read_text())
+    first = report["first_frame"]
+    assert first["first_frame_ms"] > 0 and first["first_frame_ms_no_warmup"] > 0
+    assert first["warmup_ms"] > 0 and report["first_frame_vs_p50"] > 0
+    h, w = report["input_size"]
+    labels_down = (h // 1) * (w // 1)  # the tiny bundle: labels at stride 1, no scores/logits
+    assert report["transfer_bytes_per_frame"] == {"up": h * w * 3, "down": labels_down}
+    assert [row["batch"] for row in report["batch"]] == [1, 3]
+    for row in report["batch"]:
+        assert row["frames_per_s"] > 0 and row["ticks"] == 2
+        assert row["transfer_bytes_per_frame"] == {"up": h * w * 3, "down": labels_down}
+    assert report["device"] == "cpu" and report["step"]["cuda_graph"] is False
+
+
+def test_bench_cuda_refused_on_a_cpu_install(tiny_bundle: Path, capsys) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed")
+    code = bench.main(["--model", str(tiny_bundle), "--frames", "2", "--skip-video",
+                       "--device", "cuda"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and len(err) == 1 and "needs onnxruntime-gpu" in err[0]
