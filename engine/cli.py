@@ -2,7 +2,10 @@
 
     vidseg-run input.mp4 --out seg.mp4                # overlay with the bundled default model
     vidseg-run input.mp4 --out masks/ --mask          # PNG label masks, one per frame
-    vidseg-run input.mp4 --out masks.mkv --mask       # lossless label-id video
+    vidseg-run input.mp4 --out masks.mkv --mask       # lossless label-id video (FFV1)
+    vidseg-run input.mp4 --out masks.mp4 --mask       # palette-coloured masks for viewing
+    vidseg-run input.mp4 --out seg.mp4 --mask-out ids.mkv --jsonl frames.jsonl --polygons
+    vidseg-run 0 --out cam.mp4 --live --max-fps 10    # the first camera (/dev/video0)
     vidseg-run input.mp4 --out small.mp4 --out-size 640x0   # 640 wide, height keeps the aspect
 
 The output is written to a temporary file and renamed when complete, so a failed run never
@@ -22,7 +25,7 @@ import threading
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -30,17 +33,24 @@ from tqdm import tqdm
 from vidseg.engine.backends import backend_names
 from vidseg.engine.bundle import Bundle, default_bundle_path, load_bundle
 from vidseg.engine.errors import (
-    BundleError,
     SourceLostError,
     VideoIOError,
     exit_code_for,
     run_for_cli,
 )
-from vidseg.engine.overlay import blend, palette_lut, resize_image
+from vidseg.engine.geometry import RESIZE_MODES
+from vidseg.engine.outputs import FrameLog, FrameOutputs, Preview, Target, gui_problem
+from vidseg.engine.overlay import blend, colorize, palette_lut, resize_image
 from vidseg.engine.pipeline import QUEUE_DEPTH, RunStats, segment_video
 from vidseg.engine.schedule import POLICIES, Schedule
 from vidseg.engine.segmenter import Result, Segmenter
-from vidseg.engine.sources import LatestFrameSource, ReconnectingSource, paced
+from vidseg.engine.sources import (
+    LatestFrameSource,
+    ReconnectingSource,
+    paced,
+    rate_limited,
+    strided,
+)
 from vidseg.engine.video import (
     RTSP_TRANSPORTS,
     STDIN,
@@ -48,12 +58,15 @@ from vidseg.engine.video import (
     MaskSequenceWriter,
     VideoInfo,
     VideoWriter,
+    camera_source,
+    is_camera,
     is_network_source,
     open_video,
 )
 
 logger = logging.getLogger(__name__)
-MASK_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
+MASK_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")  # .mkv: lossless ids, others: colour
+LOSSLESS_MASK_SUFFIX = ".mkv"  # FFV1 4:0:0, the exact class ids (read_label_frames)
 DEFAULT_TIMEOUT_S = 10.0  # network sources: a silent camera fails instead of hanging
 RECONNECT_BACKOFF_S = 0.5  # first wait before reopening a lost source, doubled per attempt
 OVERLAY_CODECS = ("libx264", "libx265", "libvpx-vp9", "mpeg4")
@@ -66,14 +79,38 @@ def build_parser() -> argparse.ArgumentParser:
         "(or label masks with --mask).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("input", nargs="?", help="input video file, URL (rtsp://, http://), or - "
-                   "for standard input (a streamable format: .ts, .mkv, faststart .mp4)")  # fmt: skip
-    p.add_argument("--out", help="output video (.mp4), or with --mask a directory or .mkv/.mp4")
+    p.add_argument("input", nargs="?", help="input video file, URL (rtsp://, http://), a "
+                   "camera (0 or /dev/video0), or - for standard input (a streamable format: "
+                   ".ts, .mkv, faststart .mp4)")  # fmt: skip
+    p.add_argument("--out", help="overlay video (.mp4), or with --mask the masks (see --mask-out)")
     p.add_argument("--model", help="model bundle directory (default: the bundled model, "
                    "see --show-default-model)")  # fmt: skip
     p.add_argument("--mask", action="store_true",
-                   help="write class-id masks instead of the overlay: PNGs into a directory, "
-                   "or a lossless video when --out ends in .mp4/.mkv")  # fmt: skip
+                   help="--out gets the masks instead of the overlay (formats as --mask-out)")  # fmt: skip
+    p.add_argument("--mask-out", metavar="PATH",
+                   help="also write the masks: a directory of PNG class ids (exact), .mkv "
+                   "(lossless FFV1 class ids, exact), or .mp4/.mov/.avi (palette colours, "
+                   "H.264 yuv420p: plays anywhere, for viewing only)")  # fmt: skip
+    p.add_argument("--scores", metavar="DIR",
+                   help="confidence maps as PNGs (255 x max softmax) into DIR; needs a bundle "
+                   "exported with --scores")  # fmt: skip
+    p.add_argument("--jsonl", metavar="PATH",
+                   help="one JSON line per frame: index, pts, time, key_frame, per-stage ms, "
+                   "age_ms, share of pixels per class, mean confidence")  # fmt: skip
+    p.add_argument("--polygons", action="store_true",
+                   help="with --jsonl: each class's regions as polygons in frame pixels")  # fmt: skip
+    p.add_argument("--resize", choices=RESIZE_MODES, default="stretch",
+                   help="fit frames to the model input: stretch, letterbox (keep the aspect, "
+                   "pad) or crop (keep the aspect, cut the edges: labelled 255)")  # fmt: skip
+    p.add_argument("--vid-stride", type=int, default=1, metavar="N",
+                   help="segment every Nth frame only (the others are not written)")  # fmt: skip
+    p.add_argument("--max-fps", type=float, metavar="F",
+                   help="segment at most F frames per second of the source's time")  # fmt: skip
+    p.add_argument("--stats-every", type=int, metavar="N",
+                   help="a status line on stderr every N frames (rolling FPS, step p50/p99, "
+                   "result age, drops, resets)")  # fmt: skip
+    p.add_argument("--show", action="store_true",
+                   help="preview window (needs OpenCV with GUI support and a display)")  # fmt: skip
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity, 0..1")
     p.add_argument("--out-size", type=parse_size, metavar="WxH",
                    help="output resolution (default: the input's); 0 for one side keeps the "
@@ -156,13 +193,21 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+class UsageError(ValueError):
+    """A flag that does not fit the bundle (reported like argparse's usage errors, exit 2)."""
+
+
 def _schedule(args: argparse.Namespace, bundle: Bundle) -> Schedule | None:
-    """The bundle's key-frame schedule with the command-line overrides, or None (no flags)."""
+    """The bundle's key-frame schedule with the command-line overrides, or None (no flags).
+
+    Raises:
+        UsageError: schedule flags on a bundle that is not a keyframe bundle, or bad values.
+    """
     if not (args.schedule or args.key_interval or args.budget_ms):
         return None
     if bundle.manifest.family != "keyframe":
-        raise BundleError(f"--schedule/--key-interval/--budget-ms need a keyframe bundle; "
-                          f"this one is {bundle.manifest.family!r}")  # fmt: skip
+        raise UsageError(f"--schedule/--key-interval/--budget-ms need a keyframe bundle; "
+                         f"this one is {bundle.manifest.family!r}")  # fmt: skip
     base = Schedule.from_manifest(bundle.manifest.schedule)
     try:
         return replace(base, policy=args.schedule or base.policy,
@@ -170,7 +215,24 @@ def _schedule(args: argparse.Namespace, bundle: Bundle) -> Schedule | None:
                        max_interval=max(base.max_interval, args.key_interval or 0),
                        budget_ms=args.budget_ms or base.budget_ms)  # fmt: skip
     except ValueError as exc:
-        raise BundleError(f"bad key-frame schedule: {exc}") from exc
+        raise UsageError(f"bad key-frame schedule: {exc}") from exc
+
+
+def _check_against_bundle(args: argparse.Namespace, bundle: Bundle) -> Schedule | None:
+    """The flags that depend on the bundle; the schedule to use.
+
+    Raises:
+        UsageError: a flag the bundle cannot serve.
+    """
+    if args.scores and bundle.manifest.output_name("scores") is None:
+        raise UsageError("--scores needs a bundle exported with confidence (vidseg-export "
+                         "--scores); this one has none")  # fmt: skip
+    return _schedule(args, bundle)
+
+
+def _outputs(args: argparse.Namespace) -> list[Path]:
+    """Every path the run writes."""
+    return [Path(p) for p in (args.out, args.mask_out, args.scores, args.jsonl) if p]
 
 
 @dataclass
@@ -182,28 +244,49 @@ class LiveStats:
 
 
 def _open(args: argparse.Namespace, max_frames: int | None) -> tuple[VideoInfo, Iterator[Frame]]:
-    network = is_network_source(args.input)
+    live = is_network_source(args.input) or is_camera(args.input) or args.live
     return open_video(args.input, max_frames=max_frames,
-                      thread_type="SLICE" if network or args.live else "AUTO",
+                      thread_type="SLICE" if live else "AUTO",
                       timeout_s=args.timeout or None, rtsp_transport=args.rtsp_transport)  # fmt: skip
 
 
-def run(args: argparse.Namespace) -> tuple[RunStats, VideoInfo, LiveStats]:
+def run(args: argparse.Namespace, bundle: Bundle | None = None,
+        schedule: Schedule | None = None) -> tuple[RunStats, VideoInfo, LiveStats]:  # fmt: skip
     # opened once (a pipe cannot be reopened); a bad input fails before the model loads
     info, frames = _open(args, args.max_frames)
     try:
-        return _run(args, info, frames)
+        return _run(args, info, frames, bundle, schedule)
     finally:  # close the input if the run never started; the pipeline closes it otherwise
         with suppress(ValueError):  # "generator already executing": a decode thread that
             frames.close()  # did not stop in time (Ctrl-C) still owns it: closed when collected
 
 
-def _run(args: argparse.Namespace, info: VideoInfo,
-         frames: Iterator[Frame]) -> tuple[RunStats, VideoInfo, LiveStats]:  # fmt: skip
-    bundle = load_bundle(args.model or default_bundle_path())
+def _mask_target(path: Path, args: argparse.Namespace, info: VideoInfo, size: tuple[int, int],
+                 labels: Callable[[Frame, Result], np.ndarray], lut: np.ndarray) -> Target:  # fmt: skip
+    """Masks at ``path``: .mkv lossless ids (FFV1), .mp4/.mov/.avi palette colours (H.264
+    yuv420p, plays anywhere), anything else a directory of PNG ids."""
+    width, height = size
+    suffix = path.suffix.lower()
+    if suffix == LOSSLESS_MASK_SUFFIX:
+        return Target(VideoWriter(path, width=width, height=height, fps=info.fps,
+                                  time_base=info.time_base, codec="ffv1", lossless=True,
+                                  overwrite=args.overwrite), labels)  # fmt: skip
+    if suffix in MASK_VIDEO_SUFFIXES:
+        return Target(VideoWriter(path, width=width, height=height, fps=info.fps,
+                                  time_base=info.time_base, codec="libx264", crf=args.crf,
+                                  preset=args.preset, overwrite=args.overwrite),
+                      lambda frame, result: colorize(labels(frame, result), lut))  # fmt: skip
+    return Target(MaskSequenceWriter(path, overwrite=args.overwrite), labels)
+
+
+def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame],
+         bundle: Bundle | None = None,
+         schedule: Schedule | None = None) -> tuple[RunStats, VideoInfo, LiveStats]:  # fmt: skip
+    if bundle is None:
+        bundle = load_bundle(args.model or default_bundle_path())
+        schedule = _check_against_bundle(args, bundle)
     segmenter = Segmenter(bundle, backend=args.backend, device=args.device,
-                          threads=args.threads, schedule=_schedule(args, bundle))  # fmt: skip
-    out = Path(args.out)
+                          threads=args.threads, schedule=schedule, resize=args.resize)  # fmt: skip
     lut = palette_lut(segmenter.manifest.palette)
     width, height = output_size(args.out_size, info.width, info.height)
 
@@ -214,28 +297,37 @@ def _run(args: argparse.Namespace, info: VideoInfo,
         return blend(resize_image(frame.image, width, height), labels(frame, result), lut,
                      args.alpha)  # fmt: skip
 
+    def scores(frame: Frame, result: Result) -> np.ndarray:
+        return result.scores  # at the frame's size (the pipeline's at_size)
+
     with ExitStack() as stack:
-        if args.mask and out.suffix.lower() in MASK_VIDEO_SUFFIXES:
-            sink = VideoWriter(out, width=width, height=height, fps=info.fps,
-                               time_base=info.time_base, lossless=True,
-                               overwrite=args.overwrite)  # fmt: skip
-            render = labels
-        elif args.mask:
-            sink = MaskSequenceWriter(out, overwrite=args.overwrite)
-            render = labels
-        else:
+        targets = []
+        if args.out and args.mask:
+            targets.append(_mask_target(Path(args.out), args, info, (width, height), labels, lut))
+        elif args.out:
             # a pipe or a live stream cannot be read a second time for its audio
-            no_audio = args.no_audio or args.input == STDIN or args.live or args.reconnect
-            sink = VideoWriter(out, width=width, height=height, fps=info.fps,
-                               time_base=info.time_base, codec=args.codec, crf=args.crf,
-                               preset=args.preset, audio_from=None if no_audio else args.input,
-                               audio_timeout_s=args.timeout or None,
-                               overwrite=args.overwrite)  # fmt: skip
-            render = overlay
-        stack.enter_context(sink)
+            no_audio = (args.no_audio or args.input == STDIN or args.live or args.reconnect
+                        or is_camera(args.input))  # fmt: skip
+            targets.append(Target(VideoWriter(
+                Path(args.out), width=width, height=height, fps=info.fps,
+                time_base=info.time_base, codec=args.codec, crf=args.crf, preset=args.preset,
+                audio_from=None if no_audio else args.input, audio_timeout_s=args.timeout or None,
+                overwrite=args.overwrite), overlay))  # fmt: skip
+        if args.mask_out:
+            targets.append(_mask_target(Path(args.mask_out), args, info, (width, height), labels,
+                                        lut))  # fmt: skip
+        if args.scores:
+            targets.append(Target(MaskSequenceWriter(args.scores, overwrite=args.overwrite),
+                                  scores))  # fmt: skip
+        log = FrameLog(args.jsonl, segmenter.manifest.classes,
+                       polygons=args.polygons) if args.jsonl else None  # fmt: skip
+        sink = stack.enter_context(FrameOutputs(targets, log, Preview() if args.show else None,
+                                                overlay if args.show else None))  # fmt: skip
         total = info.frame_count
         if args.max_frames is not None:
             total = min(total, args.max_frames) if total else args.max_frames
+        if total and args.vid_stride > 1:
+            total = -(-total // args.vid_stride)
         bar = stack.enter_context(tqdm(total=total, unit="frame", disable=args.quiet,
                                        desc=Path(args.input).name, file=sys.stderr))  # fmt: skip
         source: Iterable[Frame] = frames
@@ -244,12 +336,26 @@ def _run(args: argparse.Namespace, info: VideoInfo,
             source = reconnecting = ReconnectingSource(
                 frames, lambda: _open(args, None)[1], retries=args.reconnect,
                 backoff_s=RECONNECT_BACKOFF_S, max_frames=args.max_frames, name=args.input)  # fmt: skip
+        if args.vid_stride > 1:
+            source = strided(source, args.vid_stride)
+        if args.max_fps:
+            source = rate_limited(source, args.max_fps)
+        done = 0
+
+        def on_frame(result: Result) -> None:  # the encode thread, in frame order
+            nonlocal done
+            done += 1
+            bar.update(1)
+            if args.stats_every and done % args.stats_every == 0:
+                bar.write(f"vidseg-run: {segmenter.stats().line()}", file=sys.stderr)
+
         with ExitStack() as live_source:
             if args.live:
-                if not is_network_source(args.input) and args.input != STDIN:
+                if not (is_network_source(args.input) or is_camera(args.input)
+                        or args.input == STDIN):  # fmt: skip
                     source = paced(source)  # a file stands in for a camera
                 source = newest = live_source.enter_context(LatestFrameSource(source))
-            stats = segment_video(segmenter, source, sink, render, on_frame=lambda r: bar.update(1),
+            stats = segment_video(segmenter, source, sink, FrameOutputs.pair, on_frame=on_frame,
                                   depth=1 if args.live else QUEUE_DEPTH)  # fmt: skip
         live = LiveStats(dropped=newest.dropped if newest else 0,
                          reconnects=reconnecting.reconnects if reconnecting else 0)  # fmt: skip
@@ -287,8 +393,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.show_default_model:
         print(default_bundle_path())
         return 0
-    if not args.input or not args.out:
-        parser.error("INPUT and --out are required (or use --show-default-model)")
+    if not args.input or not (args.out or args.mask_out or args.scores or args.jsonl):
+        parser.error("INPUT and an output (--out, --mask-out, --scores or --jsonl) are required "
+                     "(or use --show-default-model)")  # fmt: skip
+    args.input = camera_source(args.input)  # "0" -> /dev/video0
+    if args.mask and not args.out:
+        parser.error("--mask writes the masks to --out; use --mask-out PATH without --out")
+    if args.polygons and not args.jsonl:
+        parser.error("--polygons goes into the --jsonl file: give --jsonl PATH")
+    if args.vid_stride < 1:
+        parser.error(f"--vid-stride must be >= 1, got {args.vid_stride}")
+    if args.max_fps is not None and not args.max_fps > 0:
+        parser.error(f"--max-fps must be > 0, got {args.max_fps}")
+    if args.stats_every is not None and args.stats_every < 1:
+        parser.error(f"--stats-every must be >= 1, got {args.stats_every}")
+    paths = _outputs(args)
+    if len({p.absolute() for p in paths}) < len(paths):
+        parser.error("--out, --mask-out, --scores and --jsonl must be different paths")
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha must be within 0..1, got {args.alpha}")
     if args.max_frames is not None and args.max_frames < 1:
@@ -301,18 +422,30 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--reconnect must be >= 0, got {args.reconnect}")
     if args.reconnect and not is_network_source(args.input):
         parser.error("--reconnect needs a network source (rtsp://, http://, ...)")
-    out = Path(args.out)
-    if not args.overwrite and (out.is_file() or out.is_dir() and any(out.iterdir())):
-        print(f"vidseg-run: error: {out} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 2  # before anything opens: the file stays untouched
+    for out in paths:
+        if not args.overwrite and (out.is_file() or out.is_dir() and any(out.iterdir())):
+            print(f"vidseg-run: error: {out} exists; pass --overwrite to replace it",
+                  file=sys.stderr)  # fmt: skip
+            return 2  # before anything opens: the file stays untouched
+    if args.show and (problem := gui_problem()):
+        print(f"vidseg-run: error: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    code, bundle = run_for_cli("vidseg-run", lambda: load_bundle(args.model or default_bundle_path()),
+                               debug=args.debug)  # fmt: skip
+    if bundle is None:
+        return code
+    try:
+        schedule = _check_against_bundle(args, bundle)
+    except UsageError as error:
+        parser.error(str(error))
 
     def checked_run() -> tuple[RunStats, VideoInfo, LiveStats]:
-        out_parent = Path(args.out).absolute().parent
-        if not out_parent.is_dir():  # before loading the model: fail fast
-            raise VideoIOError(f"output directory does not exist: {out_parent}")
-        return run(args)
+        for out in paths:
+            if not out.absolute().parent.is_dir():  # before loading the model: fail fast
+                raise VideoIOError(f"output directory does not exist: {out.absolute().parent}")
+        return run(args, bundle, schedule)
 
     with _sigterm_as_interrupt() as signals:
         code, outcome = run_for_cli(  # Ctrl-C here came before the loop (model load / open)
@@ -325,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     stats, info, live = outcome
     width, height = output_size(args.out_size, info.width, info.height)
     summary = {
-        "input": args.input, "output": args.out, "output_size": [width, height],
+        "input": args.input, "output": args.out, "mask_output": args.mask_out,
+        "scores_output": args.scores, "jsonl": args.jsonl, "output_size": [width, height],
         "frames": stats.frames,
         "wall_s": round(stats.wall_s, 3), "fps": round(stats.fps, 2),
         "step_ms": _percentiles(stats.step_ms), "key_frames": stats.key_frames,
@@ -343,14 +477,15 @@ def main(argv: list[str] | None = None) -> int:
             return exit_code_for(VideoIOError(""))
     if stats.interrupted:
         print(f"vidseg-run: {'terminated' if signals else 'interrupted'} after {stats.frames} "
-              f"frames; wrote {args.out}", file=sys.stderr)  # fmt: skip
+              f"frames; wrote {', '.join(map(str, paths))}", file=sys.stderr)  # fmt: skip
         return 128 + signals[-1] if signals else 130
     if stats.truncated is not None:
         print(f"vidseg-run: error: {stats.truncated}; wrote the {stats.frames} decoded frames "
-              f"to {args.out}", file=sys.stderr)  # fmt: skip
+              f"to {', '.join(map(str, paths))}", file=sys.stderr)  # fmt: skip
         return exit_code_for(stats.truncated)
     dropped = f", {live.dropped} stale frames dropped" if args.live else ""
-    print(f"wrote {args.out}: {stats.frames} frames, {width}x{height}, "
+    written = ", ".join(str(p) for p in paths)
+    print(f"wrote {written}: {stats.frames} frames, {width}x{height}, "
           f"{stats.fps:.1f} fps end to end{dropped}", file=sys.stderr)  # fmt: skip
     return 0
 

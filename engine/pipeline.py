@@ -209,7 +209,9 @@ def segment_video(
 
     The segmenter's state is reset before a frame with ``discontinuity`` set (a reconnected
     source) and before a frame whose size differs from the previous one's (the stream changed
-    resolution: a new scene); each reset is logged and counted in ``stats.resets``.
+    resolution: a new scene); each reset is logged and counted in ``stats.resets``. Frames a
+    source dropped (its ``dropped`` count, as ``LatestFrameSource`` keeps) go to
+    ``segmenter.note_dropped`` (``Segmenter.stats()``).
 
     Ctrl-C stops the run cleanly: frames already segmented are written and the stats say
     ``interrupted``. A truncated source likewise ends the run with every decoded frame written
@@ -229,6 +231,7 @@ def segment_video(
 
     writer = BackgroundWriter(sink, finish)
     shape: tuple[int, ...] | None = None
+    noted = 0  # the source's drops already passed to the segmenter
     decoding = Prefetch(_with_input(frames, segmenter.prepare), depth=depth, name="decode")
     try:
         with writer, decoding as decoded:
@@ -244,6 +247,10 @@ def segment_video(
                         segmenter.reset()
                         stats.resets += 1
                     shape = frame.image.shape
+                    dropped = getattr(frames, "dropped", 0)
+                    if dropped > noted:
+                        segmenter.note_dropped(dropped - noted)
+                        noted = dropped
                     result = segmenter.step(x, frame.timestamp_s)
                     writer.submit(frame, result)
                     stats.step_ms.append(result.timings.total_ms)

@@ -75,6 +75,57 @@ def paced(frames: Iterable[Frame], speed: float = 1.0) -> Iterator[Frame]:
         yield frame
 
 
+def _closing(frames: Iterable[Frame]) -> None:
+    close = getattr(frames, "close", None)
+    if close is not None:
+        close()
+
+
+def strided(frames: Iterable[Frame], every: int) -> Iterator[Frame]:
+    """Every ``every``-th frame of ``frames`` (the 1st, the ``every + 1``-th, ...), counted as
+    received, so a reconnect does not shift the pattern. Closing this closes ``frames``.
+
+    Raises:
+        ValueError: ``every`` < 1.
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    try:
+        for count, frame in enumerate(frames):
+            if count % every == 0:
+                yield frame
+    finally:
+        _closing(frames)
+
+
+def rate_limited(frames: Iterable[Frame], max_fps: float,
+                 clock: Callable[[], float] = time.monotonic) -> Iterator[Frame]:  # fmt: skip
+    """At most ``max_fps`` frames per second of ``frames``: a frame is kept when its time (its
+    timestamp, or ``clock()`` for a frame without one) reaches the next slot of a ``1/max_fps``
+    grid, so a 25 FPS source limited to 10 keeps 10 per second on average (not 8.3); after a
+    gap the grid restarts at the frame. Closing this closes ``frames``.
+
+    Raises:
+        ValueError: ``max_fps`` <= 0.
+    """
+    if not max_fps > 0:
+        raise ValueError(f"max_fps must be > 0, got {max_fps}")
+    period = 1.0 / max_fps
+    slot: float | None = None
+    try:
+        for frame in frames:
+            t = frame.timestamp_s
+            t = clock() if t is None else t
+            if slot is not None and t < slot - 1e-9:
+                continue
+            slot = (slot if slot is not None else t) + period
+            if slot <= t:  # a gap (or the first frame): restart the grid here
+                slot = t + period
+            yield frame
+    finally:
+        _closing(frames)
+
+
 class LatestFrameSource:
     """Reads ``frames`` in a background thread and hands out only the newest one.
 

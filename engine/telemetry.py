@@ -44,7 +44,8 @@ class StatsSnapshot:
 
 
 class Telemetry:
-    """Collects one stream's per-frame numbers; not thread-safe (the segmenter's thread)."""
+    """Collects one stream's per-frame numbers from the segmenter's thread; ``snapshot`` may
+    be taken from another thread (a pipeline's encode thread)."""
 
     def __init__(self, window: int = STATS_WINDOW) -> None:
         if window < 1:
@@ -73,10 +74,11 @@ class Telemetry:
         self.dropped += frames
 
     def snapshot(self) -> StatsSnapshot:
-        n = len(self._steps)
+        recent = tuple(self._steps)  # one C-level copy: safe while another thread records
+        n = len(recent)
         if not n:
             return StatsSnapshot(self.frames, self.resets, self.dropped, 0, *(None,) * 5)
-        ends, steps, ages = (np.asarray(v, np.float64) for v in zip(*self._steps))
+        ends, steps, ages = (np.asarray(v, np.float64) for v in zip(*recent))
         p50, p99 = (round(float(v), 3) for v in np.percentile(steps, (50, 99)))
         a50, a99 = (round(float(v), 3) for v in np.percentile(ages, (50, 99)))
         span_s = (ends[-1] - ends[0]) / 1e9

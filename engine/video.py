@@ -440,6 +440,22 @@ def _network_options(name: str, timeout_s: float | None, rtsp_transport: str) ->
     return options
 
 
+CAMERA_INDEX_MAX = 63  # "vidseg-run 0" .. "63" name a camera; larger numbers are file names
+
+
+def camera_source(name: str) -> str:
+    """``name`` as ``open_video`` takes it: a bare camera index (``"0"``) becomes the V4L2 device
+    ``/dev/video0`` unless a file of that name exists; anything else is returned unchanged."""
+    if name.isdigit() and int(name) <= CAMERA_INDEX_MAX and not os.path.exists(name):
+        return f"/dev/video{int(name)}"
+    return name
+
+
+def is_camera(name: str | os.PathLike[str]) -> bool:
+    """``/dev/videoN``: a V4L2 camera (live: no audio to copy, cannot be read twice)."""
+    return os.fspath(name).startswith("/dev/video")
+
+
 def _open_input(
     path: str | os.PathLike[str], *, timeout_s: float | None = None, rtsp_transport: str = "tcp"
 ) -> av.container.InputContainer:

@@ -1,0 +1,228 @@
+"""Several outputs from one run, all fed from the pipeline's encode thread (never the model's):
+per-frame JSON lines (``FrameLog``, optional class polygons), an overlay video, a mask video or
+PNGs, confidence PNGs, a preview window (``Preview``). ``FrameOutputs`` fans one
+``(frame, result)`` out to each.
+
+Every file output is atomic: written beside its final name and renamed there when the run ends
+cleanly (Ctrl-C included), deleted when the run fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Callable, ContextManager, Sequence
+
+import cv2
+import numpy as np
+
+from vidseg.engine.errors import VideoIOError
+from vidseg.engine.geometry import UNSEEN
+from vidseg.engine.segmenter import Result
+from vidseg.engine.video import Frame
+
+logger = logging.getLogger(__name__)
+POLYGON_EPSILON_PX = 2.0  # approxPolyDP tolerance: a vertex may move this far, in frame pixels
+POLYGON_MIN_AREA_PX = 16.0  # regions smaller than this (frame pixels) are left out
+
+
+def class_shares(labels: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """Share of the pixels of (H, W) uint8 ``labels`` per class name (every class, 0 included;
+    ``unseen`` too where a crop left pixels out), rounded to 1e-5."""
+    counts = np.bincount(labels.ravel(), minlength=256)
+    total = max(1, labels.size)
+    shares = {name: round(float(counts[k]) / total, 5) for k, name in enumerate(classes)}
+    if counts[UNSEEN] and UNSEEN >= len(classes):
+        shares["unseen"] = round(float(counts[UNSEEN]) / total, 5)
+    return shares
+
+
+def class_polygons(labels: np.ndarray, classes: Sequence[str],
+                   epsilon_px: float = POLYGON_EPSILON_PX,
+                   min_area_px: float = POLYGON_MIN_AREA_PX) -> dict[str, list[list[list[int]]]]:  # fmt: skip
+    """Outer boundaries of each class's regions in (H, W) ``labels``, in its pixels: per class
+    name, a list of polygons, each a list of ``[x, y]`` vertices (``cv2.findContours``, outer
+    contours only: holes are not cut out; simplified by ``cv2.approxPolyDP`` with
+    ``epsilon_px``); regions under ``min_area_px`` are left out. Classes absent: no key."""
+    out: dict[str, list[list[list[int]]]] = {}
+    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)[: len(classes)])
+    for k in present:
+        mask = (labels == k).astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        polygons = []
+        for contour in contours:
+            if cv2.contourArea(contour) < min_area_px and len(contours) > 1:
+                continue
+            simple = cv2.approxPolyDP(contour, epsilon_px, True)
+            polygons.append(simple.reshape(-1, 2).tolist())
+        if polygons:
+            out[classes[k]] = polygons
+    return out
+
+
+def frame_record(frame: Frame, result: Result, classes: Sequence[str], *,
+                 polygons: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The JSON-ready record of one frame; ``result`` at the frame's size."""
+    t = result.timings
+    record: dict[str, Any] = {
+        "index": frame.index, "pts": frame.pts, "time": frame.timestamp_s,
+        "key_frame": bool(result.key_frame),
+        "ms": {"pre": round(t.pre_ms, 3), "infer": round(t.infer_ms, 3),
+               "post": round(t.post_ms, 3), "step": round(t.total_ms, 3)},
+        "age_ms": round(result.age_ms, 3),
+        "classes": class_shares(result.labels, classes),
+    }  # fmt: skip
+    if result.scores is not None:
+        seen = result.labels != UNSEEN
+        mean = float(result.scores[seen].mean()) / 255 if seen.any() else 0.0
+        record["confidence"] = round(mean, 5)
+    if polygons:
+        record["polygons"] = class_polygons(result.labels, classes)
+    return record
+
+
+class FrameLog:
+    """JSON lines, one per frame (``frame_record``); context manager, atomic (see module)."""
+
+    def __init__(self, path: str | os.PathLike[str], classes: Sequence[str], *,
+                 polygons: bool = False) -> None:  # fmt: skip
+        self.path = Path(path)
+        self._temp = self.path.with_name(f".{self.path.name}.partial")
+        self._classes = tuple(classes)
+        self._polygons = polygons
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> "FrameLog":
+        try:
+            self._file = open(self._temp, "w", encoding="utf-8")
+        except OSError as error:
+            raise VideoIOError(f"cannot write {self.path}: {error.strerror or error}") from error
+        return self
+
+    def write(self, frame: Frame, result: Result) -> None:
+        if self._file is None:
+            raise RuntimeError("FrameLog.write outside its with-block")
+        line = json.dumps(frame_record(frame, result, self._classes, polygons=self._polygons),
+                          separators=(",", ":"))  # fmt: skip
+        try:
+            self._file.write(line + "\n")
+        except OSError as error:
+            raise VideoIOError(f"cannot write {self.path}: {error.strerror or error}") from error
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        file, self._file = self._file, None
+        try:
+            if file is not None:
+                file.close()
+            if exc_type is None or issubclass(exc_type, KeyboardInterrupt):
+                os.replace(self._temp, self.path)
+                return
+        except OSError as error:
+            self._temp.unlink(missing_ok=True)
+            if exc_type is None:
+                raise VideoIOError(
+                    f"cannot write {self.path}: {error.strerror or error}"
+                ) from error
+            return
+        self._temp.unlink(missing_ok=True)
+
+
+def gui_problem() -> str | None:
+    """Why a preview window cannot open here (None when it can): OpenCV built without a GUI
+    (``opencv-python-headless``, the default install) or no display."""
+    gui = next((line.split(":", 1)[1].strip() for line in cv2.getBuildInformation().splitlines()
+                if line.strip().startswith("GUI:")), "NONE")  # fmt: skip
+    if gui.upper() == "NONE":
+        return ("--show needs OpenCV with GUI support: pip uninstall opencv-python-headless && "
+                "pip install opencv-python")  # fmt: skip
+    if sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):  # fmt: skip
+        return "--show needs a display (DISPLAY or WAYLAND_DISPLAY is not set)"
+    return None
+
+
+class Preview:
+    """An OpenCV highgui window showing each rendered (H, W, 3) RGB image; closing it (q, Esc)
+    stops the preview, not the run."""
+
+    def __init__(self, title: str = "vidseg") -> None:
+        self.title = title
+        self.open = True
+
+    def __enter__(self) -> "Preview":
+        return self
+
+    def show(self, image: np.ndarray) -> None:
+        if not self.open:
+            return
+        cv2.imshow(self.title, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            self.open = False
+            cv2.destroyWindow(self.title)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.open:
+            cv2.destroyAllWindows()
+
+
+@dataclass(frozen=True)
+class Target:
+    """One image output: ``sink.write(render(frame, result), frame.pts)``."""
+
+    sink: Any  # a VideoWriter or MaskSequenceWriter (entered by FrameOutputs)
+    render: Callable[[Frame, Result], np.ndarray]
+
+
+class FrameOutputs:
+    """Fans each ``(frame, result)`` out to image targets, a ``FrameLog`` and a ``Preview``.
+
+    A pipeline sink: ``segment_video(..., sink=outputs, render=FrameOutputs.pair)`` hands it the
+    pair in the encode thread. Entering it enters every output; a failure leaves none behind.
+    """
+
+    def __init__(self, targets: Sequence[Target], log: FrameLog | None = None,
+                 preview: Preview | None = None,
+                 preview_render: Callable[[Frame, Result], np.ndarray] | None = None) -> None:  # fmt: skip
+        self._targets = tuple(targets)
+        self._log = log
+        self._preview = preview
+        self._preview_render = preview_render
+        self._stack = ExitStack()
+
+    @staticmethod
+    def pair(frame: Frame, result: Result) -> tuple[Frame, Result]:
+        """The ``render`` that goes with this sink."""
+        return frame, result
+
+    def __enter__(self) -> "FrameOutputs":
+        with ExitStack() as stack:
+            contexts: list[ContextManager[Any]] = [t.sink for t in self._targets]
+            contexts += [c for c in (self._log, self._preview) if c is not None]
+            for context in contexts:
+                stack.enter_context(context)
+            self._stack = stack.pop_all()
+        return self
+
+    def write(self, item: tuple[Frame, Result], pts: int | None = None) -> None:
+        frame, result = item
+        shown = None
+        for target in self._targets:
+            image = target.render(frame, result)
+            target.sink.write(image, pts)
+            if target.render is self._preview_render:
+                shown = image
+        if self._log is not None:
+            self._log.write(frame, result)
+        if self._preview is not None and self._preview_render is not None:
+            self._preview.show(shown if shown is not None else self._preview_render(frame, result))
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool | None:  # fmt: skip
+        return self._stack.__exit__(exc_type, exc, tb)
