@@ -27,6 +27,7 @@ from vidseg.export.logits import add_logits
 from vidseg.export.netwarp import export_netwarp_bundle
 from vidseg.export.onnx import ClassInfo, build_manifest, feature_specs, splittable, write_bundle
 from vidseg.export.parity import check_parity, require_parity
+from vidseg.export.triton import ACCELERATORS, KINDS, TritonOptions, export_triton
 from vidseg.export.wrap import Normalization, WrapOptions, default_palette, wrap_model
 from vidseg.models.data import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
 from vidseg.models.registry import create_model
@@ -82,6 +83,8 @@ def parity_frames(video: Path, size: tuple[int, int], count: int) -> list[np.nda
 
 
 def export(args: argparse.Namespace) -> str:
+    if args.triton:
+        return export_triton(args.checkpoint, args.triton, args.triton_options)
     if args.wrap:
         return wrap_model(args.wrap, args.out, args.wrap_options, sample_video(args))
     if args.add_logits:
@@ -197,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "(repeat per pair); shapes must be static but for the batch")  # fmt: skip
     w.add_argument("--logits-output", metavar="NAME",
                    help="the logits output, when the graph has several besides the state")  # fmt: skip
+    t = p.add_argument_group("a Triton model repository for a bundle (docs/scale-out.md)")
+    t.add_argument("--triton", metavar="REPO", help="CHECKPOINT is a bundle: write a Triton "
+                   "model repository for it into REPO (implicit state, sequence batching)")  # fmt: skip
+    t.add_argument("--triton-name", default="vidseg", help="the model name clients use")
+    t.add_argument("--triton-max-batch", type=int, default=8, help="frames of different "
+                   "sequences batched into one run")  # fmt: skip
+    t.add_argument("--triton-instances", type=int, default=1, help="model instances")
+    t.add_argument("--triton-kind", choices=KINDS, default="cpu", help="instance kind")
+    t.add_argument("--triton-accelerator", choices=ACCELERATORS, default="none",
+                   help="tensorrt: ONNX Runtime's TensorRT provider (gpu kind)")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -286,10 +299,26 @@ def wrap_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> W
     )
 
 
+def triton_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TritonOptions:
+    """``--triton``'s flags checked (``parser.error`` on a usage mistake) and gathered."""
+    if not args.checkpoint or args.wrap or args.out or args.add_logits or args.logits:
+        parser.error("--triton takes a BUNDLE and no --out, --wrap, --add-logits or --logits")
+    options = TritonOptions(name=args.triton_name, max_batch_size=args.triton_max_batch,
+                            instances=args.triton_instances, kind=args.triton_kind,
+                            accelerator=args.triton_accelerator)  # fmt: skip
+    try:
+        options.check()
+    except VidsegError as exc:
+        parser.error(str(exc))
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.wrap:
+    if args.triton:
+        args.triton_options = triton_options(parser, args)
+    elif args.wrap:
         if args.checkpoint or args.add_logits or args.logits or args.split:
             parser.error("--wrap takes no CHECKPOINT, --add-logits, --logits or --split (a "
                          "wrapped bundle always outputs its logits)")  # fmt: skip
@@ -305,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             args.label_stride = 1
     if args.add_logits and (args.out or args.logits or args.split):
         parser.error("--add-logits edits the bundle given in place: no --out, --logits, --split")
-    if not args.add_logits and not args.out:
+    if not args.add_logits and not args.out and not args.triton:
         parser.error("--out is required")
     if args.parity_frames < 2:
         parser.error("--parity-frames must be >= 2 (the check resets state half way)")
@@ -318,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                                 interrupted="interrupted; no bundle written")  # fmt: skip
     if summary is None:
         return code
-    print(f"wrote {args.out or args.checkpoint}\n{summary}")
+    print(f"wrote {args.triton or args.out or args.checkpoint}\n{summary}")
     return 0
 
 
