@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-default-model", action="store_true",
                    help="print the bundled default model's path and exit")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--triton", metavar="URL", help="segment on a Triton server (host:port, "
+                   "gRPC) holding a vidseg-export --triton repository; docs/scale-out.md")  # fmt: skip
+    p.add_argument("--triton-model", default="vidseg", help="the model name on the server")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
 
@@ -432,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if args.triton:  # the model runs on the server (engine/triton_client.py)
+        from vidseg.engine.triton_client import cli_run
+
+        return cli_run(args)
     code, bundle = run_for_cli("vidseg-run", lambda: load_bundle(args.model or default_bundle_path()),
                                debug=args.debug)  # fmt: skip
     if bundle is None:
