@@ -61,3 +61,37 @@ def test_segmenter_stats_and_age(tiny_bundle) -> None:
     s = seg.stats()
     assert (s.frames, s.resets, s.dropped, s.window) == (6, 1, 2, 6)
     assert 0 < s.step_ms_p50 <= s.step_ms_p99 and s.fps > 0
+
+
+class DroppingSource:
+    """Frames, with a ``dropped`` count that grows as LatestFrameSource's does."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.dropped = 0
+
+    def __iter__(self):
+        from fractions import Fraction
+
+        from vidseg.engine.video import Frame
+
+        for i in range(self.n):
+            self.dropped += 2  # two stale frames skipped before each one delivered
+            yield Frame(np.full((64, 96, 3), 10 * i, np.uint8), i, i, Fraction(1, 25))
+
+
+class NullSink:
+    def write(self, image, pts=None) -> None:
+        pass
+
+
+def test_pipeline_passes_source_drops_to_stats(tiny_bundle) -> None:
+    from vidseg.engine.pipeline import segment_video
+
+    seg = Segmenter(tiny_bundle)
+    source = DroppingSource(5)
+    stats = segment_video(seg, source, NullSink(), lambda f, r: r.labels, depth=1)
+    assert stats.frames == 5
+    snapshot = seg.stats()
+    assert snapshot.frames == 5 and snapshot.resets == 0
+    assert snapshot.dropped == source.dropped == 10  # all noted by the last frame's step
