@@ -67,8 +67,9 @@ class OrtBackend:
             available = ort.get_available_providers()
             if "CUDAExecutionProvider" not in available:
                 raise BackendError(
-                    f"device {options.device!r} needs onnxruntime-gpu (pip uninstall -y "
-                    f"onnxruntime && pip install 'vidseg[gpu]'); this onnxruntime offers "
+                    f"device {options.device!r} needs onnxruntime-gpu in place of onnxruntime "
+                    f"(pip uninstall -y onnxruntime && pip install onnxruntime-gpu); this "
+                    f"onnxruntime offers "
                     f"{', '.join(available)}"
                 )
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": self.device[1]}))
