@@ -41,8 +41,8 @@ from vidseg.export.onnx import (
     write_graph,
 )
 from vidseg.export.parity import ParityReport, cpu_session, require_parity
+from vidseg.models.layers import normalize
 from vidseg.models.registry import ModelCfg
-from vidseg.models.segnet import normalize
 
 logger = logging.getLogger(__name__)
 GRAPHS = {"key": "key.onnx", "current": "current.onnx"}

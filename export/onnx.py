@@ -34,8 +34,8 @@ from vidseg.engine.bundle import (
     OutputSpec,
     StateSpec,
 )
+from vidseg.models.layers import normalize
 from vidseg.models.registry import ModelCfg, StateCfg
-from vidseg.models.segnet import normalize
 
 logger = logging.getLogger(__name__)
 OPSET = 17

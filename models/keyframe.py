@@ -1,7 +1,6 @@
 """Key-frame feature caching on a Lite0 UNet: the deep encoder runs on key frames only.
 
-Seed 003 (/work/shared/seeds/003_4f836f8ff6b9dc72.txt, "semi-supervised" key-frame caching,
-after Li et al.'s low-latency scheme): the network splits into a low-level extractor that runs
+Seed 003 ("semi-supervised" key-frame caching, after Li et al.'s low-latency scheme): the network splits into a low-level extractor that runs
 on every frame, a high-level extractor that runs on key frames only, and a decoder shared by
 both. The key frame's high-level features are cached and reach the decoder of the following
 (current) frames through a skip connection -- no flow, no warping. Caching more levels skips
@@ -34,16 +33,18 @@ The cache is explicit I/O, as recurrent state is elsewhere in vidseg:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vidseg.engine.errors import VidsegError
+from vidseg.models.layers import UpFuse, conv_bn_relu, normalize
 from vidseg.models.lite0 import LITE0_TAPS, Lite0Encoder, load_lite0_imagenet
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
+from vidseg.models.protocol import GraphFn, TemporalModule
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
-from vidseg.models.segnet import UpFuse, conv_bn_relu, normalize
 
 KEY_INTERVAL = 5  # frames from one key frame to the next in fixed-interval streaming
 L1_WEIGHT = 0.1  # weight of the mean |cache - current high-level features| term
@@ -102,13 +103,15 @@ class KeyframeMemory:
 # model
 
 
-class KeyframeLite0(nn.Module):
+class KeyframeLite0(TemporalModule):
     """Lite0 split into a per-frame low-level extractor and a key-frame-only high-level one.
 
     Input: normalized float (N, 3, H, W), H and W multiples of 32. Logits come out at 1/4
     resolution (N, K, H/4, W/4). The cache is one (N, C, H/s, W/s) tensor per ``cfg.cache``
     entry, in that order.
     """
+
+    clip_state: ClassVar[bool] = False  # clips train through ``training_loss`` (key + current)
 
     def __init__(self, cfg: ModelCfg, key_interval: int = KEY_INTERVAL) -> None:
         super().__init__()
@@ -211,7 +214,7 @@ class KeyframeLite0(nn.Module):
         """The key path, so generic ``logits, *_ = model(x)`` callers get a per-frame model."""
         return self.forward_key(x)
 
-    # -- training and streaming hooks ---------------------------------------------------------
+    # -- TemporalModel: training and streaming ------------------------------------------------
 
     def training_loss(self, frames: torch.Tensor, labels: torch.Tensor,
                       criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
@@ -259,12 +262,9 @@ class KeyframeLite0(nn.Module):
             return logits, KeyframeMemory(seen + 1, tuple(cache))
         return self.forward_current(x, *memory.cache), KeyframeMemory(seen + 1, memory.cache)
 
-    def initial_cache(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
-        """Zero cache for frames of ``height`` x ``width`` (the shapes the manifest declares)."""
-        return [
-            torch.zeros(batch, c.channels, height // c.stride, width // c.stride)
-            for c in self.cfg.cache
-        ]
+    def export_graphs(self) -> dict[str, GraphFn]:
+        """``key``: x -> (logits, *cache); ``current``: (x, *cache) -> logits."""
+        return {"key": self.forward_key, "current": self.forward_current}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """NetWarp: the per-frame Lite0 UNet with the previous frame's features warped in by optical flow.
 
 Seed 004 (Gadde, Jampani, Gehler, "Semantic Video CNNs through Representation Warping",
-/work/shared/seeds/004_1f70aeb859e5718e.txt). A NetWarp module at layer k takes the previous
+ICCV 2017). A NetWarp module at layer k takes the previous
 frame's activations z_{t-1}, warps them to the current frame with the optical flow F_t refined by
 a small FlowCNN Λ, and combines them per channel with the current activations:
 ``z~_t = w1 * z_t + w2 * Warp(z_{t-1}, Λ(F_t))``, w1 = 1 and w2 = 0 at init, so the untrained
@@ -37,6 +37,8 @@ so the state is a one-frame look-back as in the paper, and a clip trains in one 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import cv2
 import numpy as np
 import torch
@@ -44,10 +46,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg.engine.flow import DIS_PRESET, DisFlowProvider, dis_flow
+from vidseg.models.layers import normalize
 from vidseg.models.lite0 import load_lite0_imagenet
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
-from vidseg.models.segnet import Lite0UNet, normalize
+from vidseg.models.segnet import Lite0UNet
 
 FLOW_STRIDE = 4  # the flow and the FlowCNN run at 1/4 of the model input size
 WARP_STRIDES = (8, 16)  # encoder levels with a NetWarp module (projected features)
@@ -143,6 +146,9 @@ class NetWarpLite0(Lite0UNet):
     start. Logits (N, K, H/4, W/4) (or (N, T, K, H/4, W/4)); the state after the (last) frame.
     """
 
+    clip_state: ClassVar[bool] = False  # forward needs the clip's flow: ``training_loss`` has it
+    cpu_only_training: ClassVar[str] = "its DIS optical flow reads the frames as numpy arrays"
+
     def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int]) -> None:
         super().__init__(cfg, hidden, temporal=False)
         self.flow_cnn = FlowCNN()
@@ -208,7 +214,7 @@ class NetWarpLite0(Lite0UNet):
         return criterion(logits, labels)
 
     def stream_logits(self, frame: torch.Tensor,
-                      memory: object) -> tuple[torch.Tensor, object]:  # fmt: skip
+                      memory: object | None) -> tuple[torch.Tensor, object]:  # fmt: skip
         """One streaming step as the engine runs it: frame (1, H, W, 3) uint8 at the input size;
         memory (the flow provider and the state) is None at a stream's start."""
         if memory is None:

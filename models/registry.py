@@ -10,13 +10,16 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from torch import nn
 
+from vidseg.engine.bundle import FAMILIES
 from vidseg.engine.errors import VidsegError
 
-FAMILIES = ("perframe", "recurrent", "keyframe", "netwarp")
+if TYPE_CHECKING:
+    from vidseg.models.protocol import TemporalModule
+
 _FAMILY_MODULES = (
     "vidseg.models.segnet",
     "vidseg.models.unet001",
@@ -47,6 +50,11 @@ class ModelCfg:
     cache: tuple[StateCfg, ...] = field(default_factory=tuple)  # keyframe: key -> current
     pretrained: str = ""  # description of the initial weights, "" when from scratch
 
+    @property
+    def temporal(self) -> bool:
+        """Whether anything is carried from frame to frame (state or a key-frame cache)."""
+        return bool(self.state or self.cache)
+
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -71,8 +79,8 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, **kwargs: object) -> nn.Module:
-    """Build the variant ``name``; ``None``-valued kwargs are dropped so CLI defaults never
+def create_model(name: str, **kwargs: object) -> TemporalModule:
+    """Build the variant ``name`` (every family implements ``protocol.TemporalModel``); ``None``-valued kwargs are dropped so CLI defaults never
     override the variant's own defaults.
 
     Raises:

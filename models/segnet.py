@@ -12,64 +12,19 @@ single frames for export; the state is explicit: ``forward(x, *state) -> (logits
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from vidseg.models.layers import ConvGRU, UpFuse, conv_bn_relu
 from vidseg.models.lite0 import Lite0Encoder, load_lite0_imagenet
+from vidseg.models.protocol import TemporalModule
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
-
-# ---------------------------------------------------------------------------------------------
-# blocks
-
-
-def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
-
-
-class ConvGRU(nn.Module):
-    """Convolutional GRU (seed 001, eq. for cGRU): r, z from one conv on concat(x, h); the
-    candidate from a conv on concat(x, r * h); h' = (1 - z) * h + z * n.
-
-    x: (N, C, H, W); h: (N, C, H, W) with the same C; returns h' of that shape.
-    """
-
-    def __init__(self, channels: int, kernel: int = 3) -> None:
-        super().__init__()
-        self.gates = nn.Conv2d(2 * channels, 2 * channels, kernel, padding=kernel // 2)
-        self.candidate = nn.Conv2d(2 * channels, channels, kernel, padding=kernel // 2)
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        r, z = torch.sigmoid(self.gates(torch.cat([x, h], dim=1))).chunk(2, dim=1)
-        n = torch.tanh(self.candidate(torch.cat([x, r * h], dim=1)))
-        return (1 - z) * h + z * n
-
-
-class UpFuse(nn.Module):
-    """Bilinear upsampling of the coarse map to the skip's size, concat, then ``block``
-    (a 3x3 conv-BN-ReLU by default; the key-frame decoder passes a separable one)."""
-
-    def __init__(self, c_coarse: int, c_skip: int, c_out: int,
-                 block: Callable[[int, int], nn.Module] = conv_bn_relu) -> None:  # fmt: skip
-        super().__init__()
-        self.fuse = block(c_coarse + c_skip, c_out)
-
-    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(coarse, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.fuse(torch.cat([up, skip], dim=1))
-
 
 # ---------------------------------------------------------------------------------------------
 # model
 
 
-class Lite0UNet(nn.Module):
+class Lite0UNet(TemporalModule):
     """Lite0 encoder, temporal cells (or plain blocks) at strides 8/16/32, UNet decoder to 1/4.
 
     Input: normalized float (N, 3, H, W) or clips (N, T, 3, H, W); H, W multiples of 32.
@@ -95,13 +50,6 @@ class Lite0UNet(nn.Module):
         self.up8 = UpFuse(64, h8, 48)
         self.up4 = UpFuse(48, c4, 32)
         self.classifier = nn.Conv2d(32, cfg.num_classes, 1)
-
-    def initial_state(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
-        """Zero state for frames of ``height`` x ``width`` (the shapes the manifest declares)."""
-        return [
-            torch.zeros(batch, s.channels, height // s.stride, width // s.stride)
-            for s in self.cfg.state
-        ]
 
     def features(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """The stateless part: (N, 3, H, W) -> [stride-4 skip, projected stride 8/16/32 maps].
@@ -186,12 +134,3 @@ def recurrent_lite0_gru(**kwargs: object) -> Lite0UNet:
 def perframe_lite0(**kwargs: object) -> Lite0UNet:
     """The same network with each ConvGRU replaced by a 3x3 conv block: the baseline."""
     return _create_lite0_unet("perframe-lite0", temporal=False, **kwargs)  # type: ignore[arg-type]
-
-
-def normalize(frames: torch.Tensor) -> torch.Tensor:
-    """uint8-range frames (..., H, W, 3) RGB -> float (..., 3, H, W) scaled as (x - 127) / 128,
-    the scaling the Lite0 ImageNet weights expect. Exported graphs run this same function."""
-    x = frames.float()
-    lead = tuple(range(x.ndim - 3))
-    x = x.permute(*lead, x.ndim - 1, x.ndim - 3, x.ndim - 2)  # positive axes: ONNX-safe
-    return (x - 127.0) / 128.0

@@ -43,11 +43,12 @@ from tqdm import tqdm
 
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.models.data import CAMVID_IGNORE, ClipAugment, LabelledFrames, clip_batch, load_split
-from vidseg.models.evaluate import evaluate_sequence, zero_state
+from vidseg.models.evaluate import evaluate_sequence
+from vidseg.models.layers import normalize
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss, consistency_total
 from vidseg.models.metrics import SegMetrics
+from vidseg.models.protocol import TemporalModel
 from vidseg.models.registry import create_model, list_models
-from vidseg.models.segnet import normalize
 from vidseg.models.videos import FLOW_STRIDE, VideoClips
 
 logger = logging.getLogger(__name__)
@@ -190,25 +191,6 @@ def training_augment(crop: tuple[int, int] | None, input_size: tuple[int, int],
     return ClipAugment(crop=tuple(crop), scale_range=(lo * factor, hi * factor), anchor=-1)
 
 
-def training_loss(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor,
-                  criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
-    """Loss of one batch: frames (B, T, h, w, 3) uint8, labels (B, T, h, w) int64.
-
-    A model with its own ``training_loss(frames, labels, criterion)`` (e.g. extra terms, or
-    inputs such as optical flow computed from the frames) uses that; others get ``criterion``
-    (cross-entropy, or boundary label relaxation) on ``model(normalize(frames))``, one frame
-    (T = 1) or a clip with state carried.
-    """
-    custom = getattr(model, "training_loss", None)
-    if custom is not None:
-        return custom(frames, labels, criterion)
-    x = normalize(frames)  # (B, T, 3, h, w)
-    if x.shape[1] == 1:
-        x, labels = x[:, 0], labels[:, 0]
-    state = zero_state(model, x.shape[0], x.shape[-2], x.shape[-1], x.device)
-    return criterion(model(x, *state)[0], labels)
-
-
 @dataclass(frozen=True)
 class ClipTraining:
     """How one training step turns its batches into gradients (``docs/training.md``)."""
@@ -239,11 +221,10 @@ class ClipTraining:
             torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
         )
 
-    def check(self, model: torch.nn.Module) -> None:
-        """Raises VidsegError where the model's own ``training_loss`` cannot honour an option:
-        warm-up, truncated BPTT and consistency need ``forward(x, *state) -> (logits, *state)``.
-        """
-        if getattr(model, "training_loss", None) is None:
+    def check(self, model: TemporalModel) -> None:
+        """Raises VidsegError where the model cannot honour an option: warm-up, truncated BPTT
+        and consistency need a clip forward with explicit state (``model.clip_state``)."""
+        if model.clip_state:
             return
         wanted = [flag for flag, on in (("--warmup-frames", self.warmup_frames),
                                         ("--tbptt", self.tbptt),
@@ -264,9 +245,10 @@ def supervised_frames(labels: torch.Tensor, propagation_length: int | None) -> t
     return labels
 
 
-def clip_chunks(model: torch.nn.Module, x: torch.Tensor,
+def clip_chunks(model: TemporalModel, x: torch.Tensor,
                 opts: ClipTraining) -> Iterator[tuple[int, torch.Tensor]]:  # fmt: skip
-    """Run normalized clips x (B, T, 3, h, w) through ``model`` with its state carried.
+    """Run normalized clips x (B, T, 3, h, w) through ``model.clip_forward`` with its state
+    carried.
 
     The first ``opts.warmup_frames`` frames run under ``torch.no_grad`` (they only warm the
     state up), the rest in chunks of ``opts.tbptt`` frames (all at once for 0), the state
@@ -278,16 +260,16 @@ def clip_chunks(model: torch.nn.Module, x: torch.Tensor,
     t = x.shape[1]
     warmup = min(opts.warmup_frames, t - 1)
     starts = ([0] if warmup else []) + list(range(warmup, t, opts.tbptt or t))
-    state = zero_state(model, x.shape[0], x.shape[-2], x.shape[-1], x.device)
+    state = model.initial_state(x.shape[0], x.shape[-2], x.shape[-1], device=x.device)
     for start, stop in zip(starts, [*starts[1:], t]):
         grad = torch.no_grad() if start < warmup else contextlib.nullcontext()
         with grad, opts.autocast():
-            logits, *state = model(x[:, start:stop], *state)
+            logits, *state = model.clip_forward(x[:, start:stop], *state)
         yield start, logits
         state = [s.detach() for s in state]
 
 
-def supervised_losses(model: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor,
+def supervised_losses(model: TemporalModel, frames: torch.Tensor, labels: torch.Tensor,
                       opts: ClipTraining) -> Iterator[torch.Tensor]:  # fmt: skip
     """The supervised loss of a batch as terms to backward one after the other: one term, or
     with warm-up/truncated BPTT one per chunk, weighted so that they sum to the mean over every
@@ -296,7 +278,7 @@ def supervised_losses(model: torch.nn.Module, frames: torch.Tensor, labels: torc
         labels = supervised_frames(labels, opts.propagation_length)
     if frames.shape[1] == 1 or not opts.chunked:
         with opts.autocast():
-            loss = training_loss(model, frames, labels, opts.criterion)
+            loss = model.training_loss(frames, labels, opts.criterion)
         yield loss
         return
     warmup = min(opts.warmup_frames, frames.shape[1] - 1)
@@ -316,7 +298,7 @@ def _flow_grid_probs(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return flat.softmax(1).unflatten(0, (b, t))
 
 
-def consistency_losses(model: torch.nn.Module, frames: torch.Tensor, flows: torch.Tensor,
+def consistency_losses(model: TemporalModel, frames: torch.Tensor, flows: torch.Tensor,
                        valid: torch.Tensor, opts: ClipTraining) -> Iterator[torch.Tensor]:  # fmt: skip
     """``opts.consistency_weight`` x the temporal consistency of unlabelled clips, as terms to
     backward one by one: frames (B, T, h, w, 3) uint8, flows (B, T - 1, 2, h/4, w/4) and
@@ -347,7 +329,7 @@ def consistency_losses(model: torch.nn.Module, frames: torch.Tensor, flows: torc
         previous = probs[:, -1].detach()
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
+def train_step(model: TemporalModel, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
                labels: torch.Tensor, opts: ClipTraining,
                video: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:  # fmt: skip
     """One optimizer step on a labelled batch (and, with consistency, a batch of unlabelled
@@ -432,9 +414,9 @@ def train(args: argparse.Namespace) -> SegMetrics:
     model_kwargs = {"input_size": tuple(args.input_size) if args.input_size else None}
     # None = the variant's default: ImageNet weights where it has them, scratch otherwise
     model = create_model(args.model, pretrained=False if args.scratch else None, **model_kwargs)
-    if cuda and model.cfg.family == "netwarp":
-        raise VidsegError(f"{args.model} trains on the CPU only for now (its DIS optical flow "
-                          "reads the frames as numpy arrays); use --device cpu")  # fmt: skip
+    if cuda and model.cpu_only_training:
+        raise VidsegError(f"{args.model} trains on the CPU only for now "
+                          f"({model.cpu_only_training}); use --device cpu")  # fmt: skip
     if cuda:
         # few fixed shapes (frames, clips, val): autotuning costs ~20 s per new shape on an
         # H200 and makes the steady-state steps ~25% faster
@@ -457,7 +439,7 @@ def train(args: argparse.Namespace) -> SegMetrics:
                                   **({"fused": True} if cuda else {}))  # fmt: skip
     steps_per_epoch = math.ceil(len(train_data.images) / args.batch)
     total = args.max_steps or args.epochs * steps_per_epoch
-    temporal = model.cfg.family != "perframe"
+    temporal = model.cfg.temporal
     perframe_steps = int(total * args.perframe_fraction) if temporal else total
     schedule = [(2 * args.batch, 1)] * perframe_steps + [(args.batch, args.seq_len)] * (
         total - perframe_steps

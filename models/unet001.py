@@ -1,7 +1,7 @@
 """Seed-001 temporal UNets: cRNN / cGRU cells on the skips of a small UNet, three block types.
 
 Sheludzko, Schwemmer, Gómez Ruiz, "Video Semantic Segmentation" (Lab Vision Systems WS22/23,
-Bonn; /work/shared/seeds/001_09422cb980402a10.txt). The network is a plain UNet trained from
+Bonn; seed 001 of the project's reading list). The network is a plain UNet trained from
 scratch:
 
 * encoder: a stem block at full resolution, then per level a 2x2 stride-2 conv and a block;
@@ -37,6 +37,8 @@ import torch
 from torch import nn
 
 from vidseg.engine.errors import VidsegError
+from vidseg.models.layers import ConvGRU
+from vidseg.models.protocol import TemporalModule
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
 
 # Table 1 widths per encoder level (the decoder mirrors them).
@@ -255,29 +257,20 @@ class ConvRNNCell(nn.Module):
         return torch.tanh(self.conv_x(x) + self.conv_h(h))
 
 
-class ConvGRUCell(nn.Module):
-    """cGRU (paper eqs. 8-11, A.2): [r, z] = sigmoid(C_rz * [x, h]) from one conv,
-    n = tanh(C_n * [x, r . h]), h' = (1 - z) . n + z . h. x, h: (N, C, H, W), same C.
-    """
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv_rz = nn.Conv2d(2 * channels, 2 * channels, 3, padding=1)
-        self.conv_n = nn.Conv2d(2 * channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        r, z = torch.sigmoid(self.conv_rz(torch.cat([x, h], dim=1))).chunk(2, dim=1)
-        n = torch.tanh(self.conv_n(torch.cat([x, r * h], dim=1)))
-        return (1 - z) * n + z * h
+def seed001_gru(channels: int) -> ConvGRU:
+    """cGRU (paper eqs. 8-11, A.2): the one ConvGRU with the paper's gate, which weighs the old
+    state: h' = (1 - z') . n + z' . h (``ConvGRU(keep_gate=True)``; z' = 1 - z of vidseg's
+    convention). 3x3 convs, one C_rz and one C_n."""
+    return ConvGRU(channels, kernel=3, keep_gate=True)
 
 
-CELLS: dict[str, Callable[[int], nn.Module]] = {"crnn": ConvRNNCell, "cgru": ConvGRUCell}
+CELLS: dict[str, Callable[[int], nn.Module]] = {"crnn": ConvRNNCell, "cgru": seed001_gru}
 
 # ---------------------------------------------------------------------------------------------
 # model
 
 
-class TemporalUNet(nn.Module):
+class TemporalUNet(TemporalModule):
     """UNet with an optional temporal cell per encoder level (see the module docstring).
 
     Input: normalized float frames (N, 3, H, W) or clips (N, T, 3, H, W), H and W multiples of
@@ -298,13 +291,6 @@ class TemporalUNet(nn.Module):
         # ups[i] merges level i + 1 into level i; applied deepest first
         self.ups = nn.ModuleList(kind.up(b, a) for a, b in zip(widths[:-1], widths[1:]))
         self.head = nn.Conv2d(widths[0], cfg.num_classes, 3, padding=1)
-
-    def initial_state(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
-        """Zero state for frames of ``height`` x ``width`` (the shapes the manifest declares)."""
-        return [
-            torch.zeros(batch, s.channels, height // s.stride, width // s.stride)
-            for s in self.cfg.state
-        ]
 
     def _check_input(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> None:
         if x.ndim not in (4, 5) or x.shape[-3] != 3:

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from vidseg.engine.flow import dis_flow, grey
+from vidseg.models.layers import normalize
 from vidseg.models.netwarp import FLOWCNN_WIDTHS, NetWarpLite0, warp
 from vidseg.models.registry import create_model, list_models
-from vidseg.models.segnet import normalize
 
 SIZE = (64, 96)
 FLOW = (16, 24)  # 1/4 of SIZE

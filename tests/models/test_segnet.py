@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from vidseg.engine.errors import VidsegError
+from vidseg.models.layers import ConvGRU
 from vidseg.models.registry import create_model, list_models
-from vidseg.models.segnet import ConvGRU
 
 SIZE = (64, 96)
 
@@ -71,6 +73,23 @@ def test_convgru_equations() -> None:
     with torch.no_grad():  # update gate forced shut -> the state is kept as is
         cell.gates.bias[4:] = -1e4
     torch.testing.assert_close(cell(x, h), h)
+
+
+@pytest.mark.parametrize("keep_gate", [False, True])
+def test_convgru_equation_on_hand_set_weights(keep_gate: bool) -> None:
+    """1x1 convs with hand-set weights: r = sigmoid(0) = 1/2, gate g = sigmoid(ln 3) = 3/4,
+    n = tanh(x + r * h). vidseg's convention: g = z weighs the candidate, h' = (1 - z) h + z n;
+    seed 001's (keep_gate): g = z' weighs the state, h' = (1 - z') n + z' h, i.e. z = 1 - z'."""
+    cell = ConvGRU(1, kernel=1, keep_gate=keep_gate)
+    with torch.no_grad():
+        cell.gates.weight.zero_()
+        cell.gates.bias.copy_(torch.tensor([0.0, math.log(3.0)]))  # r, then the gate
+        cell.candidate.weight.fill_(1.0)  # n = tanh(1 * x + 1 * (r * h))
+        cell.candidate.bias.zero_()
+    x, h = torch.full((1, 1, 1, 1), 0.5), torch.full((1, 1, 1, 1), 1.0)
+    n = math.tanh(0.5 + 0.5 * 1.0)
+    expected = 0.25 * n + 0.75 * 1.0 if keep_gate else 0.25 * 1.0 + 0.75 * n
+    assert cell(x, h).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_imagenet_weights_load() -> None:

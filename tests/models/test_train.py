@@ -75,18 +75,18 @@ def test_train_workers_match_each_other_and_resume(camvid: Path, tmp_path: Path,
     assert same_weights(tmp_path / "w1", two["model"])
 
     calls = []
-    real_loss = train.training_loss
+    real_step = train.train_step
 
     def interrupt_at_step_3(*args):
         calls.append(1)
         if len(calls) == 3:  # after the step-2 checkpoint
             raise KeyboardInterrupt
-        return real_loss(*args)
+        return real_step(*args)
 
-    monkeypatch.setattr(train, "training_loss", interrupt_at_step_3)
+    monkeypatch.setattr(train, "train_step", interrupt_at_step_3)
     assert run(tmp_path / "r", 2) == 130
     assert torch.load(tmp_path / "r" / "last.pt", weights_only=True)["step"] == 2
-    monkeypatch.setattr(train, "training_loss", real_loss)
+    monkeypatch.setattr(train, "train_step", real_step)
     assert run(tmp_path / "r", 2, "--resume") == 0
     assert same_weights(tmp_path / "r", two["model"])
 
@@ -228,7 +228,7 @@ def test_the_criterion_reaches_models_with_their_own_loss(tiny_model_factory) ->
             calls.append(tuple(target.shape))
             return train.SegLoss(relax_border=1)(logits, target)
 
-        loss = train.training_loss(tiny_model_factory(name), frames, labels, spy)
+        loss = tiny_model_factory(name).training_loss(frames, labels, spy)
         assert calls and torch.isfinite(loss), name
 
 

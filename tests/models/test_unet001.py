@@ -16,8 +16,8 @@ from vidseg.models.registry import create_model, list_models
 from vidseg.models.unet001 import (
     PAPER_NUM_CLASSES,
     PAPER_TABLE3_PARAMS,
-    ConvGRUCell,
     ConvRNNCell,
+    seed001_gru,
 )
 
 SIZE = (64, 96)
@@ -143,18 +143,52 @@ def test_crnn_equation() -> None:
 
 def test_cgru_equations() -> None:
     torch.manual_seed(0)
-    cell = ConvGRUCell(4)
+    cell = seed001_gru(4)
     x, h = torch.randn(1, 4, 5, 5), torch.randn(1, 4, 5, 5)
-    r, z = torch.sigmoid(cell.conv_rz(torch.cat([x, h], 1))).chunk(2, 1)
-    n = torch.tanh(cell.conv_n(torch.cat([x, r * h], 1)))
+    r, z = torch.sigmoid(cell.gates(torch.cat([x, h], 1))).chunk(2, 1)
+    n = torch.tanh(cell.candidate(torch.cat([x, r * h], 1)))
     torch.testing.assert_close(cell(x, h), (1 - z) * n + z * h)  # paper eq. 11
     assert _params(cell) == (9 * 8 * 8 + 8) + (9 * 8 * 4 + 4)  # one C_rz, one C_n
     with torch.no_grad():  # z -> 1: the state is kept
-        cell.conv_rz.bias[4:] = 1e4
+        cell.gates.bias[4:] = 1e4
     torch.testing.assert_close(cell(x, h), h)
     with torch.no_grad():  # z -> 0: the state is replaced by the candidate
-        cell.conv_rz.bias[4:] = -1e4
+        cell.gates.bias[4:] = -1e4
     torch.testing.assert_close(cell(x, h), n)
+
+
+class _PreMergeConvGRUCell(torch.nn.Module):
+    """The seed-001 cGRU as it stood before the two ConvGRUs became one class (verbatim)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv_rz = torch.nn.Conv2d(2 * channels, 2 * channels, 3, padding=1)
+        self.conv_n = torch.nn.Conv2d(2 * channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        r, z = torch.sigmoid(self.conv_rz(torch.cat([x, h], dim=1))).chunk(2, dim=1)
+        n = torch.tanh(self.conv_n(torch.cat([x, r * h], dim=1)))
+        return (1 - z) * n + z * h
+
+
+@pytest.mark.parametrize(
+    "name", ["recurrent-unet-vanilla-shallow-cgru", "recurrent-unet-convnext-deep-cgru"]
+)
+def test_checkpoints_from_before_the_one_convgru_give_identical_logits(name: str) -> None:
+    """A model built with the old cells, its state dict (``conv_rz``/``conv_n`` keys) loaded
+    into today's model: the same logits and state, bit for bit, over a clip."""
+    torch.manual_seed(0)
+    old = create_model(name, input_size=SMALL).eval()
+    old.cells = torch.nn.ModuleList(_PreMergeConvGRUCell(c.gates.in_channels // 2)
+                                    for c in old.cells)  # fmt: skip
+    state_dict = old.state_dict()
+    assert any(".conv_rz." in k for k in state_dict)
+    new = create_model(name, input_size=SMALL).eval()
+    new.load_state_dict(state_dict)
+    clip = torch.randn(1, 3, 3, *SMALL)
+    with torch.no_grad():
+        for a, b in zip(old(clip), new(clip)):
+            assert torch.equal(a, b)
 
 
 def test_bad_arguments_raise_vidseg_error() -> None:

@@ -1,0 +1,125 @@
+"""The one interface every model family implements, and the defaults most families inherit.
+
+Training (``models.train``), evaluation (``models.evaluate``) and torch timing
+(``benchmarks.torch_eager``) talk to a model only through :class:`TemporalModel`: no
+``getattr`` probing and no family ``if``/``elif``. A family whose ``forward(x, *state) ->
+(logits, *state)`` carries all it needs (the recurrent and per-frame UNets) subclasses
+:class:`TemporalModule` and gets every method; a family with other streaming logic (key frames,
+optical flow) overrides ``stream_logits``, ``training_loss`` and ``export_graphs``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from vidseg.engine.errors import VidsegError
+from vidseg.models.layers import normalize
+from vidseg.models.losses import CROSS_ENTROPY, SegLoss
+from vidseg.models.registry import ModelCfg, StateCfg
+
+GraphFn = Callable[..., tuple[torch.Tensor, ...]]
+
+
+@runtime_checkable
+class TemporalModel(Protocol):
+    """What a registered model gives the trainer, the evaluator, export and torch timing.
+
+    Frames are uint8 RGB (..., h, w, 3) as decoded; ``normalize`` maps them to the float NCHW
+    input every graph function takes. Logits come at the model's output stride.
+    """
+
+    cfg: ModelCfg  # name, family, input size, the state and cache specs the manifest declares
+    # True: ``clip_forward`` carries explicit state from one chunk of a clip to the next, so
+    # training may warm up, truncate BPTT and add the consistency term
+    clip_state: ClassVar[bool]
+    # why ``training_loss`` needs the frames on the CPU ("" when a GPU can train it)
+    cpu_only_training: ClassVar[str]
+
+    def initial_state(self, batch: int, height: int, width: int,
+                      device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
+        """Zeros for ``cfg.state`` at frames of ``height`` x ``width`` ([] without state)."""
+        ...
+
+    def initial_cache(self, batch: int, height: int, width: int,
+                      device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
+        """Zeros for ``cfg.cache`` (the key-frame cache; [] for other families)."""
+        ...
+
+    def stream_logits(self, frame: torch.Tensor,
+                      memory: object | None) -> tuple[torch.Tensor, object]:  # fmt: skip
+        """One streaming step as the engine runs it: frame (1, h, w, 3) uint8, memory None at a
+        stream's start -> logits (1, K, h', w') and the memory for the next frame."""
+        ...
+
+    def clip_forward(self, clips: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Normalised clips (B, T, 3, h, w) from ``state`` -> (logits (B, T, K, h', w'),
+        *state after the last frame). Raises VidsegError where ``clip_state`` is False."""
+        ...
+
+    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor,
+                      criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
+        """frames (B, T, h, w, 3) uint8, labels (B, T, h', w') int64 -> scalar loss, every
+        clip from a stream's start; ``criterion`` is cross-entropy or label relaxation."""
+        ...
+
+    def export_graphs(self) -> dict[str, GraphFn]:
+        """Graph role (``step``, or ``key`` and ``current``) -> the function export wraps:
+        (normalised frame, *aux, *state or cache) -> (logits, *state or cache)."""
+        ...
+
+
+def zeros_for(specs: tuple[StateCfg, ...], batch: int, height: int, width: int,
+              device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
+    """One zero tensor (batch, C, height / stride, width / stride) per spec: the initial value
+    of every carried tensor (the shapes the manifest declares)."""
+    return [
+        torch.zeros(batch, s.channels, height // s.stride, width // s.stride, device=device)
+        for s in specs
+    ]
+
+
+class TemporalModule(nn.Module):
+    """:class:`TemporalModel` for families whose ``forward(x, *state) -> (logits, *state)``
+    takes frames (N, 3, H, W) or clips (N, T, 3, H, W) and carries everything they need."""
+
+    cfg: ModelCfg
+    clip_state: ClassVar[bool] = True
+    cpu_only_training: ClassVar[str] = ""
+
+    def initial_state(self, batch: int, height: int, width: int,
+                      device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
+        return zeros_for(self.cfg.state, batch, height, width, device)
+
+    def initial_cache(self, batch: int, height: int, width: int,
+                      device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
+        return zeros_for(self.cfg.cache, batch, height, width, device)
+
+    def stream_logits(self, frame: torch.Tensor,
+                      memory: object | None) -> tuple[torch.Tensor, object]:  # fmt: skip
+        """memory: the state tuple (zeros on the frame's device at a stream's start)."""
+        if memory is None:
+            memory = self.initial_state(*frame.shape[:3], device=frame.device)
+        logits, *state = self(normalize(frame), *memory)  # type: ignore[misc]
+        return logits, tuple(state)
+
+    def clip_forward(self, clips: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.clip_state:
+            raise VidsegError(f"{self.cfg.name} ({self.cfg.family}) trains with its own loss "
+                              "and has no clip forward with explicit state")  # fmt: skip
+        return self(clips, *state)
+
+    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor,
+                      criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
+        """``criterion`` on ``forward(normalize(frames))``: one frame (T = 1) or clips with the
+        state carried from zeros."""
+        x = normalize(frames)  # (B, T, 3, h, w)
+        if x.shape[1] == 1:
+            x, labels = x[:, 0], labels[:, 0]
+        state = self.initial_state(x.shape[0], x.shape[-2], x.shape[-1], device=x.device)
+        return criterion(self(x, *state)[0], labels)
+
+    def export_graphs(self) -> dict[str, GraphFn]:
+        return {"step": self}
