@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from vidseg.engine.errors import BundleError
+from vidseg.engine.flow import AUX_PROVIDERS
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-FAMILIES = ("perframe", "recurrent", "keyframe", "netwarp")
+FAMILIES = ("perframe", "recurrent", "keyframe", "netwarp")  # models.registry checks names too
 GRAPH_ROLES = {  # which graphs each family must ship
     "perframe": ("step",),
     "recurrent": ("step",),
@@ -32,7 +33,6 @@ ENCODE = "encode"  # optional graph role: frame -> features, stateless (see Feat
 SPLIT_FAMILIES = ("perframe", "recurrent")  # families whose step may be split by an encode graph
 DTYPES = ("float32", "float16", "uint8", "int64")
 DEFAULT_BUNDLE = "recurrent-lite0-gru-camvid.vidseg"
-AUX_PROVIDERS = ("dis_flow",)  # engine-computed inputs (engine.flow)
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ class _Validator:
             shape = self.shape(t, where)
             specs.append(AuxSpec(
                 name=self.get(t, "name", str, where),
-                provider=self.choice(t, "provider", AUX_PROVIDERS, where),
+                provider=self.choice(t, "provider", tuple(AUX_PROVIDERS), where),
                 shape=shape,
                 dtype=self.choice(t, "dtype", DTYPES, where),
             ))  # fmt: skip

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
+DIS_FLOW = "dis_flow"  # the provider's name in a manifest's aux_inputs
 
 
 def grey(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -61,4 +62,5 @@ class DisFlowProvider:
         return np.ascontiguousarray(flow, dtype=np.float32)[None]
 
 
-AUX_PROVIDERS = {"dis_flow": DisFlowProvider}
+# every engine-computed aux input a manifest may name: provider name -> class(shape)
+AUX_PROVIDERS = {DIS_FLOW: DisFlowProvider}

@@ -30,18 +30,17 @@ import numpy as np
 from torch import nn
 
 from vidseg.engine.bundle import AuxSpec
-from vidseg.engine.flow import DisFlowProvider
+from vidseg.engine.flow import DIS_FLOW, DisFlowProvider
 from vidseg.export.onnx import ClassInfo, build_manifest, write_bundle
 from vidseg.export.parity import ParityReport, check_parity, require_parity
 
 logger = logging.getLogger(__name__)
 FLOW = "flow"
-FLOW_PROVIDER = "dis_flow"
 
 
 def flow_spec(model: nn.Module) -> AuxSpec:
     """The manifest's aux input for ``model``'s flow: (2, h, w) float32 at ``model.flow_size``."""
-    return AuxSpec(name=FLOW, provider=FLOW_PROVIDER, shape=(2, *model.flow_size))
+    return AuxSpec(name=FLOW, provider=DIS_FLOW, shape=(2, *model.flow_size))
 
 
 def stream_flows(spec: AuxSpec, frames: Sequence[np.ndarray],

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from vidseg.engine.errors import VidsegError, run_for_cli
+from vidseg.engine.sources import IMAGE_SUFFIXES  # labels are always PNG (lossless class ids)
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,6 @@ class LabelledFrames:
     images: np.ndarray
     labels: np.ndarray
     names: tuple[str, ...]
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # labels are always PNG (lossless class ids)
 
 
 def _image_files(image_dir: Path) -> list[Path]:
@@ -70,7 +68,8 @@ class LabelledFrame:
 def labelled_frame_paths(image_dir: str | Path, label_dir: str | Path,
                          limit: int | None = None) -> list[tuple[Path, Path]]:  # fmt: skip
     """(image, label) paths of a labelled frame folder, in image file-name order: every
-    ``.png``/``.jpg``/``.jpeg`` of ``image_dir`` (one per stem, PNG preferred; the first
+    image of ``image_dir`` (``IMAGE_SUFFIXES``, as ``vidseg-run`` reads an image folder: ``.png``,
+    ``.jpg``, ``.jpeg``, ``.bmp``; one per stem, PNG preferred; the first
     ``limit`` only, if given), each with the PNG of the same stem in ``label_dir``. Nothing is
     read yet (:func:`read_labelled_frame` does).
 
@@ -120,8 +119,8 @@ def read_labelled_frame(image_path: Path, label_path: Path) -> LabelledFrame:
 
 
 def load_split(root: str | Path, split: str, limit: int | None = None) -> LabelledFrames:
-    """Read ``root/split`` and ``root/{split}annot``: images as PNG or JPEG (``.png``,
-    ``.jpg``, ``.jpeg``; e.g. the compact copy :func:`compact_copy` writes), each with the
+    """Read ``root/split`` and ``root/{split}annot``: images as PNG, JPEG or BMP
+    (``IMAGE_SUFFIXES``; e.g. the compact copy :func:`compact_copy` writes JPEG), each with the
     PNG label of the same stem (:func:`labelled_frame_paths`, :func:`read_labelled_frame`).
     ``names`` are the image file names.
 
