@@ -2,7 +2,8 @@
 
 The graph contract (see docs/bundle.md):
 
-* ``key``: ``frame`` uint8 (N, H, W, 3) -> ``labels`` uint8 (N, H, W) and one ``<c>_out``
+* ``key``: ``frame`` uint8 (N, H, W, 3) -> ``labels`` uint8 (N, H/s, W/s) (s: the labels'
+  stride) and one ``<c>_out``
   float32 (N, C, H/s, W/s) per cached tensor;
 * ``current``: ``frame`` plus one ``<c>_in`` per cached tensor -> ``labels`` only.
 
@@ -80,8 +81,8 @@ def export_keyframe_graphs(
     label_stride: int = 1,
 ) -> dict[str, Path]:
     """Write ``key.onnx`` and ``current.onnx`` of ``model`` into ``directory``; returns the paths
-    by role. With ``with_scores`` both also output the uint8 confidence (N, H, W); with
-    ``with_logits`` the float logits (N, K, H, W) (parity twins)."""
+    by role. With ``with_scores`` both also output the uint8 confidence (N, H/s, W/s); with
+    ``with_logits`` the float logits (N, K, H/s, W/s) (parity twins), s = ``label_stride``."""
     cfg: ModelCfg = model.cfg
     height, width = cfg.input_size
     cache_in, cache_out = cache_names(cfg)

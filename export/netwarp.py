@@ -10,7 +10,7 @@ Graph contract (see ``vidseg.models.netwarp`` for the model):
              image4_in float32 [batch, 3, H/4, W/4]      previous frame, normalised, 1/4
              z8_in     float32 [batch, 32, H/8, W/8]     previous projected 1/8 features
              z16_in    float32 [batch, 64, H/16, W/16]   previous projected 1/16 features
-    outputs: labels    uint8   [batch, H, W]
+    outputs: labels    uint8   [batch, H/s, W/s]         s: the labels' stride (--label-stride)
              image4_out, z8_out, z16_out                 (same shapes as the inputs)
 
 All state starts at zeros. The manifest declares the flow under ``aux_inputs`` so the engine

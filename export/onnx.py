@@ -1,9 +1,10 @@
 """torch -> ONNX with the bundle I/O contract: uint8 NHWC frames in, labels out, state explicit.
 
 The exported graph (role ``step``) takes ``frame`` (N, H, W, 3) uint8 RGB plus one
-``<state>_in`` per recurrent tensor, and returns ``labels`` (N, H, W) uint8 plus one
-``<state>_out`` each. Normalisation, upsampling of the logits to the input size and the arg-max
-all run inside the graph, so the engine moves only bytes. Batch is the only dynamic axis; every
+``<state>_in`` per recurrent tensor, and returns ``labels`` (N, H/s, W/s) uint8 plus one
+``<state>_out`` each, s the labels' stride (``--label-stride``: 1, full input size, unless asked;
+the shipped default uses 4). Normalisation, upsampling of the logits to that size and the
+arg-max all run inside the graph, so the engine moves only bytes. Batch is the only dynamic axis; every
 state tensor has its full fixed shape. Families with engine-computed aux inputs (netwarp's
 ``flow``) take them right after ``frame``, before the state.
 """
