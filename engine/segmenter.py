@@ -34,6 +34,9 @@ from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.engine.video import Frame
 
 logger = logging.getLogger(__name__)
+# frames between checks of a state held in device memory for NaN/Inf (each check copies it to
+# the host); a state on the host is checked before every frame (30-75 us for the default's)
+NONFINITE_CHECK_EVERY = 30
 
 
 @dataclass(frozen=True)
@@ -370,6 +373,21 @@ class Segmenter:
         sched = schedule or self.model.schedule
         self.scheduler = KeyFrameScheduler(sched) if self.model.keyframe and sched else None
         self._frames = 0
+        self._finite_every = 1 if device == "cpu" else NONFINITE_CHECK_EVERY
+        self.nonfinite_resets = 0  # resets because the state held NaN or Inf
+
+    def _drop_nonfinite_state(self) -> None:
+        """Reset the state and key-frame cache if either holds a NaN or an Inf (a model that
+        overflowed, a corrupted buffer), before a frame runs on it: logged (the first time and
+        every 100th), counted in ``stats().resets`` and ``nonfinite_resets``."""
+        bad = self.state.nonfinite() or self.cache.nonfinite()
+        if bad is None:
+            return
+        self.nonfinite_resets += 1
+        if self.nonfinite_resets == 1 or self.nonfinite_resets % 100 == 0:
+            logger.warning("frame %d: the recurrent state %r holds NaN or Inf; state reset (%d "
+                           "so far)", self._frames, bad, self.nonfinite_resets)  # fmt: skip
+        self.reset()
 
     def reset(self) -> None:
         """Forget the past (call on a seek, a cut, or a new stream): state and key-frame cache
@@ -416,7 +434,8 @@ class Segmenter:
 
     def step(self, frame: np.ndarray | PreparedFrame, timestamp: float | None = None,
              captured_ns: int | None = None) -> Result:  # fmt: skip
-        """Segment one frame and carry the state to the next.
+        """Segment one frame and carry the state to the next. A state (or key-frame cache)
+        holding NaN or Inf is reset before the frame runs on it: logged, counted in ``stats()``.
 
         Args:
             frame: (H, W, 3) uint8 RGB, any size (resized to the model input internally; the
@@ -435,6 +454,8 @@ class Segmenter:
         if captured_ns is None:
             captured_ns = prepared.captured_ns if prepared is not None else None
         features = prepared.features if prepared is not None else None
+        if self._frames % self._finite_every == 0:
+            self._drop_nonfinite_state()
         aux = {name: provider(x) for name, provider in self.aux}
         key = self.scheduler.is_key(x) if self.scheduler is not None else True
         role = "step" if self.scheduler is None else ("key" if key else "current")

