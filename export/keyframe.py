@@ -37,6 +37,7 @@ from vidseg.export.onnx import (
     ClassInfo,
     OutputHeads,
     build_manifest,
+    carried_names,
     output_shapes,
     staged_dir,
     write_graph,
@@ -53,7 +54,7 @@ SCHEDULE_THRESHOLD = 0.1  # change score for adaptive policies (unused by "fixed
 
 def cache_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:
     """Current-graph input and key-graph output names of the cached tensors, in model order."""
-    return [f"{c.name}_in" for c in cfg.cache], [f"{c.name}_out" for c in cfg.cache]
+    return carried_names(cfg.cache)
 
 
 class KeyGraph(OutputHeads):

@@ -160,9 +160,15 @@ def confidence(logits: torch.Tensor) -> torch.Tensor:
     return torch.round(torch.softmax(logits, dim=1).amax(1) * 255).to(torch.uint8)
 
 
+def carried_names(specs: Sequence[StateCfg]) -> tuple[list[str], list[str]]:
+    """Graph input and output names (``<name>_in``, ``<name>_out``) of carried tensors, in
+    model order: the recurrent state, or a key-frame cache (key outputs, current inputs)."""
+    return [f"{s.name}_in" for s in specs], [f"{s.name}_out" for s in specs]
+
+
 def state_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:
     """Graph input and output names of the state tensors, in model order."""
-    return [f"{s.name}_in" for s in cfg.state], [f"{s.name}_out" for s in cfg.state]
+    return carried_names(cfg.state)
 
 
 def export_graph(model: nn.Module, path: Path, with_logits: bool = False,
