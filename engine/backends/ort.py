@@ -14,6 +14,7 @@ numbers are in benchmarks/README.md).
 from __future__ import annotations
 
 import logging
+import re
 import weakref
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -109,7 +110,7 @@ class OrtBackend:
             try:
                 self.session = ort.InferenceSession(graph_path, opts, providers=providers)
             except Exception as exc:  # ORT raises its own untyped errors for bad files
-                raise BackendError(f"onnxruntime cannot load {graph_path}: {exc}") from exc
+                raise _load_error(graph_path, exc) from exc
         self.inputs = tuple(_info(i) for i in self.session.get_inputs())
         self.outputs = tuple(_info(o) for o in self.session.get_outputs())
         self._names = [o.name for o in self.outputs]
@@ -219,6 +220,28 @@ class OrtBackend:
 
     def to_host(self, value: Any) -> np.ndarray:
         return value.numpy() if isinstance(value, ort.OrtValue) else np.asarray(value)
+
+
+_TOO_NEW = (  # what onnxruntime says of a graph newer than it -> (what it needs, what it has)
+    (re.compile(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", re.S),
+     "needs ONNX opset {0} ({1}); onnxruntime {v} supports opset {2} at most"),
+    (re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)"),
+     "is ONNX IR version {0}; onnxruntime {v} reads IR version {1} at most"),
+    (re.compile(r"Could not find an implementation for (\S+)\((\d+)\)"),
+     "needs operator {0} of opset {1}, which onnxruntime {v} does not implement"),
+)  # fmt: skip
+
+
+def _load_error(graph_path: str, exc: Exception) -> BackendError:
+    """One line for a graph ONNX Runtime cannot load; for a graph newer than the installed
+    runtime (its opset, IR version or an operator version), what it needs and what is installed."""
+    text = str(exc)
+    for pattern, needs in _TOO_NEW:
+        match = pattern.search(text)
+        if match:
+            return BackendError(f"{graph_path} {needs.format(*match.groups(), v=ort.__version__)}"
+                                ": upgrade onnxruntime or export the bundle for this one")  # fmt: skip
+    return BackendError(f"onnxruntime cannot load {graph_path}: {text}")
 
 
 def _trt_ep_options(graph_path: str, device_id: int) -> dict[str, Any]:
