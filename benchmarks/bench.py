@@ -12,7 +12,9 @@ Measured in one process, one after another, on the same frames:
 * ``first_frame`` -- a fresh segmenter's load and first step, with the warm-up at load and
   without (``first_frame_vs_p50``: the first frame over the step p50);
 * ``transfer_bytes_per_frame`` -- host<->device bytes per step (up: the frame; down: labels,
-  scores, logits; the state never moves);
+  scores, logits; the state never moves), and ``run_split_ms_per_frame``: the backend runs'
+  time split as trtexec splits it, inputs up / compute / outputs down (on the IO-binding and
+  fixed-buffer paths: the GPU; a plain numpy run on the CPU counts as compute alone);
 * ``batch`` (``--batch N ...``) -- frames/s with N streams batched in one
   ``MultiStreamSegmenter`` tick;
 * ``upsample`` -- labels (and confidence) from the graph's label stride to each
@@ -52,6 +54,7 @@ import numpy as np
 import onnxruntime as ort
 
 from vidseg.benchmarks.accuracy import FlickerMeter, accuracy_report
+from vidseg.engine.backends.base import Transfers
 from vidseg.engine.bundle import ENCODE, default_bundle_path, load_bundle
 from vidseg.engine.cli import parse_size
 from vidseg.engine.errors import VidsegError, run_for_cli
@@ -205,7 +208,18 @@ def bench_latency(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
             "up": (after.up_bytes - before.up_bytes) // n,
             "down": (after.down_bytes - before.down_bytes) // n,
         },
+        "run_split_ms_per_frame": _run_split(before, after, n),
         "step_series_ms": [round(t, 3) for t in step_ms],
+    }
+
+
+def _run_split(before: Transfers, after: Transfers, n: int) -> dict[str, float]:
+    """Mean ms per frame of the backend runs between two ``Transfers`` snapshots, split as
+    trtexec splits it: inputs up, compute, outputs down (a plain numpy run on the CPU counts
+    as compute alone)."""
+    return {
+        part: round((getattr(after, f"{part}_ns") - getattr(before, f"{part}_ns")) / n / 1e6, 3)
+        for part in ("up", "compute", "down")
     }
 
 
@@ -633,7 +647,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  first frame {first['first_frame_ms']:.2f} ms ({report['first_frame_vs_p50']:.1f}x "
           f"p50; {first['first_frame_ms_no_warmup']:.2f} ms without warm-up, which took "
           f"{first['warmup_ms']:.1f} ms at load)")  # fmt: skip
-    print(f"  host<->device per frame: {moved['up']} B up, {moved['down']} B down")
+    split = report["step"]["run_split_ms_per_frame"]
+    print(f"  host<->device per frame: {moved['up']} B up, {moved['down']} B down; runs "
+          f"{split['up']:.2f} ms up, {split['compute']:.2f} compute, {split['down']:.2f} down")  # fmt: skip
     for row in report.get("batch", []):
         print(f"  batch {row['batch']:3d}: {row['frames_per_s']:9.1f} frames/s "
               f"({row['tick_ms']:.2f} ms per tick)")  # fmt: skip

@@ -8,7 +8,7 @@ numpy arrays. ``zeros`` allocates an initial state tensor where the backend want
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -50,10 +50,14 @@ class Transfers:
     runs: int = 0
     up_bytes: int = 0
     down_bytes: int = 0
+    # wall time of the runs split as trtexec splits it (perf_counter_ns; the binding and
+    # fixed-buffer paths only: a plain numpy run counts all of it as compute)
+    up_ns: int = 0  # host inputs copied to where the graph runs
+    compute_ns: int = 0  # the run itself, outputs left where the graph wrote them
+    down_ns: int = 0  # host outputs copied back
 
     def add(self, other: "Transfers") -> "Transfers":
-        return Transfers(self.runs + other.runs, self.up_bytes + other.up_bytes,
-                         self.down_bytes + other.down_bytes)  # fmt: skip
+        return Transfers(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
 
 class Backend(Protocol):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import weakref
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -143,37 +144,40 @@ class OrtBackend:
                 return self._run_numpy(feeds, host_outputs)
             binding = self.session.io_binding()
             up = 0
+            t0 = time.perf_counter_ns()
             for name, value in feeds.items():
-                if isinstance(value, ort.OrtValue):  # state/cache: already where the graph runs
-                    binding.bind_ortvalue_input(name, value)
-                else:  # frame, aux: host arrays, copied up by ORT
+                if not isinstance(value, ort.OrtValue):  # frame, aux: host arrays, copied up
                     value = np.ascontiguousarray(value)
                     up += value.nbytes
-                    binding.bind_cpu_input(name, value)
+                    value = ort.OrtValue.ortvalue_from_numpy(value, *self.device)
+                binding.bind_ortvalue_input(name, value)  # state/cache: already there
             for name in self._names:
-                if name in host_outputs:
-                    binding.bind_output(name, "cpu")
-                else:
-                    binding.bind_output(name, *self.device)
+                binding.bind_output(name, *self.device)
+            t1 = time.perf_counter_ns()
             self.session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
             values = binding.get_outputs()
+            t2 = time.perf_counter_ns()
+            out = {name: value.numpy() if name in host_outputs else value
+                   for name, value in zip(self._names, values)}  # fmt: skip
+            t3 = time.perf_counter_ns()
         except BackendError:
             raise
         except Exception as exc:
             raise BackendError(f"onnxruntime run failed: {exc}") from exc
-        out = {name: value.numpy() if name in host_outputs else value
-               for name, value in zip(self._names, values)}  # fmt: skip
-        self._count(up, out, host_outputs)
+        self._count(up, out, host_outputs, times=(t1 - t0, t2 - t1, t3 - t2))
         return out
 
     def _run_numpy(self, feeds: Mapping[str, Any], host_outputs: Sequence[str]) -> dict[str, Any]:
         up = sum(np.asarray(v).nbytes for v in feeds.values()
                  if _RESIDENT.get(id(v)) is not v)  # fmt: skip
+        t0 = time.perf_counter_ns()
         out = dict(zip(self._names, self.session.run(self._names, dict(feeds))))
+        compute = time.perf_counter_ns() - t0
         for name, value in out.items():
             if name not in host_outputs:  # state: would stay on the device
                 _RESIDENT[id(value)] = value
-        self._count(up, out, host_outputs)
+        self._count(up, out, host_outputs, times=(0, compute, 0))
         return out
 
     def _run_fixed(self, feeds: Mapping[str, Any], host_outputs: Sequence[str]) -> dict[str, Any]:
@@ -184,6 +188,7 @@ class OrtBackend:
                                             self._alloc, batch)  # fmt: skip
         plan = self._buffers.plan(feeds)
         up = down = 0
+        t0 = time.perf_counter_ns()
         for name, value in plan.uploads:  # the frame each run; the zero state after a reset
             if isinstance(value, ort.OrtValue):  # not ours: through the host (rare)
                 value = value.numpy()
@@ -202,21 +207,26 @@ class OrtBackend:
                 run_options.add_run_config_entry("gpu_graph_id", str(plan.graph_id))
             self._bindings[plan.graph_id] = (binding, run_options)
         binding, run_options = self._bindings[plan.graph_id]
+        t1 = time.perf_counter_ns()
         self.session.run_with_iobinding(binding, run_options)
+        binding.synchronize_outputs()
         self._buffers.advance()
+        t2 = time.perf_counter_ns()
         out = {name: plan.outputs[name].numpy() if name in host_outputs else plan.outputs[name]
                for name in self._names}  # fmt: skip
-        self._count(up, out, host_outputs, down)
+        self._count(
+            up, out, host_outputs, down, times=(t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+        )
         return out
 
     def _alloc(self, shape: tuple[int, ...], dtype: str) -> Any:
         return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype), *self.device)
 
     def _count(self, up: int, out: Mapping[str, Any], host_outputs: Sequence[str],
-               down: int = 0) -> None:  # fmt: skip
+               down: int = 0, times: tuple[int, int, int] = (0, 0, 0)) -> None:  # fmt: skip
+        """Add one run: bytes up and down, and its (up, compute, down) nanoseconds."""
         down += sum(out[n].nbytes for n in host_outputs if n in out)
-        t = self.transfers
-        t.runs, t.up_bytes, t.down_bytes = t.runs + 1, t.up_bytes + up, t.down_bytes + down
+        self.transfers = self.transfers.add(Transfers(1, up, down, *times))
 
     def to_host(self, value: Any) -> np.ndarray:
         return value.numpy() if isinstance(value, ort.OrtValue) else np.asarray(value)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -217,6 +218,7 @@ class TensorRTBackend:
                                             self._alloc, batch)  # fmt: skip
         plan = self._buffers.plan(feeds)
         up = 0
+        t0 = time.perf_counter_ns()
         for name, value in plan.uploads:
             dst = plan.inputs[name]
             if isinstance(value, DeviceTensor):  # on the device already: device-to-device
@@ -230,8 +232,12 @@ class TensorRTBackend:
                 if not self._context.set_tensor_address(name, tensor.ptr):
                     raise BackendError(f"TensorRT refused the address of {name!r}")
                 self._bound[name] = tensor.ptr
+        self.cuda.synchronize()
+        t1 = time.perf_counter_ns()
         if not self._context.execute_async_v3(self.cuda.stream_handle):
             raise BackendError(f"TensorRT failed to run {self.graph}")
+        self.cuda.synchronize()
+        t2 = time.perf_counter_ns()
         out: dict[str, Any] = {}
         down = 0
         for name, tensor in plan.outputs.items():
@@ -244,8 +250,8 @@ class TensorRTBackend:
                 out[name] = tensor
         self.cuda.synchronize()
         self._buffers.advance()
-        t = self.transfers
-        t.runs, t.up_bytes, t.down_bytes = t.runs + 1, t.up_bytes + up, t.down_bytes + down
+        times = (t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+        self.transfers = self.transfers.add(Transfers(1, up, down, *times))
         return out
 
     def to_host(self, value: Any) -> np.ndarray:

@@ -140,6 +140,11 @@ def test_transfers_count_frame_up_and_outputs_down_never_state(family: str, path
             _state_bytes(seg) if path == "fixed" and i in (0, 3) else 0
         ), f"frame {i}"
         assert after.down_bytes - before.down_bytes == down, f"frame {i}"
+        # the runs' time split (trtexec's up / compute / down): every run computes; only the
+        # binding and fixed paths copy, so only they time copies
+        assert after.compute_ns > before.compute_ns, f"frame {i}"
+        copies = (after.up_ns - before.up_ns, after.down_ns - before.down_ns)
+        assert (min(copies) > 0) if path != "numpy" else copies == (0, 0), f"frame {i}"
         before = after
 
 
