@@ -74,6 +74,7 @@ CLIS = {  # console script -> the module whose build_parser() it runs (pyproject
     "vidseg-bench": "vidseg.benchmarks.bench",
     "vidseg-models": "vidseg.models.cli",
     "vidseg-eval": "vidseg.benchmarks.evaluate",
+    "vidseg-batch": "vidseg.engine.batch",
 }
 
 

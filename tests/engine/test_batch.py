@@ -1,0 +1,132 @@
+"""``vidseg-batch`` on a local Ray instance (2 CPUs): several clips, a corrupt one reported
+after its retries, a re-run skipping finished videos, chunks joined, a killed worker replaced."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="needs the [ray] extra (pip install 'vidseg[ray]')")
+
+from vidseg.engine import Segmenter  # noqa: E402
+from vidseg.engine.batch import (  # noqa: E402
+    RUN_MANIFEST,
+    BatchOptions,
+    expand_inputs,
+    main,
+    plan_chunks,
+    run_batch,
+)
+from vidseg.engine.video import VideoWriter, read_frames, read_label_frames  # noqa: E402
+
+FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clips(sample_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three short clips (different stretches of the sample clip) and a corrupt file."""
+    root = tmp_path_factory.mktemp("clips")
+    frames = list(read_frames(sample_clip, size=(160, 96), max_frames=3 * FRAMES))
+    paths = {}
+    for i, name in enumerate("abc"):
+        paths[name] = root / f"{name}.mp4"
+        with VideoWriter(paths[name], width=160, height=96, fps=25) as writer:
+            for frame in frames[i * FRAMES : (i + 1) * FRAMES]:
+                writer.write(frame.image)
+    paths["bad"] = root / "bad.mp4"
+    paths["bad"].write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 50)
+    return paths
+
+
+def local_labels(bundle: Path, clip: Path) -> list[np.ndarray]:
+    segmenter = Segmenter(bundle, warmup=False)
+    return [r.labels for r in segmenter.stream(read_frames(clip))]
+
+
+def test_clips_processed_corrupt_reported_rerun_skips(local_ray, clips, tiny_bundle: Path,
+                                                     tmp_path: Path, capsys) -> None:  # fmt: skip
+    out = tmp_path / "out"
+    inputs = [str(clips[k]) for k in ("a", "b", "c", "bad")]
+    summary_path = tmp_path / "summary.json"
+    argv = [*inputs, "--out", str(out), "--model", str(tiny_bundle), "--workers", "2",
+            "--json", str(summary_path)]  # fmt: skip
+    assert main(argv) == 1  # one video failed
+    printed = capsys.readouterr()
+    assert "3 done, 1 failed, 0 skipped" in printed.out
+    assert "failed: " in printed.err and "bad.mp4" in printed.err
+    for name in "abc":
+        ours = list(read_label_frames(out / f"{name}.mkv"))
+        assert len(ours) == FRAMES
+        for a, b in zip(ours, local_labels(tiny_bundle, clips[name])):
+            np.testing.assert_array_equal(a, b)
+    records = [json.loads(line) for line in (out / RUN_MANIFEST).read_text().splitlines()]
+    by_input = {r["input"]: r for r in records}
+    assert len(records) == 4
+    bad = by_input[str(clips["bad"])]
+    assert bad["error"] and bad["attempts"] == 2 and bad["frames"] == 0
+    assert all(by_input[str(clips[k])]["error"] is None for k in "abc")
+    assert all(by_input[str(clips[k])]["frames"] == FRAMES for k in "abc")
+    summary = json.loads(summary_path.read_text())
+    assert summary["failures"] == 1 and summary["frames"] == 3 * FRAMES
+    assert summary["throughput_fps"] > 0 and len(summary["videos"]) == 4
+    assert not list(out.glob(".*partial*"))  # nothing half-written left
+    # re-run: the three finished videos are skipped, the failed one is tried again
+    assert main(argv) == 1
+    assert "0 done, 1 failed, 3 skipped" in capsys.readouterr().out
+    assert len((out / RUN_MANIFEST).read_text().splitlines()) == 5
+
+
+def test_chunks_with_enough_warmup_equal_one_pass(local_ray, clips, tiny_bundle: Path,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    """Chunks of 5 frames run in parallel and joined without re-encoding; with a warm-up that
+    reaches back to frame 0 every chunk's labels are the sequential pass's exactly."""
+    assert plan_chunks(FRAMES, 5) == [(0, 5), (5, 10), (10, 12)]
+    options = BatchOptions(tmp_path, str(tiny_bundle), chunk_frames=5, warmup_frames=FRAMES)
+    summary = run_batch([str(clips["a"])], options, workers=2)
+    [record] = summary.records
+    assert record.error is None and record.chunks == 3 and record.frames == FRAMES
+    ours = list(read_label_frames(tmp_path / "a.mkv"))
+    assert len(ours) == FRAMES
+    for a, b in zip(ours, local_labels(tiny_bundle, clips["a"])):
+        np.testing.assert_array_equal(a, b)
+    assert not (tmp_path / ".parts" / "a").exists()  # parts removed after the join
+
+
+def test_killed_worker_is_replaced(local_ray, clips, tiny_bundle: Path, tmp_path: Path) -> None:
+    killed = []
+
+    def kill_first(event: str, job, actor) -> None:
+        if event == "start" and not killed:
+            killed.append(job.input)
+            ray.kill(actor)
+
+    inputs = [str(clips[k]) for k in "abc"]
+    options = BatchOptions(tmp_path, str(tiny_bundle))
+    summary = run_batch(inputs, options, workers=2, observer=kill_first)
+    assert summary.worker_restarts == 1
+    assert [r.error for r in summary.records] == [None] * 3
+    assert [r.frames for r in summary.records] == [FRAMES] * 3
+    assert {r.input: r.attempts for r in summary.records}[killed[0]] == 2
+
+
+def test_inputs_and_usage(clips, tmp_path: Path, capsys) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# clips\n{clips['a']}\n\n{clips['b']}\n")
+    folder = expand_inputs([str(clips["a"].parent)])
+    assert [Path(p).name for p in folder] == ["a.mp4", "b.mp4", "bad.mp4", "c.mp4"]
+    assert expand_inputs([str(listing), str(clips["a"])]) == [str(clips["a"]), str(clips["b"])]
+    with pytest.raises(SystemExit) as usage:
+        main([str(clips["a"]), "--out", str(tmp_path), "--chunk-frames", "5", "--overlay"])
+    assert usage.value.code == 2
+    assert main([str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o")]) == 5
+    assert "input not found" in capsys.readouterr().err
