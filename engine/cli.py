@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -38,6 +39,7 @@ from vidseg.engine.errors import (
     exit_code_for,
     run_for_cli,
 )
+from vidseg.engine.folder import open_image_folder
 from vidseg.engine.geometry import RESIZE_MODES
 from vidseg.engine.outputs import FrameLog, FrameOutputs, Preview, Target, gui_problem
 from vidseg.engine.overlay import blend, colorize, palette_lut, resize_image
@@ -80,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("input", nargs="?", help="input video file, URL (rtsp://, http://), a "
-                   "camera (0 or /dev/video0), or - for standard input (a streamable format: "
-                   ".ts, .mkv, faststart .mp4)")  # fmt: skip
+                   "camera (0 or /dev/video0), - for standard input (a streamable format: "
+                   ".ts, .mkv, faststart .mp4), or a folder of images (the frames in file-name "
+                   "order at 30 fps; an image that does not decode is skipped with a warning)")  # fmt: skip
     p.add_argument("--out", help="overlay video (.mp4), or with --mask the masks (see --mask-out)")
     p.add_argument("--model", help="model bundle directory (default: the bundled model, "
                    "see --show-default-model)")  # fmt: skip
@@ -247,6 +250,8 @@ class LiveStats:
 
 
 def _open(args: argparse.Namespace, max_frames: int | None) -> tuple[VideoInfo, Iterator[Frame]]:
+    if os.path.isdir(args.input):  # a folder of frames (engine/folder.py)
+        return open_image_folder(args.input, max_frames=max_frames)
     live = is_network_source(args.input) or is_camera(args.input) or args.live
     return open_video(args.input, max_frames=max_frames,
                       thread_type="SLICE" if live else "AUTO",
@@ -310,7 +315,7 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame],
         elif args.out:
             # a pipe or a live stream cannot be read a second time for its audio
             no_audio = (args.no_audio or args.input == STDIN or args.live or args.reconnect
-                        or is_camera(args.input))  # fmt: skip
+                        or is_camera(args.input) or os.path.isdir(args.input))  # fmt: skip
             targets.append(Target(VideoWriter(
                 Path(args.out), width=width, height=height, fps=info.fps,
                 time_base=info.time_base, codec=args.codec, crf=args.crf, preset=args.preset,

@@ -4,6 +4,7 @@ frame rate, image folders, huge frames, failing sinks, soak runs, fuzzed frames 
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,88 @@ def test_ir_version_newer_than_the_runtime_is_one_line(tmp_path: Path) -> None:
     onnx.save(model, tmp_path / "ir99.onnx")
     with pytest.raises(BackendError, match=r"IR version 99; onnxruntime \S+ reads IR version"):
         create_backend("ort", str(tmp_path / "ir99.onnx"), BackendOptions("cpu", 1))
+
+
+def test_image_folder_with_a_bad_image(tiny_bundle: Path, tmp_path: Path,
+                                       caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    import json
+
+    import cv2
+
+    from vidseg.engine import cli
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        cv2.imwrite(str(frames / f"f_{i:03d}.png"), rng.integers(0, 256, (48, 80, 3), np.uint8))
+    (frames / "f_002.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # one bad image
+    (frames / "notes.txt").write_text("not a frame")  # ignored
+    masks, log = tmp_path / "masks", tmp_path / "frames.jsonl"
+    with caplog.at_level(logging.WARNING):
+        code = cli.main([str(frames), "--model", str(tiny_bundle), "--mask-out", str(masks),
+                         "--jsonl", str(log), "--out", str(tmp_path / "o.mp4"), "-q"])  # fmt: skip
+    assert code == 0
+    assert sorted(p.name for p in masks.iterdir()) == [f"{i:06d}.png" for i in range(4)]
+    assert [json.loads(line)["pts"] for line in log.read_text().splitlines()] == [0, 1, 3, 4]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "f_002.png" in warnings[0], warnings
+
+
+def test_folder_without_a_readable_image_is_one_line(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from vidseg.engine import cli
+
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "a.jpg").write_bytes(b"garbage")
+    code = cli.main([str(tmp_path / "frames"), "--jsonl", str(tmp_path / "f.jsonl"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 5 and len(err) == 1 and "none of its 1 images decodes" in err[-1], err
+
+
+VFR_PTS = [0, 40, 50, 130, 140, 300, 333]  # ms: irregular gaps, as a phone or a webcam writes
+
+
+def _vfr_clip(path: Path) -> Path:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.max_b_frames = 0
+        for i, pts in enumerate(VFR_PTS):
+            image = np.full((64, 96, 3), 30 * i, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _pts_s(path: Path) -> list[float]:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sorted(float(p.pts * stream.time_base) for p in container.demux(stream)
+                      if p.pts is not None)  # fmt: skip
+
+
+def test_variable_frame_rate_keeps_its_timestamps(tiny_bundle: Path, tmp_path: Path) -> None:
+    import json
+
+    from vidseg.engine import cli
+
+    clip = _vfr_clip(tmp_path / "vfr.mp4")
+    expected = [p / 1000 for p in VFR_PTS]
+    assert _pts_s(clip) == pytest.approx(expected)
+    out, masks, log = tmp_path / "o.mp4", tmp_path / "m.mkv", tmp_path / "f.jsonl"
+    code = cli.main([str(clip), "--model", str(tiny_bundle), "--out", str(out), "--mask-out",
+                     str(masks), "--jsonl", str(log), "-q"])  # fmt: skip
+    assert code == 0
+    times = [json.loads(line)["time"] for line in log.read_text().splitlines()]
+    assert times == pytest.approx(expected)  # in order: monotonic
+    assert _pts_s(out) == pytest.approx(expected)
+    assert _pts_s(masks) == pytest.approx(expected)
