@@ -55,6 +55,7 @@ import onnxruntime as ort
 
 from vidseg.benchmarks.accuracy import FlickerMeter, accuracy_report
 from vidseg.engine.backends.base import Transfers
+from vidseg.engine.backends.ort import session_options
 from vidseg.engine.bundle import ENCODE, default_bundle_path, load_bundle
 from vidseg.engine.cli import parse_size
 from vidseg.engine.errors import VidsegError, run_for_cli
@@ -63,18 +64,11 @@ from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.pipeline import segment_video
 from vidseg.engine.schedule import Schedule
 from vidseg.engine.segmenter import Segmenter
+from vidseg.engine.stats import percentiles
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.engine.video import VideoInfo, VideoWriter, read_frames
 
 logger = logging.getLogger(__name__)
-
-
-def percentiles(values_ms: list[float]) -> dict[str, float]:
-    """min/p50/p90/p95/p99/max/mean of a list of milliseconds (rounded to µs)."""
-    a = np.asarray(values_ms, dtype=np.float64)
-    out = {"min": float(a.min())} | {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 95, 99)}
-    out |= {"max": float(a.max()), "mean": float(a.mean()), "n": int(a.size)}
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def environment(threads: int | None) -> dict[str, object]:
@@ -129,11 +123,7 @@ def _bare_runner(bundle: Path, frames: list[np.ndarray],
     """The same graph through a bare InferenceSession, state carried by hand (a split bundle:
     its encode graph, then its step graph on the features)."""
     manifest = load_bundle(bundle).manifest
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts = session_options(threads)
 
     def session(role: str) -> ort.InferenceSession:
         return ort.InferenceSession(str(bundle / manifest.graphs[role]), opts,

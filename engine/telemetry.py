@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vidseg.engine.stats import percentiles
+
 STATS_WINDOW = 300  # frames the percentiles and the rolling FPS cover (12 s at 25 FPS)
 
 
@@ -79,8 +81,8 @@ class Telemetry:
         if not n:
             return StatsSnapshot(self.frames, self.resets, self.dropped, 0, *(None,) * 5)
         ends, steps, ages = (np.asarray(v, np.float64) for v in zip(*recent))
-        p50, p99 = (round(float(v), 3) for v in np.percentile(steps, (50, 99)))
-        a50, a99 = (round(float(v), 3) for v in np.percentile(ages, (50, 99)))
+        step_q, age_q = percentiles(steps, (50, 99)), percentiles(ages, (50, 99))
+        p50, p99, a50, a99 = step_q["p50"], step_q["p99"], age_q["p50"], age_q["p99"]
         span_s = (ends[-1] - ends[0]) / 1e9
         fps = round((n - 1) / span_s, 2) if n > 1 and span_s > 0 else None
         return StatsSnapshot(self.frames, self.resets, self.dropped, n, p50, p99, a50, a99, fps)

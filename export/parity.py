@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from vidseg.engine.backends.ort import session_options
 from vidseg.engine.errors import ParityError
 from vidseg.export.onnx import FRAME, FrameGraph, export_graph, state_names
 
@@ -52,9 +53,7 @@ class ParityReport:
 
 def cpu_session(path: Path) -> ort.InferenceSession:
     """A CPU session for parity runs (spinning off: torch runs beside it on the same cores)."""
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
 
 
 @torch.no_grad()

@@ -40,6 +40,7 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
+from vidseg.engine.backends.ort import session_options
 from vidseg.engine.bundle import (
     DTYPES,
     LABEL_STRIDES,
@@ -325,10 +326,8 @@ class Reference:
 
     def __init__(self, path: Path, io: GraphIO, normalization: Normalization) -> None:
         self.io, self.normalization = io, normalization
-        opts = ort.SessionOptions()
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), opts,
+            self.session = ort.InferenceSession(str(path), session_options(),
                                                 providers=["CPUExecutionProvider"])  # fmt: skip
         except _ORT_ERRORS as exc:
             raise BundleError(f"{path}: ONNX Runtime cannot load it ({_one_line(exc)})") from exc

@@ -87,13 +87,7 @@ class OrtBackend:
         self.bound = on_gpu or options.io_binding
         want_fixed = options.cuda_graph if options.cuda_graph is not None else (
             on_gpu and not tensorrt)  # fmt: skip
-        opts = ort.SessionOptions()
-        if options.threads:
-            opts.intra_op_num_threads = options.threads
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if options.spinning else "0"
-        )
+        opts = session_options(options.threads, options.spinning)
         self.capture = False  # fixed buffers replayed as captured CUDA graphs
         self.session = None
         if want_fixed and on_gpu and not tensorrt:
@@ -252,6 +246,18 @@ def _load_error(graph_path: str, exc: Exception) -> BackendError:
             return BackendError(f"{graph_path} {needs.format(*match.groups(), v=ort.__version__)}"
                                 ": upgrade onnxruntime or export the bundle for this one")  # fmt: skip
     return BackendError(f"onnxruntime cannot load {graph_path}: {text}")
+
+
+def session_options(threads: int | None = None, spinning: bool = False) -> ort.SessionOptions:
+    """The session options every vidseg session uses: ``threads`` intra-op threads (None: the
+    runtime's default), one inter-op thread, and idle threads spinning only when asked (they
+    starve decode/encode and other sessions on small machines)."""
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return opts
 
 
 def _trt_ep_options(graph_path: str, device_id: int) -> dict[str, Any]:

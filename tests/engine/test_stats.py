@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidseg.benchmarks.bench import percentiles
+from vidseg.engine.stats import percentiles
 
 
 def test_percentiles_min_p95() -> None:
