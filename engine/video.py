@@ -199,6 +199,11 @@ def read_frames(
                            size)  # fmt: skip
 
 
+# larger frames are refused at open: an 8K frame (33 Mpx) runs at ~0.9 GB peak RSS through
+# vidseg-run (1080p: 0.29 GB), the queues hold ~10 frames, so 16K would need several GB
+MAX_FRAME_PIXELS = 8192 * 8192
+
+
 def open_video(
     path: str | os.PathLike[str],
     *,
@@ -222,13 +227,19 @@ def open_video(
     Raises:
         SourceLostError: a network source sent nothing within ``timeout_s`` (at once), or
             stopped delivering mid-stream (while iterating, after the frames that arrived).
-        VideoIOError: as :meth:`VideoInfo.from_path`, at once; decode errors as
-            :func:`read_frames`, while iterating.
+        VideoIOError: as :meth:`VideoInfo.from_path`, or frames over ``MAX_FRAME_PIXELS``, at
+            once; decode errors as :func:`read_frames`, while iterating.
     """
     size, max_frames = _check_read_args(size, max_frames)
     container = _open_input(path, timeout_s=timeout_s, rtsp_transport=rtsp_transport)
     try:
         info = _info_from_stream(container, _first_video_stream(container, path), path)
+        if info.width * info.height > MAX_FRAME_PIXELS:  # before a frame is decoded
+            raise VideoIOError(
+                f"cannot read video {os.fspath(path)}: {info.width}x{info.height} frames are over "
+                f"the {MAX_FRAME_PIXELS // 1_000_000} Mpx limit (8192x8192; 8K, 7680x4320, is "
+                "handled): scale it down first, e.g. ffmpeg -vf scale=3840:-2"
+            )
     except BaseException:
         container.close()
         raise

@@ -180,3 +180,19 @@ def test_variable_frame_rate_keeps_its_timestamps(tiny_bundle: Path, tmp_path: P
     assert times == pytest.approx(expected)  # in order: monotonic
     assert _pts_s(out) == pytest.approx(expected)
     assert _pts_s(masks) == pytest.approx(expected)
+
+
+def test_frames_over_the_pixel_limit_are_refused_before_decoding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from vidseg.engine import cli, video
+
+    assert 7680 * 4320 <= video.MAX_FRAME_PIXELS < 2 * 7680 * 2 * 4320  # 8K in, 16K out
+    clip = _vfr_clip(tmp_path / "small.mp4")  # 96x64
+    decoded = []
+    monkeypatch.setattr(video, "MAX_FRAME_PIXELS", 96 * 64 - 1)
+    monkeypatch.setattr(video, "_decode", lambda *a, **k: decoded.append(1))
+    code = cli.main([str(clip), "--jsonl", str(tmp_path / "f.jsonl"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 5 and len(err) == 1 and "96x64 frames are over the" in err[0], err
+    assert not decoded
