@@ -53,6 +53,7 @@ from vidseg.engine.sources import (
     rate_limited,
     strided,
 )
+from vidseg.engine.stats import percentiles
 from vidseg.engine.video import (
     RTSP_TRANSPORTS,
     STDIN,
@@ -188,15 +189,6 @@ def output_size(requested: tuple[int, int] | None, width: int, height: int) -> t
     if out_h == 0:
         out_h = max(1, round(height * out_w / width))
     return out_w, out_h
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    arr = np.asarray(values)
-    return {f"p{q}": round(float(np.percentile(arr, q)), 3) for q in (50, 90, 99)} | {
-        "max": round(float(arr.max()), 3)
-    }
 
 
 class UsageError(ValueError):
@@ -474,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         "scores_output": args.scores, "jsonl": args.jsonl, "output_size": [width, height],
         "frames": stats.frames,
         "wall_s": round(stats.wall_s, 3), "fps": round(stats.fps, 2),
-        "step_ms": _percentiles(stats.step_ms), "key_frames": stats.key_frames,
+        "step_ms": percentiles(stats.step_ms), "key_frames": stats.key_frames,
         "interrupted": stats.interrupted,
         "truncated": str(stats.truncated) if stats.truncated else None,
         "source_lost": isinstance(stats.truncated, SourceLostError),
