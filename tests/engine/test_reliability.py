@@ -196,3 +196,76 @@ def test_frames_over_the_pixel_limit_are_refused_before_decoding(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 5 and len(err) == 1 and "96x64 frames are over the" in err[0], err
     assert not decoded
+
+
+class _FailingSink:
+    """Raises on frame ``fail_at``; ``block_s`` first stalls there as a wedged encoder would."""
+
+    def __init__(self, fail_at: int, block_s: float = 0.0) -> None:
+        self.fail_at, self.block_s, self.written = fail_at, block_s, 0
+
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        import time
+
+        from vidseg.engine.errors import VideoIOError
+
+        if self.written == self.fail_at:
+            time.sleep(self.block_s)
+            raise VideoIOError("cannot write out.mp4: encoder failed (test)")
+        self.written += 1
+
+
+def _frames(n: int, size: tuple[int, int] = (64, 96)):
+    from vidseg.engine.video import Frame
+
+    rng = np.random.default_rng(2)
+    for i in range(n):
+        yield Frame(rng.integers(0, 256, (*size, 3), np.uint8), i, i, Fraction(1, 25))
+
+
+@pytest.mark.parametrize("block_s", [0.0, 1.0])
+def test_encoder_error_reaches_the_caller_without_deadlock(tiny_bundle: Path,
+                                                           block_s: float) -> None:  # fmt: skip
+    import threading
+    import time
+
+    from vidseg.engine.errors import VideoIOError
+    from vidseg.engine.pipeline import segment_video
+
+    before = set(threading.enumerate())
+    seg = Segmenter(tiny_bundle, warmup=False, threads=1)
+    sink = _FailingSink(3, block_s)
+    started = time.monotonic()
+    with pytest.raises(VideoIOError, match="encoder failed"):
+        segment_video(seg, _frames(40), sink, lambda frame, result: result.labels)
+    assert time.monotonic() - started < 30
+    assert sink.written == 3
+    assert set(threading.enumerate()) - before == set()  # decode and encode threads joined
+
+
+def test_encoder_error_in_vidseg_run_is_one_line(tiny_bundle: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import threading
+
+    from vidseg.engine import cli, video
+    from vidseg.engine.errors import VideoIOError
+
+    write = video.VideoWriter.write
+    calls = []
+
+    def failing(self, image, pts=None):  # noqa: ANN001, ANN202
+        calls.append(pts)
+        if len(calls) == 3:
+            raise VideoIOError(f"cannot write {self.path}: encoder failed (test)")
+        write(self, image, pts)
+
+    monkeypatch.setattr(video.VideoWriter, "write", failing)
+    before = set(threading.enumerate())
+    clip, out = _vfr_clip(tmp_path / "in.mp4"), tmp_path / "o.mp4"
+    code = cli.main([str(clip), "--model", str(tiny_bundle), "--out", str(out), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 5 and len(err) == 1 and "encoder failed" in err[0], err
+    assert list(tmp_path.iterdir()) == [clip]  # no output, no temporary file
+    left = {t for t in set(threading.enumerate()) - before if t.name != "tqdm_monitor"}
+    assert left == set()  # (tqdm keeps one monitor thread per process, by design)
