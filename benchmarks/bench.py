@@ -602,10 +602,34 @@ def build_parser() -> argparse.ArgumentParser:
                    default=[(1280, 720), (1920, 1080)],
                    help="output sizes the labels are upsampled to in the upsample timing")  # fmt: skip
     p.add_argument("--skip-video", action="store_true", help="latency only, no encode runs")
+    p.add_argument("--soak", type=int, metavar="N",
+                   help="instead of the rest: N frames through the threaded pipeline, RSS, "
+                   "threads and step p99 sampled every 500 frames, growth reported")  # fmt: skip
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plots", metavar="DIR", help="write latency plots (PNG) into DIR")
     p.add_argument("--debug", action="store_true")
     return p
+
+
+def _soak_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--soak N``: benchmarks/soak.py's report, printed (and written with --json)."""
+    from vidseg.benchmarks.soak import soak, soak_lines
+
+    if args.soak < 1:
+        parser.error(f"--soak must be >= 1, got {args.soak}")
+    clip = Path(args.input) if args.input else default_bundle_path().parent / "dashcam.mp4"
+
+    def go() -> dict:
+        segmenter = Segmenter(args.model, device=args.device, threads=args.threads)
+        return soak(segmenter, clip, args.soak)
+
+    code, report = run_for_cli("vidseg-bench", go, debug=args.debug)
+    if report is None:
+        return code
+    print("\n".join(soak_lines(report)))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"soak": report}, indent=2) + "\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -616,6 +640,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(n < 1 for n in args.batch or ()) or args.batch_ticks < 1:
         parser.error("--batch sizes and --batch-ticks must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.soak is not None:
+        return _soak_main(parser, args)
     code, report = run_for_cli("vidseg-bench", lambda: run(args), debug=args.debug)
     if report is None:
         return code

@@ -269,3 +269,20 @@ def test_encoder_error_in_vidseg_run_is_one_line(tiny_bundle: Path, tmp_path: Pa
     assert list(tmp_path.iterdir()) == [clip]  # no output, no temporary file
     left = {t for t in set(threading.enumerate()) - before if t.name != "tqdm_monitor"}
     assert left == set()  # (tqdm keeps one monitor thread per process, by design)
+
+
+def test_short_soak_leaks_no_thread_and_rss_stays_flat(
+    tiny_bundle: Path, sample_clip: Path
+) -> None:
+    import threading
+
+    from vidseg.benchmarks.soak import soak, soak_lines
+
+    before = threading.active_count()
+    report = soak(Segmenter(tiny_bundle, threads=1), sample_clip, 400, every=50, clip_frames=8)
+    assert report["frames"] == 400 and len(report["samples"]) == 8
+    assert report["thread_leak"] == 0 and threading.active_count() == before
+    # during the run: decode + encode threads, never more (the decoder may be gone at the end)
+    assert max(s["threads"] for s in report["samples"]) == report["samples"][0]["threads"]
+    assert report["rss_growth_pct"] < 5, soak_lines(report)
+    assert "RSS growth" in soak_lines(report)[-1]
