@@ -1,0 +1,77 @@
+"""Fuzzing (issue 16): random arrays into ``Segmenter.step`` and truncated, bit-flipped copies of
+the sample clip into the demuxer end in a clean error or a result, never another exception or a
+hang. Bounded and derandomized: 25 examples each, a few seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidseg.engine import Segmenter
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                        HealthCheck.too_slow])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fuzz_segmenter(tiny_bundle: Path) -> Segmenter:
+    return Segmenter(tiny_bundle, warmup=False, threads=1)
+
+
+@_FUZZ
+@given(shape=st.lists(st.integers(0, 70), min_size=0, max_size=4),
+       dtype=st.sampled_from(["uint8", "int8", "uint16", "float32", "float64", "bool", "int64"]),
+       channels_last=st.booleans())  # fmt: skip
+def test_fuzz_step_frames(fuzz_segmenter: Segmenter, shape: list[int], dtype: str,
+                          channels_last: bool) -> None:  # fmt: skip
+    """Any array: a FrameError or a result at the frame's size, never another exception."""
+    from vidseg.engine.errors import FrameError
+
+    if channels_last and len(shape) == 3:
+        shape[2] = 3
+    frame = np.zeros(shape, dtype)
+    try:
+        result = fuzz_segmenter.step(frame)
+    except FrameError as error:
+        assert "\n" not in str(error)
+        return
+    assert result.labels.shape == frame.shape[:2] and result.labels.dtype == np.uint8
+
+
+@pytest.fixture(scope="module")
+def clip_head(sample_clip: Path) -> bytes:
+    return sample_clip.read_bytes()[:150_000]  # the moov atom and the first frames
+
+
+@_FUZZ
+@given(cut=st.integers(0, 150_000), flips=st.lists(st.tuples(st.integers(0, 149_999),
+                                                            st.integers(0, 7)), max_size=20))  # fmt: skip
+def test_fuzz_demux_truncated_and_bit_flipped(clip_head: bytes, tmp_path_factory, cut: int,
+                                              flips: list[tuple[int, int]]) -> None:  # fmt: skip
+    """A truncated, bit-flipped clip: frames, then at most a VideoIOError (one line), in time."""
+    import time
+
+    from vidseg.engine.errors import VideoIOError
+    from vidseg.engine.video import open_video
+
+    data = bytearray(clip_head[:cut])
+    for at, bit in flips:
+        if at < len(data):
+            data[at] ^= 1 << bit
+    path = tmp_path_factory.mktemp("fuzz") / "clip.mp4"
+    path.write_bytes(bytes(data))
+    started = time.monotonic()
+    try:
+        _, frames = open_video(path, max_frames=8)
+        for frame in frames:
+            assert frame.image.ndim == 3 and frame.image.dtype == np.uint8
+    except VideoIOError as error:
+        assert "\n" not in str(error), str(error)
+    assert time.monotonic() - started < 10
