@@ -75,3 +75,48 @@ def test_fuzz_demux_truncated_and_bit_flipped(clip_head: bytes, tmp_path_factory
     except VideoIOError as error:
         assert "\n" not in str(error), str(error)
     assert time.monotonic() - started < 10
+
+
+def _mutations() -> st.SearchStrategy:
+    """Edits of a valid manifest: a field dropped, or replaced by a value of a random kind."""
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True),
+                     st.text(max_size=8), st.lists(st.integers(-2, 70), max_size=4),
+                     st.dictionaries(st.text(max_size=6), st.integers(), max_size=2))  # fmt: skip
+    path = st.lists(st.sampled_from(["family", "classes", "palette", "ignore_index", "input",
+                                     "height", "width", "layout", "graphs", "step", "outputs",
+                                     "state", "shape", "dtype", "stride", "role", "name",
+                                     "schema_version", 0, 1, 2]), min_size=1, max_size=3)  # fmt: skip
+    return st.lists(st.tuples(path, st.one_of(st.just("drop"), leaf)), min_size=1, max_size=3)
+
+
+@_FUZZ
+@given(edits=_mutations())
+def test_fuzz_manifest_parsing(tiny_bundle: Path, edits: list) -> None:
+    """Any edit of a valid manifest parses, or is refused with a BundleError naming a field;
+    never another exception (a KeyError, a TypeError) from the validator."""
+    import copy
+    import json
+
+    from vidseg.engine.bundle import Manifest
+    from vidseg.engine.errors import BundleError
+
+    raw = json.loads((tiny_bundle / "manifest.json").read_text())
+    for path, value in edits:
+        doc = copy.deepcopy(raw)
+        node = doc
+        for key in path[:-1]:
+            try:
+                node = node[key]
+            except (KeyError, IndexError, TypeError):
+                break
+        else:
+            last = path[-1]
+            if isinstance(node, dict) and isinstance(last, str):
+                node.pop(last, None) if value == "drop" else node.__setitem__(last, value)
+            elif isinstance(node, list) and isinstance(last, int) and last < len(node):
+                node.pop(last) if value == "drop" else node.__setitem__(last, value)
+        raw = doc
+        try:
+            Manifest.from_dict(raw)
+        except BundleError as exc:
+            assert "field" in str(exc) or "manifest" in str(exc), str(exc)
