@@ -31,7 +31,7 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ContextManager, Iterator
 
@@ -400,12 +400,130 @@ def _resume(ckpt_path: Path, name: str, model: torch.nn.Module, optimizer: torch
     return ckpt["step"], json.loads(ckpt["history"])
 
 
-def train(args: argparse.Namespace) -> SegMetrics:
-    device = resolve_device(args.device)
-    cuda = device.type == "cuda"
-    if args.amp and not cuda:
+@contextlib.contextmanager
+def cuda_speedups(enabled: bool) -> Iterator[None]:
+    """cuDNN autotuning and TF32 matmuls inside the with-block when ``enabled``; the previous
+    process-wide flags are restored on the way out (training shares the process with tests,
+    evaluation and export, which expect torch's defaults)."""
+    flags = (
+        (torch.backends.cudnn, "benchmark"),
+        (torch.backends.cuda.matmul, "allow_tf32"),
+        (torch.backends.cudnn, "allow_tf32"),
+    )
+    saved = [getattr(owner, name) for owner, name in flags]
+    try:
+        if enabled:
+            # few fixed shapes (frames, clips, val): autotuning costs ~20 s per new shape on an
+            # H200 and makes the steady-state steps ~25% faster
+            for owner, name in flags:
+                setattr(owner, name, True)
+        yield
+    finally:
+        for (owner, name), value in zip(flags, saved):
+            setattr(owner, name, value)
+
+
+def _check_amp(args: argparse.Namespace, device: torch.device) -> None:
+    """Raises VidsegError for --amp off a GPU."""
+    if args.amp and device.type != "cuda":
         raise VidsegError(f"--amp (bf16 autocast) needs a CUDA device; the device is {device} "
                           "(drop --amp, or use --device cuda on a GPU machine)")  # fmt: skip
+
+
+def _check_model_device(args: argparse.Namespace, device: torch.device,
+                        model: TemporalModel) -> None:  # fmt: skip
+    """Raises VidsegError for a model that cannot train on this device."""
+    if device.type == "cuda" and model.cpu_only_training:
+        raise VidsegError(f"{args.model} trains on the CPU only for now "
+                          f"({model.cpu_only_training}); use --device cpu")  # fmt: skip
+
+
+def _step_schedule(args: argparse.Namespace, total: int, temporal: bool) -> list[tuple[int, int]]:
+    """(batch, clip length) per step: single frames at twice the batch for the first
+    ``--perframe-fraction`` of a temporal model's steps, then clips of ``--seq-len``."""
+    perframe_steps = int(total * args.perframe_fraction) if temporal else total
+    return [(2 * args.batch, 1)] * perframe_steps + [(args.batch, args.seq_len)] * (
+        total - perframe_steps
+    )
+
+
+@dataclass
+class _Run:
+    """One training run: what goes from step to step and into ``last.pt``."""
+
+    args: argparse.Namespace
+    model: torch.nn.Module
+    model_kwargs: dict
+    optimizer: torch.optim.Optimizer
+    rng: np.random.Generator
+    total: int
+    ckpt_path: Path
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    def save(self, metrics: SegMetrics | None) -> None:
+        """Write the checkpoint atomically: a kill mid-save never corrupts last.pt."""
+        ckpt = {
+            "model_name": self.args.model,
+            "model_kwargs": {k: v for k, v in self.model_kwargs.items() if v is not None},
+            "model": _to_cpu(self.model.state_dict()),  # loadable without a GPU
+            "pretrained": self.model.cfg.pretrained,  # initial weights, for the bundle manifest
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "step": self.step,
+            "total_steps": self.total,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            "history": json.dumps(self.history),
+            "metrics": json.dumps(asdict(metrics) if metrics else {}),
+            "train_args": json.dumps({k: v for k, v in vars(self.args).items() if k != "func"}),
+        }
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save(ckpt, tmp)
+        tmp.replace(self.ckpt_path)
+
+
+def _run_steps(run: _Run, batches: Iterator, base_lrs: list[float], val_data: LabelledFrames,
+               opts: ClipTraining, aug: ClipAugment, videos: VideoClips | None,
+               device: torch.device) -> SegMetrics | None:  # fmt: skip
+    """The training loop from ``run.step`` to ``run.total``: poly learning rate from
+    ``base_lrs``, one
+    ``train_step`` per batch, evaluation and a checkpoint every ``--eval-every`` steps and at
+    the end. Returns the last evaluation (None when no step was left to run)."""
+    args, model, optimizer = run.args, run.model, run.optimizer
+    cuda = device.type == "cuda"
+    metrics: SegMetrics | None = None
+    model.train()
+    bar = tqdm(total=run.total, initial=run.step, desc=f"train {args.model}", unit="step",
+               file=sys.stderr)  # fmt: skip
+    started = time.perf_counter()
+    for frames, labels in batches:
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * (1 - run.step / run.total) ** 0.9
+        frames = torch.as_tensor(frames).to(device, non_blocking=True)
+        labels = torch.as_tensor(labels).to(device, non_blocking=True).long()
+        video = _video_batch(videos, args, run.step, aug.crop, device) if videos else None
+        loss = train_step(model, optimizer, frames, labels, opts, video)
+        run.step += 1
+        bar.update(1)
+        if not cuda or run.step % LOG_EVERY_CUDA == 0 or run.step == run.total:
+            bar.set_postfix(loss=f"{loss.item():.3f}", T=frames.shape[1],
+                            miou=f"{metrics.miou:.1f}" if metrics else "-")  # fmt: skip
+        if run.step % args.eval_every == 0 or run.step == run.total:
+            metrics = evaluate_sequence(model, val_data, carry_state=True)
+            run.history.append({"step": run.step, "loss": loss.item(), "val_miou": metrics.miou,
+                                "elapsed_s": time.perf_counter() - started})  # fmt: skip
+            run.save(metrics)
+            bar.set_postfix(loss=f"{loss.item():.3f}", miou=f"{metrics.miou:.1f}")
+    bar.close()
+    return metrics
+
+
+def train(args: argparse.Namespace) -> SegMetrics:
+    """Train ``args.model`` as ``vidseg-train`` asks; writes ``last.pt`` and ``metrics.json``
+    into ``args.out`` and returns the final val metrics."""
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    _check_amp(args, device)
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -414,15 +532,7 @@ def train(args: argparse.Namespace) -> SegMetrics:
     model_kwargs = {"input_size": tuple(args.input_size) if args.input_size else None}
     # None = the variant's default: ImageNet weights where it has them, scratch otherwise
     model = create_model(args.model, pretrained=False if args.scratch else None, **model_kwargs)
-    if cuda and model.cpu_only_training:
-        raise VidsegError(f"{args.model} trains on the CPU only for now "
-                          f"({model.cpu_only_training}); use --device cpu")  # fmt: skip
-    if cuda:
-        # few fixed shapes (frames, clips, val): autotuning costs ~20 s per new shape on an
-        # H200 and makes the steady-state steps ~25% faster
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    _check_model_device(args, device, model)
     opts = ClipTraining.from_args(args)
     opts.check(model)
     model.to(device)
@@ -437,74 +547,29 @@ def train(args: argparse.Namespace) -> SegMetrics:
     videos = _consistency_videos(args, model.cfg.input_size) if opts.consistency_weight else None
     optimizer = torch.optim.AdamW(_param_groups(model, args.lr), weight_decay=1e-4,
                                   **({"fused": True} if cuda else {}))  # fmt: skip
-    steps_per_epoch = math.ceil(len(train_data.images) / args.batch)
-    total = args.max_steps or args.epochs * steps_per_epoch
-    temporal = model.cfg.temporal
-    perframe_steps = int(total * args.perframe_fraction) if temporal else total
-    schedule = [(2 * args.batch, 1)] * perframe_steps + [(args.batch, args.seq_len)] * (
-        total - perframe_steps
-    )
-    rng = np.random.default_rng(args.seed)
-    step, history = 0, []
-    # before a resume loads the optimizer state: its groups hold the last decayed lr
+    # the poly schedule's base, read before a resume loads the optimizer state: its groups
+    # hold the last decayed lr
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    ckpt_path = out / CHECKPOINT
+    total = args.max_steps or args.epochs * math.ceil(len(train_data.images) / args.batch)
+    schedule = _step_schedule(args, total, model.cfg.temporal)
+    run = _Run(args, model, model_kwargs, optimizer, np.random.default_rng(args.seed), total,
+               out / CHECKPOINT)  # fmt: skip
     if args.resume:
-        step, history = _resume(ckpt_path, args.model, model, optimizer, rng)
-
-    def save(metrics: SegMetrics | None) -> None:
-        ckpt = {
-            "model_name": args.model,
-            "model_kwargs": {k: v for k, v in model_kwargs.items() if v is not None},
-            "model": _to_cpu(model.state_dict()),  # loadable without a GPU
-            "pretrained": model.cfg.pretrained,  # initial weights, for the bundle manifest
-            "optimizer": _to_cpu(optimizer.state_dict()),
-            "step": step,
-            "total_steps": total,
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": json.dumps(rng.bit_generator.state),
-            "history": json.dumps(history),
-            "metrics": json.dumps(asdict(metrics) if metrics else {}),
-            "train_args": json.dumps({k: v for k, v in vars(args).items() if k != "func"}),
-        }
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(ckpt, tmp)
-        tmp.replace(ckpt_path)  # atomic: a kill mid-save never corrupts last.pt
-
-    metrics: SegMetrics | None = None
-    model.train()
-    bar = tqdm(total=total, initial=step, desc=f"train {args.model}", unit="step", file=sys.stderr)
-    started = time.perf_counter()
+        run.step, run.history = _resume(run.ckpt_path, args.model, model, optimizer, run.rng)
     if args.workers:
-        batches: Iterator = _worker_batches(train_data, schedule, step, args.seed, aug,
+        batches: Iterator = _worker_batches(train_data, schedule, run.step, args.seed, aug,
                                             args.workers, pin_memory=cuda)  # fmt: skip
     else:  # one background thread, one generator (rng) for the whole run
-        batches = _batches(train_data, schedule[step:], rng, aug)
-    for frames, labels in batches:
-        for group, base in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = base * (1 - step / total) ** 0.9
-        frames = torch.as_tensor(frames).to(device, non_blocking=True)
-        labels = torch.as_tensor(labels).to(device, non_blocking=True).long()
-        video = _video_batch(videos, args, step, aug.crop, device) if videos else None
-        loss = train_step(model, optimizer, frames, labels, opts, video)
-        step += 1
-        bar.update(1)
-        if not cuda or step % LOG_EVERY_CUDA == 0 or step == total:
-            bar.set_postfix(loss=f"{loss.item():.3f}", T=frames.shape[1],
-                            miou=f"{metrics.miou:.1f}" if metrics else "-")  # fmt: skip
-        if step % args.eval_every == 0 or step == total:
+        batches = _batches(train_data, schedule[run.step :], run.rng, aug)
+    with cuda_speedups(cuda):
+        metrics = _run_steps(run, batches, base_lrs, val_data, opts, aug, videos, device)
+        if metrics is None:  # resumed a finished run
             metrics = evaluate_sequence(model, val_data, carry_state=True)
-            history.append({"step": step, "loss": loss.item(), "val_miou": metrics.miou,
-                            "elapsed_s": time.perf_counter() - started})  # fmt: skip
-            save(metrics)
-            bar.set_postfix(loss=f"{loss.item():.3f}", miou=f"{metrics.miou:.1f}")
-    bar.close()
-    if metrics is None:  # resumed a finished run
-        metrics = evaluate_sequence(model, val_data, carry_state=True)
-    summary = {"model": args.model, "steps": step, "val_miou": metrics.miou,
-               "val_pixel_acc": metrics.pixel_acc, "val_iou": metrics.iou}  # fmt: skip
-    if temporal:
-        summary["val_miou_no_state"] = evaluate_sequence(model, val_data, carry_state=False).miou
+        summary = {"model": args.model, "steps": run.step, "val_miou": metrics.miou,
+                   "val_pixel_acc": metrics.pixel_acc, "val_iou": metrics.iou}  # fmt: skip
+        if model.cfg.temporal:
+            summary["val_miou_no_state"] = evaluate_sequence(model, val_data,
+                                                             carry_state=False).miou  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     return metrics
 

@@ -284,3 +284,31 @@ def test_documented_training_flags_exist() -> None:
         flags = set(re.findall(r"--[a-z][a-z-]*", text))
         assert {"--label-relaxation", "--propagation-length", "--tbptt"} <= flags
         assert flags <= usage, flags - usage
+
+
+def test_cuda_speedups_restore_the_process_flags() -> None:
+    """cuDNN autotuning and TF32 hold inside training only; torch's flags come back after,
+    on an error too."""
+    flags = (
+        (torch.backends.cudnn, "benchmark"),
+        (torch.backends.cuda.matmul, "allow_tf32"),
+        (torch.backends.cudnn, "allow_tf32"),
+    )
+    before = [getattr(owner, name) for owner, name in flags]
+    torch.backends.cudnn.benchmark = False  # a value that differs from what training sets
+    try:
+        with train.cuda_speedups(True):
+            assert all(getattr(owner, name) for owner, name in flags)
+        assert torch.backends.cudnn.benchmark is False
+        with train.cuda_speedups(False):
+            assert torch.backends.cudnn.benchmark is False
+        try:
+            with train.cuda_speedups(True):
+                raise RuntimeError("a failed step")
+        except RuntimeError:
+            pass
+        assert [getattr(owner, name) for owner, name in flags][0] is False
+        assert [getattr(o, n) for o, n in flags][1:] == before[1:]
+    finally:
+        for (owner, name), value in zip(flags, before):
+            setattr(owner, name, value)
