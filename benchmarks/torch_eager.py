@@ -2,9 +2,9 @@
 
 This is the "ORT vs torch eager" baseline of ``vidseg-bench --torch``, and the only GPU number
 the project can take where neither onnxruntime-gpu nor TensorRT is installed. Each frame goes
-the engine's way: the uint8 frame is copied to the device, the graph runs (normalisation,
-upsampling and ArgMax included, exactly the exported graph's module), and the labels come back
-to the host, which on CUDA also synchronises. Recurrent state and key-frame caches stay on the
+the engine's way: the uint8 frame is copied to the device, the model's ``stream_logits`` runs
+(normalisation included) and then the exported graphs' labels head (upsampling, ArgMax), and
+the labels come back to the host, which on CUDA also synchronises. Recurrent state and key-frame caches stay on the
 device between frames. For NetWarp the DIS flow the engine would feed is computed before the
 timed loop (it is CPU work: ``Segmenter.step``'s pre stage) and only its copy to the device is
 timed.
@@ -25,41 +25,27 @@ from vidseg.engine.errors import VidsegError
 
 def _stepper(model: Any, frames: list[np.ndarray], device: Any,
              interval: int) -> Callable[[int, Any], Any]:  # fmt: skip
-    """``one(i, x) -> labels`` for the model's family, state/cache carried on ``device``."""
+    """``one(i, x) -> labels``: the model's ``stream_logits`` (state or key-frame cache carried
+    on ``device``, a key frame every ``interval`` frames) and the graphs' labels head."""
     import torch
 
-    from vidseg.export.keyframe import CurrentGraph, KeyGraph
-    from vidseg.export.netwarp import flow_spec, stream_flows
-    from vidseg.export.onnx import FrameGraph
+    from vidseg.export.onnx import to_labels
+    from vidseg.export.parity import stream_aux
 
-    family = model.cfg.family
-    height, width = frames[0].shape[:2]
-    if family == "keyframe":
-        key, current = KeyGraph(model), CurrentGraph(model)
-        cache: list[Any] = []
+    specs = [a for graph in model.export_graphs().values() for a in graph.aux]
+    aux = stream_aux(specs, frames) if specs else []  # engine-computed, outside the timed loop
+    memory = None
 
-        def keyframe(i: int, x: Any) -> Any:
-            nonlocal cache
-            if i % interval == 0:
-                labels, *cache = key(x)
-                return labels
-            return current(x, *cache)[0]
+    def one(i: int, x: Any) -> Any:
+        nonlocal memory
+        extra = None
+        if aux:
+            extra = {name: torch.from_numpy(a).to(device, non_blocking=True)
+                     for name, a in aux[i % len(aux)].items()}  # fmt: skip
+        logits, memory = model.stream_logits(x, memory, aux=extra, key_interval=interval)
+        return to_labels(logits, model.cfg)[0]
 
-        return keyframe
-    graph = FrameGraph(model)
-    state = [s.to(device) for s in model.initial_state(1, height, width)] if model.cfg.state else []
-    aux: list[Any] = []
-    if family == "netwarp":
-        spec = flow_spec(model)
-        aux = [torch.from_numpy(f[spec.name]) for f in stream_flows(spec, frames)]
-
-    def step(i: int, x: Any) -> Any:
-        nonlocal state
-        extra = [aux[i % len(aux)].to(device, non_blocking=True)] if aux else []
-        labels, *state = graph(x, *extra, *state)
-        return labels
-
-    return step
+    return one
 
 
 def time_model(name: str, frames: list[np.ndarray], warmup: int, n: int, device: str = "cpu",
@@ -109,7 +95,7 @@ def time_model(name: str, frames: list[np.ndarray], warmup: int, n: int, device:
         "dtype": str(dtype).removeprefix("torch.") if half else "float32", "ms": times,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
     }  # fmt: skip
-    if model.cfg.family == "keyframe":
+    if model.schedule() is not None:  # a model with key frames
         out["key_interval"] = interval
     if dev.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(dev)

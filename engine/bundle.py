@@ -17,6 +17,7 @@ from typing import Any
 
 from vidseg.engine.errors import BundleError
 from vidseg.engine.flow import AUX_PROVIDERS
+from vidseg.engine.schedule import Schedule
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class Manifest:
     cache: tuple[StateSpec, ...] = ()
     aux_inputs: tuple[AuxSpec, ...] = ()
     features: tuple[FeatureSpec, ...] = ()  # encode -> step, when graphs has "encode"
-    schedule: dict[str, Any] = field(default_factory=dict)
+    schedule: Schedule | None = None  # keyframe: the key-frame policy's defaults
     train: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
@@ -138,7 +139,9 @@ class Manifest:
         return self.input.height // stride, self.input.width // stride
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        raw = asdict(self)
+        raw["schedule"] = self.schedule.to_manifest() if self.schedule is not None else {}
+        return json.dumps(raw, indent=2) + "\n"
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = MANIFEST) -> "Manifest":
@@ -240,7 +243,7 @@ class Manifest:
             cache=cache,
             aux_inputs=aux,
             features=features,
-            schedule=dict(v.get(obj, "schedule", dict, default={})),
+            schedule=v.schedule(obj),
             train=dict(v.get(obj, "train", dict, default={})),
             schema_version=version,
         )
@@ -269,6 +272,11 @@ class _Validator:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             self.fail(prefix + key, f"must be {kind.__name__}, got {type(value).__name__}")
         return value
+
+    def schedule(self, obj: dict) -> Schedule | None:
+        """The key-frame schedule, validated field by field; None when absent or empty."""
+        raw = self.get(obj, "schedule", dict, default={})
+        return Schedule.from_manifest(raw, self.source) if raw else None
 
     def positive(self, obj: dict, key: str, prefix: str) -> int:
         value = self.get(obj, key, int, prefix)

@@ -16,7 +16,7 @@ The first frame after construction or ``reset()`` is always a key frame (the cac
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import cv2
@@ -28,9 +28,28 @@ POLICIES = ("fixed", "adaptive", "deadline")
 THUMB_SIZE = (64, 48)  # (width, height) of the grey thumbnails compared by ``adaptive``
 
 
+class ScheduleValueError(ValueError):
+    """A schedule value out of range; ``field`` names the offending field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(problem)
+        self.field = field
+
+
+# manifest field -> the JSON types it accepts (bool is refused where int is asked)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "policy": (str,),
+    "interval": (int,),
+    "threshold": (int, float),
+    "budget_ms": (int, float, type(None)),
+    "max_interval": (int,),
+}
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """Key-frame policy; a bundle's manifest ``schedule`` holds the defaults."""
+    """Key-frame policy; a bundle's manifest ``schedule`` holds the defaults (the engine's
+    ``Manifest.schedule``, validated by ``from_manifest`` when the bundle loads)."""
 
     policy: str = "fixed"
     interval: int = 5  # frames between key frames (fixed, deadline)
@@ -40,25 +59,43 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
-            raise ValueError(f"schedule policy must be one of {', '.join(POLICIES)}, "
-                             f"got {self.policy!r}")  # fmt: skip
+            raise ScheduleValueError("policy", f"schedule policy must be one of "
+                                     f"{', '.join(POLICIES)}, got {self.policy!r}")  # fmt: skip
         if self.interval < 1 or self.max_interval < self.interval:
-            raise ValueError(f"need 1 <= interval <= max_interval, got {self.interval}, "
-                             f"{self.max_interval}")  # fmt: skip
+            raise ScheduleValueError(
+                "interval" if self.interval < 1 else "max_interval",
+                f"need 1 <= interval <= max_interval, got {self.interval}, {self.max_interval}",
+            )
         if self.policy == "deadline" and not (self.budget_ms and self.budget_ms > 0):
-            raise ValueError("the deadline policy needs budget_ms > 0")
+            raise ScheduleValueError("budget_ms", "the deadline policy needs budget_ms > 0")
 
     @classmethod
-    def from_manifest(cls, raw: dict[str, Any], source: str = "manifest.json") -> "Schedule":
-        """Parse a manifest's ``schedule`` object; unknown keys or bad values -> BundleError."""
+    def from_manifest(cls, raw: "dict[str, Any] | Schedule | None",
+                      source: str = "manifest.json") -> "Schedule":  # fmt: skip
+        """Parse a manifest's ``schedule`` object; unknown keys, wrong types or bad values ->
+        BundleError naming the field (``schedule.<key>``). A ``Schedule`` (a loaded manifest's
+        field) is returned as it is; None or {} gives the defaults."""
+        if isinstance(raw, Schedule):
+            return raw
+        raw = raw or {}
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
         if unknown:
             raise BundleError(f"{source}: field 'schedule' has unknown keys {sorted(unknown)}")
+        for key, value in raw.items():
+            kinds = _FIELD_TYPES[key]
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise BundleError(f"{source}: field 'schedule.{key}' must be {names}, "
+                                  f"got {type(value).__name__}")  # fmt: skip
         try:
             return cls(**raw)
-        except (TypeError, ValueError) as exc:
-            raise BundleError(f"{source}: field 'schedule' is invalid: {exc}") from exc
+        except ScheduleValueError as exc:
+            raise BundleError(f"{source}: field 'schedule.{exc.field}' is invalid: {exc}") from exc
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The manifest's ``schedule`` object."""
+        return asdict(self)
 
 
 def _thumb(frame: np.ndarray) -> np.ndarray:

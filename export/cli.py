@@ -19,14 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidseg.engine.bundle import ENCODE, SPLIT_FAMILIES, default_bundle_path
+from vidseg.engine.bundle import SPLIT_FAMILIES, default_bundle_path
 from vidseg.engine.errors import BundleError, VidsegError, run_for_cli
 from vidseg.engine.video import read_frames
-from vidseg.export.keyframe import export_keyframe_bundle
 from vidseg.export.logits import add_logits
-from vidseg.export.netwarp import export_netwarp_bundle
-from vidseg.export.onnx import ClassInfo, build_manifest, feature_specs, splittable, write_bundle
-from vidseg.export.parity import check_parity, require_parity
+from vidseg.export.onnx import ClassInfo, feature_specs, model_manifest, splittable
+from vidseg.export.parity import export_bundle
 from vidseg.export.triton import ACCELERATORS, KINDS, TritonOptions, export_triton
 from vidseg.export.wrap import Normalization, WrapOptions, default_palette, wrap_model
 from vidseg.models.data import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
@@ -111,34 +109,9 @@ def export_checkpoint(args: argparse.Namespace) -> str:
         raise VidsegError(f"--split: {model.cfg.name} has no stateless encoder part to split off "
                           f"(supported: the {' and '.join(SPLIT_FAMILIES)} Lite0 models)")  # fmt: skip
     features = feature_specs(model) if args.split else ()
-    manifest = build_manifest(model.cfg, CAMVID, info, args.scores, args.label_stride, features)
+    manifest = model_manifest(model, CAMVID, info, args.scores, args.label_stride, features)
     frames = parity_frames(sample_video(args), model.cfg.input_size, args.parity_frames)
-    if model.cfg.family == "netwarp":  # flow aux input: parity feeds the engine's flow
-        return export_netwarp_bundle(
-            model, Path(args.out), CAMVID, info, frames, args.scores, args.label_stride
-        )
-    if model.cfg.family == "keyframe":  # key + current graphs, parity per key interval
-        return export_keyframe_bundle(
-            model,
-            Path(args.out),
-            CAMVID,
-            info,
-            frames,
-            scores=args.scores,
-            label_stride=args.label_stride,
-        )
-    resets = (args.parity_frames // 2,)
-    summary: list[str] = []
-
-    def check(graph: Path) -> None:
-        encode = graph.parent / manifest.graphs[ENCODE] if ENCODE in manifest.graphs else None
-        report = check_parity(model, graph, frames, resets=resets, label_stride=args.label_stride,
-                              encode_path=encode)  # fmt: skip
-        summary.append(report.summary())
-        require_parity(report)
-
-    write_bundle(model, Path(args.out), manifest, check=check)
-    return summary[0]
+    return export_bundle(model, Path(args.out), manifest, frames)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -36,6 +36,7 @@ from vidseg.engine.bundle import (
     StateSpec,
 )
 from vidseg.models.layers import normalize
+from vidseg.models.protocol import GraphSpec
 from vidseg.models.registry import ModelCfg, StateCfg
 
 logger = logging.getLogger(__name__)
@@ -68,20 +69,34 @@ class OutputHeads(nn.Module):
         return [confidence(logits)] * self.with_scores + [logits] * self.with_logits
 
 
-class FrameGraph(OutputHeads):
-    """Wraps a registry model into the graph contract (see module docstring):
-    (frame, *aux, *state) -> (labels, *state[, scores][, logits]).
+class RoleGraph(OutputHeads):
+    """Wraps one of a model's ``export_graphs()`` into the graph contract (see module
+    docstring): (frame, *aux, *carried in) -> (labels, *carried out[, scores][, logits]).
 
     Labels (and scores) come at the input size over ``label_stride`` (1: full size): the
     logits are upsampled bilinearly to that size, or used as they are when already there. The
     confidence is (N, h, w) uint8 = round(255 * max softmax).
     """
 
+    role = "step"
+
+    def __init__(self, model: nn.Module, with_logits: bool = False, with_scores: bool = False,
+                 label_stride: int = 1, role: str | None = None) -> None:  # fmt: skip
+        super().__init__(model, with_logits, with_scores, label_stride)
+        self.role = role or self.role
+        self.spec: GraphSpec = model.export_graphs()[self.role]
+
     def forward(self, frame: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``inputs``: the aux inputs (if any), then the state, passed on to the model."""
-        logits, *new_state = self.model(normalize(frame), *inputs)
+        """``inputs``: the aux inputs (if any), then the carried tensors, passed on to the
+        model."""
+        out = self.spec.fn(normalize(frame), *inputs)
+        logits, *carried = (out,) if isinstance(out, torch.Tensor) else out
         labels, logits = self.labels(logits)
-        return (labels, *new_state, *self.extras(logits))
+        return (labels, *carried, *self.extras(logits))
+
+
+class FrameGraph(RoleGraph):
+    """The ``step`` graph: (frame, *aux, *state) -> (labels, *state[, scores][, logits])."""
 
 
 class EncodeGraph(nn.Module):
@@ -172,25 +187,53 @@ def state_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:
 
 
 def export_graph(model: nn.Module, path: Path, with_logits: bool = False,
-                 aux: Mapping[str, tuple[int, ...]] | None = None,
                  with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
-    """Write ``model`` as one ONNX file at ``path`` following the contract above.
+    """Write ``model``'s ``step`` graph as one ONNX file at ``path`` (the contract above), its
+    aux inputs the model's own (``GraphSpec.aux``)."""
+    export_role(model, "step", path, with_logits, with_scores, label_stride)
 
-    ``aux``: name -> shape (batch axis excluded) of float32 aux inputs, in the order the model's
-    forward takes them after the frame (e.g. ``{"flow": (2, h, w)}``).
-    """
+
+def export_role(model: nn.Module, role: str, path: Path, with_logits: bool = False,
+                with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
+    """Write the graph ``role`` of ``model.export_graphs()`` to ``path``: inputs ``frame``, the
+    aux inputs, ``<c>_in`` per carried input; outputs ``labels``, ``<c>_out`` per carried
+    output, then ``scores`` and ``logits`` when asked."""
     cfg: ModelCfg = model.cfg
     height, width = cfg.input_size
-    aux = dict(aux or {})
-    state_in, state_out = state_names(cfg)
+    graph = RoleGraph(model, with_logits, with_scores, label_stride, role=role)
+    spec = graph.spec
+    carried_in, _ = carried_names(spec.carried_in)
+    _, carried_out = carried_names(spec.carried_out)
     frame = torch.zeros(1, height, width, 3, dtype=torch.uint8)
-    aux_example = tuple(torch.zeros(1, *shape) for shape in aux.values())
-    state = tuple(model.initial_state(1, height, width)) if cfg.state else ()
-    outputs = [LABELS, *state_out] + ([SCORES] if with_scores else []) + (
-        [LOGITS] if with_logits else [])  # fmt: skip
-    write_graph(FrameGraph(model, with_logits, with_scores, label_stride),
-                (frame, *aux_example, *state), path, [FRAME, *aux, *state_in], outputs,
-                output_shapes(cfg, label_stride, state_out, cfg.state))  # fmt: skip
+    aux_example = tuple(torch.zeros(1, *a.shape) for a in spec.aux)
+    zeros = carried_zeros(model, 1)
+    example = (frame, *aux_example, *(zeros[c.name] for c in spec.carried_in))
+    outputs = [LABELS, *carried_out] + [SCORES] * with_scores + [LOGITS] * with_logits
+    write_graph(graph, example, path, [FRAME, *(a.name for a in spec.aux), *carried_in],
+                outputs, output_shapes(cfg, label_stride, carried_out, spec.carried_out))  # fmt: skip
+
+
+def export_model_graphs(model: nn.Module, directory: Path, with_logits: bool = False,
+                        with_scores: bool = False, label_stride: int = 1) -> dict[str, Path]:  # fmt: skip
+    """Write every graph of ``model.export_graphs()`` as ``<role>.onnx`` into ``directory``;
+    returns the paths by role."""
+    paths = {role: Path(directory) / graph_file(role) for role in model.export_graphs()}
+    for role, path in paths.items():
+        export_role(model.eval(), role, path, with_logits, with_scores, label_stride)
+    return paths
+
+
+def graph_file(role: str) -> str:
+    return f"{role}.onnx"
+
+
+def carried_zeros(model: nn.Module, batch: int) -> dict[str, torch.Tensor]:
+    """The initial value of each carried tensor (state and cache) of ``model``, by name."""
+    cfg: ModelCfg = model.cfg
+    height, width = cfg.input_size
+    state = model.initial_state(batch, height, width) if cfg.state else []
+    cache = model.initial_cache(batch, height, width) if cfg.cache else []
+    return {s.name: t for s, t in zip((*cfg.state, *cfg.cache), (*state, *cache))}
 
 
 def output_shapes(cfg: ModelCfg, label_stride: int, names: Sequence[str] = (),
@@ -285,6 +328,30 @@ def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any],
     )
 
 
+def model_manifest(model: nn.Module, classes: ClassInfo, train: dict[str, Any],
+                   scores: bool = False, label_stride: int = 1,
+                   features: tuple[FeatureSpec, ...] = ()) -> Manifest:  # fmt: skip
+    """``build_manifest`` for ``model``'s own graphs (``export_graphs()``): one file per role,
+    the key-frame cache, the aux inputs and the key-frame schedule the model declares."""
+    cfg: ModelCfg = model.cfg
+    height, width = cfg.input_size
+    specs = model.export_graphs()
+    cache_in, cache_out = carried_names(cfg.cache)
+    aux = {a.name: a for spec in specs.values() for a in spec.aux}
+    base = build_manifest(cfg, classes, train, scores, label_stride, features)
+    return replace(
+        base,
+        graphs={role: graph_file(role) for role in specs}
+        | ({ENCODE: base.graphs[ENCODE]} if ENCODE in base.graphs else {}),
+        cache=tuple(
+            StateSpec(i, o, (c.channels, height // c.stride, width // c.stride))
+            for i, o, c in zip(cache_in, cache_out, cfg.cache)
+        ),
+        aux_inputs=tuple(aux.values()),
+        schedule=model.schedule(),
+    )
+
+
 @contextmanager
 def staged_dir(out: Path) -> Iterator[Path]:
     """Build a bundle directory in ``OUT.partial`` and rename it onto ``out`` only when the
@@ -311,24 +378,28 @@ def label_stride(manifest: Manifest) -> int:
 
 
 def write_bundle(
-    model: nn.Module, out: Path, manifest: Manifest, check: Callable[[Path], None] | None = None
+    model: nn.Module,
+    out: Path,
+    manifest: Manifest,
+    check: Callable[[dict[str, Path]], None] | None = None,
 ) -> None:
-    """Export ``model`` and write ``manifest`` into the bundle directory ``out``.
+    """Export ``model``'s graphs and write ``manifest`` into the bundle directory ``out``.
 
     Written into ``out.partial`` first; ``check`` (e.g. the parity check) runs on the finished
-    step graph there, and only when it returns is the directory renamed to ``out``. So a failed
-    export or check never leaves a bundle under the final name.
+    graphs there (their paths by role, ``encode`` included when split), and only when it returns
+    is the directory renamed to ``out``. So a failed export or check never leaves a bundle under
+    the final name.
     """
     with staged_dir(out) as tmp:
-        aux = {a.name: a.shape for a in manifest.aux_inputs}
         with_scores = any(o.role == "scores" for o in manifest.outputs)
+        paths = {role: tmp / name for role, name in manifest.graphs.items()}
         if ENCODE in manifest.graphs:
-            export_split_graphs(model, tmp / manifest.graphs[ENCODE],
-                                tmp / manifest.graphs["step"], with_scores=with_scores,
+            export_split_graphs(model, paths[ENCODE], paths["step"], with_scores=with_scores,
                                 label_stride=label_stride(manifest))  # fmt: skip
         else:
-            export_graph(model, tmp / manifest.graphs["step"], aux=aux, with_scores=with_scores,
-                         label_stride=label_stride(manifest))  # fmt: skip
+            for role, path in paths.items():
+                export_role(model.eval(), role, path, with_scores=with_scores,
+                            label_stride=label_stride(manifest))  # fmt: skip
         (tmp / "manifest.json").write_text(manifest.to_json())
         if check is not None:
-            check(tmp / manifest.graphs["step"])
+            check(paths)

@@ -19,8 +19,18 @@ import onnxruntime as ort
 import torch
 
 from vidseg.engine.backends.ort import session_options
+from vidseg.engine.bundle import ENCODE, AuxSpec, Manifest
 from vidseg.engine.errors import ParityError
-from vidseg.export.onnx import FRAME, FrameGraph, export_graph, state_names
+from vidseg.engine.flow import AUX_PROVIDERS
+from vidseg.export.onnx import (
+    FRAME,
+    RoleGraph,
+    carried_zeros,
+    export_model_graphs,
+    write_bundle,
+)
+from vidseg.export.onnx import label_stride as manifest_stride
+from vidseg.models.protocol import GraphSpec
 
 logger = logging.getLogger(__name__)
 MIN_LABEL_AGREEMENT = 0.999
@@ -56,7 +66,136 @@ def cpu_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
 
 
+def stream_aux(specs: Sequence[AuxSpec], frames: Sequence[np.ndarray],
+               resets: Sequence[int] = ()) -> list[dict[str, np.ndarray]]:  # fmt: skip
+    """The aux inputs the engine would feed for each of ``frames`` ((H, W, 3) uint8 at the
+    model input size), each provider reset at ``resets``: one {name: (1, *shape)} per frame
+    (empty dicts without aux inputs)."""
+    providers = {spec.name: AUX_PROVIDERS[spec.provider](spec.shape) for spec in specs}
+    aux = []
+    for index, frame in enumerate(frames):
+        if index in resets:
+            for provider in providers.values():
+                provider.reset()
+        aux.append({name: provider(frame) for name, provider in providers.items()})
+    return aux
+
+
+def stream_roles(roles: Sequence[str], count: int, interval: int = 1,
+                 resets: Sequence[int] = ()) -> list[str]:  # fmt: skip
+    """The graph the engine runs on each of ``count`` frames: ``step`` throughout, or with
+    ``key`` and ``current`` a key frame every ``interval`` frames from a stream's start (a reset
+    at ``resets`` restarts it)."""
+    if "key" not in roles:
+        return ["step"] * count
+    order, since_key = [], 0
+    for index in range(count):
+        if index in resets:
+            since_key = 0
+        order.append("key" if since_key % interval == 0 else "current")
+        since_key += 1
+    return order
+
+
+class _OrtStream:
+    """The sessions of a bundle's graphs, carrying their own state or cache as the engine does
+    (``encode``: a split bundle's encoder feeds the step graph its features)."""
+
+    def __init__(self, paths: Mapping[str, Path], specs: Mapping[str, GraphSpec],
+                 zeros: Mapping[str, np.ndarray]) -> None:  # fmt: skip
+        self.sessions = {role: cpu_session(paths[role]) for role in specs}
+        self.encoder = cpu_session(paths[ENCODE]) if ENCODE in paths else None
+        self.features = [o.name for o in self.encoder.get_outputs()] if self.encoder else []
+        self.specs, self.zeros = specs, zeros
+        self.reset()
+
+    def reset(self) -> None:
+        self.carried = dict(self.zeros)
+
+    def run(self, role: str, frame: np.ndarray, aux: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The graph's outputs: labels, *carried out[, scores][, logits]."""
+        spec = self.specs[role]
+        feeds = {FRAME: frame, **{a.name: aux[a.name] for a in spec.aux}}
+        if self.encoder is not None:
+            feeds = dict(zip(self.features, self.encoder.run(None, feeds)))
+        feeds |= {f"{c.name}_in": self.carried[c.name] for c in spec.carried_in}
+        out = self.sessions[role].run(None, feeds)
+        self.carried |= {c.name: t for c, t in zip(spec.carried_out, out[1:])}
+        return out
+
+
 @torch.no_grad()
+def check_stream_parity(
+    model: torch.nn.Module,
+    graphs: Mapping[str, Path],
+    frames: Sequence[np.ndarray],
+    resets: Sequence[int] = (),
+    interval: int = 1,
+    label_stride: int = 1,
+    aux: Sequence[Mapping[str, np.ndarray]] | None = None,
+) -> ParityReport:
+    """Compare the shipped ``graphs`` (paths by role, as ``model.export_graphs()`` names them,
+    plus ``encode`` for a split bundle) with ``model`` on ``frames`` in streaming order.
+
+    Torch and ONNX Runtime each carry their own state or cache; with ``key`` and ``current``
+    graphs a key frame runs every ``interval`` frames (see ``stream_roles``). Labels and carried
+    outputs come from the shipped graphs, logits from twins that also output them. The report's
+    ``max_state_diff`` is over every carried output (state each frame, cache on key frames).
+
+    Args:
+        frames: (H, W, 3) uint8 RGB at the model's input size, consecutive.
+        resets: indices where state returns to zeros (a key frame next) before the frame runs.
+        aux: per frame, the aux inputs (name -> (1, *shape) float32), fed identically to both
+            sides; by default what the engine's providers compute (``stream_aux``).
+
+    Raises:
+        ValueError: ``aux`` is not one mapping per frame, or ``interval`` is below 1.
+    """
+    if interval < 1:
+        raise ValueError(f"key interval must be >= 1, got {interval}")
+    model = model.eval()
+    specs = model.export_graphs()
+    if aux is None:
+        aux = stream_aux([a for spec in specs.values() for a in spec.aux], frames, resets)
+    if len(aux) != len(frames):
+        raise ValueError(f"aux holds {len(aux)} entries for {len(frames)} frames")
+    reference = {role: RoleGraph(model, with_logits=True, label_stride=label_stride,
+                                 role=role).eval() for role in specs}  # fmt: skip
+    zeros = carried_zeros(model, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        twin_paths = export_model_graphs(model, Path(tmp), with_logits=True,
+                                         label_stride=label_stride)  # fmt: skip
+        numpy_zeros = {name: t.numpy() for name, t in zeros.items()}
+        shipped = _OrtStream(graphs, specs, numpy_zeros)
+        twin = _OrtStream(twin_paths, specs, numpy_zeros)
+        torch_carried = dict(zeros)
+        agreement, logit_diff, state_diff = 1.0, 0.0, 0.0
+        roles = stream_roles(tuple(specs), len(frames), interval, resets)
+        for index, (frame, role) in enumerate(zip(frames, roles)):
+            if index in resets:
+                torch_carried = dict(zeros)
+                shipped.reset()
+                twin.reset()
+            spec, x, extra = specs[role], frame[None], aux[index]
+            labels_t, *carried_t = reference[role](
+                torch.from_numpy(x),
+                *(torch.from_numpy(extra[a.name]) for a in spec.aux),
+                *(torch_carried[c.name] for c in spec.carried_in),
+            )
+            logits_t = carried_t.pop()
+            torch_carried |= {c.name: t for c, t in zip(spec.carried_out, carried_t)}
+            labels_o = shipped.run(role, x, extra)[0]
+            logits_o = twin.run(role, x, extra)[-1]
+            agreement = min(agreement, float((labels_o == labels_t.numpy()).mean()))
+            logit_diff = max(logit_diff, float(np.abs(logits_o - logits_t.numpy()).max()))
+            for c in spec.carried_out:
+                diff = np.abs(shipped.carried[c.name] - torch_carried[c.name].numpy()).max()
+                state_diff = max(state_diff, float(diff))
+    report = ParityReport(len(frames), tuple(resets), agreement, logit_diff, state_diff)
+    logger.info(report.summary())
+    return report
+
+
 def check_parity(
     model: torch.nn.Module,
     graph_path: Path,
@@ -66,62 +205,11 @@ def check_parity(
     label_stride: int = 1,
     encode_path: Path | None = None,
 ) -> ParityReport:
-    """Compare ``graph_path`` (the shipped graph of ``model``) with ``model`` on ``frames``.
-
-    Args:
-        frames: (H, W, 3) uint8 RGB at the model's input size, consecutive.
-        resets: indices where state returns to zeros before the frame runs.
-        aux: per frame, the aux inputs (name -> (1, *shape) float32, e.g. netwarp's flow), fed
-            identically to both sides; empty for families without aux inputs.
-        label_stride: the shipped graph's labels stride (labels at the input size over it).
-        encode_path: a split bundle's encode graph; ``graph_path`` is then its step graph,
-            fed the encode graph's features instead of the frame.
-
-    Raises:
-        ValueError: ``aux`` is given but not one mapping per frame.
-    """
-    if aux and len(aux) != len(frames):
-        raise ValueError(f"aux holds {len(aux)} entries for {len(frames)} frames")
-    model = model.eval()
-    reference = FrameGraph(model, with_logits=True, label_stride=label_stride).eval()
-    state_in, state_out = state_names(model.cfg)
-    height, width = model.cfg.input_size
-    with tempfile.TemporaryDirectory() as tmp:
-        twin_path = Path(tmp) / "twin.onnx"
-        aux_shapes = {name: a.shape[1:] for name, a in aux[0].items()} if aux else {}
-        export_graph(model, twin_path, with_logits=True, aux=aux_shapes,
-                     label_stride=label_stride)  # fmt: skip
-        shipped, twin = cpu_session(graph_path), cpu_session(twin_path)
-        encoder = cpu_session(encode_path) if encode_path is not None else None
-        features = [o.name for o in encoder.get_outputs()] if encoder is not None else []
-        zeros = [t.numpy() for t in model.initial_state(1, height, width)] if state_in else []
-        torch_state = [torch.from_numpy(z) for z in zeros]
-        ort_state, twin_state = list(zeros), list(zeros)
-        agreement, logit_diff, state_diff = 1.0, 0.0, 0.0
-        for index, frame in enumerate(frames):
-            if index in resets:
-                torch_state = [torch.from_numpy(z) for z in zeros]
-                ort_state, twin_state = list(zeros), list(zeros)
-            x = frame[None]
-            extra = dict(aux[index]) if aux else {}
-            labels_t, *torch_state, logits_t = reference(
-                torch.from_numpy(x), *(torch.from_numpy(a) for a in extra.values()), *torch_state
-            )
-            feeds = {FRAME: x, **extra}
-            shipped_feeds = (
-                feeds if encoder is None else dict(zip(features, encoder.run(None, feeds)))
-            )
-            labels_o, *ort_state = shipped.run(None, {**shipped_feeds,
-                                                      **dict(zip(state_in, ort_state))})  # fmt: skip
-            twin_out = twin.run(None, {**feeds, **dict(zip(state_in, twin_state))})
-            twin_state, logits_o = twin_out[1:-1], twin_out[-1]  # the twin carries its own state
-            agreement = min(agreement, float((labels_o == labels_t.numpy()).mean()))
-            logit_diff = max(logit_diff, float(np.abs(logits_o - logits_t.numpy()).max()))
-            for a, b in zip(ort_state, torch_state):
-                state_diff = max(state_diff, float(np.abs(a - b.numpy()).max()))
-    report = ParityReport(len(frames), tuple(resets), agreement, logit_diff, state_diff)
-    logger.info(report.summary())
-    return report
+    """``check_stream_parity`` of a ``step`` bundle: ``graph_path`` is its step graph,
+    ``encode_path`` a split bundle's encode graph; ``aux`` as there (empty: the providers')."""
+    graphs = {"step": graph_path} | ({ENCODE: encode_path} if encode_path is not None else {})
+    return check_stream_parity(model, graphs, frames, resets, label_stride=label_stride,
+                               aux=aux or None)  # fmt: skip
 
 
 def require_parity(report: ParityReport) -> None:
@@ -131,3 +219,35 @@ def require_parity(report: ParityReport) -> None:
             f"export parity failed (need labels >= {MIN_LABEL_AGREEMENT * 100:.1f}%, diffs <= "
             f"{MAX_ABS_DIFF:g}): {report.summary()}"
         )
+
+
+PARITY_INTERVALS = (2, 5)  # key intervals a key-frame bundle is checked at
+
+
+def export_bundle(model: torch.nn.Module, out: Path, manifest: Manifest,
+                  frames: Sequence[np.ndarray],
+                  intervals: Sequence[int] = PARITY_INTERVALS) -> str:  # fmt: skip
+    """Write ``model``'s bundle at ``out`` (``write_bundle``) after parity over ``frames``
+    (state reset half way) passes: once for a ``step`` bundle, per key interval in
+    ``intervals`` for one with key frames. Returns the summary, one line per check.
+
+    Raises:
+        ParityError: a check misses a tolerance (no bundle is left under ``out``).
+    """
+    resets = (len(frames) // 2,)
+    keyed = "key" in manifest.graphs
+    summaries: list[str] = []
+
+    def check(paths: dict[str, Path]) -> None:
+        for interval in intervals if keyed else (1,):
+            prefix = f"key interval {interval}: " if keyed else ""
+            report = check_stream_parity(model, paths, frames, resets, interval,
+                                         manifest_stride(manifest))  # fmt: skip
+            summaries.append(prefix + report.summary())
+            try:
+                require_parity(report)
+            except ParityError as exc:
+                raise ParityError(prefix + str(exc)) from None
+
+    write_bundle(model, Path(out), manifest, check=check)
+    return "\n".join(summaries)

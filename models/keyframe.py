@@ -33,21 +33,25 @@ The cache is explicit I/O, as recurrent state is elsewhere in vidseg:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vidseg.engine.errors import VidsegError
+from vidseg.engine.schedule import Schedule
 from vidseg.models.layers import UpFuse, conv_bn_relu, normalize
 from vidseg.models.lite0 import LITE0_TAPS, Lite0Encoder, load_lite0_imagenet
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
-from vidseg.models.protocol import GraphFn, TemporalModule
+from vidseg.models.protocol import GraphSpec, TemporalModule
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
 
 KEY_INTERVAL = 5  # frames from one key frame to the next in fixed-interval streaming
 L1_WEIGHT = 0.1  # weight of the mean |cache - current high-level features| term
+SCHEDULE_POLICY = "fixed"  # the engine's key-frame policy the bundle's manifest names
+SCHEDULE_THRESHOLD = 0.1  # change score for adaptive policies (unused by "fixed")
+MAX_KEY_INTERVAL = 30  # adaptive/deadline policies: the longest distance between key frames
 CACHE_WIDTHS: dict[int, int] = {16: 64, 32: 96}  # projected width of each cacheable stride
 LATERAL_WIDTHS: dict[int, int] = {8: 32, 16: 64}  # 1x1 lateral width of each boundary stride
 DECODER_WIDTHS: dict[int, int] = {4: 32, 8: 48, 16: 64}  # decoder width at each stride
@@ -248,23 +252,36 @@ class KeyframeLite0(TemporalModule):
         return ce + L1_WEIGHT * l1
 
     def stream_logits(
-        self, frame: torch.Tensor, memory: KeyframeMemory | None
+        self,
+        frame: torch.Tensor,
+        memory: KeyframeMemory | None,
+        aux: Mapping[str, torch.Tensor] | None = None,
+        key_interval: int | None = None,
     ) -> tuple[torch.Tensor, KeyframeMemory]:
-        """One streaming step with a key frame every ``key_interval`` frames.
+        """One streaming step with a key frame every ``key_interval`` frames (default: the
+        model's own; the model has no aux inputs).
 
         frame: (1, h, w, 3) uint8; memory: None at the start of a stream (that frame is a key
         frame). Returns logits (1, K, h/4, w/4) and the memory for the next frame.
         """
+        interval = key_interval or self.key_interval
         seen = memory.frames_seen if memory is not None else 0
         x = normalize(frame)
-        if memory is None or seen % self.key_interval == 0:
+        if memory is None or seen % interval == 0:
             logits, *cache = self.forward_key(x)
             return logits, KeyframeMemory(seen + 1, tuple(cache))
         return self.forward_current(x, *memory.cache), KeyframeMemory(seen + 1, memory.cache)
 
-    def export_graphs(self) -> dict[str, GraphFn]:
+    def export_graphs(self) -> dict[str, GraphSpec]:
         """``key``: x -> (logits, *cache); ``current``: (x, *cache) -> logits."""
-        return {"key": self.forward_key, "current": self.forward_current}
+        cache = self.cfg.cache
+        return {"key": GraphSpec(self.forward_key, carried_out=cache),
+                "current": GraphSpec(self.forward_current, carried_in=cache)}  # fmt: skip
+
+    def schedule(self) -> Schedule:
+        """A key frame every ``key_interval`` frames (the engine's ``fixed`` policy)."""
+        return Schedule(SCHEDULE_POLICY, self.key_interval, SCHEDULE_THRESHOLD,
+                        max_interval=max(MAX_KEY_INTERVAL, self.key_interval))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

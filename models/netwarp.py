@@ -37,7 +37,7 @@ so the state is a one-frame look-back as in the paper, and a clip trains in one 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import cv2
 import numpy as np
@@ -45,13 +45,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidseg.engine.flow import DIS_PRESET, DisFlowProvider, dis_flow
+from vidseg.engine.bundle import AuxSpec
+from vidseg.engine.flow import DIS_FLOW, DIS_PRESET, DisFlowProvider, dis_flow
 from vidseg.models.layers import normalize
 from vidseg.models.lite0 import load_lite0_imagenet
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
+from vidseg.models.protocol import GraphSpec
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
 from vidseg.models.segnet import Lite0UNet
 
+FLOW = "flow"  # the step graph's aux input: DIS flow from the engine's provider
 FLOW_STRIDE = 4  # the flow and the FlowCNN run at 1/4 of the model input size
 WARP_STRIDES = (8, 16)  # encoder levels with a NetWarp module (projected features)
 FLOWCNN_WIDTHS = (16, 32, 2)  # seed 3.1: output channels of the first three 3x3 convs
@@ -162,6 +165,16 @@ class NetWarpLite0(Lite0UNet):
         height, width = self.cfg.input_size
         return height // FLOW_STRIDE, width // FLOW_STRIDE
 
+    @property
+    def flow_spec(self) -> AuxSpec:
+        """The step graph's aux input: (2, h, w) float32 DIS flow at ``flow_size``."""
+        return AuxSpec(name=FLOW, provider=DIS_FLOW, shape=(2, *self.flow_size))
+
+    def export_graphs(self) -> dict[str, GraphSpec]:
+        """One ``step`` graph: ``forward(x, flow, *state) -> (logits, *state)``."""
+        state = self.cfg.state
+        return {"step": GraphSpec(self, state, state, aux=(self.flow_spec,))}
+
     def forward(self, x: torch.Tensor, flow: torch.Tensor,
                 *state: torch.Tensor) -> tuple[torch.Tensor, ...]:  # fmt: skip
         clip = x.ndim == 5
@@ -213,14 +226,20 @@ class NetWarpLite0(Lite0UNet):
         logits = self(normalize(frames), flow)[0]
         return criterion(logits, labels)
 
-    def stream_logits(self, frame: torch.Tensor,
-                      memory: object | None) -> tuple[torch.Tensor, object]:  # fmt: skip
+    def stream_logits(self, frame: torch.Tensor, memory: object | None,
+                      aux: Mapping[str, torch.Tensor] | None = None,
+                      key_interval: int | None = None) -> tuple[torch.Tensor, object]:  # fmt: skip
         """One streaming step as the engine runs it: frame (1, H, W, 3) uint8 at the input size;
-        memory (the flow provider and the state) is None at a stream's start."""
+        memory (the flow provider and the state) is None at a stream's start. ``aux``: the
+        frame's flow precomputed ({"flow": (1, 2, h, w)}); None: the provider computes it from
+        the frame (on the CPU)."""
         if memory is None:
-            memory = (DisFlowProvider((2, *self.flow_size)), ())
+            memory = (None if aux is not None else DisFlowProvider(self.flow_spec.shape), ())
         provider, state = memory  # type: ignore[misc]
-        flow = torch.from_numpy(provider(frame[0].numpy()))
+        if aux is not None:
+            flow = aux[FLOW]
+        else:
+            flow = torch.from_numpy(provider(frame[0].numpy()))
         logits, *new_state = self(normalize(frame), flow, *state)
         return logits, (provider, tuple(new_state))
 

@@ -1,26 +1,46 @@
 """The one interface every model family implements, and the defaults most families inherit.
 
-Training (``models.train``), evaluation (``models.evaluate``) and torch timing
-(``benchmarks.torch_eager``) talk to a model only through :class:`TemporalModel`: no
-``getattr`` probing and no family ``if``/``elif``. A family whose ``forward(x, *state) ->
-(logits, *state)`` carries all it needs (the recurrent and per-frame UNets) subclasses
-:class:`TemporalModule` and gets every method; a family with other streaming logic (key frames,
-optical flow) overrides ``stream_logits``, ``training_loss`` and ``export_graphs``.
+Training (``models.train``), evaluation (``models.evaluate``), export and its parity check
+(``export.onnx``, ``export.parity``) and torch timing (``benchmarks.torch_eager``) talk to a
+model only through :class:`TemporalModel`: no ``getattr`` probing and no family ``if``/``elif``.
+A family whose ``forward(x, *state) -> (logits, *state)`` carries all it needs (the recurrent
+and per-frame UNets) subclasses :class:`TemporalModule` and gets every method; a family with
+other streaming logic (key frames, optical flow) overrides ``stream_logits``,
+``training_loss``, ``export_graphs`` (its graphs as :class:`GraphSpec`) and ``schedule``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Mapping, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+from vidseg.engine.bundle import AuxSpec
 from vidseg.engine.errors import VidsegError
+from vidseg.engine.schedule import Schedule
 from vidseg.models.layers import normalize
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
 from vidseg.models.registry import ModelCfg, StateCfg
 
-GraphFn = Callable[..., tuple[torch.Tensor, ...]]
+GraphFn = Callable[..., "tuple[torch.Tensor, ...] | torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One graph a model exports: ``fn(normalised frame, *aux, *carried_in)`` returns the logits,
+    or ``(logits, *carried_out)``. Carried tensors are state or key-frame cache entries of the
+    model's cfg; the graph's inputs are named ``<name>_in``, its outputs ``<name>_out``.
+
+    ``fn`` is the model itself (its ``forward`` through ``__call__``) or one of its methods, as
+    the export has always traced it: the ONNX node names follow the modules it calls.
+    """
+
+    fn: GraphFn
+    carried_in: tuple[StateCfg, ...] = ()
+    carried_out: tuple[StateCfg, ...] = ()
+    aux: tuple[AuxSpec, ...] = ()  # engine-computed inputs fed after the frame (e.g. flow)
 
 
 @runtime_checkable
@@ -48,10 +68,16 @@ class TemporalModel(Protocol):
         """Zeros for ``cfg.cache`` (the key-frame cache; [] for other families)."""
         ...
 
-    def stream_logits(self, frame: torch.Tensor,
-                      memory: object | None) -> tuple[torch.Tensor, object]:  # fmt: skip
+    def stream_logits(self, frame: torch.Tensor, memory: object | None,
+                      aux: Mapping[str, torch.Tensor] | None = None,
+                      key_interval: int | None = None) -> tuple[torch.Tensor, object]:  # fmt: skip
         """One streaming step as the engine runs it: frame (1, h, w, 3) uint8, memory None at a
-        stream's start -> logits (1, K, h', w') and the memory for the next frame."""
+        stream's start -> logits (1, K, h', w') and the memory for the next frame.
+
+        ``aux``: the aux inputs of the frame (name -> (1, *shape), as the engine's providers
+        compute them), precomputed by the caller; None: the model computes them itself.
+        ``key_interval``: frames from one key frame to the next (None: the model's own; models
+        without key frames ignore it)."""
         ...
 
     def clip_forward(self, clips: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -65,9 +91,13 @@ class TemporalModel(Protocol):
         clip from a stream's start; ``criterion`` is cross-entropy or label relaxation."""
         ...
 
-    def export_graphs(self) -> dict[str, GraphFn]:
-        """Graph role (``step``, or ``key`` and ``current``) -> the function export wraps:
-        (normalised frame, *aux, *state or cache) -> (logits, *state or cache)."""
+    def export_graphs(self) -> dict[str, GraphSpec]:
+        """Graph role (``step``, or ``key`` and ``current``, in the order the engine's bundle
+        schema lists them) -> what export wraps into that graph (see :class:`GraphSpec`)."""
+        ...
+
+    def schedule(self) -> Schedule | None:
+        """The bundle's key-frame schedule (manifest ``schedule``), None without key frames."""
         ...
 
 
@@ -97,12 +127,15 @@ class TemporalModule(nn.Module):
                       device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
         return zeros_for(self.cfg.cache, batch, height, width, device)
 
-    def stream_logits(self, frame: torch.Tensor,
-                      memory: object | None) -> tuple[torch.Tensor, object]:  # fmt: skip
-        """memory: the state tuple (zeros on the frame's device at a stream's start)."""
+    def stream_logits(self, frame: torch.Tensor, memory: object | None,
+                      aux: Mapping[str, torch.Tensor] | None = None,
+                      key_interval: int | None = None) -> tuple[torch.Tensor, object]:  # fmt: skip
+        """memory: the state tuple (zeros on the frame's device at a stream's start); ``aux``
+        is fed after the frame, before the state (the step graph's order)."""
         if memory is None:
             memory = self.initial_state(*frame.shape[:3], device=frame.device)
-        logits, *state = self(normalize(frame), *memory)  # type: ignore[misc]
+        extra = tuple((aux or {}).values())
+        logits, *state = self(normalize(frame), *extra, *memory)  # type: ignore[misc]
         return logits, tuple(state)
 
     def clip_forward(self, clips: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -121,5 +154,9 @@ class TemporalModule(nn.Module):
         state = self.initial_state(x.shape[0], x.shape[-2], x.shape[-1], device=x.device)
         return criterion(self(x, *state)[0], labels)
 
-    def export_graphs(self) -> dict[str, GraphFn]:
-        return {"step": self}
+    def export_graphs(self) -> dict[str, GraphSpec]:
+        """One ``step`` graph: ``forward(x, *state) -> (logits, *state)``."""
+        return {"step": GraphSpec(self, self.cfg.state, self.cfg.state)}
+
+    def schedule(self) -> Schedule | None:
+        return None

@@ -26,6 +26,19 @@ def test_loads_exported_bundle(tiny_bundle: Path) -> None:
     assert bundle.graph_path("step").is_file()
     # round trip: to_json -> from_dict gives the same manifest
     assert Manifest.from_dict(json.loads(m.to_json())) == m
+    assert m.schedule is None  # no key frames: no schedule
+
+
+def test_schedule_is_a_typed_field() -> None:
+    """A manifest's schedule loads as a frozen Schedule (defaults filled) and writes back."""
+    from vidseg.engine.schedule import Schedule
+
+    raw = {"policy": "adaptive", "interval": 4, "threshold": 0.2, "budget_ms": None}
+    schedule = Schedule.from_manifest(raw)
+    assert schedule == Schedule("adaptive", 4, 0.2, None, 30)
+    assert schedule.to_manifest() == {**raw, "max_interval": 30}
+    assert Schedule.from_manifest(schedule) is schedule  # a loaded manifest's field
+    assert Schedule.from_manifest(None) == Schedule.from_manifest({}) == Schedule()
 
 
 @pytest.mark.parametrize(
@@ -49,6 +62,14 @@ def test_loads_exported_bundle(tiny_bundle: Path) -> None:
             lambda d: (d["outputs"][0].update(stride=4), d["input"].update(height=66)),
             "outputs[0].stride",
         ),  # 4 does not divide 66
+        # the key-frame schedule is validated into engine.schedule.Schedule at load
+        (lambda d: d.update(schedule={"policy": "fixed", "interval": 0}), "schedule.interval"),
+        (lambda d: d.update(schedule={"interval": "5"}), "schedule.interval"),
+        (lambda d: d.update(schedule={"interval": 8, "max_interval": 4}), "schedule.max_interval"),
+        (lambda d: d.update(schedule={"policy": "sometimes"}), "schedule.policy"),
+        (lambda d: d.update(schedule={"policy": "deadline"}), "schedule.budget_ms"),
+        (lambda d: d.update(schedule={"threshold": True}), "schedule.threshold"),
+        (lambda d: d.update(schedule=[5]), "schedule"),
     ],
 )
 def test_bad_field_is_named(tiny_bundle: Path, edit, field: str) -> None:

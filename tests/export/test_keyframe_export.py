@@ -13,6 +13,7 @@ import torch
 
 from vidseg.engine.bundle import load_bundle
 from vidseg.engine.errors import ParityError
+from vidseg.engine.schedule import Schedule
 from vidseg.export.cli import CAMVID, parity_frames
 from vidseg.export.keyframe import check_keyframe_parity, export_keyframe_bundle
 from vidseg.export.parity import require_parity
@@ -52,7 +53,8 @@ def test_manifest_validates_with_cache_and_schedule(exported) -> None:
     assert [(o.name, o.role, o.dtype) for o in manifest.outputs] == [("labels", "labels", "uint8")]
     raw = json.loads((bundle / "manifest.json").read_text())
     assert raw["schedule"] == {"policy": "fixed", "interval": 5, "threshold": 0.1,
-                               "budget_ms": None}  # fmt: skip
+                               "budget_ms": None, "max_interval": 30}  # fmt: skip
+    assert manifest.schedule == Schedule("fixed", 5, 0.1, None, 30)
     assert not bundle.with_name(bundle.name + ".partial").exists()
 
 
