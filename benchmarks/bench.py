@@ -66,7 +66,8 @@ from vidseg.engine.schedule import Schedule
 from vidseg.engine.segmenter import Segmenter
 from vidseg.engine.stats import percentiles
 from vidseg.engine.upsample import GraphOutputs, upsample
-from vidseg.engine.video import VideoInfo, VideoWriter, read_frames
+from vidseg.engine.video import VideoInfo, read_frames
+from vidseg.engine.writer import VideoWriter
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,8 @@ import numpy as np
 
 from vidseg.engine.errors import VideoIOError, VidsegError, run_for_cli
 from vidseg.engine.overlay import blend, palette_lut
-from vidseg.engine.video import VideoInfo, VideoWriter, read_frames
+from vidseg.engine.video import VideoInfo, read_frames
+from vidseg.engine.writer import VideoWriter
 
 logger = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ from vidseg.engine.errors import (
 )
 from vidseg.engine.folder import open_image_folder
 from vidseg.engine.geometry import RESIZE_MODES
+from vidseg.engine.masks import MaskSequenceWriter
 from vidseg.engine.outputs import FrameLog, FrameOutputs, Preview, Target, gui_problem
 from vidseg.engine.overlay import blend, colorize, palette_lut, resize_image
 from vidseg.engine.pipeline import QUEUE_DEPTH, RunStats, segment_video
@@ -58,14 +59,13 @@ from vidseg.engine.video import (
     RTSP_TRANSPORTS,
     STDIN,
     Frame,
-    MaskSequenceWriter,
     VideoInfo,
-    VideoWriter,
     camera_source,
     is_camera,
     is_network_source,
     open_video,
 )
+from vidseg.engine.writer import VideoWriter
 
 logger = logging.getLogger(__name__)
 MASK_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")  # .mkv: lossless ids, others: colour

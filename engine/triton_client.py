@@ -29,9 +29,11 @@ import numpy as np
 
 from vidseg.engine.bundle import Manifest
 from vidseg.engine.errors import BackendError, BundleError, TruncatedVideoError
+from vidseg.engine.masks import MaskSequenceWriter
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.upsample import GraphOutputs, upsample
-from vidseg.engine.video import Frame, MaskSequenceWriter, VideoWriter, open_video
+from vidseg.engine.video import Frame, open_video
+from vidseg.engine.writer import VideoWriter
 
 logger = logging.getLogger(__name__)
 

@@ -1,51 +1,45 @@
-"""Video decode and encode for the streaming engine, on PyAV (FFmpeg).
+"""Video decode for the streaming engine, on PyAV (FFmpeg): the reader side.
 
-Readers are plain generators; writers are context managers that publish their output atomically.
-Time is carried as integer pts in a rational ``time_base`` (``Fraction``), never as float fps, so
-29.97 fps material stays ``Fraction(30000, 1001)`` from decode to encode.
+Readers are plain generators. Time is carried as integer pts in a rational ``time_base``
+(``Fraction``), never as float fps, so 29.97 fps material stays ``Fraction(30000, 1001)`` from
+decode to encode (the writers: ``engine.writer``, ``engine.masks``, ``engine.audio``).
 
 Public API:
 
 * :class:`VideoInfo` -- container/stream metadata (``VideoInfo.from_path``).
-* :class:`Frame` and :func:`read_frames` -- decode to ``(H, W, 3) uint8 RGB`` with source pts.
-* :class:`VideoWriter` -- atomic H.264 writer for RGB frames, or lossless for ``(H, W) uint8``
-  label masks (read those back exactly with :func:`read_label_frames`).
-* :class:`MaskSequenceWriter` -- atomic directory of ``000000.png, 000001.png, ...`` label masks.
+* :class:`Frame`, :func:`read_frames` and :func:`open_video` -- decode to ``(H, W, 3) uint8 RGB``
+  with source pts.
+* :func:`read_label_frames` -- read back, bit-exactly, the ``(H, W) uint8`` label masks of a
+  lossless :class:`~vidseg.engine.writer.VideoWriter` video.
 
-Errors: anything wrong with a source or sink (missing, not a video, encoder or disk failure) raises
+Errors: anything wrong with a source (missing, not a video, decode failure) raises
 :class:`~vidseg.engine.errors.VideoIOError`; a source that stops early raises its subclass
 :class:`~vidseg.engine.errors.TruncatedVideoError` after every decodable frame was yielded.
-Arguments that break the documented contract (wrong array shape or dtype, non-positive sizes,
-non-increasing pts) raise ``ValueError``/``TypeError``: those are caller bugs, not I/O failures.
+Arguments that break the documented contract (non-positive sizes, a bad ``thread_type``) raise
+``ValueError``/``TypeError``: those are caller bugs, not I/O failures.
 """
 
 from __future__ import annotations
 
 import logging
-import numbers
 import operator
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import av
 import av.error
-import cv2
 import numpy as np
 
+from vidseg.engine.avutil import AV_ERRORS, check_size, error_reason
 from vidseg.engine.errors import SourceLostError, TruncatedVideoError, VideoIOError
 
 __all__ = [
     "Frame",
-    "MaskSequenceWriter",
     "VideoInfo",
-    "VideoWriter",
     "is_network_source",
     "open_video",
     "read_frames",
@@ -59,19 +53,11 @@ THREAD_TYPES: Final[frozenset[str]] = frozenset({"NONE", "SLICE", "FRAME", "AUTO
 """Accepted ``thread_type`` values: AUTO (frame+slice threads, best for files) or SLICE (lowest
 latency, for live cameras), FRAME, NONE."""
 
-_AV_ERRORS: Final = (av.error.FFmpegError, OSError)
-"""What PyAV raises for I/O, demux, decode and encode failures (FFmpegError subclasses
-ValueError/OSError in av 18)."""
-
 _LABEL_PIX_FMTS: Final[frozenset[str]] = frozenset(
     {"gray", "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21"}
 )
 """8-bit pixel formats whose plane 0 is the luma plane, read verbatim by read_label_frames."""
 
-_MOV_SUFFIXES: Final[frozenset[str]] = frozenset({".mp4", ".m4v", ".mov"})
-_CRF_CODECS: Final[frozenset[str]] = frozenset({"libx264", "libx265"})
-_LOSSLESS_CODECS: Final[frozenset[str]] = frozenset({"libx264", "ffv1"})
-_MAX_TIMESCALE: Final[int] = 2**31 - 1
 _US_PER_S: Final[int] = 1_000_000
 
 NETWORK_SCHEMES: Final[frozenset[str]] = frozenset(
@@ -82,11 +68,6 @@ frame is a lost source (``SourceLostError``), not a damaged file."""
 
 RTSP_TRANSPORTS: Final[tuple[str, ...]] = ("tcp", "udp", "udp_multicast", "http")
 """FFmpeg's ``rtsp_transport`` values; tcp (the default here) survives lossy networks and NAT."""
-
-
-# --------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -131,7 +112,7 @@ class VideoInfo:
             info = _info_from_stream(container, stream, path)
             try:
                 first = next(container.decode(stream), None)
-            except _AV_ERRORS:  # undecodable: read_frames says so; the declared metadata stands
+            except AV_ERRORS:  # undecodable: read_frames says so; the declared metadata stands
                 first = None
             return _rotated(info, first)
 
@@ -169,7 +150,7 @@ def read_frames(
 
     Scaling and the conversion to RGB happen in one swscale pass
     (``frame.reformat(width, height, format="rgb24")``). Pts and time base are the source's, so
-    they can be handed to :class:`VideoWriter` unchanged.
+    they can be handed to :class:`~vidseg.engine.writer.VideoWriter` unchanged.
 
     Args:
         path: the video file (or FFmpeg URL).
@@ -284,7 +265,7 @@ def _rotated(info: VideoInfo, av_frame: av.VideoFrame | None) -> VideoInfo:
 def _check_read_args(size: tuple[int, int] | None,
                      max_frames: int | None) -> tuple[tuple[int, int] | None, int | None]:  # fmt: skip
     if size is not None:
-        size = _check_size(size)
+        size = check_size(size)
     if max_frames is not None:
         max_frames = operator.index(max_frames)
         if max_frames < 0:
@@ -305,9 +286,9 @@ def _rgb_frames(decoded: Iterator[tuple[int, av.VideoFrame, Fraction]], path: ob
                     rgb = av_frame.reformat(height, width, format="rgb24").to_ndarray()
                 else:
                     rgb = av_frame.reformat(width, height, format="rgb24").to_ndarray()
-            except _AV_ERRORS as error:
+            except AV_ERRORS as error:
                 raise VideoIOError(
-                    f"cannot convert frame {index} of {path!s} to RGB: {_reason(error)}"
+                    f"cannot convert frame {index} of {path!s} to RGB: {error_reason(error)}"
                 ) from error
             if turns:
                 rgb = np.rot90(rgb, turns)
@@ -395,16 +376,16 @@ def _decode(
                     discarded += packet.is_discard
                     corrupt += packet.is_corrupt
                 av_frames = packet.decode()
-            except _AV_ERRORS as error:
+            except AV_ERRORS as error:
                 if is_network_source(path):  # a dropped connection or a read timeout
                     reason = ("nothing received within the read timeout (timed out)"
-                              if isinstance(error, av.error.ExitError) else _reason(error))  # fmt: skip
+                              if isinstance(error, av.error.ExitError) else error_reason(error))  # fmt: skip
                     raise SourceLostError(
                         f"lost {path!s} after {decoded} frames: {reason}",
                         frames_decoded=decoded,
                     ) from error
                 raise TruncatedVideoError(
-                    f"decoding {path!s} failed after {decoded} frames: {_reason(error)}",
+                    f"decoding {path!s} failed after {decoded} frames: {error_reason(error)}",
                     frames_decoded=decoded,
                 ) from error
             for av_frame in av_frames:
@@ -493,7 +474,7 @@ def _open_input(
     started = time.monotonic()
     try:
         return av.open(name, mode="r", **options)
-    except _AV_ERRORS as error:
+    except AV_ERRORS as error:
         waited = time.monotonic() - started
         if timeout_s and (isinstance(error, (av.error.ExitError, av.error.TimeoutError))
                           or waited >= timeout_s):  # fmt: skip
@@ -503,7 +484,7 @@ def _open_input(
                 frames_decoded=0,
             ) from error
         raise VideoIOError(
-            f"cannot read video {name}: not a readable video ({_reason(error)})"
+            f"cannot read video {name}: not a readable video ({error_reason(error)})"
         ) from error
 
 
@@ -543,553 +524,3 @@ def _info_from_stream(
         codec=str(stream.codec_context.name),
         duration_s=duration_s,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------
-
-
-class VideoWriter:
-    """H.264 (libx264) writer; context manager; atomic.
-
-    Frames go to a hidden temporary file beside ``path`` (``.NAME.partial.SUFFIX``, same
-    directory so the final rename is atomic, same suffix so FFmpeg picks the same muxer). When the
-    with-block exits cleanly, the encoder is flushed (``stream.encode()`` with no frame, remaining
-    packets muxed), the container is closed and the temp file is renamed onto ``path`` (an
-    existing file there is replaced, unless ``overwrite=False``: then it is kept and the exit
-    raises). When the block raises, the container is closed without flushing, the temp file is
-    deleted, nothing appears at ``path`` and the exception propagates.
-
-    Two modes:
-
-    * ``lossless=False``: ``write`` takes ``(H, W, 3) uint8 RGB``; encoded as ``yuv420p`` with
-      ``crf``/``preset``. yuv420p needs even sizes, so an odd width/height is padded by one pixel
-      (the last column/row is repeated): the output is ``output_size`` =
-      ``(width + width % 2, height + height % 2)``.
-    * ``lossless=True``: ``write`` takes ``(H, W) uint8`` label masks; encoded as 4:0:0 ``gray``
-      with ``qp=0`` (libx264, or ``codec="ffv1"`` for .mkv). Bit-exact, any size (no padding);
-      read back with :func:`read_label_frames`.
-
-    Timestamps: ``pts`` are integers in ``time_base`` units (default ``1/fps``). Passing a source's
-    pts together with ``time_base=source.time_base`` preserves them: the read-back frames carry
-    the same timestamps (mp4/mov store them exactly; Matroska stores milliseconds).
-
-    Attributes:
-        path: the final output path.
-        fps: the declared frame rate.
-        time_base: seconds per pts tick of ``write``'s ``pts``.
-
-    Raises (constructor):
-        ValueError: non-positive size, float/non-positive fps or time_base, crf out of range,
-            unsupported lossless codec.
-        VideoIOError: the output directory does not exist or is not writable, ``path`` is a
-            directory, or ``path`` exists and ``overwrite`` is False.
-
-    Example:
-        >>> info = VideoInfo.from_path("in.mp4")  # doctest: +SKIP
-        >>> with VideoWriter("out.mp4", width=info.width, height=info.height, fps=info.fps,
-        ...                  time_base=info.time_base) as writer:  # doctest: +SKIP
-        ...     for frame in read_frames("in.mp4"):
-        ...         writer.write(frame.image, pts=frame.pts)
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        width: int,
-        height: int,
-        fps: Fraction,
-        time_base: Fraction | None = None,
-        codec: str = "libx264",
-        crf: int = 23,
-        preset: str = "veryfast",
-        lossless: bool = False,
-        audio_from: str | os.PathLike[str] | None = None,
-        audio_timeout_s: float | None = None,
-        overwrite: bool = True,
-    ) -> None:
-        self.path: Path = Path(path)
-        self._audio_from = audio_from  # copy this file's audio into the output
-        self._audio_timeout_s = audio_timeout_s  # open/read timeout when audio_from is a URL
-        self._overwrite = bool(overwrite)  # False: an existing file at path is never replaced
-        self._audio: tuple[Any, Any, Any] | None = None
-        self._width, self._height = _check_size((width, height))
-        self.fps: Fraction = _check_rational("fps", fps)
-        self.time_base: Fraction = (
-            Fraction(self.fps.denominator, self.fps.numerator)
-            if time_base is None
-            else _check_rational("time_base", time_base)
-        )
-        crf = operator.index(crf)
-        if codec in _CRF_CODECS and not 0 <= crf <= 51:
-            raise ValueError(f"crf must be in 0..51, got {crf}")
-        if lossless and codec not in _LOSSLESS_CODECS:
-            raise ValueError(
-                f"lossless=True supports codecs {sorted(_LOSSLESS_CODECS)}, got {codec!r}"
-            )
-        self._codec = codec
-        self._crf = crf
-        self._preset = preset
-        self._lossless = bool(lossless)
-        if self._lossless:  # 4:0:0 has no chroma subsampling: any size works
-            self._out_width, self._out_height = self._width, self._height
-        else:
-            self._out_width = self._width + self._width % 2
-            self._out_height = self._height + self._height % 2
-        self._temp_path = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        self._frame_step = 1 / (self.fps * self.time_base)  # pts ticks per frame
-        self._frames_written = 0
-        self._last_pts: int | None = None
-        self._explicit_pts = False
-        self._container: av.container.OutputContainer | None = None
-        self._stream: av.video.stream.VideoStream | None = None
-        _check_output_parent(self.path)
-        if self.path.is_dir():
-            raise VideoIOError(f"cannot write video {self.path}: is a directory")
-        self._check_not_there()
-
-    def _check_not_there(self) -> None:
-        """Raise VideoIOError when ``path`` exists and may not be replaced."""
-        if not self._overwrite and os.path.lexists(self.path):
-            raise VideoIOError(f"cannot write video {self.path}: exists (overwrite=False)")
-
-    @property
-    def frames_written(self) -> int:
-        """Number of frames accepted by ``write`` so far."""
-        return self._frames_written
-
-    @property
-    def output_size(self) -> tuple[int, int]:
-        """``(width, height)`` of the encoded video (odd sizes padded to even unless lossless)."""
-        return self._out_width, self._out_height
-
-    def __enter__(self) -> VideoWriter:
-        """Open the temporary output and configure the encoder.
-
-        Raises:
-            RuntimeError: the writer is already open.
-            VideoIOError: the container or encoder cannot be created (unknown suffix, codec
-                missing from this FFmpeg build, unsupported option).
-        """
-        if self._container is not None:
-            raise RuntimeError("VideoWriter is already open")
-        _check_output_parent(self.path)
-        options: dict[str, str] = {}
-        timescale = self.time_base.denominator
-        if self.path.suffix.lower() in _MOV_SUFFIXES and timescale <= _MAX_TIMESCALE:
-            # The mov muxer stores the edit-list start in the movie timescale (default 1/1000),
-            # which rounds a non-zero first pts (1000/12800 s -> 998 ticks). Match the track's.
-            options["movie_timescale"] = str(timescale)
-        try:
-            container = av.open(str(self._temp_path), mode="w", options=options)
-        except _AV_ERRORS as error:
-            raise VideoIOError(f"cannot create video {self.path}: {_reason(error)}") from error
-        except ValueError as error:  # PyAV: "Could not determine output format"
-            raise VideoIOError(
-                f"cannot create video {self.path}: no container format for suffix "
-                f"{self.path.suffix!r} ({_reason(error)})"
-            ) from error
-        try:
-            stream = container.add_stream(self._codec, rate=self.fps)
-            stream.width = self._out_width
-            stream.height = self._out_height
-            stream.time_base = self.time_base
-            stream.codec_context.time_base = self.time_base
-            if self._lossless:
-                stream.pix_fmt = "gray"
-                if self._codec == "libx264":
-                    stream.options = {"qp": "0", "preset": self._preset}
-            else:
-                stream.pix_fmt = "yuv420p"
-                if self._codec in _CRF_CODECS:
-                    stream.options = {"crf": str(self._crf), "preset": self._preset}
-                if self._codec == "libx265":  # x265 prints its settings to stderr otherwise
-                    stream.options["x265-params"] = "log-level=error"
-        except (*_AV_ERRORS, ValueError, TypeError) as error:
-            container.close()
-            _remove_quietly(self._temp_path)
-            reason = (
-                "codec not available in this FFmpeg build"
-                if isinstance(error, av.codec.codec.UnknownCodecError)
-                else _reason(error)
-            )
-            raise VideoIOError(
-                f"cannot configure encoder {self._codec!r} for {self.path}: {reason}"
-            ) from error
-        self._container, self._stream = container, stream
-        self._audio = self._open_audio(container) if self._audio_from is not None else None
-        logger.debug(
-            "writing %s via %s: %dx%d, fps %s, time base %s, codec %s, lossless %s",
-            self.path,
-            self._temp_path.name,
-            self._out_width,
-            self._out_height,
-            self.fps,
-            self.time_base,
-            self._codec,
-            self._lossless,
-        )
-        return self
-
-    def write(self, image: np.ndarray, pts: int | None = None) -> None:
-        """Encode one frame.
-
-        Args:
-            image: ``(height, width, 3) uint8 RGB``, or ``(height, width) uint8`` label mask when
-                the writer is lossless; ``height, width`` as given to the constructor.
-            pts: presentation timestamp in ``time_base`` units, strictly greater than the previous
-                one. None continues from the previous frame by one frame duration
-                (``1 / (fps * time_base)`` ticks; with the default time base, pts = running index).
-
-        Raises:
-            RuntimeError: called outside the with-block.
-            TypeError / ValueError: wrong dtype or shape, or pts not increasing.
-            VideoIOError: the encoder or the OS failed (e.g. disk full).
-        """
-        if self._container is None or self._stream is None:
-            raise RuntimeError("VideoWriter.write() called outside its with-block")
-        pixels = self._check_image(image)
-        frame_pts = self._next_pts(pts)
-        if pixels.shape[:2] != (self._out_height, self._out_width):
-            pad = ((0, self._out_height - self._height), (0, self._out_width - self._width))
-            pixels = np.pad(pixels, pad + ((0, 0),) * (pixels.ndim - 2), mode="edge")
-        try:
-            frame = av.VideoFrame.from_ndarray(
-                np.ascontiguousarray(pixels), format="gray" if self._lossless else "rgb24"
-            )
-            frame.pts = frame_pts
-            frame.time_base = self.time_base
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
-        except _AV_ERRORS as error:
-            raise VideoIOError(
-                f"cannot write frame {self._frames_written} to {self.path}: {_reason(error)}"
-            ) from error
-        self._last_pts = frame_pts
-        self._frames_written += 1
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Finish or abandon the output; see the class docstring.
-
-        Raises:
-            VideoIOError: (clean exit only) flushing, closing or renaming failed, or no frame was
-                written (FFmpeg writes no file then); the temp file is deleted.
-        """
-        container, stream = self._container, self._stream
-        self._container = self._stream = None
-        if container is None or stream is None:
-            return
-        if exc_type is not None:
-            # The output is discarded anyway: skip the flush (it would encode every buffered
-            # frame, and may fail again if the encoder was the cause) and just release.
-            try:
-                container.close()
-                if self._audio is not None:
-                    self._audio[0].close()
-            except _AV_ERRORS as error:
-                logger.debug("closing abandoned %s failed: %s", self._temp_path, error)
-            _remove_quietly(self._temp_path)
-            logger.debug("discarded %s after %s", self._temp_path, exc_type.__name__)
-            return
-        try:
-            try:
-                if self._frames_written:
-                    for packet in stream.encode(None):
-                        container.mux(packet)
-                    self._copy_audio(container)
-            finally:
-                container.close()
-                if self._audio is not None:
-                    self._audio[0].close()
-        except _AV_ERRORS as error:
-            _remove_quietly(self._temp_path)
-            raise VideoIOError(f"cannot finish video {self.path}: {_reason(error)}") from error
-        except BaseException:
-            _remove_quietly(self._temp_path)
-            raise
-        if self._frames_written == 0:
-            _remove_quietly(self._temp_path)
-            raise VideoIOError(f"no frames were written to {self.path}; no file was created")
-        try:
-            self._check_not_there()
-            os.replace(self._temp_path, self.path)
-        except VideoIOError:
-            _remove_quietly(self._temp_path)
-            raise
-        except OSError as error:
-            _remove_quietly(self._temp_path)
-            raise VideoIOError(
-                f"cannot move finished video onto {self.path}: {_reason(error)}"
-            ) from error
-        logger.debug("wrote %d frames to %s", self._frames_written, self.path)
-
-    def _open_audio(self, container: av.container.OutputContainer) -> tuple[Any, Any, Any] | None:
-        """Add an output stream copying the first audio stream of ``audio_from`` (if it has one).
-
-        Returns (source container, source stream, output stream), or None without audio.
-        """
-        name = os.fspath(self._audio_from)
-        timeout = self._audio_timeout_s if is_network_source(name) else None
-        try:
-            source = av.open(name, mode="r", timeout=timeout or None)
-        except _AV_ERRORS as error:
-            raise VideoIOError(f"cannot read audio from {self._audio_from}: {_reason(error)}") \
-                from error  # fmt: skip
-        if not source.streams.audio:
-            source.close()
-            return None
-        src_stream = source.streams.audio[0]
-        try:
-            out_stream = container.add_stream_from_template(src_stream)
-        except (*_AV_ERRORS, ValueError) as error:
-            source.close()
-            logger.warning("audio of %s cannot go into %s (%s): writing video only",
-                           self._audio_from, self.path.name, _reason(error))  # fmt: skip
-            return None
-        return source, src_stream, out_stream
-
-    def _copy_audio(self, container: av.container.OutputContainer) -> None:
-        """Remux the source's audio packets untouched, up to the end of the last video frame
-        (so an interrupted run's shorter video does not carry the full soundtrack)."""
-        if self._audio is None or self._last_pts is None:
-            return
-        source, src_stream, out_stream = self._audio
-        end_s = (self._last_pts + self._frame_step) * self.time_base
-        for packet in source.demux(src_stream):
-            if packet.dts is None or packet.size == 0:
-                continue  # the demuxer's flush packet
-            if packet.pts is not None and packet.pts * packet.time_base >= end_s:
-                break
-            packet.stream = out_stream
-            container.mux(packet)
-
-    def _check_image(self, image: np.ndarray) -> np.ndarray:
-        """Validate dtype and shape against the writer's mode and size; return the array."""
-        if not isinstance(image, np.ndarray):
-            raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
-        if image.dtype != np.uint8:
-            raise TypeError(f"image must be uint8, got {image.dtype}")
-        expected = (self._height, self._width) if self._lossless else (self._height, self._width, 3)
-        if image.shape != expected:
-            kind = "(H, W) label mask" if self._lossless else "(H, W, 3) RGB image"
-            raise ValueError(f"expected a {kind} of shape {expected}, got {image.shape}")
-        return image
-
-    def _next_pts(self, pts: int | None) -> int:
-        """Resolve the pts of the next frame and check it increases."""
-        if pts is None:
-            if self._last_pts is None:
-                return 0
-            if not self._explicit_pts:
-                return round(self._frames_written * self._frame_step)
-            return self._last_pts + max(1, round(self._frame_step))
-        value = operator.index(pts)
-        if self._last_pts is not None and value <= self._last_pts:
-            raise ValueError(f"pts must increase: got {value} after {self._last_pts}")
-        self._explicit_pts = True
-        return value
-
-
-class MaskSequenceWriter:
-    """Write ``(H, W) uint8`` label masks as ``000000.png, 000001.png, ...``; atomic directory.
-
-    Files go into ``DIR.partial/`` beside ``DIR``; a clean exit of the with-block renames it to
-    ``DIR``. An existing ``DIR`` that is empty is replaced; a non-empty one is replaced only with
-    ``overwrite=True`` (it is moved aside first, then deleted after the rename). When the block
-    raises, ``DIR.partial/`` is deleted, ``DIR`` is untouched and the exception propagates.
-    PNG is lossless, so every label value 0..255 round-trips exactly (``cv2.imread(p,
-    cv2.IMREAD_UNCHANGED)``).
-
-    Raises (constructor):
-        VideoIOError: the parent directory does not exist, ``DIR`` is a file, or ``DIR`` is a
-            non-empty directory and ``overwrite`` is False.
-
-    Example:
-        >>> with MaskSequenceWriter("out/masks") as sink:  # doctest: +SKIP
-        ...     sink.write(np.zeros((48, 64), np.uint8))
-    """
-
-    def __init__(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> None:
-        self.directory: Path = Path(directory)
-        self.overwrite: bool = bool(overwrite)
-        self._partial = self.directory.with_name(self.directory.name + ".partial")
-        self._frames_written = 0
-        self._open = False
-        _check_output_parent(self.directory)
-        self._check_target()
-
-    @property
-    def frames_written(self) -> int:
-        """Number of masks written so far."""
-        return self._frames_written
-
-    def __enter__(self) -> MaskSequenceWriter:
-        """Create the ``DIR.partial`` staging directory (a stale one is removed first).
-
-        Raises:
-            RuntimeError: already open.
-            VideoIOError: the staging directory cannot be created.
-        """
-        if self._open:
-            raise RuntimeError("MaskSequenceWriter is already open")
-        _check_output_parent(self.directory)
-        try:
-            if self._partial.exists():
-                logger.warning("removing stale %s", self._partial)
-                shutil.rmtree(self._partial)
-            self._partial.mkdir()
-        except OSError as error:
-            raise VideoIOError(f"cannot create {self._partial}: {_reason(error)}") from error
-        self._open = True
-        return self
-
-    def write(self, mask: np.ndarray, pts: int | None = None) -> None:
-        """Write the next mask as ``{index:06d}.png``.
-
-        Args:
-            mask: ``(H, W) uint8`` labels.
-            pts: accepted for interface parity with :class:`VideoWriter`; PNG files carry no
-                timestamps, so it is not stored.
-
-        Raises:
-            RuntimeError: called outside the with-block.
-            TypeError / ValueError: not a 2-D uint8 array.
-            VideoIOError: the PNG could not be written (e.g. disk full, file size limit).
-        """
-        if not self._open:
-            raise RuntimeError("MaskSequenceWriter.write() called outside its with-block")
-        if not isinstance(mask, np.ndarray):
-            raise TypeError(f"mask must be a numpy array, got {type(mask).__name__}")
-        if mask.dtype != np.uint8:
-            raise TypeError(f"mask must be uint8, got {mask.dtype}")
-        if mask.ndim != 2 or mask.size == 0:
-            raise ValueError(f"mask must be a non-empty (H, W) array, got shape {mask.shape}")
-        file = self._partial / f"{self._frames_written:06d}.png"
-        # encoded in memory and written by Python, whose write/close raise on a full disk:
-        # cv2.imwrite can report success for a PNG the file system cut short
-        try:
-            ok, png = cv2.imencode(".png", np.ascontiguousarray(mask))
-        except cv2.error as error:
-            raise VideoIOError(f"cannot write mask {file}: {_reason(error)}") from error
-        if not ok:
-            raise VideoIOError(f"cannot write mask {file}: PNG encoding failed")
-        try:
-            with open(file, "wb") as handle:
-                handle.write(png.tobytes())
-        except OSError as error:
-            _remove_quietly(file)
-            raise VideoIOError(f"cannot write mask {file}: {_reason(error)}") from error
-        self._frames_written += 1
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Publish ``DIR.partial`` as ``DIR`` on a clean exit, delete it otherwise.
-
-        Raises:
-            VideoIOError: (clean exit only) ``DIR`` became non-empty meanwhile without
-                ``overwrite``, or a rename failed; the staging directory is deleted.
-        """
-        if not self._open:
-            return
-        self._open = False
-        if exc_type is not None:
-            shutil.rmtree(self._partial, ignore_errors=True)
-            logger.debug("discarded %s after %s", self._partial, exc_type.__name__)
-            return
-        try:
-            self._check_target()
-            self._publish()
-        except BaseException:
-            shutil.rmtree(self._partial, ignore_errors=True)
-            raise
-        logger.debug("wrote %d masks to %s", self._frames_written, self.directory)
-
-    def _check_target(self) -> None:
-        """Raise VideoIOError when ``DIR`` exists and may not be replaced."""
-        if not self.directory.exists():
-            return
-        if not self.directory.is_dir():
-            raise VideoIOError(
-                f"cannot write masks to {self.directory}: exists and is not a directory"
-            )
-        if not self.overwrite and any(self.directory.iterdir()):
-            raise VideoIOError(
-                f"cannot write masks to {self.directory}: directory is not empty "
-                "(pass overwrite=True to replace it)"
-            )
-
-    def _publish(self) -> None:
-        """Rename the staging directory onto ``DIR``, moving a non-empty old ``DIR`` aside."""
-        old = self.directory.with_name(f".{self.directory.name}.old")
-        try:
-            if self.directory.exists() and any(self.directory.iterdir()):
-                if old.exists():
-                    shutil.rmtree(old)
-                os.replace(self.directory, old)
-            os.replace(self._partial, self.directory)  # replaces an empty DIR atomically
-        except OSError as error:
-            raise VideoIOError(
-                f"cannot move masks onto {self.directory}: {_reason(error)}"
-            ) from error
-        shutil.rmtree(old, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _check_size(size: tuple[int, int]) -> tuple[int, int]:
-    """Return ``(width, height)`` as ints; raise ValueError unless both are positive integers."""
-    try:
-        width, height = (operator.index(value) for value in size)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"size must be (width, height) integers, got {size!r}") from error
-    if width <= 0 or height <= 0:
-        raise ValueError(f"size must be positive, got {width}x{height}")
-    return width, height
-
-
-def _check_rational(name: str, value: Fraction | int) -> Fraction:
-    """Return ``value`` as a positive Fraction; floats are refused (29.97 is not 30000/1001)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Rational):
-        raise ValueError(
-            f"{name} must be a Fraction or int (e.g. Fraction(30000, 1001)), got {value!r}"
-        )
-    result = Fraction(value)
-    if result <= 0:
-        raise ValueError(f"{name} must be positive, got {result}")
-    return result
-
-
-def _check_output_parent(path: Path) -> None:
-    """Raise VideoIOError unless ``path``'s parent directory exists and is writable."""
-    parent = path.parent
-    if not parent.is_dir():
-        raise VideoIOError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise VideoIOError(f"output directory is not writable: {parent}")
-
-
-def _reason(error: BaseException) -> str:
-    """One-line reason of an FFmpeg/OS error, without PyAV's errno and function-name noise."""
-    return " ".join(str(getattr(error, "strerror", None) or error).split())
-
-
-def _remove_quietly(path: Path) -> None:
-    """Delete ``path`` if it exists; log (do not raise) when that fails."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as error:
-        logger.warning("cannot remove temporary file %s: %s", path, error)

@@ -20,7 +20,8 @@ from vidseg.engine.batch import (  # noqa: E402
     plan_chunks,
     run_batch,
 )
-from vidseg.engine.video import VideoWriter, read_frames, read_label_frames  # noqa: E402
+from vidseg.engine.video import read_frames, read_label_frames  # noqa: E402
+from vidseg.engine.writer import VideoWriter  # noqa: E402
 
 FRAMES = 12
 

@@ -248,10 +248,10 @@ def test_encoder_error_in_vidseg_run_is_one_line(tiny_bundle: Path, tmp_path: Pa
                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     import threading
 
-    from vidseg.engine import cli, video
+    from vidseg.engine import cli, writer
     from vidseg.engine.errors import VideoIOError
 
-    write = video.VideoWriter.write
+    write = writer.VideoWriter.write
     calls = []
 
     def failing(self, image, pts=None):  # noqa: ANN001, ANN202
@@ -260,7 +260,7 @@ def test_encoder_error_in_vidseg_run_is_one_line(tiny_bundle: Path, tmp_path: Pa
             raise VideoIOError(f"cannot write {self.path}: encoder failed (test)")
         write(self, image, pts)
 
-    monkeypatch.setattr(video.VideoWriter, "write", failing)
+    monkeypatch.setattr(writer.VideoWriter, "write", failing)
     before = set(threading.enumerate())
     clip, out = _vfr_clip(tmp_path / "in.mp4"), tmp_path / "o.mp4"
     code = cli.main([str(clip), "--model", str(tiny_bundle), "--out", str(out), "-q"])

@@ -239,7 +239,7 @@ LIVE_FRAMES = 40  # frames of the live clip: 320x180 at 25 fps, MPEG-TS like a c
 @pytest.fixture(scope="module")
 def live_clip(sample_clip, tmp_path_factory) -> Path:
     """The first LIVE_FRAMES frames of the sample at 320x180 as an MPEG-TS stream."""
-    from vidseg.engine.video import VideoWriter
+    from vidseg.engine.writer import VideoWriter
 
     path = tmp_path_factory.mktemp("live") / "live.ts"
     frames = list(read_frames(sample_clip, size=(320, 180), max_frames=LIVE_FRAMES))
@@ -367,7 +367,7 @@ def test_reconnects_exhausted(serve, tiny_bundle, live_clip, tmp_path) -> None:
 def test_live_drops_stale_frames(tiny_bundle, sample_clip, tmp_path) -> None:
     """--live on a 1000 fps clip played at its rate: the model cannot keep up, stale frames are
     dropped and counted; every frame is either written or dropped."""
-    from vidseg.engine.video import VideoWriter
+    from vidseg.engine.writer import VideoWriter
 
     clip = tmp_path / "fast.mp4"
     frames = list(read_frames(sample_clip, size=(160, 96), max_frames=60))

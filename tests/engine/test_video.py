@@ -18,14 +18,9 @@ import numpy as np
 import pytest
 
 from vidseg.engine.errors import TruncatedVideoError, VideoIOError
-from vidseg.engine.video import (
-    Frame,
-    MaskSequenceWriter,
-    VideoInfo,
-    VideoWriter,
-    read_frames,
-    read_label_frames,
-)
+from vidseg.engine.masks import MaskSequenceWriter
+from vidseg.engine.video import Frame, VideoInfo, read_frames, read_label_frames
+from vidseg.engine.writer import VideoWriter
 
 LABELS = np.array([*range(12), 255], dtype=np.uint8)
 
@@ -378,7 +373,7 @@ def test_encoder_os_error_becomes_video_io_error(tmp_path: Path) -> None:
         from pathlib import Path
         import numpy as np
         from vidseg.engine.errors import VideoIOError
-        from vidseg.engine.video import VideoWriter
+        from vidseg.engine.writer import VideoWriter
         out = Path(sys.argv[1]) / "big.mp4"
         resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.RLIM_INFINITY))
         rng = np.random.default_rng(0)

@@ -1,0 +1,359 @@
+"""Atomic video writer (:class:`VideoWriter`) on PyAV: H.264/H.265 RGB video, or lossless 4:0:0
+label videos (libx264 ``qp=0`` or FFV1) read back with
+:func:`~vidseg.engine.video.read_label_frames`; optional audio passthrough (``engine.audio``).
+
+Time is carried as integer pts in a rational ``time_base`` (``Fraction``), never as float fps.
+Sink failures raise :class:`~vidseg.engine.errors.VideoIOError`; contract violations (shape,
+dtype, non-increasing pts) raise ``ValueError``/``TypeError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import av
+import numpy as np
+
+from vidseg.engine.audio import AudioCopy, copy_audio, open_audio
+from vidseg.engine.avutil import (
+    AV_ERRORS,
+    check_output_parent,
+    check_rational,
+    check_size,
+    error_reason,
+    remove_quietly,
+)
+from vidseg.engine.errors import VideoIOError
+
+__all__ = ["VideoWriter"]
+
+logger = logging.getLogger(__name__)
+
+_MOV_SUFFIXES: Final[frozenset[str]] = frozenset({".mp4", ".m4v", ".mov"})
+_CRF_CODECS: Final[frozenset[str]] = frozenset({"libx264", "libx265"})
+_LOSSLESS_CODECS: Final[frozenset[str]] = frozenset({"libx264", "ffv1"})
+_MAX_TIMESCALE: Final[int] = 2**31 - 1
+
+
+class VideoWriter:
+    """H.264 (libx264) writer; context manager; atomic.
+
+    Frames go to a hidden temporary file beside ``path`` (``.NAME.partial.SUFFIX``, same
+    directory so the final rename is atomic, same suffix so FFmpeg picks the same muxer). When the
+    with-block exits cleanly, the encoder is flushed (``stream.encode()`` with no frame, remaining
+    packets muxed), the container is closed and the temp file is renamed onto ``path`` (an
+    existing file there is replaced, unless ``overwrite=False``: then it is kept and the exit
+    raises). When the block raises, the container is closed without flushing, the temp file is
+    deleted, nothing appears at ``path`` and the exception propagates.
+
+    Two modes:
+
+    * ``lossless=False``: ``write`` takes ``(H, W, 3) uint8 RGB``; encoded as ``yuv420p`` with
+      ``crf``/``preset``. yuv420p needs even sizes, so an odd width/height is padded by one pixel
+      (the last column/row is repeated): the output is ``output_size`` =
+      ``(width + width % 2, height + height % 2)``.
+    * ``lossless=True``: ``write`` takes ``(H, W) uint8`` label masks; encoded as 4:0:0 ``gray``
+      with ``qp=0`` (libx264, or ``codec="ffv1"`` for .mkv). Bit-exact, any size (no padding);
+      read back with :func:`~vidseg.engine.video.read_label_frames`.
+
+    Timestamps: ``pts`` are integers in ``time_base`` units (default ``1/fps``). Passing a source's
+    pts together with ``time_base=source.time_base`` preserves them: the read-back frames carry
+    the same timestamps (mp4/mov store them exactly; Matroska stores milliseconds).
+
+    Attributes:
+        path: the final output path.
+        fps: the declared frame rate.
+        time_base: seconds per pts tick of ``write``'s ``pts``.
+
+    Raises (constructor):
+        ValueError: non-positive size, float/non-positive fps or time_base, crf out of range,
+            unsupported lossless codec.
+        VideoIOError: the output directory does not exist or is not writable, ``path`` is a
+            directory, or ``path`` exists and ``overwrite`` is False.
+
+    Example:
+        >>> info = VideoInfo.from_path("in.mp4")  # doctest: +SKIP
+        >>> with VideoWriter("out.mp4", width=info.width, height=info.height, fps=info.fps,
+        ...                  time_base=info.time_base) as writer:  # doctest: +SKIP
+        ...     for frame in read_frames("in.mp4"):
+        ...         writer.write(frame.image, pts=frame.pts)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        width: int,
+        height: int,
+        fps: Fraction,
+        time_base: Fraction | None = None,
+        codec: str = "libx264",
+        crf: int = 23,
+        preset: str = "veryfast",
+        lossless: bool = False,
+        audio_from: str | os.PathLike[str] | None = None,
+        audio_timeout_s: float | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        self.path: Path = Path(path)
+        self._audio_from = audio_from  # copy this file's audio into the output
+        self._audio_timeout_s = audio_timeout_s  # open/read timeout when audio_from is a URL
+        self._overwrite = bool(overwrite)  # False: an existing file at path is never replaced
+        self._audio: AudioCopy | None = None
+        self._width, self._height = check_size((width, height))
+        self.fps: Fraction = check_rational("fps", fps)
+        self.time_base: Fraction = (
+            Fraction(self.fps.denominator, self.fps.numerator)
+            if time_base is None
+            else check_rational("time_base", time_base)
+        )
+        crf = operator.index(crf)
+        if codec in _CRF_CODECS and not 0 <= crf <= 51:
+            raise ValueError(f"crf must be in 0..51, got {crf}")
+        if lossless and codec not in _LOSSLESS_CODECS:
+            raise ValueError(
+                f"lossless=True supports codecs {sorted(_LOSSLESS_CODECS)}, got {codec!r}"
+            )
+        self._codec = codec
+        self._crf = crf
+        self._preset = preset
+        self._lossless = bool(lossless)
+        if self._lossless:  # 4:0:0 has no chroma subsampling: any size works
+            self._out_width, self._out_height = self._width, self._height
+        else:
+            self._out_width = self._width + self._width % 2
+            self._out_height = self._height + self._height % 2
+        self._temp_path = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._frame_step = 1 / (self.fps * self.time_base)  # pts ticks per frame
+        self._frames_written = 0
+        self._last_pts: int | None = None
+        self._explicit_pts = False
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.video.stream.VideoStream | None = None
+        check_output_parent(self.path)
+        if self.path.is_dir():
+            raise VideoIOError(f"cannot write video {self.path}: is a directory")
+        self._check_not_there()
+
+    def _check_not_there(self) -> None:
+        """Raise VideoIOError when ``path`` exists and may not be replaced."""
+        if not self._overwrite and os.path.lexists(self.path):
+            raise VideoIOError(f"cannot write video {self.path}: exists (overwrite=False)")
+
+    @property
+    def frames_written(self) -> int:
+        """Number of frames accepted by ``write`` so far."""
+        return self._frames_written
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the encoded video (odd sizes padded to even unless lossless)."""
+        return self._out_width, self._out_height
+
+    def __enter__(self) -> VideoWriter:
+        """Open the temporary output and configure the encoder.
+
+        Raises:
+            RuntimeError: the writer is already open.
+            VideoIOError: the container or encoder cannot be created (unknown suffix, codec
+                missing from this FFmpeg build, unsupported option).
+        """
+        if self._container is not None:
+            raise RuntimeError("VideoWriter is already open")
+        check_output_parent(self.path)
+        options: dict[str, str] = {}
+        timescale = self.time_base.denominator
+        if self.path.suffix.lower() in _MOV_SUFFIXES and timescale <= _MAX_TIMESCALE:
+            # The mov muxer stores the edit-list start in the movie timescale (default 1/1000),
+            # which rounds a non-zero first pts (1000/12800 s -> 998 ticks). Match the track's.
+            options["movie_timescale"] = str(timescale)
+        try:
+            container = av.open(str(self._temp_path), mode="w", options=options)
+        except AV_ERRORS as error:
+            raise VideoIOError(f"cannot create video {self.path}: {error_reason(error)}") from error
+        except ValueError as error:  # PyAV: "Could not determine output format"
+            raise VideoIOError(
+                f"cannot create video {self.path}: no container format for suffix "
+                f"{self.path.suffix!r} ({error_reason(error)})"
+            ) from error
+        try:
+            stream = container.add_stream(self._codec, rate=self.fps)
+            stream.width = self._out_width
+            stream.height = self._out_height
+            stream.time_base = self.time_base
+            stream.codec_context.time_base = self.time_base
+            if self._lossless:
+                stream.pix_fmt = "gray"
+                if self._codec == "libx264":
+                    stream.options = {"qp": "0", "preset": self._preset}
+            else:
+                stream.pix_fmt = "yuv420p"
+                if self._codec in _CRF_CODECS:
+                    stream.options = {"crf": str(self._crf), "preset": self._preset}
+                if self._codec == "libx265":  # x265 prints its settings to stderr otherwise
+                    stream.options["x265-params"] = "log-level=error"
+        except (*AV_ERRORS, ValueError, TypeError) as error:
+            container.close()
+            remove_quietly(self._temp_path)
+            reason = (
+                "codec not available in this FFmpeg build"
+                if isinstance(error, av.codec.codec.UnknownCodecError)
+                else error_reason(error)
+            )
+            raise VideoIOError(
+                f"cannot configure encoder {self._codec!r} for {self.path}: {reason}"
+            ) from error
+        self._container, self._stream = container, stream
+        self._audio = (
+            open_audio(
+                container,
+                self._audio_from,
+                timeout_s=self._audio_timeout_s,
+                output_name=self.path.name,
+            )
+            if self._audio_from is not None
+            else None
+        )
+        logger.debug(
+            "writing %s via %s: %dx%d, fps %s, time base %s, codec %s, lossless %s",
+            self.path,
+            self._temp_path.name,
+            self._out_width,
+            self._out_height,
+            self.fps,
+            self.time_base,
+            self._codec,
+            self._lossless,
+        )
+        return self
+
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        """Encode one frame.
+
+        Args:
+            image: ``(height, width, 3) uint8 RGB``, or ``(height, width) uint8`` label mask when
+                the writer is lossless; ``height, width`` as given to the constructor.
+            pts: presentation timestamp in ``time_base`` units, strictly greater than the previous
+                one. None continues from the previous frame by one frame duration
+                (``1 / (fps * time_base)`` ticks; with the default time base, pts = running index).
+
+        Raises:
+            RuntimeError: called outside the with-block.
+            TypeError / ValueError: wrong dtype or shape, or pts not increasing.
+            VideoIOError: the encoder or the OS failed (e.g. disk full).
+        """
+        if self._container is None or self._stream is None:
+            raise RuntimeError("VideoWriter.write() called outside its with-block")
+        pixels = self._check_image(image)
+        frame_pts = self._next_pts(pts)
+        if pixels.shape[:2] != (self._out_height, self._out_width):
+            pad = ((0, self._out_height - self._height), (0, self._out_width - self._width))
+            pixels = np.pad(pixels, pad + ((0, 0),) * (pixels.ndim - 2), mode="edge")
+        try:
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(pixels), format="gray" if self._lossless else "rgb24"
+            )
+            frame.pts = frame_pts
+            frame.time_base = self.time_base
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except AV_ERRORS as error:
+            raise VideoIOError(
+                f"cannot write frame {self._frames_written} to {self.path}: {error_reason(error)}"
+            ) from error
+        self._last_pts = frame_pts
+        self._frames_written += 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Finish or abandon the output; see the class docstring.
+
+        Raises:
+            VideoIOError: (clean exit only) flushing, closing or renaming failed, or no frame was
+                written (FFmpeg writes no file then); the temp file is deleted.
+        """
+        container, stream = self._container, self._stream
+        self._container = self._stream = None
+        if container is None or stream is None:
+            return
+        if exc_type is not None:
+            # The output is discarded anyway: skip the flush (it would encode every buffered
+            # frame, and may fail again if the encoder was the cause) and just release.
+            try:
+                container.close()
+                if self._audio is not None:
+                    self._audio[0].close()
+            except AV_ERRORS as error:
+                logger.debug("closing abandoned %s failed: %s", self._temp_path, error)
+            remove_quietly(self._temp_path)
+            logger.debug("discarded %s after %s", self._temp_path, exc_type.__name__)
+            return
+        try:
+            try:
+                if self._frames_written:
+                    for packet in stream.encode(None):
+                        container.mux(packet)
+                    if self._audio is not None and self._last_pts is not None:
+                        end_s = (self._last_pts + self._frame_step) * self.time_base
+                        copy_audio(container, self._audio, end_s)
+            finally:
+                container.close()
+                if self._audio is not None:
+                    self._audio[0].close()
+        except AV_ERRORS as error:
+            remove_quietly(self._temp_path)
+            raise VideoIOError(f"cannot finish video {self.path}: {error_reason(error)}") from error
+        except BaseException:
+            remove_quietly(self._temp_path)
+            raise
+        if self._frames_written == 0:
+            remove_quietly(self._temp_path)
+            raise VideoIOError(f"no frames were written to {self.path}; no file was created")
+        try:
+            self._check_not_there()
+            os.replace(self._temp_path, self.path)
+        except VideoIOError:
+            remove_quietly(self._temp_path)
+            raise
+        except OSError as error:
+            remove_quietly(self._temp_path)
+            raise VideoIOError(
+                f"cannot move finished video onto {self.path}: {error_reason(error)}"
+            ) from error
+        logger.debug("wrote %d frames to %s", self._frames_written, self.path)
+
+    def _check_image(self, image: np.ndarray) -> np.ndarray:
+        """Validate dtype and shape against the writer's mode and size; return the array."""
+        if not isinstance(image, np.ndarray):
+            raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
+        if image.dtype != np.uint8:
+            raise TypeError(f"image must be uint8, got {image.dtype}")
+        expected = (self._height, self._width) if self._lossless else (self._height, self._width, 3)
+        if image.shape != expected:
+            kind = "(H, W) label mask" if self._lossless else "(H, W, 3) RGB image"
+            raise ValueError(f"expected a {kind} of shape {expected}, got {image.shape}")
+        return image
+
+    def _next_pts(self, pts: int | None) -> int:
+        """Resolve the pts of the next frame and check it increases."""
+        if pts is None:
+            if self._last_pts is None:
+                return 0
+            if not self._explicit_pts:
+                return round(self._frames_written * self._frame_step)
+            return self._last_pts + max(1, round(self._frame_step))
+        value = operator.index(pts)
+        if self._last_pts is not None and value <= self._last_pts:
+            raise ValueError(f"pts must increase: got {value} after {self._last_pts}")
+        self._explicit_pts = True
+        return value
