@@ -10,7 +10,8 @@ from vidseg.engine.errors import (
     VideoIOError,
     VidsegError,
 )
-from vidseg.engine.segmenter import FrameTimings, PreparedFrame, Result, Segmenter
+from vidseg.engine.segmenter import PreparedFrame, Result, Segmenter
+from vidseg.engine.timing import FrameTimings
 
 __all__ = [
     "BackendError", "Bundle", "BundleError", "FrameError", "FrameTimings", "Manifest", "PreparedFrame", "Result",

@@ -21,8 +21,10 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from vidseg.engine.bundle import Bundle
+from vidseg.engine.loaded import LoadedModel
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
-from vidseg.engine.segmenter import FrameTimings, LoadedModel, Result, _ms
+from vidseg.engine.segmenter import Result
+from vidseg.engine.timing import FrameTimings, elapsed_ms
 from vidseg.engine.upsample import upsample
 from vidseg.engine.video import Frame
 
@@ -90,7 +92,7 @@ class MultiStreamSegmenter:
             keys = {i: self.schedulers[i].is_key(inputs[i]) for i in rows}
             groups = {role: [i for i in rows if keys[i] == (role == "key")]
                       for role in ("key", "current")}  # fmt: skip
-        pre_ms = _ms(t0, time.perf_counter_ns())
+        pre_ms = elapsed_ms(t0, time.perf_counter_ns())
         for role, group in groups.items():
             if not group:
                 continue
@@ -102,7 +104,9 @@ class MultiStreamSegmenter:
             outputs = self.model.run(role, batch, self.state, self.cache, extra, rows=subset)
             t2 = time.perf_counter_ns()
             fitted = [upsample(out, *frames[i].shape[:2]) for out, i in zip(outputs, group)]  # type: ignore[union-attr]
-            timings = FrameTimings(pre_ms, _ms(t1, t2), _ms(t2, time.perf_counter_ns()))
+            timings = FrameTimings(
+                pre_ms, elapsed_ms(t1, t2), elapsed_ms(t2, time.perf_counter_ns())
+            )
             for i, out, (lab, score) in zip(group, outputs, fitted):
                 ts = timestamps[i] if timestamps is not None else None
                 results[i] = Result(lab, self._frames[i], ts, timings, key_frame=role != "current",

@@ -17,19 +17,16 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator
 
-import cv2
 import numpy as np
 
-from vidseg.engine.backends import BackendOptions, Transfers, create_backend
-from vidseg.engine.bundle import ENCODE, GRAPH_ROLES, Bundle, default_bundle_path, load_bundle
-from vidseg.engine.errors import BundleError, FrameError, StateSpecError
-from vidseg.engine.flow import AUX_PROVIDERS
+from vidseg.engine.bundle import Bundle
 from vidseg.engine.geometry import RESIZE_MODES, Placement, place, to_frame, to_input
+from vidseg.engine.loaded import LoadedModel, check_frame
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
-from vidseg.engine.state import StreamState, check_state_specs
 from vidseg.engine.telemetry import StatsSnapshot, Telemetry
+from vidseg.engine.timing import FrameTimings, elapsed_ms
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.engine.video import Frame
 
@@ -37,21 +34,6 @@ logger = logging.getLogger(__name__)
 # frames between checks of a state held in device memory for NaN/Inf (each check copies it to
 # the host); a state on the host is checked before every frame (30-75 us for the default's)
 NONFINITE_CHECK_EVERY = 30
-
-
-@dataclass(frozen=True)
-class FrameTimings:
-    """Wall time of each stage of one ``step``, in milliseconds (``perf_counter_ns``). For a
-    ``PreparedFrame`` the resize (and a split bundle's encoder) ran in ``prepare`` and is not
-    counted here: ``infer_ms`` is then the step graph alone."""
-
-    pre_ms: float  # resize to the model input, aux inputs (optical flow), key-frame decision
-    infer_ms: float  # backend run (device-synchronised)
-    post_ms: float  # labels back to the frame size
-
-    @property
-    def total_ms(self) -> float:
-        return self.pre_ms + self.infer_ms + self.post_ms
 
 
 @dataclass(frozen=True)
@@ -92,234 +74,6 @@ class PreparedFrame:
     features: dict[str, Any] | None = None
     placement: Placement | None = None  # the frame on the model input (letterbox/crop only)
     captured_ns: int | None = None  # perf_counter_ns when prepare got the frame
-
-
-def _ms(t0: int, t1: int) -> float:
-    return (t1 - t0) / 1e6
-
-
-def check_frame(frame: object) -> np.ndarray:
-    """Return ``frame`` if it is an (H, W, 3) uint8 array, else raise ``FrameError``."""
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 \
-            or frame.shape[2] != 3:  # fmt: skip
-        got = (f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray)
-               else type(frame).__name__)  # fmt: skip
-        raise FrameError(f"frame must be an (H, W, 3) uint8 RGB array, got {got}")
-    return frame
-
-
-class LoadedModel:
-    """A bundle opened on a backend, its graphs checked against the manifest, run per frame.
-
-    Shared by ``Segmenter`` (one stream) and ``MultiStreamSegmenter`` (a batch of streams). No
-    family-specific code: each graph role (``step``, or ``key``/``current``) is described by
-    which tensors it reads and writes, derived from the manifest and the graph's own I/O:
-    recurrent ``state`` (read and written by the same graph), the key-frame ``cache`` (written
-    by ``key``, read by ``current``) and engine-computed ``aux_inputs`` (optical flow).
-
-    Raises:
-        BundleError / StateSpecError: the bundle is invalid or disagrees with its graphs.
-        BackendError: the backend is unavailable or cannot load a graph.
-    """
-
-    def __init__(self, bundle: str | Path | Bundle | None, backend: str, device: str,
-                 threads: int | None, cuda_graph: bool | None = None) -> None:  # fmt: skip
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(
-            default_bundle_path() if bundle is None else bundle)  # fmt: skip
-        manifest = self.manifest = self.bundle.manifest
-        pairs = tuple((s.input, s.output) for s in manifest.state)  # ping-ponged on the GPU
-        options = BackendOptions(device, threads, cuda_graph=cuda_graph, state_pairs=pairs)
-        # the optional encode graph last: the state lives with the graphs that carry it
-        roles = GRAPH_ROLES[manifest.family] + ((ENCODE,) if ENCODE in manifest.graphs else ())
-        self.backends = {
-            role: create_backend(backend, str(self.bundle.graph_path(role)), options)
-            for role in roles
-        }
-        self.keyframe = "key" in self.backends
-        self.split = ENCODE in self.backends  # step reads features, not the frame
-        self._check_io()
-        self.input_size = (manifest.input.height, manifest.input.width)
-        self.labels_name = manifest.labels_output
-        self.scores_name = manifest.output_name("scores")
-        self.logits_name = manifest.output_name("logits")
-        self._host_outputs = tuple(
-            n for n in (self.labels_name, self.scores_name, self.logits_name) if n
-        )
-        # per role, once at load: does the graph read/write the state and the cache?
-        self._role_io = {
-            role: (
-                any(x.input in ins for x in manifest.state),
-                any(x.input in ins for x in manifest.cache),
-                any(x.output in outs for x in manifest.state),
-                any(x.output in outs for x in manifest.cache),
-            )
-            for role, backend in self.backends.items()
-            for ins, outs in [({t.name for t in backend.inputs}, {t.name for t in backend.outputs})]
-        }
-        self.schedule = Schedule.from_manifest(manifest.schedule) if self.keyframe else None
-        # a step graph on fixed buffers adopts the encoder's fixed output buffers: then the
-        # features of frame t+1 must not be made (in another thread) before step t has run
-        self.encode_ahead = self.split and not getattr(self.backends[ENCODE], "fixed", False)
-        self.warmup_runs = 2 if device.startswith("cuda") else 1
-
-    def warmup(self, batch: int = 1) -> None:
-        """Run every graph ``warmup_runs`` times on zero frames with throw-away state and cache,
-        so that lazy set-up (CUDA/cuDNN handles, kernel choice, memory arenas, CUDA-graph
-        capture of both ping-pong parities) is not paid by the first real frame. Touches no
-        stream's state."""
-        state, cache = self.new_state(batch), self.new_cache(batch)
-        height, width = self.input_size
-        frames = np.zeros((batch, height, width, 3), np.uint8)
-        aux = {a.name: np.zeros((batch, *a.shape), np.float32) for a in self.manifest.aux_inputs}
-        for _ in range(self.warmup_runs):
-            for role in GRAPH_ROLES[self.manifest.family]:  # key before current
-                self.run(role, frames, state, cache, aux)
-
-    def transfers(self) -> Transfers:
-        """Host<->device bytes of every graph's runs so far, summed."""
-        total = Transfers()
-        for backend in self.backends.values():
-            total = total.add(backend.transfers)
-        return total
-
-    def _graph(self, role: str) -> str:
-        return str(self.bundle.graph_path(role))
-
-    def _check_io(self) -> None:
-        m = self.manifest
-        spec = m.input
-        for role, backend in self.backends.items():
-            graph = self._graph(role)
-            inputs = {t.name: t for t in backend.inputs}
-            frame = inputs.get(spec.name)
-            if self.split and role != ENCODE:  # reads the encode graph's features instead
-                self._check_features(graph, inputs, "input")
-            elif frame is None or frame.dtype != "uint8" or frame.shape[1:] != (
-                    spec.height, spec.width, 3):  # fmt: skip
-                raise BundleError(
-                    f"{graph}: expected frame input {spec.name!r} uint8 [batch, {spec.height}, "
-                    f"{spec.width}, 3], the graph has "
-                    f"{[(t.name, t.dtype, list(t.shape)) for t in backend.inputs]}"
-                )
-            if role == ENCODE:
-                self._check_features(graph, {t.name: t for t in backend.outputs}, "output")
-                if set(inputs) != {spec.name}:
-                    raise BundleError(f"{graph}: the encode graph must read the frame alone, "
-                                      f"it reads {sorted(inputs)}")  # fmt: skip
-                continue
-            labels = next((t for t in backend.outputs if t.name == m.labels_output), None)
-            if labels is None:
-                raise BundleError(f"{graph}: no output named {m.labels_output!r}")
-            if all(isinstance(d, int) for d in labels.shape[1:]) and \
-                    tuple(labels.shape[1:]) != m.labels_size:  # fmt: skip
-                raise BundleError(f"{graph}: output {m.labels_output!r} is "
-                                  f"{list(labels.shape[1:])}, the manifest says "
-                                  f"{list(m.labels_size)} (input size / labels stride)")  # fmt: skip
-            logits_name = m.output_name("logits")
-            if logits_name is not None:
-                logits = next((t for t in backend.outputs if t.name == logits_name), None)
-                expected = (len(m.classes), *m.labels_size)
-                if logits is None or tuple(logits.shape[1:]) != expected:
-                    got = None if logits is None else list(logits.shape[1:])
-                    raise BundleError(f"{graph}: logits output {logits_name!r} should be "
-                                      f"[batch, {list(expected)}] (classes, labels size), "
-                                      f"got {got}")  # fmt: skip
-            for aux in m.aux_inputs:
-                info = inputs.get(aux.name)
-                if info is None or info.shape[1:] != aux.shape:
-                    raise StateSpecError(f"{graph}: aux input {aux.name!r} "
-                                         f"[batch, {list(aux.shape)}] not in the graph")  # fmt: skip
-        if self.keyframe:
-            check_state_specs(m.cache, self.backends["current"], self.backends["key"],
-                              self._graph("current"), self._graph("key"))  # fmt: skip
-        for role, backend in self.backends.items():
-            if role != ENCODE and m.state and (not self.keyframe or any(
-                    s.input in {t.name for t in backend.inputs} for s in m.state)):  # fmt: skip
-                check_state_specs(m.state, backend, backend, self._graph(role))
-        known = {spec.name} | {s.input for s in m.state + m.cache} | {a.name for a in m.aux_inputs}
-        known |= {f.name for f in m.features}
-        for role, backend in self.backends.items():
-            extra = {t.name for t in backend.inputs} - known
-            if extra:
-                raise BundleError(f"{self._graph(role)}: graph inputs {sorted(extra)} are not "
-                                  "in the manifest")  # fmt: skip
-
-    def _check_features(self, graph: str, tensors: Mapping[str, Any], kind: str) -> None:
-        """Every manifest feature is a graph ``kind`` (input/output) of its declared shape."""
-        for f in self.manifest.features:
-            info = tensors.get(f.name)
-            if info is None or tuple(info.shape[1:]) != f.shape or info.dtype != f.dtype:
-                got = None if info is None else (info.dtype, list(info.shape))
-                raise BundleError(f"{graph}: feature {f.name!r} should be a graph {kind} "
-                                  f"{f.dtype} [batch, {list(f.shape)}], got {got}")  # fmt: skip
-
-    def new_state(self, batch: int = 1) -> StreamState:
-        """Zeroed recurrent state (``manifest.state``) for ``batch`` streams."""
-        return StreamState(self.manifest.state, self.backends[self._any_role], batch)
-
-    def new_cache(self, batch: int = 1) -> StreamState:
-        """Zeroed key-frame cache (``manifest.cache``; empty for other families)."""
-        return StreamState(self.manifest.cache, self.backends[self._any_role], batch)
-
-    def new_aux(self) -> list[tuple[str, Any]]:
-        """One stateful provider per aux input, for one stream."""
-        return [(a.name, AUX_PROVIDERS[a.provider](a.shape)) for a in self.manifest.aux_inputs]
-
-    @property
-    def _any_role(self) -> str:
-        return next(iter(self.backends))  # never the encode graph: it comes last
-
-    def to_input(self, frame: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (h, w, 3) at the model's input size (bilinear), contiguous."""
-        height, width = self.input_size
-        if check_frame(frame).shape[:2] != (height, width):
-            frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
-        return np.ascontiguousarray(frame)
-
-    def encode(self, batch: np.ndarray) -> dict[str, Any]:
-        """The stateless features of (N, h, w, 3) frames, by the ``encode`` graph of a split
-        bundle; safe to call from another thread than ``run`` (it touches no state). The values
-        stay where the backend ran them (device memory on a GPU)."""
-        return self.backends[ENCODE].run({self.manifest.input.name: batch}, host_outputs=())
-
-    def run(self, role: str, batch: np.ndarray, state: StreamState, cache: StreamState,
-            aux: Mapping[str, np.ndarray] | None = None, rows: Sequence[int] | None = None,
-            features: Mapping[str, Any] | None = None,
-            ) -> list[GraphOutputs]:  # fmt: skip
-        """Run graph ``role`` on (N, h, w, 3) frames: each frame's labels, and its confidence
-        and logits where the graph outputs them, at the graph's label stride.
-
-        ``state`` and ``cache`` are read where the graph has their inputs and advanced where it
-        has their outputs. ``rows``: the state rows the N frames belong to (all when None).
-        A split bundle's step reads ``features`` (``encode`` of the same frames), computed here
-        when not given.
-        """
-        reads_state, reads_cache, writes_state, writes_cache = self._role_io[role]
-        if self.split:
-            feeds = dict(features if features is not None else self.encode(batch))
-            feeds.update(aux or {})
-        else:
-            feeds = {self.manifest.input.name: batch, **(aux or {})}
-        if reads_state:
-            feeds.update(state.feeds(rows))
-        if reads_cache:
-            feeds.update(cache.feeds(rows))
-        outputs = self.backends[role].run(feeds, host_outputs=self._host_outputs)
-        if writes_state:
-            state.advance(outputs, rows)
-        if writes_cache:
-            cache.advance(outputs, rows)
-        labels = outputs[self.labels_name]
-        scores = outputs[self.scores_name] if self.scores_name else None
-        logits = outputs[self.logits_name] if self.logits_name else None
-        return [
-            GraphOutputs(
-                labels[k],
-                None if scores is None else scores[k],
-                None if logits is None else logits[k],
-            )  # fmt: skip
-            for k in range(len(labels))
-        ]
 
 
 class Segmenter:
@@ -364,7 +118,7 @@ class Segmenter:
         t0 = time.perf_counter_ns()
         if warmup:
             self.model.warmup()
-        self.warmup_ms = _ms(t0, time.perf_counter_ns())  # load-time runs, not in any Result
+        self.warmup_ms = elapsed_ms(t0, time.perf_counter_ns())  # load-time runs, not in any Result
         self.bundle, self.manifest = self.model.bundle, self.model.manifest
         self.input_size = self.model.input_size
         self.state = self.model.new_state()
@@ -466,10 +220,10 @@ class Segmenter:
         labels, scores = upsample(outputs, height, width) if placement is None or \
             prepared is not None else to_frame(outputs, placement, height, width)  # fmt: skip
         t3 = time.perf_counter_ns()
-        timings = FrameTimings(_ms(t0, t1), _ms(t1, t2), _ms(t2, t3))
+        timings = FrameTimings(elapsed_ms(t0, t1), elapsed_ms(t1, t2), elapsed_ms(t2, t3))
         if self.scheduler is not None:
             self.scheduler.record(key, timings.total_ms)
-        age_ms = _ms(t0 if captured_ns is None else captured_ns, t3)
+        age_ms = elapsed_ms(t0 if captured_ns is None else captured_ns, t3)
         self.telemetry.record(timings.total_ms, age_ms, t3)
         result = Result(labels, self._frames, timestamp, timings, key_frame=key, scores=scores,
                         outputs=outputs, placement=placement, age_ms=age_ms)  # fmt: skip

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from vidseg.engine import Segmenter
-from vidseg.engine import segmenter as segmenter_module
+from vidseg.engine import loaded as loaded_module
 from vidseg.engine.backends import BackendOptions, TensorInfo, create_backend
 from vidseg.engine.backends.fixed import PingPongBuffers
 from vidseg.engine.errors import BackendError
@@ -36,7 +36,7 @@ def test_io_binding_path_matches_numpy_path(family: str, request, clip, monkeypa
                                       "keyframe": "tiny_keyframe_bundle"}[family])  # fmt: skip
     schedule = Schedule("fixed", 3) if family == "keyframe" else None
     plain = Segmenter(bundle, schedule=schedule)
-    monkeypatch.setattr(segmenter_module, "BackendOptions",
+    monkeypatch.setattr(loaded_module, "BackendOptions",
                         functools.partial(BackendOptions, io_binding=True))  # fmt: skip
     bound = Segmenter(bundle, schedule=schedule)
     held = bound.state.tensors or bound.cache.tensors
@@ -84,7 +84,7 @@ BUNDLES = {"recurrent": "tiny_bundle", "split": "tiny_split_bundle",
 
 def _bind_everything(monkeypatch) -> None:
     """Segmenters made from here on run the IO-binding path on the CPU."""
-    monkeypatch.setattr(segmenter_module, "BackendOptions",
+    monkeypatch.setattr(loaded_module, "BackendOptions",
                         functools.partial(BackendOptions, io_binding=True))  # fmt: skip
 
 

@@ -101,10 +101,10 @@ def test_streams_on_device_tensors_match_independent_segmenters(tiny_bundle, sam
 
     import onnxruntime as ort
 
-    from vidseg.engine import segmenter as segmenter_module
+    from vidseg.engine import loaded as loaded_module
     from vidseg.engine.backends import BackendOptions
 
-    monkeypatch.setattr(segmenter_module, "BackendOptions",
+    monkeypatch.setattr(loaded_module, "BackendOptions",
                         functools.partial(BackendOptions, io_binding=True))  # fmt: skip
     clip = [f.image for f in read_frames(sample_clip, max_frames=16)]
     multi = MultiStreamSegmenter(tiny_bundle, streams=2)

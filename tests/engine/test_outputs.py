@@ -12,7 +12,8 @@ import pytest
 
 from vidseg.engine.geometry import UNSEEN
 from vidseg.engine.outputs import FrameLog, class_polygons, class_shares, frame_record, gui_problem
-from vidseg.engine.segmenter import FrameTimings, Result
+from vidseg.engine.segmenter import Result
+from vidseg.engine.timing import FrameTimings
 from vidseg.engine.video import Frame
 
 CLASSES = ("sky", "road", "car")
