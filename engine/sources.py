@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from vidseg.engine.errors import SourceLostError, VideoIOError
-from vidseg.engine.video import Frame
+from vidseg.engine.video import Frame, prepend
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -299,20 +299,9 @@ class ReconnectingSource:
                 failure = error
                 continue
             self.reconnects += 1
-            return _chain(first, frames)
+            return prepend(first, frames)
         raise SourceLostError(
             f"{lost}; gave up after {self._retries} reconnect(s)"
             + (f", the last: {failure}" if failure is not lost else ""),
             frames_decoded=self.delivered,
         ) from failure
-
-
-def _chain(first: Frame, rest: Iterator[Frame]) -> Iterator[Frame]:
-    """``first`` then ``rest``; closing it closes ``rest``."""
-    try:
-        yield first
-        yield from rest
-    finally:
-        close = getattr(rest, "close", None)
-        if close is not None:
-            close()

@@ -228,11 +228,11 @@ def open_video(
     first = next(decoded, None)  # its display rotation sets the upright size
     if first is not None:
         info = _rotated(info, first[1])
-        decoded = _prepend(first, decoded)
+        decoded = prepend(first, decoded)
     return info, _rgb_frames(decoded, path, size)
 
 
-def _prepend(first: T, rest: Iterator[T]) -> Iterator[T]:
+def prepend(first: T, rest: Iterator[T]) -> Iterator[T]:
     """``first`` then ``rest``; closing it closes ``rest``."""
     try:
         yield first
