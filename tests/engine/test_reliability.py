@@ -279,8 +279,8 @@ def test_short_soak_leaks_no_thread_and_rss_stays_flat(
     from vidseg.benchmarks.soak import soak, soak_lines
 
     before = threading.active_count()
-    report = soak(Segmenter(tiny_bundle, threads=1), sample_clip, 400, every=50, clip_frames=8)
-    assert report["frames"] == 400 and len(report["samples"]) == 8
+    report = soak(Segmenter(tiny_bundle, threads=1), sample_clip, 500, every=50, clip_frames=8)
+    assert report["frames"] == 500 and len(report["samples"]) == 10
     assert report["thread_leak"] == 0 and threading.active_count() == before
     # during the run: decode + encode threads, never more (the decoder may be gone at the end)
     assert max(s["threads"] for s in report["samples"]) == report["samples"][0]["threads"]
