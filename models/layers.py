@@ -88,3 +88,25 @@ class ConvGRU(nn.Module):
                 if key.startswith(prefix + old):
                     state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class MemoryAdd(nn.Module):
+    """A memory added to per-frame features: ``(y, h) -> (y + W h', h')`` with
+    ``h' = ConvGRU(y, h)`` and W a 1x1 convolution that starts at zero.
+
+    At initialisation the output is ``y`` whatever the state, so a network that gains these
+    cells behind its per-frame blocks starts as exactly that per-frame network: its weights load
+    unchanged and training can only add what the memory is worth (a zero-initialised residual
+    branch, as in ReZero or ControlNet's zero convolutions).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gru = ConvGRU(channels)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, y: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.gru(y, h)
+        return y + self.out(h), h

@@ -89,6 +89,33 @@ class Lite0Encoder(nn.Module):
                 c_in = c_out
         self._blocks = nn.ModuleList(blocks)
         self._tap_blocks = {index: stride for stride, (index, _) in LITE0_TAPS.items()}
+        self._frozen: list[nn.Module] = []  # see ``freeze``
+
+    def freeze(self, stride: int) -> int:
+        """Freeze the layers whose output stride is at most ``stride`` (0: none): their weights
+        stop learning and their batch norms keep the ImageNet statistics, also in ``train()``
+        mode. The early high-resolution layers cost most of a training step's backward pass and
+        hold generic edge and texture filters. Returns the number of frozen tensors.
+
+        Raises:
+            VidsegError: ``stride`` is not 0 or one of the encoder's strides.
+        """
+        if stride and stride not in LITE0_TAPS:
+            raise VidsegError(f"freeze stride {stride}: use 0 (none) or one of "
+                              f"{', '.join(map(str, LITE0_TAPS))}")  # fmt: skip
+        last = LITE0_TAPS[stride][0] if stride else -1
+        self._frozen = [self._conv_stem, self._bn0, *self._blocks[: last + 1]] if stride else []
+        params = [p for m in self._frozen for p in m.parameters()]
+        for param in params:
+            param.requires_grad_(False)
+        self.train(self.training)
+        return len(params)
+
+    def train(self, mode: bool = True) -> Lite0Encoder:
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()  # frozen batch norms keep their statistics
+        return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.act(self._bn0(self._conv_stem(x)))

@@ -4,7 +4,9 @@ Seed 001 (ConvRNN/ConvGRU UNet): a convolutional GRU sits at the end of encoder 
 decoder concatenates the hidden states instead of the raw skip features. Here the encoder is an
 ImageNet EfficientNet-Lite0; cells sit at strides 8, 16 and 32 (the stride-4 skip stays
 stateless: its cost would dominate at full resolution). The per-frame baseline swaps each cell
-for a 3x3 conv block of the same width, so the two differ only in memory.
+for a 3x3 conv block of the same width, so the two differ only in memory. A third variant keeps
+the per-frame blocks and adds a zero-initialised memory behind each (``layers.MemoryAdd``): it
+starts as its per-frame twin, whose checkpoint it loads (``vidseg-train --init-from``).
 
 Like RobustVideoMatting, one set of weights runs on clips (N, T, 3, H, W) for training and on
 single frames for export; the state is explicit: ``forward(x, *state) -> (logits, *state)``.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidseg.models.layers import ConvGRU, UpFuse, conv_bn_relu
+from vidseg.models.layers import ConvGRU, MemoryAdd, UpFuse, conv_bn_relu
 from vidseg.models.lite0 import Lite0Encoder, load_lite0_imagenet
 from vidseg.models.protocol import TemporalModule
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
@@ -32,19 +34,22 @@ class Lite0UNet(TemporalModule):
     state tensors, one per cell, each (N, C_i, H/s_i, W/s_i).
     """
 
-    def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int], temporal: bool) -> None:
+    CELLS = ("gru", "block", "residual")  # ConvGRU cells, per-frame blocks, blocks + MemoryAdd
+
+    def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int], cell: str) -> None:
         super().__init__()
         self.cfg = cfg
-        self.temporal = temporal
+        self.temporal = cell != "block"
         self.encoder = Lite0Encoder()
         c4, c8, c16, c32 = Lite0Encoder.channels
         self.project = nn.ModuleList(
             conv_bn_relu(c, h, kernel=1) for c, h in zip((c8, c16, c32), hidden)
         )
-        if temporal:
+        if cell == "gru":
             self.cells = nn.ModuleList(ConvGRU(h) for h in hidden)
         else:
             self.cells = nn.ModuleList(conv_bn_relu(h, h) for h in hidden)
+        self.memory = nn.ModuleList(MemoryAdd(h) for h in hidden) if cell == "residual" else None
         h8, h16, h32 = hidden
         self.up16 = UpFuse(h32, h16, 64)
         self.up8 = UpFuse(64, h8, 48)
@@ -66,12 +71,28 @@ class Lite0UNet(TemporalModule):
         ``rest``: the three projected maps, then the state tensors (zeros when omitted).
         """
         projected, state = rest[:3], rest[3:]
+        inputs = self.cell_inputs(list(projected))
         if self.temporal:
             height, width = 4 * f4.shape[-2], 4 * f4.shape[-1]
             hs = list(state) if state else self.initial_state(f4.shape[0], height, width)
-            hs = [cell(p, h) for cell, p, h in zip(self.cells, projected, hs)]
-            return (self.decode(hs, f4), *hs)
-        return (self.decode([cell(p) for cell, p in zip(self.cells, projected)], f4),)
+            skips, hs = zip(*(self.cell_step(i, x, h) for i, (x, h) in enumerate(zip(inputs, hs))))
+            return (self.decode(list(skips), f4), *hs)
+        return (self.decode(inputs, f4),)
+
+    def cell_inputs(self, projected: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The stateless part of the cells, on any number of frames at once: the per-frame
+        blocks (per-frame and residual variants), nothing for the ConvGRU cells."""
+        if self.memory is None and self.temporal:
+            return projected
+        return [cell(p) for cell, p in zip(self.cells, projected)]
+
+    def cell_step(self, i: int, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Cell ``i`` on one frame: its input from ``cell_inputs`` and state -> (decoder skip,
+        new state)."""
+        if self.memory is None:
+            h = self.cells[i](x, h)
+            return h, h
+        return self.memory[i](x, h)
 
     def decode(self, skips: list[torch.Tensor], f4: torch.Tensor) -> torch.Tensor:
         """Cell outputs at strides 8/16/32 and the stride-4 skip -> logits at stride 4."""
@@ -83,17 +104,18 @@ class Lite0UNet(TemporalModule):
             return self.head(*self.features(x), *state)
         n, t = x.shape[:2]
         f4, *projected = self.features(x.flatten(0, 1))  # stateless parts on all frames at once
+        inputs = self.cell_inputs(projected)
         if self.temporal:
             hs = list(state) if state else self.initial_state(n, *x.shape[-2:])
             outs: list[list[torch.Tensor]] = [[] for _ in hs]
             for step in range(t):
-                for i, (cell, p) in enumerate(zip(self.cells, projected)):
-                    hs[i] = cell(p.unflatten(0, (n, t))[:, step], hs[i])
-                    outs[i].append(hs[i])
+                for i, x_i in enumerate(inputs):
+                    skip, hs[i] = self.cell_step(i, x_i.unflatten(0, (n, t))[:, step], hs[i])
+                    outs[i].append(skip)
             skips = [torch.stack(o, dim=1).flatten(0, 1) for o in outs]
         else:
             hs = []
-            skips = [cell(p) for cell, p in zip(self.cells, projected)]
+            skips = inputs
         return (self.decode(skips, f4).unflatten(0, (n, t)), *hs)
 
 
@@ -103,12 +125,13 @@ class Lite0UNet(TemporalModule):
 
 def _create_lite0_unet(
     name: str,
-    temporal: bool,
+    cell: str,
     pretrained: bool = True,
     input_size: tuple[int, int] = (352, 480),
     num_classes: int = 11,
     hidden: tuple[int, int, int] = (32, 64, 96),
 ) -> Lite0UNet:
+    temporal = cell != "block"
     state = tuple(StateCfg(f"h{s}", c, s) for s, c in zip((8, 16, 32), hidden)) if temporal else ()
     cfg = ModelCfg(
         name=name,
@@ -118,7 +141,7 @@ def _create_lite0_unet(
         state=state,
         pretrained="efficientnet-lite0 ImageNet (Apache-2.0 wheel)" if pretrained else "",
     )
-    model = Lite0UNet(cfg, hidden, temporal)
+    model = Lite0UNet(cfg, hidden, cell)
     if pretrained:
         load_lite0_imagenet(model.encoder)
     return model
@@ -127,10 +150,17 @@ def _create_lite0_unet(
 @register_model
 def recurrent_lite0_gru(**kwargs: object) -> Lite0UNet:
     """Lite0 encoder + ConvGRU cells at strides 8/16/32 (32/64/96 ch) + UNet decoder."""
-    return _create_lite0_unet("recurrent-lite0-gru", temporal=True, **kwargs)  # type: ignore[arg-type]
+    return _create_lite0_unet("recurrent-lite0-gru", cell="gru", **kwargs)  # type: ignore[arg-type]
 
 
 @register_model
 def perframe_lite0(**kwargs: object) -> Lite0UNet:
     """The same network with each ConvGRU replaced by a 3x3 conv block: the baseline."""
-    return _create_lite0_unet("perframe-lite0", temporal=False, **kwargs)  # type: ignore[arg-type]
+    return _create_lite0_unet("perframe-lite0", cell="block", **kwargs)  # type: ignore[arg-type]
+
+
+@register_model
+def recurrent_lite0_res(**kwargs: object) -> Lite0UNet:
+    """``perframe-lite0`` plus a zero-initialised ConvGRU memory added behind each block
+    (``layers.MemoryAdd``): it starts as its twin and loads the twin's checkpoint."""
+    return _create_lite0_unet("recurrent-lite0-res", cell="residual", **kwargs)  # type: ignore[arg-type]

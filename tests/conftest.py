@@ -41,6 +41,8 @@ def make_tiny_model(name: str = "recurrent-lite0-gru", seed: int = 0):
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
+        if isinstance(module, torch.nn.Conv2d) and not module.weight.any():
+            module.weight.data.normal_(0, 0.1)  # zero-initialised branches (MemoryAdd) take part
         if isinstance(getattr(module, "w2", None), torch.nn.Parameter):
             module.w2.data.fill_(0.5)  # NetWarp: use the warped features (0 at init = unused)
     return model.eval()
