@@ -108,7 +108,8 @@ class EncodeGraph(nn.Module):
         self.model = model
 
     def forward(self, frame: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model.features(normalize(frame)))
+        features, _ = self.model.split()
+        return tuple(features(normalize(frame)))
 
 
 class HeadGraph(OutputHeads):
@@ -116,21 +117,24 @@ class HeadGraph(OutputHeads):
     [, logits]), the model's ``head`` under the same output heads as ``FrameGraph``."""
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, *new_state = self.model.head(*inputs)
+        _, head = self.model.split()
+        logits, *new_state = head(*inputs)
         labels, logits = self.labels(logits)
         return (labels, *new_state, *self.extras(logits))
 
 
 def splittable(model: nn.Module) -> bool:
-    """Whether ``model`` has a stateless ``features`` part and a ``head`` to split it into."""
-    return callable(getattr(model, "features", None)) and callable(getattr(model, "head", None))
+    """Whether ``model`` has a stateless ``features`` part and a ``head`` to split it into
+    (``TemporalModel.split``)."""
+    return model.split() is not None
 
 
 @torch.no_grad()
 def feature_specs(model: nn.Module) -> tuple[FeatureSpec, ...]:
     """Names and shapes (batch excluded) of ``model.features`` at its input size."""
     height, width = model.cfg.input_size
-    feats = model.eval().features(torch.zeros(1, 3, height, width))
+    features, _ = model.eval().split()
+    feats = features(torch.zeros(1, 3, height, width))
     return tuple(FeatureSpec(FEATURE.format(i), tuple(f.shape[1:])) for i, f in enumerate(feats))
 
 

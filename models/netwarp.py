@@ -153,7 +153,7 @@ class NetWarpLite0(Lite0UNet):
     cpu_only_training: ClassVar[str] = "its DIS optical flow reads the frames as numpy arrays"
 
     def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int]) -> None:
-        super().__init__(cfg, hidden, temporal=False)
+        super().__init__(cfg, hidden, cell="block")
         self.flow_cnn = FlowCNN()
         self.netwarps = nn.ModuleList(
             NetWarp(c, s // FLOW_STRIDE) for c, s in zip(hidden, WARP_STRIDES)

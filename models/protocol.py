@@ -100,6 +100,12 @@ class TemporalModel(Protocol):
         """The bundle's key-frame schedule (manifest ``schedule``), None without key frames."""
         ...
 
+    def split(self) -> tuple[GraphFn, GraphFn] | None:
+        """``(features, head)`` for a split bundle's ``encode`` and ``step`` graphs:
+        ``features(normalised frame) -> [maps]`` is stateless, ``head(*maps, *state) ->
+        (logits, *state)``; ``features`` then ``head`` is one step. None: not splittable."""
+        ...
+
 
 def zeros_for(specs: tuple[StateCfg, ...], batch: int, height: int, width: int,
               device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
@@ -159,4 +165,7 @@ class TemporalModule(nn.Module):
         return {"step": GraphSpec(self, self.cfg.state, self.cfg.state)}
 
     def schedule(self) -> Schedule | None:
+        return None
+
+    def split(self) -> tuple[GraphFn, GraphFn] | None:
         return None

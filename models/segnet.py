@@ -19,7 +19,7 @@ from torch import nn
 
 from vidseg.models.layers import ConvGRU, MemoryAdd, UpFuse, conv_bn_relu
 from vidseg.models.lite0 import Lite0Encoder, load_lite0_imagenet
-from vidseg.models.protocol import TemporalModule
+from vidseg.models.protocol import GraphFn, TemporalModule
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
 
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +93,9 @@ class Lite0UNet(TemporalModule):
             h = self.cells[i](x, h)
             return h, h
         return self.memory[i](x, h)
+
+    def split(self) -> tuple[GraphFn, GraphFn]:
+        return self.features, self.head
 
     def decode(self, skips: list[torch.Tensor], f4: torch.Tensor) -> torch.Tensor:
         """Cell outputs at strides 8/16/32 and the stride-4 skip -> logits at stride 4."""
