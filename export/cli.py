@@ -14,14 +14,16 @@ import dataclasses
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vidseg.engine.bundle import SPLIT_FAMILIES, default_bundle_path
+from vidseg.engine.bundle import MANIFEST, SPLIT_FAMILIES, default_bundle_path
 from vidseg.engine.errors import BundleError, VidsegError, run_for_cli
 from vidseg.engine.video import read_frames
+from vidseg.export.fp16 import convert_bundle
 from vidseg.export.logits import add_logits
 from vidseg.export.onnx import ClassInfo, feature_specs, model_manifest, splittable
 from vidseg.export.parity import export_bundle
@@ -87,10 +89,27 @@ def export(args: argparse.Namespace) -> str:
         return wrap_model(args.wrap, args.out, args.wrap_options, sample_video(args))
     if args.add_logits:
         return add_logits(args.checkpoint)
-    summary = export_checkpoint(args)
+    if args.fp16 and is_bundle(args.checkpoint):
+        return convert_bundle(Path(args.checkpoint), Path(args.out), sample_video(args),
+                              args.parity_frames)  # fmt: skip
+    if args.fp16:  # export the float32 bundle beside --out, then convert it into --out
+        out = Path(args.out)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+            fp32 = Path(tmp) / out.name
+            summary = export_checkpoint(args, fp32)
+            if args.logits:
+                summary += "\n" + add_logits(fp32)
+            return summary + "\n" + convert_bundle(fp32, out, sample_video(args),
+                                                   args.parity_frames)  # fmt: skip
+    summary = export_checkpoint(args, Path(args.out))
     if args.logits:
         summary += "\n" + add_logits(args.out)
     return summary
+
+
+def is_bundle(path: str) -> bool:
+    """Whether ``path`` is a bundle directory (it holds a manifest), not a checkpoint."""
+    return (Path(path) / MANIFEST).is_file()
 
 
 def sample_video(args: argparse.Namespace) -> Path:
@@ -100,7 +119,7 @@ def sample_video(args: argparse.Namespace) -> Path:
     return default_bundle_path().parent / SAMPLE_CLIP
 
 
-def export_checkpoint(args: argparse.Namespace) -> str:
+def export_checkpoint(args: argparse.Namespace, out: Path) -> str:
     if args.checkpoint.startswith(UNTRAINED):
         model, info = load_untrained(args.checkpoint.removeprefix(UNTRAINED))
     else:
@@ -111,7 +130,7 @@ def export_checkpoint(args: argparse.Namespace) -> str:
     features = feature_specs(model) if args.split else ()
     manifest = model_manifest(model, CAMVID, info, args.scores, args.label_stride, features)
     frames = parity_frames(sample_video(args), model.cfg.input_size, args.parity_frames)
-    return export_bundle(model, Path(args.out), manifest, frames)
+    return export_bundle(model, out, manifest, frames)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logits", action="store_true",
                    help="also output the float32 logits at the labels' stride: the engine "
                    "then upsamples labels crisply to any frame size (engine/upsample.py)")  # fmt: skip
+    p.add_argument("--fp16", action="store_true",
+                   help="write the bundle with float16 inside (I/O types kept; for GPUs): from "
+                   "a checkpoint, or CHECKPOINT an existing bundle to convert into --out; the "
+                   "label agreement with float32 over --parity-frames clip frames goes into "
+                   "the manifest")  # fmt: skip
     p.add_argument("--add-logits", action="store_true",
                    help="CHECKPOINT is an existing bundle: add the logits output to its graphs "
                    "in place (no checkpoint needed)")  # fmt: skip
@@ -305,8 +329,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("CHECKPOINT is required (or --wrap MODEL.onnx)")
         if args.label_stride is None:
             args.label_stride = 1
-    if args.add_logits and (args.out or args.logits or args.split):
-        parser.error("--add-logits edits the bundle given in place: no --out, --logits, --split")
+    if args.add_logits and (args.out or args.logits or args.split or args.fp16):
+        parser.error("--add-logits edits the bundle given in place: no --out, --logits, "
+                     "--split, --fp16")  # fmt: skip
+    if args.fp16 and (args.wrap or args.triton):
+        parser.error("--fp16 converts a checkpoint's or a bundle's graphs: not with --wrap or "
+                     "--triton (convert the bundle first)")  # fmt: skip
+    if args.fp16 and args.checkpoint and is_bundle(args.checkpoint) and (args.logits or args.split):
+        parser.error("--fp16 on a BUNDLE converts it as it is: no --logits or --split")
     if not args.add_logits and not args.out and not args.triton:
         parser.error("--out is required")
     if args.parity_frames < 2:

@@ -1,6 +1,7 @@
 """fp16 bundles: a bundle's graphs converted to float16 inside, its I/O types kept.
 
-``python -m vidseg.export.fp16 BUNDLE.vidseg --out BUNDLE-fp16.vidseg`` converts every graph
+``vidseg-export BUNDLE.vidseg --fp16 --out BUNDLE-fp16.vidseg`` (or ``vidseg-export CHECKPOINT
+--fp16 --out B``: exported, then converted) converts every graph
 with ``convert_float_to_float16(keep_io_types=True)`` from ``onnxruntime.transformers.float16``
 (onnxconverter-common's converter as ONNX Runtime ships it; onnxconverter-common 1.16's own copy
 writes Casts that contradict the graph's type annotations on these graphs): weights and
@@ -16,19 +17,17 @@ Needs ``onnx`` (``pip install 'vidseg[export]'``).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import shutil
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from vidseg.engine.bundle import MANIFEST, default_bundle_path, load_bundle
-from vidseg.engine.errors import BundleError, VidsegError, run_for_cli
+from vidseg.engine.bundle import MANIFEST, load_bundle
+from vidseg.engine.errors import BundleError
 from vidseg.engine.segmenter import Segmenter
 from vidseg.engine.video import read_frames
 
@@ -93,30 +92,3 @@ def convert_bundle(src: Path, out: Path, clip: Path, frames: int = 24) -> str:
         load_bundle(work)  # still a valid bundle
         work.rename(out)
     return f"wrote {out}: float16 inside, labels agree with {src.name} on {100 * agreement:.2f} %"
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vidseg.export.fp16",
-                                description=__doc__.split("\n\n")[0])  # fmt: skip
-    p.add_argument("bundle", help="the fp32 bundle directory")
-    p.add_argument("--out", required=True, help="the fp16 bundle to write (must not exist)")
-    p.add_argument("--clip", help="frames for the label agreement (default: the sample clip)")
-    p.add_argument("--frames", type=int, default=24, help="frames compared, state carried")
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    clip = Path(args.clip) if args.clip else default_bundle_path().parent / "dashcam.mp4"
-
-    def go() -> str:
-        if args.frames < 1:
-            raise VidsegError("--frames must be >= 1")
-        return convert_bundle(Path(args.bundle), Path(args.out), clip, args.frames)
-
-    code, summary = run_for_cli("vidseg-export --fp16", go, debug=args.debug)
-    if summary is not None:
-        print(summary)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

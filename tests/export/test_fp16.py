@@ -11,7 +11,7 @@ import pytest
 
 from vidseg.engine import Segmenter
 from vidseg.engine.video import read_frames
-from vidseg.export import fp16
+from vidseg.export import cli
 
 
 @pytest.mark.parametrize("name", ["tiny_bundle", "tiny_split_bundle"])
@@ -19,7 +19,7 @@ def test_fp16_bundle_keeps_io_and_agrees_with_fp32(name: str, request, sample_cl
                                                    tmp_path: Path) -> None:  # fmt: skip
     src = request.getfixturevalue(name)
     out = tmp_path / "half.vidseg"
-    assert fp16.main([str(src), "--out", str(out), "--frames", "8"]) == 0
+    assert cli.main([str(src), "--fp16", "--out", str(out), "--parity-frames", "8"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["train"]["fp16"]["label_agreement"] >= 0.98
     for graph in manifest["graphs"].values():
@@ -42,5 +42,29 @@ def test_fp16_bundle_keeps_io_and_agrees_with_fp32(name: str, request, sample_cl
 
 def test_fp16_refuses_an_existing_output(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "x").mkdir()
-    assert fp16.main([str(tiny_bundle), "--out", str(tmp_path / "x")]) == 3
+    assert cli.main([str(tiny_bundle), "--fp16", "--out", str(tmp_path / "x")]) == 3
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_fp16_from_a_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Exported in float32 (parity with torch), then converted: one bundle, fp16 inside, with
+    the logits asked for; nothing left beside it."""
+    out = tmp_path / "half.vidseg"
+    assert cli.main([str(tiny_checkpoint), "--out", str(out), "--fp16", "--logits",
+                     "--label-stride", "4", "--parity-frames", "6"]) == 0  # fmt: skip
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["train"]["fp16"]["label_agreement"] >= 0.98
+    assert {o["role"] for o in manifest["outputs"]} == {"labels", "logits"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["half.vidseg"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--wrap", "m.onnx", "--classes", "a,b"], "--fp16 converts"),
+    (["--add-logits"], "no --out, --logits, --split, --fp16"),
+])  # fmt: skip
+def test_fp16_usage_errors(tiny_bundle: Path, tmp_path: Path, capsys, extra, message) -> None:
+    args = [] if "--wrap" in extra else [str(tiny_bundle)]
+    out = [] if "--add-logits" in extra else ["--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*args, "--fp16", *out, *extra])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
