@@ -355,7 +355,7 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame],
                         or args.input == STDIN):  # fmt: skip
                     source = paced(source)  # a file stands in for a camera
                 source = newest = live_source.enter_context(LatestFrameSource(source))
-            stats = segment_video(segmenter, source, sink, FrameOutputs.pair, on_frame=on_frame,
+            stats = segment_video(segmenter, source, sink, sink.render, on_frame=on_frame,
                                   depth=1 if args.live else QUEUE_DEPTH)  # fmt: skip
         live = LiveStats(dropped=newest.dropped if newest else 0,
                          reconnects=reconnecting.reconnects if reconnecting else 0)  # fmt: skip

@@ -180,11 +180,21 @@ class Target:
     render: Callable[[Frame, Result], np.ndarray]
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """One frame's images, one per ``FrameOutputs`` target, rendered ahead of writing."""
+
+    frame: Frame
+    result: Result
+    images: list[np.ndarray]
+
+
 class FrameOutputs:
     """Fans each ``(frame, result)`` out to image targets, a ``FrameLog`` and a ``Preview``.
 
-    A pipeline sink: ``segment_video(..., sink=outputs, render=FrameOutputs.pair)`` hands it the
-    pair in the encode thread. Entering it enters every output; a failure leaves none behind.
+    A pipeline sink: ``segment_video(..., sink=outputs, render=outputs.render)`` renders every
+    target's image in the render thread and hands them to ``write`` in the encode thread.
+    Entering it enters every output; a failure leaves none behind.
     """
 
     def __init__(self, targets: Sequence[Target], log: FrameLog | None = None,
@@ -196,10 +206,9 @@ class FrameOutputs:
         self._preview_render = preview_render
         self._stack = ExitStack()
 
-    @staticmethod
-    def pair(frame: Frame, result: Result) -> tuple[Frame, Result]:
-        """The ``render`` that goes with this sink."""
-        return frame, result
+    def render(self, frame: Frame, result: Result) -> Rendered:
+        """Every target's image of the frame (the ``render`` that goes with this sink)."""
+        return Rendered(frame, result, [t.render(frame, result) for t in self._targets])
 
     def __enter__(self) -> "FrameOutputs":
         with ExitStack() as stack:
@@ -210,11 +219,10 @@ class FrameOutputs:
             self._stack = stack.pop_all()
         return self
 
-    def write(self, item: tuple[Frame, Result], pts: int | None = None) -> None:
-        frame, result = item
+    def write(self, item: Rendered, pts: int | None = None) -> None:
+        frame, result = item.frame, item.result
         shown = None
-        for target in self._targets:
-            image = target.render(frame, result)
+        for target, image in zip(self._targets, item.images):
             target.sink.write(image, pts)
             if target.render is self._preview_render:
                 shown = image

@@ -21,9 +21,11 @@ N_FRAMES = 20
 class ListSink:
     def __init__(self) -> None:
         self.items: list[tuple[np.ndarray, int | None]] = []
+        self.threads: set[str] = set()
 
     def write(self, image: np.ndarray, pts: int | None = None) -> None:
         self.items.append((image.copy(), pts))
+        self.threads.add(threading.current_thread().name)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def test_pipeline_matches_sequential_loop(bundle: str, frames: list[Frame],
         np.testing.assert_array_equal(labels, want, err_msg=f"frame {i}")
         assert pts == frame.pts
     assert seen == list(range(N_FRAMES, 2 * N_FRAMES))  # in order; the segmenter kept counting
-    assert threads == {"encode"}
+    assert threads == {"render"} and sink.threads == {"encode"}  # two stages after the model
 
 
 def test_truncated_source_keeps_decoded_frames(tiny_bundle: Path, frames: list[Frame]) -> None:
