@@ -7,8 +7,8 @@ nothing but run the model: the decode thread also does the stateless part of eac
 (``Segmenter.prepare``: the resize to the model's input and, for a bundle split into
 ``encode`` + ``step`` graphs, the encoder), the render thread brings the labels back to the
 frame's size (``Result.at_size``) and renders, and the encode thread writes. A worker's error
-travels through its queue and is re-raised in the caller, after every item produced before it: a truncated source
-still delivers (and writes) all frames that decoded.
+travels through its queue and is re-raised in the caller, after every item produced before it:
+a truncated source still delivers (and writes) all frames that decoded.
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ class Sink(Protocol):
 class _Stage:
     """One worker thread that calls ``work(item)`` for each submitted item, in order.
 
-    An error in ``work`` is kept: later items are skipped, and it is re-raised on the next
-    ``submit`` or on ``close``. ``close`` waits until every submitted item is done.
+    An error in ``work`` is kept in ``error``: later items are skipped, and the next ``submit``
+    re-raises it. ``stop`` waits until every submitted item is done (it does not raise).
     """
 
     def __init__(self, work: Callable[[Any], None], name: str, depth: int) -> None:
@@ -240,8 +240,9 @@ def segment_video(
 
     ``render`` gets the result at the frame's size and must return a new image each time (the
     encode thread may still hold the last one). ``on_frame(result)`` is called from the render
-    thread, in frame order, as each frame is rendered (a progress bar, a metric). ``depth``: decoded frames queued ahead of the model (1 for a live source, where a
-    queued frame is a stale one).
+    thread, in frame order, as each frame is rendered (a progress bar, a metric). ``depth``:
+    decoded frames queued ahead of the model (1 for a live source, where a queued frame is a
+    stale one).
 
     The segmenter's state is reset before a frame with ``discontinuity`` set (a reconnected
     source) and before a frame whose size differs from the previous one's (the stream changed

@@ -92,19 +92,14 @@ def export(args: argparse.Namespace) -> str:
     if args.fp16 and is_bundle(args.checkpoint):
         return convert_bundle(Path(args.checkpoint), Path(args.out), sample_video(args),
                               args.parity_frames)  # fmt: skip
-    if args.fp16:  # export the float32 bundle beside --out, then convert it into --out
-        out = Path(args.out)
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-            fp32 = Path(tmp) / out.name
-            summary = export_checkpoint(args, fp32)
-            if args.logits:
-                summary += "\n" + add_logits(fp32)
-            return summary + "\n" + convert_bundle(fp32, out, sample_video(args),
-                                                   args.parity_frames)  # fmt: skip
-    summary = export_checkpoint(args, Path(args.out))
-    if args.logits:
-        summary += "\n" + add_logits(args.out)
-    return summary
+    out = Path(args.out)
+    if not args.fp16:
+        return export_checkpoint(args, out)
+    # export the float32 bundle beside --out, then convert it into --out
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        fp32 = Path(tmp) / out.name
+        summary = export_checkpoint(args, fp32)
+        return summary + "\n" + convert_bundle(fp32, out, sample_video(args), args.parity_frames)
 
 
 def is_bundle(path: str) -> bool:
@@ -120,6 +115,8 @@ def sample_video(args: argparse.Namespace) -> Path:
 
 
 def export_checkpoint(args: argparse.Namespace, out: Path) -> str:
+    """Export the checkpoint (or ``untrained:NAME``) to ``out`` with parity checked, then add
+    its logits output when ``--logits`` asks for it."""
     if args.checkpoint.startswith(UNTRAINED):
         model, info = load_untrained(args.checkpoint.removeprefix(UNTRAINED))
     else:
@@ -130,7 +127,8 @@ def export_checkpoint(args: argparse.Namespace, out: Path) -> str:
     features = feature_specs(model) if args.split else ()
     manifest = model_manifest(model, CAMVID, info, args.scores, args.label_stride, features)
     frames = parity_frames(sample_video(args), model.cfg.input_size, args.parity_frames)
-    return export_bundle(model, out, manifest, frames)
+    summary = export_bundle(model, out, manifest, frames)
+    return summary + "\n" + add_logits(out) if args.logits else summary
 
 
 def build_parser() -> argparse.ArgumentParser:

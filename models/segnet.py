@@ -38,7 +38,10 @@ class Lite0UNet(TemporalModule):
 
     def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int], cell: str) -> None:
         super().__init__()
+        if cell not in self.CELLS:
+            raise ValueError(f"cell must be one of {self.CELLS}, got {cell!r}")
         self.cfg = cfg
+        self.cell = cell
         self.temporal = cell != "block"
         self.encoder = Lite0Encoder()
         c4, c8, c16, c32 = Lite0Encoder.channels
@@ -82,14 +85,14 @@ class Lite0UNet(TemporalModule):
     def cell_inputs(self, projected: list[torch.Tensor]) -> list[torch.Tensor]:
         """The stateless part of the cells, on any number of frames at once: the per-frame
         blocks (per-frame and residual variants), nothing for the ConvGRU cells."""
-        if self.memory is None and self.temporal:
+        if self.cell == "gru":
             return projected
         return [cell(p) for cell, p in zip(self.cells, projected)]
 
     def cell_step(self, i: int, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Cell ``i`` on one frame: its input from ``cell_inputs`` and state -> (decoder skip,
         new state)."""
-        if self.memory is None:
+        if self.cell == "gru":
             h = self.cells[i](x, h)
             return h, h
         return self.memory[i](x, h)

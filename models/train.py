@@ -439,12 +439,12 @@ def init_from(model: torch.nn.Module, path: str | Path) -> tuple[int, list[str]]
         raise VidsegError(f"--init-from: no checkpoint at {path}")
     source = torch.load(path, map_location="cpu", weights_only=True)["model"]
     own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in source.items()
-             if k in own and v.shape != own[k].shape]  # fmt: skip
+    shared = {k: v for k, v in source.items() if k in own}
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in shared.items()
+             if v.shape != own[k].shape]  # fmt: skip
     if wrong:
         raise VidsegError(f"--init-from {path}: {len(wrong)} weights differ in shape, first "
                           f"{wrong[0]}")  # fmt: skip
-    shared = {k: v for k, v in source.items() if k in own}
     if not shared:
         raise VidsegError(f"--init-from {path}: no weight names in common with {model.cfg.name}")
     model.load_state_dict(shared, strict=False)
@@ -579,9 +579,12 @@ def train(args: argparse.Namespace) -> SegMetrics:
     opts.check(model)
     if args.init_from:
         copied, fresh = init_from(model, args.init_from)
-        logger.info("initialised %d tensors from %s; new: %s", copied, args.init_from,
-                    ", ".join(sorted({k.split(".")[0] + "." + k.split(".")[1] for k in fresh}))
-                    or "none")  # fmt: skip
+        logger.info(
+            "initialised %d tensors from %s; new: %s",
+            copied,
+            args.init_from,
+            ", ".join(sorted({".".join(k.split(".")[:2]) for k in fresh})) or "none",
+        )
     if args.freeze_stride:
         frozen = freeze_encoder(model, args.freeze_stride)
         logger.info("froze %d encoder tensors (output stride <= %d)", frozen, args.freeze_stride)
