@@ -27,7 +27,7 @@ so the state is a one-frame look-back as in the paper, and a clip trains in one 
   epsilon on the flow is not needed: ``grid_sample`` has gradients at integer positions.
 * State (zeros at stream start): ``image4`` (3, H/4, W/4) the previous normalised frame at
   1/4, ``z8`` (32, H/8, W/8) and ``z16`` (64, H/16, W/16), the previous frame's projected features
-  before combination.
+  before combination; ``netwarp-lite0-deep`` also warps the 1/32 features (``z32``, 96 ch).
 * First frame: the warped term is gated by ``has_previous`` = "``image4`` state is not all
   zeros" per sample, ``z~ = z + has_previous * (w1 * z + w2 * warp - z)``, so a stream's first
   frame (zero state, zero flow) runs exactly the per-frame path whatever w1 and w2 learnt. A
@@ -57,6 +57,8 @@ from vidseg.models.segnet import Lite0UNet
 FLOW = "flow"  # the step graph's aux input: DIS flow from the engine's provider
 FLOW_STRIDE = 4  # the flow and the FlowCNN run at 1/4 of the model input size
 WARP_STRIDES = (8, 16)  # encoder levels with a NetWarp module (projected features)
+DEEP_WARP_STRIDES = (8, 16, 32)  # netwarp-lite0-deep: the coarsest, most semantic level too
+LEVEL_STRIDES = (8, 16, 32)  # strides of the projected features (``Lite0UNet.project``)
 FLOWCNN_WIDTHS = (16, 32, 2)  # seed 3.1: output channels of the first three 3x3 convs
 FLOWCNN_OUT_STD = 1e-3  # init noise of the last conv's weights on the learnt channels
 
@@ -140,9 +142,9 @@ class NetWarp(nn.Module):
 
 class NetWarpLite0(Lite0UNet):
     """``perframe-lite0`` (same modules and parameter names) plus FlowCNN and NetWarp modules
-    on the projected 1/8 and 1/16 features.
+    on the projected features at ``warp_strides`` (1/8 and 1/16 by default).
 
-    ``forward(x, flow, *state) -> (logits, image4, z8, z16)``:
+    ``forward(x, flow, *state) -> (logits, image4, z8, z16[, z32])``:
     x normalised (N, 3, H, W) or a clip (N, T, 3, H, W); flow (N, 2, H/4, W/4) or (N, T, 2, H/4,
     W/4) from each frame to the one before (zeros where there is none, e.g. a clip's first
     frame after a reset); state as in the module docstring, zeros (or omitted) at a stream's
@@ -152,12 +154,17 @@ class NetWarpLite0(Lite0UNet):
     clip_state: ClassVar[bool] = False  # forward needs the clip's flow: ``training_loss`` has it
     cpu_only_training: ClassVar[str] = "its DIS optical flow reads the frames as numpy arrays"
 
-    def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int]) -> None:
+    def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int],
+                 warp_strides: tuple[int, ...] = WARP_STRIDES) -> None:  # fmt: skip
         super().__init__(cfg, hidden, cell="block")
+        if not set(warp_strides) <= set(LEVEL_STRIDES):
+            raise ValueError(f"warp strides {warp_strides} not among {LEVEL_STRIDES}")
+        self.warp_strides = tuple(warp_strides)
         self.flow_cnn = FlowCNN()
         self.netwarps = nn.ModuleList(
-            NetWarp(c, s // FLOW_STRIDE) for c, s in zip(hidden, WARP_STRIDES)
-        )
+            NetWarp(c, s // FLOW_STRIDE)
+            for c, s in zip(hidden, LEVEL_STRIDES) if s in warp_strides
+        )  # fmt: skip
 
     @property
     def flow_size(self) -> tuple[int, int]:
@@ -181,9 +188,10 @@ class NetWarpLite0(Lite0UNet):
         n, t = (x.shape[0], x.shape[1]) if clip else (x.shape[0], 1)
         frames = x.flatten(0, 1) if clip else x
         f4, *deep = self.encoder(frames)  # the image net runs on every frame at once
-        p8, p16, p32 = [p(f) for p, f in zip(self.project, deep)]
+        projected = [p(f) for p, f in zip(self.project, deep)]
+        warped_levels = [i for i, s in enumerate(LEVEL_STRIDES) if s in self.warp_strides]
         image4 = F.avg_pool2d(frames, FLOW_STRIDE)
-        current = (image4, p8, p16)
+        current = (image4, *(projected[i] for i in warped_levels))
         previous_state = list(state) if state else self.initial_state(n, *frames.shape[-2:])
         if clip:  # frame t's previous is frame t - 1, the first frame's is the given state
             seqs = [c.unflatten(0, (n, t)) for c in current]
@@ -196,9 +204,9 @@ class NetWarpLite0(Lite0UNet):
         image4_prev, *z_prev = previous
         has_previous = (image4_prev.flatten(1).abs().amax(1) > 0).to(x.dtype).view(-1, 1, 1, 1)
         refined = self.flow_cnn(flow, image4_prev, image4)
-        p8, p16 = [nw(z, zp, refined, has_previous)
-                   for nw, z, zp in zip(self.netwarps, (p8, p16), z_prev)]  # fmt: skip
-        s8, s16, s32 = [cell(p) for cell, p in zip(self.cells, (p8, p16, p32))]
+        for nw, i, zp in zip(self.netwarps, warped_levels, z_prev):
+            projected[i] = nw(projected[i], zp, refined, has_previous)
+        s8, s16, s32 = [cell(p) for cell, p in zip(self.cells, projected)]
         logits = self.classifier(self.up4(self.up8(self.up16(s32, s16), s8), f4))
         if clip:
             logits = logits.unflatten(0, (n, t))
@@ -254,9 +262,10 @@ def _create_netwarp(
     input_size: tuple[int, int] = (352, 480),
     num_classes: int = 11,
     hidden: tuple[int, int, int] = (32, 64, 96),
+    warp_strides: tuple[int, ...] = WARP_STRIDES,
 ) -> NetWarpLite0:
     state = (StateCfg("image4", 3, FLOW_STRIDE),) + tuple(
-        StateCfg(f"z{s}", c, s) for s, c in zip(WARP_STRIDES, hidden)
+        StateCfg(f"z{s}", c, s) for s, c in zip(LEVEL_STRIDES, hidden) if s in warp_strides
     )
     cfg = ModelCfg(
         name=name,
@@ -266,7 +275,7 @@ def _create_netwarp(
         state=state,
         pretrained="efficientnet-lite0 ImageNet (Apache-2.0 wheel)" if pretrained else "",
     )
-    model = NetWarpLite0(cfg, hidden)
+    model = NetWarpLite0(cfg, hidden, warp_strides)
     if pretrained:
         load_lite0_imagenet(model.encoder)
     return model
@@ -276,3 +285,10 @@ def _create_netwarp(
 def netwarp_lite0(**kwargs: object) -> NetWarpLite0:
     """perframe-lite0 + NetWarp on the projected 1/8 and 1/16 features, DIS flow at 1/4."""
     return _create_netwarp("netwarp-lite0", **kwargs)  # type: ignore[arg-type]
+
+
+@register_model
+def netwarp_lite0_deep(**kwargs: object) -> NetWarpLite0:
+    """netwarp-lite0 with a third NetWarp module on the projected 1/32 features (state ``z32``)."""
+    return _create_netwarp("netwarp-lite0-deep", warp_strides=DEEP_WARP_STRIDES,
+                           **kwargs)  # type: ignore[arg-type]  # fmt: skip

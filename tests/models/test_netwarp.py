@@ -17,10 +17,10 @@ SIZE = (64, 96)
 FLOW = (16, 24)  # 1/4 of SIZE
 
 
-def _model(seed: int = 0, w2: bool = False) -> NetWarpLite0:
+def _model(seed: int = 0, w2: bool = False, name: str = "netwarp-lite0") -> NetWarpLite0:
     """The tiny untrained model (random BN statistics, see conftest), in eval mode."""
     torch.manual_seed(seed)
-    model = create_model("netwarp-lite0", pretrained=False, input_size=SIZE)
+    model = create_model(name, pretrained=False, input_size=SIZE)
     _randomise_bn(model)
     if w2:  # trained-like combination weights, so the warped term matters
         with torch.no_grad():
@@ -123,9 +123,10 @@ def test_warp_follows_engine_flow_convention(shift: tuple[int, int]) -> None:
     assert err < 3.0 and err < 0.2 * unwarped and wrong > 5 * err, (err, wrong, unwarped)
 
 
-def test_clip_forward_equals_frame_by_frame() -> None:
+@pytest.mark.parametrize("name", ["netwarp-lite0", "netwarp-lite0-deep"])
+def test_clip_forward_equals_frame_by_frame(name: str) -> None:
     """Training (a clip in one pass) and inference (one frame, state carried) agree."""
-    model = _model(w2=True)
+    model = _model(w2=True, name=name)
     clip, flow = torch.randn(1, 4, 3, *SIZE), torch.randn(1, 4, 2, *FLOW)
     flow[:, 0] = 0
     with torch.no_grad():
@@ -136,6 +137,26 @@ def test_clip_forward_equals_frame_by_frame() -> None:
             torch.testing.assert_close(logits, clip_logits[:, t], atol=1e-5, rtol=1e-4)
     for a, b in zip(state, clip_state):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_deep_variant_warps_1_32_too_and_starts_as_netwarp_lite0() -> None:
+    """netwarp-lite0-deep adds a NetWarp (state ``z32``) on the 1/32 features. Loaded from a
+    trained netwarp-lite0 (as ``--init-from`` does), only that module is new and, at w2 = 0, the
+    two agree over a clip; once its w2 opens, the 1/32 level's past changes the output."""
+    deep = _model(seed=1, name="netwarp-lite0-deep")
+    assert [(s.name, s.channels, s.stride) for s in deep.cfg.state] == [
+        ("image4", 3, 4), ("z8", 32, 8), ("z16", 64, 16), ("z32", 96, 32)]  # fmt: skip
+    shallow = _model(w2=True)
+    missing, unexpected = deep.load_state_dict(shallow.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["netwarps.2.w1", "netwarps.2.w2"]
+    clip, flow = torch.randn(1, 3, 3, *SIZE), torch.randn(1, 3, 2, *FLOW)
+    with torch.no_grad():
+        torch.testing.assert_close(deep(clip, flow)[0], shallow(clip, flow)[0])
+        deep.netwarps[2].w2.fill_(0.5)
+        diff = (deep(clip, flow)[0] - shallow(clip, flow)[0]).abs().flatten(2).amax(2)
+    assert (diff[:, 0] == 0).all() and (diff[:, 1:] > 1e-5).all()  # the first frame has no past
+    with pytest.raises(ValueError, match="not among"):
+        NetWarpLite0(deep.cfg, (32, 64, 96), warp_strides=(4, 8))
 
 
 def test_training_loss_reaches_flowcnn_and_combination_weights() -> None:
