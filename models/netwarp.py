@@ -59,6 +59,7 @@ FLOW_STRIDE = 4  # the flow and the FlowCNN run at 1/4 of the model input size
 WARP_STRIDES = (8, 16)  # encoder levels with a NetWarp module (projected features)
 DEEP_WARP_STRIDES = (8, 16, 32)  # netwarp-lite0-deep: the coarsest, most semantic level too
 LEVEL_STRIDES = (8, 16, 32)  # strides of the projected features (``Lite0UNet.project``)
+DECODER_CHANNELS = 32  # the classifier's input: netwarp-lite0-late warps it at stride 4
 FLOWCNN_WIDTHS = (16, 32, 2)  # seed 3.1: output channels of the first three 3x3 convs
 FLOWCNN_OUT_STD = 1e-3  # init noise of the last conv's weights on the learnt channels
 
@@ -155,7 +156,7 @@ class NetWarpLite0(Lite0UNet):
     cpu_only_training: ClassVar[str] = "its DIS optical flow reads the frames as numpy arrays"
 
     def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int],
-                 warp_strides: tuple[int, ...] = WARP_STRIDES) -> None:  # fmt: skip
+                 warp_strides: tuple[int, ...] = WARP_STRIDES, late: bool = False) -> None:  # fmt: skip
         super().__init__(cfg, hidden, cell="block")
         if not set(warp_strides) <= set(LEVEL_STRIDES):
             raise ValueError(f"warp strides {warp_strides} not among {LEVEL_STRIDES}")
@@ -165,6 +166,8 @@ class NetWarpLite0(Lite0UNet):
             NetWarp(c, s // FLOW_STRIDE)
             for c, s in zip(hidden, LEVEL_STRIDES) if s in warp_strides
         )  # fmt: skip
+        # the decoder's last features (the classifier's input, at the flow's stride 4)
+        self.late_warp = NetWarp(self.classifier.in_channels, 1) if late else None
 
     @property
     def flow_size(self) -> tuple[int, int]:
@@ -193,21 +196,31 @@ class NetWarpLite0(Lite0UNet):
         image4 = F.avg_pool2d(frames, FLOW_STRIDE)
         current = (image4, *(projected[i] for i in warped_levels))
         previous_state = list(state) if state else self.initial_state(n, *frames.shape[-2:])
-        if clip:  # frame t's previous is frame t - 1, the first frame's is the given state
-            seqs = [c.unflatten(0, (n, t)) for c in current]
-            previous = [torch.cat([s[:, None], c[:, :-1]], dim=1).flatten(0, 1)
-                        for s, c in zip(previous_state, seqs)]  # fmt: skip
-            new_state = [c[:, -1] for c in seqs]
+        early_state, late_state = previous_state[: len(current)], previous_state[len(current) :]
+
+        def look_back(c: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """(each frame's previous, the state after the last frame): in a clip frame t's
+            previous is frame t - 1, the first frame's the given state."""
+            if not clip:
+                return s, c
+            seq = c.unflatten(0, (n, t))
+            return torch.cat([s[:, None], seq[:, :-1]], dim=1).flatten(0, 1), seq[:, -1]
+
+        previous, new_state = map(list, zip(*map(look_back, current, early_state)))
+        if clip:
             flow = flow.flatten(0, 1)
-        else:
-            previous, new_state = previous_state, list(current)
         image4_prev, *z_prev = previous
         has_previous = (image4_prev.flatten(1).abs().amax(1) > 0).to(x.dtype).view(-1, 1, 1, 1)
         refined = self.flow_cnn(flow, image4_prev, image4)
         for nw, i, zp in zip(self.netwarps, warped_levels, z_prev):
             projected[i] = nw(projected[i], zp, refined, has_previous)
         s8, s16, s32 = [cell(p) for cell, p in zip(self.cells, projected)]
-        logits = self.classifier(self.up4(self.up8(self.up16(s32, s16), s8), f4))
+        d4 = self.up4(self.up8(self.up16(s32, s16), s8), f4)
+        if self.late_warp is not None:
+            d4_prev, d4_last = look_back(d4, late_state[0])
+            new_state.append(d4_last)
+            d4 = self.late_warp(d4, d4_prev, refined, has_previous)
+        logits = self.classifier(d4)
         if clip:
             logits = logits.unflatten(0, (n, t))
         return (logits, *new_state)
@@ -263,10 +276,13 @@ def _create_netwarp(
     num_classes: int = 11,
     hidden: tuple[int, int, int] = (32, 64, 96),
     warp_strides: tuple[int, ...] = WARP_STRIDES,
+    late: bool = False,
 ) -> NetWarpLite0:
     state = (StateCfg("image4", 3, FLOW_STRIDE),) + tuple(
         StateCfg(f"z{s}", c, s) for s, c in zip(LEVEL_STRIDES, hidden) if s in warp_strides
     )
+    if late:  # the classifier's input (Lite0UNet's up4 output, 32 channels)
+        state += (StateCfg("d4", DECODER_CHANNELS, FLOW_STRIDE),)
     cfg = ModelCfg(
         name=name,
         family="netwarp",
@@ -275,7 +291,7 @@ def _create_netwarp(
         state=state,
         pretrained="efficientnet-lite0 ImageNet (Apache-2.0 wheel)" if pretrained else "",
     )
-    model = NetWarpLite0(cfg, hidden, warp_strides)
+    model = NetWarpLite0(cfg, hidden, warp_strides, late)
     if pretrained:
         load_lite0_imagenet(model.encoder)
     return model
@@ -292,3 +308,10 @@ def netwarp_lite0_deep(**kwargs: object) -> NetWarpLite0:
     """netwarp-lite0 with a third NetWarp module on the projected 1/32 features (state ``z32``)."""
     return _create_netwarp("netwarp-lite0-deep", warp_strides=DEEP_WARP_STRIDES,
                            **kwargs)  # type: ignore[arg-type]  # fmt: skip
+
+
+@register_model
+def netwarp_lite0_late(**kwargs: object) -> NetWarpLite0:
+    """netwarp-lite0 with a third NetWarp on the decoder's last features, the classifier's input
+    at 1/4 (state ``d4``), as the seed's best placement: late, before the classifier."""
+    return _create_netwarp("netwarp-lite0-late", late=True, **kwargs)  # type: ignore[arg-type]

@@ -123,7 +123,7 @@ def test_warp_follows_engine_flow_convention(shift: tuple[int, int]) -> None:
     assert err < 3.0 and err < 0.2 * unwarped and wrong > 5 * err, (err, wrong, unwarped)
 
 
-@pytest.mark.parametrize("name", ["netwarp-lite0", "netwarp-lite0-deep"])
+@pytest.mark.parametrize("name", ["netwarp-lite0", "netwarp-lite0-deep", "netwarp-lite0-late"])
 def test_clip_forward_equals_frame_by_frame(name: str) -> None:
     """Training (a clip in one pass) and inference (one frame, state carried) agree."""
     model = _model(w2=True, name=name)
@@ -139,24 +139,34 @@ def test_clip_forward_equals_frame_by_frame(name: str) -> None:
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_deep_variant_warps_1_32_too_and_starts_as_netwarp_lite0() -> None:
-    """netwarp-lite0-deep adds a NetWarp (state ``z32``) on the 1/32 features. Loaded from a
-    trained netwarp-lite0 (as ``--init-from`` does), only that module is new and, at w2 = 0, the
-    two agree over a clip; once its w2 opens, the 1/32 level's past changes the output."""
-    deep = _model(seed=1, name="netwarp-lite0-deep")
-    assert [(s.name, s.channels, s.stride) for s in deep.cfg.state] == [
-        ("image4", 3, 4), ("z8", 32, 8), ("z16", 64, 16), ("z32", 96, 32)]  # fmt: skip
-    shallow = _model(w2=True)
-    missing, unexpected = deep.load_state_dict(shallow.state_dict(), strict=False)
-    assert not unexpected and sorted(missing) == ["netwarps.2.w1", "netwarps.2.w2"]
+@pytest.mark.parametrize(
+    ("name", "extra_state", "new_weights"),
+    [("netwarp-lite0-deep", ("z32", 96, 32), "netwarps.2"),  # the 1/32 features too
+     ("netwarp-lite0-late", ("d4", 32, 4), "late_warp")],  # the classifier's input too
+)  # fmt: skip
+def test_variant_warps_one_more_level_and_starts_as_netwarp_lite0(
+    name: str, extra_state: tuple[str, int, int], new_weights: str
+) -> None:
+    """Each variant adds one NetWarp (and its state). Loaded from a trained netwarp-lite0 (as
+    ``--init-from`` does), only that module is new and, at w2 = 0, the two agree over a clip;
+    once its w2 opens, that level's past changes every frame but the first."""
+    variant = _model(seed=1, name=name)
+    assert [(s.name, s.channels, s.stride) for s in variant.cfg.state] == [
+        ("image4", 3, 4), ("z8", 32, 8), ("z16", 64, 16), extra_state]  # fmt: skip
+    base = _model(w2=True)
+    missing, unexpected = variant.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == [f"{new_weights}.w1", f"{new_weights}.w2"]
     clip, flow = torch.randn(1, 3, 3, *SIZE), torch.randn(1, 3, 2, *FLOW)
     with torch.no_grad():
-        torch.testing.assert_close(deep(clip, flow)[0], shallow(clip, flow)[0])
-        deep.netwarps[2].w2.fill_(0.5)
-        diff = (deep(clip, flow)[0] - shallow(clip, flow)[0]).abs().flatten(2).amax(2)
-    assert (diff[:, 0] == 0).all() and (diff[:, 1:] > 1e-5).all()  # the first frame has no past
+        torch.testing.assert_close(variant(clip, flow)[0], base(clip, flow)[0])
+        variant.get_submodule(new_weights).w2.fill_(0.5)
+        diff = (variant(clip, flow)[0] - base(clip, flow)[0]).abs().flatten(2).amax(2)
+    assert (diff[:, 0] == 0).all() and (diff[:, 1:] > 1e-5).all()
+
+
+def test_bad_warp_strides_are_refused() -> None:
     with pytest.raises(ValueError, match="not among"):
-        NetWarpLite0(deep.cfg, (32, 64, 96), warp_strides=(4, 8))
+        NetWarpLite0(_model().cfg, (32, 64, 96), warp_strides=(4, 8))
 
 
 def test_training_loss_reaches_flowcnn_and_combination_weights() -> None:
