@@ -308,8 +308,36 @@ def consistency_losses(model: TemporalModel, frames: torch.Tensor, flows: torch.
     The clips run like labelled ones (warm-up, chunks, state carried). Every pair (t - 1, t)
     with t past the warm-up is scored on its valid pixels (:func:`consistency_total`); at a
     chunk boundary frame t - 1's probabilities are detached, so gradients stay in their chunk.
-    The terms sum to the weight x the mean over all scored pixels of the batch.
+    The terms sum to the weight x the mean over all scored pixels of the batch. Batch norms
+    leave their running statistics alone on these clips (:func:`running_stats_frozen`).
     """
+    with running_stats_frozen(model):
+        yield from _consistency_terms(model, frames, flows, valid, opts)
+
+
+@contextlib.contextmanager
+def running_stats_frozen(model: torch.nn.Module) -> Iterator[None]:
+    """Inside: batch norms in training mode still normalise with the batch's statistics, but
+    their running statistics (what inference uses) stay as they are. The unlabelled clips come
+    from other cameras and roads; they shape the gradients, not the statistics the model runs
+    with."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None
+              else None) for m in norms]  # fmt: skip
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+def _consistency_terms(model: TemporalModel, frames: torch.Tensor, flows: torch.Tensor,
+                       valid: torch.Tensor, opts: ClipTraining) -> Iterator[torch.Tensor]:  # fmt: skip
+    """The body of :func:`consistency_losses`."""
     t = frames.shape[1]
     warmup = min(opts.warmup_frames, t - 1)
     first_pair = max(warmup, 1) - 1  # flow index t - 1 of the first scored pair

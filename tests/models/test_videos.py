@@ -100,3 +100,22 @@ def test_consistency_trains_a_recurrent_model(tiny_model_factory, videos: VideoC
         losses.append(train_step(model, optimizer, frames, labels, opts, video).item())
     assert all(np.isfinite(losses)) and all(0 < v <= 2 for v in losses), losses
     assert len(set(losses)) == 3
+
+
+def test_consistency_clips_leave_batch_norm_statistics_alone(tiny_model_factory,
+                                                             videos: VideoClips) -> None:  # fmt: skip
+    """The unlabelled clips (other cameras) train through the gradients only: after a
+    consistency pass in training mode every running mean/variance is unchanged and every
+    momentum restored, while a labelled forward still updates them."""
+    model = tiny_model_factory("recurrent-lite0-gru").train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in norms]
+    video = tuple(map(torch.from_numpy, videos.sample(2, 3, TINY_SIZE, np.random.default_rng(0))))
+    terms = list(consistency_losses(model, *video, ClipTraining(consistency_weight=1.0)))
+    assert terms and all(t.requires_grad for t in terms)
+    for m, (mean, var, momentum) in zip(norms, before):
+        torch.testing.assert_close(m.running_mean, mean, rtol=0, atol=0)
+        torch.testing.assert_close(m.running_var, var, rtol=0, atol=0)
+        assert m.momentum == momentum
+    model(torch.rand(2, 3, *TINY_SIZE))
+    assert any(not torch.equal(m.running_mean, mean) for m, (mean, _, _) in zip(norms, before))
