@@ -160,12 +160,12 @@ class NetWarpLite0(Lite0UNet):
         super().__init__(cfg, hidden, cell="block")
         if not set(warp_strides) <= set(LEVEL_STRIDES):
             raise ValueError(f"warp strides {warp_strides} not among {LEVEL_STRIDES}")
-        self.warp_strides = tuple(warp_strides)
+        # indices into the projected levels (``LEVEL_STRIDES``) that get a NetWarp
+        self.warped_levels = tuple(i for i, s in enumerate(LEVEL_STRIDES) if s in warp_strides)
         self.flow_cnn = FlowCNN()
         self.netwarps = nn.ModuleList(
-            NetWarp(c, s // FLOW_STRIDE)
-            for c, s in zip(hidden, LEVEL_STRIDES) if s in warp_strides
-        )  # fmt: skip
+            NetWarp(hidden[i], LEVEL_STRIDES[i] // FLOW_STRIDE) for i in self.warped_levels
+        )
         # the decoder's last features (the classifier's input, at the flow's stride 4)
         self.late_warp = NetWarp(self.classifier.in_channels, 1) if late else None
 
@@ -192,9 +192,8 @@ class NetWarpLite0(Lite0UNet):
         frames = x.flatten(0, 1) if clip else x
         f4, *deep = self.encoder(frames)  # the image net runs on every frame at once
         projected = [p(f) for p, f in zip(self.project, deep)]
-        warped_levels = [i for i, s in enumerate(LEVEL_STRIDES) if s in self.warp_strides]
         image4 = F.avg_pool2d(frames, FLOW_STRIDE)
-        current = (image4, *(projected[i] for i in warped_levels))
+        current = (image4, *(projected[i] for i in self.warped_levels))
         previous_state = list(state) if state else self.initial_state(n, *frames.shape[-2:])
         early_state, late_state = previous_state[: len(current)], previous_state[len(current) :]
 
@@ -212,7 +211,7 @@ class NetWarpLite0(Lite0UNet):
         image4_prev, *z_prev = previous
         has_previous = (image4_prev.flatten(1).abs().amax(1) > 0).to(x.dtype).view(-1, 1, 1, 1)
         refined = self.flow_cnn(flow, image4_prev, image4)
-        for nw, i, zp in zip(self.netwarps, warped_levels, z_prev):
+        for nw, i, zp in zip(self.netwarps, self.warped_levels, z_prev):
             projected[i] = nw(projected[i], zp, refined, has_previous)
         s8, s16, s32 = [cell(p) for cell, p in zip(self.cells, projected)]
         d4 = self.up4(self.up8(self.up16(s32, s16), s8), f4)
