@@ -27,7 +27,12 @@ so the state is a one-frame look-back as in the paper, and a clip trains in one 
   epsilon on the flow is not needed: ``grid_sample`` has gradients at integer positions.
 * State (zeros at stream start): ``image4`` (3, H/4, W/4) the previous normalised frame at
   1/4, ``z8`` (32, H/8, W/8) and ``z16`` (64, H/16, W/16), the previous frame's projected features
-  before combination; ``netwarp-lite0-deep`` also warps the 1/32 features (``z32``, 96 ch).
+  before combination; ``netwarp-lite0-deep`` also warps the 1/32 features (``z32``, 96 ch),
+  ``netwarp-lite0-late`` the classifier's input (``d4``, 32 ch at 1/4).
+* ``netwarp-lite0-recursive`` (the late variant's modules and state): each level's state is the
+  frame's *combined* features, ``z~_t = w1 * z_t + w2 * Warp(z~_{t-1})``, so the past
+  accumulates over the stream (a flow-aligned recurrence) instead of reaching back one frame.
+  A clip runs the encoder and decoder batched and only the combinations frame by frame.
 * First frame: the warped term is gated by ``has_previous`` = "``image4`` state is not all
   zeros" per sample, ``z~ = z + has_previous * (w1 * z + w2 * warp - z)``, so a stream's first
   frame (zero state, zero flow) runs exactly the per-frame path whatever w1 and w2 learnt. A
@@ -156,8 +161,10 @@ class NetWarpLite0(Lite0UNet):
     cpu_only_training: ClassVar[str] = "its DIS optical flow reads the frames as numpy arrays"
 
     def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int],
-                 warp_strides: tuple[int, ...] = WARP_STRIDES, late: bool = False) -> None:  # fmt: skip
+                 warp_strides: tuple[int, ...] = WARP_STRIDES, late: bool = False,
+                 recursive: bool = False) -> None:  # fmt: skip
         super().__init__(cfg, hidden, cell="block")
+        self.recursive = recursive  # the state holds the combined features, not the frame's
         if not set(warp_strides) <= set(LEVEL_STRIDES):
             raise ValueError(f"warp strides {warp_strides} not among {LEVEL_STRIDES}")
         # indices into the projected levels (``LEVEL_STRIDES``) that get a NetWarp
@@ -193,9 +200,9 @@ class NetWarpLite0(Lite0UNet):
         f4, *deep = self.encoder(frames)  # the image net runs on every frame at once
         projected = [p(f) for p, f in zip(self.project, deep)]
         image4 = F.avg_pool2d(frames, FLOW_STRIDE)
-        current = (image4, *(projected[i] for i in self.warped_levels))
         previous_state = list(state) if state else self.initial_state(n, *frames.shape[-2:])
-        early_state, late_state = previous_state[: len(current)], previous_state[len(current) :]
+        n_early = 1 + len(self.warped_levels)  # image4 and the warped encoder levels
+        early_state, late_state = previous_state[:n_early], previous_state[n_early:]
 
         def look_back(c: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """(each frame's previous, the state after the last frame): in a clip frame t's
@@ -205,20 +212,39 @@ class NetWarpLite0(Lite0UNet):
             seq = c.unflatten(0, (n, t))
             return torch.cat([s[:, None], seq[:, :-1]], dim=1).flatten(0, 1), seq[:, -1]
 
-        previous, new_state = map(list, zip(*map(look_back, current, early_state)))
         if clip:
             flow = flow.flatten(0, 1)
-        image4_prev, *z_prev = previous
+        image4_prev, image4_last = look_back(image4, early_state[0])
         has_previous = (image4_prev.flatten(1).abs().amax(1) > 0).to(x.dtype).view(-1, 1, 1, 1)
         refined = self.flow_cnn(flow, image4_prev, image4)
-        for nw, i, zp in zip(self.netwarps, self.warped_levels, z_prev):
-            projected[i] = nw(projected[i], zp, refined, has_previous)
+
+        def combine(nw: NetWarp, z: torch.Tensor,
+                    s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+            """(the combined features, the state after the last frame). Recursive: each frame's
+            past is the previous frame's combined features, so a clip runs the (cheap)
+            combination frame by frame; otherwise the previous frame's own features."""
+            if not self.recursive:
+                z_prev, last = look_back(z, s)
+                return nw(z, z_prev, refined, has_previous), last
+            if not clip:
+                out = nw(z, s, refined, has_previous)
+                return out, out
+            per_frame = [u.unflatten(0, (n, t)) for u in (z, refined, has_previous)]
+            outs = []
+            for z_t, flow_t, has_t in zip(*(u.unbind(1) for u in per_frame)):
+                s = nw(z_t, s, flow_t, has_t)
+                outs.append(s)
+            return torch.stack(outs, dim=1).flatten(0, 1), s
+
+        new_state = [image4_last]
+        for nw, i, s in zip(self.netwarps, self.warped_levels, early_state[1:]):
+            projected[i], last = combine(nw, projected[i], s)
+            new_state.append(last)
         s8, s16, s32 = [cell(p) for cell, p in zip(self.cells, projected)]
         d4 = self.up4(self.up8(self.up16(s32, s16), s8), f4)
         if self.late_warp is not None:
-            d4_prev, d4_last = look_back(d4, late_state[0])
-            new_state.append(d4_last)
-            d4 = self.late_warp(d4, d4_prev, refined, has_previous)
+            d4, last = combine(self.late_warp, d4, late_state[0])
+            new_state.append(last)
         logits = self.classifier(d4)
         if clip:
             logits = logits.unflatten(0, (n, t))
@@ -276,6 +302,7 @@ def _create_netwarp(
     hidden: tuple[int, int, int] = (32, 64, 96),
     warp_strides: tuple[int, ...] = WARP_STRIDES,
     late: bool = False,
+    recursive: bool = False,
 ) -> NetWarpLite0:
     state = (StateCfg("image4", 3, FLOW_STRIDE),) + tuple(
         StateCfg(f"z{s}", c, s) for s, c in zip(LEVEL_STRIDES, hidden) if s in warp_strides
@@ -290,7 +317,7 @@ def _create_netwarp(
         state=state,
         pretrained="efficientnet-lite0 ImageNet (Apache-2.0 wheel)" if pretrained else "",
     )
-    model = NetWarpLite0(cfg, hidden, warp_strides, late)
+    model = NetWarpLite0(cfg, hidden, warp_strides, late, recursive)
     if pretrained:
         load_lite0_imagenet(model.encoder)
     return model
@@ -314,3 +341,12 @@ def netwarp_lite0_late(**kwargs: object) -> NetWarpLite0:
     """netwarp-lite0 with a third NetWarp on the decoder's last features, the classifier's input
     at 1/4 (state ``d4``), as the seed's best placement: late, before the classifier."""
     return _create_netwarp("netwarp-lite0-late", late=True, **kwargs)  # type: ignore[arg-type]
+
+
+@register_model
+def netwarp_lite0_recursive(**kwargs: object) -> NetWarpLite0:
+    """netwarp-lite0-late (same modules and state) made recursive: each level's state is the
+    previous frame's combined features, so the past accumulates over the stream instead of
+    reaching back one frame."""
+    return _create_netwarp("netwarp-lite0-recursive", late=True, recursive=True,
+                           **kwargs)  # type: ignore[arg-type]  # fmt: skip

@@ -123,7 +123,9 @@ def test_warp_follows_engine_flow_convention(shift: tuple[int, int]) -> None:
     assert err < 3.0 and err < 0.2 * unwarped and wrong > 5 * err, (err, wrong, unwarped)
 
 
-@pytest.mark.parametrize("name", ["netwarp-lite0", "netwarp-lite0-deep", "netwarp-lite0-late"])
+@pytest.mark.parametrize(
+    "name", ["netwarp-lite0", "netwarp-lite0-deep", "netwarp-lite0-late", "netwarp-lite0-recursive"]
+)
 def test_clip_forward_equals_frame_by_frame(name: str) -> None:
     """Training (a clip in one pass) and inference (one frame, state carried) agree."""
     model = _model(w2=True, name=name)
@@ -162,6 +164,35 @@ def test_variant_warps_one_more_level_and_starts_as_netwarp_lite0(
         variant.get_submodule(new_weights).w2.fill_(0.5)
         diff = (variant(clip, flow)[0] - base(clip, flow)[0]).abs().flatten(2).amax(2)
     assert (diff[:, 0] == 0).all() and (diff[:, 1:] > 1e-5).all()
+
+
+def _open_late(model: NetWarpLite0) -> NetWarpLite0:
+    with torch.no_grad():
+        model.late_warp.w1.uniform_(0.5, 1.0)
+        model.late_warp.w2.uniform_(0.3, 0.7)
+    return model
+
+
+def test_recursive_state_accumulates_the_past() -> None:
+    """netwarp-lite0-recursive has netwarp-lite0-late's weights and state. With the same
+    weights the two agree on a clip's first two frames (frame 0's combined features are its own);
+    from the third on they differ. A change to frame 0 reaches frame 3 through the recursive
+    state, never through the one-frame look-back."""
+    late = _open_late(_model(w2=True, name="netwarp-lite0-late"))
+    recursive = _model(name="netwarp-lite0-recursive")
+    assert recursive.cfg.state == late.cfg.state
+    recursive.load_state_dict(late.state_dict())  # strict: the same modules
+    clip, flow = torch.randn(1, 4, 3, *SIZE), torch.randn(1, 4, 2, *FLOW)
+    flow[:, 0] = 0
+    changed = clip.clone()
+    changed[:, 0] = torch.randn(3, *SIZE)
+    with torch.no_grad():
+        a, b = late(clip, flow)[0], recursive(clip, flow)[0]
+        torch.testing.assert_close(a[:, :2], b[:, :2], atol=1e-5, rtol=1e-4)
+        assert (a[:, 2:] - b[:, 2:]).abs().flatten(2).amax(2).min() > 1e-4
+        reach_late = (late(changed, flow)[0][:, 3] - a[:, 3]).abs().max()
+        reach_recursive = (recursive(changed, flow)[0][:, 3] - b[:, 3]).abs().max()
+    assert reach_late == 0 and reach_recursive > 1e-4, (reach_late, reach_recursive)
 
 
 def test_bad_warp_strides_are_refused() -> None:
