@@ -22,9 +22,9 @@ def _model(seed: int = 0, w2: bool = False, name: str = "netwarp-lite0") -> NetW
     torch.manual_seed(seed)
     model = create_model(name, pretrained=False, input_size=SIZE)
     _randomise_bn(model)
-    if w2:  # trained-like combination weights, so the warped term matters
+    if w2:  # trained-like combination weights, so the warped term matters (late one too)
         with torch.no_grad():
-            for nw in model.netwarps:
+            for nw in [*model.netwarps, *filter(None, [model.late_warp])]:
                 nw.w1.uniform_(0.5, 1.0)
                 nw.w2.uniform_(0.3, 0.7)
     return model.eval()
@@ -166,19 +166,12 @@ def test_variant_warps_one_more_level_and_starts_as_netwarp_lite0(
     assert (diff[:, 0] == 0).all() and (diff[:, 1:] > 1e-5).all()
 
 
-def _open_late(model: NetWarpLite0) -> NetWarpLite0:
-    with torch.no_grad():
-        model.late_warp.w1.uniform_(0.5, 1.0)
-        model.late_warp.w2.uniform_(0.3, 0.7)
-    return model
-
-
 def test_recursive_state_accumulates_the_past() -> None:
     """netwarp-lite0-recursive has netwarp-lite0-late's weights and state. With the same
     weights the two agree on a clip's first two frames (frame 0's combined features are its own);
     from the third on they differ. A change to frame 0 reaches frame 3 through the recursive
     state, never through the one-frame look-back."""
-    late = _open_late(_model(w2=True, name="netwarp-lite0-late"))
+    late = _model(w2=True, name="netwarp-lite0-late")
     recursive = _model(name="netwarp-lite0-recursive")
     assert recursive.cfg.state == late.cfg.state
     recursive.load_state_dict(late.state_dict())  # strict: the same modules
