@@ -175,16 +175,17 @@ def _worker_batches(
 
 
 def training_augment(crop: tuple[int, int] | None, input_size: tuple[int, int],
-                     source_height: int) -> ClipAugment:  # fmt: skip
+                     source_height: int,
+                     scale_range: tuple[float, float] = ClipAugment.scale_range) -> ClipAugment:  # fmt: skip
     """Clip augmentation matched to the model's input size.
 
     At inference a frame is resized to ``input_size``, so objects appear at ``input_height /
     source_height`` of their CamVid size; training scales are drawn around that factor
-    (``ClipAugment.scale_range`` times it). ``crop`` defaults to the input size capped at
+    (``scale_range`` times it, by default ``ClipAugment.scale_range``). ``crop`` defaults to the input size capped at
     288x384 (bigger crops cost time and add little context).
     """
     factor = input_size[0] / source_height
-    lo, hi = ClipAugment.scale_range
+    lo, hi = scale_range
     if crop is None:
         crop = (min(input_size[0], DEFAULT_CROP[0]), min(input_size[1], DEFAULT_CROP[1]))
     # the labelled frame ends each clip: frames before it carry its labels propagated along
@@ -624,7 +625,8 @@ def train(args: argparse.Namespace) -> SegMetrics:
         " with bf16 autocast" if args.amp else "",
         f"{args.workers} data workers" if args.workers else "clips built in-process",
     )
-    aug = training_augment(args.crop, model.cfg.input_size, train_data.labels.shape[1])
+    aug = training_augment(args.crop, model.cfg.input_size, train_data.labels.shape[1],
+                           tuple(args.scale_range))  # fmt: skip
     logger.info("training crops %dx%d at %.2f-%.2fx the source pixels", *aug.crop, *aug.scale_range)
     videos = _consistency_videos(args, model.cfg.input_size) if opts.consistency_weight else None
     optimizer = torch.optim.AdamW(_param_groups(model, args.lr), weight_decay=1e-4,
@@ -681,6 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("H", "W"),
         help="training crop (default: the input size, at most 288x384)",
     )
+    p.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"),
+                   default=ClipAugment.scale_range,
+                   help="random scale of the training crops, relative to the scale objects have "
+                   "at the input size (1: as at inference)")  # fmt: skip
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                    help="inference size (default: the model's)")  # fmt: skip
     p.add_argument("--freeze-stride", type=int, default=0, choices=(0, 4, 8, 16, 32),
@@ -753,6 +759,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-steps must be >= 1")
     if args.workers < 0:
         parser.error("--workers must be >= 0")
+    if not 0 < args.scale_range[0] <= args.scale_range[1]:
+        parser.error(f"--scale-range {args.scale_range[0]:g} {args.scale_range[1]:g}: need "
+                     "0 < LO <= HI")  # fmt: skip
     _check_clip_args(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:

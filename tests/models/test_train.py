@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from vidseg.models import train
@@ -119,6 +120,20 @@ def test_training_augment_follows_the_input_size() -> None:
     assert small.scale_range == (0.8 * factor, 1.25 * factor)
     assert full.scale_range[0] < 0.8 < full.scale_range[1] < 1.25
     assert train.training_augment((64, 96), (256, 352), 360).crop == (64, 96)  # explicit wins
+    wide = train.training_augment(None, (256, 352), 360, scale_range=(0.75, 1.75))
+    assert wide.scale_range == (0.75 * factor, 1.75 * factor)  # --scale-range, same reference
+
+
+@pytest.mark.parametrize("scale_range", [("0", "1"), ("2", "1"), ("-1", "1")])
+def test_bad_scale_range_is_refused_in_one_line(tmp_path, capsys, scale_range) -> None:
+    argv = ["--model", "perframe-lite0", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+            "--scale-range", *scale_range]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        train.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("vidseg-train: error: --scale-range") and "0 < LO <= HI" in err
+    assert not (tmp_path / "o").exists()
 
 
 # -- seed 002 and the recurrent-memory options ------------------------------------------------
