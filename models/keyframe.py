@@ -41,7 +41,7 @@ from torch import nn
 
 from vidseg.engine.errors import VidsegError
 from vidseg.engine.schedule import Schedule
-from vidseg.models.layers import UpFuse, conv_bn_relu, normalize
+from vidseg.models.layers import UpFuse, conv_bn_relu, normalize, sep_conv_bn_relu
 from vidseg.models.lite0 import LITE0_TAPS, Lite0Encoder, load_lite0_imagenet
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
 from vidseg.models.protocol import GraphSpec, TemporalModule
@@ -58,18 +58,6 @@ DECODER_WIDTHS: dict[int, int] = {4: 32, 8: 48, 16: 64}  # decoder width at each
 
 # ---------------------------------------------------------------------------------------------
 # blocks
-
-
-def sep_conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
-    """Depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU: a 3x3 block at ~1/9 cost."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False),
-        nn.BatchNorm2d(c_in),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(c_in, c_out, 1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
 
 
 class CacheAdapter(nn.Module):

@@ -1,5 +1,5 @@
-"""Blocks shared by the model families: input normalisation, conv-BN-ReLU, the UNet up-fuse step
-and the one convolutional GRU cell.
+"""Blocks shared by the model families: input normalisation, conv-BN-ReLU and its
+depthwise-separable form, the UNet up-fuse step and the one convolutional GRU cell.
 
 Every family imports these from here, so a change to one of them is a change to all families
 (and to their exported graphs).
@@ -30,6 +30,18 @@ def normalize(frames: torch.Tensor) -> torch.Tensor:
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def sep_conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    """Depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU: a 3x3 block at ~1/9 cost."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False),
+        nn.BatchNorm2d(c_in),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_in, c_out, 1, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )

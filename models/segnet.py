@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidseg.models.layers import ConvGRU, MemoryAdd, UpFuse, conv_bn_relu
+from vidseg.models.layers import ConvGRU, MemoryAdd, UpFuse, conv_bn_relu, sep_conv_bn_relu
 from vidseg.models.lite0 import Lite0Encoder, load_lite0_imagenet
 from vidseg.models.protocol import GraphFn, TemporalModule
 from vidseg.models.registry import ModelCfg, StateCfg, register_model
@@ -36,10 +36,16 @@ class Lite0UNet(TemporalModule):
 
     CELLS = ("gru", "block", "residual")  # ConvGRU cells, per-frame blocks, blocks + MemoryAdd
 
-    def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int], cell: str) -> None:
+    BLOCKS = {"conv": conv_bn_relu, "separable": sep_conv_bn_relu}  # 3x3 blocks of the decoder
+
+    def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int], cell: str,
+                 block: str = "conv") -> None:  # fmt: skip
         super().__init__()
         if cell not in self.CELLS:
             raise ValueError(f"cell must be one of {self.CELLS}, got {cell!r}")
+        if block not in self.BLOCKS:
+            raise ValueError(f"block must be one of {tuple(self.BLOCKS)}, got {block!r}")
+        conv = self.BLOCKS[block]
         self.cfg = cfg
         self.cell = cell
         self.temporal = cell != "block"
@@ -51,12 +57,12 @@ class Lite0UNet(TemporalModule):
         if cell == "gru":
             self.cells = nn.ModuleList(ConvGRU(h) for h in hidden)
         else:
-            self.cells = nn.ModuleList(conv_bn_relu(h, h) for h in hidden)
+            self.cells = nn.ModuleList(conv(h, h) for h in hidden)
         self.memory = nn.ModuleList(MemoryAdd(h) for h in hidden) if cell == "residual" else None
         h8, h16, h32 = hidden
-        self.up16 = UpFuse(h32, h16, 64)
-        self.up8 = UpFuse(64, h8, 48)
-        self.up4 = UpFuse(48, c4, 32)
+        self.up16 = UpFuse(h32, h16, 64, block=conv)
+        self.up8 = UpFuse(64, h8, 48, block=conv)
+        self.up4 = UpFuse(48, c4, 32, block=conv)
         self.classifier = nn.Conv2d(32, cfg.num_classes, 1)
 
     def features(self, frames: torch.Tensor) -> list[torch.Tensor]:
@@ -136,6 +142,7 @@ def _create_lite0_unet(
     input_size: tuple[int, int] = (352, 480),
     num_classes: int = 11,
     hidden: tuple[int, int, int] = (32, 64, 96),
+    block: str = "conv",
 ) -> Lite0UNet:
     temporal = cell != "block"
     state = tuple(StateCfg(f"h{s}", c, s) for s, c in zip((8, 16, 32), hidden)) if temporal else ()
@@ -147,7 +154,7 @@ def _create_lite0_unet(
         state=state,
         pretrained="efficientnet-lite0 ImageNet (Apache-2.0 wheel)" if pretrained else "",
     )
-    model = Lite0UNet(cfg, hidden, cell)
+    model = Lite0UNet(cfg, hidden, cell, block)
     if pretrained:
         load_lite0_imagenet(model.encoder)
     return model
@@ -163,6 +170,13 @@ def recurrent_lite0_gru(**kwargs: object) -> Lite0UNet:
 def perframe_lite0(**kwargs: object) -> Lite0UNet:
     """The same network with each ConvGRU replaced by a 3x3 conv block: the baseline."""
     return _create_lite0_unet("perframe-lite0", cell="block", **kwargs)  # type: ignore[arg-type]
+
+
+@register_model
+def perframe_lite0_sep(**kwargs: object) -> Lite0UNet:
+    """``perframe-lite0`` with depthwise-separable 3x3 blocks (cells and decoder): the decoder
+    at about a third of its time, for a larger input at the same cost."""
+    return _create_lite0_unet("perframe-lite0-sep", cell="block", block="separable", **kwargs)  # type: ignore[arg-type]
 
 
 @register_model

@@ -97,3 +97,43 @@ def test_imagenet_weights_load() -> None:
     model = create_model("recurrent-lite0-gru", input_size=SIZE)
     # ImageNet BN statistics are not the defaults
     assert not torch.allclose(model.encoder._bn0.running_var, torch.ones(32))
+
+
+def test_separable_variant_is_perframe_lite0_with_depthwise_blocks(
+    tmp_path, tiny_model_factory, sample_clip
+) -> None:
+    """perframe-lite0-sep: the same modules and names as perframe-lite0 except the 3x3 blocks
+    (cells and up-fuse), which are depthwise + pointwise; a twin checkpoint gives it everything
+    else; exported split, the engine's labels are the torch model's over many frames."""
+    import cv2
+    import torch.nn.functional as F
+
+    from vidseg.engine import Segmenter
+    from vidseg.engine.video import read_frames
+    from vidseg.export.cli import CAMVID
+    from vidseg.export.onnx import build_manifest, feature_specs, write_bundle
+
+    sep = tiny_model_factory("perframe-lite0-sep").eval()
+    pf = create_model("perframe-lite0", pretrained=False, input_size=SIZE)
+    ours, twin = sep.state_dict(), pf.state_dict()
+    same = {k for k in ours if k in twin and ours[k].shape == twin[k].shape}
+    assert {k.split(".")[0] for k in set(ours) - same} == {"cells", "up16", "up8", "up4"}
+    assert {k for k in twin if k.startswith(("encoder.", "project.", "classifier."))} <= same
+    convs = [m for n, m in sep.named_modules()
+             if n.startswith(("cells", "up")) and isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    assert convs and all(m.kernel_size == (1, 1) or m.groups == m.in_channels for m in convs)
+    assert sum(p.numel() for p in sep.parameters()) < sum(p.numel() for p in pf.parameters())
+
+    bundle = tmp_path / "sep.vidseg"
+    write_bundle(sep, bundle, build_manifest(sep.cfg, CAMVID, {"dataset": "none"},
+                                             features=feature_specs(sep)))  # fmt: skip
+    seg = Segmenter(bundle)
+    height, width = sep.cfg.input_size
+    agree = []
+    for frame in (f.image for f in read_frames(sample_clip, max_frames=12)):
+        frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+        with torch.no_grad():
+            logits, _ = sep.stream_logits(torch.from_numpy(frame)[None], None)
+        want = F.interpolate(logits, size=(height, width), mode="bilinear").argmax(1)[0]
+        agree.append((seg.step(frame).labels == want.numpy()).mean())
+    assert min(agree) > 0.999, agree
