@@ -1,0 +1,137 @@
+"""``python -m vidseg.benchmarks.output_filter --model BUNDLE --data CAMVID``: what a memory at
+the output is worth, with no training.
+
+Each frame's class probabilities (the bundle's logits at its label stride, softmaxed) are
+blended with the previous frame's filtered probabilities, warped onto it with DIS flow::
+
+    P~_t = (1 - a) P_t + a warp(P~_(t-1))
+
+The flow is the engine's DIS (``engine.flow.dis_flow``) computed at twice the logits' size and
+average-pooled to it. The filtered probabilities are upsampled crisply to the label size
+(``engine.upsample``) and scored as ``vidseg-eval`` scores (mIoU, trimap IoU, flicker, excess
+flicker) on the labelled frames in order, the filter and the bundle's own state reset where the
+drive changes. ``a = 0`` is the bundle as it ships, so its row equals ``vidseg-eval``'s.
+
+The numbers in docs/accuracy.md were made with::
+
+    python -m vidseg.benchmarks.output_filter --model runs/twinA.vidseg \\
+        --data ../shared/data/camvid --alpha 0 0.3 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import cv2
+import numpy as np
+
+from vidseg.benchmarks.accuracy import FlickerMeter, _truth_ids, boundary_band, sequence_of
+from vidseg.engine.errors import VidsegError, run_for_cli
+from vidseg.engine.flow import dis_flow
+from vidseg.engine.segmenter import Segmenter
+from vidseg.engine.upsample import GraphOutputs, upsample
+from vidseg.models.data import load_split
+from vidseg.models.metrics import SegMetrics, confusion
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(K, h, w) logits -> probabilities over K."""
+    e = np.exp(logits - logits.max(0))
+    return e / e.sum(0)
+
+
+def pooled_flow(previous: np.ndarray, current: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """DIS flow from ``current`` to ``previous`` at twice ``size``, averaged down to ``size``
+    = (h, w): (2, h, w) in pixels of that grid."""
+    h, w = size
+    fine = dis_flow(previous, current, (2 * h, 2 * w))
+    return fine.reshape(2, h, 2, w, 2).mean(axis=(2, 4)) / 2
+
+
+def warp(x: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Backward warp of (K, h, w) ``x`` by ``flow`` (``engine.flow``'s convention): the result at
+    (x, y) is ``x`` sampled bilinearly at (x + dx, y + dy), edges replicated."""
+    _, h, w = x.shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    mx, my = gx + flow[0], gy + flow[1]
+    return np.stack([cv2.remap(c, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                     for c in x])  # fmt: skip
+
+
+def filter_scores(segmenter: Segmenter, data_root: str, alphas: list[float],
+                  split: str = "val") -> list[dict[str, float]]:  # fmt: skip
+    """One row per ``a`` in ``alphas``: miou, trimap_iou, flicker, excess_flicker (percent).
+
+    Raises:
+        VidsegError: the bundle has no logits output, or an ``a`` is outside [0, 1).
+    """
+    if segmenter.model.logits_name is None:
+        raise VidsegError("the bundle has no logits output (vidseg-export BUNDLE --add-logits)")
+    if not all(0 <= a < 1 for a in alphas):
+        raise VidsegError(f"--alpha {alphas}: every value must be in [0, 1)")
+    data = load_split(data_root, split)
+    k = len(segmenter.manifest.classes)
+    ignore = segmenter.manifest.ignore_index
+    cms = [np.zeros((k, k), np.int64) for _ in alphas]
+    bands = [np.zeros((k, k), np.int64) for _ in alphas]
+    flickers = [FlickerMeter(k) for _ in alphas]
+    filtered: list[np.ndarray | None] = [None] * len(alphas)
+    previous, sequence = None, None
+    for name, image, label in zip(data.names, data.images, data.labels):
+        if sequence_of(name) != sequence or previous is None:
+            sequence, previous = sequence_of(name), None
+            segmenter.reset()
+            filtered = [None] * len(alphas)
+            for meter in flickers:
+                meter.cut()
+        outputs = segmenter.step(image).outputs
+        logits = outputs.logits.astype(np.float32)
+        probs = softmax(logits)
+        flow = None if previous is None else pooled_flow(previous, image, probs.shape[1:])
+        previous = image
+        truth = _truth_ids(label, ignore, k)
+        band = boundary_band(truth, k)
+        for i, a in enumerate(alphas):
+            last = filtered[i]
+            p = probs if last is None or flow is None else (1 - a) * probs + a * warp(last, flow)
+            filtered[i] = p
+            scores = logits if p is probs else np.log(p + 1e-6)  # as shipped where unfiltered
+            out = GraphOutputs(p.argmax(0).astype(np.uint8), None, scores)
+            pred, _ = upsample(out, *label.shape)
+            cms[i] += confusion(pred, truth, k)
+            bands[i] += confusion(pred[band], truth[band], k)
+            flickers[i].add(pred, truth)
+    rows = []
+    for a, cm, band_cm, meter in zip(alphas, cms, bands, flickers):
+        f = meter.result()
+        rows.append({"alpha": a, "miou": SegMetrics.from_confusion(cm).miou,
+                     "trimap_iou": SegMetrics.from_confusion(band_cm).miou,
+                     "flicker": f.pred, "excess_flicker": f.excess})  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="output_filter", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="bundle with a logits output (default: the bundled one)")
+    p.add_argument("--data", required=True, help="CamVid root with val/ and valannot/")
+    p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.3, 0.5],
+                   help="weights a of the warped past, in [0, 1)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=2, help="inference threads")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+
+    def run() -> None:
+        rows = filter_scores(Segmenter(args.model, threads=args.threads), args.data, args.alpha)
+        print("| a | mIoU | trimap IoU | flicker | excess flicker |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['alpha']:g} | {r['miou']:.2f} | {r['trimap_iou']:.2f} | "
+                  f"{r['flicker']:.2f} | {r['excess_flicker']:.2f} |")  # fmt: skip
+
+    code, _ = run_for_cli("output_filter", run, debug=args.debug)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
