@@ -162,8 +162,8 @@ class NetWarpLite0(Lite0UNet):
 
     def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int],
                  warp_strides: tuple[int, ...] = WARP_STRIDES, late: bool = False,
-                 recursive: bool = False) -> None:  # fmt: skip
-        super().__init__(cfg, hidden, cell="block")
+                 recursive: bool = False, block: str = "conv") -> None:  # fmt: skip
+        super().__init__(cfg, hidden, cell="block", block=block)
         self.recursive = recursive  # the state holds the combined features, not the frame's
         if not set(warp_strides) <= set(LEVEL_STRIDES):
             raise ValueError(f"warp strides {warp_strides} not among {LEVEL_STRIDES}")
@@ -303,6 +303,7 @@ def _create_netwarp(
     warp_strides: tuple[int, ...] = WARP_STRIDES,
     late: bool = False,
     recursive: bool = False,
+    block: str = "conv",
 ) -> NetWarpLite0:
     state = (StateCfg("image4", 3, FLOW_STRIDE),) + tuple(
         StateCfg(f"z{s}", c, s) for s, c in zip(LEVEL_STRIDES, hidden) if s in warp_strides
@@ -317,7 +318,7 @@ def _create_netwarp(
         state=state,
         pretrained="efficientnet-lite0 ImageNet (Apache-2.0 wheel)" if pretrained else "",
     )
-    model = NetWarpLite0(cfg, hidden, warp_strides, late, recursive)
+    model = NetWarpLite0(cfg, hidden, warp_strides, late, recursive, block)
     if pretrained:
         load_lite0_imagenet(model.encoder)
     return model
@@ -349,4 +350,12 @@ def netwarp_lite0_recursive(**kwargs: object) -> NetWarpLite0:
     previous frame's combined features, so the past accumulates over the stream instead of
     reaching back one frame."""
     return _create_netwarp("netwarp-lite0-recursive", late=True, recursive=True,
+                           **kwargs)  # type: ignore[arg-type]  # fmt: skip
+
+
+@register_model
+def netwarp_lite0_sep_late(**kwargs: object) -> NetWarpLite0:
+    """netwarp-lite0-late on ``perframe-lite0-sep`` (depthwise-separable cells and decoder): it
+    loads a perframe-lite0-sep checkpoint, to which it adds the FlowCNN and the NetWarps."""
+    return _create_netwarp("netwarp-lite0-sep-late", late=True, block="separable",
                            **kwargs)  # type: ignore[arg-type]  # fmt: skip

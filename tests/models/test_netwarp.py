@@ -124,8 +124,10 @@ def test_warp_follows_engine_flow_convention(shift: tuple[int, int]) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["netwarp-lite0", "netwarp-lite0-deep", "netwarp-lite0-late", "netwarp-lite0-recursive"]
-)
+    "name",
+    ["netwarp-lite0", "netwarp-lite0-deep", "netwarp-lite0-late", "netwarp-lite0-recursive",
+     "netwarp-lite0-sep-late"],
+)  # fmt: skip
 def test_clip_forward_equals_frame_by_frame(name: str) -> None:
     """Training (a clip in one pass) and inference (one frame, state carried) agree."""
     model = _model(w2=True, name=name)
@@ -229,3 +231,18 @@ def test_single_frame_batches_and_streaming() -> None:
         alone, _ = model.stream_logits(torch.from_numpy(frames[1:2]), None)
     assert second.shape == (1, 11, 16, 24) and len(memory[1]) == 3
     assert (second - alone).abs().max() > 1e-4  # the previous frame mattered
+
+
+def test_separable_variant_starts_as_its_perframe_twin() -> None:
+    """netwarp-lite0-sep-late loaded from perframe-lite0-sep (``--init-from``): only the flow
+    and NetWarp modules are new, and at their init (w2 = 0) it is that twin on every frame."""
+    torch.manual_seed(0)
+    twin = create_model("perframe-lite0-sep", pretrained=False, input_size=SIZE).eval()
+    _randomise_bn(twin)
+    model = _model(seed=1, name="netwarp-lite0-sep-late")
+    missing, unexpected = model.load_state_dict(twin.state_dict(), strict=False)
+    assert not unexpected
+    assert all(k.startswith(("flow_cnn.", "netwarps.", "late_warp.")) for k in missing)
+    clip, flow = torch.randn(1, 3, 3, *SIZE), torch.randn(1, 3, 2, *FLOW)
+    with torch.no_grad():
+        torch.testing.assert_close(model(clip, flow)[0], twin(clip)[0], atol=1e-5, rtol=1e-4)
