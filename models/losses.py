@@ -27,18 +27,39 @@ def _at_label_size(logits: torch.Tensor,
     return logits, labels
 
 
+def pixel_weights(labels: torch.Tensor, class_weights: torch.Tensor | None,
+                  ignore_index: int = CAMVID_IGNORE) -> torch.Tensor:  # fmt: skip
+    """Each pixel's weight in the loss: 0 on void, else its class's weight (1 without
+    ``class_weights``, a (K,) tensor)."""
+    valid = labels != ignore_index
+    if class_weights is None:
+        return valid.float()
+    return class_weights.to(labels.device)[torch.where(valid, labels, 0)] * valid
+
+
 def cross_entropy_total(logits: torch.Tensor, labels: torch.Tensor,
-                        ignore_index: int = CAMVID_IGNORE) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Summed cross-entropy over the non-void pixels and their count (int64 scalar)."""
+                        ignore_index: int = CAMVID_IGNORE,
+                        class_weights: torch.Tensor | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Cross-entropy summed over the non-void pixels, each times its class's weight, and the
+    sum of those weights (without ``class_weights``: the number of non-void pixels)."""
     logits, labels = _at_label_size(logits, labels)
-    total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
-    return total, (labels != ignore_index).sum()
+    weight = None if class_weights is None else class_weights.to(logits.device)
+    total = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index,
+                            reduction="sum")  # fmt: skip
+    return total, pixel_weights(labels, class_weights, ignore_index).sum()
 
 
 def boundary_relaxation_total(
-    logits: torch.Tensor, labels: torch.Tensor, border: int = 1, ignore_index: int = CAMVID_IGNORE
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    border: int = 1,
+    ignore_index: int = CAMVID_IGNORE,
+    class_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boundary label relaxation (Zhu et al. 2019, seed 002), summed, and the pixel count.
+    """Boundary label relaxation (Zhu et al. 2019, seed 002), summed, and the pixel count (with
+    ``class_weights``: each pixel's term times its own class's weight, and those weights
+    summed).
 
     At each non-void pixel p: ``-log(sum over classes c in N(p) of softmax(p)_c)``, N(p) the
     classes of the label map in the (2 border + 1)^2 window around p (void is not a class).
@@ -57,7 +78,10 @@ def boundary_relaxation_total(
     # void centres: every class "present", so their term is exactly 0 and its gradient finite
     present |= ~valid[:, None]
     per_pixel = logits.logsumexp(1) - logits.masked_fill(~present, float("-inf")).logsumexp(1)
-    return per_pixel.sum(), valid.sum()
+    if class_weights is None:
+        return per_pixel.sum(), valid.sum()
+    weights = pixel_weights(labels, class_weights, ignore_index)
+    return (per_pixel * weights).sum(), weights.sum()
 
 
 @dataclass(frozen=True)
@@ -71,18 +95,28 @@ class SegLoss:
 
     relax_border: int | None = None  # None: cross-entropy; R: relaxation over (2R+1)^2
     ignore_index: int = CAMVID_IGNORE
+    class_weights: tuple[float, ...] | None = None  # per-class pixel weights (None: all 1)
+
+    @property
+    def _weights(self) -> torch.Tensor | None:
+        return None if self.class_weights is None else torch.tensor(self.class_weights)
+
+    def count(self, labels: torch.Tensor) -> torch.Tensor:
+        """The denominator of the mean: the summed pixel weights (non-void pixels, unweighted)."""
+        return pixel_weights(labels, self._weights, self.ignore_index).sum()
 
     def total(self, logits: torch.Tensor,
               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """(sum of the per-pixel loss, number of non-void pixels): what chunked training
         (truncated BPTT) needs to weight chunks as one mean over the whole clip."""
         if self.relax_border is None:
-            return cross_entropy_total(logits, labels, self.ignore_index)
-        return boundary_relaxation_total(logits, labels, self.relax_border, self.ignore_index)
+            return cross_entropy_total(logits, labels, self.ignore_index, self._weights)
+        return boundary_relaxation_total(logits, labels, self.relax_border, self.ignore_index,
+                                         self._weights)  # fmt: skip
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         total, count = self.total(logits, labels)
-        return total / count.clamp(min=1)
+        return total / count.to(total.dtype).clamp(min=1e-12)  # 0 (not NaN) when all void
 
 
 CROSS_ENTROPY = SegLoss()  # the default criterion

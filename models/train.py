@@ -193,6 +193,21 @@ def training_augment(crop: tuple[int, int] | None, input_size: tuple[int, int],
     return ClipAugment(crop=tuple(crop), scale_range=(lo * factor, hi * factor), anchor=-1)
 
 
+def class_balance(labels: np.ndarray, num_classes: int,
+                  power: float) -> tuple[float, ...] | None:  # fmt: skip
+    """Per-class loss weights ``(median frequency / frequency) ** power`` from the labels'
+    non-void pixel counts (median-frequency balancing at power 1; None at power 0). A class
+    absent from the labels gets weight 1."""
+    if power == 0:
+        return None
+    counts = np.bincount(labels.ravel(), minlength=256)[:num_classes].astype(np.float64)
+    present = counts > 0
+    freq = counts / counts.sum()
+    weights = np.ones(num_classes)
+    weights[present] = (np.median(freq[present]) / freq[present]) ** power
+    return tuple(float(w) for w in weights)
+
+
 @dataclass(frozen=True)
 class ClipTraining:
     """How one training step turns its batches into gradients (``docs/training.md``)."""
@@ -205,9 +220,11 @@ class ClipTraining:
     amp: bool = False  # bf16 autocast around the forward passes (CUDA)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ClipTraining:
+    def from_args(cls, args: argparse.Namespace,
+                  class_weights: tuple[float, ...] | None = None) -> ClipTraining:  # fmt: skip
         return cls(
-            criterion=SegLoss(relax_border=args.relax_border if args.label_relaxation else None),
+            criterion=SegLoss(relax_border=args.relax_border if args.label_relaxation else None,
+                              class_weights=class_weights),  # fmt: skip
             warmup_frames=args.warmup_frames, tbptt=args.tbptt,
             propagation_length=args.propagation_length,
             consistency_weight=args.consistency_weight, amp=args.amp,
@@ -284,7 +301,7 @@ def supervised_losses(model: TemporalModel, frames: torch.Tensor, labels: torch.
         yield loss
         return
     warmup = min(opts.warmup_frames, frames.shape[1] - 1)
-    count = (labels[:, warmup:] != opts.criterion.ignore_index).sum().clamp(min=1)
+    count = opts.criterion.count(labels[:, warmup:]).clamp(min=1e-12)
     for start, logits in clip_chunks(model, normalize(frames), opts):
         if start >= warmup:
             total, _ = opts.criterion.total(logits, labels[:, start : start + logits.shape[1]])
@@ -604,7 +621,11 @@ def train(args: argparse.Namespace) -> SegMetrics:
     # None = the variant's default: ImageNet weights where it has them, scratch otherwise
     model = create_model(args.model, pretrained=False if args.scratch else None, **model_kwargs)
     _check_model_device(args, device, model)
-    opts = ClipTraining.from_args(args)
+    weights = class_balance(train_data.labels, model.cfg.num_classes, args.class_balance)
+    if weights is not None:
+        logger.info("class weights (--class-balance %g): %s", args.class_balance,
+                    " ".join(f"{w:.2f}" for w in weights))  # fmt: skip
+    opts = ClipTraining.from_args(args, weights)
     opts.check(model)
     if args.init_from:
         copied, fresh = init_from(model, args.init_from)
@@ -687,6 +708,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default=ClipAugment.scale_range,
                    help="random scale of the training crops, relative to the scale objects have "
                    "at the input size (1: as at inference)")  # fmt: skip
+    p.add_argument("--class-balance", type=float, default=0.0, metavar="P",
+                   help="weight each class's pixels by (median class frequency / its frequency) "
+                   "** P in the loss, frequencies from the train labels (1: median-frequency "
+                   "balancing; 0: off)")  # fmt: skip
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                    help="inference size (default: the model's)")  # fmt: skip
     p.add_argument("--freeze-stride", type=int, default=0, choices=(0, 4, 8, 16, 32),
@@ -759,6 +784,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-steps must be >= 1")
     if args.workers < 0:
         parser.error("--workers must be >= 0")
+    if args.class_balance < 0:
+        parser.error("--class-balance must be >= 0")
     if not 0 < args.scale_range[0] <= args.scale_range[1]:
         parser.error(f"--scale-range {args.scale_range[0]:g} {args.scale_range[1]:g}: need "
                      "0 < LO <= HI")  # fmt: skip

@@ -122,3 +122,45 @@ def test_consistency_is_zero_for_a_prediction_that_moves_with_the_flow() -> None
     assert 0 < total / count <= 2
     none = torch.zeros_like(valid)
     assert consistency_total(probs, other, flow, none)[0] == 0  # occluded pixels do not count
+
+
+def _reference_terms(
+    logits: torch.Tensor, labels: torch.Tensor, border: int | None
+) -> torch.Tensor:
+    """Per-pixel unweighted terms, straight from the definitions (logits at the label size):
+    cross-entropy, or -log of the probability of the classes in the pixel's window; 0 on void."""
+    terms = torch.zeros(labels.shape)
+    n, h, w = labels.shape
+    for b, y, x in (labels != CAMVID_IGNORE).nonzero().tolist():
+        scores = logits[b, :, y, x]
+        if border is None:
+            allowed = [int(labels[b, y, x])]
+        else:
+            window = labels[
+                b, max(0, y - border) : y + border + 1, max(0, x - border) : x + border + 1
+            ]
+            allowed = sorted({int(c) for c in window.flatten() if c != CAMVID_IGNORE})
+        terms[b, y, x] = scores.logsumexp(0) - scores[allowed].logsumexp(0)
+    return terms
+
+
+def test_class_weights_make_a_weighted_mean_of_each_criterion() -> None:
+    """--class-balance: each non-void pixel's term times its class's weight, divided by the
+    summed weights; all-ones weights change nothing; all-void labels still give 0."""
+    logits = _logits(2, K, 8, 8)
+    labels = torch.randint(0, K + 1, (2, 8, 8), generator=torch.Generator().manual_seed(3))
+    labels[:, :3, :3] = 4  # a region of one class, so relaxation has an interior too
+    weights = tuple(0.25 + 0.5 * k for k in range(K))
+    valid = labels != CAMVID_IGNORE
+    pixel_w = torch.where(valid, torch.tensor(weights)[labels.clamp(max=K - 1)], 0.0)
+    for border in (None, 1):
+        plain = SegLoss(relax_border=border)
+        weighted = SegLoss(relax_border=border, class_weights=weights)
+        ones = SegLoss(relax_border=border, class_weights=(1.0,) * K)
+        torch.testing.assert_close(ones(logits, labels), plain(logits, labels))
+        terms = _reference_terms(logits, labels, border)
+        torch.testing.assert_close(plain(logits, labels), terms.sum() / valid.sum())
+        expected = (terms * pixel_w).sum() / pixel_w.sum()
+        torch.testing.assert_close(weighted(logits, labels), expected)
+        torch.testing.assert_close(weighted.count(labels), pixel_w.sum())
+        assert weighted(logits, torch.full_like(labels, CAMVID_IGNORE)).item() == 0.0

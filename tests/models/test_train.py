@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -327,3 +328,24 @@ def test_cuda_speedups_restore_the_process_flags() -> None:
     finally:
         for (owner, name), value in zip(flags, before):
             setattr(owner, name, value)
+
+
+def test_class_balance_weights_from_label_frequencies(tmp_path, capsys) -> None:
+    """(median frequency / frequency) ** P over the non-void pixels; void and ids past the
+    classes never count; an absent class gets 1; P = 0 is off; P < 0 is refused."""
+    labels = np.zeros((2, 4, 5), np.uint8)  # 40 pixels: class 0 x 20, 1 x 10, 2 x 5, void x 5
+    labels[0, :2] = 1
+    labels[1, :1] = 2
+    labels[1, 3] = 11
+    freq = np.array([20, 10, 5]) / 35
+    for power in (1.0, 0.5):
+        got = train.class_balance(labels, 4, power)
+        np.testing.assert_allclose(got, [*(freq[1] / freq) ** power, 1.0])
+    assert train.class_balance(labels, 4, 0.0) is None
+    argv = ["--model", "perframe-lite0", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+            "--class-balance", "-1"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        train.main(argv)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "vidseg-train: error: --class-balance must be >= 0"
+    )
