@@ -151,6 +151,37 @@ def boundary_band(truth: np.ndarray, num_classes: int, radius: int = BAND_PX) ->
     return valid & ((high != ids + 1) | (low != ids + 1))
 
 
+class FrameScorer:
+    """Scores of predicted label maps against their truth, accumulated frame by frame: one
+    confusion matrix over every non-void pixel, one over the boundary band (:func:`boundary_band`)
+    and the flicker between consecutive frames (``cut()`` where a sequence starts).
+
+    ``truth``: class ids with every id ``>= num_classes`` void (:func:`_truth_ids`).
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.cm = np.zeros((num_classes, num_classes), np.int64)
+        self.cm_band = np.zeros_like(self.cm)
+        self.flicker = FlickerMeter(num_classes)
+
+    def cut(self) -> None:
+        self.flicker.cut()
+
+    def add(self, pred: np.ndarray, truth: np.ndarray, band: np.ndarray | None = None) -> None:
+        """One frame; ``band``: its ``boundary_band(truth)`` when the caller already has it."""
+        k = self.num_classes
+        band = boundary_band(truth, k) if band is None else band
+        self.cm += confusion(pred, truth, k)
+        self.cm_band += confusion(pred[band], truth[band], k)
+        self.flicker.add(pred, truth)
+
+    def result(self) -> tuple[SegMetrics, SegMetrics, Flicker]:
+        """(every non-void pixel, the boundary band, flicker)."""
+        return (SegMetrics.from_confusion(self.cm), SegMetrics.from_confusion(self.cm_band),
+                self.flicker.result())  # fmt: skip
+
+
 @dataclass(frozen=True)
 class BundleScore:
     """A bundle scored over labelled sequences through the engine."""
@@ -194,9 +225,7 @@ def evaluate_bundle(
                                                                 frames.labels))  # fmt: skip
     manifest = segmenter.manifest
     num_classes = len(manifest.classes)
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    cm_band = np.zeros_like(cm)
-    flicker = FlickerMeter(num_classes)
+    scorer = FrameScorer(num_classes)
     count = sequences = unknown = 0
     step_ns = 0
     sequence: str | None = None
@@ -207,7 +236,7 @@ def evaluate_bundle(
         if sequence_of(frame.name) != sequence or count == 0:
             sequence, sequences = sequence_of(frame.name), sequences + 1
             segmenter.reset()
-            flicker.cut()
+            scorer.cut()
         elif not carry_state:
             segmenter.reset()
         t0 = time.perf_counter_ns()
@@ -217,10 +246,7 @@ def evaluate_bundle(
         unknown += int((frame.label >= num_classes).sum())
         if manifest.ignore_index is not None and manifest.ignore_index >= num_classes:
             unknown -= int((frame.label == manifest.ignore_index).sum())
-        cm += confusion(pred, truth, num_classes)
-        band = boundary_band(truth, num_classes)
-        cm_band += confusion(pred[band], truth[band], num_classes)
-        flicker.add(pred, truth)
+        scorer.add(pred, truth)
         count += 1
     segmenter.reset()
     if not count:
@@ -229,8 +255,8 @@ def evaluate_bundle(
         logger.warning("%d labelled pixels hold ids >= the bundle's %d classes (and not its "
                        "ignore index %s): scored as void", unknown, num_classes,
                        manifest.ignore_index)  # fmt: skip
-    return BundleScore(SegMetrics.from_confusion(cm), SegMetrics.from_confusion(cm_band),
-                       flicker.result(), count, sequences, count / max(step_ns * 1e-9, 1e-12))  # fmt: skip
+    return BundleScore(*scorer.result(), count, sequences,
+                       count / max(step_ns * 1e-9, 1e-12))  # fmt: skip
 
 
 def accuracy_report(segmenter: Segmenter, data_root: str | Path) -> dict[str, object]:

@@ -26,13 +26,12 @@ import sys
 import cv2
 import numpy as np
 
-from vidseg.benchmarks.accuracy import FlickerMeter, _truth_ids, boundary_band, sequence_of
+from vidseg.benchmarks.accuracy import FrameScorer, _truth_ids, boundary_band, sequence_of
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.flow import dis_flow
 from vidseg.engine.segmenter import Segmenter
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.models.data import load_split
-from vidseg.models.metrics import SegMetrics, confusion
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -49,12 +48,18 @@ def pooled_flow(previous: np.ndarray, current: np.ndarray, size: tuple[int, int]
     return fine.reshape(2, h, 2, w, 2).mean(axis=(2, 4)) / 2
 
 
-def warp(x: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward warp of (K, h, w) ``x`` by ``flow`` (``engine.flow``'s convention): the result at
-    (x, y) is ``x`` sampled bilinearly at (x + dx, y + dy), edges replicated."""
-    _, h, w = x.shape
+def sample_maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x + dx, y + dy) of every pixel of (2, h, w) ``flow`` (``engine.flow``'s convention):
+    where :func:`warp` samples the previous frame."""
+    _, h, w = flow.shape
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    mx, my = gx + flow[0], gy + flow[1]
+    return gx + flow[0], gy + flow[1]
+
+
+def warp(x: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Backward warp of (K, h, w) ``x``: the result at (x, y) is ``x`` sampled bilinearly at
+    ``maps`` (:func:`sample_maps`), edges replicated."""
+    mx, my = maps
     return np.stack([cv2.remap(c, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                      for c in x])  # fmt: skip
 
@@ -73,9 +78,7 @@ def filter_scores(segmenter: Segmenter, data_root: str, alphas: list[float],
     data = load_split(data_root, split)
     k = len(segmenter.manifest.classes)
     ignore = segmenter.manifest.ignore_index
-    cms = [np.zeros((k, k), np.int64) for _ in alphas]
-    bands = [np.zeros((k, k), np.int64) for _ in alphas]
-    flickers = [FlickerMeter(k) for _ in alphas]
+    scorers = [FrameScorer(k) for _ in alphas]
     filtered: list[np.ndarray | None] = [None] * len(alphas)
     previous, sequence = None, None
     for name, image, label in zip(data.names, data.images, data.labels):
@@ -83,30 +86,28 @@ def filter_scores(segmenter: Segmenter, data_root: str, alphas: list[float],
             sequence, previous = sequence_of(name), None
             segmenter.reset()
             filtered = [None] * len(alphas)
-            for meter in flickers:
-                meter.cut()
+            for scorer in scorers:
+                scorer.cut()
         outputs = segmenter.step(image).outputs
         logits = outputs.logits.astype(np.float32)
         probs = softmax(logits)
-        flow = None if previous is None else pooled_flow(previous, image, probs.shape[1:])
+        maps = None if previous is None else sample_maps(pooled_flow(previous, image,
+                                                                     probs.shape[1:]))  # fmt: skip
         previous = image
         truth = _truth_ids(label, ignore, k)
         band = boundary_band(truth, k)
         for i, a in enumerate(alphas):
             last = filtered[i]
-            p = probs if last is None or flow is None else (1 - a) * probs + a * warp(last, flow)
+            p = probs if last is None or maps is None else (1 - a) * probs + a * warp(last, maps)
             filtered[i] = p
             scores = logits if p is probs else np.log(p + 1e-6)  # as shipped where unfiltered
             out = GraphOutputs(p.argmax(0).astype(np.uint8), None, scores)
             pred, _ = upsample(out, *label.shape)
-            cms[i] += confusion(pred, truth, k)
-            bands[i] += confusion(pred[band], truth[band], k)
-            flickers[i].add(pred, truth)
+            scorers[i].add(pred, truth, band)
     rows = []
-    for a, cm, band_cm, meter in zip(alphas, cms, bands, flickers):
-        f = meter.result()
-        rows.append({"alpha": a, "miou": SegMetrics.from_confusion(cm).miou,
-                     "trimap_iou": SegMetrics.from_confusion(band_cm).miou,
+    for a, scorer in zip(alphas, scorers):
+        metrics, trimap, f = scorer.result()
+        rows.append({"alpha": a, "miou": metrics.miou, "trimap_iou": trimap.miou,
                      "flicker": f.pred, "excess_flicker": f.excess})  # fmt: skip
     return rows
 

@@ -78,8 +78,6 @@ def boundary_relaxation_total(
     # void centres: every class "present", so their term is exactly 0 and its gradient finite
     present |= ~valid[:, None]
     per_pixel = logits.logsumexp(1) - logits.masked_fill(~present, float("-inf")).logsumexp(1)
-    if class_weights is None:
-        return per_pixel.sum(), valid.sum()
     weights = pixel_weights(labels, class_weights, ignore_index)
     return (per_pixel * weights).sum(), weights.sum()
 
@@ -102,12 +100,13 @@ class SegLoss:
         return None if self.class_weights is None else torch.tensor(self.class_weights)
 
     def count(self, labels: torch.Tensor) -> torch.Tensor:
-        """The denominator of the mean: the summed pixel weights (non-void pixels, unweighted)."""
+        """The denominator of the mean: the summed pixel weights (without class weights, the
+        number of non-void pixels)."""
         return pixel_weights(labels, self._weights, self.ignore_index).sum()
 
     def total(self, logits: torch.Tensor,
               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        """(sum of the per-pixel loss, number of non-void pixels): what chunked training
+        """(sum of the weighted per-pixel loss, :meth:`count`): what chunked training
         (truncated BPTT) needs to weight chunks as one mean over the whole clip."""
         if self.relax_border is None:
             return cross_entropy_total(logits, labels, self.ignore_index, self._weights)

@@ -181,8 +181,8 @@ def training_augment(crop: tuple[int, int] | None, input_size: tuple[int, int],
 
     At inference a frame is resized to ``input_size``, so objects appear at ``input_height /
     source_height`` of their CamVid size; training scales are drawn around that factor
-    (``scale_range`` times it, by default ``ClipAugment.scale_range``). ``crop`` defaults to the input size capped at
-    288x384 (bigger crops cost time and add little context).
+    (``scale_range`` times it, by default ``ClipAugment.scale_range``). ``crop`` defaults to
+    the input size capped at 288x384 (bigger crops cost time and add little context).
     """
     factor = input_size[0] / source_height
     lo, hi = scale_range
