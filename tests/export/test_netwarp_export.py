@@ -84,7 +84,8 @@ def test_graph_contract(bundle) -> None:
     assert outputs == {"labels": (u8, ["batch", 64, 96])} | {
         f"{k}_out": (f32, ["batch", *v]) for k, v in state.items()}  # fmt: skip
     assert graph.opset_import[0].version == 17
-    assert "GridSample" in {n.op_type for n in graph.graph.node}
+    ops = {n.op_type for n in graph.graph.node}
+    assert "Gather" in ops and "GridSample" not in ops  # the warp as row gathers
 
 
 def test_parity_uses_real_flow_and_catches_a_wrong_graph(bundle, tiny_model_factory, frames):

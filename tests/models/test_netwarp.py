@@ -10,7 +10,7 @@ import torch
 
 from vidseg.engine.flow import dis_flow, grey
 from vidseg.models.layers import normalize
-from vidseg.models.netwarp import FLOWCNN_WIDTHS, NetWarpLite0, warp
+from vidseg.models.netwarp import FLOWCNN_WIDTHS, NetWarpLite0, gather_warp, warp
 from vidseg.models.registry import create_model, list_models
 
 SIZE = (64, 96)
@@ -102,6 +102,21 @@ def test_warp_zero_flow_is_identity_and_integer_shift_moves_by_it() -> None:
         ys, xs = slice(max(0, -dy), 8 - max(0, dy)), slice(max(0, -dx), 12 - max(0, dx))
         src = z[..., max(0, dy) : 8 + min(0, dy), max(0, dx) : 12 + min(0, dx)]
         torch.testing.assert_close(out[..., ys, xs], src, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 8, 12), (3, 4, 2, 7), (1, 3, 1, 1), (2, 6, 1, 5),
+                                   (1, 2, 6, 1)])  # fmt: skip
+def test_gather_warp_samples_as_grid_sample(shape: tuple[int, ...]) -> None:
+    """The exported form (row gathers) equals training's grid_sample warp: fractional flow,
+    flow far past every border, degenerate one-pixel axes, several samples in the batch."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    z = torch.randn(*shape, generator=gen)
+    flow = torch.randn(shape[0], 2, *shape[2:], generator=gen) * 0.75 * max(shape[2:])
+    flow[0, :, 0, 0] = torch.tensor([1e3, -1e3])  # far outside: clamps to the border
+    expected = warp(z, flow)
+    torch.testing.assert_close(gather_warp(z, flow), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gather_warp(z.half(), flow).float(), expected, atol=2e-2, rtol=0)
+    assert gather_warp(z, flow).shape == z.shape
 
 
 @pytest.mark.parametrize("shift", [(3, 0), (0, 2), (-2, 1)])
