@@ -16,7 +16,10 @@ the pixels that are non-void in both labels, pooled over the frames, in percent:
 
 * ``flicker`` -- pixels whose predicted label changes from one frame to the next;
 * ``truth_flicker`` -- pixels whose true label changes: the floor that real motion sets;
-* ``excess_flicker`` -- pixels whose prediction changes while the truth does not.
+* ``excess_flicker`` -- pixels whose prediction changes while the truth does not;
+* ``excess_flicker_at_edges`` -- the part of ``excess_flicker`` within ``EDGE_PX`` of a true class
+  boundary in either frame (:func:`boundary_band`): boundaries that move differently from the
+  true ones as the camera moves, rather than labels flipping inside a region.
 
 On unlabelled video the meter measures ``flicker`` alone, over every pixel.
 
@@ -51,6 +54,7 @@ class Flicker:
     pred: float  # predicted label changes
     truth: float  # true label changes (nan without truth)
     excess: float  # predicted changes where the truth stays the same (nan without truth)
+    excess_at_edges: float  # the part of ``excess`` within EDGE_PX of a true edge (nan: no truth)
 
 
 class FlickerMeter:
@@ -63,9 +67,10 @@ class FlickerMeter:
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self._prev: tuple[np.ndarray, np.ndarray | None] | None = None
+        # the previous frame: predicted labels, true labels and their EDGE_PX boundary band
+        self._prev: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
         self._labelled: bool | None = None  # whether the frames come with truth
-        self._counted = self._pred = self._truth = self._excess = 0
+        self._counted = self._pred = self._truth = self._excess = self._at_edges = 0
 
     def add(self, pred: np.ndarray, truth: np.ndarray | None = None) -> None:
         """The next frame's (H, W) predicted labels and, if labelled, its (H, W) true labels."""
@@ -74,8 +79,9 @@ class FlickerMeter:
         if self._labelled is not None and self._labelled != (truth is not None):
             raise ValueError("give truth for all frames or none")
         self._labelled = truth is not None
+        edges = None if truth is None else boundary_band(truth, self.num_classes, EDGE_PX)
         if self._prev is not None:
-            prev_pred, prev_truth = self._prev
+            prev_pred, prev_truth, prev_edges = self._prev
             if prev_pred.shape != pred.shape:
                 raise ValueError("every frame of a sequence needs the same shape")
             changed = prev_pred != pred
@@ -86,11 +92,13 @@ class FlickerMeter:
                 keep = (prev_truth < self.num_classes) & (truth < self.num_classes)
                 truth_changed = (prev_truth != truth) & keep
                 changed &= keep
+                excess = changed & ~truth_changed
                 self._counted += int(keep.sum())
                 self._pred += int(changed.sum())
                 self._truth += int(truth_changed.sum())
-                self._excess += int((changed & ~truth_changed).sum())
-        self._prev = (pred.copy(), None if truth is None else truth.copy())
+                self._excess += int(excess.sum())
+                self._at_edges += int((excess & (edges | prev_edges)).sum())
+        self._prev = (pred.copy(), None if truth is None else truth.copy(), edges)
 
     def cut(self) -> None:
         """A new sequence starts: the next frame forms no pair with the last one."""
@@ -98,14 +106,16 @@ class FlickerMeter:
 
     def result(self) -> Flicker:
         if not self._counted:
-            return Flicker(float("nan"), float("nan"), float("nan"))
+            return Flicker(float("nan"), float("nan"), float("nan"), float("nan"))
         pred = 100 * self._pred / self._counted
         if not self._labelled:
-            return Flicker(pred, float("nan"), float("nan"))
-        return Flicker(pred, 100 * self._truth / self._counted, 100 * self._excess / self._counted)
+            return Flicker(pred, float("nan"), float("nan"), float("nan"))
+        return Flicker(pred, 100 * self._truth / self._counted, 100 * self._excess / self._counted,
+                       100 * self._at_edges / self._counted)  # fmt: skip
 
 
 BAND_PX = 2  # half-width of the trimap band around ground-truth class boundaries
+EDGE_PX = 6  # excess flicker this near a true boundary counts as boundary jitter
 
 
 def sequence_of(name: str) -> str:

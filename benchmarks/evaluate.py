@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vidseg.benchmarks.accuracy import BAND_PX, BundleScore, evaluate_bundle
+from vidseg.benchmarks.accuracy import BAND_PX, EDGE_PX, BundleScore, evaluate_bundle
 from vidseg.engine.bundle import default_bundle_path
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.segmenter import Segmenter
@@ -56,6 +56,8 @@ def report(score: BundleScore, segmenter: Segmenter, bundle: Path,
         "trimap_band_px": BAND_PX,
         "flicker": _pct(score.flicker.pred),
         "excess_flicker": _pct(score.flicker.excess),
+        "excess_flicker_at_edges": _pct(score.flicker.excess_at_edges),
+        "edge_px": EDGE_PX,
         "truth_flicker": _pct(score.flicker.truth),
         "fps": round(score.fps, 2),
     }
@@ -94,8 +96,9 @@ def summary(result: dict[str, object]) -> str:
         f"{result['model']}: {result['frames']} frames in {result['sequences']} {drives}, {state}",
         f"  mIoU {_fmt(result['miou'])}  pixel acc {_fmt(result['pixel_acc'])}  trimap IoU "
         f"({result['trimap_band_px']} px) {_fmt(result['trimap_iou'])}",
-        f"  flicker {_fmt(result['flicker'])}% (excess {_fmt(result['excess_flicker'])}, truth "
-        f"{_fmt(result['truth_flicker'])})  {result['fps']:.1f} fps (engine steps)",
+        f"  flicker {_fmt(result['flicker'])}% (excess {_fmt(result['excess_flicker'])}, of it "
+        f"{_fmt(result['excess_flicker_at_edges'])} within {result['edge_px']} px of a true edge; "
+        f"truth {_fmt(result['truth_flicker'])})  {result['fps']:.1f} fps (engine steps)",
         "  IoU: " + ", ".join(f"{c} {_fmt(v)}" for c, v in result["per_class"].items()),
     ]
     return "\n".join(lines)

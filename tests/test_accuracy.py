@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vidseg.benchmarks.accuracy import FlickerMeter, accuracy_report, evaluate_bundle
+from vidseg.benchmarks.accuracy import EDGE_PX, FlickerMeter, accuracy_report, evaluate_bundle
 from vidseg.engine import Segmenter
 from vidseg.models.data import CAMVID_IGNORE, load_split
 
@@ -119,6 +119,28 @@ def test_flicker_counts_by_hand() -> None:
     assert single.result().pred == 100.0
     with pytest.raises(ValueError):
         single.add(buffer, truths[0][:4, :4])  # truth for some frames only
+
+
+def test_excess_flicker_at_edges_counts_changes_near_a_true_boundary() -> None:
+    """Truth: classes 1 | 3 split at x = 20 in both frames. The prediction changes in a 2x3
+    patch 2-4 px from that edge and in a 2x2 patch 16+ px from it: both are excess flicker,
+    only the first is within EDGE_PX of an edge."""
+    assert EDGE_PX == 6
+    truth = np.ones((40, 40), np.uint8)
+    truth[:, 20:] = 3
+    first, second = truth.copy(), truth.copy()
+    second[0:2, 16:19] = 3  # near: 2 to 4 px left of the edge
+    second[30:32, 2:4] = 5  # far: 16 px and more
+    meter = FlickerMeter(11)
+    meter.add(first, truth)
+    meter.add(second, truth)
+    got = meter.result()
+    assert got.excess == pytest.approx(100 * 10 / 1600)
+    assert got.excess_at_edges == pytest.approx(100 * 6 / 1600)
+    unlabelled = FlickerMeter(11)
+    unlabelled.add(first)
+    unlabelled.add(second)
+    assert np.isnan(unlabelled.result().excess_at_edges)
 
 
 def test_accuracy_report_fields(tiny_bundle: Path, camvid: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from vidseg.models.data import labelled_frame_paths, read_labelled_frame
 VOID = 11  # the tiny bundle's ignore index (CamVid void)
 K = 11
 JSON_KEYS = {"miou", "per_class", "pixel_acc", "flicker", "excess_flicker", "truth_flicker",
+             "excess_flicker_at_edges",
              "trimap_iou", "fps", "frames", "sequences", "model", "reset_every_frame"}  # fmt: skip
 
 
@@ -66,17 +67,18 @@ def _score(bundle: Path, frames: Path, labels: Path, carry_state: bool = True):
 
 
 def _band_by_offsets(truth: np.ndarray, radius: int = 2) -> np.ndarray:
-    """The trimap band straight from its definition, one disk offset at a time."""
+    """The trimap band straight from its definition, one disk offset at a time: pixel p is in
+    it when some q of another class (neither void) lies within ``radius`` of it."""
     h, w = truth.shape
     band = np.zeros((h, w), bool)
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             if dy * dy + dx * dx > radius * radius:
                 continue
-            for y in range(max(0, -dy), min(h, h - dy)):
-                for x in range(max(0, -dx), min(w, w - dx)):
-                    p, q = truth[y, x], truth[y + dy, x + dx]
-                    band[y, x] |= p < K and q < K and p != q
+            ys, xs = slice(max(0, -dy), min(h, h - dy)), slice(max(0, -dx), min(w, w - dx))
+            p = truth[ys, xs]
+            q = truth[max(0, dy) : min(h, h + dy), max(0, dx) : min(w, w + dx)]
+            band[ys, xs] |= (p < K) & (q < K) & (p != q)
     return band
 
 
@@ -123,16 +125,19 @@ def test_scores_equal_a_plain_loop(tiny_bundle: Path, camvid: Path, tmp_path: Pa
     trimap, _, _ = _miou([(p[b], t[b]) for p, t, b in zip(preds, truths, bands)])
     assert got["trimap_iou"] == pytest.approx(trimap, abs=0.005)
     assert got["trimap_iou"] != pytest.approx(got["miou"], abs=0.5)  # the band is not the frame
-    counted = changed = truth_changed = excess = 0
+    counted = changed = truth_changed = excess = at_edges = 0
     for a, b, ta, tb in zip(preds, preds[1:], truths, truths[1:]):
         keep = (ta < K) & (tb < K)
         counted += keep.sum()
         changed += ((a != b) & keep).sum()
         truth_changed += ((ta != tb) & keep).sum()
         excess += ((a != b) & (ta == tb) & keep).sum()
+        edges = _band_by_offsets(ta, got["edge_px"]) | _band_by_offsets(tb, got["edge_px"])
+        at_edges += ((a != b) & (ta == tb) & keep & edges).sum()
     assert got["flicker"] == pytest.approx(100 * changed / counted, abs=0.005)
     assert got["truth_flicker"] == pytest.approx(100 * truth_changed / counted, abs=0.005)
     assert got["excess_flicker"] == pytest.approx(100 * excess / counted, abs=0.005)
+    assert got["excess_flicker_at_edges"] == pytest.approx(100 * at_edges / counted, abs=0.005)
 
 
 def test_state_resets_where_the_drive_changes(tiny_bundle: Path, camvid: Path,
