@@ -23,8 +23,9 @@ so the state is a one-frame look-back as in the paper, and a clip trains in one 
   ones, so warping starts from the DIS flow.
 * Warp: bilinear with border padding (the paper back-projects to the nearest border),
   ``grid_sample`` in training and row gathers in the exported graph (:func:`warp`), pixel i's
-  centre at normalised (2 i + 1) / size - 1 (``align_corners=False``). The refined 1/4 flow is average-pooled to each level and divided by the stride ratio. The paper's
-  epsilon on the flow is not needed: ``grid_sample`` has gradients at integer positions.
+  centre at normalised (2 i + 1) / size - 1 (``align_corners=False``). The refined 1/4 flow is
+  average-pooled to each level and divided by the stride ratio. The paper's epsilon on the
+  flow is not needed: ``grid_sample`` has gradients at integer positions.
 * State (zeros at stream start): ``image4`` (3, H/4, W/4) the previous normalised frame at
   1/4, ``z8`` (32, H/8, W/8) and ``z16`` (64, H/16, W/16), the previous frame's projected features
   before combination; ``netwarp-lite0-deep`` also warps the 1/32 features (``z32``, 96 ch),
