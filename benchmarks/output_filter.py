@@ -26,7 +26,13 @@ import sys
 import cv2
 import numpy as np
 
-from vidseg.benchmarks.accuracy import FrameScorer, _truth_ids, boundary_band, sequence_of
+from vidseg.benchmarks.accuracy import (
+    EDGE_PX,
+    FrameScorer,
+    _truth_ids,
+    boundary_band,
+    sequence_of,
+)
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.flow import dis_flow
 from vidseg.engine.segmenter import Segmenter
@@ -95,7 +101,7 @@ def filter_scores(segmenter: Segmenter, data_root: str, alphas: list[float],
                                                                      probs.shape[1:]))  # fmt: skip
         previous = image
         truth = _truth_ids(label, ignore, k)
-        band = boundary_band(truth, k)
+        band, edges = boundary_band(truth, k), boundary_band(truth, k, EDGE_PX)  # one truth
         for i, a in enumerate(alphas):
             last = filtered[i]
             p = probs if last is None or maps is None else (1 - a) * probs + a * warp(last, maps)
@@ -103,7 +109,7 @@ def filter_scores(segmenter: Segmenter, data_root: str, alphas: list[float],
             scores = logits if p is probs else np.log(p + 1e-6)  # as shipped where unfiltered
             out = GraphOutputs(p.argmax(0).astype(np.uint8), None, scores)
             pred, _ = upsample(out, *label.shape)
-            scorers[i].add(pred, truth, band)
+            scorers[i].add(pred, truth, band, edges)
     rows = []
     for a, scorer in zip(alphas, scorers):
         metrics, trimap, f = scorer.result()

@@ -87,13 +87,21 @@ def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     if torch.onnx.is_in_onnx_export():
         return gather_warp(features, flow)
     _, _, h, w = features.shape
-    xs = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, 1, w)
-    ys = torch.arange(h, dtype=flow.dtype, device=flow.device).view(1, h, 1)
-    gx = (2 * (xs + flow[:, 0]) + 1) / w - 1  # pixel centres, align_corners=False
-    gy = (2 * (ys + flow[:, 1]) + 1) / h - 1
+    x, y = _sample_positions(flow)
+    gx = (2 * x + 1) / w - 1  # pixel centres, align_corners=False
+    gy = (2 * y + 1) / h - 1
     grid = torch.stack([gx, gy], dim=-1)  # (N, h, w, 2)
     return F.grid_sample(features, grid, mode="bilinear", padding_mode="border",
                          align_corners=False)  # fmt: skip
+
+
+def _sample_positions(flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x + dx, y + dy), each (N, h, w), of every pixel of (N, 2, h, w) ``flow``: where the
+    warp samples, in pixels of the flow's grid."""
+    _, _, h, w = flow.shape
+    xs = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, 1, w)
+    ys = torch.arange(h, dtype=flow.dtype, device=flow.device).view(1, h, 1)
+    return xs + flow[:, 0], ys + flow[:, 1]
 
 
 def _corners(position: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,10 +117,9 @@ def gather_warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """:func:`warp` as four row gathers of the channels-last features and a bilinear blend: the
     form ONNX Runtime runs fast (one ``Gather`` copies all C channels of a pixel at once)."""
     n, c, h, w = features.shape
-    xs = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, 1, w)
-    ys = torch.arange(h, dtype=flow.dtype, device=flow.device).view(1, h, 1)
-    x0, x1, ax = _corners(xs + flow[:, 0], w)
-    y0, y1, ay = _corners(ys + flow[:, 1], h)
+    x, y = _sample_positions(flow)
+    x0, x1, ax = _corners(x, w)
+    y0, y1, ay = _corners(y, h)
     offset = (torch.arange(n, device=flow.device) * (h * w)).view(n, 1, 1)
     rows = features.permute(0, 2, 3, 1).reshape(n * h * w, c)
 
