@@ -84,6 +84,14 @@ class LoadedModel:
         self.encode_ahead = self.split and not getattr(self.backends[ENCODE], "fixed", False)
         self.warmup_runs = 2 if device.startswith("cuda") else 1
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size a graph fixes on an input (a foreign model wrapped with a static
+        batch of 1), or None where every graph's batch axis is dynamic."""
+        sizes = [t.shape[0] for b in self.backends.values() for t in b.inputs
+                 if t.shape and isinstance(t.shape[0], int)]  # fmt: skip
+        return min(sizes) if sizes else None
+
     def warmup(self, batch: int = 1) -> None:
         """Run every graph ``warmup_runs`` times on zero frames with throw-away state and cache,
         so that lazy set-up (CUDA/cuDNN handles, kernel choice, memory arenas, CUDA-graph

@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from vidseg.engine.bundle import Bundle
+from vidseg.engine.errors import BundleError
 from vidseg.engine.loaded import LoadedModel
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.segmenter import Result
@@ -37,6 +38,9 @@ class MultiStreamSegmenter:
         streams: number of stream slots (state rows).
         schedule: key-frame policy of every stream (keyframe bundles; default: the manifest's).
         warmup: run the graphs on zero frames for every stream at load (state untouched).
+
+    Raises:
+        BundleError: the bundle is invalid, or its graphs fix a batch smaller than ``streams``.
     """
 
     def __init__(self, bundle: str | Path | Bundle | None = None, *, streams: int,
@@ -47,6 +51,11 @@ class MultiStreamSegmenter:
         # rows run in varying groups: no fixed buffers; on a device the state stays there
         # while every stream runs each tick, row operations copy it through the host
         self.model = LoadedModel(bundle, backend, device, threads, cuda_graph=False)
+        fixed = self.model.fixed_batch
+        if fixed is not None and streams > fixed:
+            raise BundleError(f"{self.model.bundle.root}: its graphs take a fixed batch of "
+                              f"{fixed}, so they cannot run {streams} streams together: "
+                              "use one Segmenter per stream")  # fmt: skip
         if warmup:
             self.model.warmup(batch=streams)
         self.manifest = self.model.manifest

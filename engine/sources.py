@@ -1,4 +1,4 @@
-"""Frame sources beyond video files: image folders, live behaviour (newest frame wins), pacing,
+"""Frame sources beyond video files (image folders: ``folder.py``): live behaviour (newest frame wins), pacing,
 reconnecting.
 
 Live streams (RTSP/HTTP URLs, ``/dev/videoN``) decode through ``video.open_video(url,
@@ -13,48 +13,17 @@ A live source must never build latency: when the consumer is slower than the cam
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import replace
 from fractions import Fraction
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
-
-import cv2
-import numpy as np
 
 from vidseg.engine.errors import SourceLostError, VideoIOError
 from vidseg.engine.video import Frame, prepend
 
 logger = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MAX_BACKOFF_S = 8.0  # longest wait between two reconnect attempts
-
-
-def read_image_folder(directory: str | os.PathLike[str], fps: Fraction = Fraction(25),
-                      max_frames: int | None = None) -> Iterator[Frame]:  # fmt: skip
-    """Frames from the images of ``directory`` in name order, timed at ``fps``.
-
-    Yields ``Frame``s with ``pts = index`` in a ``1/fps`` time base (so they can go straight to
-    ``VideoWriter(fps=fps, time_base=1/fps)``).
-
-    Raises:
-        VideoIOError: the directory is missing or holds no images, or an image is unreadable.
-    """
-    root = Path(directory)
-    if not root.is_dir():
-        raise VideoIOError(f"image folder not found: {root}")
-    paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise VideoIOError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
-    time_base = 1 / Fraction(fps)
-    for index, path in enumerate(paths[:max_frames]):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise VideoIOError(f"unreadable image {path}")
-        rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        yield Frame(rgb, index, index, time_base)
 
 
 def paced(frames: Iterable[Frame], speed: float = 1.0) -> Iterator[Frame]:

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from vidseg.engine.errors import VidsegError, run_for_cli
-from vidseg.engine.sources import IMAGE_SUFFIXES  # labels are always PNG (lossless class ids)
+from vidseg.engine.folder import IMAGE_SUFFIXES  # labels are always PNG (lossless class ids)
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def labelled_frame_paths(image_dir: str | Path, label_dir: str | Path,
                          limit: int | None = None) -> list[tuple[Path, Path]]:  # fmt: skip
     """(image, label) paths of a labelled frame folder, in image file-name order: every
     image of ``image_dir`` (``IMAGE_SUFFIXES``, as ``vidseg-run`` reads an image folder: ``.png``,
-    ``.jpg``, ``.jpeg``, ``.bmp``; one per stem, PNG preferred; the first
+    ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``, ``.webp``; one per stem, PNG preferred; the first
     ``limit`` only, if given), each with the PNG of the same stem in ``label_dir``. Nothing is
     read yet (:func:`read_labelled_frame` does).
 

@@ -90,22 +90,23 @@ def test_image_folder(tmp_path, sample_clip) -> None:
     import cv2
 
     from vidseg.engine.errors import VideoIOError
-    from vidseg.engine.sources import read_image_folder
+    from vidseg.engine.folder import FOLDER_FPS, open_image_folder
 
     clip = [f.image for f in read_frames(sample_clip, size=(96, 64), max_frames=3)]
     for i, image in enumerate(clip):
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), image[:, :, ::-1])
     (tmp_path / "notes.txt").write_text("not an image")
-    frames = list(read_image_folder(tmp_path, fps=Fraction(10)))
+    info, frames = open_image_folder(tmp_path)
+    frames = list(frames)
+    assert (info.width, info.height, info.frame_count) == (96, 64, 3)
     assert [f.index for f in frames] == [0, 1, 2]
-    assert frames[2].timestamp_s == pytest.approx(0.2)
+    assert frames[2].timestamp_s == pytest.approx(2 / FOLDER_FPS)
     for frame, image in zip(frames, clip):
         np.testing.assert_array_equal(frame.image, image)
+    assert [f.index for f in open_image_folder(tmp_path, max_frames=2)[1]] == [0, 1]
     (tmp_path / "empty").mkdir()
     with pytest.raises(VideoIOError, match="no images"):
-        list(read_image_folder(tmp_path / "empty"))
-    with pytest.raises(VideoIOError, match="not found"):
-        list(read_image_folder(tmp_path / "missing"))
+        open_image_folder(tmp_path / "empty")
 
 
 @pytest.fixture()

@@ -20,6 +20,7 @@ from torch import nn
 from vidseg.benchmarks import evaluate
 from vidseg.engine import Segmenter
 from vidseg.engine.bundle import load_bundle
+from vidseg.engine.errors import BundleError
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.engine.video import read_frames
 from vidseg.export import cli
@@ -349,3 +350,13 @@ def test_documented_wrap_flags_exist() -> None:
     flags |= set(re.findall(r"--[a-z][a-z-]*", "".join(commands)))
     usage = set(re.findall(r"--[a-z][a-z-]*", cli.build_parser().format_help()))
     assert flags <= usage, flags - usage
+
+
+def test_static_batch_refuses_several_streams(recurrent_bundle: Path) -> None:
+    """A graph with a static batch of 1 runs one stream per Segmenter: asking a
+    MultiStreamSegmenter for more is a clear error, not an ONNX Runtime failure at warm-up."""
+    from vidseg.engine.multistream import MultiStreamSegmenter
+
+    with pytest.raises(BundleError, match="fixed batch of 1.*one Segmenter per stream"):
+        MultiStreamSegmenter(recurrent_bundle, streams=2)
+    assert MultiStreamSegmenter(recurrent_bundle, streams=1).streams == 1

@@ -68,11 +68,11 @@ def test_every_family_implements_the_protocol(name: str) -> None:
 
 
 def test_shared_definitions_have_one_home() -> None:
-    from vidseg.engine import flow, sources
+    from vidseg.engine import flow, folder
     from vidseg.models import data
 
     assert registry.FAMILIES is bundle.FAMILIES
-    assert data.IMAGE_SUFFIXES is sources.IMAGE_SUFFIXES
+    assert data.IMAGE_SUFFIXES is folder.IMAGE_SUFFIXES
     assert bundle.AUX_PROVIDERS is flow.AUX_PROVIDERS  # manifests checked against the registry
     raw = json.loads((bundle.default_bundle_path() / bundle.MANIFEST).read_text())
     raw["aux_inputs"] = [{"name": "flow", "provider": "optical", "shape": [2, 4, 4]}]
