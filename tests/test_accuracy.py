@@ -117,7 +117,7 @@ def test_flicker_counts_by_hand() -> None:
     buffer[:] = 2
     single.add(buffer)
     assert single.result().pred == 100.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="give truth for all frames or none"):
         single.add(buffer, truths[0][:4, :4])  # truth for some frames only
 
 

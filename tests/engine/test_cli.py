@@ -224,9 +224,18 @@ def test_overlay_pixels_match_the_mask(model: Model, mask_video: Path, tmp_path:
         assert np.abs(wrong_alpha - overlays[i]).mean() > right
 
 
-def test_mask_video_is_exact_and_timed(mask_video: Path) -> None:
+def test_mask_video_is_exact_and_timed(model: Model, mask_video: Path) -> None:
+    """The label video holds exactly what a plain Segmenter loop gives for the same decoded
+    frames, state carried over all MAX_FRAMES, at the sample's timestamps."""
+    from vidseg.engine import Segmenter
+
     assert_same_video_shape(mask_video, MAX_FRAMES)
     assert VideoInfo.from_path(mask_video).codec == "ffv1"  # .mkv: lossless ids (FFV1)
+    seg = Segmenter(model.path)
+    written = list(read_label_frames(mask_video))
+    for i, (frame, labels) in enumerate(zip(read_frames(SAMPLE, max_frames=MAX_FRAMES), written,
+                                            strict=True)):  # fmt: skip
+        np.testing.assert_array_equal(labels, seg.step(frame.image).labels, err_msg=f"frame {i}")
 
 
 def test_mask_directory_equals_mask_video(model: Model, mask_video: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -72,11 +73,18 @@ def test_adaptive_schedule_keys_on_a_cut(tiny_keyframe_bundle: Path, frames) -> 
     assert [i for i, k in enumerate(keys) if k] == [0, 6]
 
 
-def test_manifest_schedule_is_the_default(tiny_keyframe_bundle: Path, frames) -> None:
-    seg = Segmenter(tiny_keyframe_bundle)
-    interval = seg.model.schedule.interval
-    keys = [seg.step(f).key_frame for f in frames[: 2 * interval + 1]]
-    assert [i for i, k in enumerate(keys) if k] == [0, interval, 2 * interval]
+def test_manifest_schedule_is_the_default(tiny_keyframe_bundle: Path, frames,
+                                         tmp_path: Path) -> None:  # fmt: skip
+    """The manifest's interval (3 here, not Schedule()'s default) is what the engine keys on."""
+    bundle = tmp_path / "every3.vidseg"
+    shutil.copytree(tiny_keyframe_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["schedule"]["interval"] != 3
+    manifest["schedule"] = {**manifest["schedule"], "policy": "fixed", "interval": 3}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    seg = Segmenter(bundle)
+    keys = [seg.step(f).key_frame for f in frames[:7]]
+    assert [i for i, k in enumerate(keys) if k] == [0, 3, 6]
 
 
 def test_cli_key_interval(tiny_keyframe_bundle: Path, sample_clip: Path, tmp_path: Path) -> None:

@@ -36,9 +36,9 @@ def test_empty_and_counters() -> None:
     t.note_dropped(3)
     s = t.snapshot()
     assert (s.resets, s.dropped, s.fps) == (1, 3, None)  # one frame: no rate yet
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="dropped frames must be >= 0"):
         t.note_dropped(-1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="window must be >= 1"):
         Telemetry(window=0)
 
 

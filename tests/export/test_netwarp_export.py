@@ -123,20 +123,43 @@ def test_export_cli_dispatches_netwarp(tiny_model_factory, tmp_path) -> None:
     assert manifest.family == "netwarp" and manifest.aux_inputs[0].provider == "dis_flow"
 
 
-def test_engine_runs_the_bundle_as_torch_streams_it(bundle, tiny_model_factory, frames) -> None:
+def test_engine_runs_the_bundle_as_torch_streams_it(bundle, tiny_model_factory, frames,
+                                                    tmp_path, monkeypatch) -> None:  # fmt: skip
     """The engine (DisFlowProvider as an aux input, state carried) and the model's own
-    ``stream_logits`` give the same labels, reset included."""
-    from vidseg.engine.segmenter import Segmenter
+    ``stream_logits`` give the same logits, reset included. The untrained net's labels hardly
+    react to its state and its logits hardly to the flow, so the logits are compared (a fresh
+    state moves them ten times the tolerance: the control below) and the flow the engine feeds
+    each frame is checked against the provider run over the stream on its own."""
+    import shutil
 
+    from vidseg.engine.segmenter import Segmenter
+    from vidseg.export.logits import add_logits
+
+    with_logits = tmp_path / "nw.vidseg"
+    shutil.copytree(bundle[0], with_logits)
+    add_logits(with_logits)
     model = _tiny(tiny_model_factory)
-    seg = Segmenter(bundle[0], threads=1)
+    seg = Segmenter(with_logits, threads=1)
+    backend, fed = seg.model.backends["step"], []
+    run = backend.run
+    monkeypatch.setattr(backend, "run", lambda feeds, host_outputs: fed.append(
+        feeds["flow"]) or run(feeds, host_outputs=host_outputs))  # fmt: skip
+    want_flows = stream_flows(flow_spec(model), frames, resets=(5,))
     memory = None
     for index, frame in enumerate(frames):
         if index == 5:
             seg.reset()
             memory = None
-        labels = seg.step(frame).labels
+        result = seg.step(frame)
+        np.testing.assert_array_equal(fed[index], want_flows[index]["flow"])
+        assert fed[index].any() == (index not in (0, 5))
+        x = torch.from_numpy(frame)[None]
         with torch.no_grad():
-            logits, memory = model.stream_logits(torch.from_numpy(frame)[None], memory)
-        expected = F.interpolate(logits, size=SIZE, mode="bilinear", align_corners=False)
-        assert (expected.argmax(1)[0].numpy() == labels).mean() >= 0.999
+            logits, memory = model.stream_logits(x, memory)
+            fresh, _ = model.stream_logits(x, None)
+        full = lambda t: F.interpolate(t, size=SIZE, mode="bilinear")[0].numpy()  # noqa: E731
+        got, expected = result.outputs.logits, full(logits)  # labels at stride 1: full size
+        np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"frame {index}")
+        assert (expected.argmax(0) == result.labels).mean() >= 0.999
+        if index not in (0, 5):  # a lost or stale state would fail the comparison above
+            assert np.abs(full(fresh) - got).max() > 10 * 1e-4, index
