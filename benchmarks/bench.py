@@ -58,7 +58,7 @@ from vidseg.engine.backends.base import Transfers
 from vidseg.engine.backends.ort import session_options
 from vidseg.engine.bundle import ENCODE, default_bundle_path, load_bundle
 from vidseg.engine.cli import parse_size
-from vidseg.engine.errors import VidsegError, run_for_cli
+from vidseg.engine.errors import VidsegError, run_for_cli, unwritable
 from vidseg.engine.multistream import MultiStreamSegmenter
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.pipeline import segment_video
@@ -641,6 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(n < 1 for n in args.batch or ()) or args.batch_ticks < 1:
         parser.error("--batch sizes and --batch-ticks must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    why = unwritable(args.json) if args.json else None
+    if why:  # before the run, not after it (--plots DIR fails inside the run, in one line)
+        parser.error(f"--json: {why}")
     if args.soak is not None:
         return _soak_main(parser, args)
     code, report = run_for_cli("vidseg-bench", lambda: run(args), debug=args.debug)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from vidseg.benchmarks.accuracy import BAND_PX, EDGE_PX, BundleScore, evaluate_bundle
 from vidseg.engine.bundle import default_bundle_path
-from vidseg.engine.errors import VidsegError, run_for_cli
+from vidseg.engine.errors import VidsegError, run_for_cli, unwritable
 from vidseg.engine.segmenter import Segmenter
 from vidseg.models.data import labelled_frame_paths, read_labelled_frame
 
@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             map of its frame's size.
         BundleError, BackendError: the bundle cannot be loaded or run.
     """
-    if args.json and not Path(args.json).absolute().parent.is_dir():  # fail before the run
-        raise VidsegError(f"--json: directory does not exist: {Path(args.json).parent}")
+    why = unwritable(args.json) if args.json else None
+    if why:  # fail before the run
+        raise VidsegError(f"--json: {why}")
     pairs = labelled_frame_paths(args.frames, args.labels, args.max_frames)
     bundle = Path(args.model) if args.model else default_bundle_path()
     segmenter = Segmenter(bundle, threads=args.threads)

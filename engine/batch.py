@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator
 import av
 import numpy as np
 
-from vidseg.engine.errors import VideoIOError, VidsegError, run_for_cli
+from vidseg.engine.errors import VideoIOError, VidsegError, run_for_cli, unwritable
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.video import VideoInfo, read_frames
 from vidseg.engine.writer import VideoWriter
@@ -517,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
                      "it does not go with --overlay")  # fmt: skip
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha must be within 0..1, got {args.alpha}")
+    why = unwritable(args.json) if args.json else None
+    if why:  # before the run, not after it
+        parser.error(f"--json: {why}")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     options = BatchOptions(Path(args.out), args.model, args.overlay, args.alpha,

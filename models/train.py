@@ -784,6 +784,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-steps must be >= 1")
     if args.workers < 0:
         parser.error("--workers must be >= 0")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.class_balance < 0:
         parser.error("--class-balance must be >= 0")
     if not 0 < args.scale_range[0] <= args.scale_range[1]:

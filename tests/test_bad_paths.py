@@ -1,0 +1,102 @@
+"""Paths a user gets wrong: every CLI answers in one line with a non-zero exit, before a long run
+where it can, and never writes over its own input."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vidseg.engine.errors import run_for_cli, unwritable
+
+
+def one_line_error(err: str, prog: str, *needles: str) -> None:
+    lines = [line for line in err.strip().splitlines() if not line.startswith(("usage:", " "))]
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_run_for_cli_turns_os_errors_into_one_line(tmp_path: Path, capsys) -> None:
+    code, result = run_for_cli("prog", lambda: (tmp_path / "missing" / "x").write_text("x"),
+                               debug=False)  # fmt: skip
+    assert (code, result) == (1, None)
+    one_line_error(capsys.readouterr().err, "prog", "No such file or directory", "missing")
+    with pytest.raises(FileNotFoundError):  # --debug shows the traceback
+        run_for_cli("prog", lambda: (tmp_path / "missing" / "x").write_text("x"), debug=True)
+
+
+def test_unwritable(tmp_path: Path) -> None:
+    assert unwritable(tmp_path / "report.json") is None
+    assert unwritable(tmp_path) == f"{tmp_path} is a directory"
+    assert "does not exist" in unwritable(tmp_path / "no" / "report.json")
+
+
+def test_vidseg_run_never_overwrites_its_input(sample_clip: Path, tmp_path: Path,
+                                               capsys) -> None:  # fmt: skip
+    from vidseg.engine import cli
+
+    clip = tmp_path / "in.mp4"
+    shutil.copy(sample_clip, clip)
+    size = clip.stat().st_size
+    for args in (["--out", str(clip)], ["--mask-out", str(tmp_path)], ["--jsonl", str(clip)]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([str(clip), *args, "--overwrite", "-q"])
+        assert exit_.value.code == 2
+        one_line_error(capsys.readouterr().err, "vidseg-run", "would overwrite the input")
+    assert clip.stat().st_size == size and sorted(tmp_path.iterdir()) == [clip]
+
+
+def test_vidseg_eval_json_checked_before_the_run(tiny_bundle: Path, camvid: Path,
+                                                 tmp_path: Path, capsys) -> None:  # fmt: skip
+    from vidseg.benchmarks import evaluate
+
+    code = evaluate.main(["--model", str(tiny_bundle), "--frames", str(camvid / "val"),
+                          "--labels", str(camvid / "valannot"), "--json", str(tmp_path)])  # fmt: skip
+    assert code != 0
+    one_line_error(capsys.readouterr().err, "vidseg-eval", "is a directory")
+
+
+def test_vidseg_bench_json_checked_before_the_run(tmp_path: Path, capsys) -> None:
+    from vidseg.benchmarks import bench
+
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--json", str(tmp_path / "no" / "b.json"), "--frames", "2"])
+    assert exit_.value.code == 2
+    one_line_error(capsys.readouterr().err, "vidseg-bench", "does not exist")
+
+
+def test_vidseg_export_rejects_a_pickle(tmp_path: Path, capsys) -> None:
+    from vidseg.export import cli
+
+    for name, payload in (("pickled.pt", pickle.dumps(object)), ("text.pt", b"hello\n")):
+        path = tmp_path / name
+        path.write_bytes(payload)
+        assert cli.main([str(path), "--out", str(tmp_path / "x.vidseg")]) == 3
+        one_line_error(capsys.readouterr().err, "vidseg-export", "not a vidseg-train checkpoint")
+
+
+def test_vidseg_train_out_is_a_file(camvid: Path, tmp_path: Path, capsys) -> None:
+    from vidseg.models import train
+
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    code = train.main(["--model", "perframe-lite0", "--data", str(camvid), "--out", str(afile),
+                       "--max-steps", "1", "--limit", "2", "--scratch"])  # fmt: skip
+    assert code == 1
+    one_line_error(capsys.readouterr().err, "vidseg-train", "afile.txt")
+    with pytest.raises(SystemExit):
+        train.main(["--model", "perframe-lite0", "--data", str(camvid), "--out",
+                    str(tmp_path / "r"), "--threads", "0"])  # fmt: skip
+    one_line_error(capsys.readouterr().err, "vidseg-train", "--threads must be >= 1")
+
+
+def test_vidseg_models_num_classes_bounded(capsys) -> None:
+    from vidseg.models import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["--num-classes", "100000000"])
+    one_line_error(capsys.readouterr().err, "vidseg-models", "1..255")
