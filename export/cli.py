@@ -13,10 +13,8 @@ import argparse
 import dataclasses
 import json
 import logging
-import pickle
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,7 @@ from vidseg.export.triton import ACCELERATORS, KINDS, TritonOptions, export_trit
 from vidseg.export.wrap import Normalization, WrapOptions, default_palette, wrap_model
 from vidseg.models.data import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
 from vidseg.models.registry import create_model
+from vidseg.models.train import read_checkpoint
 
 logger = logging.getLogger(__name__)
 CAMVID = ClassInfo(CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_IGNORE)
@@ -55,12 +54,8 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     Raises:
         BundleError: the file is missing or is not a vidseg-train checkpoint.
     """
-    if not path.is_file():
-        raise BundleError(f"checkpoint not found: {path}")
+    ckpt = read_checkpoint(path)
     try:
-        with warnings.catch_warnings():  # torch's pickle-protocol notes: the error says it
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model = create_model(ckpt["model_name"], pretrained=False, **ckpt["model_kwargs"])
         model.load_state_dict(ckpt["model"])
         # the architecture is rebuilt without its initial weights; the manifest still says
@@ -73,8 +68,7 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
             "metrics": json.loads(ckpt.get("metrics", "{}")),
             "train_args": json.loads(ckpt.get("train_args", "{}")),
         }
-    except (KeyError, TypeError, RuntimeError, EOFError, ValueError, IndexError, AttributeError,
-            pickle.UnpicklingError) as exc:  # fmt: skip
+    except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as exc:
         reason = (str(exc).strip().splitlines() or [""])[0][:200]  # torch's run several lines
         raise BundleError(f"not a vidseg-train checkpoint: {path} "
                           f"({type(exc).__name__}: {reason})") from exc  # fmt: skip

@@ -27,10 +27,12 @@ import itertools
 import json
 import logging
 import math
+import pickle
 import queue
 import sys
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ContextManager, Iterator
@@ -41,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vidseg.engine.errors import VidsegError, run_for_cli
+from vidseg.engine.errors import BundleError, VidsegError, run_for_cli
 from vidseg.models.data import CAMVID_IGNORE, ClipAugment, LabelledFrames, clip_batch, load_split
 from vidseg.models.evaluate import evaluate_sequence
 from vidseg.models.layers import normalize
@@ -428,6 +430,34 @@ def _video_batch(videos: VideoClips, args: argparse.Namespace, step: int, crop: 
     return tuple(torch.from_numpy(a).to(device, non_blocking=True) for a in arrays)
 
 
+CHECKPOINT_KEYS = ("model",)  # what every checkpoint read here holds: the weights
+
+
+def read_checkpoint(path: str | Path, what: str = "") -> dict:
+    """The contents of a ``vidseg-train`` checkpoint, weights only (no pickle). ``what`` names
+    the flag that gave the path in the error.
+
+    Raises:
+        BundleError: the file is missing or is not a vidseg-train checkpoint.
+    """
+    path, prefix = Path(path), f"{what}: " if what else ""
+    if not path.is_file():
+        raise BundleError(f"{prefix}checkpoint not found: {path}")
+    try:
+        with warnings.catch_warnings():  # torch's pickle-protocol notes: the error says it
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    except (RuntimeError, EOFError, ValueError, TypeError, IndexError, AttributeError, KeyError,
+            pickle.UnpicklingError) as exc:  # fmt: skip
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]  # torch's run several lines
+        raise BundleError(f"{prefix}not a vidseg-train checkpoint: {path} "
+                          f"({type(exc).__name__}: {reason})") from exc  # fmt: skip
+    if missing:
+        raise BundleError(f"{prefix}not a vidseg-train checkpoint: {path} (no {missing[0]!r})")
+    return ckpt
+
+
 def _resume(ckpt_path: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             rng: np.random.Generator) -> tuple[int, list[dict]]:  # fmt: skip
     """Load ``ckpt_path`` into the model, optimizer and random generators (torch's and
@@ -436,9 +466,7 @@ def _resume(ckpt_path: Path, name: str, model: torch.nn.Module, optimizer: torch
     Raises:
         VidsegError: no checkpoint there, or it holds another model than ``name``.
     """
-    if not ckpt_path.is_file():
-        raise VidsegError(f"--resume: no checkpoint at {ckpt_path}")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(ckpt_path, "--resume")
     if ckpt["model_name"] != name:
         raise VidsegError(f"--resume: {ckpt_path} holds {ckpt['model_name']}, not {name}")
     model.load_state_dict(ckpt["model"])
@@ -481,9 +509,7 @@ def init_from(model: torch.nn.Module, path: str | Path) -> tuple[int, list[str]]
         VidsegError: no such checkpoint, a shared name with another shape, or nothing shared.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VidsegError(f"--init-from: no checkpoint at {path}")
-    source = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    source = read_checkpoint(path, "--init-from")["model"]
     own = model.state_dict()
     shared = {k: v for k, v in source.items() if k in own}
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in shared.items()

@@ -100,3 +100,22 @@ def test_vidseg_models_num_classes_bounded(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["--num-classes", "100000000"])
     one_line_error(capsys.readouterr().err, "vidseg-models", "1..255")
+
+
+def test_vidseg_train_init_from_junk(camvid: Path, tmp_path: Path, capsys) -> None:
+    from vidseg.models import train
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(pickle.dumps(object))
+    for flag in ("--init-from", "--resume"):
+        out = tmp_path / flag.strip("-")
+        out.mkdir()
+        if flag == "--resume":
+            shutil.copy(junk, out / "last.pt")
+        args = [flag, str(junk)] if flag == "--init-from" else [flag]
+        code = train.main(["--model", "perframe-lite0", "--data", str(camvid), "--out", str(out),
+                           "--max-steps", "1", "--limit", "2", "--scratch", *args])  # fmt: skip
+        assert code == 3
+        one_line_error(
+            capsys.readouterr().err, "vidseg-train", flag, "not a vidseg-train checkpoint"
+        )

@@ -71,7 +71,7 @@ def test_exported_memory_matches_torch_over_a_stream(tiny_model_factory, sample_
 
 def test_init_from_errors(tiny_model_factory, tmp_path: Path) -> None:
     model = create_model("recurrent-lite0-res", pretrained=False, input_size=SIZE)
-    with pytest.raises(VidsegError, match="no checkpoint"):
+    with pytest.raises(VidsegError, match="--init-from: checkpoint not found"):
         train.init_from(model, tmp_path / "none.pt")
     torch.save({"model": {"classifier.weight": torch.zeros(3, 32, 1, 1)}}, tmp_path / "bad.pt")
     with pytest.raises(VidsegError, match=r"differ in shape, first classifier.weight \(3, 32"):
@@ -121,6 +121,6 @@ def test_train_cli_from_a_twin(camvid: Path, tmp_path: Path, capsys) -> None:
     torch.testing.assert_close(res["model"][stem], twin[stem], atol=0, rtol=0)  # frozen, loaded
     assert train.main(["--model", "recurrent-lite0-res", *TINY, "--data", str(camvid),
                        "--out", str(tmp_path / "x"), "--max-steps", "1",
-                       "--init-from", str(tmp_path / "none.pt")]) == 1  # fmt: skip
-    assert "no checkpoint at" in capsys.readouterr().err
+                       "--init-from", str(tmp_path / "none.pt")]) == 3  # fmt: skip
+    assert "--init-from: checkpoint not found" in capsys.readouterr().err
     assert isinstance(create_model("recurrent-lite0-res", pretrained=False).memory[0], MemoryAdd)

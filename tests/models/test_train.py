@@ -44,7 +44,7 @@ def test_train_rejects_bad_args(camvid: Path, tmp_path: Path, capsys) -> None:
     assert "CamVid split" in capsys.readouterr().err
     assert train.main([*ARGS, "--data", str(camvid), "--out", str(tmp_path / "r"),
                        "--max-steps", "1", "--resume"]) != 0  # fmt: skip
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "--resume: checkpoint not found" in capsys.readouterr().err
 
 
 def test_models_without_pretrained_weights_train_without_scratch(camvid: Path, tmp_path) -> None:
