@@ -420,8 +420,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-frames must be >= 1, got {args.max_frames}")
     if not 0 <= args.crf <= 51:
         parser.error(f"--crf must be within 0..51, got {args.crf}")
-    if args.timeout < 0:
+    if not args.timeout >= 0:  # nan too
         parser.error(f"--timeout must be >= 0, got {args.timeout}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.reconnect < 0:
         parser.error(f"--reconnect must be >= 0, got {args.reconnect}")
     if args.reconnect and not is_network_source(args.input):

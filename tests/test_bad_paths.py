@@ -119,3 +119,15 @@ def test_vidseg_train_init_from_junk(camvid: Path, tmp_path: Path, capsys) -> No
         one_line_error(
             capsys.readouterr().err, "vidseg-train", flag, "not a vidseg-train checkpoint"
         )
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [("--threads", "0", "--threads must be >= 1"),
+                                                        ("--timeout", "nan", "--timeout must be >= 0")])  # fmt: skip
+def test_vidseg_run_numbers(sample_clip: Path, tmp_path: Path, capsys, flag: str, value: str,
+                            message: str) -> None:  # fmt: skip
+    from vidseg.engine import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([str(sample_clip), "--jsonl", str(tmp_path / "f.jsonl"), flag, value, "-q"])
+    assert exit_.value.code == 2
+    one_line_error(capsys.readouterr().err, "vidseg-run", message)
