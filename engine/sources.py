@@ -1,5 +1,5 @@
-"""Frame sources beyond video files (image folders: ``folder.py``): live behaviour (newest frame wins), pacing,
-reconnecting.
+"""Frame sources beyond video files (image folders: ``folder.py``): live behaviour (newest
+frame wins), pacing, reconnecting.
 
 Live streams (RTSP/HTTP URLs, ``/dev/videoN``) decode through ``video.open_video(url,
 thread_type="SLICE", timeout_s=...)``; wrap them in :class:`LatestFrameSource` so latency never

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from vidseg.engine.bundle import MANIFEST, SPLIT_FAMILIES, default_bundle_path
-from vidseg.engine.errors import BundleError, VidsegError, run_for_cli
+from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.video import read_frames
 from vidseg.export.fp16 import convert_bundle
 from vidseg.export.logits import add_logits
@@ -31,7 +31,7 @@ from vidseg.export.triton import ACCELERATORS, KINDS, TritonOptions, export_trit
 from vidseg.export.wrap import Normalization, WrapOptions, default_palette, wrap_model
 from vidseg.models.data import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
 from vidseg.models.registry import create_model
-from vidseg.models.train import read_checkpoint
+from vidseg.models.train import not_a_checkpoint, read_checkpoint
 
 logger = logging.getLogger(__name__)
 CAMVID = ClassInfo(CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_IGNORE)
@@ -69,9 +69,7 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
             "train_args": json.loads(ckpt.get("train_args", "{}")),
         }
     except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as exc:
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]  # torch's run several lines
-        raise BundleError(f"not a vidseg-train checkpoint: {path} "
-                          f"({type(exc).__name__}: {reason})") from exc  # fmt: skip
+        raise not_a_checkpoint(path, exc) from exc
     return model.eval(), info
 
 

@@ -433,6 +433,14 @@ def _video_batch(videos: VideoClips, args: argparse.Namespace, step: int, crop: 
 CHECKPOINT_KEYS = ("model",)  # what every checkpoint read here holds: the weights
 
 
+def not_a_checkpoint(path: Path, exc: BaseException, prefix: str = "") -> BundleError:
+    """The one-line error for a file that does not load as a checkpoint (torch's messages run
+    over several lines: the first is kept)."""
+    reason = (str(exc).strip().splitlines() or [""])[0][:200]
+    return BundleError(f"{prefix}not a vidseg-train checkpoint: {path} "
+                       f"({type(exc).__name__}: {reason})")  # fmt: skip
+
+
 def read_checkpoint(path: str | Path, what: str = "") -> dict:
     """The contents of a ``vidseg-train`` checkpoint, weights only (no pickle). ``what`` names
     the flag that gave the path in the error.
@@ -450,9 +458,7 @@ def read_checkpoint(path: str | Path, what: str = "") -> dict:
         missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
     except (RuntimeError, EOFError, ValueError, TypeError, IndexError, AttributeError, KeyError,
             pickle.UnpicklingError) as exc:  # fmt: skip
-        reason = (str(exc).strip().splitlines() or [""])[0][:200]  # torch's run several lines
-        raise BundleError(f"{prefix}not a vidseg-train checkpoint: {path} "
-                          f"({type(exc).__name__}: {reason})") from exc  # fmt: skip
+        raise not_a_checkpoint(path, exc, prefix) from exc
     if missing:
         raise BundleError(f"{prefix}not a vidseg-train checkpoint: {path} (no {missing[0]!r})")
     return ckpt
