@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, TypeVar
@@ -85,8 +87,16 @@ class Prefetch(Generic[T]):
         return self
 
     def __iter__(self) -> Iterator[T]:
-        while True:
-            item = self._queue.get()
+        return self.until(None)
+
+    def until(self, stop: threading.Event | None) -> Iterator[T]:
+        """The items, in order; ends early once ``stop`` is set (checked every 0.1 s while
+        waiting for the worker: a silent live source does not hold it)."""
+        while stop is None or not stop.is_set():
+            try:
+                item = self._queue.get(timeout=None if stop is None else 0.1)
+            except queue.Empty:
+                continue
             if item is _DONE:
                 return
             if isinstance(item, _Failure):
@@ -198,6 +208,42 @@ class BackgroundWriter:
             self._encode.stop()
 
 
+@contextmanager
+def interrupts_as_stop() -> Iterator[threading.Event]:
+    """While inside, a SIGINT or SIGTERM whose handler raises KeyboardInterrupt (Python's
+    Ctrl-C; ``vidseg-run``'s SIGTERM) sets the yielded event instead: the loop polls it and stops
+    between frames. A KeyboardInterrupt raised at whatever bytecode the main thread was on can
+    land inside a queue's lock (the handler runs right after a C call returns, e.g. in
+    ``Condition.__enter__``) and leave it held: the stages' shutdown then waits forever. The
+    handler itself still runs (it records the signal); a second signal, while the first is being
+    honoured, raises as before. Elsewhere than on the main thread it only yields the event.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous: dict[int, Callable[[int, Any], Any]] = {}
+
+    def deferred(signum: int, frame: Any) -> None:
+        try:
+            previous[signum](signum, frame)
+        except KeyboardInterrupt:
+            if stop.is_set():  # asked again: the user insists
+                raise
+            stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            previous[signum] = handler
+            signal.signal(signum, deferred)
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 @dataclass
 class RunStats:
     """What a video run did; ``interrupted`` when Ctrl-C stopped it early."""
@@ -250,14 +296,13 @@ def segment_video(
     source dropped (its ``dropped`` count, as ``LatestFrameSource`` keeps) go to
     ``segmenter.note_dropped`` (``Segmenter.stats()``).
 
-    Ctrl-C stops the run cleanly: frames already segmented are written and the stats say
-    ``interrupted``. A truncated source likewise ends the run with every decoded frame written
+    Ctrl-C (or a SIGTERM handled like it, see ``interrupts_as_stop``) stops the run cleanly
+    between frames: frames already segmented are written and the stats say ``interrupted``. A truncated source likewise ends the run with every decoded frame written
     and the error in ``stats.truncated``; the caller decides how to report both. Other
     decode/encode errors propagate.
     """
     stats = RunStats()
     started = time.perf_counter()
-    segmenter.reset()
 
     def finish(frame: Frame, result: Result) -> np.ndarray:
         result = result.at_size(*frame.image.shape[:2])
@@ -266,37 +311,45 @@ def segment_video(
             on_frame(result)
         return image
 
-    writer = BackgroundWriter(sink, finish)
     shape: tuple[int, ...] | None = None
     noted = 0  # the source's drops already passed to the segmenter
-    decoding = Prefetch(_with_input(frames, segmenter.prepare), depth=depth, name="decode")
+    writer: BackgroundWriter | None = None
     try:
-        with writer, decoding as decoded:
-            try:
-                for frame, x in decoded:
-                    if frame.discontinuity:  # the source logged its reconnect
-                        logger.info("frame %d: the source restarted; state reset", frame.index)
-                    elif shape is not None and frame.image.shape != shape:
-                        logger.warning("frame %d: frame size changed from %dx%d to %dx%d; state "
-                                       "reset", frame.index, shape[1], shape[0],
-                                       frame.image.shape[1], frame.image.shape[0])  # fmt: skip
-                    if frame.discontinuity or (shape is not None and frame.image.shape != shape):
-                        segmenter.reset()
-                        stats.resets += 1
-                    shape = frame.image.shape
-                    dropped = getattr(frames, "dropped", 0)
-                    if dropped > noted:
-                        segmenter.note_dropped(dropped - noted)
-                        noted = dropped
-                    result = segmenter.step(x, frame.timestamp_s)
-                    writer.submit(frame, result)
-                    stats.step_ms.append(result.timings.total_ms)
-                    stats.key_frames += result.key_frame
-            except KeyboardInterrupt:
-                stats.interrupted = True
-            except TruncatedVideoError as exc:
-                stats.truncated = exc
+        with interrupts_as_stop() as stop:  # before any thread starts: see its docstring
+            segmenter.reset()
+            writer = BackgroundWriter(sink, finish)
+            decoding = Prefetch(_with_input(frames, segmenter.prepare), depth=depth,
+                                name="decode")  # fmt: skip
+            with writer, decoding as decoded:
+                try:
+                    for frame, x in decoded.until(stop):
+                        if frame.discontinuity:  # the source logged its reconnect
+                            logger.info("frame %d: the source restarted; state reset",
+                                        frame.index)  # fmt: skip
+                        elif shape is not None and frame.image.shape != shape:
+                            logger.warning("frame %d: frame size changed from %dx%d to %dx%d; "
+                                           "state reset", frame.index, shape[1], shape[0],
+                                           frame.image.shape[1], frame.image.shape[0])  # fmt: skip
+                        if frame.discontinuity or (
+                            shape is not None and frame.image.shape != shape
+                        ):
+                            segmenter.reset()
+                            stats.resets += 1
+                        shape = frame.image.shape
+                        dropped = getattr(frames, "dropped", 0)
+                        if dropped > noted:
+                            segmenter.note_dropped(dropped - noted)
+                            noted = dropped
+                        result = segmenter.step(x, frame.timestamp_s)
+                        writer.submit(frame, result)
+                        stats.step_ms.append(result.timings.total_ms)
+                        stats.key_frames += result.key_frame
+                except KeyboardInterrupt:  # a second Ctrl-C while the first was honoured
+                    stats.interrupted = True
+                except TruncatedVideoError as exc:
+                    stats.truncated = exc
+        stats.interrupted = stats.interrupted or stop.is_set()
     finally:
-        stats.frames = writer.written
+        stats.frames = writer.written if writer is not None else 0
         stats.wall_s = time.perf_counter() - started
     return stats
