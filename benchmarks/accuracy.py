@@ -234,7 +234,8 @@ def evaluate_bundle(
     lazy iterable: one frame is held at a time.
 
     Raises:
-        VidsegError: no frame was given, or a frame's label differs from it in size.
+        VidsegError: no frame was given, every labelled pixel is void, or a frame's label
+            differs from it in size.
         FrameError: an image is not (H, W, 3) uint8.
     """
     if isinstance(frames, LabelledFrames):
@@ -268,6 +269,10 @@ def evaluate_bundle(
     segmenter.reset()
     if not count:
         raise VidsegError("no labelled frames to score")
+    if not scorer.cm.any():
+        raise VidsegError(f"every labelled pixel of the {count} frames is void (the bundle's "
+                          f"ignore index {manifest.ignore_index} or an id >= its "
+                          f"{num_classes} classes): nothing to score")  # fmt: skip
     if unknown:
         logger.warning("%d labelled pixels hold ids >= the bundle's %d classes (and not its "
                        "ignore index %s): scored as void", unknown, num_classes,
