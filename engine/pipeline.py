@@ -297,9 +297,10 @@ def segment_video(
     ``segmenter.note_dropped`` (``Segmenter.stats()``).
 
     Ctrl-C (or a SIGTERM handled like it, see ``interrupts_as_stop``) stops the run cleanly
-    between frames: frames already segmented are written and the stats say ``interrupted``. A truncated source likewise ends the run with every decoded frame written
-    and the error in ``stats.truncated``; the caller decides how to report both. Other
-    decode/encode errors propagate.
+    between frames: frames already segmented are written and the stats say ``interrupted``. A
+    truncated source likewise ends the run with every decoded frame written and the error in
+    ``stats.truncated``; the caller decides how to report both. Other decode/encode errors
+    propagate.
     """
     stats = RunStats()
     started = time.perf_counter()
@@ -311,8 +312,6 @@ def segment_video(
             on_frame(result)
         return image
 
-    shape: tuple[int, ...] | None = None
-    noted = 0  # the source's drops already passed to the segmenter
     writer: BackgroundWriter | None = None
     try:
         with interrupts_as_stop() as stop:  # before any thread starts: see its docstring
@@ -322,28 +321,7 @@ def segment_video(
                                 name="decode")  # fmt: skip
             with writer, decoding as decoded:
                 try:
-                    for frame, x in decoded.until(stop):
-                        if frame.discontinuity:  # the source logged its reconnect
-                            logger.info("frame %d: the source restarted; state reset",
-                                        frame.index)  # fmt: skip
-                        elif shape is not None and frame.image.shape != shape:
-                            logger.warning("frame %d: frame size changed from %dx%d to %dx%d; "
-                                           "state reset", frame.index, shape[1], shape[0],
-                                           frame.image.shape[1], frame.image.shape[0])  # fmt: skip
-                        if frame.discontinuity or (
-                            shape is not None and frame.image.shape != shape
-                        ):
-                            segmenter.reset()
-                            stats.resets += 1
-                        shape = frame.image.shape
-                        dropped = getattr(frames, "dropped", 0)
-                        if dropped > noted:
-                            segmenter.note_dropped(dropped - noted)
-                            noted = dropped
-                        result = segmenter.step(x, frame.timestamp_s)
-                        writer.submit(frame, result)
-                        stats.step_ms.append(result.timings.total_ms)
-                        stats.key_frames += result.key_frame
+                    _segment_all(segmenter, decoded.until(stop), frames, writer, stats)
                 except KeyboardInterrupt:  # a second Ctrl-C while the first was honoured
                     stats.interrupted = True
                 except TruncatedVideoError as exc:
@@ -353,3 +331,31 @@ def segment_video(
         stats.frames = writer.written if writer is not None else 0
         stats.wall_s = time.perf_counter() - started
     return stats
+
+
+def _segment_all(segmenter: Segmenter, decoded: Iterable[tuple[Frame, PreparedFrame]],
+                 source: Iterable[Frame], writer: BackgroundWriter, stats: RunStats) -> None:  # fmt: skip
+    """The model thread's loop of :func:`segment_video`: reset where the scene changes, step,
+    hand the result to ``writer``; counts into ``stats``."""
+    shape: tuple[int, ...] | None = None
+    noted = 0  # the source's drops already passed to the segmenter
+    for frame, x in decoded:
+        resized = shape is not None and frame.image.shape != shape
+        if frame.discontinuity:  # the source logged its reconnect
+            logger.info("frame %d: the source restarted; state reset", frame.index)
+        elif resized:
+            logger.warning("frame %d: frame size changed from %dx%d to %dx%d; state reset",
+                           frame.index, shape[1], shape[0], frame.image.shape[1],
+                           frame.image.shape[0])  # fmt: skip
+        if frame.discontinuity or resized:
+            segmenter.reset()
+            stats.resets += 1
+        shape = frame.image.shape
+        dropped = getattr(source, "dropped", 0)
+        if dropped > noted:
+            segmenter.note_dropped(dropped - noted)
+            noted = dropped
+        result = segmenter.step(x, frame.timestamp_s)
+        writer.submit(frame, result)
+        stats.step_ms.append(result.timings.total_ms)
+        stats.key_frames += result.key_frame
