@@ -41,22 +41,31 @@ SAMPLE_CLIP = "dashcam.mp4"
 UNTRAINED = "untrained:"
 
 
-def load_untrained(name: str) -> tuple[torch.nn.Module, dict]:
+def load_untrained(name: str, input_size: tuple[int, int] | None = None,
+                   ) -> tuple[torch.nn.Module, dict]:  # fmt: skip
     """``untrained:NAME``: the registry model with random weights, for latency work only."""
     torch.manual_seed(0)
-    model = create_model(name, pretrained=False)
-    return model.eval(), {"dataset": "none: untrained random weights, for timing only"}
+    model = create_model(name, pretrained=False, input_size=input_size)
+    return _check_size(model.eval()), {"dataset": "none: untrained random weights, for timing only"}
 
 
-def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model a ``vidseg-train`` checkpoint holds (weights only, no pickle).
+def load_checkpoint(path: Path, input_size: tuple[int, int] | None = None,
+                    ) -> tuple[torch.nn.Module, dict]:  # fmt: skip
+    """Rebuild the model a ``vidseg-train`` checkpoint holds (weights only, no pickle), at
+    ``input_size`` (height, width) when given instead of the size it trained at: the models
+    are fully convolutional, so the same weights run at any multiple of their stride.
 
     Raises:
         BundleError: the file is missing or is not a vidseg-train checkpoint.
+        VidsegError: ``input_size`` is not a multiple of the model's stride.
     """
     ckpt = read_checkpoint(path)
     try:
-        model = create_model(ckpt["model_name"], pretrained=False, **ckpt["model_kwargs"])
+        kwargs = dict(ckpt["model_kwargs"])
+        trained_size = kwargs.get("input_size")
+        if input_size is not None:
+            kwargs["input_size"] = input_size
+        model = create_model(ckpt["model_name"], pretrained=False, **kwargs)
         model.load_state_dict(ckpt["model"])
         # the architecture is rebuilt without its initial weights; the manifest still says
         # what training started from
@@ -68,9 +77,20 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
             "metrics": json.loads(ckpt.get("metrics", "{}")),
             "train_args": json.loads(ckpt.get("train_args", "{}")),
         }
+        if input_size is not None and trained_size is not None:
+            info["trained_input_size"] = list(trained_size)
     except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as exc:
         raise not_a_checkpoint(path, exc) from exc
-    return model.eval(), info
+    return _check_size(model.eval()), info
+
+
+def _check_size(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` if its input size is a multiple of its stride, else a one-line error."""
+    (height, width), stride = model.cfg.input_size, model.cfg.stride
+    if height % stride or width % stride:
+        raise VidsegError(f"--input-size {height}x{width}: {model.cfg.name} needs multiples of "
+                          f"{stride} (e.g. {height // stride * stride}x{width // stride * stride})")  # fmt: skip
+    return model
 
 
 def parity_frames(video: Path, size: tuple[int, int], count: int) -> list[np.ndarray]:
@@ -117,9 +137,9 @@ def export_checkpoint(args: argparse.Namespace, out: Path) -> str:
     """Export the checkpoint (or ``untrained:NAME``) to ``out`` with parity checked, then add
     its logits output when ``--logits`` asks for it."""
     if args.checkpoint.startswith(UNTRAINED):
-        model, info = load_untrained(args.checkpoint.removeprefix(UNTRAINED))
+        model, info = load_untrained(args.checkpoint.removeprefix(UNTRAINED), args.input_size)
     else:
-        model, info = load_checkpoint(Path(args.checkpoint))
+        model, info = load_checkpoint(Path(args.checkpoint), args.input_size)
     if args.split and (model.cfg.family not in SPLIT_FAMILIES or not splittable(model)):
         raise VidsegError(f"--split: {model.cfg.name} has no stateless encoder part to split off "
                           f"(supported: the {' and '.join(SPLIT_FAMILIES)} Lite0 models)")  # fmt: skip
@@ -179,8 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one colour per class, ';'-separated, or a file with one r,g,b per "
                    "line (default: the CamVid colours for the CamVid classes, else the "
                    "PASCAL VOC colour map)")  # fmt: skip
-    w.add_argument("--input-size", type=_size, metavar="HxW",
-                   help="the input size, required when the graph's is dynamic")  # fmt: skip
     w.add_argument("--channel-order", choices=("rgb", "bgr"),
                    help="the model's channel order (default rgb)")  # fmt: skip
     w.add_argument("--mean", type=_triple, metavar="A,B,C",
@@ -204,12 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--triton-kind", choices=KINDS, default="cpu", help="instance kind")
     t.add_argument("--triton-accelerator", choices=ACCELERATORS, default="none",
                    help="tensorrt: ONNX Runtime's TensorRT provider (gpu kind)")  # fmt: skip
+    p.add_argument("--input-size", type=_size, metavar="HxW",
+                   help="the bundle's input size: a checkpoint's weights at another size than "
+                   "they trained at (multiples of 32; default: the trained size), or a --wrap "
+                   "graph's size (required when it is dynamic)")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
-WRAP_FLAGS = ("classes", "ignore_index", "palette", "input_size", "channel_order", "mean", "std",
-              "state", "logits_output")  # fmt: skip
+WRAP_FLAGS = ("classes", "ignore_index", "palette", "channel_order", "mean", "std", "state",
+              "logits_output")  # fmt: skip
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -295,8 +317,10 @@ def wrap_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> W
 
 def triton_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TritonOptions:
     """``--triton``'s flags checked (``parser.error`` on a usage mistake) and gathered."""
-    if not args.checkpoint or args.wrap or args.out or args.add_logits or args.logits:
-        parser.error("--triton takes a BUNDLE and no --out, --wrap, --add-logits or --logits")
+    if (not args.checkpoint or args.wrap or args.out or args.add_logits or args.logits
+            or args.input_size):  # fmt: skip
+        parser.error("--triton takes a BUNDLE and no --out, --wrap, --add-logits, --logits or "
+                     "--input-size")  # fmt: skip
     options = TritonOptions(name=args.triton_name, max_batch_size=args.triton_max_batch,
                             instances=args.triton_instances, kind=args.triton_kind,
                             accelerator=args.triton_accelerator)  # fmt: skip
@@ -326,14 +350,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("CHECKPOINT is required (or --wrap MODEL.onnx)")
         if args.label_stride is None:
             args.label_stride = 1
-    if args.add_logits and (args.out or args.logits or args.split or args.fp16):
+    if args.add_logits and (args.out or args.logits or args.split or args.fp16 or args.input_size):
         parser.error("--add-logits edits the bundle given in place: no --out, --logits, "
-                     "--split, --fp16")  # fmt: skip
+                     "--split, --fp16, --input-size")  # fmt: skip
     if args.fp16 and (args.wrap or args.triton):
         parser.error("--fp16 converts a checkpoint's or a bundle's graphs: not with --wrap or "
                      "--triton (convert the bundle first)")  # fmt: skip
-    if args.fp16 and args.checkpoint and is_bundle(args.checkpoint) and (args.logits or args.split):
-        parser.error("--fp16 on a BUNDLE converts it as it is: no --logits or --split")
+    if (args.fp16 and args.checkpoint and is_bundle(args.checkpoint)
+            and (args.logits or args.split or args.input_size)):  # fmt: skip
+        parser.error("--fp16 on a BUNDLE converts it as it is: no --logits, --split or "
+                     "--input-size")  # fmt: skip
     if not args.add_logits and not args.out and not args.triton:
         parser.error("--out is required")
     if args.parity_frames < 2:

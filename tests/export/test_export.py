@@ -14,6 +14,8 @@ import torch
 
 from vidseg.engine.bundle import load_bundle
 from vidseg.engine.errors import ParityError
+from vidseg.engine.segmenter import Segmenter
+from vidseg.engine.video import read_frames
 from vidseg.export.cli import parity_frames
 from vidseg.export.parity import check_parity, require_parity
 
@@ -67,6 +69,28 @@ def test_export_cli_writes_a_loadable_bundle(tiny_checkpoint: Path, tmp_path: Pa
     assert manifest.family == "recurrent" and "CC BY-NC" in manifest.train["dataset"]
     assert manifest.train["pretrained"] == "ImageNet (test)"  # from the checkpoint
     assert not (tmp_path / "m.vidseg.partial").exists()
+
+
+def test_export_cli_input_size_reexports_the_weights(tiny_checkpoint, tmp_path, sample_clip):
+    """--input-size: the trained weights at another size, parity-checked and runnable; a size
+    the encoder cannot take is one line, no bundle."""
+    from vidseg.export import cli
+
+    out = tmp_path / "big.vidseg"
+    assert cli.main([str(tiny_checkpoint), "--out", str(out), "--input-size", "96x128",
+                     "--parity-frames", "4"]) == 0  # fmt: skip
+    manifest = load_bundle(out).manifest
+    assert (manifest.input.height, manifest.input.width) == (96, 128)
+    assert manifest.train["trained_input_size"] == [64, 96]
+    seg = Segmenter(out)
+    frame = next(iter(read_frames(sample_clip, max_frames=1))).image
+    assert seg.step(frame).labels.shape == frame.shape[:2]
+    proc = subprocess.run([sys.executable, "-m", "vidseg.export.cli", str(tiny_checkpoint),
+                           "--out", str(tmp_path / "odd.vidseg"), "--input-size", "100x128"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "needs multiples of 32 (e.g. 96x128)" in proc.stderr
+    assert not (tmp_path / "odd.vidseg").exists()
 
 
 def test_export_cli_errors(tmp_path: Path) -> None:
