@@ -112,17 +112,27 @@ def tiny_netwarp_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint in vidseg-train's format holding the tiny model."""
+def save_tiny_checkpoint(path: Path, name: str = "recurrent-lite0-gru") -> Path:
+    """A checkpoint in vidseg-train's format holding the tiny ``name`` model."""
     import torch
 
-    model = make_tiny_model()
-    path = tmp_path_factory.mktemp("ckpt") / "last.pt"
+    model = make_tiny_model(name)
     torch.save({"model_name": model.cfg.name, "model_kwargs": {"input_size": TINY_SIZE},
                 "model": model.state_dict(), "step": 0, "pretrained": "ImageNet (test)",
                 "metrics": json.dumps({}), "train_args": json.dumps({})}, path)  # fmt: skip
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint in vidseg-train's format holding the tiny recurrent model."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "last.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_perframe_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny per-frame model as a vidseg-train checkpoint."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "pf.pt", "perframe-lite0")
 
 
 def copy_bundle(src: Path, dst: Path) -> Path:
