@@ -29,38 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from vidseg.engine.errors import VidsegError, run_for_cli
-
-View = tuple[float, bool]  # (scale, mirrored)
+from vidseg.engine.errors import run_for_cli
 
 
-def view_size(size: tuple[int, int], scale: float, stride: int) -> tuple[int, int]:
-    """``size`` (height, width) times ``scale``, rounded to multiples of ``stride``."""
-    return tuple(max(stride, round(v * scale / stride) * stride) for v in size)  # type: ignore[return-value]
-
-
-def view_probs(model: Any, image: np.ndarray, views: list[View],
-               out_size: tuple[int, int]) -> dict[View, Any]:  # fmt: skip
-    """Class probabilities (1, K, *out_size) of a per-frame ``model`` on ``image`` (H, W, 3)
-    uint8 for each view, mirrored views mirrored back."""
-    import cv2
-    import torch
-    import torch.nn.functional as F
-
-    probs = {}
-    with torch.no_grad():
-        for scale, mirrored in views:
-            h, w = view_size(model.cfg.input_size, scale, model.cfg.stride)
-            x = torch.from_numpy(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))[None]
-            logits, _ = model.stream_logits(x.flip(2) if mirrored else x, None)
-            if mirrored:
-                logits = logits.flip(3)
-            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
-            probs[(scale, mirrored)] = logits.softmax(1)
-    return probs
-
-
-def combinations(scales: list[float], flip: bool) -> dict[str, list[View]]:
+def combinations(scales: list[float], flip: bool) -> dict[str, list[tuple[float, bool]]]:
     """The rows scored: each view alone, each scale with its mirror, all, all at s >= 1."""
     mirrors = (False, True) if flip else (False,)
     views = [(s, m) for s in scales for m in mirrors]
@@ -78,6 +50,7 @@ def combinations(scales: list[float], flip: bool) -> dict[str, list[View]]:
 def score_views(model: Any, data: Any, scales: list[float], flip: bool) -> dict[str, Any]:
     """``{row: {"views", "miou", "iou"}}`` over ``data`` (``LabelledFrames``)."""
     from vidseg.models.metrics import SegMetrics, confusion
+    from vidseg.models.teacher import view_probs
 
     rows = combinations(scales, flip)
     views = list(dict.fromkeys(v for vs in rows.values() for v in vs))
@@ -113,14 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         import torch
 
-        from vidseg.export.cli import load_checkpoint
         from vidseg.models.data import load_split
+        from vidseg.models.teacher import per_frame_model
 
         torch.set_num_threads(args.threads)
-        model, _ = load_checkpoint(Path(args.checkpoint))
-        if model.cfg.temporal:
-            raise VidsegError(f"{model.cfg.name} carries state: scale_views scores per-frame "
-                              f"models (a view would need its own stream)")  # fmt: skip
+        model = per_frame_model(Path(args.checkpoint))
         rows = score_views(model, load_split(args.data, "val", args.limit), args.scales,
                            args.flip)  # fmt: skip
         height, width = model.cfg.input_size

@@ -12,8 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vidseg.benchmarks.scale_views import combinations, view_probs, view_size  # noqa: E402
+from vidseg.benchmarks.scale_views import combinations  # noqa: E402
 from vidseg.export.cli import load_checkpoint  # noqa: E402
+from vidseg.models.teacher import view_probs, view_size  # noqa: E402
 
 
 def test_view_size_rounds_to_the_stride() -> None:
