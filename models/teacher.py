@@ -60,9 +60,9 @@ def per_frame_model(path: Path) -> Any:
     Raises:
         VidsegError: the checkpoint's model carries state (a view would need its own stream).
     """
-    from vidseg.export.cli import load_checkpoint
+    from vidseg.models.train import model_from_checkpoint
 
-    model, _ = load_checkpoint(path)
+    model, _ = model_from_checkpoint(path)
     if model.cfg.temporal:
         raise VidsegError(f"{model.cfg.name} carries state: a teacher and its views are "
                           f"per-frame models")  # fmt: skip

@@ -475,6 +475,29 @@ def read_checkpoint(path: str | Path, what: str = "") -> dict:
     return ckpt
 
 
+def model_from_checkpoint(path: str | Path, input_size: tuple[int, int] | None = None,
+                          ) -> tuple[torch.nn.Module, dict]:  # fmt: skip
+    """The model a ``vidseg-train`` checkpoint holds, rebuilt with its weights (no pickle), in
+    eval mode, and the checkpoint. ``input_size`` (height, width) replaces the size it trained
+    at: the models are fully convolutional, so the same weights run at any multiple of their
+    stride. ``model.cfg.pretrained`` still says what training started from.
+
+    Raises:
+        BundleError: the file is missing or is not a vidseg-train checkpoint.
+    """
+    ckpt = read_checkpoint(path)
+    try:
+        kwargs = dict(ckpt["model_kwargs"])
+        if input_size is not None:
+            kwargs["input_size"] = input_size
+        model = create_model(ckpt["model_name"], pretrained=False, **kwargs)
+        model.load_state_dict(ckpt["model"])
+        model.cfg = replace(model.cfg, pretrained=ckpt.get("pretrained", ""))
+    except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as exc:
+        raise not_a_checkpoint(Path(path), exc) from exc
+    return model.eval(), ckpt
+
+
 def _resume(ckpt_path: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             rng: np.random.Generator) -> tuple[int, list[dict]]:  # fmt: skip
     """Load ``ckpt_path`` into the model, optimizer and random generators (torch's and

@@ -151,6 +151,16 @@ class _SignalOnStep:
         return result
 
 
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler for the test: a shell that starts the tests in the
+    background (``cmd &``) hands them SIGINT ignored, which no run may override."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("python_ctrl_c")
 def test_ctrl_c_stops_between_frames(tiny_bundle: Path, frames: list[Frame]) -> None:
     """Ctrl-C during frame 5's step: frame 5 is still written (the stop is honoured between
     frames, not by an exception wherever the main thread was: one raised inside a queue's lock
@@ -164,6 +174,7 @@ def test_ctrl_c_stops_between_frames(tiny_bundle: Path, frames: list[Frame]) -> 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.usefixtures("python_ctrl_c")
 def test_sigterm_handler_still_runs_and_a_second_signal_raises(tiny_bundle: Path,
                                                                frames: list[Frame]) -> None:  # fmt: skip
     """The application's SIGTERM handler (vidseg-run's records the signal) still runs; asked
