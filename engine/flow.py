@@ -13,6 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from vidseg.engine.tiles import TILE_CYCLE, TileCycleProvider
+
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
 DIS_FLOW = "dis_flow"  # the provider's name in a manifest's aux_inputs
 
@@ -63,4 +65,4 @@ class DisFlowProvider:
 
 
 # every engine-computed aux input a manifest may name: provider name -> class(shape)
-AUX_PROVIDERS = {DIS_FLOW: DisFlowProvider}
+AUX_PROVIDERS = {DIS_FLOW: DisFlowProvider, TILE_CYCLE: TileCycleProvider}

@@ -30,6 +30,7 @@ from vidseg.export.triton import ACCELERATORS, KINDS, TritonOptions, export_trit
 from vidseg.export.wrap import Normalization, WrapOptions, default_palette, wrap_model
 from vidseg.models.data import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
 from vidseg.models.registry import create_model
+from vidseg.models.tiles import wrap_tiles
 from vidseg.models.train import model_from_checkpoint, not_a_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,9 @@ def export_checkpoint(args: argparse.Namespace, out: Path) -> str:
         model, info = load_untrained(args.checkpoint.removeprefix(UNTRAINED), args.input_size)
     else:
         model, info = load_checkpoint(Path(args.checkpoint), args.input_size)
+    if args.tiles:
+        model = wrap_tiles(model, args.tiles, args.tile_scale, args.tile_blend)
+        info["tiles"] = model.describe()
     if args.split and (model.cfg.family not in SPLIT_FAMILIES or not splittable(model)):
         raise VidsegError(f"--split: {model.cfg.name} has no stateless encoder part to split off "
                           f"(supported: the {' and '.join(SPLIT_FAMILIES)} Lite0 models)")  # fmt: skip
@@ -212,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--triton-kind", choices=KINDS, default="cpu", help="instance kind")
     t.add_argument("--triton-accelerator", choices=ACCELERATORS, default="none",
                    help="tensorrt: ONNX Runtime's TensorRT provider (gpu kind)")  # fmt: skip
+    m = p.add_argument_group("a memory of high-resolution tiles (docs/accuracy.md)")
+    m.add_argument("--tiles", type=_size, metavar="RxC",
+                   help="wrap a per-frame checkpoint in a tile memory: the frame at "
+                   "--tile-scale x its input size, cut into R x C tiles of that input size, "
+                   "one run per frame, kept in a flow-warped memory (vidseg.models.tiles)")  # fmt: skip
+    m.add_argument("--tile-scale", type=float, default=1.4,
+                   help="the frame's size over the network's input size, with --tiles")  # fmt: skip
+    m.add_argument("--tile-blend", type=float, default=0.5,
+                   help="weight of a new tile against the memory, in (0, 1], with --tiles")  # fmt: skip
     p.add_argument("--input-size", type=_size, metavar="HxW",
                    help="the bundle's input size: a checkpoint's weights at another size than "
                    "they trained at (multiples of 32; default: the trained size), or a --wrap "
@@ -340,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("CHECKPOINT is required (or --wrap MODEL.onnx)")
         if args.label_stride is None:
             args.label_stride = 1
+    if args.tiles and (args.wrap or args.triton or args.add_logits or args.split
+                       or (args.fp16 and is_bundle(args.checkpoint or ""))):  # fmt: skip
+        parser.error("--tiles wraps a per-frame CHECKPOINT: not with --wrap, --triton, "
+                     "--add-logits, --split or a bundle's --fp16 conversion")  # fmt: skip
     if args.add_logits and (args.out or args.logits or args.split or args.fp16 or args.input_size):
         parser.error("--add-logits edits the bundle given in place: no --out, --logits, "
                      "--split, --fp16, --input-size")  # fmt: skip

@@ -1,0 +1,146 @@
+"""Tile memory: the engine's tile cycle, what a key view and a tile write into the memory, the
+flow moving it, and the exported bundle through the engine against the torch stream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidseg.engine.errors import VidsegError
+from vidseg.engine.tiles import TileCycleProvider
+from vidseg.models.layers import normalize
+from vidseg.models.tiles import TileMemory
+
+GRID, SCALE = (2, 2), 1.5  # 64x96 views of a 96x128 frame (not the default scale)
+
+
+def test_tile_cycle_starts_with_the_key_view_after_every_reset() -> None:
+    cycle = TileCycleProvider((4,))  # 3 tiles + the key view
+    frame = np.zeros((8, 8, 3), np.uint8)
+    views = [int(cycle(frame).argmax()) for _ in range(5)]
+    assert views == [3, 0, 1, 2, 0]
+    cycle.reset()
+    out = cycle(frame)
+    assert out.shape == (1, 4) and out.dtype == np.float32 and out.sum() == 1 and out[0, 3] == 1
+    with pytest.raises(ValueError, match="tiles >= 1"):
+        TileCycleProvider((1,))
+
+
+@pytest.fixture(scope="module")
+def inner(tiny_model_factory):
+    return tiny_model_factory("perframe-lite0-sep")
+
+
+def _frame(seed: int, size: tuple[int, int]) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (1, *size, 3), generator=g, dtype=torch.uint8)
+
+
+def _one_hot(index: int, n: int) -> torch.Tensor:
+    return F.one_hot(torch.tensor([index]), n).float()
+
+
+@torch.no_grad()
+def test_key_view_fills_the_memory_with_the_downscaled_frames_probabilities(inner) -> None:
+    model = TileMemory(inner, GRID, SCALE).eval()
+    assert model.cfg.input_size == (96, 128) and model.memory_size == (24, 32)
+    x = normalize(_frame(0, model.cfg.input_size))
+    n = len(model.offsets) + 1
+    flow = torch.zeros(1, *model.aux_specs[0].shape)
+    memory = torch.rand(1, 11, 24, 32)  # whatever came before a reset is overwritten
+    logits, new = model(x, flow, _one_hot(n - 1, n), memory)
+    view = F.interpolate(x, size=(64, 96), mode="bilinear", align_corners=False)
+    expected = F.interpolate(inner(view)[0].softmax(1), size=(24, 32), mode="bilinear",
+                             align_corners=False)  # fmt: skip
+    torch.testing.assert_close(new, expected)
+    torch.testing.assert_close(logits, torch.log(expected.clamp_min(1e-6)))
+
+
+@torch.no_grad()
+def test_a_tile_writes_only_inside_itself_and_flow_moves_the_rest(inner) -> None:
+    model = TileMemory(inner, GRID, SCALE, blend=1.0, ramp=0).eval()
+    x = normalize(_frame(1, model.cfg.input_size))
+    n = len(model.offsets) + 1
+    memory = torch.rand(1, 11, 24, 32)
+    zero = torch.zeros(1, *model.aux_specs[0].shape)
+    y, x0 = model.offsets[1]  # the second tile: top right
+    assert (y, x0) == (0, 32)
+    _, new = model(x, zero, _one_hot(1, n), memory)
+    crop = inner(x[:, :, y : y + 64, x0 : x0 + 96])[0].softmax(1)  # (1, 11, 16, 24)
+    torch.testing.assert_close(new[:, :, :16, 8:], crop)
+    torch.testing.assert_close(new[:, :, :, :8], memory[:, :, :, :8])  # left of the tile
+    torch.testing.assert_close(new[:, :, 16:], memory[:, :, 16:])  # below it
+    # flow of one memory cell to the right (flow_factor pixels of the flow's finer grid):
+    # outside the tile the memory is the previous one sampled one cell further right
+    shift = torch.zeros_like(zero)
+    shift[:, 0] = float(model.flow_factor)
+    _, moved = model(x, shift, _one_hot(1, n), memory)
+    torch.testing.assert_close(moved[:, :, 16:, :-1], memory[:, :, 16:, 1:])
+
+
+def test_bad_wrappings_are_refused_in_one_line(inner, tiny_model_factory) -> None:
+    with pytest.raises(VidsegError, match="do not cover the frame"):
+        TileMemory(inner, (1, 2), 2.0)
+    with pytest.raises(VidsegError, match="tiles would repeat"):
+        TileMemory(inner, (3, 3), 1.2)
+    with pytest.raises(VidsegError, match="carries state"):
+        TileMemory(tiny_model_factory("recurrent-lite0-gru"), GRID, SCALE)
+    with pytest.raises(VidsegError, match="--tile-blend"):
+        TileMemory(inner, GRID, SCALE, blend=0.0)
+
+
+@pytest.fixture(scope="module")
+def tile_bundle(tmp_path_factory) -> Path:
+    from tests.conftest import save_tiny_checkpoint
+    from vidseg.export.cli import main
+
+    root = tmp_path_factory.mktemp("tiles")
+    ckpt = save_tiny_checkpoint(root / "pf.pt", "perframe-lite0-sep")
+    out = root / "tiles.vidseg"
+    assert main([str(ckpt), "--out", str(out), "--tiles", "2x2", "--tile-scale", str(SCALE),
+                 "--label-stride", "4", "--logits", "--parity-frames", "8"]) == 0  # fmt: skip
+    return out
+
+
+def test_engine_runs_the_tile_bundle_as_torch_streams_it(tile_bundle, sample_clip) -> None:
+    """Twelve clip frames with a reset after six: the engine's labels (at their stride) against
+    the torch wrapper streaming the same frames with its own providers."""
+    from vidseg.engine.bundle import load_bundle
+    from vidseg.engine.segmenter import Segmenter
+    from vidseg.export.cli import parity_frames
+    from vidseg.models.train import model_from_checkpoint
+
+    manifest = load_bundle(tile_bundle).manifest
+    assert manifest.family == "recurrent"
+    assert [(a.name, a.provider) for a in manifest.aux_inputs] == [("flow", "dis_flow"),
+                                                                   ("tile", "tile_cycle")]  # fmt: skip
+    assert manifest.train["tiles"]["grid"] == [2, 2]
+    frames = parity_frames(sample_clip, (96, 128), 12)
+    seg = Segmenter(tile_bundle, warmup=False)
+    inner, _ = model_from_checkpoint(tile_bundle.parent / "pf.pt")
+    model = TileMemory(inner.eval(), GRID, SCALE).eval()
+    memory = None
+    agree = []
+    with torch.no_grad():
+        for i, frame in enumerate(frames):
+            if i == 6:
+                seg.reset()
+                memory = None
+            got = seg.step(frame).outputs.labels
+            logits, memory = model.stream_logits(torch.from_numpy(frame)[None], memory)
+            agree.append((got == logits[0].argmax(0).numpy()).mean())
+    assert min(agree) > 0.999
+
+
+def test_cli_refuses_tiles_with_split(tiny_perframe_checkpoint, tmp_path, capsys) -> None:
+    from vidseg.export.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(tiny_perframe_checkpoint), "--out", str(tmp_path / "x.vidseg"), "--tiles",
+              "2x2", "--split"])  # fmt: skip
+    assert exc.value.code == 2
+    assert "--tiles wraps a per-frame CHECKPOINT" in capsys.readouterr().err
