@@ -49,6 +49,9 @@ class Row:
     model: str  # registry name
     flags: tuple[str, ...] = ()
     note: str = ""  # what the row measures
+    # not trained: another row's checkpoint (its key), exported with ``export_flags``
+    weights_of: str = ""
+    export_flags: tuple[str, ...] = ()
 
 
 ROWS: tuple[Row, ...] = (
@@ -74,9 +77,18 @@ ROWS: tuple[Row, ...] = (
     ),  # fmt: skip
     Row("keyframe", "keyframe-lite0-c2", note="seed 003, key interval from the manifest"),
     Row("netwarp", "netwarp-lite0", note="seed 004 (trains on the CPU: DIS flow)"),
+    Row(
+        "tiles",
+        "perframe-lite0",
+        note="the per-frame row's weights in a tile memory",
+        weights_of="perframe",
+        export_flags=("--tiles", "2x2"),
+    ),
     Row("unet001", "recurrent-unet-resnet-shallow-cgru", ("--scratch",), "seed 001"),
     Row("unet001-twin", "perframe-unet-resnet-shallow", ("--scratch",), "its per-frame twin"),
 )
+
+ROWS_BY_KEY = {r.key: r for r in ROWS}
 
 
 def _checkpoint_steps(run: Path) -> int:
@@ -99,16 +111,19 @@ def train_row(row: Row, data: str, run: Path, steps: int, train_flags: list[str]
         raise VidsegError(f"{row.key}: vidseg-train failed (see above); rerun to resume")
 
 
-def export_row(row: Row, run: Path) -> Path:
+def export_row(row: Row, run: Path, ckpt: Path) -> Path:
+    """``ckpt`` exported into ``run/bundle.vidseg`` (kept when newer than ``ckpt``)."""
     from vidseg.export.cli import main as export_main
     from vidseg.models.registry import create_model
 
-    bundle, ckpt = run / "bundle.vidseg", run / "last.pt"
+    bundle = run / "bundle.vidseg"
     if bundle.is_dir() and bundle.stat().st_mtime >= ckpt.stat().st_mtime:
         return bundle
+    run.mkdir(parents=True, exist_ok=True)
     family = create_model(row.model, pretrained=False).cfg.family
-    split = family in SPLIT_FAMILIES and "lite0" in row.model
-    args = [str(ckpt), "--out", str(bundle), "--label-stride", "4", "--scores", "--logits"]
+    split = family in SPLIT_FAMILIES and "lite0" in row.model and not row.export_flags
+    args = [str(ckpt), "--out", str(bundle), "--label-stride", "4", "--scores", "--logits",
+            *row.export_flags]  # fmt: skip
     if export_main(args + ["--split"] * split) != 0:
         raise VidsegError(f"{row.key}: vidseg-export failed (see above)")
     return bundle
@@ -133,7 +148,7 @@ def score_row(row: Row, bundle: Path, data: str, threads: int | None) -> dict[st
     return {
         "row": row.key,
         "model": row.model,
-        "flags": " ".join(row.flags),
+        "flags": " ".join(row.flags + (("export",) + row.export_flags if row.export_flags else ())),
         "note": row.note,
         "miou": round(carried.metrics.miou, 2),
         "miou_reset": round(reset.metrics.miou, 2),
@@ -189,10 +204,12 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
     done = json.loads(table_path.read_text()) if table_path.is_file() else {}
     for row in rows:
         run_dir = runs / row.key
-        train_row(row, args.data, run_dir, args.steps, args.train_flags)
-        bundle = export_row(row, run_dir)
+        source = ROWS_BY_KEY[row.weights_of] if row.weights_of else row  # the run it exports
+        trained = runs / source.key
+        train_row(source, args.data, trained, args.steps, args.train_flags)  # once: resumable
+        bundle = export_row(row, run_dir, trained / "last.pt")
         result = score_row(row, bundle, args.data, args.threads)
-        result["params_m"] = _params(run_dir)
+        result["params_m"] = _params(trained)
         result["steps"] = args.steps
         done[row.key] = result
         table_path.write_text(json.dumps(done, indent=2) + "\n")

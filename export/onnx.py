@@ -175,8 +175,13 @@ def to_labels(logits: torch.Tensor, cfg: ModelCfg,
 
 
 def confidence(logits: torch.Tensor) -> torch.Tensor:
-    """(N, K, H, W) logits -> (N, H, W) uint8 per-pixel confidence, round(255 * max softmax)."""
-    return torch.round(torch.softmax(logits, dim=1).amax(1) * 255).to(torch.uint8)
+    """(N, K, H, W) logits -> (N, H, W) uint8 per-pixel confidence, round(255 * max softmax).
+
+    The max of the softmax is 1 / sum(exp(logits - max)): no division per class, and no
+    Softmax node, which ONNX Runtime's CPU provider runs over the channel axis of NCHW through
+    transposes (1.7 ms at 11 x 112 x 152 on two cores against a few hundred us for this)."""
+    top = logits.amax(1, keepdim=True)
+    return torch.round(255 / (logits - top).exp().sum(1)).to(torch.uint8)
 
 
 def carried_names(specs: Sequence[StateCfg]) -> tuple[list[str], list[str]]:

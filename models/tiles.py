@@ -39,7 +39,7 @@ from vidseg.engine.bundle import AuxSpec
 from vidseg.engine.errors import VidsegError
 from vidseg.engine.flow import DIS_FLOW, DisFlowProvider
 from vidseg.engine.tiles import TILE_CYCLE, TileCycleProvider
-from vidseg.models.layers import normalize
+from vidseg.models.layers import channel_softmax, normalize
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
 from vidseg.models.netwarp import gather_warp
 from vidseg.models.protocol import GraphSpec, TemporalModule
@@ -173,7 +173,7 @@ class TileMemory(TemporalModule):
         view = pick[-1] * key
         for p, (y, x0) in zip(pick, self.offsets):
             view = view + p * x[:, :, y : y + h, x0 : x0 + w]
-        probs = self.inner(view)[0].softmax(1)
+        probs = channel_softmax(self.inner(view)[0])
         mh, mw = self.memory_size
         placed = pick[-1] * F.interpolate(probs, size=(mh, mw), mode="bilinear",
                                           align_corners=False)  # fmt: skip

@@ -36,3 +36,19 @@ def test_table_rows_resume_and_markdown(camvid: Path, tmp_path: Path, capsys) ->
     assert ckpt.stat().st_mtime_ns == stamp
     assert (tmp_path / "runs" / "recurrent" / "bundle.vidseg").stat().st_mtime_ns == bundle_stamp
     assert "recurrent" in capsys.readouterr().out
+
+
+def test_tiles_row_exports_the_perframe_runs_weights(camvid: Path, tmp_path: Path) -> None:
+    """A row with ``weights_of`` trains nothing of its own: it exports the other row's
+    checkpoint (training it first if needed) with its export flags."""
+    runs = tmp_path / "runs"
+    args = ["--data", str(camvid), "--runs", str(runs), "--steps", "2", "--only", "tiles", "--",
+            "--input-size", "64", "96", "--crop", "64", "96", "--batch", "1", "--limit", "4",
+            "--scratch"]  # fmt: skip
+    assert accuracy_table.main(args) == 0
+    assert (runs / "perframe" / "last.pt").is_file() and not (runs / "tiles" / "last.pt").exists()
+    manifest = json.loads((runs / "tiles" / "bundle.vidseg" / "manifest.json").read_text())
+    assert manifest["family"] == "recurrent" and manifest["train"]["tiles"]["grid"] == [2, 2]
+    row = json.loads((runs / "table.json").read_text())["tiles"]
+    assert row["flags"] == "export --tiles 2x2" and row["input_size"] == [96, 128]
+    assert row["params_m"] > 0
