@@ -144,3 +144,30 @@ def test_cli_refuses_tiles_with_split(tiny_perframe_checkpoint, tmp_path, capsys
               "2x2", "--split"])  # fmt: skip
     assert exc.value.code == 2
     assert "--tiles wraps a per-frame CHECKPOINT" in capsys.readouterr().err
+
+
+def test_batched_tile_streams_out_of_phase_match_single_segmenters(tile_bundle,
+                                                                   sample_clip) -> None:  # fmt: skip
+    """Three streams in one MultiStreamSegmenter, their tile cycles put out of step by cuts at
+    different ticks: each row runs its own view and gives what its own Segmenter gives."""
+    from vidseg.engine.multistream import MultiStreamSegmenter
+    from vidseg.engine.segmenter import Segmenter
+    from vidseg.engine.video import read_frames
+
+    clip = [f.image for f in read_frames(sample_clip, max_frames=24)]
+    streams = [clip[0:8], clip[8:16], clip[16:24]]
+    multi = MultiStreamSegmenter(tile_bundle, streams=3)
+    singles = [Segmenter(tile_bundle) for _ in streams]
+    resets = {(1, 2), (2, 3)}
+    for tick in range(8):
+        for i in range(3):
+            if (i, tick) in resets:
+                multi.reset(i)
+                singles[i].reset()
+        results = multi.step([s[tick] for s in streams])
+        for i, got in enumerate(results):
+            want = singles[i].step(streams[i][tick])
+            assert (got.labels == want.labels).mean() >= 0.999, (tick, i)
+    # 8, 6 and 5 frames since each stream's last reset: the next views are tiles 3, 1 and 0
+    cycles = [dict(aux)["tile"] for aux in multi.aux]
+    assert [c._next for c in cycles] == [3, 1, 0]
