@@ -37,8 +37,8 @@ from torch import nn
 
 from vidseg.engine.bundle import AuxSpec
 from vidseg.engine.errors import VidsegError
-from vidseg.engine.flow import DIS_FLOW, DisFlowProvider
-from vidseg.engine.tiles import TILE_CYCLE, TileCycleProvider
+from vidseg.engine.flow import AUX_PROVIDERS, DIS_FLOW
+from vidseg.engine.tiles import TILE_CYCLE
 from vidseg.models.layers import channel_softmax, normalize
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
 from vidseg.models.netwarp import gather_warp
@@ -198,9 +198,13 @@ class TileMemory(TemporalModule):
         None at a stream's start; ``aux``: the frame's flow and tile choice precomputed, or None:
         the engine's providers compute them here."""
         if memory is None:
-            providers = None if aux is not None else [
-                (spec.name, (DisFlowProvider if spec.provider == DIS_FLOW else
-                             TileCycleProvider)(spec.shape)) for spec in self.aux_specs]  # fmt: skip
+            providers = (
+                None
+                if aux is not None
+                else [
+                    (spec.name, AUX_PROVIDERS[spec.provider](spec.shape)) for spec in self.aux_specs
+                ]
+            )
             memory = (providers, tuple(self.initial_state(*frame.shape[:3], device=frame.device)))
         providers, state = memory  # type: ignore[misc]
         if aux is None:
