@@ -19,6 +19,7 @@ from torch import nn
 
 from vidseg.engine.bundle import AuxSpec
 from vidseg.engine.errors import VidsegError
+from vidseg.engine.flow import AUX_PROVIDERS
 from vidseg.engine.schedule import Schedule
 from vidseg.models.layers import normalize
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
@@ -136,13 +137,20 @@ class TemporalModule(nn.Module):
     def stream_logits(self, frame: torch.Tensor, memory: object | None,
                       aux: Mapping[str, torch.Tensor] | None = None,
                       key_interval: int | None = None) -> tuple[torch.Tensor, object]:  # fmt: skip
-        """memory: the state tuple (zeros on the frame's device at a stream's start); ``aux``
-        is fed after the frame, before the state (the step graph's order)."""
+        """memory: the engine's providers of the step graph's aux inputs and the state tuple
+        (zeros on the frame's device at a stream's start). ``aux`` is fed after the frame,
+        before the state (the step graph's order): the frame's aux inputs precomputed, or None:
+        those providers (``engine.flow.AUX_PROVIDERS``) compute them from the frame here."""
         if memory is None:
-            memory = self.initial_state(*frame.shape[:3], device=frame.device)
-        extra = tuple((aux or {}).values())
-        logits, *state = self(normalize(frame), *extra, *memory)  # type: ignore[misc]
-        return logits, tuple(state)
+            specs = () if aux is not None else self.export_graphs()["step"].aux
+            providers = [(spec.name, AUX_PROVIDERS[spec.provider](spec.shape)) for spec in specs]
+            memory = (providers, self.initial_state(*frame.shape[:3], device=frame.device))
+        providers, state = memory  # type: ignore[misc]
+        if aux is None:
+            aux = {name: torch.from_numpy(p(frame[0].cpu().numpy())).to(frame.device)
+                   for name, p in providers}  # fmt: skip
+        logits, *state = self(normalize(frame), *aux.values(), *state)  # type: ignore[misc]
+        return logits, (providers, tuple(state))
 
     def clip_forward(self, clips: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not self.clip_state:

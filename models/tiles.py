@@ -28,8 +28,6 @@ model.
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,9 +35,9 @@ from torch import nn
 
 from vidseg.engine.bundle import AuxSpec
 from vidseg.engine.errors import VidsegError
-from vidseg.engine.flow import AUX_PROVIDERS, DIS_FLOW
+from vidseg.engine.flow import DIS_FLOW
 from vidseg.engine.tiles import TILE_CYCLE
-from vidseg.models.layers import channel_softmax, normalize
+from vidseg.models.layers import channel_softmax
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
 from vidseg.models.netwarp import gather_warp
 from vidseg.models.protocol import GraphSpec, TemporalModule
@@ -190,27 +188,6 @@ class TileMemory(TemporalModule):
     def export_graphs(self) -> dict[str, GraphSpec]:
         state = self.cfg.state
         return {"step": GraphSpec(self, state, state, aux=self.aux_specs)}
-
-    def stream_logits(self, frame: torch.Tensor, memory: object | None,
-                      aux: Mapping[str, torch.Tensor] | None = None,
-                      key_interval: int | None = None) -> tuple[torch.Tensor, object]:  # fmt: skip
-        """frame (1, H, W, 3) uint8 at the large size; memory (the providers and the state) is
-        None at a stream's start; ``aux``: the frame's flow and tile choice precomputed, or None:
-        the engine's providers compute them here."""
-        if memory is None:
-            providers = (
-                None
-                if aux is not None
-                else [
-                    (spec.name, AUX_PROVIDERS[spec.provider](spec.shape)) for spec in self.aux_specs
-                ]
-            )
-            memory = (providers, tuple(self.initial_state(*frame.shape[:3], device=frame.device)))
-        providers, state = memory  # type: ignore[misc]
-        if aux is None:
-            aux = {name: torch.from_numpy(p(frame[0].numpy())) for name, p in providers}
-        logits, new = self(normalize(frame), aux[FLOW], aux[TILE], *state)
-        return logits, (providers, (new,))
 
     def training_loss(self, frames: torch.Tensor, labels: torch.Tensor,
                       criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
