@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vidseg.engine.errors import BundleError
-from vidseg.engine.flow import AUX_PROVIDERS
+from vidseg.engine.flow import AUX_PROVIDERS, make_provider
 from vidseg.engine.schedule import Schedule
 
 logger = logging.getLogger(__name__)
@@ -66,13 +66,16 @@ class StateSpec:
 class AuxSpec:
     """An input the engine computes per frame, e.g. optical flow (see ``engine.flow``).
 
-    ``provider`` names the engine function ("dis_flow"); ``shape`` excludes the batch axis.
+    ``provider`` names the engine function ("dis_flow"); ``shape`` excludes the batch axis;
+    ``args``: keyword arguments of the provider beyond the shape (JSON values, e.g. the tile
+    offsets of ``tile_view``).
     """
 
     name: str
     provider: str
     shape: tuple[int, ...]
     dtype: str = "float32"
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,9 @@ class Manifest:
 
     def to_json(self) -> str:
         raw = asdict(self)
+        for aux in raw["aux_inputs"]:  # args only where a provider takes any
+            if not aux["args"]:
+                del aux["args"]
         raw["schedule"] = self.schedule.to_manifest() if self.schedule is not None else {}
         return json.dumps(raw, indent=2) + "\n"
 
@@ -308,12 +314,20 @@ class _Validator:
             where = f"aux_inputs[{i}]."
             t = self.mapping(raw, where[:-1])
             shape = self.shape(t, where)
-            specs.append(AuxSpec(
+            spec = AuxSpec(
                 name=self.get(t, "name", str, where),
                 provider=self.choice(t, "provider", tuple(AUX_PROVIDERS), where),
                 shape=shape,
                 dtype=self.choice(t, "dtype", DTYPES, where),
-            ))  # fmt: skip
+                args=self.get(t, "args", dict, where, default={}),
+            )  # fmt: skip
+            try:
+                make_provider(spec)
+            except (TypeError, ValueError) as e:
+                self.fail(
+                    where[:-1], f"{spec.provider} cannot take {spec.args or 'its shape'}: {e}"
+                )
+            specs.append(spec)
         return tuple(specs)
 
     def features(self, obj: dict) -> tuple[FeatureSpec, ...]:

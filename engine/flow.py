@@ -10,10 +10,15 @@ the direction backward warping needs (sample the previous features at the displa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import cv2
 import numpy as np
 
-from vidseg.engine.tiles import TILE_CYCLE, TileCycleProvider
+from vidseg.engine.tiles import TILE_CYCLE, TILE_VIEW, TileCycleProvider, TileViewProvider
+
+if TYPE_CHECKING:
+    from vidseg.engine.bundle import AuxSpec
 
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
 DIS_FLOW = "dis_flow"  # the provider's name in a manifest's aux_inputs
@@ -64,5 +69,15 @@ class DisFlowProvider:
         return np.ascontiguousarray(flow, dtype=np.float32)[None]
 
 
-# every engine-computed aux input a manifest may name: provider name -> class(shape)
-AUX_PROVIDERS = {DIS_FLOW: DisFlowProvider, TILE_CYCLE: TileCycleProvider}
+# every engine-computed aux input a manifest may name: provider name -> class(shape, **args)
+AUX_PROVIDERS = {DIS_FLOW: DisFlowProvider, TILE_CYCLE: TileCycleProvider,
+                 TILE_VIEW: TileViewProvider}  # fmt: skip
+
+
+def make_provider(spec: AuxSpec) -> Any:
+    """A new provider of one stream for the aux input ``spec`` (its shape and args).
+
+    Raises:
+        TypeError, ValueError: the provider does not take that shape or those args.
+    """
+    return AUX_PROVIDERS[spec.provider](spec.shape, **spec.args)

@@ -12,9 +12,10 @@ import numpy as np
 from vidseg.engine.backends import BackendOptions, Transfers, create_backend
 from vidseg.engine.bundle import ENCODE, GRAPH_ROLES, Bundle, default_bundle_path, load_bundle
 from vidseg.engine.errors import BundleError, FrameError, StateSpecError
-from vidseg.engine.flow import AUX_PROVIDERS
+from vidseg.engine.flow import make_provider
 from vidseg.engine.schedule import Schedule
 from vidseg.engine.state import StreamState, check_state_specs
+from vidseg.engine.tiles import TILE_VIEW
 from vidseg.engine.upsample import GraphOutputs
 
 __all__ = ["LoadedModel", "check_frame"]
@@ -78,6 +79,8 @@ class LoadedModel:
             for role, backend in self.backends.items()
             for ins, outs in [({t.name for t in backend.inputs}, {t.name for t in backend.outputs})]
         }
+        self._reads_frame = {role: manifest.input.name in {t.name for t in backend.inputs}
+                             for role, backend in self.backends.items()}  # fmt: skip
         self.schedule = Schedule.from_manifest(manifest.schedule) if self.keyframe else None
         # a step graph on fixed buffers adopts the encoder's fixed output buffers: then the
         # features of frame t+1 must not be made (in another thread) before step t has run
@@ -100,7 +103,7 @@ class LoadedModel:
         state, cache = self.new_state(batch), self.new_cache(batch)
         height, width = self.input_size
         frames = np.zeros((batch, height, width, 3), np.uint8)
-        aux = {a.name: np.zeros((batch, *a.shape), np.float32) for a in self.manifest.aux_inputs}
+        aux = {a.name: np.zeros((batch, *a.shape), a.dtype) for a in self.manifest.aux_inputs}
         for _ in range(self.warmup_runs):
             for role in GRAPH_ROLES[self.manifest.family]:  # key before current
                 self.run(role, frames, state, cache, aux)
@@ -124,6 +127,9 @@ class LoadedModel:
             frame = inputs.get(spec.name)
             if self.split and role != ENCODE:  # reads the encode graph's features instead
                 self._check_features(graph, inputs, "input")
+            elif frame is None and any(a.provider == TILE_VIEW and a.name in inputs
+                                       for a in m.aux_inputs):  # fmt: skip
+                pass  # reads the views the engine cuts from the frame instead
             elif frame is None or frame.dtype != "uint8" or frame.shape[1:] != (
                     spec.height, spec.width, 3):  # fmt: skip
                 raise BundleError(
@@ -156,8 +162,8 @@ class LoadedModel:
                                       f"got {got}")  # fmt: skip
             for aux in m.aux_inputs:
                 info = inputs.get(aux.name)
-                if info is None or info.shape[1:] != aux.shape:
-                    raise StateSpecError(f"{graph}: aux input {aux.name!r} "
+                if info is None or info.shape[1:] != aux.shape or info.dtype != aux.dtype:
+                    raise StateSpecError(f"{graph}: aux input {aux.name!r} {aux.dtype} "
                                          f"[batch, {list(aux.shape)}] not in the graph")  # fmt: skip
         if self.keyframe:
             check_state_specs(m.cache, self.backends["current"], self.backends["key"],
@@ -193,7 +199,7 @@ class LoadedModel:
 
     def new_aux(self) -> list[tuple[str, Any]]:
         """One stateful provider per aux input, for one stream."""
-        return [(a.name, AUX_PROVIDERS[a.provider](a.shape)) for a in self.manifest.aux_inputs]
+        return [(a.name, make_provider(a)) for a in self.manifest.aux_inputs]
 
     @property
     def _any_role(self) -> str:
@@ -228,8 +234,10 @@ class LoadedModel:
         if self.split:
             feeds = dict(features if features is not None else self.encode(batch))
             feeds.update(aux or {})
-        else:
+        elif self._reads_frame[role]:
             feeds = {self.manifest.input.name: batch, **(aux or {})}
+        else:  # the graph reads views of the frame the engine cuts (aux inputs)
+            feeds = dict(aux or {})
         if reads_state:
             feeds.update(state.feeds(rows))
         if reads_cache:

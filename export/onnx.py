@@ -86,10 +86,13 @@ class RoleGraph(OutputHeads):
         self.role = role or self.role
         self.spec: GraphSpec = model.export_graphs()[self.role]
 
-    def forward(self, frame: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``inputs``: the aux inputs (if any), then the carried tensors, passed on to the
-        model."""
-        out = self.spec.fn(normalize(frame), *inputs)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``inputs``: the frame (unless the graph reads only views of it, ``reads_frame``), the
+        aux inputs (if any), then the carried tensors, passed on to the model."""
+        if self.spec.reads_frame:
+            frame, *inputs = inputs  # type: ignore[assignment]
+            inputs = (normalize(frame), *inputs)
+        out = self.spec.fn(*inputs)
         logits, *carried = (out,) if isinstance(out, torch.Tensor) else out
         labels, logits = self.labels(logits)
         return (labels, *carried, *self.extras(logits))
@@ -213,13 +216,14 @@ def export_role(model: nn.Module, role: str, path: Path, with_logits: bool = Fal
     spec = graph.spec
     carried_in, _ = carried_names(spec.carried_in)
     _, carried_out = carried_names(spec.carried_out)
-    frame = torch.zeros(1, height, width, 3, dtype=torch.uint8)
-    aux_example = tuple(torch.zeros(1, *a.shape) for a in spec.aux)
+    frame = (torch.zeros(1, height, width, 3, dtype=torch.uint8),) if spec.reads_frame else ()
+    aux_example = tuple(torch.zeros(1, *a.shape, dtype=getattr(torch, a.dtype)) for a in spec.aux)
     zeros = carried_zeros(model, 1)
-    example = (frame, *aux_example, *(zeros[c.name] for c in spec.carried_in))
+    example = (*frame, *aux_example, *(zeros[c.name] for c in spec.carried_in))
     outputs = [LABELS, *carried_out] + [SCORES] * with_scores + [LOGITS] * with_logits
-    write_graph(graph, example, path, [FRAME, *(a.name for a in spec.aux), *carried_in],
-                outputs, output_shapes(cfg, label_stride, carried_out, spec.carried_out))  # fmt: skip
+    inputs = [FRAME] * spec.reads_frame + [a.name for a in spec.aux] + carried_in
+    write_graph(graph, example, path, inputs, outputs,
+                output_shapes(cfg, label_stride, carried_out, spec.carried_out))  # fmt: skip
 
 
 def export_model_graphs(model: nn.Module, directory: Path, with_logits: bool = False,

@@ -21,7 +21,7 @@ import torch
 from vidseg.engine.backends.ort import session_options
 from vidseg.engine.bundle import ENCODE, AuxSpec, Manifest
 from vidseg.engine.errors import ParityError
-from vidseg.engine.flow import AUX_PROVIDERS
+from vidseg.engine.flow import make_provider
 from vidseg.export.onnx import (
     FRAME,
     RoleGraph,
@@ -71,7 +71,7 @@ def stream_aux(specs: Sequence[AuxSpec], frames: Sequence[np.ndarray],
     """The aux inputs the engine would feed for each of ``frames`` ((H, W, 3) uint8 at the
     model input size), each provider reset at ``resets``: one {name: (1, *shape)} per frame
     (empty dicts without aux inputs)."""
-    providers = {spec.name: AUX_PROVIDERS[spec.provider](spec.shape) for spec in specs}
+    providers = {spec.name: make_provider(spec) for spec in specs}
     aux = []
     for index, frame in enumerate(frames):
         if index in resets:
@@ -115,7 +115,8 @@ class _OrtStream:
     def run(self, role: str, frame: np.ndarray, aux: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The graph's outputs: labels, *carried out[, scores][, logits]."""
         spec = self.specs[role]
-        feeds = {FRAME: frame, **{a.name: aux[a.name] for a in spec.aux}}
+        feeds = {FRAME: frame} if spec.reads_frame else {}
+        feeds |= {a.name: aux[a.name] for a in spec.aux}
         if self.encoder is not None:
             feeds = dict(zip(self.features, self.encoder.run(None, feeds)))
         feeds |= {f"{c.name}_in": self.carried[c.name] for c in spec.carried_in}
@@ -178,7 +179,7 @@ def check_stream_parity(
                 twin.reset()
             spec, x, extra = specs[role], frame[None], aux[index]
             labels_t, *carried_t = reference[role](
-                torch.from_numpy(x),
+                *(torch.from_numpy(x),) * spec.reads_frame,
                 *(torch.from_numpy(extra[a.name]) for a in spec.aux),
                 *(torch_carried[c.name] for c in spec.carried_in),
             )

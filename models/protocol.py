@@ -19,7 +19,7 @@ from torch import nn
 
 from vidseg.engine.bundle import AuxSpec
 from vidseg.engine.errors import VidsegError
-from vidseg.engine.flow import AUX_PROVIDERS
+from vidseg.engine.flow import make_provider
 from vidseg.engine.schedule import Schedule
 from vidseg.models.layers import normalize
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
@@ -31,7 +31,8 @@ GraphFn = Callable[..., "tuple[torch.Tensor, ...] | torch.Tensor"]
 @dataclass(frozen=True)
 class GraphSpec:
     """One graph a model exports: ``fn(normalised frame, *aux, *carried_in)`` returns the logits,
-    or ``(logits, *carried_out)``. Carried tensors are state or key-frame cache entries of the
+    or ``(logits, *carried_out)`` (``fn(*aux, *carried_in)`` where ``reads_frame`` is False: a
+    graph that reads only views the engine cuts from the frame, ``engine.tiles``). Carried tensors are state or key-frame cache entries of the
     model's cfg; the graph's inputs are named ``<name>_in``, its outputs ``<name>_out``.
 
     ``fn`` is the model itself (its ``forward`` through ``__call__``) or one of its methods, as
@@ -42,6 +43,7 @@ class GraphSpec:
     carried_in: tuple[StateCfg, ...] = ()
     carried_out: tuple[StateCfg, ...] = ()
     aux: tuple[AuxSpec, ...] = ()  # engine-computed inputs fed after the frame (e.g. flow)
+    reads_frame: bool = True  # False: fn takes no frame, only aux inputs (views of it) and state
 
 
 @runtime_checkable
@@ -143,13 +145,16 @@ class TemporalModule(nn.Module):
         those providers (``engine.flow.AUX_PROVIDERS``) compute them from the frame here."""
         if memory is None:
             specs = () if aux is not None else self.export_graphs()["step"].aux
-            providers = [(spec.name, AUX_PROVIDERS[spec.provider](spec.shape)) for spec in specs]
+            providers = [(spec.name, make_provider(spec)) for spec in specs]
             memory = (providers, self.initial_state(*frame.shape[:3], device=frame.device))
         providers, state = memory  # type: ignore[misc]
         if aux is None:
             aux = {name: torch.from_numpy(p(frame[0].cpu().numpy())).to(frame.device)
                    for name, p in providers}  # fmt: skip
-        logits, *state = self(normalize(frame), *aux.values(), *state)  # type: ignore[misc]
+        inputs = (*aux.values(), *state)
+        if self.export_graphs()["step"].reads_frame:
+            inputs = (normalize(frame), *inputs)
+        logits, *state = self(*inputs)  # type: ignore[misc]
         return logits, (providers, tuple(state))
 
     def clip_forward(self, clips: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
