@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -197,6 +197,21 @@ class FrameScorer:
         """(every non-void pixel, the boundary band, flicker)."""
         return (SegMetrics.from_confusion(self.cm), SegMetrics.from_confusion(self.cm_band),
                 self.flicker.result())  # fmt: skip
+
+    def scores(self) -> dict[str, float]:
+        """``result()`` as the four numbers the comparison tools print (:func:`score_table`):
+        miou, trimap_iou, flicker, excess_flicker (percent, unrounded)."""
+        metrics, trimap, flicker = self.result()
+        return {"miou": metrics.miou, "trimap_iou": trimap.miou, "flicker": flicker.pred,
+                "excess_flicker": flicker.excess}  # fmt: skip
+
+
+def score_table(first: str, rows: Iterable[tuple[str, Mapping[str, float]]]) -> str:
+    """A markdown table of :meth:`FrameScorer.scores` rows, each named in column ``first``."""
+    lines = [f"| {first} | mIoU | trimap IoU | flicker | excess flicker |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['miou']:.2f} | {r['trimap_iou']:.2f} | {r['flicker']:.2f} | "
+              f"{r['excess_flicker']:.2f} |" for name, r in rows]  # fmt: skip
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 import cv2
 import numpy as np
 
-from vidseg.benchmarks.accuracy import FrameScorer
+from vidseg.benchmarks.accuracy import FrameScorer, score_table
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.models.data import load_split
@@ -65,9 +65,7 @@ def score(labels: list[np.ndarray],
         pred = predict(i)
         pred = np.where(pred < NUM_CLASSES, pred, np.where(truth < NUM_CLASSES, truth, 0))
         scorer.add(pred.astype(np.uint8), truth)
-    metrics, trimap, flicker = scorer.result()
-    return {"miou": metrics.miou, "trimap_iou": trimap.miou, "flicker": flicker.pred,
-            "excess_flicker": flicker.excess}  # fmt: skip
+    return scorer.scores()
 
 
 def floor_rows(labels: list[np.ndarray], grids: list[tuple[int, int]], shifts: list[int],
@@ -106,11 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = [lb for lb in load_split(args.data, "val").labels]
         if not labels:
             raise VidsegError(f"{args.data}: no val labels")
-        print("| truth as | mIoU | trimap IoU | flicker | excess flicker |")
-        print("|---|---|---|---|---|")
-        for name, r in floor_rows(labels, args.grid, args.shift):
-            print(f"| {name} | {r['miou']:.2f} | {r['trimap_iou']:.2f} | {r['flicker']:.2f} | "
-                  f"{r['excess_flicker']:.2f} |")  # fmt: skip
+        print(score_table("truth as", floor_rows(labels, args.grid, args.shift)))
 
     code, _ = run_for_cli("flicker_floor", run, debug=args.debug)
     return code

@@ -31,6 +31,7 @@ from vidseg.benchmarks.accuracy import (
     FrameScorer,
     _truth_ids,
     boundary_band,
+    score_table,
     sequence_of,
 )
 from vidseg.engine.errors import VidsegError, run_for_cli
@@ -110,12 +111,7 @@ def filter_scores(segmenter: Segmenter, data_root: str, alphas: list[float],
             out = GraphOutputs(p.argmax(0).astype(np.uint8), None, scores)
             pred, _ = upsample(out, *label.shape)
             scorers[i].add(pred, truth, band, edges)
-    rows = []
-    for a, scorer in zip(alphas, scorers):
-        metrics, trimap, f = scorer.result()
-        rows.append({"alpha": a, "miou": metrics.miou, "trimap_iou": trimap.miou,
-                     "flicker": f.pred, "excess_flicker": f.excess})  # fmt: skip
-    return rows
+    return [{"alpha": a, **scorer.scores()} for a, scorer in zip(alphas, scorers)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,11 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         rows = filter_scores(Segmenter(args.model, threads=args.threads), args.data, args.alpha)
-        print("| a | mIoU | trimap IoU | flicker | excess flicker |")
-        print("|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['alpha']:g} | {r['miou']:.2f} | {r['trimap_iou']:.2f} | "
-                  f"{r['flicker']:.2f} | {r['excess_flicker']:.2f} |")  # fmt: skip
+        print(score_table("a", [(f"{r['alpha']:g}", r) for r in rows]))
 
     code, _ = run_for_cli("output_filter", run, debug=args.debug)
     return code
