@@ -13,6 +13,18 @@ measures the second kind on the truth alone, so a bundle's numbers can be read a
 * ``shift S``: each frame's truth moved by a random whole-pixel offset in [-S, S] on each axis.
 * ``held``: every other frame shows the frame before it (a prediction one frame late).
 
+With the frames (unless ``--no-flow``), rows about a memory, on the engine's DIS flow:
+
+* ``carried``: each frame shows the truth of the frame before, moved onto it by the flow (what
+  a memory that only carries what it saw would show);
+* ``steadied``: the truth, relabelled where both neighbours, carried onto the frame, agree on
+  another label: what the annotation's own frame-to-frame jitter is worth;
+* ``perfect`` / ``shift 1``, ``per frame`` and ``tile memory``: a network that answers with the
+  truth (or the truth a random pixel off, the same draw for both), per frame on the label grid
+  of a 320x448 input at stride 4, and through the tile memory (``models.tiles.TileMemory``,
+  2x2 tiles at 1.4x, the engine's providers cutting its views): what the memory itself does
+  to a network's edges, whatever the network.
+
 Each row is scored as ``vidseg-eval`` scores a bundle (mIoU, trimap IoU, flicker, excess
 flicker) over the val drive; the truth itself scores 100 and no excess. Where a shifted or held
 label is void, the frame's own truth stands in (a prediction never says void).
@@ -33,28 +45,115 @@ import numpy as np
 
 from vidseg.benchmarks.accuracy import FrameScorer, score_table
 from vidseg.engine.errors import VidsegError, run_for_cli
+from vidseg.engine.flow import dis_flow
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.models.data import load_split
 
 NUM_CLASSES = 11  # CamVid's classes; void (11) and above are never scored
+TILE_INPUT = (320, 448)  # the network input of the tile memory measured (ftA_tilesV's)
+
+
+def cell_shares(truth: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(H, W) truth -> (K, h, w) float32: each class's share of every cell of ``grid`` = (h, w)
+    (area-averaged one-hot labels; void counts for no class)."""
+    h, w = grid
+    onehot = (truth[None] == np.arange(NUM_CLASSES)[:, None, None]).astype(np.float32)
+    return np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_AREA) for c in onehot])
+
+
+def crisp(logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(K, h, w) logits -> (H, W) labels, upsampled as the engine upsamples a bundle's."""
+    labels, _ = upsample(GraphOutputs(logits.argmax(0).astype(np.uint8), None, logits), *shape)
+    return labels
 
 
 def through_grid(truth: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """(H, W) truth -> the labels of a perfect model at ``grid`` = (h, w), upsampled crisply."""
-    height, width = truth.shape
-    h, w = grid
-    onehot = (truth[None] == np.arange(NUM_CLASSES)[:, None, None]).astype(np.float32)
-    shares = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_AREA) for c in onehot])
-    logits = np.log(np.maximum(shares, 1e-4))
-    labels, _ = upsample(GraphOutputs(logits.argmax(0).astype(np.uint8), None, logits),
-                         height, width)  # fmt: skip
-    return labels
+    return crisp(np.log(np.maximum(cell_shares(truth, grid), 1e-4)), truth.shape)
 
 
 def shifted(truth: np.ndarray, rng: np.random.Generator, radius: int) -> np.ndarray:
     """``truth`` rolled by a random offset in [-radius, radius] on each axis."""
     dy, dx = rng.integers(-radius, radius + 1, size=2)
     return np.roll(truth, (int(dy), int(dx)), axis=(0, 1))
+
+
+def carried(labels: list[np.ndarray], flows: list[np.ndarray]) -> list[np.ndarray]:
+    """Each frame's truth as the frame before's, moved onto it by ``flows[i]`` (frame i to
+    frame i - 1, :func:`frame_flows`), nearest label: a memory that only carries what it saw."""
+    out = [labels[0]]
+    for before, flow in zip(labels, flows[1:]):
+        h, w = before.shape
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        out.append(cv2.remap(before, xx + flow[0], yy + flow[1], cv2.INTER_NEAREST,
+                             borderMode=cv2.BORDER_REPLICATE))  # fmt: skip
+    return out
+
+
+def steadied(labels: list[np.ndarray], frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Each frame's truth, but where both neighbours, carried onto it by the flow, agree on a
+    label it lacks, that label: the annotation's own frame-to-frame jitter taken out."""
+    before = carried(labels, frame_flows(frames))
+    after = carried(labels[::-1], frame_flows(frames[::-1]))[::-1]
+    return [np.where((b == a) & (b != t), b, t) for t, b, a in zip(labels, before, after)]
+
+
+def frame_flows(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """DIS flow (``engine.flow.dis_flow``, the engine's preset) of each frame to the one before,
+    at the frames' own size; zeros for the first."""
+    size = frames[0].shape[:2]
+    return [np.zeros((2, *size), np.float32)] + [
+        dis_flow(prev, cur, size) for prev, cur in zip(frames, frames[1:])]  # fmt: skip
+
+
+def through_tiles(frames: list[np.ndarray], truths: list[np.ndarray],
+                  input_size: tuple[int, int] = TILE_INPUT) -> list[np.ndarray]:  # fmt: skip
+    """The labels of a tile memory (``models.tiles.TileMemory`` with its defaults, 2x2 tiles at
+    1.4x, as ``vidseg-export --tiles 2x2`` wraps a network of ``input_size``) around a network
+    that answers every view with ``truths[i]``'s cell shares: what the memory alone does to a
+    network's labels. The engine's providers cut the views and compute the flow on ``frames``."""
+    import torch
+    from torch import nn
+
+    from vidseg.engine.flow import make_provider
+    from vidseg.models.registry import ModelCfg
+    from vidseg.models.tiles import TILE, TileMemory
+
+    class Oracle(nn.Module):
+        """A per-frame "network" that returns the logits it was handed."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.cfg = ModelCfg("perframe-oracle", "perframe", input_size, 32, NUM_CLASSES)
+            self.answer: torch.Tensor | None = None
+
+        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+            h, w = x.shape[-2] // 4, x.shape[-1] // 4
+            return [torch.zeros(1, NUM_CLASSES, h, w) if self.answer is None else self.answer]
+
+    oracle = Oracle()
+    tiles = TileMemory(oracle)  # type: ignore[arg-type]
+    providers = {spec.name: make_provider(spec) for spec in tiles.aux_specs}
+    (height, width), cell, key = tiles.cfg.input_size, tiles.cell, len(tiles.offsets)
+    th, tw = input_size
+    state, out = None, []
+    for frame, truth in zip(frames, truths):
+        big = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+        aux = {name: p(big) for name, p in providers.items()}
+        view = int(aux[TILE][0].argmax())
+        if view == key:  # the whole frame at the network's grid
+            shares = cell_shares(truth, (th // cell, tw // cell))
+        else:
+            y, x = (v // cell for v in tiles.offsets[view])
+            cells = cell_shares(truth, tiles.memory_size)
+            shares = cells[:, y : y + th // cell, x : x + tw // cell]
+        oracle.answer = torch.from_numpy(np.log(np.maximum(shares, 1e-4)))[None]
+        with torch.no_grad():
+            logits, state = tiles.stream_logits(
+                torch.from_numpy(big)[None], state,
+                {name: torch.from_numpy(v) for name, v in aux.items()})  # fmt: skip
+        out.append(crisp(logits[0].numpy(), truth.shape))
+    return out
 
 
 def score(labels: list[np.ndarray],
@@ -69,8 +168,12 @@ def score(labels: list[np.ndarray],
 
 
 def floor_rows(labels: list[np.ndarray], grids: list[tuple[int, int]], shifts: list[int],
-               seed: int = 0) -> Iterator[tuple[str, dict[str, float]]]:  # fmt: skip
-    """(row name, scores) for the truth, each grid, each shift and the held truth."""
+               seed: int = 0, frames: list[np.ndarray] | None = None
+               ) -> Iterator[tuple[str, dict[str, float]]]:  # fmt: skip
+    """(row name, scores) for the truth, each grid, each shift and the held truth; with the
+    ``frames`` too, the truth carried by the flow and steadied by it, and a perfect network and
+    one a pixel off at random, each per frame at the tile memory's network input and through the
+    tile memory (:func:`through_tiles`)."""
     yield "truth", score(labels, lambda i: labels[i])
     for grid in grids:
         yield (
@@ -81,6 +184,19 @@ def floor_rows(labels: list[np.ndarray], grids: list[tuple[int, int]], shifts: l
         rng = np.random.default_rng(seed)
         yield f"shift {radius}", score(labels, lambda i, r=rng, s=radius: shifted(labels[i], r, s))
     yield "held", score(labels, lambda i: labels[i - i % 2])
+    if frames is None:
+        return
+    moved = carried(labels, frame_flows(frames))
+    yield "carried", score(labels, lambda i: moved[i])
+    steady = steadied(labels, frames)
+    yield "steadied", score(labels, lambda i: steady[i])
+    rng = np.random.default_rng(seed)
+    off = [shifted(truth, rng, 1) for truth in labels]
+    grid = (TILE_INPUT[0] // 4, TILE_INPUT[1] // 4)
+    for name, truths in (("perfect", labels), ("shift 1", off)):
+        yield f"{name}, per frame", score(labels, lambda i, t=truths: through_grid(t[i], grid))
+        tiled = through_tiles(frames, truths)
+        yield f"{name}, tile memory", score(labels, lambda i, t=tiled: t[i])
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -97,14 +213,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="label grids HxW of a perfect model")  # fmt: skip
     p.add_argument("--shift", type=int, nargs="*", default=[1, 2],
                    help="random offsets in pixels")  # fmt: skip
+    p.add_argument("--no-flow", action="store_true",
+                   help="leave out the rows that need the frames' flow (and torch)")  # fmt: skip
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
 
     def run() -> None:
-        labels = [lb for lb in load_split(args.data, "val").labels]
+        split = load_split(args.data, "val")
+        labels, frames = list(split.labels), list(split.images)
         if not labels:
             raise VidsegError(f"{args.data}: no val labels")
-        print(score_table("truth as", floor_rows(labels, args.grid, args.shift)))
+        rows = floor_rows(labels, args.grid, args.shift, frames=None if args.no_flow else frames)
+        print(score_table("truth as", rows))
 
     code, _ = run_for_cli("flicker_floor", run, debug=args.debug)
     return code

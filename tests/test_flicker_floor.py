@@ -51,3 +51,29 @@ def test_missing_data_is_one_line(tmp_path) -> None:
                           str(tmp_path)], capture_output=True, text=True)  # fmt: skip
     assert run.returncode != 0 and "Traceback" not in run.stderr and run.stderr.strip()
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def painted(labels: list[np.ndarray]) -> list[np.ndarray]:
+    """RGB frames of the label maps (one grey per class, textured) for the flow to follow."""
+    rng = np.random.default_rng(1)
+    texture = rng.integers(0, 40, size=(64, 160), dtype=np.uint8)
+    out = []
+    for t, label in enumerate(labels):
+        grey = (label.astype(np.uint16) * 20 % 256).astype(np.uint8)
+        square = label == 8  # the texture moves with the square, the background's stays
+        moved = np.roll(texture, 3 * t, axis=1)[:, :96]
+        grey = grey + np.where(square, moved, texture[:, :96])
+        out.append(np.repeat(grey[..., None], 3, axis=2))
+    return out
+
+
+def test_flow_rows_follow_the_moving_square() -> None:
+    labels = moving_square(8)
+    rows = dict(floor_rows(labels, [], [], frames=painted(labels)))
+    assert rows["carried"]["miou"] > 90  # the flow moves the square with it
+    assert rows["steadied"]["miou"] > 95  # a clean annotation has little to steady
+    tiles, per_frame = rows["perfect, tile memory"], rows["perfect, per frame"]
+    assert tiles["miou"] > 85 and per_frame["miou"] > 85
+    # edges the memory carries move as the flow says, not as the square does
+    assert tiles["excess_flicker"] > per_frame["excess_flicker"] > 0
+    assert rows["shift 1, tile memory"]["miou"] < tiles["miou"]
