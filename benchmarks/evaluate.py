@@ -39,13 +39,14 @@ def _pct(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 2)
 
 
-def report(score: BundleScore, segmenter: Segmenter, bundle: Path,
-           reset_every_frame: bool) -> dict[str, object]:  # fmt: skip
-    """The JSON report of a run: metrics in percent (None where undefined), ``fps`` of the
-    engine steps."""
+def report(score: BundleScore, segmenter: Segmenter, bundle: Path, reset_every_frame: bool,
+           device: str = "cpu") -> dict[str, object]:  # fmt: skip
+    """The JSON report of a run on ``device``: metrics in percent (None where undefined),
+    ``fps`` of the engine steps."""
     return {
         "model": segmenter.manifest.name,
         "bundle": str(bundle),
+        "device": device,
         "frames": score.frames,
         "sequences": score.sequences,
         "reset_every_frame": reset_every_frame,
@@ -77,12 +78,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         raise VidsegError(f"--json: {why}")
     pairs = labelled_frame_paths(args.frames, args.labels, args.max_frames)
     bundle = Path(args.model) if args.model else default_bundle_path()
-    segmenter = Segmenter(bundle, threads=args.threads)
+    segmenter = Segmenter(bundle, device=args.device, threads=args.threads)
     frames = (read_labelled_frame(image, label) for image, label in pairs)
     progress = tqdm(frames, total=len(pairs), unit="frame", disable=args.quiet, file=sys.stderr)
     with progress:
         score = evaluate_bundle(segmenter, progress, carry_state=not args.reset_every_frame)
-    return report(score, segmenter, bundle, args.reset_every_frame)
+    return report(score, segmenter, bundle, args.reset_every_frame, args.device)
 
 
 def _fmt(value: float | None) -> str:
@@ -94,7 +95,8 @@ def summary(result: dict[str, object]) -> str:
     state = "reset every frame" if result["reset_every_frame"] else "state carried"
     drives = "sequence" if result["sequences"] == 1 else "sequences"
     lines = [
-        f"{result['model']}: {result['frames']} frames in {result['sequences']} {drives}, {state}",
+        f"{result['model']}: {result['frames']} frames in {result['sequences']} {drives}, "
+        f"{state}, on {result['device']}",
         f"  mIoU {_fmt(result['miou'])}  pixel acc {_fmt(result['pixel_acc'])}  trimap IoU "
         f"({result['trimap_band_px']} px) {_fmt(result['trimap_iou'])}",
         f"  flicker {_fmt(result['flicker'])}% (excess {_fmt(result['excess_flicker'])}, of it "
@@ -118,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reset the state before every frame (the model without its memory)")  # fmt: skip
     p.add_argument("--max-frames", type=int, metavar="N", help="score the first N frames only")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, or cuda[:N] (needs onnxruntime-gpu): the engine runs the bundle "
+                   "there, as vidseg-run --device does")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p

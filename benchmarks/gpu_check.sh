@@ -15,6 +15,12 @@
 #   fp16.json        a float16 copy of the default bundle: label agreement, step p50 on CUDA
 #   pytest.log       the CUDA tests (tests/engine/test_backends.py -k cuda), when pytest, torch
 #                    and onnx are there to build their tiny bundles
+#   eval_*.json      with CANDIDATE=BUNDLE and CAMVID=DIR (val/ and valannot/ inside) set:
+#                    vidseg-eval --device cuda of the candidate, state carried and reset every
+#                    frame, and of TWIN=BUNDLE when set (issue 22's "with --device cuda"), beside
+#                    the same on the CPU; bench_candidate.json: vidseg-bench --device cuda
+#                    --compare of the default, the candidate and the twin
+#                    (carry them, e.g. as gpu-in/: CamVid val is 29 MB, a 320x448 bundle 12 MB)
 #   summary.json     the numbers above in one place, with the GPU and the date
 # NVDEC decode is not implemented in vidseg-run yet: no "with NVDEC" row.
 set -uo pipefail
@@ -65,6 +71,26 @@ report = {"captured": {r: b.capture for r, b in graph.model.backends.items()},
 json.dump(report, open(sys.argv[1], "w"), indent=2)
 print({k: v for k, v in report.items() if k != "frames"})
 PY
+
+if [ -n "${CANDIDATE:-}" ] && [ -n "${CAMVID:-}" ]; then
+  for name in candidate twin; do
+    bundle=$CANDIDATE; [ "$name" = twin ] && bundle=${TWIN:-}
+    [ -n "$bundle" ] || continue
+    for dev in cuda cpu; do
+      for mode in carried reset; do
+        step "vidseg-eval $name $dev $mode"
+        extra=(); [ "$mode" = reset ] && extra=(--reset-every-frame)
+        timeout 120 $py -m vidseg.benchmarks.evaluate --model "$bundle" --device "$dev" -q \
+          --frames "$CAMVID/val" --labels "$CAMVID/valannot" "${extra[@]}" \
+          --json "$out/eval_${name}_${dev}_$mode.json" 2>&1 | tail -2; echo "exit $?"
+      done
+    done
+  done
+  step "vidseg-bench --device cuda --compare"
+  timeout 120 $py -m vidseg.benchmarks.bench --device cuda --frames 200 --warmup 20 --skip-video \
+    --compare "$CANDIDATE" ${TWIN:+"$TWIN"} --json "$out/bench_candidate.json" \
+    > "$out/bench_candidate.txt" 2>&1; echo "exit $?"; tail -6 "$out/bench_candidate.txt"
+fi
 
 step "720p clip"
 clip720=/tmp/clip720.mp4
@@ -164,6 +190,8 @@ summary = {
     "parity_min_graph_vs_plain": p.get("min_graph_vs_plain"),
     "parity_min_graph_vs_cpu": p.get("min_graph_vs_cpu"),
     "fp16": {k: v for k, v in f.items() if k != "summary"},
+    "candidate_eval": {p.stem.removeprefix("eval_"): {k: load(p.name).get(k) for k in (
+        "miou", "trimap_iou", "excess_flicker", "fps")} for p in sorted(out.glob("eval_*.json"))},
 }
 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 print(json.dumps(summary, indent=2)[:3000])

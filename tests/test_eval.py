@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from vidseg.benchmarks import evaluate
@@ -19,11 +20,13 @@ from vidseg.benchmarks.accuracy import boundary_band, evaluate_bundle, sequence_
 from vidseg.engine import Segmenter
 from vidseg.models.data import labelled_frame_paths, read_labelled_frame
 
+HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 VOID = 11  # the tiny bundle's ignore index (CamVid void)
 K = 11
 JSON_KEYS = {"miou", "per_class", "pixel_acc", "flicker", "excess_flicker", "truth_flicker",
              "excess_flicker_at_edges",
-             "trimap_iou", "fps", "frames", "sequences", "model", "reset_every_frame"}  # fmt: skip
+             "trimap_iou", "fps", "frames", "sequences", "model", "reset_every_frame",
+             "device"}  # fmt: skip
 
 
 def _val_images(camvid: Path, n: int) -> list[Path]:
@@ -107,6 +110,7 @@ def test_scores_equal_a_plain_loop(tiny_bundle: Path, camvid: Path, tmp_path: Pa
     got = json.loads(out.read_text())
     assert JSON_KEYS <= set(got)
     assert got["frames"] == 4 and got["sequences"] == 1 and got["reset_every_frame"] is False
+    assert got["device"] == "cpu"
     assert got["model"] == Segmenter(tiny_bundle).manifest.name and got["fps"] > 0
     images = _images(frames)
     truths = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(labels.iterdir())]
@@ -297,6 +301,47 @@ def test_bad_bundle_exits_3(camvid: Path, tmp_path: Path, capsys) -> None:
                           "--labels", str(labels), "-q"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 3 and err.count("\n") == 1 and err.startswith("vidseg-eval: error:")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA: the cuda run is tested below")
+def test_cuda_without_a_gpu_is_one_line(tiny_bundle: Path, camvid: Path, tmp_path: Path,
+                                        capsys) -> None:  # fmt: skip
+    frames, labels = _folder(tmp_path, camvid, ["f1"])
+    code = evaluate.main(["--model", str(tiny_bundle), "--frames", str(frames), "--labels",
+                          str(labels), "--device", "cuda", "-q"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 4 and err.count("\n") == 1 and "needs onnxruntime-gpu" in err, err  # backend
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu and a CUDA GPU")
+def test_cuda_scores_as_the_cpu(tiny_bundle: Path, camvid: Path, tmp_path: Path) -> None:
+    names = [p.stem for p in _val_images(camvid, 6)]
+    frames, labels = _folder(tmp_path, camvid, names)
+    got = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / f"{device}.json"
+        assert (
+            evaluate.main(
+                [
+                    "--model",
+                    str(tiny_bundle),
+                    "--frames",
+                    str(frames),
+                    "--labels",
+                    str(labels),
+                    "--device",
+                    device,
+                    "--json",
+                    str(out),
+                    "-q",
+                ]
+            )
+            == 0
+        )
+        got[device] = json.loads(out.read_text())
+    assert got["cuda"]["device"] == "cuda"
+    for key in ("miou", "pixel_acc", "trimap_iou", "excess_flicker"):
+        assert got["cuda"][key] == pytest.approx(got["cpu"][key], abs=0.1), key
 
 
 def test_eval_never_imports_torch(tiny_bundle: Path, camvid: Path, tmp_path: Path) -> None:

@@ -230,3 +230,32 @@ def test_bad_view_args_in_a_manifest_are_refused_in_one_line(tile_bundle, tmp_pa
         (bundle / "manifest.json").write_text(json.dumps(raw))
         with pytest.raises(BundleError, match=message):
             load_bundle(bundle)
+
+
+@pytest.mark.parametrize("path", ["fixed", "bound"])
+def test_the_gpu_paths_run_the_tile_bundle_as_the_plain_path(path: str, tile_bundle,
+                                                              sample_clip, monkeypatch) -> None:  # fmt: skip
+    """What ``--device cuda`` runs, on the CPU: IO binding, and the fixed buffers of the
+    CUDA-graph path (the uint8 view and the one-hot copied into bound inputs in place, the memory
+    ping-ponged); labels equal the plain path over 12 frames with a reset after 7."""
+    import functools
+
+    from vidseg.engine import loaded as loaded_module
+    from vidseg.engine.backends import BackendOptions
+    from vidseg.engine.segmenter import Segmenter
+    from vidseg.engine.video import read_frames
+
+    clip = [f.image for f in read_frames(sample_clip, max_frames=12)]
+    plain = Segmenter(tile_bundle)
+    if path == "bound":
+        monkeypatch.setattr(loaded_module, "BackendOptions",
+                            functools.partial(BackendOptions, io_binding=True))  # fmt: skip
+    other = Segmenter(tile_bundle, cuda_graph=path == "fixed")
+    backends = other.model.backends.values()
+    assert all(b.fixed for b in backends) if path == "fixed" else all(b.bound for b in backends)
+    for i, frame in enumerate(clip):
+        if i == 7:
+            plain.reset()
+            other.reset()
+        np.testing.assert_array_equal(plain.step(frame).labels, other.step(frame).labels,
+                                      err_msg=f"frame {i}")  # fmt: skip
