@@ -160,10 +160,10 @@ class TileMemory(TemporalModule):
                         {"offsets": [list(o) for o in self.offsets]}))  # fmt: skip
 
     def describe(self) -> dict:
-        """The manifest's ``train.tiles`` entry."""
+        """The manifest's ``train.tiles`` entry (the tiles' offsets are the ``tile_view``
+        provider's args, :attr:`aux_specs`)."""
         return {"grid": list(self.tiles), "scale": self.scale, "blend": self.blend,
-                "ramp_cells": self.ramp, "flow_factor": self.flow_factor, "view": list(self.view),
-                "offsets": [list(o) for o in self.offsets]}  # fmt: skip
+                "ramp_cells": self.ramp, "flow_factor": self.flow_factor, "view": list(self.view)}  # fmt: skip
 
     def forward(self, flow: torch.Tensor, tile: torch.Tensor, view: torch.Tensor,
                 memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip

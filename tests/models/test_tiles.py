@@ -142,7 +142,8 @@ def test_engine_runs_the_tile_bundle_as_torch_streams_it(tile_bundle, sample_cli
         ("flow", "dis_flow"), ("tile", "tile_cycle"), ("view", "tile_view")]  # fmt: skip
     view = manifest.aux_inputs[2]
     assert view.dtype == "uint8" and view.shape == (64, 96, 3)
-    assert view.args == {"offsets": manifest.train["tiles"]["offsets"]}
+    # 64x96 tiles of the 96x128 frame, in snake order: consecutive tiles are neighbours
+    assert view.args == {"offsets": [[0, 0], [0, 32], [32, 32], [32, 0]]}
     assert manifest.train["tiles"]["grid"] == [2, 2]
     # the graph never sees the whole frame: the engine cuts the view
     import onnx
