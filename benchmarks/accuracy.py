@@ -19,7 +19,10 @@ the pixels that are non-void in both labels, pooled over the frames, in percent:
 * ``excess_flicker`` -- pixels whose prediction changes while the truth does not;
 * ``excess_flicker_at_edges`` -- the part of ``excess_flicker`` within ``EDGE_PX`` of a true class
   boundary in either frame (:func:`boundary_band`): boundaries that move differently from the
-  true ones as the camera moves, rather than labels flipping inside a region.
+  true ones as the camera moves, rather than labels flipping inside a region;
+* ``error_persistence`` -- of the pixels wrong in one frame whose truth stays the same in the next,
+  the share wrong again there: how much of a model's error a memory that averages frames could
+  not remove (errors that come and go average out; errors that stay do not).
 
 On unlabelled video the meter measures ``flicker`` alone, over every pixel.
 
@@ -55,6 +58,7 @@ class Flicker:
     truth: float  # true label changes (nan without truth)
     excess: float  # predicted changes where the truth stays the same (nan without truth)
     excess_at_edges: float  # the part of ``excess`` within EDGE_PX of a true edge (nan: no truth)
+    persistence: float = float("nan")  # wrong pixels (truth unchanged) wrong again next frame
 
 
 class FlickerMeter:
@@ -71,6 +75,7 @@ class FlickerMeter:
         self._prev: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
         self._labelled: bool | None = None  # whether the frames come with truth
         self._counted = self._pred = self._truth = self._excess = self._at_edges = 0
+        self._wrong = self._wrong_again = 0  # wrong pixels where the truth stays; wrong next too
 
     def add(self, pred: np.ndarray, truth: np.ndarray | None = None,
             edges: np.ndarray | None = None) -> None:  # fmt: skip
@@ -102,6 +107,9 @@ class FlickerMeter:
                 self._truth += int(truth_changed.sum())
                 self._excess += int(excess.sum())
                 self._at_edges += int((excess & (edges | prev_edges)).sum())
+                wrong = (prev_pred != prev_truth) & keep & ~truth_changed
+                self._wrong += int(wrong.sum())
+                self._wrong_again += int((wrong & (pred != truth)).sum())
         self._prev = (pred.copy(), None if truth is None else truth.copy(), edges)
 
     def cut(self) -> None:
@@ -114,8 +122,9 @@ class FlickerMeter:
         pred = 100 * self._pred / self._counted
         if not self._labelled:
             return Flicker(pred, float("nan"), float("nan"), float("nan"))
+        persistence = 100 * self._wrong_again / self._wrong if self._wrong else float("nan")
         return Flicker(pred, 100 * self._truth / self._counted, 100 * self._excess / self._counted,
-                       100 * self._at_edges / self._counted)  # fmt: skip
+                       100 * self._at_edges / self._counted, persistence)  # fmt: skip
 
 
 BAND_PX = 2  # half-width of the trimap band around ground-truth class boundaries
@@ -199,18 +208,21 @@ class FrameScorer:
                 self.flicker.result())  # fmt: skip
 
     def scores(self) -> dict[str, float]:
-        """``result()`` as the four numbers the comparison tools print (:func:`score_table`):
-        miou, trimap_iou, flicker, excess_flicker (percent, unrounded)."""
+        """``result()`` as the numbers the comparison tools print (:func:`score_table`): miou,
+        trimap_iou, flicker, excess_flicker, error_persistence (percent, unrounded)."""
         metrics, trimap, flicker = self.result()
         return {"miou": metrics.miou, "trimap_iou": trimap.miou, "flicker": flicker.pred,
-                "excess_flicker": flicker.excess}  # fmt: skip
+                "excess_flicker": flicker.excess,
+                "error_persistence": flicker.persistence}  # fmt: skip
 
 
 def score_table(first: str, rows: Iterable[tuple[str, Mapping[str, float]]]) -> str:
     """A markdown table of :meth:`FrameScorer.scores` rows, each named in column ``first``."""
-    lines = [f"| {first} | mIoU | trimap IoU | flicker | excess flicker |", "|---|---|---|---|---|"]
+    lines = [f"| {first} | mIoU | trimap IoU | flicker | excess flicker | errors persisting |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {name} | {r['miou']:.2f} | {r['trimap_iou']:.2f} | {r['flicker']:.2f} | "
-              f"{r['excess_flicker']:.2f} |" for name, r in rows]  # fmt: skip
+              f"{r['excess_flicker']:.2f} | {r['error_persistence']:.1f} |"
+              for name, r in rows]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -143,6 +143,33 @@ def test_excess_flicker_at_edges_counts_changes_near_a_true_boundary() -> None:
     assert np.isnan(unlabelled.result().excess_at_edges)
 
 
+def test_error_persistence_counts_errors_that_stay() -> None:
+    """Truth class 1 everywhere, unchanged. Frame 1 is wrong on 10 pixels, frame 2 on 4 of
+    them and 6 others, frame 3 on none: 4 of 10, then 0 of 10, stayed wrong (20 %). Pixels
+    whose truth changes, or void, are never counted."""
+    truth = np.ones((10, 10), np.uint8)
+    first, second, third = truth.copy(), truth.copy(), truth.copy()
+    first[0, :] = 2
+    second[0, :4] = 2
+    second[5, :6] = 4
+    meter = FlickerMeter(11)
+    for pred in (first, second, third):
+        meter.add(pred, truth)
+    assert meter.result().persistence == pytest.approx(100 * 4 / 20)
+    # the same errors where the truth itself changes (or is void) do not count
+    moved = truth.copy()
+    moved[0, :] = 2
+    moved[9, 0] = 11
+    meter = FlickerMeter(11)
+    meter.add(first, truth)
+    meter.add(first, moved)
+    assert np.isnan(meter.result().persistence)
+    unlabelled = FlickerMeter(11)
+    unlabelled.add(first)
+    unlabelled.add(second)
+    assert np.isnan(unlabelled.result().persistence)
+
+
 def test_accuracy_report_fields(tiny_bundle: Path, camvid: Path, tmp_path: Path) -> None:
     root = _root_with_labels(camvid, tmp_path, _predictions(tiny_bundle, camvid, carry=True))
     report = accuracy_report(Segmenter(tiny_bundle), root)

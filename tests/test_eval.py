@@ -26,7 +26,7 @@ K = 11
 JSON_KEYS = {"miou", "per_class", "pixel_acc", "flicker", "excess_flicker", "truth_flicker",
              "excess_flicker_at_edges",
              "trimap_iou", "fps", "frames", "sequences", "model", "reset_every_frame",
-             "device"}  # fmt: skip
+             "device", "error_persistence"}  # fmt: skip
 
 
 def _val_images(camvid: Path, n: int) -> list[Path]:
@@ -129,7 +129,7 @@ def test_scores_equal_a_plain_loop(tiny_bundle: Path, camvid: Path, tmp_path: Pa
     trimap, _, _ = _miou([(p[b], t[b]) for p, t, b in zip(preds, truths, bands)])
     assert got["trimap_iou"] == pytest.approx(trimap, abs=0.005)
     assert got["trimap_iou"] != pytest.approx(got["miou"], abs=0.5)  # the band is not the frame
-    counted = changed = truth_changed = excess = at_edges = 0
+    counted = changed = truth_changed = excess = at_edges = wrong = wrong_again = 0
     for a, b, ta, tb in zip(preds, preds[1:], truths, truths[1:]):
         keep = (ta < K) & (tb < K)
         counted += keep.sum()
@@ -138,10 +138,13 @@ def test_scores_equal_a_plain_loop(tiny_bundle: Path, camvid: Path, tmp_path: Pa
         excess += ((a != b) & (ta == tb) & keep).sum()
         edges = _band_by_offsets(ta, got["edge_px"]) | _band_by_offsets(tb, got["edge_px"])
         at_edges += ((a != b) & (ta == tb) & keep & edges).sum()
+        wrong += ((a != ta) & (ta == tb) & keep).sum()
+        wrong_again += ((a != ta) & (b != tb) & (ta == tb) & keep).sum()
     assert got["flicker"] == pytest.approx(100 * changed / counted, abs=0.005)
     assert got["truth_flicker"] == pytest.approx(100 * truth_changed / counted, abs=0.005)
     assert got["excess_flicker"] == pytest.approx(100 * excess / counted, abs=0.005)
     assert got["excess_flicker_at_edges"] == pytest.approx(100 * at_edges / counted, abs=0.005)
+    assert wrong and got["error_persistence"] == pytest.approx(100 * wrong_again / wrong, abs=0.005)
 
 
 def test_state_resets_where_the_drive_changes(tiny_bundle: Path, camvid: Path,
