@@ -21,8 +21,11 @@ the pixels that are non-void in both labels, pooled over the frames, in percent:
   boundary in either frame (:func:`boundary_band`): boundaries that move differently from the
   true ones as the camera moves, rather than labels flipping inside a region;
 * ``error_persistence`` -- of the pixels wrong in one frame whose truth stays the same in the next,
-  the share wrong again there: how much of a model's error a memory that averages frames could
-  not remove (errors that come and go average out; errors that stay do not).
+  the share wrong again there: errors that stay, which no averaging over frames removes;
+* ``excess_flicker_reverting`` -- of the excess changes (a pixel's prediction changes while its
+  truth stays, and the truth stays one frame more), the share that changes back in the next
+  frame: one-frame blips, what a memory that averages frames removes best; the rest are steps,
+  a predicted label that changes and stays changed.
 
 On unlabelled video the meter measures ``flicker`` alone, over every pixel.
 
@@ -59,6 +62,7 @@ class Flicker:
     excess: float  # predicted changes where the truth stays the same (nan without truth)
     excess_at_edges: float  # the part of ``excess`` within EDGE_PX of a true edge (nan: no truth)
     persistence: float = float("nan")  # wrong pixels (truth unchanged) wrong again next frame
+    reverting: float = float("nan")  # excess changes undone in the next frame (truth steady)
 
 
 class FlickerMeter:
@@ -76,6 +80,11 @@ class FlickerMeter:
         self._labelled: bool | None = None  # whether the frames come with truth
         self._counted = self._pred = self._truth = self._excess = self._at_edges = 0
         self._wrong = self._wrong_again = 0  # wrong pixels where the truth stays; wrong next too
+        self._steps = self._reverted = (
+            0  # excess changes with the truth steady a frame more; undone
+        )
+        # the last pair's excess changes and the prediction before them, to see them undone
+        self._last_excess: tuple[np.ndarray, np.ndarray] | None = None
 
     def add(self, pred: np.ndarray, truth: np.ndarray | None = None,
             edges: np.ndarray | None = None) -> None:  # fmt: skip
@@ -110,11 +119,17 @@ class FlickerMeter:
                 wrong = (prev_pred != prev_truth) & keep & ~truth_changed
                 self._wrong += int(wrong.sum())
                 self._wrong_again += int((wrong & (pred != truth)).sum())
+                if self._last_excess is not None:
+                    last, before = self._last_excess
+                    steady = last & keep & ~truth_changed
+                    self._steps += int(steady.sum())
+                    self._reverted += int((steady & (pred == before)).sum())
+                self._last_excess = (excess, prev_pred)
         self._prev = (pred.copy(), None if truth is None else truth.copy(), edges)
 
     def cut(self) -> None:
         """A new sequence starts: the next frame forms no pair with the last one."""
-        self._prev = None
+        self._prev = self._last_excess = None
 
     def result(self) -> Flicker:
         if not self._counted:
@@ -123,8 +138,9 @@ class FlickerMeter:
         if not self._labelled:
             return Flicker(pred, float("nan"), float("nan"), float("nan"))
         persistence = 100 * self._wrong_again / self._wrong if self._wrong else float("nan")
+        reverting = 100 * self._reverted / self._steps if self._steps else float("nan")
         return Flicker(pred, 100 * self._truth / self._counted, 100 * self._excess / self._counted,
-                       100 * self._at_edges / self._counted, persistence)  # fmt: skip
+                       100 * self._at_edges / self._counted, persistence, reverting)  # fmt: skip
 
 
 BAND_PX = 2  # half-width of the trimap band around ground-truth class boundaries
@@ -209,20 +225,21 @@ class FrameScorer:
 
     def scores(self) -> dict[str, float]:
         """``result()`` as the numbers the comparison tools print (:func:`score_table`): miou,
-        trimap_iou, flicker, excess_flicker, error_persistence (percent, unrounded)."""
+        trimap_iou, flicker, excess_flicker, excess_flicker_reverting, error_persistence (percent,
+        unrounded)."""
         metrics, trimap, flicker = self.result()
         return {"miou": metrics.miou, "trimap_iou": trimap.miou, "flicker": flicker.pred,
-                "excess_flicker": flicker.excess,
+                "excess_flicker": flicker.excess, "excess_flicker_reverting": flicker.reverting,
                 "error_persistence": flicker.persistence}  # fmt: skip
 
 
 def score_table(first: str, rows: Iterable[tuple[str, Mapping[str, float]]]) -> str:
     """A markdown table of :meth:`FrameScorer.scores` rows, each named in column ``first``."""
-    lines = [f"| {first} | mIoU | trimap IoU | flicker | excess flicker | errors persisting |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [f"| {first} | mIoU | trimap IoU | flicker | excess flicker | of it undone a frame "
+             "later | errors persisting |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {name} | {r['miou']:.2f} | {r['trimap_iou']:.2f} | {r['flicker']:.2f} | "
-              f"{r['excess_flicker']:.2f} | {r['error_persistence']:.1f} |"
-              for name, r in rows]  # fmt: skip
+              f"{r['excess_flicker']:.2f} | {r['excess_flicker_reverting']:.1f} | "
+              f"{r['error_persistence']:.1f} |" for name, r in rows]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -60,6 +60,7 @@ def report(score: BundleScore, segmenter: Segmenter, bundle: Path, reset_every_f
         "excess_flicker_at_edges": _pct(score.flicker.excess_at_edges),
         "edge_px": EDGE_PX,
         "error_persistence": _pct(score.flicker.persistence),
+        "excess_flicker_reverting": _pct(score.flicker.reverting),
         "truth_flicker": _pct(score.flicker.truth),
         "fps": round(score.fps, 2),
     }
@@ -102,8 +103,9 @@ def summary(result: dict[str, object]) -> str:
         f"({result['trimap_band_px']} px) {_fmt(result['trimap_iou'])}",
         f"  flicker {_fmt(result['flicker'])}% (excess {_fmt(result['excess_flicker'])}, of it "
         f"{_fmt(result['excess_flicker_at_edges'])} within {result['edge_px']} px of a true edge; "
-        f"truth {_fmt(result['truth_flicker'])}; errors persisting "
-        f"{_fmt(result['error_persistence'])}%)  {result['fps']:.1f} fps (engine steps)",
+        f"truth {_fmt(result['truth_flicker'])}; {_fmt(result['excess_flicker_reverting'])}% "
+        f"of it undone a frame later; errors persisting {_fmt(result['error_persistence'])}%)  "
+        f"{result['fps']:.1f} fps (engine steps)",
         "  IoU: " + ", ".join(f"{c} {_fmt(v)}" for c, v in result["per_class"].items()),
     ]
     return "\n".join(lines)

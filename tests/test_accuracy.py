@@ -170,6 +170,34 @@ def test_error_persistence_counts_errors_that_stay() -> None:
     assert np.isnan(unlabelled.result().persistence)
 
 
+def test_reverting_share_counts_blips_not_steps() -> None:
+    """Truth class 1 everywhere for four frames. Frame 1 blips one pixel to 2 (undone in frame
+    2) and steps another to 3 (kept): of the pair (0, 1)'s two excess changes one is undone;
+    frame 2's undoing is itself an excess change, kept in frame 3. One of three: 33.3 %. A cut
+    forgets the last pair."""
+    truth = np.ones((4, 4), np.uint8)
+    frames = [truth.copy() for _ in range(4)]
+    frames[1][0, 0] = 2
+    frames[1][3, 3] = frames[2][3, 3] = frames[3][3, 3] = 3
+    meter = FlickerMeter(11)
+    for pred in frames:
+        meter.add(pred, truth)
+    assert meter.result().reverting == pytest.approx(100 / 3)
+    cut = FlickerMeter(11)
+    cut.add(frames[0], truth)
+    cut.add(frames[1], truth)
+    cut.cut()
+    cut.add(frames[2], truth)
+    assert np.isnan(cut.result().reverting)
+    # where the truth changes in the third frame, the change is not counted
+    moved = FlickerMeter(11)
+    third = truth.copy()
+    third[0, 0] = third[3, 3] = 5
+    for pred, true in zip(frames[:3], (truth, truth, third)):
+        moved.add(pred, true)
+    assert np.isnan(moved.result().reverting)
+
+
 def test_accuracy_report_fields(tiny_bundle: Path, camvid: Path, tmp_path: Path) -> None:
     root = _root_with_labels(camvid, tmp_path, _predictions(tiny_bundle, camvid, carry=True))
     report = accuracy_report(Segmenter(tiny_bundle), root)

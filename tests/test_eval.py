@@ -26,7 +26,7 @@ K = 11
 JSON_KEYS = {"miou", "per_class", "pixel_acc", "flicker", "excess_flicker", "truth_flicker",
              "excess_flicker_at_edges",
              "trimap_iou", "fps", "frames", "sequences", "model", "reset_every_frame",
-             "device", "error_persistence"}  # fmt: skip
+             "device", "error_persistence", "excess_flicker_reverting"}  # fmt: skip
 
 
 def _val_images(camvid: Path, n: int) -> list[Path]:
@@ -145,6 +145,15 @@ def test_scores_equal_a_plain_loop(tiny_bundle: Path, camvid: Path, tmp_path: Pa
     assert got["excess_flicker"] == pytest.approx(100 * excess / counted, abs=0.005)
     assert got["excess_flicker_at_edges"] == pytest.approx(100 * at_edges / counted, abs=0.005)
     assert wrong and got["error_persistence"] == pytest.approx(100 * wrong_again / wrong, abs=0.005)
+    steps = undone = 0
+    for a, b, c, ta, tb, tc in zip(preds, preds[1:], preds[2:], truths, truths[1:], truths[2:]):
+        steady = (a != b) & (ta == tb) & (tb == tc) & (ta < K)
+        steps += steady.sum()
+        undone += (steady & (c == a)).sum()
+    if steps:
+        assert got["excess_flicker_reverting"] == pytest.approx(100 * undone / steps, abs=0.005)
+    else:
+        assert got["excess_flicker_reverting"] is None
 
 
 def test_state_resets_where_the_drive_changes(tiny_bundle: Path, camvid: Path,
