@@ -102,10 +102,11 @@ def summary(result: dict[str, object]) -> str:
         f"  mIoU {_fmt(result['miou'])}  pixel acc {_fmt(result['pixel_acc'])}  trimap IoU "
         f"({result['trimap_band_px']} px) {_fmt(result['trimap_iou'])}",
         f"  flicker {_fmt(result['flicker'])}% (excess {_fmt(result['excess_flicker'])}, of it "
-        f"{_fmt(result['excess_flicker_at_edges'])} within {result['edge_px']} px of a true edge; "
-        f"truth {_fmt(result['truth_flicker'])}; {_fmt(result['excess_flicker_reverting'])}% "
-        f"of it undone a frame later; errors persisting {_fmt(result['error_persistence'])}%)  "
-        f"{result['fps']:.1f} fps (engine steps)",
+        f"{_fmt(result['excess_flicker_at_edges'])} within {result['edge_px']} px of a true edge "
+        f"and {_fmt(result['excess_flicker_reverting'])}% undone a frame later; truth "
+        f"{_fmt(result['truth_flicker'])})",
+        f"  errors persisting {_fmt(result['error_persistence'])}%  {result['fps']:.1f} fps "
+        "(engine steps)",
         "  IoU: " + ", ".join(f"{c} {_fmt(v)}" for c, v in result["per_class"].items()),
     ]
     return "\n".join(lines)
