@@ -26,7 +26,8 @@ With the frames (unless ``--no-flow``), rows about a memory, on the engine's DIS
   to a network's edges, whatever the network.
 
 Each row is scored as ``vidseg-eval`` scores a bundle (mIoU, trimap IoU, flicker, excess
-flicker) over the val drive; the truth itself scores 100 and no excess. Where a shifted or held
+flicker, the share of it undone a frame later, errors persisting) over the val drive; the truth
+itself scores 100 and no excess. Where a shifted or held
 label is void, the frame's own truth stands in (a prediction never says void).
 
 The numbers in docs/accuracy.md were made with::
