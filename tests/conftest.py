@@ -124,6 +124,20 @@ def save_tiny_checkpoint(path: Path, name: str = "recurrent-lite0-gru") -> Path:
 
 
 @pytest.fixture(scope="session")
+def tile_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tile-memory bundle: an untrained perframe-lite0-sep checkpoint (``pf.pt`` beside it)
+    exported with ``--tiles 2x2 --tile-scale 1.5``: 64x96 views of a 96x128 frame."""
+    from vidseg.export.cli import main
+
+    root = tmp_path_factory.mktemp("tiles")
+    ckpt = save_tiny_checkpoint(root / "pf.pt", "perframe-lite0-sep")
+    out = root / "tiles.vidseg"
+    assert main([str(ckpt), "--out", str(out), "--tiles", "2x2", "--tile-scale", "1.5",
+                 "--label-stride", "4", "--logits", "--parity-frames", "8"]) == 0  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint in vidseg-train's format holding the tiny recurrent model."""
     return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "last.pt")

@@ -27,13 +27,13 @@ def clip(sample_clip: Path) -> list[np.ndarray]:
     return [f.image for f in read_frames(sample_clip, max_frames=16)]
 
 
-@pytest.mark.parametrize("family", ["recurrent", "keyframe", "split"])
+@pytest.mark.parametrize("family", ["recurrent", "keyframe", "split", "tiles"])
 def test_io_binding_path_matches_numpy_path(family: str, request, clip, monkeypatch) -> None:
     """State (recurrent) and cache (keyframe) stay OrtValues from run to run, fed back without a
     copy; labels match the numpy path exactly, through a reset. A split bundle's features also
-    stay OrtValues between its encode and step graphs."""
-    bundle = request.getfixturevalue({"recurrent": "tiny_bundle", "split": "tiny_split_bundle",
-                                      "keyframe": "tiny_keyframe_bundle"}[family])  # fmt: skip
+    stay OrtValues between its encode and step graphs. A tile bundle's uint8 view and one-hot
+    go in as bound inputs like any aux input."""
+    bundle = request.getfixturevalue(BUNDLES[family])
     schedule = Schedule("fixed", 3) if family == "keyframe" else None
     plain = Segmenter(bundle, schedule=schedule)
     monkeypatch.setattr(loaded_module, "BackendOptions",
@@ -79,7 +79,7 @@ def test_cuda_matches_cpu(tiny_bundle: Path, clip) -> None:
 
 
 BUNDLES = {"recurrent": "tiny_bundle", "split": "tiny_split_bundle",
-           "keyframe": "tiny_keyframe_bundle"}  # fmt: skip
+           "keyframe": "tiny_keyframe_bundle", "tiles": "tile_bundle"}  # fmt: skip
 
 
 def _bind_everything(monkeypatch) -> None:
@@ -155,8 +155,9 @@ def _state_bytes(seg: Segmenter) -> int:
 @pytest.mark.parametrize("family", list(BUNDLES))
 def test_fixed_buffer_path_matches_numpy_path(family: str, request, clip) -> None:
     """``cuda_graph=True`` on the CPU: fixed buffers, state ping-ponged between two sets, the
-    frame copied in with update_inplace; labels equal the numpy path over 20 frames with a
-    reset (what the CUDA-graph path runs on a GPU, without the capture)."""
+    frame (a tile bundle: its view and one-hot) copied in with update_inplace; labels equal the
+    numpy path over 20 frames with a reset (what the CUDA-graph path runs on a GPU, without the
+    capture)."""
     bundle = request.getfixturevalue(BUNDLES[family])
     schedule = Schedule("fixed", 3) if family == "keyframe" else None
     plain = Segmenter(bundle, schedule=schedule)

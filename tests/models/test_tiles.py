@@ -4,8 +4,6 @@ stream."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -115,19 +113,6 @@ def test_bad_wrappings_are_refused_in_one_line(inner, tiny_model_factory) -> Non
         TileMemory(inner, GRID, SCALE, blend=0.0)
 
 
-@pytest.fixture(scope="module")
-def tile_bundle(tmp_path_factory) -> Path:
-    from tests.conftest import save_tiny_checkpoint
-    from vidseg.export.cli import main
-
-    root = tmp_path_factory.mktemp("tiles")
-    ckpt = save_tiny_checkpoint(root / "pf.pt", "perframe-lite0-sep")
-    out = root / "tiles.vidseg"
-    assert main([str(ckpt), "--out", str(out), "--tiles", "2x2", "--tile-scale", str(SCALE),
-                 "--label-stride", "4", "--logits", "--parity-frames", "8"]) == 0  # fmt: skip
-    return out
-
-
 def test_engine_runs_the_tile_bundle_as_torch_streams_it(tile_bundle, sample_clip) -> None:
     """Twelve clip frames with a reset after six: the engine's labels (at their stride) against
     the torch wrapper streaming the same frames with its own providers."""
@@ -153,7 +138,7 @@ def test_engine_runs_the_tile_bundle_as_torch_streams_it(tile_bundle, sample_cli
     frames = parity_frames(sample_clip, (96, 128), 12)
     seg = Segmenter(tile_bundle, warmup=False)
     inner, _ = model_from_checkpoint(tile_bundle.parent / "pf.pt")
-    model = TileMemory(inner.eval(), GRID, SCALE).eval()
+    model = TileMemory(inner.eval(), GRID, manifest.train["tiles"]["scale"]).eval()
     memory = None
     agree = []
     with torch.no_grad():
@@ -231,32 +216,3 @@ def test_bad_view_args_in_a_manifest_are_refused_in_one_line(tile_bundle, tmp_pa
         (bundle / "manifest.json").write_text(json.dumps(raw))
         with pytest.raises(BundleError, match=message):
             load_bundle(bundle)
-
-
-@pytest.mark.parametrize("path", ["fixed", "bound"])
-def test_the_gpu_paths_run_the_tile_bundle_as_the_plain_path(path: str, tile_bundle,
-                                                              sample_clip, monkeypatch) -> None:  # fmt: skip
-    """What ``--device cuda`` runs, on the CPU: IO binding, and the fixed buffers of the
-    CUDA-graph path (the uint8 view and the one-hot copied into bound inputs in place, the memory
-    ping-ponged); labels equal the plain path over 12 frames with a reset after 7."""
-    import functools
-
-    from vidseg.engine import loaded as loaded_module
-    from vidseg.engine.backends import BackendOptions
-    from vidseg.engine.segmenter import Segmenter
-    from vidseg.engine.video import read_frames
-
-    clip = [f.image for f in read_frames(sample_clip, max_frames=12)]
-    plain = Segmenter(tile_bundle)
-    if path == "bound":
-        monkeypatch.setattr(loaded_module, "BackendOptions",
-                            functools.partial(BackendOptions, io_binding=True))  # fmt: skip
-    other = Segmenter(tile_bundle, cuda_graph=path == "fixed")
-    backends = other.model.backends.values()
-    assert all(b.fixed for b in backends) if path == "fixed" else all(b.bound for b in backends)
-    for i, frame in enumerate(clip):
-        if i == 7:
-            plain.reset()
-            other.reset()
-        np.testing.assert_array_equal(plain.step(frame).labels, other.step(frame).labels,
-                                      err_msg=f"frame {i}")  # fmt: skip
