@@ -80,9 +80,8 @@ class FlickerMeter:
         self._labelled: bool | None = None  # whether the frames come with truth
         self._counted = self._pred = self._truth = self._excess = self._at_edges = 0
         self._wrong = self._wrong_again = 0  # wrong pixels where the truth stays; wrong next too
-        self._steps = self._reverted = (
-            0  # excess changes with the truth steady a frame more; undone
-        )
+        # excess changes with the truth steady a frame more; of those, undone in the next frame
+        self._steps = self._reverted = 0
         # the last pair's excess changes and the prediction before them, to see them undone
         self._last_excess: tuple[np.ndarray, np.ndarray] | None = None
 

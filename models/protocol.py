@@ -32,8 +32,9 @@ GraphFn = Callable[..., "tuple[torch.Tensor, ...] | torch.Tensor"]
 class GraphSpec:
     """One graph a model exports: ``fn(normalised frame, *aux, *carried_in)`` returns the logits,
     or ``(logits, *carried_out)`` (``fn(*aux, *carried_in)`` where ``reads_frame`` is False: a
-    graph that reads only views the engine cuts from the frame, ``engine.tiles``). Carried tensors are state or key-frame cache entries of the
-    model's cfg; the graph's inputs are named ``<name>_in``, its outputs ``<name>_out``.
+    graph that reads only views the engine cuts from the frame, ``engine.tiles``). Carried
+    tensors are state or key-frame cache entries of the model's cfg; the graph's inputs are
+    named ``<name>_in``, its outputs ``<name>_out``.
 
     ``fn`` is the model itself (its ``forward`` through ``__call__``) or one of its methods, as
     the export has always traced it: the ONNX node names follow the modules it calls.
@@ -143,8 +144,9 @@ class TemporalModule(nn.Module):
         (zeros on the frame's device at a stream's start). ``aux`` is fed after the frame,
         before the state (the step graph's order): the frame's aux inputs precomputed, or None:
         those providers (``engine.flow.AUX_PROVIDERS``) compute them from the frame here."""
+        step = self.export_graphs()["step"]
         if memory is None:
-            specs = () if aux is not None else self.export_graphs()["step"].aux
+            specs = () if aux is not None else step.aux
             providers = [(spec.name, make_provider(spec)) for spec in specs]
             memory = (providers, self.initial_state(*frame.shape[:3], device=frame.device))
         providers, state = memory  # type: ignore[misc]
@@ -152,7 +154,7 @@ class TemporalModule(nn.Module):
             aux = {name: torch.from_numpy(p(frame[0].cpu().numpy())).to(frame.device)
                    for name, p in providers}  # fmt: skip
         inputs = (*aux.values(), *state)
-        if self.export_graphs()["step"].reads_frame:
+        if step.reads_frame:
             inputs = (normalize(frame), *inputs)
         logits, *state = self(*inputs)  # type: ignore[misc]
         return logits, (providers, tuple(state))

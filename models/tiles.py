@@ -24,9 +24,9 @@ of any bundle.
 Family ``recurrent``: the memory is the one state tensor (``memory_in``/``memory_out``), the flow,
 the tile choice and the view are aux inputs; the graph has no frame input (the engine resizes
 the frame to the large size, computes the flow on it and cuts the view, so the graph never
-normalises or resizes the whole frame: 1.8 ms less per step at 448x640 on two cores). Nothing is trained: ``vidseg-export CHECKPOINT --tiles RxC``
-wraps a trained per-frame checkpoint (``TileMemory``), and parity checks the wrapper like any
-model.
+normalises or resizes the whole frame: 1.8 ms less per step at 448x640 on two cores). Nothing
+is trained: ``vidseg-export CHECKPOINT --tiles RxC`` wraps a trained per-frame checkpoint
+(``TileMemory``), and parity checks the wrapper like any model.
 """
 
 from __future__ import annotations
@@ -163,7 +163,8 @@ class TileMemory(TemporalModule):
         """The manifest's ``train.tiles`` entry (the tiles' offsets are the ``tile_view``
         provider's args, :attr:`aux_specs`)."""
         return {"grid": list(self.tiles), "scale": self.scale, "blend": self.blend,
-                "ramp_cells": self.ramp, "flow_factor": self.flow_factor, "view": list(self.view)}  # fmt: skip
+                "ramp_cells": self.ramp, "flow_factor": self.flow_factor,
+                "view": list(self.view)}  # fmt: skip
 
     def forward(self, flow: torch.Tensor, tile: torch.Tensor, view: torch.Tensor,
                 memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
