@@ -25,6 +25,14 @@ With the frames (unless ``--no-flow``), rows about a memory, on the engine's DIS
   2x2 tiles at 1.4x, the engine's providers cutting its views): what the memory itself does
   to a network's edges, whatever the network.
 
+With ``--bundle B``, rows about a real network: ``B``'s labels through the engine (state carried,
+as ``vidseg-eval`` gives them), then the same labels put to a vote over a window of frames, the
+neighbours' labels carried onto each frame by chained DIS flow (``vote of N``: each neighbour
+has a vote, the frame's own label 1.5, so a lone neighbour never overrules it). With frames before
+only, it is a memory that votes over what it has seen; with frames after too, a filter no
+streaming engine can run (it waits for the future): how far carrying labels with this flow can
+calm this bundle at all.
+
 Each row is scored as ``vidseg-eval`` scores a bundle (mIoU, trimap IoU, flicker, excess
 flicker, the share of it undone a frame later, errors persisting) over the val drive; the truth
 itself scores 100 and no excess. Where a shifted or held
@@ -32,12 +40,13 @@ label is void, the frame's own truth stands in (a prediction never says void).
 
 The numbers in docs/accuracy.md were made with::
 
-    python -m vidseg.benchmarks.flicker_floor --data ../shared/data/camvid --grid 80x112 112x160 180x240
+    python -m vidseg.benchmarks.flicker_floor --data ../shared/data/camvid --grid 80x112 112x160 180x240 --bundle runs/ftA_twin320.vidseg runs/ftA_tilesV.vidseg --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Callable, Iterator
 
@@ -91,12 +100,35 @@ def carried(labels: list[np.ndarray], flows: list[np.ndarray]) -> list[np.ndarra
     return out
 
 
+def voted(labels: list[np.ndarray], flows: tuple[list[np.ndarray], list[np.ndarray]],
+          before: int, after: int) -> list[np.ndarray]:  # fmt: skip
+    """Each frame's labels replaced by the majority of its own and of its ``before`` previous and
+    ``after`` next frames' labels, each carried onto it by chained flow (:func:`carried`);
+    ``flows`` = (:func:`frame_flows` of the frames, of the frames reversed). Each neighbour has
+    a vote and the frame's own label 1.5, so a lone neighbour never overrules it. With
+    ``after`` = 0 it is causal: what a memory that votes over what it has seen could show."""
+    forward, backward = flows
+    views, chain = [], labels
+    for _ in range(before):
+        chain = carried(chain, forward)
+        views.append(chain)
+    chain = labels[::-1]
+    for _ in range(after):
+        chain = carried(chain, backward)
+        views.append(chain[::-1])
+    out = []
+    for i, own in enumerate(labels):
+        votes = 1.5 * (own[None] == np.arange(NUM_CLASSES + 1)[:, None, None])
+        for view in views:
+            votes += view[i][None] == np.arange(NUM_CLASSES + 1)[:, None, None]
+        out.append(np.where(votes.max(0) > 1.5, votes.argmax(0), own).astype(np.uint8))
+    return out
+
+
 def steadied(labels: list[np.ndarray], frames: list[np.ndarray]) -> list[np.ndarray]:
     """Each frame's truth, but where both neighbours, carried onto it by the flow, agree on a
     label it lacks, that label: the annotation's own frame-to-frame jitter taken out."""
-    before = carried(labels, frame_flows(frames))
-    after = carried(labels[::-1], frame_flows(frames[::-1]))[::-1]
-    return [np.where((b == a) & (b != t), b, t) for t, b, a in zip(labels, before, after)]
+    return voted(labels, (frame_flows(frames), frame_flows(frames[::-1])), 1, 1)
 
 
 def frame_flows(frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -200,6 +232,30 @@ def floor_rows(labels: list[np.ndarray], grids: list[tuple[int, int]], shifts: l
         yield f"{name}, tile memory", score(labels, lambda i, t=tiled: t[i])
 
 
+VOTES = ((2, 0), (3, 0), (1, 1), (2, 2))  # (frames before, after) of --bundle's vote rows
+
+
+def bundle_rows(bundle: str, labels: list[np.ndarray], frames: list[np.ndarray],
+                threads: int | None = None) -> Iterator[tuple[str, dict[str, float]]]:  # fmt: skip
+    """(row name, scores) for ``bundle``'s labels through the engine (state carried, as
+    ``vidseg-eval`` scores it), then for the same labels :func:`voted` over each window of
+    :data:`VOTES`: how much any filter that carries labels with the engine's flow could calm
+    this bundle, with the frames before it and, not causal, the frames after."""
+    from pathlib import Path
+
+    from vidseg.engine.segmenter import Segmenter
+
+    segmenter = Segmenter(bundle, threads=threads)
+    preds = [segmenter.step(frame).labels for frame in frames]
+    name = Path(bundle).name.removesuffix(".vidseg")
+    yield name, score(labels, preds.__getitem__)
+    flows = (frame_flows(frames), frame_flows(frames[::-1]))
+    for before, after in VOTES:
+        out = voted(preds, flows, before, after)
+        window = f"{before} before" + (f", {after} after" if after else "")
+        yield f"{name}, vote of {before + after + 1} ({window})", score(labels, out.__getitem__)
+
+
 def _grid(text: str) -> tuple[int, int]:
     h, sep, w = text.partition("x")
     if not sep or not h.isdigit() or not w.isdigit() or not int(h) or not int(w):
@@ -216,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="random offsets in pixels")  # fmt: skip
     p.add_argument("--no-flow", action="store_true",
                    help="leave out the rows that need the frames' flow (and torch)")  # fmt: skip
+    p.add_argument("--bundle", nargs="+", default=[], metavar="BUNDLE",
+                   help="also score these bundles' labels, and their labels voted over "
+                   "flow-carried neighbour frames")  # fmt: skip
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (--bundle)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
 
@@ -225,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         if not labels:
             raise VidsegError(f"{args.data}: no val labels")
         rows = floor_rows(labels, args.grid, args.shift, frames=None if args.no_flow else frames)
-        print(score_table("truth as", rows))
+        for bundle in args.bundle:
+            rows = itertools.chain(rows, bundle_rows(bundle, labels, frames, args.threads))
+        print(score_table("labels" if args.bundle else "truth as", rows))
 
     code, _ = run_for_cli("flicker_floor", run, debug=args.debug)
     return code

@@ -6,8 +6,20 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from vidseg.benchmarks.flicker_floor import floor_rows, through_grid
+from vidseg.benchmarks.accuracy import evaluate_bundle
+from vidseg.benchmarks.flicker_floor import (
+    VOTES,
+    bundle_rows,
+    floor_rows,
+    frame_flows,
+    score,
+    through_grid,
+    voted,
+)
+from vidseg.engine.segmenter import Segmenter
+from vidseg.models.data import LabelledFrame
 
 
 def moving_square(frames: int = 6) -> list[np.ndarray]:
@@ -77,3 +89,37 @@ def test_flow_rows_follow_the_moving_square() -> None:
     # edges the memory carries move as the flow says, not as the square does
     assert tiles["excess_flicker"] > per_frame["excess_flicker"] > 0
     assert rows["shift 1, tile memory"]["miou"] < tiles["miou"]
+
+
+def test_a_vote_over_carried_frames_removes_a_one_frame_blip() -> None:
+    labels = moving_square(8)
+    frames = painted(labels)
+    blipped = [label.copy() for label in labels]
+    blipped[5][48:60, 60:80] = 5  # a patch of background called class 5 for one frame
+    flows = (frame_flows(frames), frame_flows(frames[::-1]))
+    assert all((a == b).all() for a, b in zip(voted(blipped, flows, 0, 0), blipped))
+    causal = voted(blipped, flows, 2, 0)
+    assert (causal[5][48:60, 60:80] == 3).all()  # two frames before outvote it
+    assert (causal[6][48:60, 60:80] == 3).all()  # one frame before does not
+    centred = voted(blipped, flows, 1, 1)
+    assert (centred[5][48:60, 60:80] == 3).all()
+    for window in (causal, centred):  # the moving square stays where it is
+        assert all((w[20:44, 40:50] == label[20:44, 40:50]).mean() > 0.95
+                   for w, label in zip(window[2:], labels[2:]))  # fmt: skip
+    before = score(labels, blipped.__getitem__)["excess_flicker"]
+    assert score(labels, causal.__getitem__)["excess_flicker"] < before
+
+
+def test_bundle_rows_score_the_engine_and_its_votes(tiny_perframe_bundle) -> None:
+    labels = moving_square(6)
+    frames = painted(labels)
+    rows = dict(bundle_rows(str(tiny_perframe_bundle), labels, frames, threads=1))
+    name = tiny_perframe_bundle.name.removesuffix(".vidseg")
+    assert list(rows) == [name] + [
+        f"{name}, vote of {b + a + 1} ({b} before" + (f", {a} after)" if a else ")")
+        for b, a in VOTES
+    ]
+    frames_in = [LabelledFrame(f"drive_{i:03d}.png", f, lb) for i, (f, lb) in
+                 enumerate(zip(frames, labels))]  # fmt: skip
+    reference = evaluate_bundle(Segmenter(tiny_perframe_bundle, threads=1), frames_in)
+    assert rows[name]["miou"] == pytest.approx(reference.metrics.miou, abs=1e-6)
