@@ -6,7 +6,8 @@ s, rounded to multiples of the model's stride, the size ``vidseg-export --input-
 give. With ``--flip`` each scale is also run on the mirrored frame (its logits mirrored back).
 Each view's class probabilities are upsampled bilinearly to the label size; every single view
 and the mean of several views (each scale with its mirror; all views; all views at s >= 1) are
-scored, mIoU and per-class IoU, in torch on the CPU.
+scored in torch on the CPU as ``vidseg-eval`` scores a bundle: mIoU, per-class and trimap IoU,
+and the flicker of a per-frame model that runs those views on every frame of the drive.
 
 A single view is one exported bundle's work: its score agrees with ``vidseg-eval`` on that
 bundle within a few hundredths. A mean of views is an upper bound that costs the sum of its
@@ -48,24 +49,24 @@ def combinations(scales: list[float], flip: bool) -> dict[str, list[tuple[float,
 
 
 def score_views(model: Any, data: Any, scales: list[float], flip: bool) -> dict[str, Any]:
-    """``{row: {"views", "miou", "iou"}}`` over ``data`` (``LabelledFrames``)."""
-    from vidseg.models.metrics import SegMetrics, confusion
+    """``{row: {"views", "iou", and the numbers of FrameScorer.scores}}`` over ``data``
+    (``LabelledFrames``, one drive in order: the flicker columns are those of a per-frame model
+    that runs the row's views on every frame)."""
+    from vidseg.benchmarks.accuracy import EDGE_PX, FrameScorer, boundary_band
     from vidseg.models.teacher import view_probs
 
     rows = combinations(scales, flip)
     views = list(dict.fromkeys(v for vs in rows.values() for v in vs))
     k = model.cfg.num_classes
-    cms = {name: np.zeros((k, k), np.int64) for name in rows}
+    scorers = {name: FrameScorer(k) for name in rows}
     for image, label in zip(data.images, data.labels):
         probs = view_probs(model, image, views, label.shape)
+        band, edges = boundary_band(label, k), boundary_band(label, k, EDGE_PX)
         for name, vs in rows.items():
             pred = sum(probs[v] for v in vs).argmax(1)[0].numpy().astype(np.uint8)
-            cms[name] += confusion(pred, label, k)
-    out = {}
-    for name, cm in cms.items():
-        m = SegMetrics.from_confusion(cm)
-        out[name] = {"views": len(rows[name]), "miou": m.miou, "iou": list(m.iou)}
-    return out
+            scorers[name].add(pred, label, band, edges)
+    return {name: {"views": len(rows[name]), **scorer.scores(),
+                   "iou": list(scorer.result()[0].iou)} for name, scorer in scorers.items()}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> None:
         import torch
 
+        from vidseg.benchmarks.accuracy import score_table
         from vidseg.models.data import load_split
         from vidseg.models.teacher import per_frame_model
 
@@ -95,10 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                            args.flip)  # fmt: skip
         height, width = model.cfg.input_size
         print(f"{model.cfg.name} at {height}x{width} x s:")
-        print("| views | count | mIoU |")
-        print("|---|---|---|")
-        for name, row in rows.items():
-            print(f"| {name} | {row['views']} | {row['miou']:.2f} |")
+        print(score_table("views (count)", ((f"{name} ({row['views']})", row)
+                                             for name, row in rows.items())))  # fmt: skip
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -54,7 +54,9 @@ def test_cli_scores_the_rows_and_rejects_a_recurrent_model(
     rows = json.loads(out.read_text())
     assert set(rows) == {"1", "1 mirrored", "1.5", "1.5 mirrored", "1 + mirror", "1.5 + mirror",
                          "all views"}  # fmt: skip
-    assert all(0 <= r["miou"] <= 100 and len(r["iou"]) == 11 for r in rows.values())
+    for r in rows.values():
+        assert 0 <= r["miou"] <= 100 and len(r["iou"]) == 11 and 0 <= r["trimap_iou"] <= 100
+        assert 0 <= r["excess_flicker"] <= r["flicker"]
     proc = subprocess.run([sys.executable, "-m", "vidseg.benchmarks.scale_views", "--checkpoint",
                            str(tiny_checkpoint), "--data", str(camvid)],
                           capture_output=True, text=True)  # fmt: skip
