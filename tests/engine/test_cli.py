@@ -484,13 +484,21 @@ def frames_done(progress: str) -> int:
     return max(map(int, counts), default=0)
 
 
+def as_from_a_terminal() -> None:
+    """The child's SIGINT as a terminal gives it. A shell starts background jobs (``cmd &``, CI
+    runners) with SIGINT ignored, children inherit that, and Python then installs no Ctrl-C
+    handler: the signal the test sends would be dropped."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_run(args: list[str], when_frames: int,
                   sig: signal.Signals = signal.SIGINT) -> tuple[int, str]:  # fmt: skip
     """Start vidseg-run with ``args`` and ``--live`` (the file plays at its own frame rate, so
     the run lasts seconds however fast the machine), send ``sig`` once the progress bar shows
     ``when_frames`` frames done (0: as soon as it appears), return (exit code, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "vidseg.engine", *args, "--live"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=as_from_a_terminal)  # fmt: skip
     tail = StderrTail(proc)
     try:
         deadline = time.monotonic() + TIMEOUT_S
