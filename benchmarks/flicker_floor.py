@@ -49,6 +49,7 @@ import argparse
 import itertools
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -116,11 +117,12 @@ def voted(labels: list[np.ndarray], flows: tuple[list[np.ndarray], list[np.ndarr
     for _ in range(after):
         chain = carried(chain, backward)
         views.append(chain[::-1])
+    ids = np.arange(NUM_CLASSES + 1)[:, None, None]  # the classes and void
     out = []
     for i, own in enumerate(labels):
-        votes = 1.5 * (own[None] == np.arange(NUM_CLASSES + 1)[:, None, None])
+        votes = 1.5 * (own[None] == ids)
         for view in views:
-            votes += view[i][None] == np.arange(NUM_CLASSES + 1)[:, None, None]
+            votes += view[i][None] == ids
         out.append(np.where(votes.max(0) > 1.5, votes.argmax(0), own).astype(np.uint8))
     return out
 
@@ -241,8 +243,6 @@ def bundle_rows(bundle: str, labels: list[np.ndarray], frames: list[np.ndarray],
     ``vidseg-eval`` scores it), then for the same labels :func:`voted` over each window of
     :data:`VOTES`: how much any filter that carries labels with the engine's flow could calm
     this bundle, with the frames before it and, not causal, the frames after."""
-    from pathlib import Path
-
     from vidseg.engine.segmenter import Segmenter
 
     segmenter = Segmenter(bundle, threads=threads)
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shift", type=int, nargs="*", default=[1, 2],
                    help="random offsets in pixels")  # fmt: skip
     p.add_argument("--no-flow", action="store_true",
-                   help="leave out the rows that need the frames' flow (and torch)")  # fmt: skip
+                   help="leave out the truth's rows that need the frames' flow (and torch)")  # fmt: skip
     p.add_argument("--bundle", nargs="+", default=[], metavar="BUNDLE",
                    help="also score these bundles' labels, and their labels voted over "
                    "flow-carried neighbour frames")  # fmt: skip

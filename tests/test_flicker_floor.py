@@ -123,3 +123,4 @@ def test_bundle_rows_score_the_engine_and_its_votes(tiny_perframe_bundle) -> Non
                  enumerate(zip(frames, labels))]  # fmt: skip
     reference = evaluate_bundle(Segmenter(tiny_perframe_bundle, threads=1), frames_in)
     assert rows[name]["miou"] == pytest.approx(reference.metrics.miou, abs=1e-6)
+    assert rows[name]["excess_flicker"] == pytest.approx(reference.flicker.excess, abs=1e-6)
