@@ -101,11 +101,14 @@ def carried(labels: list[np.ndarray], flows: list[np.ndarray]) -> list[np.ndarra
     return out
 
 
-def voted(labels: list[np.ndarray], flows: tuple[list[np.ndarray], list[np.ndarray]],
-          before: int, after: int) -> list[np.ndarray]:  # fmt: skip
+Flows = tuple[list[np.ndarray], list[np.ndarray]]  # both_flows: forward, then backward
+
+
+def voted(labels: list[np.ndarray], flows: Flows, before: int,
+          after: int) -> list[np.ndarray]:  # fmt: skip
     """Each frame's labels replaced by the majority of its own and of its ``before`` previous and
     ``after`` next frames' labels, each carried onto it by chained flow (:func:`carried`);
-    ``flows`` = (:func:`frame_flows` of the frames, of the frames reversed). Each neighbour has
+    ``flows``: :func:`both_flows` of the frames. Each neighbour has
     a vote and the frame's own label 1.5, so a lone neighbour never overrules it. With
     ``after`` = 0 it is causal: what a memory that votes over what it has seen could show."""
     forward, backward = flows
@@ -127,10 +130,17 @@ def voted(labels: list[np.ndarray], flows: tuple[list[np.ndarray], list[np.ndarr
     return out
 
 
-def steadied(labels: list[np.ndarray], frames: list[np.ndarray]) -> list[np.ndarray]:
-    """Each frame's truth, but where both neighbours, carried onto it by the flow, agree on a
-    label it lacks, that label: the annotation's own frame-to-frame jitter taken out."""
-    return voted(labels, (frame_flows(frames), frame_flows(frames[::-1])), 1, 1)
+def steadied(labels: list[np.ndarray], flows: Flows) -> list[np.ndarray]:
+    """Each frame's truth, but where both neighbours, carried onto it by the flow
+    (:func:`both_flows`), agree on a label it lacks, that label: the annotation's own
+    frame-to-frame jitter taken out."""
+    return voted(labels, flows, 1, 1)
+
+
+def both_flows(frames: list[np.ndarray]) -> Flows:
+    """(:func:`frame_flows` of the frames, of the frames in reverse): each frame's flow to the
+    frame before it, and (listed last frame first) to the frame after it."""
+    return frame_flows(frames), frame_flows(frames[::-1])
 
 
 def frame_flows(frames: list[np.ndarray]) -> list[np.ndarray]:
@@ -203,12 +213,13 @@ def score(labels: list[np.ndarray],
 
 
 def floor_rows(labels: list[np.ndarray], grids: list[tuple[int, int]], shifts: list[int],
-               seed: int = 0, frames: list[np.ndarray] | None = None
-               ) -> Iterator[tuple[str, dict[str, float]]]:  # fmt: skip
+               seed: int = 0, frames: list[np.ndarray] | None = None,
+               flows: Flows | None = None) -> Iterator[tuple[str, dict[str, float]]]:  # fmt: skip
     """(row name, scores) for the truth, each grid, each shift and the held truth; with the
-    ``frames`` too, the truth carried by the flow and steadied by it, and a perfect network and
-    one a pixel off at random, each per frame at the tile memory's network input and through the
-    tile memory (:func:`through_tiles`)."""
+    ``frames`` too, the truth carried by the flow and steadied by it (``flows``, the frames'
+    :func:`both_flows`, computed here when not given), and a perfect network and one a pixel off
+    at random, each per frame at the tile memory's network input and through the tile memory
+    (:func:`through_tiles`)."""
     yield "truth", score(labels, lambda i: labels[i])
     for grid in grids:
         yield (
@@ -221,9 +232,10 @@ def floor_rows(labels: list[np.ndarray], grids: list[tuple[int, int]], shifts: l
     yield "held", score(labels, lambda i: labels[i - i % 2])
     if frames is None:
         return
-    moved = carried(labels, frame_flows(frames))
+    flows = flows or both_flows(frames)
+    moved = carried(labels, flows[0])
     yield "carried", score(labels, lambda i: moved[i])
-    steady = steadied(labels, frames)
+    steady = steadied(labels, flows)
     yield "steadied", score(labels, lambda i: steady[i])
     rng = np.random.default_rng(seed)
     off = [shifted(truth, rng, 1) for truth in labels]
@@ -237,11 +249,11 @@ def floor_rows(labels: list[np.ndarray], grids: list[tuple[int, int]], shifts: l
 VOTES = ((2, 0), (3, 0), (1, 1), (2, 2))  # (frames before, after) of --bundle's vote rows
 
 
-def bundle_rows(bundle: str, labels: list[np.ndarray], frames: list[np.ndarray],
+def bundle_rows(bundle: str, labels: list[np.ndarray], frames: list[np.ndarray], flows: Flows,
                 threads: int | None = None) -> Iterator[tuple[str, dict[str, float]]]:  # fmt: skip
     """(row name, scores) for ``bundle``'s labels through the engine (state carried, as
     ``vidseg-eval`` scores it), then for the same labels :func:`voted` over each window of
-    :data:`VOTES`: how much any filter that carries labels with the engine's flow could calm
+    :data:`VOTES` (``flows``: the frames' :func:`both_flows`): how much any filter that carries labels with the engine's flow could calm
     this bundle, with the frames before it and, not causal, the frames after."""
     from vidseg.engine.segmenter import Segmenter
 
@@ -249,7 +261,6 @@ def bundle_rows(bundle: str, labels: list[np.ndarray], frames: list[np.ndarray],
     preds = [segmenter.step(frame).labels for frame in frames]
     name = Path(bundle).name.removesuffix(".vidseg")
     yield name, score(labels, preds.__getitem__)
-    flows = (frame_flows(frames), frame_flows(frames[::-1]))
     for before, after in VOTES:
         out = voted(preds, flows, before, after)
         window = f"{before} before" + (f", {after} after" if after else "")
@@ -284,9 +295,11 @@ def main(argv: list[str] | None = None) -> int:
         labels, frames = list(split.labels), list(split.images)
         if not labels:
             raise VidsegError(f"{args.data}: no val labels")
-        rows = floor_rows(labels, args.grid, args.shift, frames=None if args.no_flow else frames)
+        flows = both_flows(frames) if args.bundle or not args.no_flow else None
+        rows = floor_rows(labels, args.grid, args.shift, frames=None if args.no_flow else frames,
+                          flows=flows)  # fmt: skip
         for bundle in args.bundle:
-            rows = itertools.chain(rows, bundle_rows(bundle, labels, frames, args.threads))
+            rows = itertools.chain(rows, bundle_rows(bundle, labels, frames, flows, args.threads))
         print(score_table("labels" if args.bundle else "truth as", rows))
 
     code, _ = run_for_cli("flicker_floor", run, debug=args.debug)

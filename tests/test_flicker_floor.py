@@ -11,9 +11,9 @@ import pytest
 from vidseg.benchmarks.accuracy import evaluate_bundle
 from vidseg.benchmarks.flicker_floor import (
     VOTES,
+    both_flows,
     bundle_rows,
     floor_rows,
-    frame_flows,
     score,
     through_grid,
     voted,
@@ -96,7 +96,7 @@ def test_a_vote_over_carried_frames_removes_a_one_frame_blip() -> None:
     frames = painted(labels)
     blipped = [label.copy() for label in labels]
     blipped[5][48:60, 60:80] = 5  # a patch of background called class 5 for one frame
-    flows = (frame_flows(frames), frame_flows(frames[::-1]))
+    flows = both_flows(frames)
     assert all((a == b).all() for a, b in zip(voted(blipped, flows, 0, 0), blipped))
     causal = voted(blipped, flows, 2, 0)
     assert (causal[5][48:60, 60:80] == 3).all()  # two frames before outvote it
@@ -113,7 +113,8 @@ def test_a_vote_over_carried_frames_removes_a_one_frame_blip() -> None:
 def test_bundle_rows_score_the_engine_and_its_votes(tiny_perframe_bundle) -> None:
     labels = moving_square(6)
     frames = painted(labels)
-    rows = dict(bundle_rows(str(tiny_perframe_bundle), labels, frames, threads=1))
+    rows = dict(bundle_rows(str(tiny_perframe_bundle), labels, frames, both_flows(frames),
+                            threads=1))  # fmt: skip
     name = tiny_perframe_bundle.name.removesuffix(".vidseg")
     assert list(rows) == [name] + [
         f"{name}, vote of {b + a + 1} ({b} before" + (f", {a} after)" if a else ")")
