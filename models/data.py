@@ -36,9 +36,7 @@ CAMVID_IGNORE = 11  # "void"
 
 @dataclass(frozen=True)
 class LabelledFrames:
-    """Images (N, H, W, 3) uint8 RGB and labels (N, H, W) uint8, in file-name order; for
-    distillation the labels are (N, H, W, 1 + K): the ids, then a teacher's probabilities x 255
-    (``vidseg.models.teacher``)."""
+    """Images (N, H, W, 3) uint8 RGB and labels (N, H, W) uint8, in file-name order."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -220,16 +218,14 @@ def make_clip(
     """One synthetic clip from one labelled frame.
 
     Args:
-        image: (H, W, 3) uint8 RGB. label: (H, W) uint8 class ids, ``CAMVID_IGNORE`` = void;
-            or (H, W, 1 + K) with a teacher's probabilities x 255 after the ids
-            (``vidseg-train --teacher``), which move with the frame, bilinearly, 0 outside.
+        image: (H, W, 3) uint8 RGB. label: (H, W) uint8 class ids, ``CAMVID_IGNORE`` = void.
         length: number of frames T (1 gives a plain augmented frame).
         aug: motion and corruptions; ``aug.anchor`` places the labelled frame (modulo T).
     Returns:
-        frames (T, h, w, 3) uint8 and labels (T, h, w[, 1 + K]) uint8 with (h, w) =
+        frames (T, h, w, 3) uint8 and labels (T, h, w) uint8 with (h, w) =
         ``aug.crop``; pixels that leave the source image are void.
     """
-    src_h, src_w = label.shape[:2]
+    src_h, src_w = label.shape
     h, w = aug.crop
     # relative to the source resolution (objects keep about the size they have at inference,
     # where frames are only resized to the model input), not to "crop fills the frame"
@@ -247,7 +243,7 @@ def make_clip(
     flip = rng.random() < 0.5
     gain, bias = (rng.uniform(0.75, 1.25), rng.uniform(-20, 20)) if aug.photometric else (1, 0)
     frames = np.empty((length, h, w, 3), np.uint8)
-    labels = np.empty((length, h, w, *label.shape[2:]), np.uint8)
+    labels = np.empty((length, h, w), np.uint8)
     anchor = aug.anchor % length
     for t in range(length):
         d = t - anchor  # frames from the labelled one
@@ -255,7 +251,14 @@ def make_clip(
         m = _affine(c, scale * (1 + velocity[2]) ** d, angle + velocity[3] * d, aug.crop)
         img = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REFLECT101)  # fmt: skip
-        lab = _warp_label(label, m, (w, h))
+        lab = cv2.warpAffine(
+            label,
+            m,
+            (w, h),
+            flags=cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=CAMVID_IGNORE,
+        )
         img = img.astype(np.float32)
         if aug.photometric:
             img = img * (gain * rng.uniform(0.95, 1.05)) + bias
@@ -270,19 +273,6 @@ def make_clip(
     if flip:
         frames, labels = frames[:, :, ::-1], labels[:, :, ::-1]
     return np.ascontiguousarray(frames), np.ascontiguousarray(labels)
-
-
-def _warp_label(label: np.ndarray, m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A label map (H, W) moved by the affine ``m`` to ``size`` (w, h): nearest class id,
-    void outside; with a teacher's probabilities (H, W, 1 + K), those bilinear, 0 outside."""
-    ids = label if label.ndim == 2 else np.ascontiguousarray(label[..., 0])
-    ids = cv2.warpAffine(ids, m, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=CAMVID_IGNORE)  # fmt: skip
-    if label.ndim == 2:
-        return ids
-    soft = cv2.warpAffine(np.ascontiguousarray(label[..., 1:]), m, size, flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
-    return np.concatenate([ids[..., None], soft.reshape(*ids.shape, -1)], axis=-1)
 
 
 def _corrupt(img: np.ndarray, rng: np.random.Generator) -> None:
@@ -303,8 +293,7 @@ def _corrupt(img: np.ndarray, rng: np.random.Generator) -> None:
 def clip_batch(
     data: LabelledFrames, batch: int, length: int, rng: np.random.Generator, aug: ClipAugment
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``batch`` random clips: frames (B, T, h, w, 3) uint8 and labels (B, T, h, w[, 1 + K])
-    uint8 (with a teacher's probabilities when ``data.labels`` holds them)."""
+    """``batch`` random clips: frames (B, T, h, w, 3) uint8 and labels (B, T, h, w) uint8."""
     picks = rng.integers(0, len(data.images), batch)
     pairs = [make_clip(data.images[i], data.labels[i], length, rng, aug) for i in picks]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

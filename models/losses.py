@@ -29,29 +29,6 @@ def _at_label_size(logits: torch.Tensor,
     return logits, labels
 
 
-def split_targets(labels: torch.Tensor,
-                  packed: bool) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
-    """Labels as the loss receives them -> (class ids, teacher probabilities or None).
-
-    ``packed`` labels (a :class:`SegLoss` with ``distill_weight``) carry a trailing axis of
-    1 + K: the ids, then a teacher's probabilities x 255 (``vidseg-train --teacher``), returned
-    as (..., K, H, W) floats in [0, 1]."""
-    if not packed:
-        return labels, None
-    soft = labels[..., 1:].movedim(-1, -3).float() / 255
-    return labels[..., 0].long(), soft
-
-
-def distill_total(logits: torch.Tensor, soft: torch.Tensor,
-                  weights: torch.Tensor) -> torch.Tensor:  # fmt: skip
-    """Cross-entropy against a teacher's probabilities, summed over the pixels, each times its
-    weight: ``sum_p w_p * -sum_c t_pc log softmax(logits)_pc``. ``logits`` (M, K, H, W) at the
-    label size, ``soft`` (M, K, H, W) (or (N, T, K, H, W)), ``weights`` (M, H, W)."""
-    soft = soft.flatten(0, 1) if soft.ndim == 5 else soft
-    per_pixel = -(soft * logits.log_softmax(1)).sum(1)
-    return (per_pixel * weights).sum()
-
-
 def pixel_weights(labels: torch.Tensor, class_weights: torch.Tensor | None,
                   ignore_index: int = CAMVID_IGNORE) -> torch.Tensor:  # fmt: skip
     """Each pixel's weight in the loss: 0 on void, else its class's weight (1 without
@@ -119,14 +96,6 @@ class SegLoss:
     relax_border: int | None = None  # None: cross-entropy; R: relaxation over (2R+1)^2
     ignore_index: int = CAMVID_IGNORE
     class_weights: tuple[float, ...] | None = None  # per-class pixel weights (None: all 1)
-    # x the cross-entropy against a teacher's probabilities; > 0: the labels carry them
-    # (:func:`split_targets`)
-    distill_weight: float = 0.0
-
-    @property
-    def packed(self) -> bool:
-        """Whether labels carry a teacher's probabilities after the class ids."""
-        return self.distill_weight > 0
 
     @property
     def _weights(self) -> torch.Tensor | None:
@@ -135,25 +104,18 @@ class SegLoss:
     def count(self, labels: torch.Tensor) -> torch.Tensor:
         """The denominator of the mean: the summed pixel weights (without class weights, the
         number of non-void pixels)."""
-        ids, _ = split_targets(labels, self.packed)
-        return pixel_weights(ids, self._weights, self.ignore_index).sum()
+        return pixel_weights(labels, self._weights, self.ignore_index).sum()
 
     def total(self, logits: torch.Tensor,
               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """(sum of the weighted per-pixel loss, :meth:`count`): what chunked training
-        (truncated BPTT) needs to weight chunks as one mean over the whole clip. Labels that
-        carry a teacher's probabilities add ``distill_weight`` x :func:`distill_total` on the
-        same pixels."""
-        ids, soft = split_targets(labels, self.packed)
-        logits, ids = _at_label_size(logits, ids)
+        (truncated BPTT) needs to weight chunks as one mean over the whole clip."""
+        logits, ids = _at_label_size(logits, labels)
         if self.relax_border is None:
             total, count = cross_entropy_total(logits, ids, self.ignore_index, self._weights)
         else:
             total, count = boundary_relaxation_total(logits, ids, self.relax_border,
                                                      self.ignore_index, self._weights)  # fmt: skip
-        if soft is not None:
-            weights = pixel_weights(ids, self._weights, self.ignore_index)
-            total = total + self.distill_weight * distill_total(logits, soft, weights)
         return total, count
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

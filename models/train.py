@@ -17,8 +17,6 @@ frame, and ``--propagation-length N`` supervises only that frame and the N befor
 labels are propagated along the synthetic motion); ``--warmup-frames W`` and ``--tbptt K`` run
 clips from a warmed-up state in truncated-BPTT chunks, one optimizer step per clip;
 ``--consistency-weight`` adds a flow-warped temporal-consistency term on unlabelled videos.
-``--teacher FILE`` adds the cross-entropy against a per-frame teacher's probabilities
-(``vidseg.models.teacher``), ``--distill-weight`` times.
 """
 
 from __future__ import annotations
@@ -54,7 +52,6 @@ from vidseg.models.losses import CROSS_ENTROPY, SegLoss, consistency_total
 from vidseg.models.metrics import SegMetrics
 from vidseg.models.protocol import TemporalModel
 from vidseg.models.registry import create_model, list_models
-from vidseg.models.teacher import load_teacher
 from vidseg.models.videos import FLOW_STRIDE, VideoClips
 
 logger = logging.getLogger(__name__)
@@ -229,8 +226,7 @@ class ClipTraining:
                   class_weights: tuple[float, ...] | None = None) -> ClipTraining:  # fmt: skip
         return cls(
             criterion=SegLoss(relax_border=args.relax_border if args.label_relaxation else None,
-                              class_weights=class_weights,
-                              distill_weight=args.distill_weight if args.teacher else 0.0),  # fmt: skip
+                              class_weights=class_weights),
             warmup_frames=args.warmup_frames, tbptt=args.tbptt,
             propagation_length=args.propagation_length,
             consistency_weight=args.consistency_weight, amp=args.amp,
@@ -257,13 +253,6 @@ class ClipTraining:
         if wanted:
             raise VidsegError(f"{model.cfg.name} ({model.cfg.family}) trains with its own "
                               f"loss and does not support {', '.join(wanted)}")  # fmt: skip
-
-
-def with_teacher(data: LabelledFrames, path: str, num_classes: int) -> LabelledFrames:
-    """``data`` whose labels carry the teacher's probabilities after the ids (N, H, W, 1 + K),
-    read from ``path`` (``vidseg.models.teacher``) for these frames."""
-    probs = load_teacher(path, data.names, data.labels.shape[1:3], num_classes)
-    return replace(data, labels=np.concatenate([data.labels[..., None], probs], -1))
 
 
 def supervised_frames(labels: torch.Tensor, propagation_length: int | None) -> torch.Tensor:
@@ -654,9 +643,7 @@ def _run_steps(run: _Run, batches: Iterator, base_lrs: list[float], val_data: La
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * (1 - run.step / run.total) ** 0.9
         frames = torch.as_tensor(frames).to(device, non_blocking=True)
-        labels = torch.as_tensor(labels).to(device, non_blocking=True)
-        # ids and a teacher's probabilities stay uint8 (the loss splits them), plain ids int64
-        labels = labels if opts.criterion.packed else labels.long()
+        labels = torch.as_tensor(labels).to(device, non_blocking=True).long()
         video = _video_batch(videos, args, run.step, aug.crop, device) if videos else None
         loss = train_step(model, optimizer, frames, labels, opts, video)
         run.step += 1
@@ -695,9 +682,6 @@ def train(args: argparse.Namespace) -> SegMetrics:
                     " ".join(f"{w:.2f}" for w in weights))  # fmt: skip
     opts = ClipTraining.from_args(args, weights)
     opts.check(model)
-    if opts.criterion.packed:
-        train_data = with_teacher(train_data, args.teacher, model.cfg.num_classes)
-        logger.info("distilling from %s (x %g)", args.teacher, args.distill_weight)
     if args.init_from:
         copied, fresh = init_from(model, args.init_from)
         logger.info(
@@ -812,13 +796,6 @@ def build_parser() -> argparse.ArgumentParser:
     relax.add_argument("--propagation-length", type=int, metavar="N",
                        help="supervise only the labelled (last) frame of each clip and the N "
                        "before it, whose labels are propagated (0: off; None: every frame)")  # fmt: skip
-    distill = p.add_argument_group("distillation (docs/training.md)")
-    distill.add_argument("--teacher", metavar="FILE",
-                         help="a per-frame teacher's probabilities on the train frames "
-                         "(python -m vidseg.models.teacher): the loss adds the cross-entropy "
-                         "against them")  # fmt: skip
-    distill.add_argument("--distill-weight", type=float, default=1.0, metavar="W",
-                         help="x the teacher term (with --teacher)")  # fmt: skip
     memory = p.add_argument_group("recurrent memory (docs/training.md)")
     memory.add_argument("--tbptt", type=int, default=0, metavar="K",
                         help="truncated BPTT: backward every K frames of a clip, the state "

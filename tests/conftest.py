@@ -88,12 +88,14 @@ def tiny_keyframe_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained keyframe-lite0-c2 bundle (64x96) from the real two-graph export."""
     from vidseg.export.cli import CAMVID as CAMVID_CLASSES
     from vidseg.export.cli import parity_frames
-    from vidseg.export.keyframe import export_keyframe_bundle
+    from vidseg.export.onnx import model_manifest
+    from vidseg.export.parity import export_bundle
 
     model = make_tiny_model("keyframe-lite0-c2")
     out = tmp_path_factory.mktemp("bundles") / "kf.vidseg"
     frames = parity_frames(SAMPLE_CLIP, TINY_SIZE, 6)
-    export_keyframe_bundle(model, out, CAMVID_CLASSES, {"dataset": "none"}, frames, (2,))
+    manifest = model_manifest(model, CAMVID_CLASSES, {"dataset": "none"})
+    export_bundle(model, out, manifest, frames, (2,))
     return out
 
 
@@ -103,12 +105,14 @@ def tiny_netwarp_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     output, from the real export path (parity checked)."""
     from vidseg.export.cli import CAMVID as CAMVID_CLASSES
     from vidseg.export.cli import parity_frames
-    from vidseg.export.netwarp import export_netwarp_bundle
+    from vidseg.export.onnx import model_manifest
+    from vidseg.export.parity import export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "nw.vidseg"
     frames = parity_frames(SAMPLE_CLIP, TINY_SIZE, 6)
-    export_netwarp_bundle(make_tiny_model("netwarp-lite0"), out, CAMVID_CLASSES,
-                          {"dataset": "none"}, frames, scores=True)  # fmt: skip
+    model = make_tiny_model("netwarp-lite0")
+    manifest = model_manifest(model, CAMVID_CLASSES, {"dataset": "none"}, scores=True)
+    export_bundle(model, out, manifest, frames)
     return out
 
 

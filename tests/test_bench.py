@@ -114,25 +114,6 @@ def test_bench_upsample_times_crisp_only_with_logits(tiny_bundle: Path, tmp_path
     assert all(set(row) == {"nearest_ms"} for row in plain.values())
 
 
-def test_crisp_figure(tiny_bundle: Path, sample_clip: Path, tmp_path: Path, capsys) -> None:
-    import shutil
-
-    import cv2
-
-    from vidseg.benchmarks import crisp_figure
-    from vidseg.export.logits import add_logits
-
-    with_logits = tmp_path / "l.vidseg"
-    shutil.copytree(tiny_bundle, with_logits)
-    add_logits(with_logits)
-    out = tmp_path / "fig.png"
-    args = [str(sample_clip), str(out), "--frame", "2", "--crop", "10,20,64,32", "--zoom", "2"]
-    assert crisp_figure.main([*args, "--model", str(with_logits)]) == 0
-    assert cv2.imread(str(out)).shape == (64, 2 * 128 + 8, 3)
-    assert crisp_figure.main([*args, "--model", str(tiny_bundle)]) == 1
-    assert "has no logits output" in capsys.readouterr().err
-
-
 def test_bench_first_frame_transfers_and_batch(tiny_bundle: Path, tmp_path: Path) -> None:
     """The first frame with and without warm-up, the bytes each frame moves (the frame up, the
     graph's outputs down, no state), and batched throughput per --batch size."""

@@ -169,17 +169,16 @@ def test_scores_for_keyframe_and_netwarp(name: str, stride: int, tiny_model_fact
     from vidseg.engine import Segmenter
     from vidseg.engine.schedule import Schedule
     from vidseg.export.cli import CAMVID
-    from vidseg.export.keyframe import CurrentGraph, KeyGraph, export_keyframe_bundle
-    from vidseg.export.netwarp import export_netwarp_bundle, flow_spec, stream_flows
-    from vidseg.export.onnx import FrameGraph
+    from vidseg.export.onnx import FrameGraph, RoleGraph, model_manifest
+    from vidseg.export.parity import export_bundle, stream_aux
 
     model, out, clip = tiny_model_factory(name), tmp_path / "b.vidseg", frames[:6]
     if name.startswith("keyframe"):
-        export_keyframe_bundle(model, out, CAMVID, {}, clip, intervals=(2,), scores=True,
-                               label_stride=stride)  # fmt: skip
+        manifest = model_manifest(model, CAMVID, {}, scores=True, label_stride=stride)
+        export_bundle(model, out, manifest, clip, intervals=(2,))
         seg = Segmenter(out, schedule=Schedule("fixed", 2))
-        key = KeyGraph(model, with_scores=True, label_stride=stride)
-        current = CurrentGraph(model, with_scores=True, label_stride=stride)
+        key = RoleGraph(model, with_scores=True, label_stride=stride, role="key")
+        current = RoleGraph(model, with_scores=True, label_stride=stride, role="current")
         cache: list = []
 
         def reference(i: int, x: torch.Tensor) -> torch.Tensor:
@@ -189,11 +188,12 @@ def test_scores_for_keyframe_and_netwarp(name: str, stride: int, tiny_model_fact
                 return scores
             return current(x, *cache)[1]
     else:
-        export_netwarp_bundle(model, out, CAMVID, {}, clip, scores=True, label_stride=stride)
+        manifest = model_manifest(model, CAMVID, {}, scores=True, label_stride=stride)
+        export_bundle(model, out, manifest, clip)
         seg = Segmenter(out)
         graph = FrameGraph(model, with_scores=True, label_stride=stride)
-        spec = flow_spec(model)
-        flows = [torch.from_numpy(f[spec.name]) for f in stream_flows(spec, clip)]
+        spec = model.flow_spec
+        flows = [torch.from_numpy(f[spec.name]) for f in stream_aux([spec], clip)]
         state = [s for s in model.initial_state(1, *SIZE)]
 
         def reference(i: int, x: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,8 @@ from vidseg.engine.bundle import load_bundle
 from vidseg.engine.errors import ParityError
 from vidseg.engine.schedule import Schedule
 from vidseg.export.cli import CAMVID, parity_frames
-from vidseg.export.keyframe import check_keyframe_parity, export_keyframe_bundle
-from vidseg.export.parity import require_parity
+from vidseg.export.onnx import model_manifest
+from vidseg.export.parity import check_stream_parity, export_bundle, require_parity
 
 SIZE = (64, 96)
 NAME = "keyframe-lite0-c2"
@@ -30,9 +30,9 @@ def frames(sample_clip: Path) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_model_factory, frames) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("kf") / "kf.vidseg"
-    summary = export_keyframe_bundle(
-        tiny_model_factory(NAME), out, CAMVID, {"dataset": "none"}, frames, intervals=(2, 5)
-    )
+    model = tiny_model_factory(NAME)
+    manifest = model_manifest(model, CAMVID, {"dataset": "none"})
+    summary = export_bundle(model, out, manifest, frames, intervals=(2, 5))
     return out, summary
 
 
@@ -83,7 +83,7 @@ def test_parity_per_interval_with_reset(exported, tiny_model_factory, frames) ->
     lines = summary.splitlines()
     assert len(lines) == 2 and lines[0].startswith("key interval 2: parity over 10 frames")
     assert "resets at [5]" in lines[1]
-    report = check_keyframe_parity(tiny_model_factory(NAME), _graphs(bundle), frames, 3, (4,))
+    report = check_stream_parity(tiny_model_factory(NAME), _graphs(bundle), frames, (4,), 3)
     assert report.passed, report.summary()
     assert report.label_agreement >= 0.999
     assert report.max_logit_diff <= 1e-3 and report.max_state_diff <= 1e-3
@@ -92,8 +92,9 @@ def test_parity_per_interval_with_reset(exported, tiny_model_factory, frames) ->
 def test_parity_catches_a_wrong_graph(exported, tiny_model_factory, frames) -> None:
     """Graphs from other weights must fail: the check can fail."""
     bundle, _ = exported
-    report = check_keyframe_parity(tiny_model_factory(NAME, seed=1), _graphs(bundle),
-                                   frames[:4], interval=2)  # fmt: skip
+    report = check_stream_parity(
+        tiny_model_factory(NAME, seed=1), _graphs(bundle), frames[:4], interval=2
+    )
     assert not report.passed
     with pytest.raises(ParityError, match="parity failed"):
         require_parity(report)
@@ -103,8 +104,8 @@ def test_parity_failure_leaves_no_bundle(tiny_model_factory, frames, tmp_path, m
     monkeypatch.setattr("vidseg.export.parity.MAX_ABS_DIFF", -1.0)  # nothing can pass
     out = tmp_path / "x.vidseg"
     with pytest.raises(ParityError, match="key interval 2"):
-        export_keyframe_bundle(tiny_model_factory("keyframe-lite0-c1"), out, CAMVID, {},
-                               frames[:3], intervals=(2,))  # fmt: skip
+        model = tiny_model_factory("keyframe-lite0-c1")
+        export_bundle(model, out, model_manifest(model, CAMVID, {}), frames[:3], intervals=(2,))
     assert not out.exists() and not (tmp_path / "x.vidseg.partial").exists()
 
 

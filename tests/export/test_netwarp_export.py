@@ -15,13 +15,8 @@ import torch.nn.functional as F
 from vidseg.engine.bundle import load_bundle
 from vidseg.engine.errors import ParityError
 from vidseg.export.cli import CAMVID, parity_frames
-from vidseg.export.netwarp import (
-    check_netwarp_parity,
-    export_netwarp_bundle,
-    flow_spec,
-    stream_flows,
-)
-from vidseg.export.parity import require_parity
+from vidseg.export.onnx import model_manifest
+from vidseg.export.parity import check_parity, export_bundle, require_parity, stream_aux
 
 SIZE = (64, 96)
 FRAMES = 10
@@ -45,8 +40,8 @@ def frames(sample_clip: Path) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, tiny_model_factory, frames) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("netwarp") / "nw.vidseg"
-    summary = export_netwarp_bundle(_tiny(tiny_model_factory), out, CAMVID, {"dataset": "none"},
-                                    frames)  # fmt: skip
+    model = _tiny(tiny_model_factory)
+    summary = export_bundle(model, out, model_manifest(model, CAMVID, {"dataset": "none"}), frames)
     return out, summary
 
 
@@ -89,13 +84,11 @@ def test_graph_contract(bundle) -> None:
 
 
 def test_parity_uses_real_flow_and_catches_a_wrong_graph(bundle, tiny_model_factory, frames):
-    flows = stream_flows(flow_spec(_tiny(tiny_model_factory)), frames, resets=(5,))
+    flows = stream_aux([_tiny(tiny_model_factory).flow_spec], frames, resets=(5,))
     assert [bool(f["flow"].any()) for f in flows] == [i not in (0, 5) for i in range(FRAMES)]
-    report = check_netwarp_parity(_tiny(tiny_model_factory), bundle[0] / "step.onnx", frames,
-                                  resets=(5,))  # fmt: skip
+    report = check_parity(_tiny(tiny_model_factory), bundle[0] / "step.onnx", frames, resets=(5,))
     assert report.passed, report.summary()
-    wrong = check_netwarp_parity(_tiny(tiny_model_factory, seed=1), bundle[0] / "step.onnx",
-                                 frames[:4])  # fmt: skip
+    wrong = check_parity(_tiny(tiny_model_factory, seed=1), bundle[0] / "step.onnx", frames[:4])
     assert not wrong.passed
     with pytest.raises(ParityError, match="parity failed"):
         require_parity(wrong)
@@ -105,7 +98,8 @@ def test_failed_parity_leaves_no_bundle(tiny_model_factory, frames, tmp_path, mo
     monkeypatch.setattr("vidseg.export.parity.MAX_ABS_DIFF", -1.0)  # nothing can pass
     out = tmp_path / "x.vidseg"
     with pytest.raises(ParityError):
-        export_netwarp_bundle(_tiny(tiny_model_factory), out, CAMVID, {}, frames[:4])
+        model = _tiny(tiny_model_factory)
+        export_bundle(model, out, model_manifest(model, CAMVID, {}), frames[:4])
     assert not out.exists() and not (tmp_path / "x.vidseg.partial").exists()
 
 
@@ -144,7 +138,7 @@ def test_engine_runs_the_bundle_as_torch_streams_it(bundle, tiny_model_factory, 
     run = backend.run
     monkeypatch.setattr(backend, "run", lambda feeds, host_outputs: fed.append(
         feeds["flow"]) or run(feeds, host_outputs=host_outputs))  # fmt: skip
-    want_flows = stream_flows(flow_spec(model), frames, resets=(5,))
+    want_flows = stream_aux([model.flow_spec], frames, resets=(5,))
     memory = None
     for index, frame in enumerate(frames):
         if index == 5:

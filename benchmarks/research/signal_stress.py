@@ -1,4 +1,4 @@
-"""``python -m vidseg.benchmarks.signal_stress [--runs N]``: Ctrl-C at random moments of
+"""``python benchmarks/research/signal_stress.py [--runs N]``: Ctrl-C at random moments of
 ``segment_video`` runs; reports any that hang (docs/reliability.md).
 
 Each run pumps frames from an endless source through a no-op segmenter into a counting sink,
@@ -64,7 +64,7 @@ def _endless() -> Iterator[Frame]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vidseg.benchmarks.signal_stress",
+    parser = argparse.ArgumentParser(prog="python benchmarks/research/signal_stress.py",
                                      description=__doc__.split("\n\n")[0])  # fmt: skip
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vidseg.benchmarks import accuracy_table
+import accuracy_table
 
 
 def test_table_rows_resume_and_markdown(camvid: Path, tmp_path: Path, capsys) -> None:

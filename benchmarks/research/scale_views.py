@@ -1,4 +1,4 @@
-"""``python -m vidseg.benchmarks.scale_views --checkpoint CKPT --data CAMVID``: what a larger
+"""``python benchmarks/research/scale_views.py --checkpoint CKPT --data CAMVID``: what a larger
 input and test-time views would be worth to a per-frame checkpoint, before paying for them.
 
 Every CamVid val frame is run at each scale s of ``--scales``: the checkpoint's input size times
@@ -12,12 +12,12 @@ and the flicker of a per-frame model that runs those views on every frame of the
 A single view is one exported bundle's work: its score agrees with ``vidseg-eval`` on that
 bundle within a few hundredths. A mean of views is an upper bound that costs the sum of its
 views -- a teacher, or a measure of what the model misses at its own input size. The numbers in
-docs/accuracy.md ("What the input size is worth") came from::
+benchmarks/research/NOTES.md ("What the input size is worth") came from::
 
-    python -m vidseg.benchmarks.scale_views --checkpoint runs/sepH/last.pt \\
-        --data ../shared/data/camvid --scales 0.75 1 1.25 1.5 1.75 --flip
+    python benchmarks/research/scale_views.py --checkpoint runs/sepH/last.pt \\
+        --data CAMVID --scales 0.75 1 1.25 1.5 1.75 --flip
 
-Needs the ``[export]`` extras (torch).
+Needs torch (``pip install -e '.[dev]'``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,51 @@ from typing import Any
 
 import numpy as np
 
-from vidseg.engine.errors import run_for_cli
+from vidseg.engine.errors import VidsegError, run_for_cli
+
+View = tuple[float, bool]  # (scale, mirrored)
+
+
+def view_size(size: tuple[int, int], scale: float, stride: int) -> tuple[int, int]:
+    """``size`` (height, width) times ``scale``, rounded to multiples of ``stride``."""
+    h, w = (max(stride, round(v * scale / stride) * stride) for v in size)
+    return h, w
+
+
+def view_probs(
+    model: Any, image: np.ndarray, views: list[View], out_size: tuple[int, int]
+) -> dict[View, Any]:
+    """Class probabilities (1, K, *out_size) torch tensors of a per-frame ``model`` on ``image``
+    (H, W, 3) uint8 for each view, mirrored views mirrored back."""
+    import cv2
+    import torch
+    import torch.nn.functional as F
+
+    probs = {}
+    with torch.no_grad():
+        for scale, mirrored in views:
+            h, w = view_size(model.cfg.input_size, scale, model.cfg.stride)
+            x = torch.from_numpy(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))[None]
+            logits, _ = model.stream_logits(x.flip(2) if mirrored else x, None)
+            if mirrored:
+                logits = logits.flip(3)
+            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+            probs[(scale, mirrored)] = logits.softmax(1)
+    return probs
+
+
+def per_frame_model(path: Path) -> Any:
+    """The model of a per-frame ``vidseg-train`` checkpoint, in eval mode.
+
+    Raises:
+        VidsegError: the checkpoint's model carries state (a view would need its own stream).
+    """
+    from vidseg.models.train import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(path)
+    if model.cfg.temporal:
+        raise VidsegError(f"{model.cfg.name} carries state: views are per-frame models")
+    return model
 
 
 def combinations(scales: list[float], flip: bool) -> dict[str, list[tuple[float, bool]]]:
@@ -53,7 +97,6 @@ def score_views(model: Any, data: Any, scales: list[float], flip: bool) -> dict[
     (``LabelledFrames``, one drive in order: the flicker columns are those of a per-frame model
     that runs the row's views on every frame)."""
     from vidseg.benchmarks.accuracy import EDGE_PX, FrameScorer, boundary_band
-    from vidseg.models.teacher import view_probs
 
     rows = combinations(scales, flip)
     views = list(dict.fromkeys(v for vs in rows.values() for v in vs))
@@ -70,7 +113,7 @@ def score_views(model: Any, data: Any, scales: list[float], flip: bool) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="scale_views", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="scale_views.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a per-frame vidseg-train checkpoint")
     p.add_argument("--data", required=True, help="CamVid root with val/ and valannot/")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.25, 1.5],
@@ -89,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
 
         from vidseg.benchmarks.accuracy import score_table
         from vidseg.models.data import load_split
-        from vidseg.models.teacher import per_frame_model
 
         torch.set_num_threads(args.threads)
         model = per_frame_model(Path(args.checkpoint))

@@ -1,9 +1,10 @@
-"""``python -m vidseg.benchmarks.crisp_figure VIDEO OUT.png``: a crop of one frame's overlay with
+"""``python benchmarks/research/crisp_figure.py VIDEO OUT.png``: a crop of one frame's overlay with
 labels upscaled by nearest neighbour (left) and crisply from the logits (right), side by side.
 
-The figure in docs/ (``docs/img/crisp_720p.jpg``) was made with::
+The figure in docs/ (``docs/img/crisp_720p.jpg``) was made from ``test_video.mp4`` (MIT, 720p;
+the project's shared data folder) with::
 
-    python -m vidseg.benchmarks.crisp_figure ../shared/data/videos/test_video.mp4 \\
+    python benchmarks/research/crisp_figure.py test_video.mp4 \\
         docs/img/crisp_720p.jpg --frame 20 --crop 60,140,400,220 --zoom 2
 """
 
@@ -58,7 +59,7 @@ def figure(video: str, out: str, frame_index: int, crop: tuple[int, int, int, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vidseg.benchmarks.crisp_figure",
+    p = argparse.ArgumentParser(prog="python benchmarks/research/crisp_figure.py",
                                 description=__doc__.split("\n\n")[0])  # fmt: skip
     p.add_argument("video")
     p.add_argument("out", help="PNG to write")

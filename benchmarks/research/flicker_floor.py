@@ -1,4 +1,4 @@
-"""``python -m vidseg.benchmarks.flicker_floor --data CAMVID``: what ``vidseg-eval``'s scores give
+"""``python benchmarks/research/flicker_floor.py --data CAMVID``: what ``vidseg-eval``'s scores give
 the true labels themselves, degraded the ways a prediction is.
 
 A bundle's excess flicker (pixels whose prediction changes while their truth does not) mixes
@@ -38,9 +38,9 @@ flicker, the share of it undone a frame later, errors persisting) over the val d
 itself scores 100 and no excess. Where a shifted or held
 label is void, the frame's own truth stands in (a prediction never says void).
 
-The numbers in docs/accuracy.md were made with::
+The numbers in benchmarks/research/NOTES.md were made with::
 
-    python -m vidseg.benchmarks.flicker_floor --data ../shared/data/camvid --grid 80x112 112x160 180x240 --bundle runs/ftA_twin320.vidseg runs/ftA_tilesV.vidseg --threads 2
+    python benchmarks/research/flicker_floor.py --data CAMVID --grid 80x112 112x160 180x240 --bundle runs/ftA_twin320.vidseg runs/ftA_tilesV.vidseg --threads 2
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ def _grid(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="flicker_floor", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="flicker_floor.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="CamVid root with val/ and valannot/")
     p.add_argument("--grid", type=_grid, nargs="*", default=[(80, 112), (112, 160)],
                    help="label grids HxW of a perfect model")  # fmt: skip

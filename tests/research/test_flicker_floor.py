@@ -5,11 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import flicker_floor
 import numpy as np
 import pytest
-
-from vidseg.benchmarks.accuracy import evaluate_bundle
-from vidseg.benchmarks.flicker_floor import (
+from flicker_floor import (
     VOTES,
     both_flows,
     bundle_rows,
@@ -18,6 +17,8 @@ from vidseg.benchmarks.flicker_floor import (
     through_grid,
     voted,
 )
+
+from vidseg.benchmarks.accuracy import evaluate_bundle
 from vidseg.engine.segmenter import Segmenter
 from vidseg.models.data import LabelledFrame
 
@@ -52,14 +53,14 @@ def test_rows_rank_as_the_degradations_do() -> None:
 
 
 def test_a_bad_grid_is_one_line() -> None:
-    run = subprocess.run([sys.executable, "-m", "vidseg.benchmarks.flicker_floor", "--data", ".",
+    run = subprocess.run([sys.executable, flicker_floor.__file__, "--data", ".",
                           "--grid", "80by112"], capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 2 and "expected HxW" in run.stderr
     assert "Traceback" not in run.stderr
 
 
 def test_missing_data_is_one_line(tmp_path) -> None:
-    run = subprocess.run([sys.executable, "-m", "vidseg.benchmarks.flicker_floor", "--data",
+    run = subprocess.run([sys.executable, flicker_floor.__file__, "--data",
                           str(tmp_path)], capture_output=True, text=True)  # fmt: skip
     assert run.returncode != 0 and "Traceback" not in run.stderr and run.stderr.strip()
     assert len(run.stderr.strip().splitlines()) == 1

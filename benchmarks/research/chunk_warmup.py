@@ -1,8 +1,8 @@
 """How well chunked processing (``vidseg-batch --chunk-frames N --warmup-frames K``) agrees with
 one sequential pass, per warm-up K.
 
-    python -m vidseg.benchmarks.chunk_warmup --frames ../shared/data/camvid/val \\
-        --clip ../shared/data/videos/solidWhiteRight.mp4 --chunk 30 --warmup 0 4 8 16
+    python benchmarks/research/chunk_warmup.py --frames CAMVID/val \\
+        --clip CLIP.mp4 --chunk 30 --warmup 0 4 8 16
 
 Each source is segmented once in order (state carried), then in chunks of ``--chunk`` frames,
 each chunk starting from a reset state K frames early (``engine.batch.segment_range``, the code
@@ -59,7 +59,7 @@ def agreement(segmenter: Segmenter, frames: list[np.ndarray], chunk: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vidseg.benchmarks.chunk_warmup",
+    p = argparse.ArgumentParser(prog="python benchmarks/research/chunk_warmup.py",
                                 description=__doc__.split("\n\n")[0])  # fmt: skip
     p.add_argument("--model", help="bundle (default: the bundled model)")
     p.add_argument("--frames", action="append", default=[], help="a folder of frames (repeat)")

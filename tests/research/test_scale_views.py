@@ -12,9 +12,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vidseg.benchmarks.scale_views import combinations  # noqa: E402
+import scale_views  # noqa: E402
+from scale_views import combinations, view_probs, view_size  # noqa: E402
+
 from vidseg.export.cli import load_checkpoint  # noqa: E402
-from vidseg.models.teacher import view_probs, view_size  # noqa: E402
 
 
 def test_view_size_rounds_to_the_stride() -> None:
@@ -45,8 +46,6 @@ def test_a_mirrored_view_is_mirrored_back(tiny_perframe_checkpoint: Path, sample
 def test_cli_scores_the_rows_and_rejects_a_recurrent_model(
         tiny_perframe_checkpoint: Path, tiny_checkpoint: Path, camvid: Path,
         tmp_path: Path) -> None:  # fmt: skip
-    from vidseg.benchmarks import scale_views
-
     out = tmp_path / "rows.json"
     assert scale_views.main(["--checkpoint", str(tiny_perframe_checkpoint), "--data", str(camvid),
                              "--scales", "1", "1.5", "--flip", "--limit", "2",
@@ -57,7 +56,7 @@ def test_cli_scores_the_rows_and_rejects_a_recurrent_model(
     for r in rows.values():
         assert 0 <= r["miou"] <= 100 and len(r["iou"]) == 11 and 0 <= r["trimap_iou"] <= 100
         assert 0 <= r["excess_flicker"] <= r["flicker"]
-    proc = subprocess.run([sys.executable, "-m", "vidseg.benchmarks.scale_views", "--checkpoint",
+    proc = subprocess.run([sys.executable, scale_views.__file__, "--checkpoint",
                            str(tiny_checkpoint), "--data", str(camvid)],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr

@@ -1,4 +1,4 @@
-"""``python -m vidseg.benchmarks.output_filter --model BUNDLE --data CAMVID``: what a memory at
+"""``python benchmarks/research/output_filter.py --model BUNDLE --data CAMVID``: what a memory at
 the output is worth, with no training.
 
 Each frame's class probabilities (the bundle's logits at its label stride, softmaxed) are
@@ -12,10 +12,10 @@ average-pooled to it. The filtered probabilities are upsampled crisply to the la
 flicker) on the labelled frames in order, the filter and the bundle's own state reset where the
 drive changes. ``a = 0`` is the bundle as it ships, so its row equals ``vidseg-eval``'s.
 
-The numbers in docs/accuracy.md were made with::
+The numbers in benchmarks/research/NOTES.md were made with::
 
-    python -m vidseg.benchmarks.output_filter --model runs/twinA.vidseg \\
-        --data ../shared/data/camvid --alpha 0 0.3 0.5
+    python benchmarks/research/output_filter.py --model runs/twinA.vidseg \\
+        --data CAMVID --alpha 0 0.3 0.5
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def filter_scores(segmenter: Segmenter, data_root: str, alphas: list[float],
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="output_filter", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="output_filter.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="bundle with a logits output (default: the bundled one)")
     p.add_argument("--data", required=True, help="CamVid root with val/ and valannot/")
     p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.3, 0.5],

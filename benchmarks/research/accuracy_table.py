@@ -1,5 +1,5 @@
-"""``python -m vidseg.benchmarks.accuracy_table``: train, export and score a set of models with
-one budget, and write the table of ``docs/accuracy.md``.
+"""``python benchmarks/research/accuracy_table.py``: train, export and score a set of models with
+one budget, and write the table of ``benchmarks/research/NOTES.md``.
 
 Each row is a ``vidseg-train`` run (the same ``--steps`` and training flags for all), exported
 the way the default ships (labels at stride 4 with logits, split where the family allows), then
@@ -12,8 +12,8 @@ markdown file between ``<!-- accuracy-table:start -->`` and ``<!-- accuracy-tabl
 
 Example (the GPU run; on 2 CPU cores drop the last three flags and lower ``--steps``)::
 
-    python -m vidseg.benchmarks.accuracy_table --data ../shared/data/camvid --runs runs/table \\
-        --steps 4000 --write docs/accuracy.md -- --input-size 256 352 --batch 4 --seq-len 8 \\
+    python benchmarks/research/accuracy_table.py --data CAMVID --runs runs/table \\
+        --steps 4000 --write benchmarks/research/NOTES.md -- --input-size 256 352 --batch 4 --seq-len 8 \\
         --device cuda --amp --workers 7
 """
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     train_flags = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(prog="python -m vidseg.benchmarks.accuracy_table",
+    p = argparse.ArgumentParser(prog="python benchmarks/research/accuracy_table.py",
                                 description=__doc__.split("\n\n")[0])  # fmt: skip
     p.add_argument("--data", required=True, help="CamVid root (train/, val/, ...)")
     p.add_argument("--runs", required=True, help="directory of the runs (resumable)")
