@@ -116,3 +116,22 @@ def unwritable(path: str | os.PathLike[str]) -> str | None:
     if not os.access(target.parent, os.W_OK):
         return f"directory is not writable: {target.parent}"
     return None
+
+
+def missing_extra(prog: str, extra: str, exc: ImportError) -> int:
+    """For the console entry points of commands that need an optional extra (torch, onnx): one
+    line on stderr naming the extra to install, and exit code 1.
+
+    Raises:
+        ImportError: ``exc`` itself when no third-party module is missing (a bug, not an
+            install: the traceback should show).
+    """
+    missing = (exc.name or "").split(".")[0]
+    if not missing or missing == "vidseg":
+        raise exc
+    print(
+        f"{prog}: error: needs {missing}, which the runtime install leaves out: "
+        f"pip install 'vidseg[{extra}]'",
+        file=sys.stderr,
+    )
+    return 1
