@@ -58,6 +58,7 @@ from vidseg.engine.backends.base import Transfers
 from vidseg.engine.backends.ort import session_options
 from vidseg.engine.bundle import ENCODE, default_bundle_path, load_bundle
 from vidseg.engine.cli import parse_size
+from vidseg.engine.clihelp import HelpFormatter
 from vidseg.engine.errors import VidsegError, run_for_cli, unwritable
 from vidseg.engine.multistream import MultiStreamSegmenter
 from vidseg.engine.overlay import blend, palette_lut
@@ -544,7 +545,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vidseg-bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+                                formatter_class=HelpFormatter)  # fmt: skip
     p.add_argument("--model", help="bundle directory (default: the bundled model)")
     p.add_argument("--input", help="clip to take frames from (default: the sample clip)")
     p.add_argument("--frames", type=int, default=200, help="timed frames per latency run")

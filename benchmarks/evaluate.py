@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from vidseg.benchmarks.accuracy import BAND_PX, EDGE_PX, BundleScore, evaluate_bundle
 from vidseg.engine.bundle import default_bundle_path
+from vidseg.engine.clihelp import HelpFormatter
 from vidseg.engine.errors import VidsegError, run_for_cli, unwritable
 from vidseg.engine.segmenter import Segmenter
 from vidseg.models.data import labelled_frame_paths, read_labelled_frame
@@ -114,7 +115,7 @@ def summary(result: dict[str, object]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+                                formatter_class=HelpFormatter)  # fmt: skip
     p.add_argument("--model", help="bundle directory (default: the bundled model)")
     p.add_argument("--frames", required=True, metavar="DIR",
                    help="folder of frames (.png/.jpg/.jpeg), read in file-name order")  # fmt: skip

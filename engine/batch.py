@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Iterator
 import av
 import numpy as np
 
+from vidseg.engine.clihelp import HelpFormatter
 from vidseg.engine.errors import VideoIOError, VidsegError, run_for_cli, unwritable
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.video import VideoInfo, read_frames
@@ -473,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vidseg-batch", description="Segment a collection of videos on Ray (one "
         "long-lived worker per slot, each video in order inside one worker).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )  # fmt: skip
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video files, folders of videos, or .txt lists (one path per line)")  # fmt: skip

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from vidseg.engine.backends import backend_names
 from vidseg.engine.bundle import Bundle, default_bundle_path, load_bundle
+from vidseg.engine.clihelp import HelpFormatter
 from vidseg.engine.errors import (
     SourceLostError,
     VideoIOError,
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vidseg-run",
         description="Segment a video with a vidseg model bundle and write an overlay video "
         "(or label masks with --mask).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("input", nargs="?", help="input video file, URL (rtsp://, http://), a "
                    "camera (0 or /dev/video0), - for standard input (a streamable format: "

@@ -1,4 +1,7 @@
-"""``vidseg-export CHECKPOINT --out BUNDLE.vidseg``: checkpoint -> bundle, parity-checked.
+"""``vidseg-export``: a checkpoint into a parity-checked bundle (``CHECKPOINT --out B.vidseg``);
+from a bundle, its logits output (``BUNDLE --add-logits``), a float16 copy (``BUNDLE --fp16 --out
+B16.vidseg``) or a Triton repository (``BUNDLE --triton REPO``); or a bundle of your own ONNX
+segmenter (``--wrap MODEL.onnx --out B.vidseg --classes NAMES``).
 
 Exits non-zero (7) when ONNX Runtime and torch disagree beyond tolerance; no bundle is left
 under the output name in that case. ``vidseg-export BUNDLE.vidseg --add-logits`` gives an
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from vidseg.engine.bundle import MANIFEST, SPLIT_FAMILIES, default_bundle_path
+from vidseg.engine.clihelp import HelpFormatter
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.video import read_frames
 from vidseg.export.fp16 import convert_bundle
@@ -147,7 +151,7 @@ def export_checkpoint(args: argparse.Namespace, out: Path) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vidseg-export", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )  # fmt: skip
     p.add_argument("checkpoint", nargs="?", help="last.pt written by vidseg-train, or "
                    "untrained:NAME for a registry model with random weights (benchmarks only); "
@@ -216,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--triton-kind", choices=KINDS, default="cpu", help="instance kind")
     t.add_argument("--triton-accelerator", choices=ACCELERATORS, default="none",
                    help="tensorrt: ONNX Runtime's TensorRT provider (gpu kind)")  # fmt: skip
-    m = p.add_argument_group("a memory of high-resolution tiles (docs/accuracy.md)")
+    m = p.add_argument_group("a memory of high-resolution tiles (docs/families.md)")
     m.add_argument("--tiles", type=_size, metavar="RxC",
                    help="wrap a per-frame checkpoint in a tile memory: the frame at "
                    "--tile-scale x its input size, cut into R x C tiles of that input size, "

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from vidseg.engine.clihelp import HelpFormatter
 from vidseg.engine.errors import BundleError, VidsegError, run_for_cli
 from vidseg.models.data import CAMVID_IGNORE, ClipAugment, LabelledFrames, clip_batch, load_split
 from vidseg.models.evaluate import evaluate_sequence
@@ -737,7 +738,7 @@ def train(args: argparse.Namespace) -> SegMetrics:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vidseg-train", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )  # fmt: skip
     p.add_argument("--model", required=True, help="registry name (see vidseg.models.list_models)")
     p.add_argument("--data", required=True, help="CamVid root with train/, trainannot/, val/, ...")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from vidseg.engine.cli import build_parser
 from vidseg.engine.errors import (
     BackendError,
     BundleError,
+    ParityError,
     SourceLostError,
     TruncatedVideoError,
     VideoIOError,
@@ -67,20 +69,16 @@ def test_test_command_is_what_ci_runs() -> None:
     assert test_command in CI.read_text().splitlines()
 
 
-CLIS = {  # console script -> the module whose build_parser() and main() it runs
-    "vidseg-run": "vidseg.engine.cli",
-    "vidseg-train": "vidseg.models.train",
-    "vidseg-export": "vidseg.export.cli",
-    "vidseg-bench": "vidseg.benchmarks.bench",
-    "vidseg-models": "vidseg.models.cli",
-    "vidseg-eval": "vidseg.benchmarks.evaluate",
-    "vidseg-batch": "vidseg.engine.batch",
-}
+def _clidoc():
+    """tools/clidoc.py (not packaged: a dev tool of the checkout), imported by path."""
+    spec = importlib.util.spec_from_file_location("clidoc", REPO / "tools" / "clidoc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def command_row(prog: str) -> str:
-    return next(line for line in README.read_text().splitlines()
-                if line.startswith(f"| `{prog}"))  # fmt: skip
+CLIDOC = _clidoc()
+CLIS = CLIDOC.COMMANDS  # console script -> the module whose build_parser() and main() it runs
 
 
 def option_strings(prog: str) -> set[str]:
@@ -100,25 +98,48 @@ def test_every_cli_is_in_the_table() -> None:
         assert module == CLIS[prog] or f"from {CLIS[prog]} import main" in source, target
 
 
+def test_cli_reference_is_up_to_date() -> None:
+    """docs/cli.md is what tools/clidoc.py prints from the parsers today."""
+    want = CLIDOC.render()
+    assert (REPO / "docs" / "cli.md").read_text() == want, (
+        "docs/cli.md is out of date: python tools/clidoc.py > docs/cli.md"
+    )
+
+
 @pytest.mark.parametrize("prog", sorted(CLIS))
-def test_readme_row_lists_every_flag(prog: str) -> None:
-    """The command table's row of each CLI names every option its parser has, and no option
-    the parser lacks."""
-    row = command_row(prog)
-    options = option_strings(prog)
-    missing = {o for o in options if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", row)}
-    assert not missing, f"{prog}: README row lacks {sorted(missing)}"
-    documented = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", row))
-    assert documented <= options, f"{prog}: README names {sorted(documented - options)}"
+def test_cli_reference_lists_every_flag(prog: str) -> None:
+    """docs/cli.md has a row for each option of each parser, under that command's heading."""
+    text = (REPO / "docs" / "cli.md").read_text()
+    section = text.split(f"\n## {prog}\n")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    listed = {
+        o for row in rows for o in re.findall(r"(?<![\w-])--?[a-z][a-z0-9-]*", row.split("|")[1])
+    }
+    assert option_strings(prog) <= listed, sorted(option_strings(prog) - listed)
+
+
+@pytest.mark.parametrize("prog", sorted(CLIS))
+def test_help_reads_on_its_own(prog: str) -> None:
+    """--help shows a default only where there is one (no "(default: None)" or "False"), a
+    (width, height) default as WxH, and no reST markup from the docstring it comes from."""
+    text = " ".join(CLIDOC.parser_of(prog).format_help().split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "``" not in text and "(default: (" not in text
+    assert text.startswith(f"usage: {prog} ")
 
 
 def test_documented_exit_codes() -> None:
-    text = " ".join(README.read_text().split())
-    documented = {"3 bad bundle": BundleError("x"), "4 backend": BackendError("x"),
-                  "5 video I/O": VideoIOError("x"),
-                  "6 truncated input": TruncatedVideoError("x", 0),
-                  "8 live source lost": SourceLostError("x", 0)}  # fmt: skip
+    """docs/cli.md's exit codes are the ones the typed errors map to."""
+    text = " ".join((REPO / "docs" / "cli.md").read_text().split())
+    documented = {
+        "| 3 | bad bundle |": BundleError("x"),
+        "| 4 | backend |": BackendError("x"),
+        "| 5 | video I/O |": VideoIOError("x"),
+        "| 6 | truncated input": TruncatedVideoError("x", 0),
+        "| 7 | export parity |": ParityError("x"),
+        "| 8 | live source lost": SourceLostError("x", 0),
+    }
     for phrase, error in documented.items():
         assert phrase in text, phrase
-        assert exit_code_for(error) == int(phrase.split()[0]), phrase
-    assert "130 Ctrl-C" in text and "143 SIGTERM" in text
+        assert exit_code_for(error) == int(phrase.split()[1]), phrase
+    assert "| 130 | Ctrl-C |" in text and "| 143 | SIGTERM" in text
