@@ -82,7 +82,7 @@ def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
     Training runs ``grid_sample``; an ONNX export writes the same sampling as row gathers
     (:func:`gather_warp`), which ONNX Runtime's CPU kernels run about 3x faster than its
-    ``GridSample`` (docs/accuracy.md). The two agree to float rounding (tested).
+    ``GridSample`` (benchmarks/research/NOTES.md). The two agree to float rounding (tested).
     """
     if torch.onnx.is_in_onnx_export():
         return gather_warp(features, flow)

@@ -1,12 +1,12 @@
 """Tile memory: a per-frame network's high-resolution tiles, one per frame, kept in a memory of
 class probabilities that DIS flow carries from frame to frame.
 
-A per-frame model sees small objects better at a larger input (docs/accuracy.md, "What the input
-size is worth"), but a larger input costs its pixels. A tile-memory model keeps the network's
-cost and spends its memory on resolution instead: the frame comes in at ``scale`` x the network's
-input size and is cut into R x C overlapping tiles of exactly that input size. Each frame runs
-the network once, on one view that the engine cuts from the frame (``engine.tiles``: the
-``tile_view`` input, the view itself; ``tile_cycle``, which view it is):
+A per-frame model sees small objects better at a larger input (benchmarks/research/NOTES.md,
+"What the input size is worth"), but a larger input costs its pixels. A tile-memory model keeps
+the network's cost and spends its memory on resolution instead: the frame comes in at ``scale``
+x the network's input size and is cut into R x C overlapping tiles of exactly that input size.
+Each frame runs the network once, on one view that the engine cuts from the frame
+(``engine.tiles``: the ``tile_view`` input, the view itself; ``tile_cycle``, which view it is):
 
 * a **key view**, the whole frame downscaled to the network's input, after every reset: it fills
   the whole memory (the per-frame model as it is, so a reset every frame is its per-frame twin);
