@@ -54,14 +54,55 @@ def open_audio(
     return source, src_stream, out_stream
 
 
-def copy_audio(container: av.container.OutputContainer, audio: AudioCopy, end_s: Fraction) -> None:
-    """Remux the source's audio packets untouched, up to ``end_s`` seconds, the end of the last
-    video frame (so an interrupted run's shorter video does not carry the full soundtrack)."""
+def copy_audio(
+    container: av.container.OutputContainer,
+    audio: AudioCopy,
+    start_s: Fraction,
+    end_s: Fraction,
+    *,
+    negative_ok: bool = False,
+) -> None:
+    """Remux the source's audio packets untouched over the video's span: those from
+    ``start_s`` (source seconds; shifted to 0) up to ``end_s`` seconds after it, the end of the
+    last video frame (so an interrupted run's shorter video does not carry the full
+    soundtrack). See :func:`audio_span` for which packets are kept."""
     source, src_stream, out_stream = audio
+    last_dts: int | None = None
     for packet in source.demux(src_stream):
         if packet.dts is None or packet.size == 0:
             continue  # the demuxer's flush packet
-        if packet.pts is not None and packet.pts * packet.time_base >= end_s:
+        keep = audio_span(packet, start_s, end_s, negative_ok=negative_ok)
+        if keep is None:
             break
+        if not keep or (last_dts is not None and packet.dts <= last_dts):
+            continue
+        last_dts = packet.dts
         packet.stream = out_stream
         container.mux(packet)
+
+
+def audio_span(
+    packet: av.Packet, start_s: Fraction, end_s: Fraction, *, negative_ok: bool = False
+) -> bool | None:
+    """Whether ``packet`` (source clock) belongs to an output whose video spans ``start_s`` ..
+    ``start_s + end_s``, shifting its pts and dts by ``-start_s`` when it does; None when it
+    and every later packet lie past the end.
+
+    A packet is kept when it starts at or after ``start_s`` (with ``negative_ok``, a container
+    that stores a negative start, mp4/mov: when it ends after it) and its middle lies before the
+    end: the audio ends within half a packet of the video.
+    """
+    time_base = packet.time_base
+    start = packet.pts * time_base if packet.pts is not None else packet.dts * time_base
+    length = packet.duration * time_base if packet.duration else Fraction(0)
+    start -= start_s
+    if start + length / 2 >= end_s:
+        return None
+    if start < 0 and not (negative_ok and start + length > 0):
+        return False
+    shift = round(start_s / time_base)
+    if shift:
+        if packet.pts is not None:
+            packet.pts -= shift
+        packet.dts -= shift
+    return True

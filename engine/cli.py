@@ -25,6 +25,7 @@ import sys
 import threading
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -74,6 +75,7 @@ LOSSLESS_MASK_SUFFIX = ".mkv"  # FFV1 4:0:0, the exact class ids (read_label_fra
 DEFAULT_TIMEOUT_S = 10.0  # network sources: a silent camera fails instead of hanging
 RECONNECT_BACKOFF_S = 0.5  # first wait before reopening a lost source, doubled per attempt
 OVERLAY_CODECS = ("libx264", "libx265", "libvpx-vp9", "mpeg4")
+CODEC_BY_SUFFIX = {".webm": "libvpx-vp9"}  # --out's encoder when --codec is not given; else x264
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,9 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--key-interval", type=int, help="frames between key frames (keyframe)")
     p.add_argument("--budget-ms", type=float, help="per-frame budget for --schedule deadline")
-    p.add_argument("--codec", default="libx264", choices=OVERLAY_CODECS,
-                   help="overlay video encoder (libx265: smaller files, slower; libvpx-vp9 "
-                   "for .webm/.mkv)")  # fmt: skip
+    p.add_argument(
+        "--codec",
+        choices=OVERLAY_CODECS,
+        help="overlay video encoder (default: libvpx-vp9 for .webm, else libx264; "
+        "libx265: smaller files, slower)",
+    )
     p.add_argument("--crf", type=int, default=23,
                    help="libx264/libx265 quality (0 lossless .. 51)")  # fmt: skip
     p.add_argument("--preset", default="veryfast", help="libx264/libx265 speed preset")
@@ -178,6 +183,34 @@ def parse_size(text: str) -> tuple[int, int]:
     if width < 0 or height < 0 or width == height == 0 or max(width, height) > 16384:
         raise argparse.ArgumentTypeError(f"sizes must be 0..16384 with one side > 0, got {text!r}")
     return width, height
+
+
+def overlay_codec(args: argparse.Namespace) -> str:
+    """``--codec``, or the encoder ``--out``'s suffix calls for (VP9 for .webm)."""
+    return args.codec or CODEC_BY_SUFFIX.get(Path(args.out or "").suffix.lower(), "libx264")
+
+
+def written_size(args: argparse.Namespace, width: int, height: int) -> tuple[int, int]:
+    """The size of the first video output as written: the overlay and colour masks are
+    yuv420p, which pads an odd side by one pixel; lossless masks (.mkv, PNG) keep it."""
+    path = args.out or args.mask_out
+    if path is None:
+        return width, height
+    suffix = Path(path).suffix.lower()
+    if (args.mask or not args.out) and (
+        suffix == LOSSLESS_MASK_SUFFIX or suffix not in MASK_VIDEO_SUFFIXES
+    ):
+        return width, height
+    return width + width % 2, height + height % 2
+
+
+def output_fps(args: argparse.Namespace, fps: Fraction) -> Fraction:
+    """The frame rate the written frames have: the source's, over ``--vid-stride``, at most
+    ``--max-fps`` (what an AVI, which counts frames, declares)."""
+    fps = fps / args.vid_stride
+    if args.max_fps:
+        fps = min(fps, Fraction(args.max_fps).limit_denominator(1001))
+    return fps
 
 
 def output_size(requested: tuple[int, int] | None, width: int, height: int) -> tuple[int, int]:
@@ -268,14 +301,26 @@ def _mask_target(path: Path, args: argparse.Namespace, info: VideoInfo, size: tu
     yuv420p, plays anywhere), anything else a directory of PNG ids."""
     width, height = size
     suffix = path.suffix.lower()
+    fps = output_fps(args, info.fps)
     if suffix == LOSSLESS_MASK_SUFFIX:
-        return Target(VideoWriter(path, width=width, height=height, fps=info.fps,
-                                  time_base=info.time_base, codec="ffv1", lossless=True,
-                                  overwrite=args.overwrite), labels)  # fmt: skip
+        return Target(
+            VideoWriter(
+                path,
+                width=width,
+                height=height,
+                fps=fps,
+                time_base=info.time_base,
+                codec="ffv1",
+                lossless=True,
+                overwrite=args.overwrite,
+                zero_start=True,
+            ),
+            labels,
+        )
     if suffix in MASK_VIDEO_SUFFIXES:
-        return Target(VideoWriter(path, width=width, height=height, fps=info.fps,
+        return Target(VideoWriter(path, width=width, height=height, fps=fps,
                                   time_base=info.time_base, codec="libx264", crf=args.crf,
-                                  preset=args.preset, overwrite=args.overwrite),
+                                  preset=args.preset, overwrite=args.overwrite, zero_start=True),
                       lambda frame, result: colorize(labels(frame, result), lut))  # fmt: skip
     return Target(MaskSequenceWriter(path, overwrite=args.overwrite), labels)
 
@@ -309,11 +354,25 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame],
             # a pipe or a live stream cannot be read a second time for its audio
             no_audio = (args.no_audio or args.input == STDIN or args.live or args.reconnect
                         or is_camera(args.input) or os.path.isdir(args.input))  # fmt: skip
-            targets.append(Target(VideoWriter(
-                Path(args.out), width=width, height=height, fps=info.fps,
-                time_base=info.time_base, codec=args.codec, crf=args.crf, preset=args.preset,
-                audio_from=None if no_audio else args.input, audio_timeout_s=args.timeout or None,
-                overwrite=args.overwrite), overlay))  # fmt: skip
+            targets.append(
+                Target(
+                    VideoWriter(
+                        Path(args.out),
+                        width=width,
+                        height=height,
+                        fps=output_fps(args, info.fps),
+                        time_base=info.time_base,
+                        codec=overlay_codec(args),
+                        crf=args.crf,
+                        preset=args.preset,
+                        audio_from=None if no_audio else args.input,
+                        audio_timeout_s=args.timeout or None,
+                        overwrite=args.overwrite,
+                        zero_start=True,
+                    ),
+                    overlay,
+                )
+            )
         if args.mask_out:
             targets.append(_mask_target(Path(args.mask_out), args, info, (width, height), labels,
                                         lut))  # fmt: skip
@@ -467,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     if outcome is None:
         return code
     stats, info, live = outcome
-    width, height = output_size(args.out_size, info.width, info.height)
+    width, height = written_size(args, *output_size(args.out_size, info.width, info.height))
     summary = {
         "input": args.input, "output": args.out, "mask_output": args.mask_out,
         "scores_output": args.scores, "jsonl": args.jsonl, "output_size": [width, height],

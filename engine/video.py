@@ -36,6 +36,7 @@ import numpy as np
 
 from vidseg.engine.avutil import AV_ERRORS, check_size, error_reason
 from vidseg.engine.errors import SourceLostError, TruncatedVideoError, VideoIOError
+from vidseg.engine.timeline import Timeline
 
 __all__ = [
     "Frame",
@@ -193,6 +194,7 @@ def open_video(
     thread_type: str = "AUTO",
     timeout_s: float | None = None,
     rtsp_transport: str = "tcp",
+    timeline: Timeline | None = None,
 ) -> tuple[VideoInfo, Iterator[Frame]]:
     """Open ``path`` once: its ``VideoInfo`` now, and its frames (as :func:`read_frames`).
 
@@ -204,6 +206,9 @@ def open_video(
         timeout_s: network sources only (see :func:`is_network_source`): seconds to wait for
             the connection and then for each read; None or 0 waits forever.
         rtsp_transport: ``rtsp://`` sources only, one of ``RTSP_TRANSPORTS``.
+        timeline: the clock the frames' pts follow (``engine.timeline``); pass the same one to
+            each reopening of a source (a reconnect) so its timestamps continue. None: a new
+            one.
 
     Raises:
         SourceLostError: a network source sent nothing within ``timeout_s`` (at once), or
@@ -224,7 +229,9 @@ def open_video(
     except BaseException:
         container.close()
         raise
-    decoded = _decode(path, max_frames=max_frames, thread_type=thread_type, container=container)
+    decoded = _decode(
+        path, max_frames=max_frames, thread_type=thread_type, container=container, timeline=timeline
+    )
     first = next(decoded, None)  # its display rotation sets the upright size
     if first is not None:
         info = _rotated(info, first[1])
@@ -343,9 +350,11 @@ def _decode(
     max_frames: int | None,
     thread_type: str,
     container: av.container.InputContainer | None = None,
+    timeline: Timeline | None = None,
 ) -> Iterator[tuple[int, av.VideoFrame, Fraction]]:
     """Yield ``(index, frame, time_base)`` for the first video stream; see read_frames' Raises.
     ``container``: already open on ``path`` (closed here when done), else ``path`` is opened.
+    Timestamps go through ``timeline`` (a new one when None): they strictly increase.
 
     Demuxes packet by packet (rather than ``container.decode``) to count the packets that the
     demuxer marks as discarded (mp4 edit lists): the decoder drops those frames on purpose, so
@@ -365,7 +374,12 @@ def _decode(
             raise VideoIOError(f"cannot read video {path!s}: the video stream has no time base")
         stream.thread_type = thread_name
         declared = stream.frames if stream.frames and stream.frames > 0 else None
+        if timeline is None:
+            timeline = Timeline(os.fspath(path))
+        else:
+            timeline.reopened()
         decoded = discarded = corrupt = 0
+        last_pts: int | None = None
         packets = container.demux(stream)
         while True:
             try:
@@ -375,6 +389,7 @@ def _decode(
                 if packet.size > 0:  # the final empty packet only flushes the decoder
                     discarded += packet.is_discard
                     corrupt += packet.is_corrupt
+                    timeline.packet(packet, "video")
                 av_frames = packet.decode()
             except AV_ERRORS as error:
                 if is_network_source(path):  # a dropped connection or a read timeout
@@ -389,11 +404,16 @@ def _decode(
                     frames_decoded=decoded,
                 ) from error
             for av_frame in av_frames:
+                av_frame.pts = last_pts = timeline.frame_pts(av_frame.pts, time_base, decoded)
                 yield decoded, av_frame, time_base
                 decoded += 1
                 if max_frames is not None and decoded >= max_frames:
                     return
-        if declared is not None and decoded < declared - discarded:
+        if (
+            declared is not None
+            and decoded < declared - discarded
+            and not _reached_end(stream, last_pts)
+        ):
             raise TruncatedVideoError(
                 f"{path!s} ended after {decoded} of {declared - discarded} declared frames "
                 "(file truncated or damaged)",
@@ -402,6 +422,17 @@ def _decode(
         if corrupt:  # the decoder concealed the damage and delivered every frame
             logger.warning("%s: demuxer flagged %d corrupt packet(s)", path, corrupt)
         logger.debug("%s: decoded %d frames (%d discarded by edit list)", path, decoded, discarded)
+
+
+def _reached_end(stream: av.video.stream.VideoStream, last_pts: int | None) -> bool:
+    """Whether a frame with pts ``last_pts`` ends the stream's declared duration (within half a
+    frame): then frames the container declares and does not hold were empty slots (an AVI
+    counts a dropped frame as one), not a truncation."""
+    rate = stream.average_rate or stream.guessed_rate
+    if last_pts is None or not stream.duration or not rate or not stream.time_base:
+        return False
+    step = 1 / (rate * stream.time_base)
+    return last_pts + step - (stream.start_time or 0) >= stream.duration - step / 2
 
 
 STDIN: Final = "-"  # an input path that means standard input (a pipe)

@@ -36,6 +36,8 @@ __all__ = ["VideoWriter"]
 logger = logging.getLogger(__name__)
 
 _MOV_SUFFIXES: Final[frozenset[str]] = frozenset({".mp4", ".m4v", ".mov"})
+_MATROSKA_SUFFIXES: Final[frozenset[str]] = frozenset({".mkv", ".webm"})
+_MATROSKA_TIME_BASE: Final[Fraction] = Fraction(1, 1000)  # Matroska stores milliseconds
 _CRF_CODECS: Final[frozenset[str]] = frozenset({"libx264", "libx265"})
 _LOSSLESS_CODECS: Final[frozenset[str]] = frozenset({"libx264", "ffv1"})
 _MAX_TIMESCALE: Final[int] = 2**31 - 1
@@ -64,7 +66,12 @@ class VideoWriter:
 
     Timestamps: ``pts`` are integers in ``time_base`` units (default ``1/fps``). Passing a source's
     pts together with ``time_base=source.time_base`` preserves them: the read-back frames carry
-    the same timestamps (mp4/mov store them exactly; Matroska stores milliseconds).
+    the same timestamps (mp4/mov store them exactly; Matroska and WebM store milliseconds; AVI
+    counts frames at ``fps``, so it declares ``fps`` and each frame lands on the nearest
+    ``1/fps`` slot). Where that rounding would give two frames the same time, the later one
+    moves to the next tick of the container: the output's timestamps always increase.
+    ``zero_start=True`` shifts the output (video and audio alike) so its first frame is at 0 (a
+    source that starts at 1.48 s, as MPEG-TS does, gives no empty lead-in).
 
     Attributes:
         path: the final output path.
@@ -100,6 +107,7 @@ class VideoWriter:
         audio_from: str | os.PathLike[str] | None = None,
         audio_timeout_s: float | None = None,
         overwrite: bool = True,
+        zero_start: bool = False,
     ) -> None:
         self.path: Path = Path(path)
         self._audio_from = audio_from  # copy this file's audio into the output
@@ -131,6 +139,17 @@ class VideoWriter:
             self._out_height = self._height + self._height % 2
         self._temp_path = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self._frame_step = 1 / (self.fps * self.time_base)  # pts ticks per frame
+        suffix = self.path.suffix.lower()
+        self._out_time_base = (  # the container's clock: what its timestamps can tell apart
+            Fraction(self.fps.denominator, self.fps.numerator)
+            if suffix == ".avi"
+            else _MATROSKA_TIME_BASE
+            if suffix in _MATROSKA_SUFFIXES
+            else self.time_base
+        )
+        self._zero_start = bool(zero_start)
+        self._start_pts: int | None = None  # the first frame's pts (in time_base)
+        self._last_out: int | None = None  # the last frame's pts in _out_time_base
         self._frames_written = 0
         self._last_pts: int | None = None
         self._explicit_pts = False
@@ -168,7 +187,7 @@ class VideoWriter:
             raise RuntimeError("VideoWriter is already open")
         check_output_parent(self.path)
         options: dict[str, str] = {}
-        timescale = self.time_base.denominator
+        timescale = self._out_time_base.denominator
         if self.path.suffix.lower() in _MOV_SUFFIXES and timescale <= _MAX_TIMESCALE:
             # The mov muxer stores the edit-list start in the movie timescale (default 1/1000),
             # which rounds a non-zero first pts (1000/12800 s -> 998 ticks). Match the track's.
@@ -186,8 +205,8 @@ class VideoWriter:
             stream = container.add_stream(self._codec, rate=self.fps)
             stream.width = self._out_width
             stream.height = self._out_height
-            stream.time_base = self.time_base
-            stream.codec_context.time_base = self.time_base
+            stream.time_base = self._out_time_base
+            stream.codec_context.time_base = self._out_time_base
             if self._lossless:
                 stream.pix_fmt = "gray"
                 if self._codec == "libx264":
@@ -196,8 +215,18 @@ class VideoWriter:
                 stream.pix_fmt = "yuv420p"
                 if self._codec in _CRF_CODECS:
                     stream.options = {"crf": str(self._crf), "preset": self._preset}
+                if self._codec == "libx264" and self.path.suffix.lower() == ".avi":
+                    stream.options["bf"] = "0"  # AVI has no dts: B-frames shift a slot
                 if self._codec == "libx265":  # x265 prints its settings to stderr otherwise
                     stream.options["x265-params"] = "log-level=error"
+                if self._codec == "libvpx-vp9":  # libvpx's defaults take ~0.4 s per 540p frame
+                    stream.options = {
+                        "crf": str(self._crf),
+                        "b:v": "0",
+                        "deadline": "realtime",
+                        "cpu-used": "8",
+                        "row-mt": "1",
+                    }
         except (*AV_ERRORS, ValueError, TypeError) as error:
             container.close()
             remove_quietly(self._temp_path)
@@ -259,8 +288,8 @@ class VideoWriter:
             frame = av.VideoFrame.from_ndarray(
                 np.ascontiguousarray(pixels), format="gray" if self._lossless else "rgb24"
             )
-            frame.pts = frame_pts
-            frame.time_base = self.time_base
+            frame.pts = self._out_pts(frame_pts)
+            frame.time_base = self._out_time_base
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
         except AV_ERRORS as error:
@@ -268,7 +297,22 @@ class VideoWriter:
                 f"cannot write frame {self._frames_written} to {self.path}: {error_reason(error)}"
             ) from error
         self._last_pts = frame_pts
+        self._last_out = frame.pts
         self._frames_written += 1
+
+    def _out_pts(self, pts: int) -> int:
+        """``pts`` (time_base) in the container's clock, after the one before (see the class)."""
+        if self._start_pts is None:
+            self._start_pts = pts if self._zero_start else 0
+        out = round((pts - self._start_pts) * self.time_base / self._out_time_base)
+        if self._last_out is not None and out <= self._last_out:
+            logger.debug(
+                "%s: frame %d rounds onto the previous frame's time; moved one tick",
+                self.path.name,
+                self._frames_written,
+            )
+            out = self._last_out + 1
+        return out
 
     def __exit__(
         self,
@@ -304,8 +348,15 @@ class VideoWriter:
                     for packet in stream.encode(None):
                         container.mux(packet)
                     if self._audio is not None and self._last_pts is not None:
-                        end_s = (self._last_pts + self._frame_step) * self.time_base
-                        copy_audio(container, self._audio, end_s)
+                        start = self._start_pts or 0
+                        end_s = (self._last_pts + self._frame_step - start) * self.time_base
+                        copy_audio(
+                            container,
+                            self._audio,
+                            start * self.time_base,
+                            end_s,
+                            negative_ok=self.path.suffix.lower() in _MOV_SUFFIXES,
+                        )
             finally:
                 container.close()
                 if self._audio is not None:
