@@ -807,9 +807,12 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--consistency-weight", type=float, default=0.0, metavar="W",
                         help="weight of the flow-warped temporal-consistency loss on the "
                         "unlabelled clips of --consistency-videos (0: off)")  # fmt: skip
-    memory.add_argument("--consistency-videos", metavar="DIR",
-                        help="folder of unlabelled videos for --consistency-weight "
-                        "(e.g. ../shared/data/videos)")  # fmt: skip
+    memory.add_argument(
+        "--consistency-videos",
+        metavar="DIR",
+        help="folder of unlabelled videos for --consistency-weight (clips from the kind of "
+        "camera the model will see)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
