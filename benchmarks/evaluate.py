@@ -10,8 +10,7 @@ frame with ``--reset-every-frame``. The scoring itself is :func:`evaluate_bundle
 
 Example::
 
-    vidseg-eval --frames ../shared/data/camvid/val --labels ../shared/data/camvid/valannot \\
-        --json eval.json
+    vidseg-eval --frames CAMVID/val --labels CAMVID/valannot --json eval.json
 """
 
 from __future__ import annotations

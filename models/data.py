@@ -1,6 +1,6 @@
 """CamVid loading and synthetic temporal clips made from single labelled frames.
 
-CamVid (../shared/data/camvid, CC BY-NC 4.0) labels one frame in thirty, so training clips are
+CamVid (CC BY-NC 4.0) labels one frame in thirty, so training clips are
 synthesised: each clip follows one labelled image under a smooth random camera motion (pan, zoom,
 small rotation, applied to image and label alike), with photometric jitter, sensor noise, blur
 and transient corruptions (glare/occluding patches whose label stays the scene's) on some frames

@@ -9,7 +9,7 @@ engine and NetWarp use) is computed at 1/4 of that size in both directions; the 
 check (Sundaram et al. 2010: ``|b + f(x + b)|^2 <= 0.01 (|b|^2 + |f(x + b)|^2) + 0.5``) marks
 the pixels of t that are occluded in t - 1 or whose flow leaves the frame.
 
-Only the videos the brief allows go here (../shared/data/videos); no labels are read.
+Unlabelled videos only: no labels are read.
 """
 
 from __future__ import annotations

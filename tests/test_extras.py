@@ -21,8 +21,9 @@ def run_without(module: str, command: list[str], tmp_path: Path) -> subprocess.C
     env = os.environ | {
         "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
     }
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,8 +59,11 @@ def test_the_runtime_commands_need_no_torch(tmp_path: Path, sample_clip: Path) -
         proc = run_without("torch", [str(BIN / prog), "--help"], tmp_path)
         assert proc.returncode == 0 and proc.stdout.startswith("usage:"), (prog, proc.stderr)
     out = tmp_path / "s.jsonl"
-    proc = run_without("torch", [str(BIN / "vidseg-run"), str(sample_clip), "--jsonl", str(out),
-                                 "--max-frames", "2", "-q"], tmp_path)  # fmt: skip
+    proc = run_without(
+        "torch",
+        [str(BIN / "vidseg-run"), str(sample_clip), "--jsonl", str(out), "--max-frames", "2", "-q"],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(out.read_text().splitlines()) == 2
 

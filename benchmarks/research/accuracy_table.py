@@ -13,8 +13,8 @@ markdown file between ``<!-- accuracy-table:start -->`` and ``<!-- accuracy-tabl
 Example (the GPU run; on 2 CPU cores drop the last three flags and lower ``--steps``)::
 
     python benchmarks/research/accuracy_table.py --data CAMVID --runs runs/table \\
-        --steps 4000 --write benchmarks/research/NOTES.md -- --input-size 256 352 --batch 4 --seq-len 8 \\
-        --device cuda --amp --workers 7
+        --steps 4000 --write benchmarks/research/NOTES.md -- --input-size 256 352 --batch 4 \\
+        --seq-len 8 --device cuda --amp --workers 7
 """
 
 from __future__ import annotations
@@ -62,19 +62,19 @@ ROWS: tuple[Row, ...] = (
         "recurrent-lite0-gru",
         ("--label-relaxation",),
         "seed 002: boundary label relaxation on",
-    ),  # fmt: skip
+    ),
     Row(
         "recurrent-noprop",
         "recurrent-lite0-gru",
         ("--propagation-length", "0"),
         "seed 002: label propagation off (labelled frame only)",
-    ),  # fmt: skip
+    ),
     Row(
         "perframe-relax",
         "perframe-lite0",
         ("--label-relaxation",),
         "twin with boundary label relaxation",
-    ),  # fmt: skip
+    ),
     Row("keyframe", "keyframe-lite0-c2", note="seed 003, key interval from the manifest"),
     Row("netwarp", "netwarp-lite0", note="seed 004 (trains on the CPU: DIS flow)"),
     Row(
@@ -103,8 +103,20 @@ def train_row(row: Row, data: str, run: Path, steps: int, train_flags: list[str]
     if _checkpoint_steps(run) >= steps:
         logger.info("%s: trained (%d steps)", row.key, steps)
         return
-    args = ["--model", row.model, "--data", data, "--out", str(run), "--max-steps", str(steps),
-            "--eval-every", str(steps), *row.flags, *train_flags]  # fmt: skip
+    args = [
+        "--model",
+        row.model,
+        "--data",
+        data,
+        "--out",
+        str(run),
+        "--max-steps",
+        str(steps),
+        "--eval-every",
+        str(steps),
+        *row.flags,
+        *train_flags,
+    ]
     if (run / "last.pt").is_file():
         args.append("--resume")
     if train_main(args) != 0:
@@ -122,8 +134,16 @@ def export_row(row: Row, run: Path, ckpt: Path) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     family = create_model(row.model, pretrained=False).cfg.family
     split = family in SPLIT_FAMILIES and "lite0" in row.model and not row.export_flags
-    args = [str(ckpt), "--out", str(bundle), "--label-stride", "4", "--scores", "--logits",
-            *row.export_flags]  # fmt: skip
+    args = [
+        str(ckpt),
+        "--out",
+        str(bundle),
+        "--label-stride",
+        "4",
+        "--scores",
+        "--logits",
+        *row.export_flags,
+    ]
     if export_main(args + ["--split"] * split) != 0:
         raise VidsegError(f"{row.key}: vidseg-export failed (see above)")
     return bundle
@@ -164,13 +184,18 @@ def _params(run: Path) -> float:
     import torch
 
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["model"]
-    return round(sum(v.numel() for k, v in state.items() if "running_" not in k
-                     and "num_batches" not in k) / 1e6, 2)  # fmt: skip
+    return round(
+        sum(v.numel() for k, v in state.items() if "running_" not in k and "num_batches" not in k)
+        / 1e6,
+        2,
+    )
 
 
 def markdown(rows: list[dict[str, object]], steps: int, train_flags: list[str]) -> str:
-    head = ("| row | model | flags | val mIoU carried | reset | trimap IoU | flicker | "
-            "excess flicker | params (M) | CPU ms/frame |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    head = (
+        "| row | model | flags | val mIoU carried | reset | trimap IoU | flicker | "
+        "excess flicker | params (M) | CPU ms/frame |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [
         f"| {r['row']} | {r['model']} | {r['flags'] or '-'} | {r['miou']:.2f} | "
         f"{r['miou_reset']:.2f} | {r['trimap_iou']:.2f} | {r['flicker']:.2f} | "
@@ -178,11 +203,16 @@ def markdown(rows: list[dict[str, object]], steps: int, train_flags: list[str]) 
         for r in rows
     ]
     flags = " ".join(train_flags) or "(defaults)"
-    return (f"Every row: {steps} steps of `vidseg-train {flags}`, exported with "
-            "`--label-stride 4 --scores --logits` (`--split` for the Lite0 recurrent/per-frame "
-            "models), scored through the engine on the CamVid val drive; CPU ms: "
-            f"`Segmenter.step` p50 over {TIMED_FRAMES} frames of the sample clip.\n\n"
-            + head + "\n" + "\n".join(lines) + "\n")  # fmt: skip
+    return (
+        f"Every row: {steps} steps of `vidseg-train {flags}`, exported with "
+        "`--label-stride 4 --scores --logits` (`--split` for the Lite0 recurrent/per-frame "
+        "models), scored through the engine on the CamVid val drive; CPU ms: "
+        f"`Segmenter.step` p50 over {TIMED_FRAMES} frames of the sample clip.\n\n"
+        + head
+        + "\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def write_table(path: Path, text: str) -> None:
@@ -224,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     train_flags = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(prog="python benchmarks/research/accuracy_table.py",
-                                description=__doc__.split("\n\n")[0])  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/research/accuracy_table.py", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--data", required=True, help="CamVid root (train/, val/, ...)")
     p.add_argument("--runs", required=True, help="directory of the runs (resumable)")
     p.add_argument("--steps", type=int, required=True, help="vidseg-train --max-steps per row")
@@ -242,8 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     if rows is None:
         return code
     for r in rows:
-        print(f"{r['row']:18s} mIoU {r['miou']:6.2f} reset {r['miou_reset']:6.2f} "
-              f"excess flicker {r['excess_flicker']:5.2f} {r['cpu_ms_p50']:6.1f} ms")  # fmt: skip
+        print(
+            f"{r['row']:18s} mIoU {r['miou']:6.2f} reset {r['miou_reset']:6.2f} "
+            f"excess flicker {r['excess_flicker']:5.2f} {r['cpu_ms_p50']:6.1f} ms"
+        )
     return 0
 
 

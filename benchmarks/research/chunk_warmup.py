@@ -34,13 +34,20 @@ def load_frames(source: str, size: tuple[int, int], limit: int | None) -> list[n
     path = Path(source)
     if path.is_dir():
         names = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg"))[:limit]
-        return [cv2.resize(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), (w, h),
-                           interpolation=cv2.INTER_AREA) for p in names]  # fmt: skip
+        return [
+            cv2.resize(
+                cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB),
+                (w, h),
+                interpolation=cv2.INTER_AREA,
+            )
+            for p in names
+        ]
     return [f.image for f in read_frames(path, size=(w, h), max_frames=limit)]
 
 
-def agreement(segmenter: Segmenter, frames: list[np.ndarray], chunk: int,
-              warmups: list[int]) -> dict:  # fmt: skip
+def agreement(
+    segmenter: Segmenter, frames: list[np.ndarray], chunk: int, warmups: list[int]
+) -> dict:
     sequential = [labels for _, labels in segment_range(segmenter, frames)]
     chunks = plan_chunks(len(frames), chunk)
     rows = {}
@@ -51,16 +58,20 @@ def agreement(segmenter: Segmenter, frames: list[np.ndarray], chunk: int,
         per_frame = np.array([np.mean(a == b) for a, b in zip(chunked, sequential)])
         later = per_frame[chunks[0][1] :] if len(chunks) > 1 else per_frame
         firsts = per_frame[[s for s, _ in chunks[1:]]] if len(chunks) > 1 else per_frame[:1]
-        rows[k] = {"later_chunks_mean": float(later.mean()), "chunk_first_frame_mean":
-                   float(firsts.mean()), "worst_frame": float(later.min()),
-                   "all_frames_mean": float(per_frame.mean()),
-                   "frames_stepped": sum(stop - max(0, start - k) for start, stop in chunks)}  # fmt: skip
+        rows[k] = {
+            "later_chunks_mean": float(later.mean()),
+            "chunk_first_frame_mean": float(firsts.mean()),
+            "worst_frame": float(later.min()),
+            "all_frames_mean": float(per_frame.mean()),
+            "frames_stepped": sum(stop - max(0, start - k) for start, stop in chunks),
+        }
     return {"frames": len(frames), "chunk": chunk, "chunks": len(chunks), "by_warmup": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python benchmarks/research/chunk_warmup.py",
-                                description=__doc__.split("\n\n")[0])  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/research/chunk_warmup.py", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--model", help="bundle (default: the bundled model)")
     p.add_argument("--frames", action="append", default=[], help="a folder of frames (repeat)")
     p.add_argument("--clip", action="append", default=[], help="a video (repeat)")

@@ -23,8 +23,14 @@ from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.engine.video import read_frames
 
 
-def figure(video: str, out: str, frame_index: int, crop: tuple[int, int, int, int],
-           zoom: int, model: str | None) -> str:  # fmt: skip
+def figure(
+    video: str,
+    out: str,
+    frame_index: int,
+    crop: tuple[int, int, int, int],
+    zoom: int,
+    model: str | None,
+) -> str:
     """Write the side-by-side PNG; returns a one-line summary.
 
     Raises:
@@ -59,8 +65,9 @@ def figure(video: str, out: str, frame_index: int, crop: tuple[int, int, int, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python benchmarks/research/crisp_figure.py",
-                                description=__doc__.split("\n\n")[0])  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/research/crisp_figure.py", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("video")
     p.add_argument("out", help="PNG to write")
     p.add_argument("--model", help="bundle with logits (default: the bundled model)")
@@ -74,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError
     except ValueError:
         p.error(f"--crop: expected x,y,width,height, got {args.crop!r}")
-    code, summary = run_for_cli(p.prog, lambda: figure(args.video, args.out, args.frame, crop,
-                                                      args.zoom, args.model), debug=False)  # fmt: skip
+    code, summary = run_for_cli(
+        p.prog,
+        lambda: figure(args.video, args.out, args.frame, crop, args.zoom, args.model),
+        debug=False,
+    )
     if summary is None:
         return code
     print(summary)

@@ -40,7 +40,8 @@ label is void, the frame's own truth stands in (a prediction never says void).
 
 The numbers in benchmarks/research/NOTES.md were made with::
 
-    python benchmarks/research/flicker_floor.py --data CAMVID --grid 80x112 112x160 180x240 --bundle runs/ftA_twin320.vidseg runs/ftA_tilesV.vidseg --threads 2
+    python benchmarks/research/flicker_floor.py --data CAMVID --grid 80x112 112x160 180x240 \\
+        --bundle runs/ftA_twin320.vidseg runs/ftA_tilesV.vidseg --threads 2
 """
 
 from __future__ import annotations
@@ -96,16 +97,22 @@ def carried(labels: list[np.ndarray], flows: list[np.ndarray]) -> list[np.ndarra
     for before, flow in zip(labels, flows[1:]):
         h, w = before.shape
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        out.append(cv2.remap(before, xx + flow[0], yy + flow[1], cv2.INTER_NEAREST,
-                             borderMode=cv2.BORDER_REPLICATE))  # fmt: skip
+        out.append(
+            cv2.remap(
+                before,
+                xx + flow[0],
+                yy + flow[1],
+                cv2.INTER_NEAREST,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+        )
     return out
 
 
 Flows = tuple[list[np.ndarray], list[np.ndarray]]  # both_flows: forward, then backward
 
 
-def voted(labels: list[np.ndarray], flows: Flows, before: int,
-          after: int) -> list[np.ndarray]:  # fmt: skip
+def voted(labels: list[np.ndarray], flows: Flows, before: int, after: int) -> list[np.ndarray]:
     """Each frame's labels replaced by the majority of its own and of its ``before`` previous and
     ``after`` next frames' labels, each carried onto it by chained flow (:func:`carried`);
     ``flows``: :func:`both_flows` of the frames. Each neighbour has
@@ -148,11 +155,13 @@ def frame_flows(frames: list[np.ndarray]) -> list[np.ndarray]:
     at the frames' own size; zeros for the first."""
     size = frames[0].shape[:2]
     return [np.zeros((2, *size), np.float32)] + [
-        dis_flow(prev, cur, size) for prev, cur in zip(frames, frames[1:])]  # fmt: skip
+        dis_flow(prev, cur, size) for prev, cur in zip(frames, frames[1:])
+    ]
 
 
-def through_tiles(frames: list[np.ndarray], truths: list[np.ndarray],
-                  input_size: tuple[int, int] = TILE_INPUT) -> list[np.ndarray]:  # fmt: skip
+def through_tiles(
+    frames: list[np.ndarray], truths: list[np.ndarray], input_size: tuple[int, int] = TILE_INPUT
+) -> list[np.ndarray]:
     """The labels of a tile memory (``models.tiles.TileMemory`` with its defaults, 2x2 tiles at
     1.4x, as ``vidseg-export --tiles 2x2`` wraps a network of ``input_size``) around a network
     that answers every view with ``truths[i]``'s cell shares: what the memory alone does to a
@@ -195,14 +204,15 @@ def through_tiles(frames: list[np.ndarray], truths: list[np.ndarray],
         oracle.answer = torch.from_numpy(np.log(np.maximum(shares, 1e-4)))[None]
         with torch.no_grad():
             logits, state = tiles.stream_logits(
-                torch.from_numpy(big)[None], state,
-                {name: torch.from_numpy(v) for name, v in aux.items()})  # fmt: skip
+                torch.from_numpy(big)[None],
+                state,
+                {name: torch.from_numpy(v) for name, v in aux.items()},
+            )
         out.append(crisp(logits[0].numpy(), truth.shape))
     return out
 
 
-def score(labels: list[np.ndarray],
-          predict: Callable[[int], np.ndarray]) -> dict[str, float]:  # fmt: skip
+def score(labels: list[np.ndarray], predict: Callable[[int], np.ndarray]) -> dict[str, float]:
     """``predict(i)`` for every frame i, scored against ``labels`` (one drive, in order)."""
     scorer = FrameScorer(NUM_CLASSES)
     for i, truth in enumerate(labels):
@@ -212,9 +222,14 @@ def score(labels: list[np.ndarray],
     return scorer.scores()
 
 
-def floor_rows(labels: list[np.ndarray], grids: list[tuple[int, int]], shifts: list[int],
-               seed: int = 0, frames: list[np.ndarray] | None = None,
-               flows: Flows | None = None) -> Iterator[tuple[str, dict[str, float]]]:  # fmt: skip
+def floor_rows(
+    labels: list[np.ndarray],
+    grids: list[tuple[int, int]],
+    shifts: list[int],
+    seed: int = 0,
+    frames: list[np.ndarray] | None = None,
+    flows: Flows | None = None,
+) -> Iterator[tuple[str, dict[str, float]]]:
     """(row name, scores) for the truth, each grid, each shift and the held truth; with the
     ``frames`` too, the truth carried by the flow and steadied by it (``flows``, the frames'
     :func:`both_flows`, computed here when not given), and a perfect network and one a pixel off
@@ -249,12 +264,18 @@ def floor_rows(labels: list[np.ndarray], grids: list[tuple[int, int]], shifts: l
 VOTES = ((2, 0), (3, 0), (1, 1), (2, 2))  # (frames before, after) of --bundle's vote rows
 
 
-def bundle_rows(bundle: str, labels: list[np.ndarray], frames: list[np.ndarray], flows: Flows,
-                threads: int | None = None) -> Iterator[tuple[str, dict[str, float]]]:  # fmt: skip
+def bundle_rows(
+    bundle: str,
+    labels: list[np.ndarray],
+    frames: list[np.ndarray],
+    flows: Flows,
+    threads: int | None = None,
+) -> Iterator[tuple[str, dict[str, float]]]:
     """(row name, scores) for ``bundle``'s labels through the engine (state carried, as
     ``vidseg-eval`` scores it), then for the same labels :func:`voted` over each window of
-    :data:`VOTES` (``flows``: the frames' :func:`both_flows`): how much any filter that carries labels with the engine's flow could calm
-    this bundle, with the frames before it and, not causal, the frames after."""
+    :data:`VOTES` (``flows``: the frames' :func:`both_flows`): how much any filter that carries
+    labels with the engine's flow could calm this bundle, with the frames before it and, not
+    causal, the frames after."""
     from vidseg.engine.segmenter import Segmenter
 
     segmenter = Segmenter(bundle, threads=threads)
@@ -277,15 +298,27 @@ def _grid(text: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="flicker_floor.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="CamVid root with val/ and valannot/")
-    p.add_argument("--grid", type=_grid, nargs="*", default=[(80, 112), (112, 160)],
-                   help="label grids HxW of a perfect model")  # fmt: skip
-    p.add_argument("--shift", type=int, nargs="*", default=[1, 2],
-                   help="random offsets in pixels")  # fmt: skip
-    p.add_argument("--no-flow", action="store_true",
-                   help="leave out the truth's rows that need the frames' flow (and torch)")  # fmt: skip
-    p.add_argument("--bundle", nargs="+", default=[], metavar="BUNDLE",
-                   help="also score these bundles' labels, and their labels voted over "
-                   "flow-carried neighbour frames")  # fmt: skip
+    p.add_argument(
+        "--grid",
+        type=_grid,
+        nargs="*",
+        default=[(80, 112), (112, 160)],
+        help="label grids HxW of a perfect model",
+    )
+    p.add_argument("--shift", type=int, nargs="*", default=[1, 2], help="random offsets in pixels")
+    p.add_argument(
+        "--no-flow",
+        action="store_true",
+        help="leave out the truth's rows that need the frames' flow (and torch)",
+    )
+    p.add_argument(
+        "--bundle",
+        nargs="+",
+        default=[],
+        metavar="BUNDLE",
+        help="also score these bundles' labels, and their labels voted over "
+        "flow-carried neighbour frames",
+    )
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (--bundle)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
@@ -296,8 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         if not labels:
             raise VidsegError(f"{args.data}: no val labels")
         flows = both_flows(frames) if args.bundle or not args.no_flow else None
-        rows = floor_rows(labels, args.grid, args.shift, frames=None if args.no_flow else frames,
-                          flows=flows)  # fmt: skip
+        rows = floor_rows(
+            labels, args.grid, args.shift, frames=None if args.no_flow else frames, flows=flows
+        )
         for bundle in args.bundle:
             rows = itertools.chain(rows, bundle_rows(bundle, labels, frames, flows, args.threads))
         print(score_table("labels" if args.bundle else "truth as", rows))

@@ -67,12 +67,14 @@ def warp(x: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Backward warp of (K, h, w) ``x``: the result at (x, y) is ``x`` sampled bilinearly at
     ``maps`` (:func:`sample_maps`), edges replicated."""
     mx, my = maps
-    return np.stack([cv2.remap(c, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                     for c in x])  # fmt: skip
+    return np.stack(
+        [cv2.remap(c, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for c in x]
+    )
 
 
-def filter_scores(segmenter: Segmenter, data_root: str, alphas: list[float],
-                  split: str = "val") -> list[dict[str, float]]:  # fmt: skip
+def filter_scores(
+    segmenter: Segmenter, data_root: str, alphas: list[float], split: str = "val"
+) -> list[dict[str, float]]:
     """One row per ``a`` in ``alphas``: miou, trimap_iou, flicker, excess_flicker (percent).
 
     Raises:
@@ -98,8 +100,9 @@ def filter_scores(segmenter: Segmenter, data_root: str, alphas: list[float],
         outputs = segmenter.step(image).outputs
         logits = outputs.logits.astype(np.float32)
         probs = softmax(logits)
-        maps = None if previous is None else sample_maps(pooled_flow(previous, image,
-                                                                     probs.shape[1:]))  # fmt: skip
+        maps = (
+            None if previous is None else sample_maps(pooled_flow(previous, image, probs.shape[1:]))
+        )
         previous = image
         truth = _truth_ids(label, ignore, k)
         band, edges = boundary_band(truth, k), boundary_band(truth, k, EDGE_PX)  # one truth
@@ -118,8 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="output_filter.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="bundle with a logits output (default: the bundled one)")
     p.add_argument("--data", required=True, help="CamVid root with val/ and valannot/")
-    p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.3, 0.5],
-                   help="weights a of the warped past, in [0, 1)")  # fmt: skip
+    p.add_argument(
+        "--alpha",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.3, 0.5],
+        help="weights a of the warped past, in [0, 1)",
+    )
     p.add_argument("--threads", type=int, default=2, help="inference threads")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)

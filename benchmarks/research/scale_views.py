@@ -108,16 +108,23 @@ def score_views(model: Any, data: Any, scales: list[float], flip: bool) -> dict[
         for name, vs in rows.items():
             pred = sum(probs[v] for v in vs).argmax(1)[0].numpy().astype(np.uint8)
             scorers[name].add(pred, label, band, edges)
-    return {name: {"views": len(rows[name]), **scorer.scores(),
-                   "iou": list(scorer.result()[0].iou)} for name, scorer in scorers.items()}  # fmt: skip
+    return {
+        name: {"views": len(rows[name]), **scorer.scores(), "iou": list(scorer.result()[0].iou)}
+        for name, scorer in scorers.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scale_views.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a per-frame vidseg-train checkpoint")
     p.add_argument("--data", required=True, help="CamVid root with val/ and valannot/")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.25, 1.5],
-                   help="input sizes, as multiples of the checkpoint's")  # fmt: skip
+    p.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[1.0, 1.25, 1.5],
+        help="input sizes, as multiples of the checkpoint's",
+    )
     p.add_argument("--flip", action="store_true", help="also run each scale mirrored")
     p.add_argument("--limit", type=int, help="only the first N val frames (tests)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -135,12 +142,14 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
         model = per_frame_model(Path(args.checkpoint))
-        rows = score_views(model, load_split(args.data, "val", args.limit), args.scales,
-                           args.flip)  # fmt: skip
+        rows = score_views(model, load_split(args.data, "val", args.limit), args.scales, args.flip)
         height, width = model.cfg.input_size
         print(f"{model.cfg.name} at {height}x{width} x s:")
-        print(score_table("views (count)", ((f"{name} ({row['views']})", row)
-                                             for name, row in rows.items())))  # fmt: skip
+        print(
+            score_table(
+                "views (count)", ((f"{name} ({row['views']})", row) for name, row in rows.items())
+            )
+        )
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))
 

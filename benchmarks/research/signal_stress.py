@@ -64,8 +64,9 @@ def _endless() -> Iterator[Frame]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/research/signal_stress.py",
-                                     description=__doc__.split("\n\n")[0])  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/research/signal_stress.py", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -90,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             try:
                 sender.start()
-                stats = segment_video(_NoOpSegmenter(), _endless(), _CountingSink(),
-                                      lambda frame, result: frame.image)  # fmt: skip
+                stats = segment_video(
+                    _NoOpSegmenter(), _endless(), _CountingSink(), lambda frame, result: frame.image
+                )
                 assert stats.interrupted, "the run ended without being interrupted"
             finally:
                 sender.join()
@@ -99,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             outside += 1
         finally:
             done.set()
-    print(f"{args.runs} runs, no hang ({outside} interrupts landed outside segment_video), "
-          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+    print(
+        f"{args.runs} runs, no hang ({outside} interrupts landed outside segment_video), "
+        f"{time.perf_counter() - started:.1f} s"
+    )
     return 0
 
 

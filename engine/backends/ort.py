@@ -7,8 +7,7 @@ copy; only the frame (and aux inputs) go up and only the labels (and scores) com
 binding path runs on the CPU with ``BackendOptions(io_binding=True)``, which is how it is tested
 on machines without a GPU. Idle worker
 threads do not spin by default: on small machines spinning threads starve video decode/encode
-and other sessions (measured 25 -> 55 ms per frame on 2 cores, ../shared/FACTS.md; our own
-numbers are in benchmarks/README.md).
+and other sessions (measured numbers are in benchmarks/README.md).
 """
 
 from __future__ import annotations

@@ -11,12 +11,37 @@ import accuracy_table
 
 def test_table_rows_resume_and_markdown(camvid: Path, tmp_path: Path, capsys) -> None:
     doc = tmp_path / "accuracy.md"
-    doc.write_text("# Accuracy\n\nintro\n\n<!-- accuracy-table:start -->\nold\n"
-                   "<!-- accuracy-table:end -->\n\nafter\n")  # fmt: skip
-    args = ["--data", str(camvid), "--runs", str(tmp_path / "runs"), "--steps", "2",
-            "--only", "recurrent", "perframe", "--write", str(doc), "--",
-            "--input-size", "64", "96", "--crop", "64", "96", "--batch", "1", "--seq-len", "2",
-            "--limit", "4", "--scratch"]  # fmt: skip
+    doc.write_text(
+        "# Accuracy\n\nintro\n\n<!-- accuracy-table:start -->\nold\n"
+        "<!-- accuracy-table:end -->\n\nafter\n"
+    )
+    args = [
+        "--data",
+        str(camvid),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--steps",
+        "2",
+        "--only",
+        "recurrent",
+        "perframe",
+        "--write",
+        str(doc),
+        "--",
+        "--input-size",
+        "64",
+        "96",
+        "--crop",
+        "64",
+        "96",
+        "--batch",
+        "1",
+        "--seq-len",
+        "2",
+        "--limit",
+        "4",
+        "--scratch",
+    ]
     assert accuracy_table.main(args) == 0
     table = json.loads((tmp_path / "runs" / "table.json").read_text())
     assert set(table) == {"recurrent", "perframe"}
@@ -42,9 +67,28 @@ def test_tiles_row_exports_the_perframe_runs_weights(camvid: Path, tmp_path: Pat
     """A row with ``weights_of`` trains nothing of its own: it exports the other row's
     checkpoint (training it first if needed) with its export flags."""
     runs = tmp_path / "runs"
-    args = ["--data", str(camvid), "--runs", str(runs), "--steps", "2", "--only", "tiles", "--",
-            "--input-size", "64", "96", "--crop", "64", "96", "--batch", "1", "--limit", "4",
-            "--scratch"]  # fmt: skip
+    args = [
+        "--data",
+        str(camvid),
+        "--runs",
+        str(runs),
+        "--steps",
+        "2",
+        "--only",
+        "tiles",
+        "--",
+        "--input-size",
+        "64",
+        "96",
+        "--crop",
+        "64",
+        "96",
+        "--batch",
+        "1",
+        "--limit",
+        "4",
+        "--scratch",
+    ]
     assert accuracy_table.main(args) == 0
     assert (runs / "perframe" / "last.pt").is_file() and not (runs / "tiles" / "last.pt").exists()
     manifest = json.loads((runs / "tiles" / "bundle.vidseg" / "manifest.json").read_text())

@@ -53,15 +53,21 @@ def test_rows_rank_as_the_degradations_do() -> None:
 
 
 def test_a_bad_grid_is_one_line() -> None:
-    run = subprocess.run([sys.executable, flicker_floor.__file__, "--data", ".",
-                          "--grid", "80by112"], capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, flicker_floor.__file__, "--data", ".", "--grid", "80by112"],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and "expected HxW" in run.stderr
     assert "Traceback" not in run.stderr
 
 
 def test_missing_data_is_one_line(tmp_path) -> None:
-    run = subprocess.run([sys.executable, flicker_floor.__file__, "--data",
-                          str(tmp_path)], capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, flicker_floor.__file__, "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode != 0 and "Traceback" not in run.stderr and run.stderr.strip()
     assert len(run.stderr.strip().splitlines()) == 1
 
@@ -105,8 +111,10 @@ def test_a_vote_over_carried_frames_removes_a_one_frame_blip() -> None:
     centred = voted(blipped, flows, 1, 1)
     assert (centred[5][48:60, 60:80] == 3).all()
     for window in (causal, centred):  # the moving square stays where it is
-        assert all((w[20:44, 40:50] == label[20:44, 40:50]).mean() > 0.95
-                   for w, label in zip(window[2:], labels[2:]))  # fmt: skip
+        assert all(
+            (w[20:44, 40:50] == label[20:44, 40:50]).mean() > 0.95
+            for w, label in zip(window[2:], labels[2:])
+        )
     before = score(labels, blipped.__getitem__)["excess_flicker"]
     assert score(labels, causal.__getitem__)["excess_flicker"] < before
 
@@ -114,15 +122,17 @@ def test_a_vote_over_carried_frames_removes_a_one_frame_blip() -> None:
 def test_bundle_rows_score_the_engine_and_its_votes(tiny_perframe_bundle) -> None:
     labels = moving_square(6)
     frames = painted(labels)
-    rows = dict(bundle_rows(str(tiny_perframe_bundle), labels, frames, both_flows(frames),
-                            threads=1))  # fmt: skip
+    rows = dict(
+        bundle_rows(str(tiny_perframe_bundle), labels, frames, both_flows(frames), threads=1)
+    )
     name = tiny_perframe_bundle.name.removesuffix(".vidseg")
     assert list(rows) == [name] + [
         f"{name}, vote of {b + a + 1} ({b} before" + (f", {a} after)" if a else ")")
         for b, a in VOTES
     ]
-    frames_in = [LabelledFrame(f"drive_{i:03d}.png", f, lb) for i, (f, lb) in
-                 enumerate(zip(frames, labels))]  # fmt: skip
+    frames_in = [
+        LabelledFrame(f"drive_{i:03d}.png", f, lb) for i, (f, lb) in enumerate(zip(frames, labels))
+    ]
     reference = evaluate_bundle(Segmenter(tiny_perframe_bundle, threads=1), frames_in)
     assert rows[name]["miou"] == pytest.approx(reference.metrics.miou, abs=1e-6)
     assert rows[name]["excess_flicker"] == pytest.approx(reference.flicker.excess, abs=1e-6)

@@ -25,8 +25,9 @@ def _root_with_labels(camvid: Path, root: Path, labels: list[np.ndarray]) -> Pat
     return root
 
 
-def test_output_filter_warp_and_its_unfiltered_row(tiny_bundle: Path, camvid: Path,
-                                                   tmp_path: Path, capsys) -> None:  # fmt: skip
+def test_output_filter_warp_and_its_unfiltered_row(
+    tiny_bundle: Path, camvid: Path, tmp_path: Path, capsys
+) -> None:
     """The output-filter probe: an integer flow shifts exactly; a = 0 scores exactly as
     vidseg-eval does (same frames, same bundle); bad input is one line, exit 1."""
     import output_filter
@@ -47,8 +48,10 @@ def test_output_filter_warp_and_its_unfiltered_row(tiny_bundle: Path, camvid: Pa
     shipped = evaluate_bundle(Segmenter(with_logits), load_split(root, "val"))
     plain, smooth = output_filter.filter_scores(Segmenter(with_logits), str(root), [0.0, 0.5])
     assert plain["miou"] == shipped.metrics.miou and plain["trimap_iou"] == shipped.trimap.miou
-    assert (plain["flicker"], plain["excess_flicker"]) == (shipped.flicker.pred,
-                                                           shipped.flicker.excess)  # fmt: skip
+    assert (plain["flicker"], plain["excess_flicker"]) == (
+        shipped.flicker.pred,
+        shipped.flicker.excess,
+    )
     assert smooth["alpha"] == 0.5 and smooth != plain
 
     args = ["--data", str(root), "--threads", "1"]

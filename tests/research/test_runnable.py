@@ -19,8 +19,13 @@ def test_the_studies_are_found() -> None:
 
 @pytest.mark.parametrize("script", STUDIES, ids=lambda p: p.stem)
 def test_help_runs_from_anywhere(script: Path, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(script), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage:")
 

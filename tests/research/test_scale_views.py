@@ -44,20 +44,52 @@ def test_a_mirrored_view_is_mirrored_back(tiny_perframe_checkpoint: Path, sample
 
 
 def test_cli_scores_the_rows_and_rejects_a_recurrent_model(
-        tiny_perframe_checkpoint: Path, tiny_checkpoint: Path, camvid: Path,
-        tmp_path: Path) -> None:  # fmt: skip
+    tiny_perframe_checkpoint: Path, tiny_checkpoint: Path, camvid: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "rows.json"
-    assert scale_views.main(["--checkpoint", str(tiny_perframe_checkpoint), "--data", str(camvid),
-                             "--scales", "1", "1.5", "--flip", "--limit", "2",
-                             "--json", str(out)]) == 0  # fmt: skip
+    assert (
+        scale_views.main(
+            [
+                "--checkpoint",
+                str(tiny_perframe_checkpoint),
+                "--data",
+                str(camvid),
+                "--scales",
+                "1",
+                "1.5",
+                "--flip",
+                "--limit",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())
-    assert set(rows) == {"1", "1 mirrored", "1.5", "1.5 mirrored", "1 + mirror", "1.5 + mirror",
-                         "all views"}  # fmt: skip
+    assert set(rows) == {
+        "1",
+        "1 mirrored",
+        "1.5",
+        "1.5 mirrored",
+        "1 + mirror",
+        "1.5 + mirror",
+        "all views",
+    }
     for r in rows.values():
         assert 0 <= r["miou"] <= 100 and len(r["iou"]) == 11 and 0 <= r["trimap_iou"] <= 100
         assert 0 <= r["excess_flicker"] <= r["flicker"]
-    proc = subprocess.run([sys.executable, scale_views.__file__, "--checkpoint",
-                           str(tiny_checkpoint), "--data", str(camvid)],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            scale_views.__file__,
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--data",
+            str(camvid),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "carries state" in proc.stderr
