@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", choices=RESIZE_MODES, default="stretch",
                    help="fit frames to the model input: stretch, letterbox (keep the aspect, "
                    "pad) or crop (keep the aspect, cut the edges: labelled 255)")  # fmt: skip
+    p.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="run each frame as a stream's first (the model's state reset before every frame): "
+        "the freshest labels, without what a memory adds (docs/families.md)",
+    )
     p.add_argument("--vid-stride", type=int, default=1, metavar="N",
                    help="segment every Nth frame only (the others are not written)")  # fmt: skip
     p.add_argument("--max-fps", type=float, metavar="F",
@@ -331,8 +337,15 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame],
     if bundle is None:
         bundle = load_bundle(args.model or default_bundle_path())
         schedule = _check_against_bundle(args, bundle)
-    segmenter = Segmenter(bundle, backend=args.backend, device=args.device,
-                          threads=args.threads, schedule=schedule, resize=args.resize)  # fmt: skip
+    segmenter = Segmenter(
+        bundle,
+        backend=args.backend,
+        device=args.device,
+        threads=args.threads,
+        schedule=schedule,
+        resize=args.resize,
+        memory=not args.no_memory,
+    )
     lut = palette_lut(segmenter.manifest.palette)
     width, height = output_size(args.out_size, info.width, info.height)
 

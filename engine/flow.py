@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
 DIS_FLOW = "dis_flow"  # the provider's name in a manifest's aux_inputs
+# the warp check (``warp_mismatch``): on a grid this many times coarser than the flow's, a cell
+# the previous frame, warped by the flow, misses by more than this many grey levels (0..255)
+MISMATCH_SCALE = 4
+MISMATCH_GREY = 20
 
 
 def grey(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -41,31 +45,82 @@ def dis_flow(previous: np.ndarray, current: np.ndarray, size: tuple[int, int],
     return np.ascontiguousarray(flow.transpose(2, 0, 1), dtype=np.float32)
 
 
+def warp_mismatch(previous: np.ndarray, current: np.ndarray, flow: np.ndarray) -> float:
+    """The share of ``current``'s cells that ``previous`` warped by ``flow`` misses by more than
+    ``MISMATCH_GREY`` grey levels: how much of the frame its past fails to explain (a few % from
+    one video frame to the next; most of it after a cut).
+
+    Args:
+        previous, current: (h, w) uint8 grey frames on the same grid.
+        flow: (h, w, 2) float32 from ``current`` to ``previous`` on the flow's grid (any size;
+            resized to the frames' grid).
+    """
+    h, w = current.shape
+    fh, fw = flow.shape[:2]
+    if (fh, fw) != (h, w):  # the displacements in the frames' cells
+        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA)
+        flow *= np.array([w / fw, h / fh], np.float32)
+    xs, ys = _grid(h, w)
+    warped = cv2.remap(
+        previous,
+        xs + flow[..., 0],
+        ys + flow[..., 1],
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return float((cv2.absdiff(warped, current) > MISMATCH_GREY).mean())
+
+
+_GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's (x, y) of an (h, w) grid as float32 maps (cached: read-only)."""
+    if (h, w) not in _GRIDS:
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        xs.flags.writeable = ys.flags.writeable = False
+        _GRIDS[(h, w)] = (xs, ys)
+    return _GRIDS[(h, w)]
+
+
 class DisFlowProvider:
     """The engine's ``dis_flow`` aux input: flow of each frame against the stream's previous one.
 
     Stateful per stream: ``reset()`` on a new stream/cut (the next flow is zeros, as on the
     first frame). Output (1, 2, h, w) float32 for shape ``(2, h, w)``.
+
+    After each call, ``mismatch`` is the share of the frame that the previous one, warped by the
+    flow, fails to explain (:func:`warp_mismatch` on a grid ``MISMATCH_SCALE`` times coarser
+    than the flow's), or None on a first frame: the evidence ``engine.refresh`` judges a stale
+    memory by.
     """
 
     def __init__(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 3 or shape[0] != 2:
             raise ValueError(f"dis_flow shape must be (2, h, w), got {shape}")
         self.size = (shape[1], shape[2])
+        self._check = tuple(max(1, v // MISMATCH_SCALE) for v in self.size)
         self._dis = cv2.DISOpticalFlow_create(DIS_PRESET)
         self._previous: np.ndarray | None = None
+        self._previous_small: np.ndarray | None = None
+        self.mismatch: float | None = None
 
     def reset(self) -> None:
-        self._previous = None
+        self._previous = self._previous_small = self.mismatch = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """``frame``: (H, W, 3) uint8 RGB at the model input size."""
         g = grey(frame, self.size)
+        h, w = self._check
+        small = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA)
         if self._previous is None:
             flow = np.zeros((2, *self.size), np.float32)
+            self.mismatch = None
         else:
-            flow = self._dis.calc(g, self._previous, None).transpose(2, 0, 1)
-        self._previous = g
+            calc = self._dis.calc(g, self._previous, None)
+            self.mismatch = warp_mismatch(self._previous_small, small, calc)
+            flow = calc.transpose(2, 0, 1)
+        self._previous, self._previous_small = g, small
         return np.ascontiguousarray(flow, dtype=np.float32)[None]
 
 

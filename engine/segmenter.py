@@ -24,6 +24,7 @@ import numpy as np
 from vidseg.engine.bundle import Bundle
 from vidseg.engine.geometry import RESIZE_MODES, Placement, place, to_frame, to_input
 from vidseg.engine.loaded import LoadedModel, check_frame
+from vidseg.engine.refresh import Refresh
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.telemetry import StatsSnapshot, Telemetry
 from vidseg.engine.timing import FrameTimings, elapsed_ms
@@ -92,6 +93,13 @@ class Segmenter:
         resize: how a frame is fitted to the model input: ``stretch``, ``letterbox`` (aspect
             kept, padded) or ``crop`` (aspect kept, edges cut; labels there ``UNSEEN``); see
             ``engine.geometry``.
+        memory: carry the state, caches and aux inputs from frame to frame. False resets them
+            before every frame: each frame runs as a stream's first (a tile memory's key view,
+            a recurrent model from a zero state), the freshest labels, equal to a ``reset()``
+            before each ``step``.
+        refresh: when a carried memory is judged stale and reset before a frame (timestamps
+            too far apart, a frame its past fails to explain; ``engine.refresh``);
+            ``Refresh.off()`` never.
 
     Raises:
         BundleError / StateSpecError: the bundle is invalid or disagrees with its graph.
@@ -109,6 +117,8 @@ class Segmenter:
         cuda_graph: bool | None = None,
         schedule: Schedule | None = None,
         resize: str = "stretch",
+        memory: bool = True,
+        refresh: Refresh | None = None,
     ) -> None:
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
@@ -129,6 +139,10 @@ class Segmenter:
         self._frames = 0
         self._finite_every = 1 if device == "cpu" else NONFINITE_CHECK_EVERY
         self.nonfinite_resets = 0  # resets because the state held NaN or Inf
+        self.memory = memory
+        self.refresh = Refresh() if refresh is None else refresh
+        self.refreshes = 0  # resets because the memory was stale (``engine.refresh``)
+        self._last_timestamp: float | None = None  # of the previous frame stepped
 
     def _drop_nonfinite_state(self) -> None:
         """Reset the state and key-frame cache if either holds a NaN or an Inf (a model that
@@ -146,7 +160,14 @@ class Segmenter:
     def reset(self) -> None:
         """Forget the past (call on a seek, a cut, or a new stream): state and key-frame cache
         back to zeros, the next frame a key frame, flow restarts from zero."""
-        self.telemetry.note_reset()
+        self._last_timestamp = None
+        self._clear()
+
+    def _clear(self, count: bool = True) -> None:
+        """State, caches, providers and schedule back to a stream's start; ``count`` it in
+        ``stats().resets``."""
+        if count:
+            self.telemetry.note_reset()
         self.state.reset()
         self.cache.reset()
         for _, provider in self.aux:
@@ -210,7 +231,7 @@ class Segmenter:
         features = prepared.features if prepared is not None else None
         if self._frames % self._finite_every == 0:
             self._drop_nonfinite_state()
-        aux = {name: provider(x) for name, provider in self.aux}
+        aux = self._aux_inputs(x, timestamp)
         key = self.scheduler.is_key(x) if self.scheduler is not None else True
         role = "step" if self.scheduler is None else ("key" if key else "current")
         t1 = time.perf_counter_ns()
@@ -229,6 +250,38 @@ class Segmenter:
                         outputs=outputs, placement=placement, age_ms=age_ms)  # fmt: skip
         self._frames += 1
         return result
+
+    def _aux_inputs(self, x: np.ndarray, timestamp: float | None) -> dict[str, np.ndarray]:
+        """The frame's aux inputs, after resetting the stream where its memory does not apply:
+        before every frame without ``memory``, else where ``refresh`` finds it stale (the gap
+        since the previous frame's timestamp, or the providers' ``mismatch`` once they have
+        seen the frame: then reset and asked again, as for a stream's first frame)."""
+        previous, self._last_timestamp = self._last_timestamp, timestamp
+        if not self.memory:
+            self._clear(count=False)
+        elif self.refresh.stale_by_time(previous, timestamp):
+            logger.debug(
+                "frame %d: %.3f s after the previous frame (at %.3f s): memory refreshed",
+                self._frames,
+                timestamp - previous,
+                previous,
+            )
+            self._clear()
+            self.refreshes += 1
+        aux = {name: provider(x) for name, provider in self.aux}
+        if not self.memory:
+            return aux
+        mismatch = self.refresh.stale_by_content(provider for _, provider in self.aux)
+        if mismatch is not None:
+            logger.debug(
+                "frame %d: %.0f %% of it unexplained by the previous frame: memory refreshed",
+                self._frames,
+                100 * mismatch,
+            )
+            self._clear()
+            self.refreshes += 1
+            aux = {name: provider(x) for name, provider in self.aux}
+        return aux
 
     def stream(self, frames: Iterable[np.ndarray | Frame]) -> Iterator[Result]:
         """Segment an iterable of frames (arrays or decoded ``Frame``s) in order, lazily.

@@ -207,7 +207,7 @@ def run_triton(input: str, out: str | Path, *, url: str, model: str = DEFAULT_MO
     return TritonRunSummary(segmenter.frames, seconds, segmenter.sequence_id, model)
 
 
-UNSUPPORTED_WITH_TRITON = ("model", "mask_out", "scores", "jsonl", "live", "show")
+UNSUPPORTED_WITH_TRITON = ("model", "mask_out", "scores", "jsonl", "live", "show", "no_memory")
 
 
 def cli_run(args: Any) -> int:
