@@ -266,6 +266,7 @@ def evaluate_bundle(
     segmenter: Segmenter,
     frames: LabelledFrames | Iterable[LabelledFrame],
     carry_state: bool = True,
+    timestamps: Iterable[float | None] | None = None,
 ) -> BundleScore:
     """Score ``segmenter`` over labelled frames in order, through ``Segmenter.step`` on each
     full frame (labels come back at the frame's size and are scored there).
@@ -274,7 +275,8 @@ def evaluate_bundle(
     the first frame, wherever :func:`sequence_of` changes (a new drive), and, unless
     ``carry_state``, before every frame. Void is the bundle's ``ignore_index`` and any id ``>=``
     its number of classes. Flicker pairs never straddle a sequence change. ``frames`` may be a
-    lazy iterable: one frame is held at a time.
+    lazy iterable: one frame is held at a time. ``timestamps``, one per frame (seconds, or None),
+    go to ``Segmenter.step`` with their frames, so the segmenter sees the gaps between them.
 
     Raises:
         VidsegError: no frame was given, every labelled pixel is void, or a frame's label
@@ -290,7 +292,9 @@ def evaluate_bundle(
     count = sequences = unknown = 0
     step_ns = 0
     sequence: str | None = None
+    times = iter(timestamps) if timestamps is not None else None
     for frame in frames:
+        timestamp = next(times, None) if times is not None else None
         if frame.label.shape != frame.image.shape[:2]:
             raise VidsegError(f"label of {frame.name} is {frame.label.shape}, its frame "
                               f"{frame.image.shape[:2]}")  # fmt: skip
@@ -301,7 +305,7 @@ def evaluate_bundle(
         elif not carry_state:
             segmenter.reset()
         t0 = time.perf_counter_ns()
-        pred = segmenter.step(frame.image).labels
+        pred = segmenter.step(frame.image, timestamp).labels
         step_ns += time.perf_counter_ns() - t0
         truth = _truth_ids(frame.label, manifest.ignore_index, num_classes)
         unknown += int((frame.label >= num_classes).sum())

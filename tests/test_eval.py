@@ -195,6 +195,137 @@ def test_reset_every_frame_matches_a_resetting_loop(tiny_bundle: Path, camvid: P
     assert _score(tiny_bundle, frames, labels, carry_state=True).metrics.pixel_acc < 100.0
 
 
+def test_stream_order_strides_and_shuffles_each_drive() -> None:
+    names = ["a_01", "a_02", "a_03", "a_04", "a_05", "b_01", "b_02", "b_03"]
+    pairs = [(Path(f"f/{n}.png"), Path(f"l/{n}.png")) for n in names]
+
+    def fed(*args) -> list[tuple[str, float | None]]:
+        return [(i.stem, t) for i, _, t in evaluate.stream_order(pairs, *args)]
+
+    assert fed() == [(n, None) for n in names]
+    assert fed(2, None, 10.0) == [
+        ("a_01", 0.0),
+        ("a_03", 0.2),
+        ("a_05", 0.4),
+        ("b_01", 0.0),
+        ("b_03", 0.2),
+    ]
+    shuffled = fed(1, 0, 10.0)
+    assert shuffled == fed(1, 0, 10.0) and shuffled != fed(1, 1, 10.0)  # fixed by the seed
+    # each drive whole and in place, its frames with their own timestamps, in a new order
+    assert sorted(shuffled[:5]) == fed(1, None, 10.0)[:5] and shuffled[:5] != fed()[:5]
+    assert sorted(shuffled[5:]) == fed(1, None, 10.0)[5:]
+    assert sorted(fed(2, 3)) == sorted(fed(2))
+    for bad in ((0,), (1, None, 0.0)):
+        with pytest.raises(ValueError):
+            evaluate.stream_order(pairs, *bad)
+
+
+def _names_of(camvid: Path, n: int) -> list[str]:
+    return [p.stem for p in _val_images(camvid, n)]
+
+
+@pytest.mark.parametrize(
+    "flags, order",
+    [
+        (["--stride", "2"], [0, 2, 4]),
+        (["--shuffle", "0"], None),  # the order stream_order gives
+    ],
+)
+def test_frames_far_apart_are_one_stream_with_the_state_carried(
+    flags: list[str], order: list[int] | None, tiny_bundle: Path, camvid: Path, tmp_path: Path
+) -> None:
+    names = _names_of(camvid, 6)
+    if order is None:
+        pairs = [(Path(f"{n}.png"), Path(f"{n}.png")) for n in names]
+        fed = [i.stem for i, _, _ in evaluate.stream_order(pairs, 1, 0)]
+        order = [names.index(n) for n in fed]
+    images = _images(_folder(tmp_path / "probe", camvid, names)[0])
+    fed_images = [images[i] for i in order]
+    carried = _loop(tiny_bundle, fed_images, reset_before={0})
+    # labels = the loop over the frames fed, state carried: a perfect score
+    truth = [np.zeros((360, 480), np.uint8)] * len(names)
+    for i, labels in zip(order, carried):
+        truth[i] = labels
+    frames, labels = _folder(tmp_path / "fed", camvid, names, labels=truth)
+    out = tmp_path / "fed.json"
+    args = [
+        "--model",
+        str(tiny_bundle),
+        "--frames",
+        str(frames),
+        "--labels",
+        str(labels),
+        "--json",
+        str(out),
+        "-q",
+        *flags,
+    ]
+    assert evaluate.main(args) == 0
+    got = json.loads(out.read_text())
+    assert got["frames"] == len(order) and got["pixel_acc"] == 100.0
+    assert got["stride"] == (2 if "--stride" in flags else 1)
+    assert got["shuffle"] == (0 if "--shuffle" in flags else None)
+    # the state is carried: a loop that resets before every frame scores below
+    fresh = _loop(tiny_bundle, fed_images, reset_before=set(range(len(order))))
+    assert any((a != b).any() for a, b in zip(carried[1:], fresh[1:]))
+    assert evaluate.main([*args, "--reset-every-frame"]) == 0
+    assert json.loads(out.read_text())["pixel_acc"] < 100.0
+    # and --reset-every-frame still resets before every frame, in the same order
+    for i, labels in zip(order, fresh):
+        truth[i] = labels
+    frames, labels = _folder(tmp_path / "fresh", camvid, names, labels=truth)
+    args[3], args[5] = str(frames), str(labels)
+    assert evaluate.main([*args, "--reset-every-frame"]) == 0
+    got = json.loads(out.read_text())
+    assert got["reset_every_frame"] is True and got["pixel_acc"] == 100.0
+
+
+def test_frame_rate_gives_the_engine_the_gaps(
+    tiny_bundle: Path, camvid: Path, tmp_path: Path
+) -> None:
+    """At 1 Hz every second frame is 2 s after the one before: the engine refreshes the memory
+    before each (its default gap limit is below that), so the carried run is the reset one;
+    --no-refresh carries it across the gaps."""
+    names = _names_of(camvid, 6)
+    images = _images(_folder(tmp_path / "probe", camvid, names)[0])[::2]
+    fresh = _loop(tiny_bundle, images, reset_before={0, 1, 2})
+    truth = [np.zeros((360, 480), np.uint8)] * len(names)
+    truth[::2] = fresh
+    frames, labels = _folder(tmp_path / "fresh", camvid, names, labels=truth)
+    out = tmp_path / "rate.json"
+    args = [
+        "--model",
+        str(tiny_bundle),
+        "--frames",
+        str(frames),
+        "--labels",
+        str(labels),
+        "--json",
+        str(out),
+        "-q",
+        "--stride",
+        "2",
+    ]
+    assert evaluate.main([*args, "--frame-rate", "1"]) == 0
+    got = json.loads(out.read_text())
+    assert got["frame_rate"] == 1.0 and got["pixel_acc"] == 100.0 and got["refreshed"] == 2
+    for extra in (["--frame-rate", "1", "--no-refresh"], ["--frame-rate", "15"], []):
+        assert evaluate.main([*args, *extra]) == 0
+        got = json.loads(out.read_text())
+        assert got["pixel_acc"] < 100.0 and got["refreshed"] == 0, extra
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--stride", "0"), ("--shuffle", "-1"), ("--frame-rate", "0"), ("--frame-rate", "nan")],
+)
+def test_bad_order_flags_are_usage_errors(flag: str, value: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(["--frames", "f", "--labels", "l", flag, value])
+    assert exc.value.code == 2 and flag in capsys.readouterr().err
+
+
 def test_boundary_band_by_hand() -> None:
     v = 255  # void (any id >= K)
     truth = np.array([
