@@ -52,19 +52,22 @@ def warp_mismatch(previous: np.ndarray, current: np.ndarray, flow: np.ndarray) -
 
     Args:
         previous, current: (h, w) uint8 grey frames on the same grid.
-        flow: (h, w, 2) float32 from ``current`` to ``previous`` on the flow's grid (any size;
-            resized to the frames' grid).
+        flow: (fh, fw, 2) float32 from ``current`` to ``previous`` on the flow's own grid, which
+            may be finer: it is sampled at the cells' centres (a whole multiple of the frames'
+            grid) or resized, its displacements scaled to the frames' cells.
     """
     h, w = current.shape
     fh, fw = flow.shape[:2]
-    if (fh, fw) != (h, w):  # the displacements in the frames' cells
-        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA)
-        flow *= np.array([w / fw, h / fh], np.float32)
+    if fh % h == 0 and fw % w == 0:  # a sample per cell (DIS flow is smooth)
+        sy, sx = fh // h, fw // w
+        flow = flow[sy // 2 :: sy, sx // 2 :: sx]
+    else:
+        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
     xs, ys = _grid(h, w)
     warped = cv2.remap(
         previous,
-        xs + flow[..., 0],
-        ys + flow[..., 1],
+        xs + flow[..., 0] * np.float32(w / fw),
+        ys + flow[..., 1] * np.float32(h / fh),
         cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
