@@ -305,7 +305,10 @@ def evaluate_bundle(
         elif not carry_state:
             segmenter.reset()
         t0 = time.perf_counter_ns()
-        pred = segmenter.step(frame.image, timestamp).labels
+        if timestamp is None:
+            pred = segmenter.step(frame.image).labels
+        else:
+            pred = segmenter.step(frame.image, timestamp).labels
         step_ns += time.perf_counter_ns() - t0
         truth = _truth_ids(frame.label, manifest.ignore_index, num_classes)
         unknown += int((frame.label >= num_classes).sum())
