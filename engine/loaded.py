@@ -22,13 +22,14 @@ __all__ = ["LoadedModel", "check_frame"]
 
 
 def check_frame(frame: object) -> np.ndarray:
-    """Return ``frame`` if it is an (H, W, 3) uint8 array, else raise ``FrameError``."""
+    """``frame`` as a C-contiguous (H, W, 3) uint8 array with H, W >= 1 (a strided view is
+    copied), else ``FrameError``."""
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 \
-            or frame.shape[2] != 3:  # fmt: skip
+            or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:  # fmt: skip
         got = (f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray)
                else type(frame).__name__)  # fmt: skip
-        raise FrameError(f"frame must be an (H, W, 3) uint8 RGB array, got {got}")
-    return frame
+        raise FrameError(f"frame must be an (H, W, 3) uint8 RGB array with H, W >= 1, got {got}")
+    return np.ascontiguousarray(frame)
 
 
 class LoadedModel:
@@ -208,7 +209,8 @@ class LoadedModel:
     def to_input(self, frame: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (h, w, 3) at the model's input size (bilinear), contiguous."""
         height, width = self.input_size
-        if check_frame(frame).shape[:2] != (height, width):
+        frame = check_frame(frame)
+        if frame.shape[:2] != (height, width):
             frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
         return np.ascontiguousarray(frame)
 

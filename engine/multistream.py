@@ -9,7 +9,9 @@ Streams without a frame sit the run out: their state is neither fed nor changed,
 that ends or resets leaves the others untouched. Every family batches: each stream has its own
 aux providers (NetWarp's flow) and its own key-frame scheduler; on a tick the streams due a key
 frame run the key graph together and the others the current graph together (at most two runs).
-Not thread-safe: drive it from one thread.
+Each stream's state is reset where a ``Segmenter``'s would be (``engine.guard``: a frame with
+``discontinuity``, a change of frame size, NaN or Inf in its state row), the other rows
+untouched. Not thread-safe: drive it from one thread.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import numpy as np
 
 from vidseg.engine.bundle import Bundle
 from vidseg.engine.errors import BundleError
-from vidseg.engine.loaded import LoadedModel
+from vidseg.engine.guard import StreamGuard
+from vidseg.engine.loaded import LoadedModel, check_frame
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.segmenter import Result
+from vidseg.engine.telemetry import StatsSnapshot, Telemetry
 from vidseg.engine.timing import FrameTimings, elapsed_ms
 from vidseg.engine.upsample import upsample
 from vidseg.engine.video import Frame
@@ -67,24 +71,59 @@ class MultiStreamSegmenter:
         self.schedulers = ([KeyFrameScheduler(sched) for _ in range(streams)]
                            if self.model.keyframe and sched else None)  # fmt: skip
         self._frames = [0] * streams
+        self.guards = [StreamGuard(device, f"stream {i}") for i in range(streams)]
+        self.telemetry = [Telemetry() for _ in range(streams)]
 
     def reset(self, stream: int | None = None) -> None:
         """Forget the past of one stream (or of all when ``stream`` is None): state and cache
         rows to zeros, its flow restarts, its next frame is a key frame."""
         for row in range(self.streams) if stream is None else (stream,):
-            self.state.reset(row)
-            self.cache.reset(row)
-            for _, provider in self.aux[row]:
-                provider.reset()
-            if self.schedulers is not None:
-                self.schedulers[row].reset()
+            self.guards[row].forget()
+            self._clear(row)
 
-    def step(self, frames: Sequence[np.ndarray | None],
+    def _clear(self, row: int) -> None:
+        self.telemetry[row].note_reset()
+        self.state.reset(row)
+        self.cache.reset(row)
+        for _, provider in self.aux[row]:
+            provider.reset()
+        if self.schedulers is not None:
+            self.schedulers[row].reset()
+
+    def stats(self, stream: int | None = None) -> StatsSnapshot:
+        """Frames, resets, drops, and step/age percentiles and FPS over the last frames, as
+        ``Segmenter.stats``: of one stream, or of all together (None; ``fps`` then counts the
+        results of every stream)."""
+        if stream is None:
+            return Telemetry.combined(self.telemetry)
+        return self.telemetry[stream].snapshot()
+
+    def note_dropped(self, stream: int, frames: int) -> None:
+        """Count ``frames`` stream ``stream``'s source dropped before they reached ``step``."""
+        self.telemetry[stream].note_dropped(frames)
+
+    @property
+    def nonfinite_resets(self) -> list[int]:
+        """Per stream: resets because its state row held NaN or Inf."""
+        return [g.nonfinite_resets for g in self.guards]
+
+    @property
+    def cut_resets(self) -> list[int]:
+        """Per stream: resets because a frame said ``discontinuity`` or changed size."""
+        return [g.cut_resets for g in self.guards]
+
+    def step(self, frames: Sequence[np.ndarray | Frame | None],
              timestamps: Sequence[float | None] | None = None) -> list[Result | None]:  # fmt: skip
-        """One tick: ``frames[i]`` is stream i's frame ((H, W, 3) uint8) or None (idle).
+        """One tick: ``frames[i]`` is stream i's frame ((H, W, 3) uint8, or a decoded
+        ``Frame`` with its timestamp, capture time and ``discontinuity``) or None (idle).
 
         Returns one ``Result`` per stream (None for idle streams). A result's timings are those
-        of the batched run it was part of (pre and post shared by the whole tick).
+        of the batched run it was part of (pre and post shared by the whole tick); its
+        ``age_ms`` runs from the frame's capture time (a ``Frame``'s, else this call).
+
+        Raises:
+            ValueError: not one entry per stream.
+            FrameError: a frame is not an (H, W, 3) uint8 array with H, W >= 1.
         """
         if len(frames) != self.streams:
             raise ValueError(f"expected {self.streams} frames (None for idle), got {len(frames)}")
@@ -93,7 +132,21 @@ class MultiStreamSegmenter:
         if not rows:
             return results
         t0 = time.perf_counter_ns()
-        inputs = {i: self.model.to_input(frames[i]) for i in rows}  # type: ignore[arg-type]
+        now = time.monotonic_ns()
+        images, captured, stamps = {}, {}, {}
+        for i in rows:
+            item = frames[i]
+            is_frame = isinstance(item, Frame)
+            images[i] = check_frame(item.image if is_frame else item)
+            captured[i] = item.captured_ns if is_frame and item.captured_ns is not None else now
+            stamps[i] = timestamps[i] if timestamps is not None else None
+            if stamps[i] is None and is_frame:
+                stamps[i] = item.timestamp_s
+            guard, index = self.guards[i], self._frames[i]
+            cut = guard.cut(index, images[i].shape[:2], is_frame and item.discontinuity)
+            if cut or guard.poisoned(index, self.state, self.cache, row=i):
+                self._clear(i)
+        inputs = {i: self.model.to_input(images[i]) for i in rows}
         aux = {i: {name: provider(inputs[i]) for name, provider in self.aux[i]} for i in rows}
         if self.schedulers is None:
             groups = {"step": rows}
@@ -112,14 +165,24 @@ class MultiStreamSegmenter:
             subset = None if group == list(range(self.streams)) else group  # None: no row ops
             outputs = self.model.run(role, batch, self.state, self.cache, extra, rows=subset)
             t2 = time.perf_counter_ns()
-            fitted = [upsample(out, *frames[i].shape[:2]) for out, i in zip(outputs, group)]  # type: ignore[union-attr]
-            timings = FrameTimings(
-                pre_ms, elapsed_ms(t1, t2), elapsed_ms(t2, time.perf_counter_ns())
-            )
+            fitted = [upsample(out, *images[i].shape[:2]) for out, i in zip(outputs, group)]
+            t3 = time.perf_counter_ns()
+            timings = FrameTimings(pre_ms, elapsed_ms(t1, t2), elapsed_ms(t2, t3))
+            done = time.monotonic_ns()
             for i, out, (lab, score) in zip(group, outputs, fitted):
-                ts = timestamps[i] if timestamps is not None else None
-                results[i] = Result(lab, self._frames[i], ts, timings, key_frame=role != "current",
-                                    scores=score, outputs=out)  # fmt: skip
+                age_ms = elapsed_ms(captured[i], done)
+                results[i] = Result(
+                    lab,
+                    self._frames[i],
+                    stamps[i],
+                    timings,
+                    key_frame=role != "current",
+                    scores=score,
+                    outputs=out,
+                    age_ms=age_ms,
+                    captured_ns=captured[i],
+                )
+                self.telemetry[i].record(timings.total_ms, age_ms, t3)
                 self._frames[i] += 1
                 if self.schedulers is not None:
                     self.schedulers[i].record(role == "key", timings.total_ms)

@@ -27,6 +27,7 @@ import numpy as np
 
 from vidseg.engine.errors import TruncatedVideoError
 from vidseg.engine.segmenter import PreparedFrame, Result, Segmenter
+from vidseg.engine.telemetry import SourceDrops
 from vidseg.engine.video import Frame
 
 logger = logging.getLogger(__name__)
@@ -261,13 +262,13 @@ class RunStats:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def _with_input(frames: Iterable[Frame], prepare: Callable[[np.ndarray], PreparedFrame]
+def _with_input(frames: Iterable[Frame], prepare: Callable[[Frame], PreparedFrame]
                 ) -> Iterator[tuple[Frame, PreparedFrame]]:  # fmt: skip
     """(frame, prepared model input) pairs; closing this closes ``frames`` (a decoder's
     container)."""
     try:
         for frame in frames:
-            yield frame, prepare(frame.image)
+            yield frame, prepare(frame)
     finally:
         close = getattr(frames, "close", None)
         if close is not None:
@@ -290,11 +291,10 @@ def segment_video(
     decoded frames queued ahead of the model (1 for a live source, where a queued frame is a
     stale one).
 
-    The segmenter's state is reset before a frame with ``discontinuity`` set (a reconnected
-    source) and before a frame whose size differs from the previous one's (the stream changed
-    resolution: a new scene); each reset is logged and counted in ``stats.resets``. Frames a
-    source dropped (its ``dropped`` count, as ``LatestFrameSource`` keeps) go to
-    ``segmenter.note_dropped`` (``Segmenter.stats()``).
+    The segmenter resets its state where ``Segmenter.step`` does (a frame with
+    ``discontinuity``: a reconnected source; a change of frame size); those resets are counted
+    in ``stats.resets``. Frames a source dropped (its ``dropped`` count, as
+    ``LatestFrameSource`` keeps) go to ``segmenter.note_dropped`` (``Segmenter.stats()``).
 
     Ctrl-C (or a SIGTERM handled like it, see ``interrupts_as_stop``) stops the run cleanly
     between frames: frames already segmented are written and the stats say ``interrupted``. A
@@ -335,27 +335,14 @@ def segment_video(
 
 def _segment_all(segmenter: Segmenter, decoded: Iterable[tuple[Frame, PreparedFrame]],
                  source: Iterable[Frame], writer: BackgroundWriter, stats: RunStats) -> None:  # fmt: skip
-    """The model thread's loop of :func:`segment_video`: reset where the scene changes, step,
-    hand the result to ``writer``; counts into ``stats``."""
-    shape: tuple[int, ...] | None = None
-    noted = 0  # the source's drops already passed to the segmenter
+    """The model thread's loop of :func:`segment_video`: step (the segmenter resets where the
+    scene changes), hand the result to ``writer``; counts into ``stats``."""
+    cuts = segmenter.cut_resets
+    drops = SourceDrops(source)
     for frame, x in decoded:
-        resized = shape is not None and frame.image.shape != shape
-        if frame.discontinuity:  # the source logged its reconnect
-            logger.info("frame %d: the source restarted; state reset", frame.index)
-        elif resized:
-            logger.warning("frame %d: frame size changed from %dx%d to %dx%d; state reset",
-                           frame.index, shape[1], shape[0], frame.image.shape[1],
-                           frame.image.shape[0])  # fmt: skip
-        if frame.discontinuity or resized:
-            segmenter.reset()
-            stats.resets += 1
-        shape = frame.image.shape
-        dropped = getattr(source, "dropped", 0)
-        if dropped > noted:
-            segmenter.note_dropped(dropped - noted)
-            noted = dropped
-        result = segmenter.step(x, frame.timestamp_s)
+        segmenter.note_dropped(drops.new())
+        result = segmenter.step(x)
+        stats.resets = segmenter.cut_resets - cuts
         writer.submit(frame, result)
         stats.step_ms.append(result.timings.total_ms)
         stats.key_frames += result.key_frame

@@ -23,18 +23,16 @@ import numpy as np
 
 from vidseg.engine.bundle import Bundle
 from vidseg.engine.geometry import RESIZE_MODES, Placement, place, to_frame, to_input
+from vidseg.engine.guard import StreamGuard
 from vidseg.engine.loaded import LoadedModel, check_frame
 from vidseg.engine.refresh import Refresh
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
-from vidseg.engine.telemetry import StatsSnapshot, Telemetry
+from vidseg.engine.telemetry import SourceDrops, StatsSnapshot, Telemetry
 from vidseg.engine.timing import FrameTimings, elapsed_ms
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.engine.video import Frame
 
 logger = logging.getLogger(__name__)
-# frames between checks of a state held in device memory for NaN/Inf (each check copies it to
-# the host); a state on the host is checked before every frame (30-75 us for the default's)
-NONFINITE_CHECK_EVERY = 30
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,8 @@ class Result:
     scores: np.ndarray | None = None  # (H, W) uint8 confidence, 255 x max softmax, if exported
     outputs: GraphOutputs | None = None  # the graph's own outputs, at its label stride
     placement: Placement | None = None  # the frame on the model input (letterbox/crop only)
-    age_ms: float = 0.0  # capture (``step``'s captured_ns, else prepare/step call) to result
+    age_ms: float = 0.0  # capture (the frame's captured_ns, else prepare/step call) to result
+    captured_ns: int | None = None  # time.monotonic_ns() the frame was captured, if known
 
     def at_size(self, height: int, width: int) -> "Result":
         """This result with labels and confidence at ``height`` x ``width`` (the frame's size
@@ -74,7 +73,10 @@ class PreparedFrame:
     image: np.ndarray  # (h, w, 3) uint8 at the model's input size
     features: dict[str, Any] | None = None
     placement: Placement | None = None  # the frame on the model input (letterbox/crop only)
-    captured_ns: int | None = None  # perf_counter_ns when prepare got the frame
+    captured_ns: int | None = None  # the Frame's capture time, else monotonic_ns at prepare
+    frame_size: tuple[int, int] | None = None  # (H, W) of the frame before resizing
+    timestamp: float | None = None  # the Frame's pts in seconds
+    discontinuity: bool = False  # the Frame's: its source restarted here
 
 
 class Segmenter:
@@ -137,29 +139,26 @@ class Segmenter:
         sched = schedule or self.model.schedule
         self.scheduler = KeyFrameScheduler(sched) if self.model.keyframe and sched else None
         self._frames = 0
-        self._finite_every = 1 if device == "cpu" else NONFINITE_CHECK_EVERY
-        self.nonfinite_resets = 0  # resets because the state held NaN or Inf
+        self.guard = StreamGuard(device)  # when the state must go: a cut, NaN/Inf
         self.memory = memory
         self.refresh = Refresh() if refresh is None else refresh
         self.refreshes = 0  # resets because the memory was stale (``engine.refresh``)
         self._last_timestamp: float | None = None  # of the previous frame stepped
 
-    def _drop_nonfinite_state(self) -> None:
-        """Reset the state and key-frame cache if either holds a NaN or an Inf (a model that
-        overflowed, a corrupted buffer), before a frame runs on it: logged (the first time and
-        every 100th), counted in ``stats().resets`` and ``nonfinite_resets``."""
-        bad = self.state.nonfinite() or self.cache.nonfinite()
-        if bad is None:
-            return
-        self.nonfinite_resets += 1
-        if self.nonfinite_resets == 1 or self.nonfinite_resets % 100 == 0:
-            logger.warning("frame %d: the recurrent state %r holds NaN or Inf; state reset (%d "
-                           "so far)", self._frames, bad, self.nonfinite_resets)  # fmt: skip
-        self.reset()
+    @property
+    def nonfinite_resets(self) -> int:
+        """Resets because the state held NaN or Inf."""
+        return self.guard.nonfinite_resets
+
+    @property
+    def cut_resets(self) -> int:
+        """Resets because a frame said ``discontinuity`` or changed size."""
+        return self.guard.cut_resets
 
     def reset(self) -> None:
         """Forget the past (call on a seek, a cut, or a new stream): state and key-frame cache
         back to zeros, the next frame a key frame, flow restarts from zero."""
+        self.guard.forget()
         self._last_timestamp = None
         self._clear()
 
@@ -175,9 +174,10 @@ class Segmenter:
         if self.scheduler is not None:
             self.scheduler.reset()
 
-    def prepare(self, frame: np.ndarray) -> PreparedFrame:
+    def prepare(self, frame: np.ndarray | Frame) -> PreparedFrame:
         """The stateless part of ``step``: ``frame`` checked and resized to the model's input
-        size and, for a bundle with an ``encode`` graph, encoded.
+        size and, for a bundle with an ``encode`` graph, encoded. A ``Frame``'s timestamp,
+        capture time and ``discontinuity`` travel with the result to ``step``.
 
         Thread-safe (it touches no stream state): a pipeline calls it in its decode thread, so
         the encoder of frame t+1 runs while the model thread carries the state through frame
@@ -185,18 +185,30 @@ class Segmenter:
         them back to the frame's size).
 
         Raises:
-            FrameError: ``frame`` is not an (H, W, 3) uint8 array.
+            FrameError: ``frame`` is not an (H, W, 3) uint8 array with H, W >= 1.
         """
-        captured = time.perf_counter_ns()
-        x, placement = self._fit(frame)
+        captured = time.monotonic_ns()
+        source = frame if isinstance(frame, Frame) else None
+        image = check_frame(frame.image if source is not None else frame)
+        x, placement = self._fit(image)
         features = self.model.encode(x[None]) if self.model.encode_ahead else None
-        return PreparedFrame(x, features, placement, captured)
+        if source is None:
+            return PreparedFrame(x, features, placement, captured, image.shape[:2])
+        return PreparedFrame(
+            x,
+            features,
+            placement,
+            captured if source.captured_ns is None else source.captured_ns,
+            image.shape[:2],
+            source.timestamp_s,
+            source.discontinuity,
+        )
 
     def _fit(self, frame: np.ndarray) -> tuple[np.ndarray, Placement | None]:
-        """The model input for ``frame`` and, unless stretched, its placement."""
+        """The model input for a checked ``frame`` and, unless stretched, its placement."""
         if self.resize == "stretch":
             return self.model.to_input(frame), None
-        placement = place(check_frame(frame).shape[:2], self.input_size, self.resize)
+        placement = place(frame.shape[:2], self.input_size, self.resize)
         return to_input(frame, placement), placement
 
     def stats(self) -> StatsSnapshot:
@@ -207,47 +219,64 @@ class Segmenter:
         """Count ``frames`` the source dropped before they reached ``step`` (``stats()``)."""
         self.telemetry.note_dropped(frames)
 
-    def step(self, frame: np.ndarray | PreparedFrame, timestamp: float | None = None,
+    def step(self, frame: np.ndarray | Frame | PreparedFrame, timestamp: float | None = None,
              captured_ns: int | None = None) -> Result:  # fmt: skip
-        """Segment one frame and carry the state to the next. A state (or key-frame cache)
-        holding NaN or Inf is reset before the frame runs on it: logged, counted in ``stats()``.
+        """Segment one frame and carry the state to the next.
+
+        The state is reset before the frame runs on it when the frame starts a new scene (a
+        ``Frame`` with ``discontinuity``, or a frame whose size differs from the previous
+        one's; see ``engine.guard``) or when the state (or key-frame cache) holds NaN or Inf:
+        logged, counted in ``stats().resets`` (and ``cut_resets`` / ``nonfinite_resets``).
 
         Args:
             frame: (H, W, 3) uint8 RGB, any size (resized to the model input internally; the
-                result comes back at the frame's size), or ``prepare``'s result (the result
-                comes back at the model's input size).
-            timestamp: seconds, passed through to the result.
-            captured_ns: ``time.perf_counter_ns()`` when the frame was captured, for
-                ``Result.age_ms`` (default: when ``prepare``, else ``step``, got it).
+                result comes back at the frame's size), a decoded ``Frame`` (its image, with
+                its timestamp, capture time and ``discontinuity``), or ``prepare``'s result
+                (the result comes back at the model's input size).
+            timestamp: seconds, passed through to the result (default: the frame's).
+            captured_ns: ``time.monotonic_ns()`` when the frame was captured, for
+                ``Result.age_ms`` (default: the ``Frame``'s, else when ``prepare``, else
+                ``step``, got it).
         Raises:
-            FrameError: ``frame`` is not an (H, W, 3) uint8 array.
+            FrameError: ``frame`` is not an (H, W, 3) uint8 array with H, W >= 1.
         """
         t0 = time.perf_counter_ns()
-        prepared = frame if isinstance(frame, PreparedFrame) else None
-        x, placement = (prepared.image, prepared.placement) if prepared is not None else \
-            self._fit(frame)  # fmt: skip
+        at_frame_size = not isinstance(frame, PreparedFrame)  # else at the model's input size
+        if not isinstance(frame, PreparedFrame):
+            frame = self.prepare(frame)
         if captured_ns is None:
-            captured_ns = prepared.captured_ns if prepared is not None else None
-        features = prepared.features if prepared is not None else None
-        if self._frames % self._finite_every == 0:
-            self._drop_nonfinite_state()
+            captured_ns = frame.captured_ns
+        if timestamp is None:
+            timestamp = frame.timestamp
+        x, placement, features = frame.image, frame.placement, frame.features
+        size = frame.frame_size or x.shape[:2]
+        if self.guard.cut(self._frames, size, frame.discontinuity) or self.guard.poisoned(
+            self._frames, self.state, self.cache
+        ):
+            self._clear()
         aux = self._aux_inputs(x, timestamp)
         key = self.scheduler.is_key(x) if self.scheduler is not None else True
         role = "step" if self.scheduler is None else ("key" if key else "current")
         t1 = time.perf_counter_ns()
         [outputs] = self.model.run(role, x[None], self.state, self.cache, aux, features=features)
         t2 = time.perf_counter_ns()
-        height, width = x.shape[:2] if prepared is not None else frame.shape[:2]
-        labels, scores = upsample(outputs, height, width) if placement is None or \
-            prepared is not None else to_frame(outputs, placement, height, width)  # fmt: skip
+        if at_frame_size:
+            labels, scores = (
+                upsample(outputs, *size)
+                if placement is None
+                else to_frame(outputs, placement, *size)
+            )
+        else:
+            labels, scores = upsample(outputs, *x.shape[:2])
         t3 = time.perf_counter_ns()
         timings = FrameTimings(elapsed_ms(t0, t1), elapsed_ms(t1, t2), elapsed_ms(t2, t3))
         if self.scheduler is not None:
             self.scheduler.record(key, timings.total_ms)
-        age_ms = elapsed_ms(t0 if captured_ns is None else captured_ns, t3)
+        age_ms = elapsed_ms(captured_ns, time.monotonic_ns())
         self.telemetry.record(timings.total_ms, age_ms, t3)
         result = Result(labels, self._frames, timestamp, timings, key_frame=key, scores=scores,
-                        outputs=outputs, placement=placement, age_ms=age_ms)  # fmt: skip
+                        outputs=outputs, placement=placement, age_ms=age_ms,
+                        captured_ns=captured_ns)  # fmt: skip
         self._frames += 1
         return result
 
@@ -286,11 +315,13 @@ class Segmenter:
     def stream(self, frames: Iterable[np.ndarray | Frame]) -> Iterator[Result]:
         """Segment an iterable of frames (arrays or decoded ``Frame``s) in order, lazily.
 
-        The state is reset first, so each call starts a fresh stream.
+        The state is reset first, so each call starts a fresh stream; it is reset again where
+        ``step`` resets it (a ``Frame`` with ``discontinuity``, a change of frame size). Frames
+        the source dropped (its ``dropped`` count, as ``LatestFrameSource`` keeps) are counted
+        in ``stats().dropped``.
         """
         self.reset()
+        drops = SourceDrops(frames)
         for item in frames:
-            if isinstance(item, Frame):
-                yield self.step(item.image, item.timestamp_s)
-            else:
-                yield self.step(item)
+            self.note_dropped(drops.new())
+            yield self.step(item)

@@ -99,8 +99,11 @@ class LatestFrameSource:
     """Reads ``frames`` in a background thread and hands out only the newest one.
 
     Iterating blocks until a frame newer than the last one handed out exists; frames that
-    arrived in between are dropped and counted in ``dropped``. Context manager; leaving it stops
-    the reader. Reader errors are re-raised in the consumer.
+    arrived in between are dropped and counted in ``dropped``. Each frame is stamped with the
+    time it was received (``Frame.captured_ns``, ``time.monotonic_ns()``) unless it carries
+    one. Context manager; leaving it stops the reader. Iterating without ``with`` starts the
+    reader too, and stops it when the iteration ends (or its iterator is closed). Reader
+    errors are re-raised in the consumer.
     """
 
     def __init__(self, frames: Iterable[Frame]) -> None:
@@ -113,12 +116,15 @@ class LatestFrameSource:
         self.dropped = 0  # frames the consumer never saw
         self.received = 0  # frames read from the source
         self._thread = threading.Thread(target=self._read, name="live-source", daemon=True)
+        self._started = False
 
     def _read(self) -> None:
         try:
             for frame in self._frames:
                 if self._stop.is_set():
                     break
+                if isinstance(frame, Frame) and frame.captured_ns is None:
+                    frame = replace(frame, captured_ns=time.monotonic_ns())
                 with self._cond:
                     if self._latest is not None:
                         self.dropped += 1
@@ -135,8 +141,16 @@ class LatestFrameSource:
             self._done = True
             self._cond.notify()
 
-    def __enter__(self) -> "LatestFrameSource":
+    def _start(self) -> bool:
+        """Start the reader unless it runs already; whether this call started it."""
+        if self._started:
+            return False
+        self._started = True
         self._thread.start()
+        return True
+
+    def __enter__(self) -> "LatestFrameSource":
+        self._start()
         return self
 
     join_timeout_s = 5.0  # how long leaving waits for the reader
@@ -150,16 +164,21 @@ class LatestFrameSource:
                            self.join_timeout_s)  # fmt: skip
 
     def __iter__(self) -> Iterator[Frame]:
-        while True:
-            with self._cond:
-                while self._latest is None and not self._done:
-                    self._cond.wait()
-                frame, self._latest = self._latest, None
-                if frame is None:  # done and nothing pending
-                    if self._error is not None:
-                        raise self._error
-                    return
-            yield frame
+        owner = self._start()  # no ``with``: this iteration runs the reader
+        try:
+            while True:
+                with self._cond:
+                    while self._latest is None and not self._done:
+                        self._cond.wait()
+                    frame, self._latest = self._latest, None
+                    if frame is None:  # done and nothing pending
+                        if self._error is not None:
+                            raise self._error
+                        return
+                yield frame
+        finally:
+            if owner:
+                self.__exit__(None, None, None)
 
 
 class ReconnectingSource:

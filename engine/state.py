@@ -107,8 +107,9 @@ class StreamState:
                 value = tensors[s.input] = value.copy()
             value[index] = self.backend.to_host(outputs[s.output])
 
-    def nonfinite(self) -> str | None:
-        """The name of the first tensor holding a NaN or an Inf, None when every value is finite.
+    def nonfinite(self, row: int | None = None) -> str | None:
+        """The name of the first tensor holding a NaN or an Inf (in stream ``row`` only, when
+        given), None when every value is finite.
 
         Cheap enough for every frame: one dot product per float32 tensor (x . x is NaN or Inf
         exactly when some value is, or when values near 1e19 overflow it: a blown-up state all
@@ -117,7 +118,8 @@ class StreamState:
         often).
         """
         for name, value in self.tensors.items():
-            flat = (value if isinstance(value, np.ndarray) else self.backend.to_host(value)).ravel()
+            host = value if isinstance(value, np.ndarray) else self.backend.to_host(value)
+            flat = (host if row is None else host[row]).ravel()
             if flat.dtype.kind != "f":
                 continue
             if flat.dtype in (np.float32, np.float64):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -76,13 +77,47 @@ class Telemetry:
         self.dropped += frames
 
     def snapshot(self) -> StatsSnapshot:
-        recent = tuple(self._steps)  # one C-level copy: safe while another thread records
-        n = len(recent)
-        if not n:
-            return StatsSnapshot(self.frames, self.resets, self.dropped, 0, *(None,) * 5)
-        ends, steps, ages = (np.asarray(v, np.float64) for v in zip(*recent))
-        step_q, age_q = percentiles(steps, (50, 99)), percentiles(ages, (50, 99))
-        p50, p99, a50, a99 = step_q["p50"], step_q["p99"], age_q["p50"], age_q["p99"]
-        span_s = (ends[-1] - ends[0]) / 1e9
-        fps = round((n - 1) / span_s, 2) if n > 1 and span_s > 0 else None
-        return StatsSnapshot(self.frames, self.resets, self.dropped, n, p50, p99, a50, a99, fps)
+        # tuple(): one C-level copy, safe while another thread records
+        return _snapshot(self.frames, self.resets, self.dropped, tuple(self._steps))
+
+    @staticmethod
+    def combined(parts: Sequence["Telemetry"]) -> StatsSnapshot:
+        """One snapshot of several streams (a multi-stream batch): counts summed, percentiles
+        over every stream's window, ``fps`` the results of all streams per second."""
+        recent = sorted(step for t in parts for step in tuple(t._steps))
+        return _snapshot(
+            sum(t.frames for t in parts),
+            sum(t.resets for t in parts),
+            sum(t.dropped for t in parts),
+            tuple(recent),
+        )
+
+
+def _snapshot(
+    frames: int, resets: int, dropped: int, recent: tuple[tuple[int, float, float], ...]
+) -> StatsSnapshot:
+    """The snapshot of counters and (end ns, step ms, age ms) results in end order."""
+    n = len(recent)
+    if not n:
+        return StatsSnapshot(frames, resets, dropped, 0, *(None,) * 5)
+    ends, steps, ages = (np.asarray(v, np.float64) for v in zip(*recent))
+    step_q, age_q = percentiles(steps, (50, 99)), percentiles(ages, (50, 99))
+    p50, p99, a50, a99 = step_q["p50"], step_q["p99"], age_q["p50"], age_q["p99"]
+    span_s = (ends[-1] - ends[0]) / 1e9
+    fps = round((n - 1) / span_s, 2) if n > 1 and span_s > 0 else None
+    return StatsSnapshot(frames, resets, dropped, n, p50, p99, a50, a99, fps)
+
+
+class SourceDrops:
+    """Frames a source dropped since the last look, from its running ``dropped`` count (as
+    ``LatestFrameSource`` keeps; a source without one drops nothing)."""
+
+    def __init__(self, source: object) -> None:
+        self._source = source
+        self._seen = 0
+
+    def new(self) -> int:
+        """Frames dropped since the previous call."""
+        dropped = getattr(self._source, "dropped", 0)
+        fresh, self._seen = max(0, dropped - self._seen), max(dropped, self._seen)
+        return fresh

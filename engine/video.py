@@ -131,6 +131,9 @@ class Frame:
     pts: int | None  # presentation timestamp in time_base units, from the source; None if absent
     time_base: Fraction  # seconds per pts tick (the source stream's time base)
     discontinuity: bool = False  # the source restarted here (a reconnect): the past is unrelated
+    # time.monotonic_ns() when a live source received the frame (LatestFrameSource); None for
+    # a file. Segmenter.step measures Result.age_ms from it: end-to-end latency.
+    captured_ns: int | None = None
 
     @property
     def timestamp_s(self) -> float | None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
+from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -14,7 +17,8 @@ import onnxruntime as ort
 import pytest
 
 from vidseg.engine import FrameError, Segmenter, StateSpecError
-from vidseg.engine.video import read_frames
+from vidseg.engine.multistream import MultiStreamSegmenter
+from vidseg.engine.video import Frame, read_frames
 
 N_FRAMES = 30
 
@@ -99,6 +103,70 @@ def test_perframe_bundle_has_no_state(tiny_perframe_bundle: Path, clip_frames) -
 def test_bad_frames_rejected(tiny_bundle: Path, frame) -> None:
     with pytest.raises(FrameError, match=r"\(H, W, 3\) uint8"):
         Segmenter(tiny_bundle).step(frame)
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox", "crop"])
+@pytest.mark.parametrize("shape", [(0, 5, 3), (5, 0, 3), (0, 0, 3)])
+def test_empty_frames_rejected_in_every_resize_mode(tiny_bundle: Path, resize: str,
+                                                    shape: tuple[int, ...]) -> None:  # fmt: skip
+    """A frame without pixels is a one-line FrameError on every way in (it was a cv2.error,
+    or a ValueError from the letterbox/crop geometry)."""
+    seg = Segmenter(tiny_bundle, resize=resize, warmup=False)
+    for call in (seg.step, seg.prepare):
+        with pytest.raises(FrameError, match=r"H, W >= 1, got uint8 \(\d+, \d+, 3\)") as caught:
+            call(np.zeros(shape, np.uint8))
+        assert "\n" not in str(caught.value)
+    assert seg.stats().frames == 0
+    if resize == "stretch":  # the multi-stream batch checks its frames the same way
+        multi = MultiStreamSegmenter(tiny_bundle, streams=2, warmup=False)
+        with pytest.raises(FrameError, match=r"H, W >= 1"):
+            multi.step([np.zeros((4, 4, 3), np.uint8), np.zeros(shape, np.uint8)])
+
+
+def _state(seg: Segmenter) -> dict[str, np.ndarray]:
+    return {k: np.array(v) for k, v in seg.state.tensors.items()}
+
+
+def test_step_resets_on_a_new_frame_size(tiny_bundle: Path, clip_frames,
+                                         caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """A stream that changes resolution is a new scene for ``step`` too (only vidseg-run's
+    pipeline reset before): logged once, counted, and the frame after the change runs on a
+    fresh state."""
+    small = [cv2.resize(f, (480, 270)) for f in clip_frames[3:6]]
+    seg, fresh = Segmenter(tiny_bundle), Segmenter(tiny_bundle)
+    for frame in clip_frames[:3]:
+        seg.step(frame)
+    with caplog.at_level(logging.INFO, logger="vidseg.engine"):
+        got = [seg.step(f).labels for f in small]
+    want = [fresh.step(f).labels for f in small]
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for name, value in _state(fresh).items():
+        np.testing.assert_allclose(_state(seg)[name], value, atol=1e-6)
+    assert seg.cut_resets == 1 and seg.stats().resets == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["frame 3: frame size changed from 960x540 to 480x270; state reset"], lines
+    seg.reset()  # a reset by hand forgets the size: the next frame is not a cut
+    seg.step(clip_frames[0])
+    assert seg.cut_resets == 1
+
+
+def test_stream_resets_at_a_discontinuity_and_a_new_size(tiny_bundle: Path,
+                                                         clip_frames) -> None:  # fmt: skip
+    """``stream`` honours ``Frame.discontinuity`` (a reconnected source) and size changes as
+    the pipeline does: each part segments like a fresh stream of its own."""
+    tb = Fraction(1, 25)
+    big = [Frame(f, i, i, tb) for i, f in enumerate(clip_frames[:6])]
+    big[3] = replace(big[3], discontinuity=True)
+    small = [Frame(cv2.resize(f, (320, 180)), 6 + i, 6 + i, tb)
+             for i, f in enumerate(clip_frames[6:9])]  # fmt: skip
+    seg = Segmenter(tiny_bundle)
+    got = [r.labels for r in seg.stream(big + small)]
+    parts = [big[:3], big[3:], small]
+    want = [r.labels for part in parts for r in Segmenter(tiny_bundle).stream(part)]
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"frame {i}")
+    assert seg.cut_resets == 2 and seg.stats().resets == 2
 
 
 def test_state_shape_mismatch_is_a_load_error(tiny_bundle: Path, tmp_path: Path) -> None:

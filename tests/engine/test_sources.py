@@ -86,6 +86,33 @@ def test_stuck_reader_is_named_and_stops(caplog) -> None:
     assert closed.wait(5) and source.received == 1  # the late frame is not taken
 
 
+def test_iterating_without_with_runs_the_reader() -> None:
+    """Without ``with``, iterating starts the reader (it used to wait forever for a thread
+    nobody started) and stamps each frame's capture time; closing the iterator stops it."""
+    source = LatestFrameSource(_frames(3))
+    got: list[Frame] = []
+    consumer = threading.Thread(target=lambda: got.extend(source), daemon=True)
+    before = time.monotonic_ns()
+    consumer.start()
+    consumer.join(10)
+    assert not consumer.is_alive(), "iterating a LatestFrameSource without `with` blocked"
+    assert got and got[-1].index == 2 and source.received == 3
+    assert all(before <= f.captured_ns <= time.monotonic_ns() for f in got)
+
+    def endless():
+        i = 0
+        while True:
+            yield from _frames(1)
+            i += 1
+
+    source = LatestFrameSource(endless())
+    frames = iter(source)
+    assert next(frames).index == 0
+    frames.close()  # the consumer stops early: the reader stops and closes its source
+    source._thread.join(10)
+    assert not source._thread.is_alive()
+
+
 def test_image_folder(tmp_path, sample_clip) -> None:
     import cv2
 

@@ -49,7 +49,7 @@ def test_segmenter_stats_and_age(tiny_bundle) -> None:
     results = [seg.step(frame) for _ in range(4)]
     for r in results:  # no capture time given: the age is the step itself
         assert r.age_ms == pytest.approx(r.timings.total_ms, abs=0.5)
-    captured = time.perf_counter_ns()
+    captured = time.monotonic_ns()
     time.sleep(0.05)
     late = seg.step(frame, captured_ns=captured)
     assert late.age_ms >= 50 + late.timings.total_ms - 0.5
@@ -95,3 +95,38 @@ def test_pipeline_passes_source_drops_to_stats(tiny_bundle) -> None:
     snapshot = seg.stats()
     assert snapshot.frames == 5 and snapshot.resets == 0
     assert snapshot.dropped == source.dropped == 10  # all noted by the last frame's step
+
+
+def test_stream_counts_a_live_sources_drops_and_its_capture_times(tiny_bundle) -> None:
+    """``Segmenter.stream`` over a ``LatestFrameSource`` (outside vidseg-run): the frames the
+    source dropped are in ``stats().dropped``, and each result carries the time its frame was
+    received, ``age_ms`` measured from it."""
+    import threading
+    from fractions import Fraction
+
+    from vidseg.engine.sources import LatestFrameSource
+    from vidseg.engine.video import Frame
+
+    go = threading.Event()
+
+    def camera():
+        for i in range(6):  # frame 0; then 1..5 at once, while the consumer waits
+            yield Frame(np.full((64, 96, 3), 40 * i, np.uint8), i, i, Fraction(1, 25))
+            if i == 0:
+                go.wait(10)
+
+    seg = Segmenter(tiny_bundle)
+    with LatestFrameSource(camera()) as source:
+        results = seg.stream(source)
+        first = next(results)
+        go.set()
+        for _ in range(1000):  # until frames 1..5 have all arrived (1..4 replaced unseen)
+            if source.received == 6:
+                break
+            time.sleep(0.01)
+        rest = list(results)
+    assert [r.index for r in [first, *rest]] == [0, 1] and source.dropped == 4
+    assert seg.stats().dropped == 4
+    for r in (first, *rest):
+        assert r.captured_ns is not None and r.captured_ns <= time.monotonic_ns()
+        assert r.age_ms >= r.timings.total_ms - 0.5
