@@ -195,10 +195,13 @@ class FrameScorer:
     and the flicker between consecutive frames (``cut()`` where a sequence starts).
 
     ``truth``: class ids with every id ``>= num_classes`` void (:func:`_truth_ids`).
+    ``ignore_index``: the bundle's void class, never a class of the mean even where it is one
+    of the ``num_classes`` (``SegMetrics.from_confusion``).
     """
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
         self.num_classes = num_classes
+        self.ignore_index = ignore_index
         self.cm = np.zeros((num_classes, num_classes), np.int64)
         self.cm_band = np.zeros_like(self.cm)
         self.flicker = FlickerMeter(num_classes)
@@ -219,8 +222,9 @@ class FrameScorer:
 
     def result(self) -> tuple[SegMetrics, SegMetrics, Flicker]:
         """(every non-void pixel, the boundary band, flicker)."""
-        return (SegMetrics.from_confusion(self.cm), SegMetrics.from_confusion(self.cm_band),
-                self.flicker.result())  # fmt: skip
+        void = self.ignore_index
+        metrics = SegMetrics.from_confusion(self.cm, void)
+        return metrics, SegMetrics.from_confusion(self.cm_band, void), self.flicker.result()
 
     def scores(self) -> dict[str, float]:
         """``result()`` as the numbers the comparison tools print (:func:`score_table`): miou,
@@ -288,7 +292,7 @@ def evaluate_bundle(
                                                                 frames.labels))  # fmt: skip
     manifest = segmenter.manifest
     num_classes = len(manifest.classes)
-    scorer = FrameScorer(num_classes)
+    scorer = FrameScorer(num_classes, manifest.ignore_index)
     count = sequences = unknown = 0
     step_ns = 0
     sequence: str | None = None

@@ -7,14 +7,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidseg.models.data import LabelledFrames
+from vidseg.models.data import CAMVID_IGNORE, LabelledFrames
 from vidseg.models.metrics import SegMetrics, confusion
 from vidseg.models.protocol import TemporalModel
 
 
 @torch.no_grad()
 def evaluate_sequence(
-    model: TemporalModel, data: LabelledFrames, carry_state: bool = True
+    model: TemporalModel,
+    data: LabelledFrames,
+    carry_state: bool = True,
+    ignore_index: int | None = CAMVID_IGNORE,
 ) -> SegMetrics:
     """Run ``model`` over ``data`` in file order, one frame at a time, as the engine would.
 
@@ -24,6 +27,8 @@ def evaluate_sequence(
     ``model.stream_logits`` step; with ``carry_state`` its memory (recurrent state, key-frame
     cache, flow) flows from frame to frame (CamVid val is one drive at 15 Hz), without it every
     frame starts a new stream. Runs on the device of the model's parameters, in float32.
+    ``ignore_index`` is void: never scored, never a class of the mean (also where the model
+    has it among its classes).
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -40,6 +45,6 @@ def evaluate_sequence(
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
         pred = cv2.resize(pred, label.shape[::-1], interpolation=cv2.INTER_NEAREST)
-        cm += confusion(pred, label, num_classes)
+        cm += confusion(pred, label, num_classes, ignore_index)
     model.train(was_training)
-    return SegMetrics.from_confusion(cm)
+    return SegMetrics.from_confusion(cm, ignore_index)

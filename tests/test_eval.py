@@ -396,6 +396,25 @@ def test_trimap_iou_by_hand() -> None:
     assert score.flicker.truth == 0 and score.flicker.pred == 0  # no pair across drives
 
 
+def test_void_listed_among_the_classes_is_not_in_the_mean() -> None:
+    """A wrapped 12-class bundle (11 classes + Void, ignore index 11): the void class is never
+    a class of the mean (it scored 0 IoU and pulled the mIoU to 2/3 here), for vidseg-eval and
+    vidseg-bench --accuracy alike (both score through evaluate_bundle)."""
+    from vidseg.models.data import LabelledFrame
+
+    truth = np.zeros((4, 6), np.uint8)
+    truth[:, 3:] = 1
+    truth[0, 0] = 11  # void
+    pred = truth.copy()
+    pred[1, 0] = 11  # the model says void on a class-0 pixel: class 0's miss
+    seg = _FixedSegmenter([pred])
+    names = tuple(f"c{i}" for i in range(11)) + ("Void",)
+    seg.manifest = SimpleNamespace(classes=names, ignore_index=11, name="wrapped")
+    score = evaluate_bundle(seg, [LabelledFrame("d_1.png", np.zeros((4, 6, 3), np.uint8), truth)])
+    assert score.metrics.miou == pytest.approx((100 * 10 / 11 + 100) / 2)
+    assert np.isnan(score.metrics.iou[11]) and np.isnan(score.trimap.iou[11])
+
+
 @pytest.mark.parametrize("fault, message", [
     ("no_frames", "frame folder not found"),
     ("no_label", "no label for frame f2.png"),
