@@ -6,7 +6,11 @@ pipeline, each row of ``MultiStreamSegmenter``):
 * a cut: the frame says ``discontinuity`` (its source restarted: a reconnect), or its size
   differs from the previous frame's (the stream changed resolution: a new scene);
 * a poisoned state: the state or key-frame cache holds NaN or Inf (a model that overflowed, a
-  corrupted buffer).
+  corrupted buffer);
+* a stale memory (``engine.refresh``): the frame's timestamp too far from the previous one's
+  (``stale``), or, once the aux-input providers have seen the frame, too much of it that its
+  past fails to explain (``unexplained``: then the owner resets and asks them again);
+* no memory (``memory=False``): before every frame, not counted as a reset.
 
 The guard decides, logs one line and counts; its owner resets the state.
 """
@@ -14,7 +18,9 @@ The guard decides, logs one line and counts; its owner resets the state.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterable
+
+from vidseg.engine.refresh import Refresh
 
 logger = logging.getLogger(__name__)
 # frames between checks of a state held in device memory for NaN/Inf (each check copies it to
@@ -23,24 +29,36 @@ NONFINITE_CHECK_EVERY = 30
 
 
 class StreamGuard:
-    """The cut and NaN/Inf rules for one stream; see the module docstring.
+    """The rules for one stream; see the module docstring.
 
     Args:
         device: where the state lives ("cpu": checked for NaN/Inf before every frame; elsewhere
             every ``NONFINITE_CHECK_EVERY`` frames).
         name: prefix of the log lines (``"stream 2"`` for a row of a multi-stream batch).
+        memory: False: the owner resets the stream before every frame (``memory``).
+        refresh: when the memory is stale (default ``Refresh()``; ``Refresh.off()``: never).
     """
 
-    def __init__(self, device: str = "cpu", name: str = "") -> None:
+    def __init__(
+        self,
+        device: str = "cpu",
+        name: str = "",
+        memory: bool = True,
+        refresh: Refresh | None = None,
+    ) -> None:
         self._prefix = f"{name}: " if name else ""
         self._every = 1 if device == "cpu" else NONFINITE_CHECK_EVERY
+        self.memory = memory
+        self.refresh = Refresh() if refresh is None else refresh
         self.size: tuple[int, int] | None = None  # (H, W) of the last frame since a reset
+        self.timestamp: float | None = None  # seconds, of the last frame since a reset
         self.cut_resets = 0  # resets at a discontinuity or a change of frame size
         self.nonfinite_resets = 0  # resets because the state held NaN or Inf
+        self.refreshes = 0  # resets because the memory was stale
 
     def forget(self) -> None:
         """The stream starts over (its owner reset it): the next frame is nobody's successor."""
-        self.size = None
+        self.size = self.timestamp = None
 
     def cut(self, index: int, size: tuple[int, int], discontinuity: bool) -> bool:
         """Whether frame ``index`` of ``size`` (H, W) starts a new scene after the frames seen
@@ -84,4 +102,40 @@ class StreamGuard:
                 bad,
                 self.nonfinite_resets,
             )
+        return True
+
+    def stale(self, index: int, timestamp: float | None, fresh: bool = False) -> bool:
+        """Whether frame ``index`` at ``timestamp`` (seconds, or None) finds the memory stale
+        by time after the previous frame (``Refresh.stale_by_time``): counted in
+        ``refreshes``. Every frame's timestamp is recorded; ``fresh``: the owner resets the
+        state before this frame anyway (nothing else is done)."""
+        previous, self.timestamp = self.timestamp, timestamp
+        if fresh or not self.memory or not self.refresh.stale_by_time(previous, timestamp):
+            return False
+        logger.debug(
+            "%sframe %d: %.3f s after the previous frame (at %.3f s); memory refreshed",
+            self._prefix,
+            index,
+            timestamp - previous,  # type: ignore[operator]
+            previous,
+        )
+        self.refreshes += 1
+        return True
+
+    def unexplained(self, index: int, providers: Iterable[Any]) -> bool:
+        """Whether the aux-input ``providers``, having seen frame ``index``, report more of it
+        unexplained by its past than the refresh rule allows (``Refresh.stale_by_content``):
+        counted in ``refreshes``; the owner then resets and asks them again."""
+        if not self.memory:
+            return False
+        mismatch = self.refresh.stale_by_content(providers)
+        if mismatch is None:
+            return False
+        logger.debug(
+            "%sframe %d: %.0f %% of it unexplained by the previous frame; memory refreshed",
+            self._prefix,
+            index,
+            100 * mismatch,
+        )
+        self.refreshes += 1
         return True

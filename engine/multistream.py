@@ -10,8 +10,9 @@ that ends or resets leaves the others untouched. Every family batches: each stre
 aux providers (NetWarp's flow) and its own key-frame scheduler; on a tick the streams due a key
 frame run the key graph together and the others the current graph together (at most two runs).
 Each stream's state is reset where a ``Segmenter``'s would be (``engine.guard``: a frame with
-``discontinuity``, a change of frame size, NaN or Inf in its state row), the other rows
-untouched. Not thread-safe: drive it from one thread.
+``discontinuity``, a change of frame size, NaN or Inf in its state row, a stale memory; before
+every frame without ``memory``), the other rows untouched. Not thread-safe: drive it from one
+thread.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from vidseg.engine.bundle import Bundle
 from vidseg.engine.errors import BundleError
 from vidseg.engine.guard import StreamGuard
 from vidseg.engine.loaded import LoadedModel, check_frame
+from vidseg.engine.refresh import Refresh
 from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.segmenter import Result
 from vidseg.engine.telemetry import StatsSnapshot, Telemetry
@@ -42,14 +44,25 @@ class MultiStreamSegmenter:
         streams: number of stream slots (state rows).
         schedule: key-frame policy of every stream (keyframe bundles; default: the manifest's).
         warmup: run the graphs on zero frames for every stream at load (state untouched).
+        memory, refresh: as ``Segmenter``'s, for every stream.
 
     Raises:
         BundleError: the bundle is invalid, or its graphs fix a batch smaller than ``streams``.
     """
 
-    def __init__(self, bundle: str | Path | Bundle | None = None, *, streams: int,
-                 backend: str = "ort", device: str = "cpu", threads: int | None = None,
-                 schedule: Schedule | None = None, warmup: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        bundle: str | Path | Bundle | None = None,
+        *,
+        streams: int,
+        backend: str = "ort",
+        device: str = "cpu",
+        threads: int | None = None,
+        schedule: Schedule | None = None,
+        warmup: bool = True,
+        memory: bool = True,
+        refresh: Refresh | None = None,
+    ) -> None:
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
         # rows run in varying groups: no fixed buffers; on a device the state stays there
@@ -71,7 +84,10 @@ class MultiStreamSegmenter:
         self.schedulers = ([KeyFrameScheduler(sched) for _ in range(streams)]
                            if self.model.keyframe and sched else None)  # fmt: skip
         self._frames = [0] * streams
-        self.guards = [StreamGuard(device, f"stream {i}") for i in range(streams)]
+        self.guards = [
+            StreamGuard(device, f"stream {i}", memory=memory, refresh=refresh)
+            for i in range(streams)
+        ]
         self.telemetry = [Telemetry() for _ in range(streams)]
 
     def reset(self, stream: int | None = None) -> None:
@@ -81,8 +97,9 @@ class MultiStreamSegmenter:
             self.guards[row].forget()
             self._clear(row)
 
-    def _clear(self, row: int) -> None:
-        self.telemetry[row].note_reset()
+    def _clear(self, row: int, count: bool = True) -> None:
+        if count:
+            self.telemetry[row].note_reset()
         self.state.reset(row)
         self.cache.reset(row)
         for _, provider in self.aux[row]:
@@ -101,6 +118,20 @@ class MultiStreamSegmenter:
     def note_dropped(self, stream: int, frames: int) -> None:
         """Count ``frames`` stream ``stream``'s source dropped before they reached ``step``."""
         self.telemetry[stream].note_dropped(frames)
+
+    def _aux(self, row: int, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Stream ``row``'s aux inputs for its frame; where its providers find the frame
+        unexplained by its past (``StreamGuard.unexplained``), after resetting the stream."""
+        aux = {name: provider(image) for name, provider in self.aux[row]}
+        if self.guards[row].unexplained(self._frames[row], (p for _, p in self.aux[row])):
+            self._clear(row)
+            aux = {name: provider(image) for name, provider in self.aux[row]}
+        return aux
+
+    @property
+    def refreshes(self) -> list[int]:
+        """Per stream: resets because its memory was stale (``engine.refresh``)."""
+        return [g.refreshes for g in self.guards]
 
     @property
     def nonfinite_resets(self) -> list[int]:
@@ -144,10 +175,13 @@ class MultiStreamSegmenter:
                 stamps[i] = item.timestamp_s
             guard, index = self.guards[i], self._frames[i]
             cut = guard.cut(index, images[i].shape[:2], is_frame and item.discontinuity)
-            if cut or guard.poisoned(index, self.state, self.cache, row=i):
+            reset = cut or guard.poisoned(index, self.state, self.cache, row=i)
+            if guard.stale(index, stamps[i], fresh=reset) or reset:
                 self._clear(i)
+            if not guard.memory:
+                self._clear(i, count=False)
         inputs = {i: self.model.to_input(images[i]) for i in rows}
-        aux = {i: {name: provider(inputs[i]) for name, provider in self.aux[i]} for i in rows}
+        aux = {i: self._aux(i, inputs[i]) for i in rows}
         if self.schedulers is None:
             groups = {"step": rows}
         else:

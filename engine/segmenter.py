@@ -139,16 +139,28 @@ class Segmenter:
         sched = schedule or self.model.schedule
         self.scheduler = KeyFrameScheduler(sched) if self.model.keyframe and sched else None
         self._frames = 0
-        self.guard = StreamGuard(device)  # when the state must go: a cut, NaN/Inf
-        self.memory = memory
-        self.refresh = Refresh() if refresh is None else refresh
-        self.refreshes = 0  # resets because the memory was stale (``engine.refresh``)
-        self._last_timestamp: float | None = None  # of the previous frame stepped
+        # when the state must go: a cut, NaN/Inf, a stale memory, no memory
+        self.guard = StreamGuard(device, memory=memory, refresh=refresh)
 
     @property
     def nonfinite_resets(self) -> int:
         """Resets because the state held NaN or Inf."""
         return self.guard.nonfinite_resets
+
+    @property
+    def memory(self) -> bool:
+        """Whether the state is carried from frame to frame (False: reset before every one)."""
+        return self.guard.memory
+
+    @property
+    def refresh(self) -> Refresh:
+        """When a carried memory is judged stale (``engine.refresh``)."""
+        return self.guard.refresh
+
+    @property
+    def refreshes(self) -> int:
+        """Resets because the memory was stale (``engine.refresh``)."""
+        return self.guard.refreshes
 
     @property
     def cut_resets(self) -> int:
@@ -159,7 +171,6 @@ class Segmenter:
         """Forget the past (call on a seek, a cut, or a new stream): state and key-frame cache
         back to zeros, the next frame a key frame, flow restarts from zero."""
         self.guard.forget()
-        self._last_timestamp = None
         self._clear()
 
     def _clear(self, count: bool = True) -> None:
@@ -225,8 +236,11 @@ class Segmenter:
 
         The state is reset before the frame runs on it when the frame starts a new scene (a
         ``Frame`` with ``discontinuity``, or a frame whose size differs from the previous
-        one's; see ``engine.guard``) or when the state (or key-frame cache) holds NaN or Inf:
-        logged, counted in ``stats().resets`` (and ``cut_resets`` / ``nonfinite_resets``).
+        one's), when the state (or key-frame cache) holds NaN or Inf, or when the memory is
+        stale (``engine.refresh``: the timestamp too far from the previous frame's, or a frame
+        its past fails to explain); see ``engine.guard``. Logged, counted in
+        ``stats().resets`` (and ``cut_resets`` / ``nonfinite_resets`` / ``refreshes``).
+        Without ``memory`` it is reset before every frame (not counted).
 
         Args:
             frame: (H, W, 3) uint8 RGB, any size (resized to the model input internally; the
@@ -250,11 +264,18 @@ class Segmenter:
             timestamp = frame.timestamp
         x, placement, features = frame.image, frame.placement, frame.features
         size = frame.frame_size or x.shape[:2]
-        if self.guard.cut(self._frames, size, frame.discontinuity) or self.guard.poisoned(
-            self._frames, self.state, self.cache
-        ):
+        guard, index = self.guard, self._frames
+        reset = guard.cut(index, size, frame.discontinuity) or guard.poisoned(
+            index, self.state, self.cache
+        )
+        if guard.stale(index, timestamp, fresh=reset) or reset:
             self._clear()
-        aux = self._aux_inputs(x, timestamp)
+        if not guard.memory:
+            self._clear(count=False)
+        aux = {name: provider(x) for name, provider in self.aux}
+        if guard.unexplained(index, (provider for _, provider in self.aux)):
+            self._clear()
+            aux = {name: provider(x) for name, provider in self.aux}
         key = self.scheduler.is_key(x) if self.scheduler is not None else True
         role = "step" if self.scheduler is None else ("key" if key else "current")
         t1 = time.perf_counter_ns()
@@ -279,38 +300,6 @@ class Segmenter:
                         captured_ns=captured_ns)  # fmt: skip
         self._frames += 1
         return result
-
-    def _aux_inputs(self, x: np.ndarray, timestamp: float | None) -> dict[str, np.ndarray]:
-        """The frame's aux inputs, after resetting the stream where its memory does not apply:
-        before every frame without ``memory``, else where ``refresh`` finds it stale (the gap
-        since the previous frame's timestamp, or the providers' ``mismatch`` once they have
-        seen the frame: then reset and asked again, as for a stream's first frame)."""
-        previous, self._last_timestamp = self._last_timestamp, timestamp
-        if not self.memory:
-            self._clear(count=False)
-        elif self.refresh.stale_by_time(previous, timestamp):
-            logger.debug(
-                "frame %d: %.3f s after the previous frame (at %.3f s): memory refreshed",
-                self._frames,
-                timestamp - previous,
-                previous,
-            )
-            self._clear()
-            self.refreshes += 1
-        aux = {name: provider(x) for name, provider in self.aux}
-        if not self.memory:
-            return aux
-        mismatch = self.refresh.stale_by_content(provider for _, provider in self.aux)
-        if mismatch is not None:
-            logger.debug(
-                "frame %d: %.0f %% of it unexplained by the previous frame: memory refreshed",
-                self._frames,
-                100 * mismatch,
-            )
-            self._clear()
-            self.refreshes += 1
-            aux = {name: provider(x) for name, provider in self.aux}
-        return aux
 
     def stream(self, frames: Iterable[np.ndarray | Frame]) -> Iterator[Result]:
         """Segment an iterable of frames (arrays or decoded ``Frame``s) in order, lazily.
