@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Iterator
 import av
 import numpy as np
 
+from vidseg.engine.audio import AudioTrack
 from vidseg.engine.clihelp import HelpFormatter
 from vidseg.engine.errors import VideoIOError, VidsegError, run_for_cli, unwritable
 from vidseg.engine.overlay import blend, palette_lut
@@ -209,12 +210,20 @@ def segment_video_file(segmenter: Any, job: Job, options: BatchOptions) -> int:
     stop = job.stop if options.max_frames is None else min(job.stop or options.max_frames,
                                                             options.max_frames)  # fmt: skip
     lut = palette_lut(segmenter.manifest.palette) if options.overlay else None
-    writer = VideoWriter(target, width=info.width, height=info.height, fps=info.fps,
-                         time_base=info.time_base, lossless=not options.overlay,
-                         codec="libx264" if options.overlay else "ffv1",
-                         audio_from=job.input if options.overlay else None)  # fmt: skip
+    # the overlay's audio, from the video's own demuxer (a chunk's part is video only)
+    audio = AudioTrack() if options.overlay and job.part is None else None
+    writer = VideoWriter(
+        target,
+        width=info.width,
+        height=info.height,
+        fps=info.fps,
+        time_base=info.time_base,
+        lossless=not options.overlay,
+        codec="libx264" if options.overlay else "ffv1",
+        audio=audio,
+    )
     with writer:
-        frames = read_frames(job.input)
+        frames = read_frames(job.input, audio=audio)
         try:
             for frame, labels in segment_range(segmenter, frames, job.start, stop,
                                                options.warmup_frames):  # fmt: skip

@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from vidseg.engine.audio import AudioTrack
 from vidseg.engine.backends import backend_names
 from vidseg.engine.bundle import Bundle, default_bundle_path, load_bundle
 from vidseg.engine.clihelp import HelpFormatter
@@ -57,6 +58,7 @@ from vidseg.engine.sources import (
     strided,
 )
 from vidseg.engine.stats import percentiles
+from vidseg.engine.timeline import Timeline
 from vidseg.engine.video import (
     RTSP_TRANSPORTS,
     STDIN,
@@ -281,21 +283,41 @@ class LiveStats:
     reconnects: int = 0  # times a lost source was opened again
 
 
-def _open(args: argparse.Namespace, max_frames: int | None) -> tuple[VideoInfo, Iterator[Frame]]:
+@dataclass
+class Reading:
+    """What every opening of the input shares (a reconnect opens it again): its continuous
+    clock, and the audio its demuxer hands to ``--out`` (None: no audio is read)."""
+
+    timeline: Timeline
+    audio: AudioTrack | None
+
+
+def _open(
+    args: argparse.Namespace, max_frames: int | None, reading: Reading
+) -> tuple[VideoInfo, Iterator[Frame]]:
     if os.path.isdir(args.input):  # a folder of frames (engine/folder.py)
         return open_image_folder(args.input, max_frames=max_frames)
     live = is_network_source(args.input) or is_camera(args.input) or args.live
-    return open_video(args.input, max_frames=max_frames,
-                      thread_type="SLICE" if live else "AUTO",
-                      timeout_s=args.timeout or None, rtsp_transport=args.rtsp_transport)  # fmt: skip
+    return open_video(
+        args.input,
+        max_frames=max_frames,
+        thread_type="SLICE" if live else "AUTO",
+        timeout_s=args.timeout or None,
+        rtsp_transport=args.rtsp_transport,
+        timeline=reading.timeline,
+        audio=reading.audio,
+    )
 
 
 def run(args: argparse.Namespace, bundle: Bundle | None = None,
         schedule: Schedule | None = None) -> tuple[RunStats, VideoInfo, LiveStats]:  # fmt: skip
-    # opened once (a pipe cannot be reopened); a bad input fails before the model loads
-    info, frames = _open(args, args.max_frames)
+    # opened once (a pipe cannot be reopened); a bad input fails before the model loads; the
+    # overlay's audio comes from the same demuxer as the video
+    overlay_audio = bool(args.out) and not args.mask and not args.no_audio
+    reading = Reading(Timeline(args.input), AudioTrack() if overlay_audio else None)
+    info, frames = _open(args, args.max_frames, reading)
     try:
-        return _run(args, info, frames, bundle, schedule)
+        return _run(args, info, frames, reading, bundle, schedule)
     finally:  # close the input if the run never started; the pipeline closes it otherwise
         with suppress(ValueError):  # "generator already executing": a decode thread that
             frames.close()  # did not stop in time (Ctrl-C) still owns it: closed when collected
@@ -331,7 +353,7 @@ def _mask_target(path: Path, args: argparse.Namespace, info: VideoInfo, size: tu
     return Target(MaskSequenceWriter(path, overwrite=args.overwrite), labels)
 
 
-def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame],
+def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame], reading: Reading,
          bundle: Bundle | None = None,
          schedule: Schedule | None = None) -> tuple[RunStats, VideoInfo, LiveStats]:  # fmt: skip
     if bundle is None:
@@ -364,9 +386,6 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame],
         if args.out and args.mask:
             targets.append(_mask_target(Path(args.out), args, info, (width, height), labels, lut))
         elif args.out:
-            # a pipe or a live stream cannot be read a second time for its audio
-            no_audio = (args.no_audio or args.input == STDIN or args.live or args.reconnect
-                        or is_camera(args.input) or os.path.isdir(args.input))  # fmt: skip
             targets.append(
                 Target(
                     VideoWriter(
@@ -378,8 +397,7 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame],
                         codec=overlay_codec(args),
                         crf=args.crf,
                         preset=args.preset,
-                        audio_from=None if no_audio else args.input,
-                        audio_timeout_s=args.timeout or None,
+                        audio=reading.audio,
                         overwrite=args.overwrite,
                         zero_start=True,
                     ),
@@ -407,7 +425,7 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame],
         reconnecting = newest = None
         if args.reconnect:
             source = reconnecting = ReconnectingSource(
-                frames, lambda: _open(args, None)[1], retries=args.reconnect,
+                frames, lambda: _open(args, None, reading)[1], retries=args.reconnect,
                 backoff_s=RECONNECT_BACKOFF_S, max_frames=args.max_frames, name=args.input)  # fmt: skip
         if args.vid_stride > 1:
             source = strided(source, args.vid_stride)

@@ -26,6 +26,7 @@ import operator
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Final, TypeVar
@@ -34,6 +35,7 @@ import av
 import av.error
 import numpy as np
 
+from vidseg.engine.audio import AudioTrack
 from vidseg.engine.avutil import AV_ERRORS, check_size, error_reason
 from vidseg.engine.errors import SourceLostError, TruncatedVideoError, VideoIOError
 from vidseg.engine.timeline import Timeline
@@ -149,12 +151,15 @@ def read_frames(
     size: tuple[int, int] | None = None,
     max_frames: int | None = None,
     thread_type: str = "AUTO",
+    audio: AudioTrack | None = None,
 ) -> Iterator[Frame]:
     """Decode the first video stream of ``path`` to RGB frames, lazily.
 
     Scaling and the conversion to RGB happen in one swscale pass
     (``frame.reformat(width, height, format="rgb24")``). Pts and time base are the source's, so
-    they can be handed to :class:`~vidseg.engine.writer.VideoWriter` unchanged.
+    they can be handed to :class:`~vidseg.engine.writer.VideoWriter` unchanged; where the
+    source's timestamps repeat or go back they are repaired (``engine.timeline``): they
+    strictly increase.
 
     Args:
         path: the video file (or FFmpeg URL).
@@ -180,8 +185,8 @@ def read_frames(
         ...     print(frame.index, frame.timestamp_s, frame.image.shape)
     """
     size, max_frames = _check_read_args(size, max_frames)
-    yield from _rgb_frames(_decode(path, max_frames=max_frames, thread_type=thread_type), path,
-                           size)  # fmt: skip
+    decoded = _decode(path, max_frames=max_frames, thread_type=thread_type, audio=audio)
+    yield from _rgb_frames(decoded, path, size)
 
 
 # larger frames are refused at open: an 8K frame (33 Mpx) runs at ~0.9 GB peak RSS through
@@ -198,6 +203,7 @@ def open_video(
     timeout_s: float | None = None,
     rtsp_transport: str = "tcp",
     timeline: Timeline | None = None,
+    audio: AudioTrack | None = None,
 ) -> tuple[VideoInfo, Iterator[Frame]]:
     """Open ``path`` once: its ``VideoInfo`` now, and its frames (as :func:`read_frames`).
 
@@ -212,6 +218,9 @@ def open_video(
         timeline: the clock the frames' pts follow (``engine.timeline``); pass the same one to
             each reopening of a source (a reconnect) so its timestamps continue. None: a new
             one.
+        audio: where the source's first audio stream goes, demuxed with the video (one
+            connection per source): hand the same track to the ``VideoWriter`` (see
+            ``engine.audio``). None: the audio is not read.
 
     Raises:
         SourceLostError: a network source sent nothing within ``timeout_s`` (at once), or
@@ -233,7 +242,12 @@ def open_video(
         container.close()
         raise
     decoded = _decode(
-        path, max_frames=max_frames, thread_type=thread_type, container=container, timeline=timeline
+        path,
+        max_frames=max_frames,
+        thread_type=thread_type,
+        container=container,
+        timeline=timeline,
+        audio=audio,
     )
     first = next(decoded, None)  # its display rotation sets the upright size
     if first is not None:
@@ -354,10 +368,13 @@ def _decode(
     thread_type: str,
     container: av.container.InputContainer | None = None,
     timeline: Timeline | None = None,
+    audio: AudioTrack | None = None,
 ) -> Iterator[tuple[int, av.VideoFrame, Fraction]]:
     """Yield ``(index, frame, time_base)`` for the first video stream; see read_frames' Raises.
     ``container``: already open on ``path`` (closed here when done), else ``path`` is opened.
-    Timestamps go through ``timeline`` (a new one when None): they strictly increase.
+    Timestamps go through ``timeline`` (a new one when None): they strictly increase. With
+    ``audio``, the first audio stream's packets go there, demuxed in the same pass (after
+    ``max_frames``, on until they cover the last frame).
 
     Demuxes packet by packet (rather than ``container.decode``) to count the packets that the
     demuxer marks as discarded (mp4 edit lists): the decoder drops those frames on purpose, so
@@ -370,7 +387,8 @@ def _decode(
         if container is not None:
             container.close()
         return
-    with container if container is not None else _open_input(path) as container:
+    source = container if container is not None else _open_input(path)
+    with source as container, _released(audio):  # the track lets go before the source closes
         stream = _first_video_stream(container, path)
         time_base = stream.time_base
         if time_base is None:
@@ -383,12 +401,21 @@ def _decode(
             timeline.reopened()
         decoded = discarded = corrupt = 0
         last_pts: int | None = None
-        packets = container.demux(stream)
+        sound = None
+        if audio is not None:
+            sound = container.streams.audio[0] if container.streams.audio else None
+            audio.bind(sound, os.fspath(path))
+        packets = container.demux(stream) if sound is None else container.demux(stream, sound)
         while True:
             try:
                 packet = next(packets, None)
                 if packet is None:
                     break
+                if sound is not None and packet.stream_index == sound.index:
+                    if packet.size > 0:
+                        timeline.packet(packet, "audio")
+                        audio.put(packet)
+                    continue
                 if packet.size > 0:  # the final empty packet only flushes the decoder
                     discarded += packet.is_discard
                     corrupt += packet.is_corrupt
@@ -411,6 +438,10 @@ def _decode(
                 yield decoded, av_frame, time_base
                 decoded += 1
                 if max_frames is not None and decoded >= max_frames:
+                    if sound is not None and last_pts is not None:
+                        step = 1 / ((stream.average_rate or stream.guessed_rate or 25) * time_base)
+                        end = (last_pts + step) * time_base
+                        _audio_tail(packets, sound.index, end, timeline, audio)
                     return
         if (
             declared is not None
@@ -425,6 +456,46 @@ def _decode(
         if corrupt:  # the decoder concealed the damage and delivered every frame
             logger.warning("%s: demuxer flagged %d corrupt packet(s)", path, corrupt)
         logger.debug("%s: decoded %d frames (%d discarded by edit list)", path, decoded, discarded)
+
+
+@contextmanager
+def _released(audio: AudioTrack | None) -> Iterator[None]:
+    """On the way out, the track stops using the source's stream as a template."""
+    try:
+        yield
+    finally:
+        if audio is not None:
+            audio.release()
+
+
+def _audio_tail(
+    packets: Iterator[Any], index: int, end: Fraction, timeline: Timeline, audio: AudioTrack
+) -> None:
+    """Demux on after the last frame wanted until the audio (stream ``index``) reaches ``end``
+    seconds, the last frame's end: interleaving may put it a little later in the file. Stops
+    at a video packet a second past ``end``, after ``AUDIO_TAIL_PACKETS``, or at any error."""
+    for _ in range(AUDIO_TAIL_PACKETS):
+        try:
+            packet = next(packets, None)
+        except AV_ERRORS:
+            return
+        if packet is None or packet.time_base is None:
+            return
+        if packet.size == 0:
+            continue
+        timeline.packet(packet, "audio" if packet.stream_index == index else "video")
+        if packet.stream_index != index:
+            stamp = packet.dts if packet.dts is not None else packet.pts
+            if stamp is not None and stamp * packet.time_base > end + 1:
+                return
+            continue
+        audio.put(packet)
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        if stamp is not None and stamp * packet.time_base >= end:
+            return
+
+
+AUDIO_TAIL_PACKETS: Final[int] = 500
 
 
 def _reached_end(stream: av.video.stream.VideoStream, last_pts: int | None) -> bool:

@@ -1,6 +1,7 @@
 """Atomic video writer (:class:`VideoWriter`) on PyAV: H.264/H.265 RGB video, or lossless 4:0:0
 label videos (libx264 ``qp=0`` or FFV1) read back with
-:func:`~vidseg.engine.video.read_label_frames`; optional audio passthrough (``engine.audio``).
+:func:`~vidseg.engine.video.read_label_frames`; optional audio passthrough from the source's own
+demuxer (``engine.audio``).
 
 Time is carried as integer pts in a rational ``time_base`` (``Fraction``), never as float fps.
 Sink failures raise :class:`~vidseg.engine.errors.VideoIOError`; contract violations (shape,
@@ -20,7 +21,7 @@ from typing import Final
 import av
 import numpy as np
 
-from vidseg.engine.audio import AudioCopy, copy_audio, open_audio
+from vidseg.engine.audio import AudioOut, AudioTrack
 from vidseg.engine.avutil import (
     AV_ERRORS,
     check_output_parent,
@@ -53,6 +54,12 @@ class VideoWriter:
     existing file there is replaced, unless ``overwrite=False``: then it is kept and the exit
     raises). When the block raises, the container is closed without flushing, the temp file is
     deleted, nothing appears at ``path`` and the exception propagates.
+
+    Audio: with ``audio`` (an :class:`~vidseg.engine.audio.AudioTrack` the source's reader
+    fills, ``open_video(..., audio=track)``), the source's audio is copied untouched over the
+    video's span: from the first frame written to the end of the last (see
+    :class:`~vidseg.engine.audio.AudioOut`); a container that cannot hold it gets video only
+    and one warning.
 
     Two modes:
 
@@ -104,16 +111,14 @@ class VideoWriter:
         crf: int = 23,
         preset: str = "veryfast",
         lossless: bool = False,
-        audio_from: str | os.PathLike[str] | None = None,
-        audio_timeout_s: float | None = None,
+        audio: AudioTrack | None = None,
         overwrite: bool = True,
         zero_start: bool = False,
     ) -> None:
         self.path: Path = Path(path)
-        self._audio_from = audio_from  # copy this file's audio into the output
-        self._audio_timeout_s = audio_timeout_s  # open/read timeout when audio_from is a URL
+        self._audio_track = audio  # the source's audio, from its reader
         self._overwrite = bool(overwrite)  # False: an existing file at path is never replaced
-        self._audio: AudioCopy | None = None
+        self._audio: AudioOut | None = None
         self._width, self._height = check_size((width, height))
         self.fps: Fraction = check_rational("fps", fps)
         self.time_base: Fraction = (
@@ -239,16 +244,10 @@ class VideoWriter:
                 f"cannot configure encoder {self._codec!r} for {self.path}: {reason}"
             ) from error
         self._container, self._stream = container, stream
-        self._audio = (
-            open_audio(
-                container,
-                self._audio_from,
-                timeout_s=self._audio_timeout_s,
-                output_name=self.path.name,
-            )
-            if self._audio_from is not None
-            else None
-        )
+        if self._audio_track is not None:
+            self._audio = AudioOut(self._audio_track, container, self.path.name, self.path.suffix)
+            if self._audio_track.bound:
+                self._audio.add_stream()
         logger.debug(
             "writing %s via %s: %dx%d, fps %s, time base %s, codec %s, lossless %s",
             self.path,
@@ -290,8 +289,12 @@ class VideoWriter:
             )
             frame.pts = self._out_pts(frame_pts)
             frame.time_base = self._out_time_base
+            if self._audio is not None and self._frames_written == 0:  # before the header
+                self._audio.start(frame_pts * self.time_base, self._start_pts * self.time_base)
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
+            if self._audio is not None:
+                self._audio.mux(frame_pts * self.time_base)
         except AV_ERRORS as error:
             raise VideoIOError(
                 f"cannot write frame {self._frames_written} to {self.path}: {error_reason(error)}"
@@ -335,8 +338,6 @@ class VideoWriter:
             # frame, and may fail again if the encoder was the cause) and just release.
             try:
                 container.close()
-                if self._audio is not None:
-                    self._audio[0].close()
             except AV_ERRORS as error:
                 logger.debug("closing abandoned %s failed: %s", self._temp_path, error)
             remove_quietly(self._temp_path)
@@ -348,19 +349,11 @@ class VideoWriter:
                     for packet in stream.encode(None):
                         container.mux(packet)
                     if self._audio is not None and self._last_pts is not None:
-                        start = self._start_pts or 0
-                        end_s = (self._last_pts + self._frame_step - start) * self.time_base
-                        copy_audio(
-                            container,
-                            self._audio,
-                            start * self.time_base,
-                            end_s,
-                            negative_ok=self.path.suffix.lower() in _MOV_SUFFIXES,
-                        )
+                        self._audio.finish((self._last_pts + self._frame_step) * self.time_base)
             finally:
                 container.close()
-                if self._audio is not None:
-                    self._audio[0].close()
+                if self._audio_track is not None:
+                    self._audio_track.close()
         except AV_ERRORS as error:
             remove_quietly(self._temp_path)
             raise VideoIOError(f"cannot finish video {self.path}: {error_reason(error)}") from error

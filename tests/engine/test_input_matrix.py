@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -33,7 +36,8 @@ import numpy as np
 import pytest
 
 from vidseg.engine.cli import main
-from vidseg.engine.video import VideoInfo, read_label_frames
+from vidseg.engine.sources import rate_limited
+from vidseg.engine.video import Frame, VideoInfo, read_label_frames
 
 FRAMES = 12
 TIMEOUT_S = 300  # per subprocess (standard input cases)
@@ -67,10 +71,33 @@ class Input:
     stdin: bool = False
     out: str = "o.mp4"
     options: dict[str, str] = field(default_factory=dict)  # container options
+    flags: tuple[str, ...] = ()  # more vidseg-run flags
+    count: int = FRAMES  # frames written into the input
 
     @property
-    def frames(self) -> int:
-        return 2 * FRAMES if self.fault == "concat" else FRAMES
+    def decoded(self) -> int:
+        """Frames the input holds."""
+        return 2 * self.count if self.fault == "concat" else self.count
+
+    @property
+    def frames(self) -> int | None:
+        """Frames the run writes (None with --live: those not dropped)."""
+        flags = dict(zip(self.flags[::2], self.flags[1::2]))
+        if "--live" in self.flags:
+            return None
+        count = min(self.decoded, int(flags.get("--max-frames", self.decoded)))
+        if "--max-fps" in flags:
+            times = [Frame(np.zeros((1, 1, 3), np.uint8), i, i, 1 / self.fps) for i in range(count)]
+            count = len(list(rate_limited(iter(times), float(flags["--max-fps"]))))
+        return -(-count // int(flags.get("--vid-stride", 1)))
+
+    @property
+    def rate(self) -> Fraction | None:
+        """The frame rate the output declares; None where it varies."""
+        if self.fault or "--live" in self.flags or "--max-fps" in self.flags:
+            return None
+        flags = dict(zip(self.flags[::2], self.flags[1::2]))
+        return self.fps / int(flags.get("--vid-stride", 1))
 
     @property
     def upright(self) -> tuple[int, int]:
@@ -104,6 +131,13 @@ INPUTS = [
     Input("stdin-ts", "in.ts", stdin=True),
     Input("stdin-faststart-mp4", "in.mp4", stdin=True, options={"movflags": "+faststart"}),
     Input("image-folder", "frames", codec="png", audio=None, fps=Fraction(30)),
+    # frames skipped or dropped: the audio stays whole and in place, up to the video's end
+    Input("vid-stride-3", "in.mp4", flags=("--vid-stride", "3")),
+    Input("vid-stride-3-avi", "in.mp4", out="o.avi", flags=("--vid-stride", "3")),
+    Input("max-fps-10", "in.mkv", flags=("--max-fps", "10")),
+    Input("live-file", "in.mp4", flags=("--live",)),
+    Input("max-frames-5", "in.mkv", out="o.mkv", flags=("--max-frames", "5")),
+    Input("stdin-ts-max-frames-5", "in.ts", stdin=True, flags=("--max-frames", "5")),
 ]
 
 
@@ -121,7 +155,7 @@ def write_input(spec: Input, path: Path) -> Path:
     width, height = spec.size
     if spec.codec == "png":
         path.mkdir()
-        for i in range(FRAMES):
+        for i in range(spec.count):
             cv2.imwrite(str(path / f"{i:04d}.png"), image(i, width, height)[:, :, ::-1])
         return path
     time_base = 1 / spec.fps
@@ -138,13 +172,13 @@ def write_input(spec: Input, path: Path) -> Path:
         if spec.audio:
             audio = container.add_stream(spec.audio, rate=AUDIO_RATE)
             audio.layout = "mono"
-        for i in range(FRAMES):
+        for i in range(spec.count):
             frame = av.VideoFrame.from_ndarray(image(i, width, height), format="rgb24")
             frame.pts, frame.time_base = first + i, time_base
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         if audio is not None:
-            seconds = FRAMES / spec.fps
+            seconds = spec.count / spec.fps
             samples = int(AUDIO_RATE * seconds)
             t = np.arange(samples) / AUDIO_RATE
             wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
@@ -195,12 +229,20 @@ class Track:
 
 
 def read_back(path: Path, fps: Fraction) -> Track:
+    """The file's frame times and audio span; the video ends where its last frame does (its
+    stored duration, else one frame at ``fps``)."""
     with av.open(str(path)) as container:
         video = container.streams.video[0]
         if path.suffix == ".avi":  # AVI stores no pts: its frames are timed by their order
             times = [p.dts * p.time_base for p in container.demux(video) if p.size]
         else:
             times = sorted(frame.pts * frame.time_base for frame in container.decode(video))
+    with av.open(str(path)) as container:
+        last = max(
+            (p for p in container.demux(video=0) if p.size and p.pts is not None),
+            key=lambda p: p.pts,
+        )
+        duration = last.duration * last.time_base if last.duration else 1 / fps
     audio = audio_start = audio_end = None
     audio_frame = Fraction(0)
     with av.open(str(path)) as container:
@@ -215,7 +257,7 @@ def read_back(path: Path, fps: Fraction) -> Track:
                 audio_frame = max(audio_frame, length)
                 audio_start = start if audio_start is None else min(audio_start, start)
                 audio_end = start + length if audio_end is None else max(audio_end, start + length)
-    return Track(times, times[-1] + 1 / fps, audio, audio_start, audio_end, audio_frame)
+    return Track(times, times[-1] + duration, audio, audio_start, audio_end, audio_frame)
 
 
 @pytest.fixture(scope="module")
@@ -254,20 +296,7 @@ def run(
     return code, err + "\n" + logged
 
 
-AUDIO_FROM_THE_SAME_DEMUXER = {"concatenated-ts", "stdin-mkv", "stdin-ts", "stdin-faststart-mp4"}
-PARAMS = [
-    pytest.param(
-        spec,
-        id=spec.id,
-        marks=[pytest.mark.xfail(strict=True, reason="audio from the video's demuxer: next change")]
-        if spec.id in AUDIO_FROM_THE_SAME_DEMUXER
-        else [],
-    )
-    for spec in INPUTS
-]
-
-
-@pytest.mark.parametrize("spec", PARAMS)
+@pytest.mark.parametrize("spec", INPUTS, ids=[spec.id for spec in INPUTS])
 def test_input_matrix(
     spec: Input,
     inputs: dict[str, Path],
@@ -278,60 +307,50 @@ def test_input_matrix(
 ) -> None:
     source = inputs[spec.id]
     out, masks, summary = tmp_path / spec.out, tmp_path / "m.mkv", tmp_path / "run.json"
+    args = ["--out", str(out), "--mask-out", str(masks), "--json", str(summary)]
     code, err = run(
-        spec,
-        source,
-        [
-            "--out",
-            str(out),
-            "--mask-out",
-            str(masks),
-            "--json",
-            str(summary),
-            "--model",
-            str(tiny_bundle),
-            "-q",
-        ],
-        capfd,
-        caplog,
+        spec, source, [*args, *spec.flags, "--model", str(tiny_bundle), "-q"], capfd, caplog
     )
     assert code == 0 and "Traceback" not in err, err
     result = json.loads(summary.read_text())
+    frames = spec.frames
+    if frames is None:  # --live: every frame written or dropped
+        frames = result["frames"]
+        assert 0 < frames and frames + result["dropped"] == spec.decoded, result
+    rate = spec.rate or spec.fps
 
     # every frame, at the size the summary reports; the masks exact and upright
     width, height = spec.upright
     padded = (width + width % 2, height + height % 2)
     info = VideoInfo.from_path(out)
-    assert info.frame_count in (spec.frames, None)
+    assert info.frame_count in (frames, None)
     assert (info.width, info.height, info.rotation) == (*padded, 0)
-    assert result["frames"] == spec.frames and result["output_size"] == list(padded), result
+    assert result["frames"] == frames and result["output_size"] == list(padded), result
     labels = list(read_label_frames(masks))
-    assert len(labels) == spec.frames and labels[0].shape == (height, width)
+    assert len(labels) == frames and labels[0].shape == (height, width)
 
-    # timestamps: from 0, strictly increasing, at the input's declared rate
+    # timestamps: from 0, strictly increasing, at the rate of the frames written
     for path in (out, masks):
-        track = read_back(path, spec.fps)
-        assert len(track.times) == spec.frames, path
+        track = read_back(path, rate)
+        assert len(track.times) == frames, path
         assert abs(track.times[0]) < Fraction(1, 1000), (path, track.times[:3])
         assert all(b > a for a, b in zip(track.times, track.times[1:])), (path, track.times)
-    if spec.fault is None:
-        assert VideoInfo.from_path(out).fps == spec.fps
-        assert VideoInfo.from_path(masks).fps == spec.fps
+    if spec.rate is not None:
+        assert VideoInfo.from_path(out).fps == spec.rate
+        assert VideoInfo.from_path(masks).fps == spec.rate
     if spec.out.endswith(".avi"):  # AVI counts frames: OpenCV reads its header
         capture = cv2.VideoCapture(str(out))
-        assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(float(spec.fps))
-        assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == spec.frames
+        assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(float(rate))
+        assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == frames
         capture.release()
 
     # the audio, over the video's span
-    track = read_back(out, spec.fps)
+    track = read_back(out, rate)
     suffix = Path(spec.out).suffix
     audio = AUDIO_CODEC_NAMES.get(spec.audio or "")
     if audio is not None and audio in ACCEPTS[suffix]:
         assert track.audio == audio, err
-        slack = max(1 / spec.fps, track.audio_frame) + Fraction(1, 1000)
-        assert -track.audio_frame <= track.audio_start <= track.audio_frame, track
-        assert abs(track.audio_end - track.video_end) <= slack, track
+        assert_audio_spans_the_video(track, rate)
     else:
         assert track.audio is None
     if audio is not None and audio not in ACCEPTS[suffix]:
@@ -340,3 +359,66 @@ def test_input_matrix(
     # one warning about the timestamps, where they needed a repair
     repairs = [line for line in err.splitlines() if "timestamp" in line]
     assert len(repairs) == (1 if spec.fault in ("repeat", "concat") else 0), err
+
+
+def assert_audio_spans_the_video(track: Track, rate: Fraction) -> None:
+    """The audio starts at 0 and ends with the video, each within an audio packet (the unit
+    it is cut in) or a video frame."""
+    slack = max(1 / rate, track.audio_frame) + Fraction(1, 1000)
+    assert -track.audio_frame <= track.audio_start <= track.audio_frame, track
+    assert abs(track.audio_end - track.video_end) <= slack, track
+
+
+def test_ctrl_c_keeps_the_audio_to_the_last_frame(tiny_bundle: Path, tmp_path: Path) -> None:
+    """Ctrl-C part-way through a file played with --live: the frames done are written with the
+    audio up to the last one's end (was: --live wrote no audio at all)."""
+    spec = Input("long", "in.mp4", count=100)  # 4 s: --live plays it at its own rate
+    source = write_input(spec, tmp_path / spec.name)
+    out = tmp_path / "o.mp4"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vidseg.engine",
+            str(source),
+            "--out",
+            str(out),
+            "--live",
+            "--stats-every",
+            "5",
+            "--model",
+            str(tiny_bundle),
+            "-q",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+    )
+    lines: list[str] = []
+    status = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("vidseg-run: ") and "interrupted" not in line:
+                status.set()  # a status line: frames are being written
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert status.wait(TIMEOUT_S), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    err = "".join(lines)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    frames = int(re.search(r"interrupted after (\d+) frames", err).group(1))
+    assert 0 < frames < spec.count, err
+    track = read_back(out, spec.fps)
+    assert len(track.times) == frames and track.audio == "aac", track
+    assert_audio_spans_the_video(track, spec.fps)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
+from vidseg.engine.audio import AudioTrack
 from vidseg.engine.errors import TruncatedVideoError, VideoIOError
 from vidseg.engine.masks import MaskSequenceWriter
 from vidseg.engine.video import Frame, VideoInfo, read_frames, read_label_frames
@@ -479,22 +480,28 @@ def _audio_seconds(path: Path) -> float:
 
 
 def test_audio_is_passed_through_and_cut_to_the_video(tmp_path: Path) -> None:
+    """The audio comes from the demuxer that reads the video (one open of the source), copied
+    untouched, over the frames written: all of it, or up to the 10th frame's end."""
     src = tmp_path / "with_audio.mp4"
     _clip_with_audio(src)
     info = VideoInfo.from_path(src)
     full, short = tmp_path / "full.mp4", tmp_path / "short.mp4"
     for out, n in ((full, 25), (short, 10)):
+        track = AudioTrack()
         with VideoWriter(out, width=64, height=48, fps=info.fps, time_base=info.time_base,
-                         audio_from=src) as writer:  # fmt: skip
-            for frame in read_frames(src, max_frames=n):
+                         audio=track) as writer:
+            for frame in read_frames(src, max_frames=n, audio=track):
                 writer.write(frame.image, frame.pts)
     assert _audio_seconds(full) == pytest.approx(_audio_seconds(src), abs=0.07)
-    assert 0.3 < _audio_seconds(short) <= 0.4 + 0.07  # cut at the 10th frame (0.4 s)
+    assert 0.4 - 0.07 < _audio_seconds(short) <= 0.4 + 0.07  # cut at the 10th frame (0.4 s)
     with av.open(str(full)) as c:
         assert c.streams.audio[0].codec_context.name == "aac"  # copied, not re-encoded
     # a source without audio just gives a video-only output
     silent, out = tmp_path / "silent.mp4", tmp_path / "out.mp4"
-    for path, audio in ((silent, None), (out, silent)):
-        with VideoWriter(path, width=64, height=48, fps=info.fps, audio_from=audio) as writer:
-            writer.write(np.zeros((48, 64, 3), np.uint8))
+    with VideoWriter(silent, width=64, height=48, fps=info.fps) as writer:
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    track = AudioTrack()
+    with VideoWriter(out, width=64, height=48, fps=info.fps, audio=track) as writer:
+        for frame in read_frames(silent, audio=track):
+            writer.write(frame.image, frame.pts)
     assert _audio_seconds(out) == 0.0 and VideoInfo.from_path(out).frame_count == 1
