@@ -488,8 +488,9 @@ def test_audio_is_passed_through_and_cut_to_the_video(tmp_path: Path) -> None:
     full, short = tmp_path / "full.mp4", tmp_path / "short.mp4"
     for out, n in ((full, 25), (short, 10)):
         track = AudioTrack()
-        with VideoWriter(out, width=64, height=48, fps=info.fps, time_base=info.time_base,
-                         audio=track) as writer:
+        with VideoWriter(
+            out, width=64, height=48, fps=info.fps, time_base=info.time_base, audio=track
+        ) as writer:
             for frame in read_frames(src, max_frames=n, audio=track):
                 writer.write(frame.image, frame.pts)
     assert _audio_seconds(full) == pytest.approx(_audio_seconds(src), abs=0.07)
