@@ -11,14 +11,18 @@ manifest and retries failures:
 * Chunks (``chunk_frames``): a long video is split into chunks of that many output frames; a
   chunk starts ``warmup_frames`` early, stepping the model through those frames without
   writing them, so its state is re-established (the agreement with one sequential pass per K is
-  measured in docs/scale-out.md). Chunks are written as parts and concatenated without
-  re-encoding (FFV1 is intra-only, so parts join exactly); overlays are never chunked.
+  measured in docs/scale-out.md). Chunks are planned from the frame count the container
+  declares, which may be wrong either way: the last chunk runs to the end of the video, and a
+  chunk that starts past the end (a video that decodes fewer frames than it declares) writes
+  nothing and is left out. Chunks are written as parts and concatenated without re-encoding
+  (FFV1 is intra-only, so parts join exactly); the parts of a video that fails are deleted;
+  overlays are never chunked.
 * The run manifest ``DIR/vidseg-batch.jsonl``: one JSON line per finished video (input, output,
   frames, fps, seconds, attempts, error); a re-run skips inputs whose last line has no error and
   whose output exists.
-* A failed video is retried up to ``retries`` times and then reported (a line with ``error``);
-  a worker that dies (killed, out of memory) is replaced and its video re-queued; the others
-  go on.
+* A failed video is retried up to ``retries`` times and then reported (a line with ``error``:
+  the cause in one line, the exception's own message); a worker that dies (killed, out of
+  memory) is replaced and its video re-queued; the others go on.
 
 Ray (the ``[ray]`` extra) is imported only by ``run_batch``; the per-video work
 (``segment_video_file``) is plain engine code, usable without Ray. No torch.
@@ -31,9 +35,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -80,7 +86,7 @@ class Job:
     input: str
     output: str  # the video's final output path
     start: int = 0  # first output frame
-    stop: int | None = None  # one past the last output frame; None: to the end
+    stop: int | None = None  # one past the last output frame; None: to the end (last chunk)
     part: str | None = None  # chunk output path (None: write ``output`` directly)
     attempt: int = 1
 
@@ -90,7 +96,7 @@ class JobResult:
     """What a worker did with a ``Job`` (an error is reported, never raised)."""
 
     job: Job
-    frames: int = 0  # output frames written
+    frames: int = 0  # output frames written (0: a chunk that starts past the video's end)
     seconds: float = 0.0  # wall time of the job, decode to the output's rename
     error: str | None = None  # one line; None when it succeeded
     worker: str = ""  # which worker (pid@host)
@@ -154,7 +160,8 @@ def plan_chunks(frames: int, chunk_frames: int) -> list[tuple[int, int]]:
 
 def plan_jobs(inputs: list[str], options: BatchOptions) -> list[list[Job]]:
     """The jobs of each video: one, or its chunks when ``chunk_frames`` is set and the
-    container declares more frames than that (an unknown count: one job)."""
+    container declares more frames than that (an unknown count: one job). The last chunk runs
+    to the end, however many frames the video really holds."""
     outputs = output_paths(inputs, options.out_dir, options.overlay)
     plans = []
     for item in inputs:
@@ -166,8 +173,14 @@ def plan_jobs(inputs: list[str], options: BatchOptions) -> list[list[Job]]:
             plans.append([Job(item, output)])
             continue
         parts = Path(options.out_dir) / PARTS_DIR / Path(output).stem
-        plans.append([Job(item, output, s, e, str(parts / f"{i:05d}.mkv"))
-                      for i, (s, e) in enumerate(plan_chunks(frames, options.chunk_frames))])  # fmt: skip
+        chunks = plan_chunks(frames, options.chunk_frames)
+        last = len(chunks) - 1
+        plans.append(
+            [
+                Job(item, output, start, None if i == last else stop, str(parts / f"{i:05d}.mkv"))
+                for i, (start, stop) in enumerate(chunks)
+            ]
+        )
     return plans
 
 
@@ -198,41 +211,55 @@ def segment_range(segmenter: Any, frames: Iterable[Any], start: int = 0, stop: i
 
 def segment_video_file(segmenter: Any, job: Job, options: BatchOptions) -> int:
     """Segment ``job`` with ``segmenter`` and write its output (the part for a chunk)
-    atomically; returns the frames written.
+    atomically; returns the frames written: 0 for a chunk that starts past the video's end
+    (the container declared more frames than it holds), which writes nothing.
 
     Raises:
-        VideoIOError (TruncatedVideoError): the input cannot be read, or ends early (a partial
-            output is then not kept: a batch wants whole videos).
+        VideoIOError (TruncatedVideoError): the input cannot be read, holds no frame, or ends
+            early (a partial output is then not kept: a batch wants whole videos).
     """
     info = VideoInfo.from_path(job.input)
     target = Path(job.part or job.output)
-    target.parent.mkdir(parents=True, exist_ok=True)
     stop = job.stop if options.max_frames is None else min(job.stop or options.max_frames,
                                                             options.max_frames)  # fmt: skip
     lut = palette_lut(segmenter.manifest.palette) if options.overlay else None
     # the overlay's audio, from the video's own demuxer (a chunk's part is video only)
     audio = AudioTrack() if options.overlay and job.part is None else None
-    writer = VideoWriter(
-        target,
-        width=info.width,
-        height=info.height,
-        fps=info.fps,
-        time_base=info.time_base,
-        lossless=not options.overlay,
-        codec="libx264" if options.overlay else "ffv1",
-        audio=audio,
-    )
-    with writer:
+    writer: VideoWriter | None = None
+    with ExitStack() as stack:
         frames = read_frames(job.input, audio=audio)
         try:
             for frame, labels in segment_range(segmenter, frames, job.start, stop,
                                                options.warmup_frames):  # fmt: skip
+                if writer is None:  # opened on the first frame: an empty chunk leaves no file
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    writer = stack.enter_context(
+                        VideoWriter(
+                            target,
+                            width=info.width,
+                            height=info.height,
+                            fps=info.fps,
+                            time_base=info.time_base,
+                            lossless=not options.overlay,
+                            codec="libx264" if options.overlay else "ffv1",
+                            audio=audio,
+                        )
+                    )
                 image = blend(frame.image, labels, lut, options.alpha) if lut is not None \
                     else labels  # fmt: skip
                 writer.write(image, pts=frame.pts)
-        finally:
+        finally:  # the source first, then the writer finishes (as without chunks)
             frames.close()
-    return writer.frames_written
+    if writer is not None:
+        return writer.frames_written
+    if job.start > 0:
+        logger.info(
+            "%s: no frame from %d on (the container declared more than it holds): chunk left out",
+            job.input,
+            job.start,
+        )
+        return 0
+    raise VideoIOError(f"{job.input}: no frame decoded; nothing written")
 
 
 def concatenate_parts(parts: list[str], output: str) -> None:
@@ -261,12 +288,40 @@ def concatenate_parts(parts: list[str], output: str) -> None:
     except (OSError, av.FFmpegError) as exc:
         temp.unlink(missing_ok=True)
         raise VideoIOError(f"cannot join the parts of {out}: {exc}") from exc
+    remove_parts(parts)
+
+
+def remove_parts(parts: Iterable[str]) -> None:
+    """Delete chunk parts, and their folders under ``PARTS_DIR`` once empty."""
+    folders: set[Path] = set()
     for part in parts:
         Path(part).unlink(missing_ok=True)
-    try:
-        Path(parts[0]).parent.rmdir()
-    except OSError:
-        pass
+        folders.add(Path(part).parent)
+    for folder in sorted(folders) + sorted({f.parent for f in folders}):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another video's parts), or gone
+            pass
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a job failed, in one line: the exception's own message (prefixed by its type
+    unless it is a ``VidsegError``). For a Ray error, the error the worker raised: not Ray's
+    coloured ``ray::Worker.run() (pid=...)`` header."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException) and cause is not error:  # RayTaskError: the original
+        return failure_reason(cause)
+    lines = [ln.strip() for ln in _ANSI.sub("", str(error)).splitlines() if ln.strip()]
+    if not lines:
+        return type(error).__name__
+    if len(lines) > 1 and "creation task" in lines[0]:  # a worker that failed to start
+        return f"worker failed to start: {lines[-1]}"  # the traceback's last line: the error
+    if isinstance(error, VidsegError) or type(error).__module__.startswith("ray"):
+        return lines[0]
+    return f"{type(error).__name__}: {lines[0]}"
 
 
 class Worker:
@@ -276,16 +331,23 @@ class Worker:
         from vidseg.engine.segmenter import Segmenter
 
         self.options = options
-        self.segmenter = Segmenter(options.model, threads=options.threads)
         self.name = f"{os.getpid()}@{os.uname().nodename}"
+        self.segmenter: Segmenter | None = None
+        self.load_error: str | None = None  # reported by every job (the actor stays up)
+        try:
+            self.segmenter = Segmenter(options.model, threads=options.threads)
+        except Exception as exc:
+            self.load_error = f"cannot load the model: {failure_reason(exc)}"
 
     def run(self, job: Job) -> JobResult:
+        """Do ``job``; any error is reported in the result (one line), never raised."""
         t0 = time.perf_counter_ns()
         try:
+            if self.segmenter is None:
+                raise VidsegError(self.load_error)
             frames = segment_video_file(self.segmenter, job, self.options)
-        except (VidsegError, OSError, av.FFmpegError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return JobResult(job, error=reason, worker=self.name,
+        except Exception as exc:
+            return JobResult(job, error=failure_reason(exc), worker=self.name,
                              seconds=(time.perf_counter_ns() - t0) / 1e9)  # fmt: skip
         return JobResult(job, frames, (time.perf_counter_ns() - t0) / 1e9, worker=self.name)
 
@@ -408,14 +470,17 @@ def run_batch(inputs: list[str], options: BatchOptions, *, workers: int | None =
         record = VideoRecord(item, video.jobs[0].output, attempts=video.attempts,
                              chunks=len(video.jobs), error=video.failed)  # fmt: skip
         if video.failed is None:
-            if len(video.jobs) > 1:
+            if len(video.jobs) > 1:  # the parts that have frames (past the end: none)
+                written = [r.job.part for r in results if r.frames and r.job.part]
                 try:
-                    concatenate_parts([j.part for j in video.jobs if j.part], record.output)
+                    concatenate_parts(written, record.output)
                 except VidsegError as exc:
-                    record.error = str(exc)
+                    record.error = failure_reason(exc)
             record.frames = sum(r.frames for r in results)
             record.seconds = sum(r.seconds for r in results)
             record.fps = record.frames / record.seconds if record.seconds else 0.0
+        if record.error is not None:  # nothing of a failed video is left behind
+            remove_parts(j.part for j in video.jobs if j.part)
         records[item] = record
         _append(manifest_path, record)
 
@@ -450,14 +515,15 @@ def run_batch(inputs: list[str], options: BatchOptions, *, workers: int | None =
         except ray.exceptions.RayActorError as exc:  # the worker died: replace it, re-queue
             notify("lost", job, actor)
             restarts += 1
-            logger.warning("worker lost on %s: %s", job.input, str(exc).splitlines()[0])
+            reason = failure_reason(exc)
+            logger.warning("worker lost on %s: %s", job.input, reason)
             idle.append(actor_cls.remote(options))
-            retry_or_fail(job, "worker lost: " + (str(exc).splitlines() or ["?"])[0])
+            retry_or_fail(job, f"worker lost: {reason}")
             continue
         except ray.exceptions.RayError as exc:
             idle.append(actor)
             notify("failed", job, actor)
-            retry_or_fail(job, str(exc).splitlines()[0])
+            retry_or_fail(job, failure_reason(exc))
             continue
         idle.append(actor)
         video = videos[job.input]

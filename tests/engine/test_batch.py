@@ -20,7 +20,7 @@ from vidseg.engine.batch import (  # noqa: E402
     plan_chunks,
     run_batch,
 )
-from vidseg.engine.video import read_frames, read_label_frames  # noqa: E402
+from vidseg.engine.video import VideoInfo, read_frames, read_label_frames  # noqa: E402
 from vidseg.engine.writer import VideoWriter  # noqa: E402
 
 FRAMES = 12
@@ -118,6 +118,100 @@ def test_killed_worker_is_replaced(local_ray, clips, tiny_bundle: Path, tmp_path
     assert [r.error for r in summary.records] == [None] * 3
     assert [r.frames for r in summary.records] == [FRAMES] * 3
     assert {r.input: r.attempts for r in summary.records}[killed[0]] == 2
+
+
+@pytest.fixture(scope="module")
+def gappy(sample_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``short.avi``: an AVI that declares 91 frames and holds 88 (three frames dropped from a
+    25 fps stream: AVI keeps an empty slot for each, counted in its frame count, with nothing
+    to decode); ``truncated.avi``: its first 70 % (declares 91, 59 decode, then the error)."""
+    from fractions import Fraction
+
+    import av
+
+    root = tmp_path_factory.mktemp("gappy")
+    frames = list(read_frames(sample_clip, size=(160, 96), max_frames=91))
+    short = root / "short.avi"
+    with av.open(str(short), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 25)
+        for pts, frame in enumerate(frames):
+            if pts in (20, 45, 70):
+                continue
+            image = av.VideoFrame.from_ndarray(frame.image, format="rgb24").reformat(
+                format="yuv420p"
+            )
+            image.pts, image.time_base = pts, Fraction(1, 25)
+            container.mux(stream.encode(image))
+        container.mux(stream.encode())
+    truncated = root / "truncated.avi"
+    data = short.read_bytes()
+    truncated.write_bytes(data[: len(data) * 7 // 10])
+    return {"short": short, "truncated": truncated}
+
+
+def test_a_video_holding_fewer_frames_than_it_declares_is_chunked_whole(
+    local_ray, gappy, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """91 declared, 88 held: chunks of 30 plan a fourth chunk from frame 90, past the end. It
+    writes nothing and is left out (it failed the whole video: 'no frames were written to
+    .../00003.mkv', the parts left behind); the output is the 88 frames of one sequential
+    pass, and no part is left."""
+    assert VideoInfo.from_path(gappy["short"]).frame_count == 91
+    held = local_labels(tiny_bundle, gappy["short"])
+    assert len(held) == 88
+    options = BatchOptions(tmp_path, str(tiny_bundle), chunk_frames=30, warmup_frames=91)
+    [record] = run_batch([str(gappy["short"])], options, workers=2).records
+    assert record.error is None and record.chunks == 4 and record.frames == 88
+    ours = list(read_label_frames(tmp_path / "short.mkv"))
+    assert len(ours) == 88
+    for a, b in zip(ours, held):
+        np.testing.assert_array_equal(a, b)
+    assert not (tmp_path / ".parts").exists()
+
+
+def test_a_failed_chunked_video_leaves_no_parts_and_names_the_cause(
+    local_ray, gappy, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A truncated file: its first chunk is written, the later ones hit the damage. The
+    manifest stores the cause's own line; the written parts are deleted."""
+    from vidseg.engine.errors import TruncatedVideoError
+
+    with pytest.raises(TruncatedVideoError) as caught:
+        for _ in read_frames(gappy["truncated"]):
+            pass
+    decodable = caught.value.frames_decoded
+    assert 30 < decodable < 60  # chunk 0 is written, chunk 1 hits the damage
+    options = BatchOptions(tmp_path, str(tiny_bundle), chunk_frames=30, retries=0)
+    [record] = run_batch([str(gappy["truncated"])], options, workers=2).records
+    assert record.error == str(caught.value)
+    assert record.frames == 0 and not (tmp_path / "truncated.mkv").exists()
+    assert not (tmp_path / ".parts").exists(), sorted(tmp_path.rglob("*"))
+    [line] = (tmp_path / RUN_MANIFEST).read_text().splitlines()
+    assert json.loads(line)["error"] == record.error
+
+
+def test_a_worker_that_cannot_start_reports_the_cause(local_ray, clips, tmp_path: Path) -> None:
+    """The model fails to load in the worker: the manifest says why in one line (it stored
+    Ray's coloured 'The actor died ... \\x1b[36mray::Worker.__init__()' header)."""
+    options = BatchOptions(tmp_path / "out", str(tmp_path / "missing.vidseg"), retries=0)
+    [record] = run_batch([str(clips["a"])], options, workers=1).records
+    assert record.error.startswith("cannot load the model: "), record.error
+    assert "missing.vidseg" in record.error and "\n" not in record.error
+    assert "\x1b" not in record.error and "ray::" not in record.error
+
+
+def test_failure_reason_is_the_workers_own_error() -> None:
+    from vidseg.engine.batch import failure_reason
+    from vidseg.engine.errors import VideoIOError
+
+    error = ray.exceptions.RayTaskError(
+        "Worker.run", "Traceback ...\nValueError: boom", ValueError("boom\nmore"), pid=5
+    )
+    assert "\x1b[" in str(error)  # what was stored
+    assert failure_reason(error) == "ValueError: boom"
+    assert failure_reason(VideoIOError("cannot read x\ndetail")) == "cannot read x"
 
 
 def test_inputs_and_usage(clips, tmp_path: Path, capsys) -> None:
