@@ -134,9 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help="network sources: seconds to wait for the connection and for each read "
                    "before the source counts as lost (exit 8); 0 waits forever")  # fmt: skip
-    p.add_argument("--reconnect", type=int, default=0, metavar="N",
-                   help="reopen a lost network source up to N times in a row, waiting 0.5, 1, "
-                   "2 .. 8 s; the model state is reset and the output goes on")  # fmt: skip
+    p.add_argument(
+        "--reconnect",
+        type=int,
+        default=0,
+        metavar="N",
+        help="reopen a lost network source (a dropped connection, a read timeout, the end of a "
+        "live stream) up to N times in a row, waiting 0.5, 1, 2 .. 8 s; the model state is "
+        "reset and the output goes on",
+    )
     p.add_argument("--live", action="store_true",
                    help="newest frame only: frames that arrive while the model is busy are "
                    "dropped (counted in the summary); a file plays at its own frame rate")  # fmt: skip
@@ -424,9 +430,23 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame], rea
         source: Iterable[Frame] = frames
         reconnecting = newest = None
         if args.reconnect:
+
+            def reopen() -> Iterator[Frame]:
+                # the frames still wanted: the reader stops there (and reads the audio to the
+                # last one's end)
+                left = None
+                if args.max_frames is not None and reconnecting is not None:
+                    left = max(1, args.max_frames - reconnecting.delivered)
+                return _open(args, left, reading)[1]
+
             source = reconnecting = ReconnectingSource(
-                frames, lambda: _open(args, None, reading)[1], retries=args.reconnect,
-                backoff_s=RECONNECT_BACKOFF_S, max_frames=args.max_frames, name=args.input)  # fmt: skip
+                frames,
+                reopen,
+                retries=args.reconnect,
+                backoff_s=RECONNECT_BACKOFF_S,
+                max_frames=args.max_frames,
+                name=args.input,
+            )
         if args.vid_stride > 1:
             source = strided(source, args.vid_stride)
         if args.max_fps:

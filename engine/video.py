@@ -224,7 +224,9 @@ def open_video(
 
     Raises:
         SourceLostError: a network source sent nothing within ``timeout_s`` (at once), or
-            stopped delivering mid-stream (while iterating, after the frames that arrived).
+            stopped delivering mid-stream (while iterating, after the frames that arrived): a
+            read timed out, the connection dropped, or a live stream (no duration, no size:
+            a camera, a server's broadcast) ended.
         VideoIOError: as :meth:`VideoInfo.from_path`, or frames over ``MAX_FRAME_PIXELS``, at
             once; decode errors as :func:`read_frames`, while iterating.
     """
@@ -443,6 +445,12 @@ def _decode(
                         end = (last_pts + step) * time_base
                         _audio_tail(packets, sound.index, end, timeline, audio)
                     return
+        if is_network_source(path) and _is_live(container):
+            raise SourceLostError(
+                f"lost {path!s} after {decoded} frames: the stream ended (the server closed "
+                "the connection)",
+                frames_decoded=decoded,
+            )
         if (
             declared is not None
             and decoded < declared - discarded
@@ -456,6 +464,19 @@ def _decode(
         if corrupt:  # the decoder concealed the damage and delivered every frame
             logger.warning("%s: demuxer flagged %d corrupt packet(s)", path, corrupt)
         logger.debug("%s: decoded %d frames (%d discarded by edit list)", path, decoded, discarded)
+
+
+def _is_live(container: av.container.InputContainer) -> bool:
+    """Whether a network source is a live stream (a camera, a server's broadcast), whose end
+    is a loss, not the end of a video: it declares no duration, and has no known size (an HTTP
+    stream without a length, RTSP, UDP, SRT) or is a live HLS playlist."""
+    if container.duration is not None:
+        return False
+    try:
+        size = container.size
+    except (AttributeError, *AV_ERRORS):
+        size = -1
+    return size <= 0 or container.format.name in ("hls", "applehttp")
 
 
 @contextmanager
