@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
+from vidseg.engine.audio import AudioTrack
 from vidseg.engine.bundle import Manifest
 from vidseg.engine.errors import BackendError, BundleError, TruncatedVideoError
 from vidseg.engine.masks import MaskSequenceWriter
@@ -165,11 +166,22 @@ class TritonRunSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def run_triton(input: str, out: str | Path, *, url: str, model: str = DEFAULT_MODEL,
-               mask: bool = False, alpha: float = 0.5, max_frames: int | None = None,
-               overwrite: bool = False, timeout_s: float = 30.0) -> TritonRunSummary:  # fmt: skip
-    """Segment ``input`` on the Triton server at ``url`` and write ``out``: an overlay video,
-    or with ``mask`` PNG class ids into a directory (lossless label video for .mkv/.mp4).
+def run_triton(
+    input: str,
+    out: str | Path,
+    *,
+    url: str,
+    model: str = DEFAULT_MODEL,
+    mask: bool = False,
+    alpha: float = 0.5,
+    max_frames: int | None = None,
+    overwrite: bool = False,
+    timeout_s: float = 30.0,
+    audio: bool = True,
+) -> TritonRunSummary:
+    """Segment ``input`` on the Triton server at ``url`` and write ``out``: an overlay video
+    (with the input's audio, read by the same demuxer, unless ``audio`` is False), or with
+    ``mask`` PNG class ids into a directory (lossless label video for .mkv/.mp4).
 
     Outputs are atomic (written under a temporary name, renamed when complete). A truncated
     input writes the frames it had, ends the sequence, then raises.
@@ -181,18 +193,28 @@ def run_triton(input: str, out: str | Path, *, url: str, model: str = DEFAULT_MO
     segmenter = TritonSegmenter(url, model, timeout_s=timeout_s)
     t0 = time.perf_counter_ns()
     try:
-        info, frames = open_video(input, max_frames=max_frames)
+        track = AudioTrack() if audio and not mask else None
+        info, frames = open_video(input, max_frames=max_frames, audio=track)
         lut = palette_lut(segmenter.manifest.palette)
         with ExitStack() as stack:
             out = Path(out)
             if mask and out.suffix.lower() not in MASK_VIDEO_SUFFIXES:
                 sink: Any = stack.enter_context(MaskSequenceWriter(out, overwrite=overwrite))
             else:
-                sink = stack.enter_context(VideoWriter(
-                    out, width=info.width, height=info.height, fps=info.fps,
-                    time_base=info.time_base, lossless=mask,
-                    codec="ffv1" if mask and out.suffix.lower() == ".mkv" else "libx264",
-                    overwrite=overwrite))  # fmt: skip
+                sink = stack.enter_context(
+                    VideoWriter(
+                        out,
+                        width=info.width,
+                        height=info.height,
+                        fps=info.fps,
+                        time_base=info.time_base,
+                        lossless=mask,
+                        codec="ffv1" if mask and out.suffix.lower() == ".mkv" else "libx264",
+                        overwrite=overwrite,
+                        audio=track,
+                        zero_start=True,
+                    )
+                )
             try:
                 for frame, last in _with_last(frames):
                     labels = segmenter.step(frame.image, last=last)
@@ -221,10 +243,22 @@ def cli_run(args: Any) -> int:
         print(f"vidseg-run: error: --triton needs --out and takes no {', '.join(used) or '--model'}"
               " (the model is on the server)", file=sys.stderr)  # fmt: skip
         return 2
-    code, summary = run_for_cli("vidseg-run", lambda: run_triton(
-        args.input, args.out, url=args.triton, model=args.triton_model, mask=args.mask,
-        alpha=args.alpha, max_frames=args.max_frames, overwrite=args.overwrite,
-        timeout_s=args.timeout or 30.0), debug=args.debug)  # fmt: skip
+    code, summary = run_for_cli(
+        "vidseg-run",
+        lambda: run_triton(
+            args.input,
+            args.out,
+            url=args.triton,
+            model=args.triton_model,
+            mask=args.mask,
+            alpha=args.alpha,
+            max_frames=args.max_frames,
+            overwrite=args.overwrite,
+            timeout_s=args.timeout or 30.0,
+            audio=not args.no_audio,
+        ),
+        debug=args.debug,
+    )
     if summary is None:
         return code
     if args.json:

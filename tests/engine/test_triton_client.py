@@ -12,9 +12,11 @@ say (initial zeros on START, the control inputs filled per request, dropped on E
 from __future__ import annotations
 
 from concurrent import futures
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
+import av
 import numpy as np
 import pytest
 
@@ -149,6 +151,54 @@ def test_run_matches_the_local_engine(triton_stub, tiny_split_bundle: Path, samp
         (False, True)
     ]
     assert stub.states == {}  # the server released the sequence
+
+
+def test_overlay_keeps_the_audio(triton_stub, tmp_path: Path) -> None:
+    """The overlay made on Triton carries the input's audio, read by the demuxer that reads the
+    video, up to the video's end (was: video only, without a word)."""
+    url, _ = triton_stub
+    clip, out = tmp_path / "clip.mp4", tmp_path / "o.mp4"
+    with av.open(str(clip), "w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = container.add_stream("aac", rate=48000)
+        sound.layout = "mono"
+        for i in range(12):
+            image = np.full((48, 64, 3), i * 20, np.uint8)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode(None))
+        for start in range(0, 48000 // 2, 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="flt", layout="mono"
+            )
+            frame.sample_rate, frame.pts = 48000, start
+            container.mux(sound.encode(frame))
+        container.mux(sound.encode(None))
+    assert (
+        run_main(
+            [
+                str(clip),
+                "--triton",
+                url,
+                "--triton-model",
+                "seg",
+                "--out",
+                str(out),
+                "--max-frames",
+                "8",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    with av.open(str(out)) as container:
+        assert container.streams.audio, "no audio"
+        ends = [
+            (p.pts + p.duration) * p.time_base
+            for p in container.demux(container.streams.audio[0])
+            if p.size
+        ]
+    assert abs(max(ends) - Fraction(8, 25)) <= Fraction(1024, 48000)
 
 
 def test_interleaved_streams_keep_their_own_state(triton_stub, tiny_split_bundle: Path,
