@@ -47,7 +47,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 import cv2
 import numpy as np
@@ -58,9 +58,10 @@ from vidseg.engine.backends.base import Transfers
 from vidseg.engine.backends.ort import session_options
 from vidseg.engine.bundle import ENCODE, default_bundle_path, load_bundle
 from vidseg.engine.cli import parse_size
-from vidseg.engine.clihelp import HelpFormatter
+from vidseg.engine.clihelp import CliParser, HelpFormatter
 from vidseg.engine.errors import VidsegError, run_for_cli, unwritable
 from vidseg.engine.multistream import MultiStreamSegmenter
+from vidseg.engine.outfile import lines_to_stderr, write_text
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.pipeline import segment_video
 from vidseg.engine.schedule import Schedule
@@ -544,8 +545,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vidseg-bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)  # fmt: skip
+    p = CliParser(prog="vidseg-bench", description=__doc__.split("\n\n")[0],
+                  formatter_class=HelpFormatter)  # fmt: skip
     p.add_argument("--model", help="bundle directory (default: the bundled model)")
     p.add_argument("--input", help="clip to take frames from (default: the sample clip)")
     p.add_argument("--frames", type=int, default=200, help="timed frames per latency run")
@@ -613,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _soak_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _soak_main(parser: argparse.ArgumentParser, args: argparse.Namespace, stdout: IO[str]) -> int:
     """``--soak N``: benchmarks/soak.py's report, printed (and written with --json)."""
     from vidseg.benchmarks.soak import soak, soak_lines
 
@@ -630,13 +631,18 @@ def _soak_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int
         return code
     print("\n".join(soak_lines(report)))
     if args.json:
-        Path(args.json).write_text(json.dumps({"soak": report}, indent=2) + "\n")
+        write_text(args.json, json.dumps({"soak": report}, indent=2) + "\n", stdout=stdout)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with lines_to_stderr(args.json) as stdout:  # --json -: the report alone on stdout
+        return _main(parser, args, stdout)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, stdout: IO[str]) -> int:
     if args.frames < 1 or args.warmup < 0 or args.video_frames < 1:
         parser.error("--frames and --video-frames must be >= 1, --warmup >= 0")
     if any(n < 1 for n in args.batch or ()) or args.batch_ticks < 1:
@@ -646,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     if why:  # before the run, not after it (--plots DIR fails inside the run, in one line)
         parser.error(f"--json: {why}")
     if args.soak is not None:
-        return _soak_main(parser, args)
+        return _soak_main(parser, args, stdout)
     code, report = run_for_cli("vidseg-bench", lambda: run(args), debug=args.debug)
     if report is None:
         return code
@@ -732,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"  peak RSS {report['peak_rss_mb']} MB")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_text(args.json, json.dumps(report, indent=2) + "\n", stdout=stdout)
         print(f"  wrote {args.json}")
     return 0
 

@@ -35,8 +35,9 @@ from tqdm import tqdm
 
 from vidseg.benchmarks.accuracy import BAND_PX, EDGE_PX, BundleScore, evaluate_bundle, sequence_of
 from vidseg.engine.bundle import default_bundle_path
-from vidseg.engine.clihelp import HelpFormatter
+from vidseg.engine.clihelp import CliParser, HelpFormatter
 from vidseg.engine.errors import VidsegError, run_for_cli, unwritable
+from vidseg.engine.outfile import lines_to_stderr, write_text
 from vidseg.engine.refresh import Refresh
 from vidseg.engine.segmenter import Segmenter
 from vidseg.models.data import labelled_frame_paths, read_labelled_frame
@@ -205,8 +206,8 @@ def summary(result: dict[str, object]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)  # fmt: skip
+    p = CliParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                  formatter_class=HelpFormatter)  # fmt: skip
     p.add_argument("--model", help="bundle directory (default: the bundled model)")
     p.add_argument("--frames", required=True, metavar="DIR",
                    help="folder of frames (.png/.jpg/.jpeg), read in file-name order")  # fmt: skip
@@ -271,13 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     code, result = run_for_cli(PROG, lambda: run(args), debug=args.debug)
     if result is None:
         return code
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    if not args.quiet:
-        print(summary(result))
+    with lines_to_stderr(args.json) as stdout:  # --json -: the report alone on stdout
         if args.json:
-            print(f"  wrote {args.json}")
-    return 0
+            text = json.dumps(result, indent=2) + "\n"
+            write = lambda: write_text(args.json, text, stdout=stdout)  # noqa: E731
+            code, _ = run_for_cli(PROG, write, debug=args.debug)
+        if not args.quiet:
+            print(summary(result))
+            if args.json and not code:
+                print(f"  wrote {args.json}")
+    return code
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ import av
 import numpy as np
 
 from vidseg.engine.audio import AudioTrack
-from vidseg.engine.clihelp import HelpFormatter
+from vidseg.engine.clihelp import CliParser, HelpFormatter
 from vidseg.engine.errors import VideoIOError, VidsegError, run_for_cli, unwritable
+from vidseg.engine.outfile import lines_to_stderr, write_text
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.video import VideoInfo, read_frames
 from vidseg.engine.writer import VideoWriter
@@ -546,7 +547,7 @@ def run_batch(inputs: list[str], options: BatchOptions, *, workers: int | None =
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="vidseg-batch", description="Segment a collection of videos on Ray (one "
         "long-lived worker per slot, each video in order inside one worker).",
         formatter_class=HelpFormatter,
@@ -619,16 +620,21 @@ def main(argv: list[str] | None = None) -> int:
                                 interrupted="interrupted; finished videos are in the manifest")  # fmt: skip
     if summary is None:
         return code
-    if not args.quiet:
-        for r in summary.records:
-            state = f"error: {r.error}" if r.error else f"{r.frames} frames, {r.fps:.1f} FPS"
-            print(f"{r.input} -> {r.output}: {state}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
-    print(f"vidseg-batch: {len(summary.records) - len(summary.failed)} done, "
-          f"{len(summary.failed)} failed, {len(summary.skipped)} skipped (finished before); "
-          f"{summary.frames} frames in {summary.seconds:.1f} s = {summary.fps:.1f} FPS on "
-          f"{summary.workers} worker(s), {summary.worker_restarts} restarted")  # fmt: skip
+    with lines_to_stderr(args.json) as stdout:  # --json -: the summary alone on stdout
+        if not args.quiet:
+            for r in summary.records:
+                state = f"error: {r.error}" if r.error else f"{r.frames} frames, {r.fps:.1f} FPS"
+                print(f"{r.input} -> {r.output}: {state}")
+        if args.json:
+            text = json.dumps(summary.to_json(), indent=2) + "\n"
+            write = lambda: write_text(args.json, text, stdout=stdout)  # noqa: E731
+            code, _ = run_for_cli("vidseg-batch", write, debug=args.debug)
+            if code:
+                return code
+        print(f"vidseg-batch: {len(summary.records) - len(summary.failed)} done, "
+              f"{len(summary.failed)} failed, {len(summary.skipped)} skipped (finished before); "
+              f"{summary.frames} frames in {summary.seconds:.1f} s = {summary.fps:.1f} FPS on "
+              f"{summary.workers} worker(s), {summary.worker_restarts} restarted")  # fmt: skip
     return 1 if summary.failed else 0
 
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from vidseg.engine.audio import AudioTrack
 from vidseg.engine.backends import backend_names
 from vidseg.engine.bundle import Bundle, default_bundle_path, load_bundle
-from vidseg.engine.clihelp import HelpFormatter
+from vidseg.engine.clihelp import CliParser, HelpFormatter
 from vidseg.engine.errors import (
     SourceLostError,
     VideoIOError,
@@ -44,7 +44,8 @@ from vidseg.engine.errors import (
 )
 from vidseg.engine.folder import open_image_folder
 from vidseg.engine.geometry import RESIZE_MODES
-from vidseg.engine.masks import MaskSequenceWriter
+from vidseg.engine.masks import MaskSequenceWriter, mask_files
+from vidseg.engine.outfile import is_stdout, replaces_a_file, write_text, writes_through
 from vidseg.engine.outputs import FrameLog, FrameOutputs, Preview, Target, gui_problem
 from vidseg.engine.overlay import blend, colorize, palette_lut, resize_image
 from vidseg.engine.pipeline import QUEUE_DEPTH, RunStats, segment_video
@@ -72,16 +73,20 @@ from vidseg.engine.video import (
 from vidseg.engine.writer import VideoWriter
 
 logger = logging.getLogger(__name__)
-MASK_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")  # .mkv: lossless ids, others: colour
+MASK_VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm")  # .mkv: exact ids
 LOSSLESS_MASK_SUFFIX = ".mkv"  # FFV1 4:0:0, the exact class ids (read_label_frames)
 DEFAULT_TIMEOUT_S = 10.0  # network sources: a silent camera fails instead of hanging
 RECONNECT_BACKOFF_S = 0.5  # first wait before reopening a lost source, doubled per attempt
 OVERLAY_CODECS = ("libx264", "libx265", "libvpx-vp9", "mpeg4")
 CODEC_BY_SUFFIX = {".webm": "libvpx-vp9"}  # --out's encoder when --codec is not given; else x264
+# x264's and x265's speed presets (--preset)
+X264_PRESETS = tuple(
+    "ultrafast superfast veryfast faster fast medium slow slower veryslow placebo".split()
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="vidseg-run",
         description="Segment a video with a vidseg model bundle and write an overlay video "
         "(or label masks with --mask).",
@@ -91,21 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "camera (0 or /dev/video0), - for standard input (a streamable format: "
                    ".ts, .mkv, faststart .mp4), or a folder of images (the frames in file-name "
                    "order at 30 fps; an image that does not decode is skipped with a warning)")  # fmt: skip
-    p.add_argument("--out", help="overlay video (.mp4), or with --mask the masks (see --mask-out)")
+    p.add_argument(
+        "--out",
+        help="overlay video (.mp4; - for Matroska on standard output), or "
+        "with --mask the masks (see --mask-out)",
+    )
     p.add_argument("--model", help="model bundle directory (default: the bundled model, "
                    "see --show-default-model)")  # fmt: skip
     p.add_argument("--mask", action="store_true",
                    help="--out gets the masks instead of the overlay (formats as --mask-out)")  # fmt: skip
     p.add_argument("--mask-out", metavar="PATH",
-                   help="also write the masks: a directory of PNG class ids (exact), .mkv "
-                   "(lossless FFV1 class ids, exact), or .mp4/.mov/.avi (palette colours, "
-                   "H.264 yuv420p: plays anywhere, for viewing only)")  # fmt: skip
+                   help="also write the masks: a folder of PNG class ids 000000.png ... "
+                   "(exact; a folder is a path without a suffix, one ending in /, or an "
+                   "existing folder), .mkv (lossless FFV1 class ids, exact; also for - and a "
+                   "FIFO or device), or .mp4/.m4v/.mov/.avi (palette colours, H.264 yuv420p: "
+                   "plays anywhere, for viewing only) or .webm (colours, VP9)")  # fmt: skip
     p.add_argument("--scores", metavar="DIR",
-                   help="confidence maps as PNGs (255 x max softmax) into DIR; needs a bundle "
-                   "exported with --scores")  # fmt: skip
+                   help="confidence maps as PNGs (255 x max softmax) into the folder DIR; "
+                   "needs a bundle exported with --scores")  # fmt: skip
     p.add_argument("--jsonl", metavar="PATH",
                    help="one JSON line per frame: index, pts, time, key_frame, per-stage ms, "
-                   "age_ms, share of pixels per class, mean confidence")  # fmt: skip
+                   "age_ms, share of pixels per class, mean confidence; - for standard "
+                   "output")  # fmt: skip
     p.add_argument("--polygons", action="store_true",
                    help="with --jsonl: each class's regions as polygons in frame pixels")  # fmt: skip
     p.add_argument("--resize", choices=RESIZE_MODES, default="stretch",
@@ -166,16 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--crf", type=int, default=23,
                    help="libx264/libx265 quality (0 lossless .. 51)")  # fmt: skip
-    p.add_argument("--preset", default="veryfast", help="libx264/libx265 speed preset")
+    p.add_argument(
+        "--preset",
+        default="veryfast",
+        choices=X264_PRESETS,
+        metavar="PRESET",
+        help=f"libx264/libx265 speed preset: {', '.join(X264_PRESETS)}",
+    )
     p.add_argument(
         "--no-audio",
         action="store_true",
         help="drop the input's audio (by default it is copied untouched)",
     )
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out (without it, an existing output is an error "
-                   "and stays untouched)")  # fmt: skip
-    p.add_argument("--json", metavar="PATH", help="write a run summary as JSON")
+                   help="replace existing outputs (without it, an existing file, or a folder "
+                   "holding masks, is an error and stays untouched). A folder keeps everything "
+                   "but its masks 000000.png ...; a symlink to a file keeps the link and "
+                   "replaces the file; - (standard output), a FIFO or a device is written "
+                   "through, never replaced, and needs no --overwrite")  # fmt: skip
+    p.add_argument(
+        "--json", metavar="PATH", help="write a run summary as JSON (- for standard output)"
+    )
     p.add_argument("--show-default-model", action="store_true",
                    help="print the bundled default model's path and exit")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -277,8 +300,80 @@ def _check_against_bundle(args: argparse.Namespace, bundle: Bundle) -> Schedule 
 
 
 def _outputs(args: argparse.Namespace) -> list[Path]:
-    """Every path the run writes."""
+    """Every path the run writes while it runs (``--json`` comes after)."""
     return [Path(p) for p in (args.out, args.mask_out, args.scores, args.jsonl) if p]
+
+
+def _mask_form(path: str) -> str:
+    """What masks at ``path`` are: ``"folder"`` (PNG class ids: an existing folder, a path
+    ending in /, or one without a suffix), ``"ids"`` (a lossless FFV1 video: .mkv, and ``-``, a
+    FIFO or a device without a colour-video suffix) or ``"colour"`` (.mp4/.m4v/.mov/.avi/.webm).
+
+    Raises:
+        UsageError: any other suffix (an image's, a text file's): neither a folder nor a video.
+    """
+    suffix = Path(path).suffix.lower()
+    through = writes_through(path)
+    if not through and (os.path.isdir(path) or path.endswith(("/", os.sep)) or not suffix):
+        return "folder"
+    if suffix in MASK_VIDEO_SUFFIXES and suffix != LOSSLESS_MASK_SUFFIX:
+        return "colour"
+    if suffix == LOSSLESS_MASK_SUFFIX or through:
+        return "ids"
+    colours = "/".join(s for s in MASK_VIDEO_SUFFIXES if s != LOSSLESS_MASK_SUFFIX)
+    raise UsageError(
+        f"{path}: masks go to a folder (a path without a suffix, or ending in /), a "
+        f"{LOSSLESS_MASK_SUFFIX} (exact ids) or a {colours} video (colours), not a {suffix} file"
+    )
+
+
+def _output_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the output paths as given (a usage error), or None."""
+    masks = [("--mask-out", args.mask_out), ("--out", args.out if args.mask else None)]
+    folders = [*masks, ("--scores", args.scores)]
+    for flag, path in folders:
+        if path and Path(os.path.normpath(path)).name in ("", ".."):
+            return f"{flag} {path}: give the output a folder of its own, e.g. {flag} masks"
+    for flag, path in masks:
+        try:
+            if path:
+                _mask_form(path)
+        except UsageError as error:
+            return f"{flag} {error}"
+    if args.scores and _mask_form_or_none(args.scores) != "folder":
+        return (
+            f"--scores {args.scores}: confidence maps are a folder of PNGs: give a folder "
+            "(a path without a suffix, or ending in /)"
+        )
+    files = [("--out", None if args.mask else args.out), ("--jsonl", args.jsonl)]
+    for flag, path in [*files, ("--json", args.json)]:
+        if path and not is_stdout(path) and os.path.isdir(path):
+            return f"{flag} {path} is a folder: give a file name"
+    return None
+
+
+def _mask_form_or_none(path: str) -> str | None:
+    try:
+        return _mask_form(path)
+    except UsageError:
+        return None
+
+
+def _existing(args: argparse.Namespace) -> str | None:
+    """Why the run would replace something that needs --overwrite (an existing file, a folder
+    holding masks), or None. ``-``, FIFOs and devices are written through and never count."""
+    folders = [
+        p
+        for p in (args.mask_out, args.out if args.mask else None, args.scores)
+        if p and _mask_form_or_none(p) == "folder"
+    ]
+    for path in filter(None, (args.out, args.mask_out, args.scores, args.jsonl, args.json)):
+        if path in folders:
+            if old := mask_files(path):
+                return f"{path} holds masks ({old[0].name}, ...); pass --overwrite to replace them"
+        elif replaces_a_file(path):
+            return f"{path} exists; pass --overwrite to replace it"
+    return None
 
 
 @dataclass
@@ -329,14 +424,14 @@ def run(args: argparse.Namespace, bundle: Bundle | None = None,
             frames.close()  # did not stop in time (Ctrl-C) still owns it: closed when collected
 
 
-def _mask_target(path: Path, args: argparse.Namespace, info: VideoInfo, size: tuple[int, int],
+def _mask_target(path: str, args: argparse.Namespace, info: VideoInfo, size: tuple[int, int],
                  labels: Callable[[Frame, Result], np.ndarray], lut: np.ndarray) -> Target:  # fmt: skip
-    """Masks at ``path``: .mkv lossless ids (FFV1), .mp4/.mov/.avi palette colours (H.264
-    yuv420p, plays anywhere), anything else a directory of PNG ids."""
+    """Masks at ``path`` (``_mask_form``): lossless ids (FFV1), palette colours (H.264 yuv420p,
+    plays anywhere; VP9 for .webm) or a folder of PNG ids."""
     width, height = size
-    suffix = path.suffix.lower()
+    form = _mask_form(path)
     fps = output_fps(args, info.fps)
-    if suffix == LOSSLESS_MASK_SUFFIX:
+    if form == "ids":
         return Target(
             VideoWriter(
                 path,
@@ -351,9 +446,10 @@ def _mask_target(path: Path, args: argparse.Namespace, info: VideoInfo, size: tu
             ),
             labels,
         )
-    if suffix in MASK_VIDEO_SUFFIXES:
+    if form == "colour":
+        codec = CODEC_BY_SUFFIX.get(Path(path).suffix.lower(), "libx264")
         return Target(VideoWriter(path, width=width, height=height, fps=fps,
-                                  time_base=info.time_base, codec="libx264", crf=args.crf,
+                                  time_base=info.time_base, codec=codec, crf=args.crf,
                                   preset=args.preset, overwrite=args.overwrite, zero_start=True),
                       lambda frame, result: colorize(labels(frame, result), lut))  # fmt: skip
     return Target(MaskSequenceWriter(path, overwrite=args.overwrite), labels)
@@ -390,7 +486,7 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame], rea
     with ExitStack() as stack:
         targets = []
         if args.out and args.mask:
-            targets.append(_mask_target(Path(args.out), args, info, (width, height), labels, lut))
+            targets.append(_mask_target(args.out, args, info, (width, height), labels, lut))
         elif args.out:
             targets.append(
                 Target(
@@ -411,7 +507,7 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame], rea
                 )
             )
         if args.mask_out:
-            targets.append(_mask_target(Path(args.mask_out), args, info, (width, height), labels,
+            targets.append(_mask_target(args.mask_out, args, info, (width, height), labels,
                                         lut))  # fmt: skip
         if args.scores:
             targets.append(Target(MaskSequenceWriter(args.scores, overwrite=args.overwrite),
@@ -519,8 +615,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.stats_every is not None and args.stats_every < 1:
         parser.error(f"--stats-every must be >= 1, got {args.stats_every}")
     paths = _outputs(args)
-    if len({p.absolute() for p in paths}) < len(paths):
-        parser.error("--out, --mask-out, --scores and --jsonl must be different paths")
+    every = [*paths, *([Path(args.json)] if args.json else [])]
+    if len({p.absolute() for p in every}) < len(every):
+        parser.error("--out, --mask-out, --scores, --jsonl and --json must be different paths")
+    if problem := _output_problem(args):
+        parser.error(problem)
     source = Path(args.input).resolve() if os.path.exists(args.input) else None
     for path in paths:  # writing an output must never replace or delete the input
         if source is not None and source.is_relative_to(path.resolve()):
@@ -539,11 +638,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--reconnect must be >= 0, got {args.reconnect}")
     if args.reconnect and not is_network_source(args.input):
         parser.error("--reconnect needs a network source (rtsp://, http://, ...)")
-    for out in paths:
-        if not args.overwrite and (out.is_file() or out.is_dir() and any(out.iterdir())):
-            print(f"vidseg-run: error: {out} exists; pass --overwrite to replace it",
-                  file=sys.stderr)  # fmt: skip
-            return 2  # before anything opens: the file stays untouched
+    if not args.overwrite and (problem := _existing(args)):
+        print(f"vidseg-run: error: {problem}", file=sys.stderr)
+        return 2  # before anything opens: the file stays untouched
     if args.show and (problem := gui_problem()):
         print(f"vidseg-run: error: {problem}", file=sys.stderr)
         return 2
@@ -563,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
 
     def checked_run() -> tuple[RunStats, VideoInfo, LiveStats]:
-        for out in paths:
+        for out in every:
             if not out.absolute().parent.is_dir():  # before loading the model: fail fast
                 raise VideoIOError(f"output directory does not exist: {out.absolute().parent}")
         return run(args, bundle, schedule)
@@ -591,11 +688,10 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     if args.json:
         try:
-            Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
-        except OSError as error:
-            print(f"vidseg-run: error: cannot write {args.json}: {error.strerror or error}",
-                  file=sys.stderr)  # fmt: skip
-            return exit_code_for(VideoIOError(""))
+            write_text(args.json, json.dumps(summary, indent=2) + "\n")
+        except VideoIOError as error:
+            print(f"vidseg-run: error: {error}", file=sys.stderr)
+            return exit_code_for(error)
     if stats.interrupted:
         print(f"vidseg-run: {'terminated' if signals else 'interrupted'} after {stats.frames} "
               f"frames; wrote {', '.join(map(str, paths))}", file=sys.stderr)  # fmt: skip

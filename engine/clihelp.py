@@ -1,4 +1,5 @@
-"""The ``--help`` layout every vidseg command shares, and what docs/cli.md is generated from.
+"""The ``--help`` layout every vidseg command shares, and what docs/cli.md is generated from;
+usage errors in one line (``CliParser``).
 
 Defaults are shown where they say something (not for unset options, switches, or help that
 names its own default), and descriptions taken from docstrings lose their reST markup.
@@ -7,6 +8,7 @@ names its own default), and descriptions taken from docstrings lose their reST m
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 
 def shown_default(action: argparse.Action) -> str | None:
@@ -44,3 +46,11 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _format_text(self, text: str) -> str:
         return super()._format_text(plain(text))
+
+
+class CliParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line on stderr,
+    ``PROG: error: MESSAGE``, exit 2 (not after the usage block: ``--help`` shows that)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -107,8 +106,13 @@ def run_for_cli(prog: str, fn: Callable[[], T], *, debug: bool,
 
 
 def unwritable(path: str | os.PathLike[str]) -> str | None:
-    """Why a file cannot be written at ``path`` (checked before a long run), or None."""
-    target = Path(path).absolute()
+    """Why a file cannot be written at ``path`` (checked before a long run), or None. ``-``
+    (standard output), a FIFO or a device (``engine.outfile``) can always be written."""
+    from vidseg.engine.outfile import final_path, writes_through  # imports this module
+
+    if writes_through(path):
+        return None
+    target = final_path(path).absolute()  # a symlink's file is replaced beside itself
     if target.is_dir():
         return f"{path} is a directory"
     if not target.parent.is_dir():

@@ -3,8 +3,9 @@ per-frame JSON lines (``FrameLog``, optional class polygons), an overlay video, 
 PNGs, confidence PNGs, a preview window (``Preview``). ``FrameOutputs`` fans one
 ``(frame, result)`` out to each.
 
-Every file output is atomic: written beside its final name and renamed there when the run ends
-cleanly (Ctrl-C included), deleted when the run fails.
+Every file output follows ``engine.outfile``'s rule: a regular file is written beside its final
+name and renamed there when the run ends cleanly (Ctrl-C included), deleted when the run fails;
+``-`` (standard output), a FIFO or a device is written through, never replaced.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from vidseg.engine.errors import VideoIOError
 from vidseg.engine.geometry import UNSEEN
+from vidseg.engine.outfile import TextOutput
 from vidseg.engine.segmenter import Result
 from vidseg.engine.video import Frame
 
@@ -148,21 +150,20 @@ def frame_record(frame: Frame, result: Result, classes: Sequence[str], *,
 
 
 class FrameLog:
-    """JSON lines, one per frame (``frame_record``); context manager, atomic (see module)."""
+    """JSON lines, one per frame (``frame_record``); a context manager. Written under
+    ``engine.outfile``'s rule: atomic for a regular file (see module), in place for ``-``
+    (standard output), a FIFO or a device."""
 
     def __init__(self, path: str | os.PathLike[str], classes: Sequence[str], *,
                  polygons: bool = False) -> None:  # fmt: skip
         self.path = Path(path)
-        self._temp = self.path.with_name(f".{self.path.name}.partial")
+        self._output = TextOutput(path)
         self._classes = tuple(classes)
         self._polygons = polygons
         self._file: IO[str] | None = None
 
     def __enter__(self) -> "FrameLog":
-        try:
-            self._file = open(self._temp, "w", encoding="utf-8")
-        except OSError as error:
-            raise VideoIOError(f"cannot write {self.path}: {error.strerror or error}") from error
+        self._file = self._output.__enter__()
         return self
 
     def write(self, frame: Frame, result: Result) -> None:
@@ -177,21 +178,8 @@ class FrameLog:
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:  # fmt: skip
-        file, self._file = self._file, None
-        try:
-            if file is not None:
-                file.close()
-            if exc_type is None or issubclass(exc_type, KeyboardInterrupt):
-                os.replace(self._temp, self.path)
-                return
-        except OSError as error:
-            self._temp.unlink(missing_ok=True)
-            if exc_type is None:
-                raise VideoIOError(
-                    f"cannot write {self.path}: {error.strerror or error}"
-                ) from error
-            return
-        self._temp.unlink(missing_ok=True)
+        self._file = None
+        self._output.__exit__(exc_type, exc, tb)
 
 
 def gui_problem() -> str | None:

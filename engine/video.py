@@ -431,6 +431,10 @@ def _decode(
                         f"lost {path!s} after {decoded} frames: {reason}",
                         frames_decoded=decoded,
                     ) from error
+                if decoded == 0 and os.fspath(path) == STDIN and "mp4" in container.format.name:
+                    raise VideoIOError(
+                        f"cannot read video from standard input: {MOOV_AT_END}"
+                    ) from error
                 raise TruncatedVideoError(
                     f"decoding {path!s} failed after {decoded} frames: {error_reason(error)}",
                     frames_decoded=decoded,
@@ -531,6 +535,10 @@ def _reached_end(stream: av.video.stream.VideoStream, last_pts: int | None) -> b
 
 
 STDIN: Final = "-"  # an input path that means standard input (a pipe)
+MOOV_AT_END: Final = (
+    "an mp4 whose index is at the end cannot be read from a pipe: pass the file, or remux it "
+    "with ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4"
+)
 
 
 def is_network_source(path: str | os.PathLike[str]) -> bool:

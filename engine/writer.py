@@ -31,6 +31,7 @@ from vidseg.engine.avutil import (
     remove_quietly,
 )
 from vidseg.engine.errors import VideoIOError
+from vidseg.engine.outfile import final_path, is_stdout, writes_through
 
 __all__ = ["VideoWriter"]
 
@@ -42,6 +43,7 @@ _MATROSKA_TIME_BASE: Final[Fraction] = Fraction(1, 1000)  # Matroska stores mill
 _CRF_CODECS: Final[frozenset[str]] = frozenset({"libx264", "libx265"})
 _LOSSLESS_CODECS: Final[frozenset[str]] = frozenset({"libx264", "ffv1"})
 _MAX_TIMESCALE: Final[int] = 2**31 - 1
+_STREAM_FORMAT: Final[str] = "matroska"  # standard output, or a FIFO/device without a suffix
 
 
 class VideoWriter:
@@ -53,7 +55,11 @@ class VideoWriter:
     packets muxed), the container is closed and the temp file is renamed onto ``path`` (an
     existing file there is replaced, unless ``overwrite=False``: then it is kept and the exit
     raises). When the block raises, the container is closed without flushing, the temp file is
-    deleted, nothing appears at ``path`` and the exception propagates.
+    deleted, nothing appears at ``path`` and the exception propagates. Paths follow
+    ``engine.outfile``'s rule: a symlink to a file keeps the link (the file it points to is
+    replaced); ``-`` (standard output), a FIFO or a device is written in place, never renamed
+    over or deleted, Matroska where the name gives no container, a fragmented MP4 for
+    .mp4/.mov (nothing to seek back to).
 
     Audio: with ``audio`` (an :class:`~vidseg.engine.audio.AudioTrack` the source's reader
     fills, ``open_video(..., audio=track)``), the source's audio is copied untouched over the
@@ -142,14 +148,25 @@ class VideoWriter:
         else:
             self._out_width = self._width + self._width % 2
             self._out_height = self._height + self._height % 2
-        self._temp_path = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        # engine.outfile's rule: "-", a FIFO or a device is written in place; a file (or the
+        # file a symlink points to) is written beside itself and renamed onto it at the end
+        self._through = writes_through(self.path)
+        target = final_path(self.path)
+        self._target = target
+        self._temp_path = (
+            self.path
+            if self._through
+            else target.with_name(f".{target.stem}.partial{target.suffix}")
+        )
         self._frame_step = 1 / (self.fps * self.time_base)  # pts ticks per frame
         suffix = self.path.suffix.lower()
+        # standard output, and a FIFO or device without a suffix, are streamed as Matroska
+        self._format = _STREAM_FORMAT if self._through and not suffix else None
         self._out_time_base = (  # the container's clock: what its timestamps can tell apart
             Fraction(self.fps.denominator, self.fps.numerator)
             if suffix == ".avi"
             else _MATROSKA_TIME_BASE
-            if suffix in _MATROSKA_SUFFIXES
+            if suffix in _MATROSKA_SUFFIXES or self._format == _STREAM_FORMAT
             else self.time_base
         )
         self._zero_start = bool(zero_start)
@@ -160,15 +177,22 @@ class VideoWriter:
         self._explicit_pts = False
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
-        check_output_parent(self.path)
+        if not is_stdout(self.path):
+            check_output_parent(self._target)
         if self.path.is_dir():
             raise VideoIOError(f"cannot write video {self.path}: is a directory")
         self._check_not_there()
 
     def _check_not_there(self) -> None:
         """Raise VideoIOError when ``path`` exists and may not be replaced."""
-        if not self._overwrite and os.path.lexists(self.path):
+        if not (self._overwrite or self._through) and os.path.lexists(self._target):
             raise VideoIOError(f"cannot write video {self.path}: exists (overwrite=False)")
+
+    def _open_container(self, options: dict[str, str]) -> av.container.OutputContainer:
+        """The output container: the temporary file, or (written through) the path itself,
+        ``pipe:1`` for standard output."""
+        name = "pipe:1" if is_stdout(self.path) else str(self._temp_path)
+        return av.open(name, mode="w", format=self._format, options=options)
 
     @property
     def frames_written(self) -> int:
@@ -190,15 +214,19 @@ class VideoWriter:
         """
         if self._container is not None:
             raise RuntimeError("VideoWriter is already open")
-        check_output_parent(self.path)
+        if not is_stdout(self.path):
+            check_output_parent(self._target)
         options: dict[str, str] = {}
         timescale = self._out_time_base.denominator
-        if self.path.suffix.lower() in _MOV_SUFFIXES and timescale <= _MAX_TIMESCALE:
+        mov = self.path.suffix.lower() in _MOV_SUFFIXES
+        if mov and timescale <= _MAX_TIMESCALE:
             # The mov muxer stores the edit-list start in the movie timescale (default 1/1000),
             # which rounds a non-zero first pts (1000/12800 s -> 998 ticks). Match the track's.
             options["movie_timescale"] = str(timescale)
+        if mov and self._through:  # a pipe cannot seek back to write the index at the end
+            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
         try:
-            container = av.open(str(self._temp_path), mode="w", options=options)
+            container = self._open_container(options)
         except AV_ERRORS as error:
             raise VideoIOError(f"cannot create video {self.path}: {error_reason(error)}") from error
         except ValueError as error:  # PyAV: "Could not determine output format"
@@ -234,7 +262,7 @@ class VideoWriter:
                     }
         except (*AV_ERRORS, ValueError, TypeError) as error:
             container.close()
-            remove_quietly(self._temp_path)
+            self._discard()
             reason = (
                 "codec not available in this FFmpeg build"
                 if isinstance(error, av.codec.codec.UnknownCodecError)
@@ -340,7 +368,7 @@ class VideoWriter:
                 container.close()
             except AV_ERRORS as error:
                 logger.debug("closing abandoned %s failed: %s", self._temp_path, error)
-            remove_quietly(self._temp_path)
+            self._discard()
             logger.debug("discarded %s after %s", self._temp_path, exc_type.__name__)
             return
         try:
@@ -355,17 +383,20 @@ class VideoWriter:
                 if self._audio_track is not None:
                     self._audio_track.close()
         except AV_ERRORS as error:
-            remove_quietly(self._temp_path)
+            self._discard()
             raise VideoIOError(f"cannot finish video {self.path}: {error_reason(error)}") from error
         except BaseException:
-            remove_quietly(self._temp_path)
+            self._discard()
             raise
         if self._frames_written == 0:
-            remove_quietly(self._temp_path)
+            self._discard()
             raise VideoIOError(f"no frames were written to {self.path}; no file was created")
+        if self._through:
+            logger.debug("wrote %d frames through to %s", self._frames_written, self.path)
+            return
         try:
             self._check_not_there()
-            os.replace(self._temp_path, self.path)
+            os.replace(self._temp_path, self._target)
         except VideoIOError:
             remove_quietly(self._temp_path)
             raise
@@ -375,6 +406,11 @@ class VideoWriter:
                 f"cannot move finished video onto {self.path}: {error_reason(error)}"
             ) from error
         logger.debug("wrote %d frames to %s", self._frames_written, self.path)
+
+    def _discard(self) -> None:
+        """Delete the temporary file; a written-through path (a FIFO, a device) is left alone."""
+        if not self._through:
+            remove_quietly(self._temp_path)
 
     def _check_image(self, image: np.ndarray) -> np.ndarray:
         """Validate dtype and shape against the writer's mode and size; return the array."""

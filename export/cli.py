@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vidseg.engine.bundle import MANIFEST, SPLIT_FAMILIES, default_bundle_path
-from vidseg.engine.clihelp import HelpFormatter
+from vidseg.engine.clihelp import CliParser, HelpFormatter
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.video import read_frames
 from vidseg.export.fp16 import convert_bundle
@@ -149,7 +149,7 @@ def export_checkpoint(args: argparse.Namespace, out: Path) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="vidseg-export", description=__doc__.split("\n\n")[0],
         formatter_class=HelpFormatter,
     )  # fmt: skip

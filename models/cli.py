@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from vidseg.engine.clihelp import HelpFormatter
+from vidseg.engine.clihelp import CliParser, HelpFormatter
 from vidseg.engine.errors import VidsegError, exit_code_for
 from vidseg.models.registry import create_model, list_models
 from vidseg.models.unet001 import PAPER_NUM_CLASSES, PAPER_TABLE3_PARAMS
@@ -33,7 +33,7 @@ def model_rows(num_classes: int | None = None) -> list[tuple[str, str, float, in
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="vidseg-models", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
     )
     p.add_argument("--num-classes", type=int, help="build with this many classes "

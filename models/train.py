@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vidseg.engine.clihelp import HelpFormatter
+from vidseg.engine.clihelp import CliParser, HelpFormatter
 from vidseg.engine.errors import BundleError, VidsegError, run_for_cli
 from vidseg.models.data import CAMVID_IGNORE, ClipAugment, LabelledFrames, clip_batch, load_split
 from vidseg.models.evaluate import evaluate_sequence
@@ -736,7 +736,7 @@ def train(args: argparse.Namespace) -> SegMetrics:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="vidseg-train", description=__doc__.split("\n\n")[0],
         formatter_class=HelpFormatter,
     )  # fmt: skip

@@ -131,3 +131,125 @@ def test_vidseg_run_numbers(sample_clip: Path, tmp_path: Path, capsys, flag: str
         cli.main([str(sample_clip), "--jsonl", str(tmp_path / "f.jsonl"), flag, value, "-q"])
     assert exit_.value.code == 2
     one_line_error(capsys.readouterr().err, "vidseg-run", message)
+
+
+@pytest.mark.parametrize(
+    "prog, module",
+    [
+        ("vidseg-run", "vidseg.engine.cli"),
+        ("vidseg-batch", "vidseg.engine.batch"),
+        ("vidseg-eval", "vidseg.benchmarks.evaluate"),
+        ("vidseg-bench", "vidseg.benchmarks.bench"),
+        ("vidseg-export", "vidseg.export.cli"),
+        ("vidseg-train", "vidseg.models.train"),
+        ("vidseg-models", "vidseg.models.cli"),
+    ],
+)
+def test_usage_errors_are_one_line(prog: str, module: str, capsys) -> None:
+    """``PROG: error: ...`` alone, not after the usage block (``--help`` shows that)."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(module).main(["--no-such-flag"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: error: "), err
+
+
+def test_json_dash_is_stdout_alone(
+    tiny_bundle: Path, camvid: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """``vidseg-eval --json -``: the report alone on standard output (the summary for people
+    goes to standard error); no file named ``-``."""
+    import json
+
+    from vidseg.benchmarks import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    code = evaluate.main(
+        [
+            "--model",
+            str(tiny_bundle),
+            "--frames",
+            str(camvid / "val"),
+            "--labels",
+            str(camvid / "valannot"),
+            "--max-frames",
+            "2",
+            "--json",
+            "-",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out)["frames"] == 2 and "mIoU" in err
+    assert list(tmp_path.iterdir()) == []
+    assert unwritable("-") is None
+
+
+def test_damaged_graph_is_a_bad_bundle(
+    tiny_bundle: Path, sample_clip: Path, tmp_path: Path, capsys
+) -> None:
+    """A step.onnx cut short is the bundle's fault (exit 3), not the backend's (4)."""
+    from vidseg.engine import cli
+
+    bundle = tmp_path / "cut.vidseg"
+    shutil.copytree(tiny_bundle, bundle)
+    graph = bundle / "step.onnx"
+    graph.write_bytes(graph.read_bytes()[:3000])
+    code = cli.main(
+        [
+            str(sample_clip),
+            "--model",
+            str(bundle),
+            "--jsonl",
+            str(tmp_path / "f.jsonl"),
+            "--max-frames",
+            "1",
+            "-q",
+        ]
+    )
+    assert code == 3
+    one_line_error(capsys.readouterr().err, "vidseg-run", "step.onnx is not a readable ONNX graph")
+    assert not (tmp_path / "f.jsonl").exists()
+
+
+def test_mp4_with_its_index_last_on_stdin_says_why(
+    tiny_bundle: Path, sample_clip: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    import av
+
+    slow = tmp_path / "slow.mp4"  # the sample's packets, remuxed: moov after mdat
+    with av.open(str(sample_clip)) as source, av.open(str(slow), "w") as target:
+        copy = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = copy
+                target.mux(packet)
+    data = slow.read_bytes()
+    assert data.find(b"moov") > data.find(b"mdat")
+    with slow.open("rb") as stdin:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vidseg.engine",
+                "-",
+                "--jsonl",
+                str(tmp_path / "f.jsonl"),
+                "--model",
+                str(tiny_bundle),
+                "-q",
+            ],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert proc.returncode == 5
+    one_line_error(
+        proc.stderr, "vidseg-run", "index is at the end cannot be read from a pipe", "+faststart"
+    )
+    assert not (tmp_path / "f.jsonl").exists()

@@ -24,7 +24,7 @@ import onnxruntime as ort
 
 from vidseg.engine.backends.base import BackendOptions, TensorInfo, Transfers, register_backend
 from vidseg.engine.backends.fixed import PingPongBuffers, fixed_shapes_ok
-from vidseg.engine.errors import BackendError
+from vidseg.engine.errors import BackendError, BundleError
 
 logger = logging.getLogger(__name__)
 
@@ -235,15 +235,27 @@ _TOO_NEW = (  # what onnxruntime says of a graph newer than it -> (what it needs
 )  # fmt: skip
 
 
-def _load_error(graph_path: str, exc: Exception) -> BackendError:
-    """One line for a graph ONNX Runtime cannot load; for a graph newer than the installed
-    runtime (its opset, IR version or an operator version), what it needs and what is installed."""
+_DAMAGED = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile")  # ORT's error classes, by name
+_DAMAGED_TEXT = re.compile(r"Protobuf parsing failed|No graph was found in the protobuf")
+
+
+def _load_error(graph_path: str, exc: Exception) -> BundleError | BackendError:
+    """One line for a graph ONNX Runtime cannot load: a ``BundleError`` for a file that is not a
+    readable ONNX graph (damaged, cut short, missing: the bundle is bad), a ``BackendError``
+    otherwise; for a graph newer than the installed runtime (its opset, IR version or an
+    operator version), what it needs and what is installed."""
     text = str(exc)
     for pattern, needs in _TOO_NEW:
         match = pattern.search(text)
         if match:
             return BackendError(f"{graph_path} {needs.format(*match.groups(), v=ort.__version__)}"
                                 ": upgrade onnxruntime or export the bundle for this one")  # fmt: skip
+    if type(exc).__name__ in _DAMAGED or _DAMAGED_TEXT.search(text):
+        reason = text.rpartition("failed:")[2].strip().rstrip(".") or text
+        return BundleError(
+            f"{graph_path} is not a readable ONNX graph ({reason}): the bundle is "
+            "damaged; export or download it again"
+        )
     return BackendError(f"onnxruntime cannot load {graph_path}: {text}")
 
 

@@ -590,7 +590,12 @@ def test_existing_output_needs_overwrite(mask: bool, tiny_bundle: Path, tmp_path
     flags = ("--mask",) if mask else ()
     proc = vidseg_run(SAMPLE, "--out", out, "--model", tiny_bundle, "--max-frames", 2, "-q", *flags)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == f"vidseg-run: error: {out} exists; pass --overwrite to replace it"
+    why = (
+        "holds masks (000000.png, ...); pass --overwrite to replace them"
+        if mask
+        else "exists; pass --overwrite to replace it"
+    )
+    assert proc.stderr.strip() == f"vidseg-run: error: {out} {why}"
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert (out / "000000.png" if mask else out).read_bytes() == b"keep me"
     proc = vidseg_run(SAMPLE, "--out", out, "--model", tiny_bundle, "--max-frames", 2, "-q",

@@ -156,14 +156,33 @@ def test_camera_index_on_the_command_line(tiny_bundle: Path, tmp_path: Path) -> 
     (("--max-fps", "0"), "--max-fps"),
     (("--stats-every", "0"), "--stats-every"),
     (("--mask-out", "{tmp}/o.mp4"), "different paths"),
+    (("--preset", "turbo"), "invalid choice: 'turbo' (choose from 'ultrafast', 'superfast'"),
+    (("--mask-out", "{tmp}/m.png"), "--mask-out {tmp}/m.png: masks go to a folder"),
+    (("--mask-out", "{tmp}/m.txt"), "not a .txt file"),
+    (("--mask-out", "."), "--mask-out .: give the output a folder of its own"),
+    (("--mask-out", ".."), "--mask-out ..: give the output a folder of its own"),
+    (("--mask-out", "/"), "--mask-out /: give the output a folder of its own"),
+    (("--scores", "{tmp}/s.png"), "confidence maps are a folder of PNGs"),
+    (("--scores", "-"), "confidence maps are a folder of PNGs"),
+    (("--jsonl", "{tmp}"), "is a folder: give a file name"),
 ])  # fmt: skip
 def test_usage_errors_exit_2(flags: tuple[str, ...], needle: str, tiny_bundle: Path,
                              tmp_path: Path) -> None:  # fmt: skip
+    """Checked before the model loads; one line, no usage block (``--help`` shows it)."""
     flags = tuple(f.format(tmp=tmp_path) for f in flags)
     proc = vidseg_run(SAMPLE, "--out", tmp_path / "o.mp4", "--model", tiny_bundle, *flags)
-    one_line_error(proc, 2, needle)
-    assert "usage:" in proc.stderr  # argparse's usage error
+    one_line_error(proc, 2, needle.format(tmp=tmp_path))
+    assert proc.stderr.startswith("vidseg-run: error: ") and proc.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mask_out_webm_is_a_video(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A video suffix gets a mask video (colours; VP9 for .webm), not a folder of that name."""
+    out = tmp_path / "m.webm"
+    proc = vidseg_run(SAMPLE, "--mask-out", out, "--max-frames", 3, "--model", tiny_bundle, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and VideoInfo.from_path(out).codec == "vp9"
+    assert len(list(read_frames(out))) == 3
 
 
 def test_show_without_gui_is_one_line(tiny_bundle: Path, tmp_path: Path) -> None:

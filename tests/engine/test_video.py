@@ -415,7 +415,7 @@ def test_mask_sequence_writer(tmp_path: Path) -> None:
     for mask, name in zip(masks, names):
         np.testing.assert_array_equal(cv2.imread(str(target / name), cv2.IMREAD_UNCHANGED), mask)
 
-    with pytest.raises(VideoIOError, match="not empty"):
+    with pytest.raises(VideoIOError, match="holds masks"):
         MaskSequenceWriter(target)
     with MaskSequenceWriter(target, overwrite=True) as sink:
         sink.write(masks[0])
