@@ -345,6 +345,9 @@ def _output_problem(args: argparse.Namespace) -> str | None:
             f"--scores {args.scores}: confidence maps are a folder of PNGs: give a folder "
             "(a path without a suffix, or ending in /)"
         )
+    if args.triton and args.mask and args.out and _mask_form_or_none(args.out) == "colour":
+        if Path(args.out).suffix.lower() != ".mp4":  # the server's masks are lossless ids
+            return f"--out {args.out}: with --triton, masks go to a folder, a .mkv or an .mp4"
     files = [("--out", None if args.mask else args.out), ("--jsonl", args.jsonl)]
     for flag, path in [*files, ("--json", args.json)]:
         if path and not is_stdout(path) and os.path.isdir(path):

@@ -31,6 +31,7 @@ from vidseg.engine.audio import AudioTrack
 from vidseg.engine.bundle import Manifest
 from vidseg.engine.errors import BackendError, BundleError, TruncatedVideoError
 from vidseg.engine.masks import MaskSequenceWriter
+from vidseg.engine.outfile import lines_to_stderr, write_text, writes_through
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.engine.video import Frame, open_video
@@ -198,7 +199,8 @@ def run_triton(
         lut = palette_lut(segmenter.manifest.palette)
         with ExitStack() as stack:
             out = Path(out)
-            if mask and out.suffix.lower() not in MASK_VIDEO_SUFFIXES:
+            suffix = out.suffix.lower()
+            if mask and suffix not in MASK_VIDEO_SUFFIXES and not writes_through(out):
                 sink: Any = stack.enter_context(MaskSequenceWriter(out, overwrite=overwrite))
             else:
                 sink = stack.enter_context(
@@ -209,7 +211,7 @@ def run_triton(
                         fps=info.fps,
                         time_base=info.time_base,
                         lossless=mask,
-                        codec="ffv1" if mask and out.suffix.lower() == ".mkv" else "libx264",
+                        codec="ffv1" if mask and suffix in (".mkv", "") else "libx264",
                         overwrite=overwrite,
                         audio=track,
                         zero_start=True,
@@ -261,12 +263,24 @@ def cli_run(args: Any) -> int:
     )
     if summary is None:
         return code
-    if args.json:
-        Path(args.json).write_text(json.dumps({"frames": summary.frames, "fps": summary.fps,
-            "seconds": summary.seconds, "sequence_id": summary.sequence_id,
-            "model": summary.model, "server": args.triton}, indent=2) + "\n")  # fmt: skip
-    print(
-        f"vidseg-run: {summary.frames} frames on triton {args.triton} ({summary.model}, "
-        f"sequence {summary.sequence_id}) at {summary.fps:.1f} FPS -> {args.out}"
-    )
+    with lines_to_stderr(args.json) as stdout:  # --json -: the summary alone on stdout
+        if args.json:
+            report = {
+                "frames": summary.frames,
+                "fps": summary.fps,
+                "seconds": summary.seconds,
+                "sequence_id": summary.sequence_id,
+                "model": summary.model,
+                "server": args.triton,
+            }
+            text = json.dumps(report, indent=2) + "\n"
+            code, _ = run_for_cli(
+                "vidseg-run", lambda: write_text(args.json, text, stdout=stdout), debug=args.debug
+            )
+            if code:
+                return code
+        print(
+            f"vidseg-run: {summary.frames} frames on triton {args.triton} ({summary.model}, "
+            f"sequence {summary.sequence_id}) at {summary.fps:.1f} FPS -> {args.out}"
+        )
     return 0

@@ -11,6 +11,8 @@ say (initial zeros on START, the control inputs filled per request, dropped on E
 
 from __future__ import annotations
 
+import json
+import os
 from concurrent import futures
 from fractions import Fraction
 from pathlib import Path
@@ -151,6 +153,21 @@ def test_run_matches_the_local_engine(triton_stub, tiny_split_bundle: Path, samp
         (False, True)
     ]
     assert stub.states == {}  # the server released the sequence
+
+
+def test_outputs_follow_the_rule(triton_stub, sample_clip: Path, tmp_path: Path, capsys) -> None:
+    """--json - is standard output (the summary line goes to stderr), masks into a device are
+    written through and the device stays (was: a file named -, the link replaced)."""
+    url, _ = triton_stub
+    (tmp_path / "out").mkdir()
+    null = tmp_path / "out" / "null"
+    null.symlink_to(os.devnull)
+    flags = "--triton-model seg --mask --max-frames 2 -q --json -".split()
+    args = [str(sample_clip), "--triton", url, "--out", str(null), *flags]
+    assert run_main(args) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["frames"] == 2 and "2 frames on triton" in err
+    assert os.readlink(null) == os.devnull and list((tmp_path / "out").iterdir()) == [null]
 
 
 def test_overlay_keeps_the_audio(triton_stub, tmp_path: Path) -> None:
