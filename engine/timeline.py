@@ -14,7 +14,10 @@ decoding it, and every decoded video frame's pts through :meth:`Timeline.frame_p
   way, whatever its timestamp;
 * a decoded frame whose pts does not exceed the previous frame's (a repeat, a small step back)
   is moved just after it: at least one tick and one millisecond (Matroska stores milliseconds),
-  so no frame is lost and none is moved by more than that.
+  so no frame is lost and none is moved by more than that;
+* a frame without a pts (an RTSP stream's first, before the sender's clock is known) gets one:
+  a source's first such frames are held until a frame with a pts arrives and timed one frame
+  apart before it; a later one one step after the previous frame.
 
 The first repair of a source is logged as one warning; the rest at debug level.
 """
@@ -51,6 +54,8 @@ class Timeline:
         self._last_dts: dict[str, Fraction] = {}  # per stream kind: last decode time, seconds
         self._step: dict[str, Fraction] = {}  # per stream kind: last packet's length, seconds
         self._last_frame: Fraction | None = None  # last video frame's time, seconds
+        self._frame_step: Fraction | None = None  # the last step between two frames, seconds
+        self._held: list[Any] = []  # a source's first frames, without a pts yet
         self._rebase = False
 
     def reopened(self) -> None:
@@ -73,13 +78,13 @@ class Timeline:
         last = self._last_dts.get(kind)
         if self._rebase:
             self._rebase = False
-            target = self._end(kind)
+            target = self._end()
             if target is not None:
                 self._offset += target - t
                 logger.debug("%s reopened: its clock continues at %.3f s", self.name, float(target))
                 t = target
         elif last is not None and t < last - JUMP_S:
-            target = last + self._step.get(kind, Fraction(0))
+            target = self._end() or last
             self._offset += target - t
             self._note(
                 f"{self.name}: the {kind} timestamps go back from {float(last):.3f} s "
@@ -100,13 +105,50 @@ class Timeline:
             self._step[kind] = duration
         self._last_dts[kind] = t if last is None else max(last, t)
 
+    def timed(self, frames: list[Any], time_base: Fraction, step_s: Fraction,
+              index: int) -> list[Any]:  # fmt: skip
+        """Decoded video frames ``index``, ``index + 1``, ... with their ``pts`` set on the
+        clock (see the module docstring), in order; frames without a pts at the source's start
+        are held back (``step_s``: the nominal frame duration, to time them) until one with a
+        pts arrives, or :meth:`release` at the end."""
+        ready: list[Any] = []
+        for frame in frames:
+            if frame.pts is None and self._last_frame is None and time_base:
+                self._held.append(frame)
+                continue
+            if self._held and frame.pts is not None:
+                step = max(1, round(step_s / time_base))
+                for back, held in enumerate(reversed(self._held), 1):
+                    held.pts = frame.pts - back * step
+                for held in self._held:
+                    held.pts = self.frame_pts(held.pts, time_base, index + len(ready))
+                    ready.append(held)
+                self._held = []
+            frame.pts = self.frame_pts(frame.pts, time_base, index + len(ready))
+            ready.append(frame)
+        return ready
+
+    def release(self) -> list[Any]:
+        """The frames held back, without a pts: the source ended before it sent one."""
+        held, self._held = self._held, []
+        return held
+
     def frame_pts(self, pts: int | None, time_base: Fraction, index: int) -> int | None:
         """The pts of decoded video frame ``index`` (in ``time_base``), moved past the previous
-        frame's when it does not exceed it; None stays None (a source without timestamps)."""
-        if pts is None or not time_base:
-            return pts
-        t = pts * time_base
+        frame's when it does not exceed it; a frame without one after a frame with one gets
+        the previous frame's time plus the last step; None stays None before any frame had
+        one."""
         last = self._last_frame
+        if not time_base or pts is None and last is None:
+            return pts
+        if pts is None:
+            step = self._frame_step or MIN_STEP_S
+            pts = math.floor((last + step) / time_base)
+            logger.debug("%s: frame %d has no timestamp; timed %.3f s", self.name, index,
+                         float(pts * time_base))  # fmt: skip
+        t = pts * time_base
+        if last is not None and t > last:
+            self._frame_step = t - last
         if last is not None and t <= last:
             ticks = max(1, math.ceil(MIN_STEP_S / time_base))
             moved = math.floor(last / time_base) + ticks
@@ -119,12 +161,12 @@ class Timeline:
         self._last_frame = t
         return pts
 
-    def _end(self, kind: str) -> Fraction | None:
-        """Where the clock continues after a reopening: the end of ``kind``'s last packet (of
-        any stream's, when ``kind`` had none)."""
-        if kind in self._last_dts:
-            return self._last_dts[kind] + self._step.get(kind, Fraction(0))
+    def _end(self) -> Fraction | None:
+        """Where the clock continues in a new stretch: after everything the last one held, the
+        last packet of each stream and the last frame, so neither stream overlaps it."""
         ends = [t + self._step.get(k, Fraction(0)) for k, t in self._last_dts.items()]
+        if self._last_frame is not None:
+            ends.append(self._last_frame + (self._frame_step or MIN_STEP_S))
         return max(ends) if ends else None
 
     def _note(self, message: str) -> None:

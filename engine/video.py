@@ -403,6 +403,7 @@ def _decode(
             timeline.reopened()
         decoded = discarded = corrupt = 0
         last_pts: int | None = None
+        step_s = 1 / Fraction(stream.average_rate or stream.guessed_rate or 25)  # a frame, s
         sound = None
         if audio is not None:
             sound = container.streams.audio[0] if container.streams.audio else None
@@ -439,16 +440,20 @@ def _decode(
                     f"decoding {path!s} failed after {decoded} frames: {error_reason(error)}",
                     frames_decoded=decoded,
                 ) from error
-            for av_frame in av_frames:
-                av_frame.pts = last_pts = timeline.frame_pts(av_frame.pts, time_base, decoded)
+            for av_frame in timeline.timed(av_frames, time_base, step_s, decoded):
+                last_pts = av_frame.pts
                 yield decoded, av_frame, time_base
                 decoded += 1
                 if max_frames is not None and decoded >= max_frames:
                     if sound is not None and last_pts is not None:
-                        step = 1 / ((stream.average_rate or stream.guessed_rate or 25) * time_base)
-                        end = (last_pts + step) * time_base
+                        end = last_pts * time_base + step_s
                         _audio_tail(packets, sound.index, end, timeline, audio)
                     return
+        for av_frame in timeline.release():  # a source that never sent a timestamp
+            yield decoded, av_frame, time_base
+            decoded += 1
+            if max_frames is not None and decoded >= max_frames:
+                return
         if is_network_source(path) and _is_live(container):
             raise SourceLostError(
                 f"lost {path!s} after {decoded} frames: the stream ended (the server closed "

@@ -175,6 +175,7 @@ class VideoWriter:
         self._frames_written = 0
         self._last_pts: int | None = None
         self._explicit_pts = False
+        self._guessed = False  # the last frame's pts was the writer's own (None given)
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
         if not is_stdout(self.path):
@@ -425,7 +426,9 @@ class VideoWriter:
         return image
 
     def _next_pts(self, pts: int | None) -> int:
-        """Resolve the pts of the next frame and check it increases."""
+        """Resolve the pts of the next frame and check it increases (a pts given after frames
+        the writer timed itself, which it may not reach, moves one tick past them)."""
+        guessed, self._guessed = self._guessed, pts is None
         if pts is None:
             if self._last_pts is None:
                 return 0
@@ -434,6 +437,8 @@ class VideoWriter:
             return self._last_pts + max(1, round(self._frame_step))
         value = operator.index(pts)
         if self._last_pts is not None and value <= self._last_pts:
-            raise ValueError(f"pts must increase: got {value} after {self._last_pts}")
+            if not guessed:
+                raise ValueError(f"pts must increase: got {value} after {self._last_pts}")
+            value = self._last_pts + 1
         self._explicit_pts = True
         return value
