@@ -278,8 +278,8 @@ def audio_span(path: Path) -> tuple[Fraction, Fraction] | None:
 
 def assert_playable(out: Path, frames: int, server: Server) -> None:
     """The file decodes to ``frames`` frames from 0 on, with the audio of the same stream (where
-    it has some) that does not outlast them (and ends less than a second before: the cut is
-    live)."""
+    it has some) that does not outlast them (and ends less than two seconds before: the cut is
+    live, and a live MPEG-TS sends its audio up to 0.7 s after the video)."""
     decoded = list(read_frames(out))
     assert len(decoded) == frames > 0
     assert decoded[0].timestamp_s == pytest.approx(0, abs=1e-3)
@@ -289,7 +289,7 @@ def assert_playable(out: Path, frames: int, server: Server) -> None:
         assert span is None
         return
     assert span is not None, "no audio"
-    assert abs(span[0]) < 0.05 and video_end - 1 < span[1] <= video_end + 0.05, (span, video_end)
+    assert abs(span[0]) < 0.05 and video_end - 2 < span[1] <= video_end + 0.05, (span, video_end)
 
 
 def test_server_stopped_mid_run(server: Server, tiny_bundle: Path, tmp_path: Path) -> None:
@@ -338,9 +338,7 @@ def test_reconnect_when_the_server_comes_back(
     server.start()
     code = run.finish()
     assert code == 0 and "Traceback" not in run.stderr, run.stderr
-    lost = re.search(
-        r"reconnect 1 of 5 in [\d.]+ s after (\d+) frames: lost .* the stream ended", run.stderr
-    )
+    lost = re.search(r"reconnect 1 of 5 in [\d.]+ s after (\d+) frames: lost ", run.stderr)
     assert lost, run.stderr
     result = json.loads(summary.read_text())
     assert result["reconnects"] == 1 and result["state_resets"] >= 1, result
