@@ -194,7 +194,7 @@ class FrameScorer:
     confusion matrix over every non-void pixel, one over the boundary band (:func:`boundary_band`)
     and the flicker between consecutive frames (``cut()`` where a sequence starts).
 
-    ``truth``: class ids with every id ``>= num_classes`` void (:func:`_truth_ids`).
+    ``truth``: class ids with every id ``>= num_classes`` void (:func:`truth_ids`).
     ``ignore_index``: the bundle's void class, never a class of the mean even where it is one
     of the ``num_classes`` (``SegMetrics.from_confusion``).
     """
@@ -258,7 +258,7 @@ class BundleScore:
     fps: float  # frames / total seconds inside Segmenter.step (reading and scoring left out)
 
 
-def _truth_ids(label: np.ndarray, ignore_index: int | None, num_classes: int) -> np.ndarray:
+def truth_ids(label: np.ndarray, ignore_index: int | None, num_classes: int) -> np.ndarray:
     """``label`` with the bundle's ignore index moved out of the class range (to K), so that
     every id ``>= K`` is void from here on."""
     if ignore_index is None or ignore_index >= num_classes:
@@ -314,7 +314,7 @@ def evaluate_bundle(
         else:
             pred = segmenter.step(frame.image, timestamp).labels
         step_ns += time.perf_counter_ns() - t0
-        truth = _truth_ids(frame.label, manifest.ignore_index, num_classes)
+        truth = truth_ids(frame.label, manifest.ignore_index, num_classes)
         unknown += int((frame.label >= num_classes).sum())
         if manifest.ignore_index is not None and manifest.ignore_index >= num_classes:
             unknown -= int((frame.label == manifest.ignore_index).sum())

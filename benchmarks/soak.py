@@ -20,9 +20,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from vidseg.engine.frame import Frame
 from vidseg.engine.pipeline import segment_video
 from vidseg.engine.segmenter import Result, Segmenter
-from vidseg.engine.video import Frame, read_frames
+from vidseg.engine.video import read_frames
 
 SOAK_SAMPLE_EVERY = 500  # frames between samples (fewer for runs under 5000 frames)
 

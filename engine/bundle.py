@@ -15,8 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vidseg.engine.aux_inputs import KINDS, make_provider
 from vidseg.engine.errors import BundleError
-from vidseg.engine.flow import AUX_PROVIDERS, make_provider
 from vidseg.engine.schedule import Schedule
 
 logger = logging.getLogger(__name__)
@@ -64,11 +64,11 @@ class StateSpec:
 
 @dataclass(frozen=True)
 class AuxSpec:
-    """An input the engine computes per frame, e.g. optical flow (see ``engine.flow``).
+    """An input the engine computes per frame, e.g. optical flow (see ``engine.aux_inputs``).
 
-    ``provider`` names the engine function ("dis_flow"); ``shape`` excludes the batch axis;
-    ``args``: keyword arguments of the provider beyond the shape (JSON values, e.g. the tile
-    offsets of ``tile_view``).
+    ``provider`` names its kind ("dis_flow", a key of ``engine.aux_inputs.KINDS``); ``shape``
+    excludes the batch axis; ``args``: keyword arguments of the provider beyond the shape (JSON
+    values, e.g. the tile offsets of ``tile_view``).
     """
 
     name: str
@@ -316,12 +316,12 @@ class _Validator:
             shape = self.shape(t, where)
             spec = AuxSpec(
                 name=self.get(t, "name", str, where),
-                provider=self.choice(t, "provider", tuple(AUX_PROVIDERS), where),
+                provider=self.choice(t, "provider", tuple(KINDS), where),
                 shape=shape,
                 dtype=self.choice(t, "dtype", DTYPES, where),
                 args=self.get(t, "args", dict, where, default={}),
             )  # fmt: skip
-            try:
+            try:  # the kind's provider module is imported here, for the kinds a manifest names
                 make_provider(spec)
             except (TypeError, ValueError) as e:
                 self.fail(

@@ -43,6 +43,7 @@ from vidseg.engine.errors import (
     run_for_cli,
 )
 from vidseg.engine.folder import open_image_folder
+from vidseg.engine.frame import Frame
 from vidseg.engine.geometry import RESIZE_MODES
 from vidseg.engine.masks import MaskSequenceWriter, mask_files
 from vidseg.engine.outfile import is_stdout, replaces_a_file, write_text, writes_through
@@ -63,7 +64,6 @@ from vidseg.engine.timeline import Timeline
 from vidseg.engine.video import (
     RTSP_TRANSPORTS,
     STDIN,
-    Frame,
     VideoInfo,
     camera_source,
     is_camera,

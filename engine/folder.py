@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 
 from vidseg.engine.errors import VideoIOError
-from vidseg.engine.video import Frame, VideoInfo
+from vidseg.engine.frame import Frame
+from vidseg.engine.video import VideoInfo
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
 import numpy as np
 
 from vidseg.engine.upsample import GraphOutputs, upsample
@@ -90,6 +89,8 @@ def place(frame_size: tuple[int, int], input_size: tuple[int, int], mode: str) -
 def to_input(frame: np.ndarray, placement: Placement) -> np.ndarray:
     """(H, W, 3) uint8 -> the (h, w, 3) uint8 model input, contiguous: ``src`` resized
     (bilinear) onto ``dst``, padding ``PAD_VALUE``."""
+    import cv2  # on first use: importing the engine loads no OpenCV
+
     s, d = placement.src, placement.dst
     h, w = placement.input_size
     region = frame[s.y : s.y + s.height, s.x : s.x + s.width]

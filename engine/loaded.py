@@ -6,16 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import cv2
 import numpy as np
 
+from vidseg.engine.aux_inputs import make_provider, replaces_frame
 from vidseg.engine.backends import BackendOptions, Transfers, create_backend
 from vidseg.engine.bundle import ENCODE, GRAPH_ROLES, Bundle, default_bundle_path, load_bundle
 from vidseg.engine.errors import BundleError, FrameError, StateSpecError
-from vidseg.engine.flow import make_provider
 from vidseg.engine.schedule import Schedule
 from vidseg.engine.state import StreamState, check_state_specs
-from vidseg.engine.tiles import TILE_VIEW
 from vidseg.engine.upsample import GraphOutputs
 
 __all__ = ["LoadedModel", "check_frame"]
@@ -128,9 +126,10 @@ class LoadedModel:
             frame = inputs.get(spec.name)
             if self.split and role != ENCODE:  # reads the encode graph's features instead
                 self._check_features(graph, inputs, "input")
-            elif frame is None and any(a.provider == TILE_VIEW and a.name in inputs
-                                       for a in m.aux_inputs):  # fmt: skip
-                pass  # reads the views the engine cuts from the frame instead
+            elif frame is None and any(
+                a.name in inputs and replaces_frame(a.provider) for a in m.aux_inputs
+            ):
+                pass  # reads what a provider cuts from the frame instead (a tile view)
             elif frame is None or frame.dtype != "uint8" or frame.shape[1:] != (
                     spec.height, spec.width, 3):  # fmt: skip
                 raise BundleError(
@@ -208,6 +207,8 @@ class LoadedModel:
 
     def to_input(self, frame: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (h, w, 3) at the model's input size (bilinear), contiguous."""
+        import cv2  # on first use: importing the engine loads no OpenCV
+
         height, width = self.input_size
         frame = check_frame(frame)
         if frame.shape[:2] != (height, width):

@@ -25,6 +25,7 @@ import numpy as np
 
 from vidseg.engine.bundle import Bundle
 from vidseg.engine.errors import BundleError
+from vidseg.engine.frame import Frame
 from vidseg.engine.guard import StreamGuard
 from vidseg.engine.loaded import LoadedModel, check_frame
 from vidseg.engine.refresh import Refresh
@@ -33,7 +34,6 @@ from vidseg.engine.segmenter import Result
 from vidseg.engine.telemetry import StatsSnapshot, Telemetry
 from vidseg.engine.timing import FrameTimings, elapsed_ms
 from vidseg.engine.upsample import upsample
-from vidseg.engine.video import Frame
 
 
 class MultiStreamSegmenter:

@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 
 from vidseg.engine.errors import VideoIOError
+from vidseg.engine.frame import Frame
 from vidseg.engine.geometry import UNSEEN
 from vidseg.engine.outfile import TextOutput
 from vidseg.engine.segmenter import Result
-from vidseg.engine.video import Frame
 
 logger = logging.getLogger(__name__)
 POLYGON_EPSILON_PX = 2.0  # approxPolyDP tolerance: a vertex may move this far, in frame pixels

@@ -26,9 +26,9 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 import numpy as np
 
 from vidseg.engine.errors import TruncatedVideoError
+from vidseg.engine.frame import Frame
 from vidseg.engine.segmenter import PreparedFrame, Result, Segmenter
 from vidseg.engine.telemetry import SourceDrops
-from vidseg.engine.video import Frame
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

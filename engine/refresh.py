@@ -13,7 +13,8 @@ runs, the memory is judged stale on either of two kinds of evidence:
 * **content**: an aux-input provider that sees the frame and the one before it reports the share
   of the frame its past fails to explain (its ``mismatch`` attribute, set by each call; the
   ``dis_flow`` provider: the cells that the previous frame, warped by the flow, misses by more
-  than ``engine.flow.MISMATCH_GREY`` grey levels), and that share is above ``max_mismatch``.
+  than ``engine.aux_inputs.dis_flow.MISMATCH_GREY`` grey levels), and that share is above
+  ``max_mismatch``.
   Bundles without such a provider are judged by time alone.
 
 A stale frame refreshes the stream: the same reset as ``Segmenter.reset`` (state and caches to

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-import cv2
 import numpy as np
 
 from vidseg.engine.errors import BundleError
@@ -99,6 +98,8 @@ class Schedule:
 
 
 def _thumb(frame: np.ndarray) -> np.ndarray:
+    import cv2  # on first use: importing the engine loads no OpenCV
+
     g = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     return cv2.resize(g, THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from vidseg.engine.bundle import Bundle
+from vidseg.engine.frame import Frame
 from vidseg.engine.geometry import RESIZE_MODES, Placement, place, to_frame, to_input
 from vidseg.engine.guard import StreamGuard
 from vidseg.engine.loaded import LoadedModel, check_frame
@@ -30,7 +31,6 @@ from vidseg.engine.schedule import KeyFrameScheduler, Schedule
 from vidseg.engine.telemetry import SourceDrops, StatsSnapshot, Telemetry
 from vidseg.engine.timing import FrameTimings, elapsed_ms
 from vidseg.engine.upsample import GraphOutputs, upsample
-from vidseg.engine.video import Frame
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from fractions import Fraction
 from typing import Callable, Iterable, Iterator
 
 from vidseg.engine.errors import SourceLostError, VideoIOError
-from vidseg.engine.video import Frame, prepend
+from vidseg.engine.frame import Frame
+from vidseg.engine.video import prepend
 
 logger = logging.getLogger(__name__)
 MAX_BACKOFF_S = 8.0  # longest wait between two reconnect attempts

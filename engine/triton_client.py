@@ -30,11 +30,12 @@ import numpy as np
 from vidseg.engine.audio import AudioTrack
 from vidseg.engine.bundle import Manifest
 from vidseg.engine.errors import BackendError, BundleError, TruncatedVideoError
+from vidseg.engine.frame import Frame
 from vidseg.engine.masks import MaskSequenceWriter
 from vidseg.engine.outfile import lines_to_stderr, write_text, writes_through
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.upsample import GraphOutputs, upsample
-from vidseg.engine.video import Frame, open_video
+from vidseg.engine.video import open_video
 from vidseg.engine.writer import VideoWriter
 
 logger = logging.getLogger(__name__)

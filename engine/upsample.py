@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import cv2
 import numpy as np
 
 
@@ -112,6 +111,8 @@ def _pad_edge(a: np.ndarray) -> np.ndarray:
 def _crisp_labels(labels: np.ndarray, logits: np.ndarray, height: int, width: int) -> np.ndarray:
     """(h, w) labels and their (K, h, w) logits -> labels at ``height`` x ``width`` (both at
     least h x w, h and w at least 2): the arg-max of the bilinear logits (module docstring)."""
+    import cv2  # on first use: importing the engine loads no OpenCV
+
     h, w = labels.shape
     geo = _geometry(h, w, height, width)
     result = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
@@ -154,6 +155,8 @@ def upsample(out: GraphOutputs, height: int, width: int) -> tuple[np.ndarray, np
     output is at least the source size on both axes (see the module docstring); nearest
     neighbour otherwise (ids never blend). Confidence: bilinear.
     """
+    import cv2  # on first use: importing the engine loads no OpenCV
+
     labels, scores = out.labels, out.scores
     h, w = labels.shape
     if (h, w) != (height, width):

@@ -7,8 +7,8 @@ decode to encode (the writers: ``engine.writer``, ``engine.masks``, ``engine.aud
 Public API:
 
 * :class:`VideoInfo` -- container/stream metadata (``VideoInfo.from_path``).
-* :class:`Frame`, :func:`read_frames` and :func:`open_video` -- decode to ``(H, W, 3) uint8 RGB``
-  with source pts.
+* :func:`read_frames` and :func:`open_video` -- decode to :class:`~vidseg.engine.frame.Frame`
+  objects (``(H, W, 3) uint8 RGB`` with source pts).
 * :func:`read_label_frames` -- read back, bit-exactly, the ``(H, W) uint8`` label masks of a
   lossless :class:`~vidseg.engine.writer.VideoWriter` video.
 
@@ -38,6 +38,7 @@ import numpy as np
 from vidseg.engine.audio import AudioTrack
 from vidseg.engine.avutil import AV_ERRORS, check_size, error_reason
 from vidseg.engine.errors import SourceLostError, TruncatedVideoError, VideoIOError
+from vidseg.engine.frame import Frame  # re-exported: read_frames yields it
 from vidseg.engine.timeline import Timeline
 
 __all__ = [
@@ -118,31 +119,6 @@ class VideoInfo:
             except AV_ERRORS:  # undecodable: read_frames says so; the declared metadata stands
                 first = None
             return _rotated(info, first)
-
-
-@dataclass(frozen=True, eq=False)
-class Frame:
-    """One decoded frame with its source timestamp.
-
-    ``eq=False``: frames compare by identity (comparing pixel arrays element-wise is never what
-    ``==`` should mean). The array belongs to the consumer; nothing else holds a reference.
-    """
-
-    image: np.ndarray  # (H, W, 3) uint8 RGB, C-contiguous
-    index: int  # 0-based position in decode (= presentation) order
-    pts: int | None  # presentation timestamp in time_base units, from the source; None if absent
-    time_base: Fraction  # seconds per pts tick (the source stream's time base)
-    discontinuity: bool = False  # the source restarted here (a reconnect): the past is unrelated
-    # time.monotonic_ns() when a live source received the frame (LatestFrameSource); None for
-    # a file. Segmenter.step measures Result.age_ms from it: end-to-end latency.
-    captured_ns: int | None = None
-
-    @property
-    def timestamp_s(self) -> float | None:
-        """Presentation time in seconds (``pts * time_base``); None when the source had no pts."""
-        if self.pts is None:
-            return None
-        return float(self.pts * self.time_base)
 
 
 def read_frames(

@@ -18,10 +18,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from vidseg.engine.aux_inputs import make_provider
 from vidseg.engine.backends.ort import session_options
 from vidseg.engine.bundle import ENCODE, AuxSpec, Manifest
 from vidseg.engine.errors import ParityError
-from vidseg.engine.flow import make_provider
 from vidseg.export.onnx import (
     FRAME,
     RoleGraph,

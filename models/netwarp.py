@@ -12,9 +12,9 @@ Here the image net is ``perframe-lite0`` (its blocks and parameter names, import
 before the 3x3 blocks that feed the decoder. Both projections depend on the current frame only,
 so the state is a one-frame look-back as in the paper, and a clip trains in one batched pass.
 
-* Flow: DIS (``vidseg.engine.flow.dis_flow``) at 1/4 of the input size, from the current frame to
-  the previous one, in pixels of that grid. Training computes it on the uint8 clip frames with
-  the same function the engine's ``dis_flow`` provider uses.
+* Flow: DIS (``vidseg.engine.aux_inputs.dis_flow.dis_flow``) at 1/4 of the input size, from the
+  current frame to the previous one, in pixels of that grid. Training computes it on the uint8 clip
+  frames with the same function the engine's ``dis_flow`` provider uses.
 * FlowCNN (seed 3.1): input flow, previous and current frame and their difference (11 channels,
   frames as the normalised input average-pooled to 1/4); 3x3 convs to 16, 32 and 2 channels, each
   followed by ReLU; the output concatenated with the raw flow; a last 3x3 conv to 2 channels. One
@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidseg.engine.aux_inputs.dis_flow import DIS_FLOW, DIS_PRESET, DisFlowProvider, dis_flow
 from vidseg.engine.bundle import AuxSpec
-from vidseg.engine.flow import DIS_FLOW, DIS_PRESET, DisFlowProvider, dis_flow
 from vidseg.models.layers import normalize
 from vidseg.models.lite0 import load_lite0_imagenet
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
@@ -77,8 +77,9 @@ def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Backward-warp ``features`` (N, C, h, w) by ``flow`` (N, 2, h, w), bilinear.
 
     ``flow[:, :, y, x] = (dx, dy)`` in pixels of this (h, w) grid, from the current frame to the
-    previous one (``vidseg.engine.flow``'s convention): the output at (x, y) samples ``features``
-    at (x + dx, y + dy); positions outside clamp to the border. Zero flow is the identity.
+    previous one (``vidseg.engine.aux_inputs.dis_flow``'s convention): the output at (x, y) samples
+    ``features`` at (x + dx, y + dy); positions outside clamp to the border. Zero flow is the
+    identity.
 
     Training runs ``grid_sample``; an ONNX export writes the same sampling as row gathers
     (:func:`gather_warp`), which ONNX Runtime's CPU kernels run about 3x faster than its

@@ -17,9 +17,9 @@ from typing import Callable, ClassVar, Mapping, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from vidseg.engine.aux_inputs import make_provider
 from vidseg.engine.bundle import AuxSpec
 from vidseg.engine.errors import VidsegError
-from vidseg.engine.flow import make_provider
 from vidseg.engine.schedule import Schedule
 from vidseg.models.layers import normalize
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
@@ -32,8 +32,8 @@ GraphFn = Callable[..., "tuple[torch.Tensor, ...] | torch.Tensor"]
 class GraphSpec:
     """One graph a model exports: ``fn(normalised frame, *aux, *carried_in)`` returns the logits,
     or ``(logits, *carried_out)`` (``fn(*aux, *carried_in)`` where ``reads_frame`` is False: a
-    graph that reads only views the engine cuts from the frame, ``engine.tiles``). Carried
-    tensors are state or key-frame cache entries of the model's cfg; the graph's inputs are
+    graph that reads only views the engine cuts from the frame, ``engine.aux_inputs.tile_view``).
+    Carried tensors are state or key-frame cache entries of the model's cfg; the graph's inputs are
     named ``<name>_in``, its outputs ``<name>_out``.
 
     ``fn`` is the model itself (its ``forward`` through ``__call__``) or one of its methods, as
@@ -143,7 +143,7 @@ class TemporalModule(nn.Module):
         """memory: the engine's providers of the step graph's aux inputs and the state tuple
         (zeros on the frame's device at a stream's start). ``aux`` is fed after the frame,
         before the state (the step graph's order): the frame's aux inputs precomputed, or None:
-        those providers (``engine.flow.AUX_PROVIDERS``) compute them from the frame here."""
+        those providers (``engine.aux_inputs.KINDS``) compute them from the frame here."""
         step = self.export_graphs()["step"]
         if memory is None:
             specs = () if aux is not None else step.aux

@@ -6,20 +6,20 @@ A per-frame model sees small objects better at a larger input (benchmarks/resear
 the network's cost and spends its memory on resolution instead: the frame comes in at ``scale``
 x the network's input size and is cut into R x C overlapping tiles of exactly that input size.
 Each frame runs the network once, on one view that the engine cuts from the frame
-(``engine.tiles``: the ``tile_view`` input, the view itself; ``tile_cycle``, which view it is):
+(``engine.aux_inputs``: the ``tile_view`` input, the view itself; ``tile_cycle``, which view it is):
 
 * a **key view**, the whole frame downscaled to the network's input, after every reset: it fills
   the whole memory (the per-frame model as it is, so a reset every frame is its per-frame twin);
 * otherwise the next **tile**, in a fixed order, round and round.
 
 The memory is the class probabilities at the network's output stride on the large frame's grid.
-Each frame it is warped onto the new frame with the engine's DIS flow (``engine.flow``; computed
-at ``flow_factor`` x the memory's resolution, by default the input's, and averaged down: moving
-cars keep their place only with a fine flow), then the view's probabilities are blended
-in: ``memory = w * view + (1 - w) * warped``, with ``w`` = ``blend`` inside a tile, ramping to 0
-over ``ramp`` cells at the tile's inner edges (1 everywhere for a key view). The graph outputs
-the log of the memory as its logits, so its labels, confidence and crisp upsampling are those
-of any bundle.
+Each frame it is warped onto the new frame with the engine's DIS flow
+(``engine.aux_inputs.dis_flow``; computed at ``flow_factor`` x the memory's resolution, by default
+the input's, and averaged down: moving cars keep their place only with a fine flow), then the
+view's probabilities are blended in: ``memory = w * view + (1 - w) * warped``, with ``w`` =
+``blend`` inside a tile, ramping to 0 over ``ramp`` cells at the tile's inner edges (1 everywhere
+for a key view). The graph outputs the log of the memory as its logits, so its labels, confidence
+and crisp upsampling are those of any bundle.
 
 Family ``recurrent``: the memory is the one state tensor (``memory_in``/``memory_out``), the flow,
 the tile choice and the view are aux inputs; the graph has no frame input (the engine resizes
@@ -36,10 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidseg.engine.aux_inputs import DIS_FLOW, TILE_CYCLE, TILE_VIEW
 from vidseg.engine.bundle import AuxSpec
 from vidseg.engine.errors import VidsegError
-from vidseg.engine.flow import DIS_FLOW
-from vidseg.engine.tiles import TILE_CYCLE, TILE_VIEW
 from vidseg.models.layers import channel_softmax, normalize
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss
 from vidseg.models.netwarp import gather_warp

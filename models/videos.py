@@ -3,11 +3,12 @@
 
 Every video of a folder is decoded once (PyAV) and kept in memory, each frame resized to the
 model's input size exactly as the engine resizes a frame (``cv2.resize``, bilinear). For each
-pair of consecutive frames the DIS optical flow of :mod:`vidseg.engine.flow` (the function the
-engine and NetWarp use) is computed at 1/4 of that size in both directions; the backward flow
-(frame t to frame t - 1) is what warps the prediction of t - 1 onto t, and the forward-backward
-check (Sundaram et al. 2010: ``|b + f(x + b)|^2 <= 0.01 (|b|^2 + |f(x + b)|^2) + 0.5``) marks
-the pixels of t that are occluded in t - 1 or whose flow leaves the frame.
+pair of consecutive frames the DIS optical flow of :mod:`vidseg.engine.aux_inputs.dis_flow` (the
+function the engine and NetWarp use) is computed at 1/4 of that size in both directions; the
+backward flow (frame t to frame t - 1) is what warps the prediction of t - 1 onto t, and the
+forward-backward check (Sundaram et al. 2010:
+``|b + f(x + b)|^2 <= 0.01 (|b|^2 + |f(x + b)|^2) + 0.5``) marks the pixels of t that are
+occluded in t - 1 or whose flow leaves the frame.
 
 Unlabelled videos only: no labels are read.
 """
@@ -23,8 +24,8 @@ import av.error
 import cv2
 import numpy as np
 
+from vidseg.engine.aux_inputs.dis_flow import DIS_PRESET, dis_flow
 from vidseg.engine.errors import VidsegError
-from vidseg.engine.flow import DIS_PRESET, dis_flow
 
 logger = logging.getLogger(__name__)
 

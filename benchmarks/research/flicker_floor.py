@@ -56,8 +56,8 @@ import cv2
 import numpy as np
 
 from vidseg.benchmarks.accuracy import FrameScorer, score_table
+from vidseg.engine.aux_inputs.dis_flow import dis_flow
 from vidseg.engine.errors import VidsegError, run_for_cli
-from vidseg.engine.flow import dis_flow
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.models.data import load_split
 
@@ -151,8 +151,8 @@ def both_flows(frames: list[np.ndarray]) -> Flows:
 
 
 def frame_flows(frames: list[np.ndarray]) -> list[np.ndarray]:
-    """DIS flow (``engine.flow.dis_flow``, the engine's preset) of each frame to the one before,
-    at the frames' own size; zeros for the first."""
+    """DIS flow (``engine.aux_inputs.dis_flow.dis_flow``, the engine's preset) of each frame to
+    the one before, at the frames' own size; zeros for the first."""
     size = frames[0].shape[:2]
     return [np.zeros((2, *size), np.float32)] + [
         dis_flow(prev, cur, size) for prev, cur in zip(frames, frames[1:])
@@ -169,7 +169,7 @@ def through_tiles(
     import torch
     from torch import nn
 
-    from vidseg.engine.flow import make_provider
+    from vidseg.engine.aux_inputs import make_provider
     from vidseg.models.registry import ModelCfg
     from vidseg.models.tiles import TILE, TileMemory
 

@@ -6,11 +6,11 @@ blended with the previous frame's filtered probabilities, warped onto it with DI
 
     P~_t = (1 - a) P_t + a warp(P~_(t-1))
 
-The flow is the engine's DIS (``engine.flow.dis_flow``) computed at twice the logits' size and
-average-pooled to it. The filtered probabilities are upsampled crisply to the label size
-(``engine.upsample``) and scored as ``vidseg-eval`` scores (mIoU, trimap IoU, flicker, excess
-flicker) on the labelled frames in order, the filter and the bundle's own state reset where the
-drive changes. ``a = 0`` is the bundle as it ships, so its row equals ``vidseg-eval``'s.
+The flow is the engine's DIS (``engine.aux_inputs.dis_flow.dis_flow``) computed at twice the
+logits' size and average-pooled to it. The filtered probabilities are upsampled crisply to the
+label size (``engine.upsample``) and scored as ``vidseg-eval`` scores (mIoU, trimap IoU, flicker,
+excess flicker) on the labelled frames in order, the filter and the bundle's own state reset where
+the drive changes. ``a = 0`` is the bundle as it ships, so its row equals ``vidseg-eval``'s.
 
 The numbers in benchmarks/research/NOTES.md were made with::
 
@@ -29,13 +29,13 @@ import numpy as np
 from vidseg.benchmarks.accuracy import (
     EDGE_PX,
     FrameScorer,
-    _truth_ids,
     boundary_band,
     score_table,
     sequence_of,
+    truth_ids,
 )
+from vidseg.engine.aux_inputs.dis_flow import dis_flow
 from vidseg.engine.errors import VidsegError, run_for_cli
-from vidseg.engine.flow import dis_flow
 from vidseg.engine.segmenter import Segmenter
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.models.data import load_split
@@ -56,8 +56,8 @@ def pooled_flow(previous: np.ndarray, current: np.ndarray, size: tuple[int, int]
 
 
 def sample_maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(x + dx, y + dy) of every pixel of (2, h, w) ``flow`` (``engine.flow``'s convention):
-    where :func:`warp` samples the previous frame."""
+    """(x + dx, y + dy) of every pixel of (2, h, w) ``flow`` (``engine.aux_inputs.dis_flow``'s
+    convention): where :func:`warp` samples the previous frame."""
     _, h, w = flow.shape
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     return gx + flow[0], gy + flow[1]
@@ -104,7 +104,7 @@ def filter_scores(
             None if previous is None else sample_maps(pooled_flow(previous, image, probs.shape[1:]))
         )
         previous = image
-        truth = _truth_ids(label, ignore, k)
+        truth = truth_ids(label, ignore, k)
         band, edges = boundary_band(truth, k), boundary_band(truth, k, EDGE_PX)  # one truth
         for i, a in enumerate(alphas):
             last = filtered[i]

@@ -22,9 +22,9 @@ from typing import Iterator
 
 import numpy as np
 
+from vidseg.engine.frame import Frame
 from vidseg.engine.pipeline import segment_video
 from vidseg.engine.timing import FrameTimings
-from vidseg.engine.video import Frame
 
 
 class _Result:

@@ -41,7 +41,9 @@ _ORT_TYPES = {
 }
 
 
-def _info(node: Any) -> TensorInfo:
+def tensor_info(node: Any) -> TensorInfo:
+    """The engine's ``TensorInfo`` of an ONNX Runtime graph input or output (``NodeArg``):
+    symbolic dimensions become None, ONNX element types numpy dtype names."""
     shape = tuple(d if isinstance(d, int) else None for d in node.shape)
     return TensorInfo(node.name, shape, _ORT_TYPES.get(node.type, node.type))
 
@@ -105,8 +107,8 @@ class OrtBackend:
                 self.session = ort.InferenceSession(graph_path, opts, providers=providers)
             except Exception as exc:  # ORT raises its own untyped errors for bad files
                 raise _load_error(graph_path, exc) from exc
-        self.inputs = tuple(_info(i) for i in self.session.get_inputs())
-        self.outputs = tuple(_info(o) for o in self.session.get_outputs())
+        self.inputs = tuple(tensor_info(i) for i in self.session.get_inputs())
+        self.outputs = tuple(tensor_info(o) for o in self.session.get_outputs())
         self._names = [o.name for o in self.outputs]
         self._input_dtypes = {t.name: t.dtype for t in self.inputs}
         why = fixed_shapes_ok(self.inputs, self.outputs) if want_fixed else None

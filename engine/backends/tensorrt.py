@@ -147,14 +147,14 @@ class TensorRTBackend:
         the names, types and shapes the engine will have once its batch is chosen."""
         import onnxruntime as ort
 
-        from vidseg.engine.backends.ort import _info
+        from vidseg.engine.backends.ort import tensor_info
 
         try:
             session = ort.InferenceSession(str(self.graph), providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise BackendError(f"cannot read {self.graph}: {exc}") from exc
-        return (tuple(_info(i) for i in session.get_inputs()),
-                tuple(_info(o) for o in session.get_outputs()))  # fmt: skip
+        return (tuple(tensor_info(i) for i in session.get_inputs()),
+                tuple(tensor_info(o) for o in session.get_outputs()))  # fmt: skip
 
     def _load(self, batch: int) -> None:
         """Deserialize the cached plan, or build it (profile at ``batch``) and cache it."""

@@ -36,8 +36,9 @@ import numpy as np
 import pytest
 
 from vidseg.engine.cli import main
+from vidseg.engine.frame import Frame
 from vidseg.engine.sources import rate_limited
-from vidseg.engine.video import Frame, VideoInfo, read_label_frames
+from vidseg.engine.video import VideoInfo, read_label_frames
 
 FRAMES = 12
 TIMEOUT_S = 300  # per subprocess (standard input cases)

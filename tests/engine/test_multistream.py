@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from vidseg.engine import Segmenter
+from vidseg.engine.frame import Frame
 from vidseg.engine.multistream import MultiStreamSegmenter, zip_streams
 from vidseg.engine.schedule import Schedule
 from vidseg.engine.segmenter import Result
-from vidseg.engine.video import Frame, read_frames
+from vidseg.engine.video import read_frames
 
 
 def drive(

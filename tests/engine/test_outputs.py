@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from vidseg.engine.frame import Frame
 from vidseg.engine.geometry import UNSEEN
 from vidseg.engine.outputs import (
     FrameLog,
@@ -21,7 +22,6 @@ from vidseg.engine.outputs import (
 )
 from vidseg.engine.segmenter import Result
 from vidseg.engine.timing import FrameTimings
-from vidseg.engine.video import Frame
 
 CLASSES = ("sky", "road", "car")
 

@@ -13,8 +13,9 @@ import pytest
 
 from vidseg.engine import Segmenter
 from vidseg.engine.errors import TruncatedVideoError
+from vidseg.engine.frame import Frame
 from vidseg.engine.pipeline import Prefetch, segment_video
-from vidseg.engine.video import Frame, read_frames
+from vidseg.engine.video import read_frames
 
 N_FRAMES = 20
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vidseg.engine import Segmenter
-from vidseg.engine.flow import DisFlowProvider, warp_mismatch
+from vidseg.engine.aux_inputs.dis_flow import DisFlowProvider, warp_mismatch
 from vidseg.engine.refresh import DEFAULT_MAX_MISMATCH, Refresh
 from vidseg.engine.video import read_frames
 

@@ -216,7 +216,7 @@ class _FailingSink:
 
 
 def _frames(n: int, size: tuple[int, int] = (64, 96)):
-    from vidseg.engine.video import Frame
+    from vidseg.engine.frame import Frame
 
     rng = np.random.default_rng(2)
     for i in range(n):

@@ -17,8 +17,9 @@ import onnxruntime as ort
 import pytest
 
 from vidseg.engine import FrameError, Segmenter, StateSpecError
+from vidseg.engine.frame import Frame
 from vidseg.engine.multistream import MultiStreamSegmenter
-from vidseg.engine.video import Frame, read_frames
+from vidseg.engine.video import read_frames
 
 N_FRAMES = 30
 

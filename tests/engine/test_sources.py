@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vidseg.engine.frame import Frame
 from vidseg.engine.sources import LatestFrameSource, paced
-from vidseg.engine.video import Frame, VideoInfo, read_frames, read_label_frames
+from vidseg.engine.video import VideoInfo, read_frames, read_label_frames
 
 
 def _frames(n: int, fps: int = 100):

@@ -73,7 +73,7 @@ class DroppingSource:
     def __iter__(self):
         from fractions import Fraction
 
-        from vidseg.engine.video import Frame
+        from vidseg.engine.frame import Frame
 
         for i in range(self.n):
             self.dropped += 2  # two stale frames skipped before each one delivered
@@ -104,8 +104,8 @@ def test_stream_counts_a_live_sources_drops_and_its_capture_times(tiny_bundle) -
     import threading
     from fractions import Fraction
 
+    from vidseg.engine.frame import Frame
     from vidseg.engine.sources import LatestFrameSource
-    from vidseg.engine.video import Frame
 
     go = threading.Event()
 

@@ -19,8 +19,9 @@ import pytest
 
 from vidseg.engine.audio import AudioTrack
 from vidseg.engine.errors import TruncatedVideoError, VideoIOError
+from vidseg.engine.frame import Frame
 from vidseg.engine.masks import MaskSequenceWriter
-from vidseg.engine.video import Frame, VideoInfo, read_frames, read_label_frames
+from vidseg.engine.video import VideoInfo, read_frames, read_label_frames
 from vidseg.engine.writer import VideoWriter
 
 LABELS = np.array([*range(12), 255], dtype=np.uint8)

@@ -23,11 +23,12 @@ import numpy as np
 import pytest
 
 from vidseg.engine.errors import VideoIOError
+from vidseg.engine.frame import Frame
 from vidseg.engine.masks import MaskSequenceWriter
 from vidseg.engine.outputs import FrameLog
 from vidseg.engine.segmenter import Result
 from vidseg.engine.timing import FrameTimings
-from vidseg.engine.video import Frame, read_frames, read_label_frames
+from vidseg.engine.video import read_frames, read_label_frames
 from vidseg.engine.writer import VideoWriter
 
 REPO = Path(__file__).resolve().parents[2]

@@ -68,15 +68,13 @@ def test_every_family_implements_the_protocol(name: str) -> None:
 
 
 def test_shared_definitions_have_one_home() -> None:
-    from vidseg.engine import flow, folder
+    from vidseg.engine import aux_inputs, folder
     from vidseg.models import data
 
     assert registry.FAMILIES is bundle.FAMILIES
     assert data.IMAGE_SUFFIXES is folder.IMAGE_SUFFIXES
-    assert bundle.AUX_PROVIDERS is flow.AUX_PROVIDERS  # manifests checked against the registry
+    assert bundle.KINDS is aux_inputs.KINDS  # manifests checked against the registry
     raw = json.loads((bundle.default_bundle_path() / bundle.MANIFEST).read_text())
     raw["aux_inputs"] = [{"name": "flow", "provider": "optical", "shape": [2, 4, 4]}]
-    with pytest.raises(
-        bundle.BundleError, match=f"expected one of {', '.join(flow.AUX_PROVIDERS)}"
-    ):
+    with pytest.raises(bundle.BundleError, match=f"expected one of {', '.join(aux_inputs.KINDS)}"):
         bundle.Manifest.from_dict(raw)

@@ -1,5 +1,6 @@
 """NetWarp (seed 004): shapes, the w1 = 1 / w2 = 0 start, the first frame, the warp's flow
-convention against engine.flow, clip = frame by frame, gradients into FlowCNN and w1/w2."""
+convention against engine.aux_inputs.dis_flow, clip = frame by frame, gradients into FlowCNN
+and w1/w2."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidseg.engine.flow import dis_flow, grey
+from vidseg.engine.aux_inputs.dis_flow import dis_flow, grey
 from vidseg.models.layers import normalize
 from vidseg.models.netwarp import FLOWCNN_WIDTHS, NetWarpLite0, gather_warp, warp
 from vidseg.models.registry import create_model, list_models
@@ -121,8 +122,9 @@ def test_gather_warp_samples_as_grid_sample(shape: tuple[int, ...]) -> None:
 
 @pytest.mark.parametrize("shift", [(3, 0), (0, 2), (-2, 1)])
 def test_warp_follows_engine_flow_convention(shift: tuple[int, int]) -> None:
-    """A frame pair shifted by k pixels, its DIS flow (engine.flow.dis_flow), the previous frame
-    warped with it: the current frame in the interior; the opposite sign would not be."""
+    """A frame pair shifted by k pixels, its DIS flow (engine.aux_inputs.dis_flow.dis_flow), the
+    previous frame warped with it: the current frame in the interior; the opposite sign would not
+    be."""
     kx, ky = shift
     h, w, margin = 64, 96, 16
     base = _textured(h + 2 * margin, w + 2 * margin)

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vidseg.engine.aux_inputs.tile_cycle import TileCycleProvider
+from vidseg.engine.aux_inputs.tile_view import TileViewProvider
 from vidseg.engine.errors import VidsegError
-from vidseg.engine.tiles import TileCycleProvider, TileViewProvider
 from vidseg.models.layers import normalize
 from vidseg.models.tiles import TileMemory
 

@@ -1,4 +1,4 @@
-"""Optical flow for NetWarp-style models: DIS (OpenCV) on downscaled grey frames.
+"""The ``dis_flow`` aux input: DIS optical flow (OpenCV) on downscaled grey frames.
 
 One function serves training (``vidseg.models`` computes flow for synthetic clips with it) and
 the engine (the ``dis_flow`` aux-input provider), so the model sees the same flow in both.
@@ -10,18 +10,14 @@ the direction backward warping needs (sample the previous features at the displa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import cv2
 import numpy as np
 
-from vidseg.engine.tiles import TILE_CYCLE, TILE_VIEW, TileCycleProvider, TileViewProvider
+from vidseg.engine.aux_inputs import DIS_FLOW
 
-if TYPE_CHECKING:
-    from vidseg.engine.bundle import AuxSpec
+__all__ = ["DIS_FLOW", "DIS_PRESET", "DisFlowProvider", "dis_flow", "grey", "warp_mismatch"]
 
 DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
-DIS_FLOW = "dis_flow"  # the provider's name in a manifest's aux_inputs
 # the warp check (``warp_mismatch``): on a grid this many times coarser than the flow's, a cell
 # the previous frame, warped by the flow, misses by more than this many grey levels (0..255)
 MISMATCH_SCALE = 4
@@ -37,8 +33,12 @@ def grey(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return g
 
 
-def dis_flow(previous: np.ndarray, current: np.ndarray, size: tuple[int, int],
-             dis: cv2.DISOpticalFlow | None = None) -> np.ndarray:  # fmt: skip
+def dis_flow(
+    previous: np.ndarray,
+    current: np.ndarray,
+    size: tuple[int, int],
+    dis: cv2.DISOpticalFlow | None = None,
+) -> np.ndarray:
     """Flow from ``current`` to ``previous`` (both (H, W, 3) uint8 RGB) as (2, h, w) float32."""
     dis = dis or cv2.DISOpticalFlow_create(DIS_PRESET)
     flow = dis.calc(grey(current, size), grey(previous, size), None)  # (h, w, 2)
@@ -98,6 +98,8 @@ class DisFlowProvider:
     memory by.
     """
 
+    replaces_frame = False  # the graph reads the frame too
+
     def __init__(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 3 or shape[0] != 2:
             raise ValueError(f"dis_flow shape must be (2, h, w), got {shape}")
@@ -125,17 +127,3 @@ class DisFlowProvider:
             flow = calc.transpose(2, 0, 1)
         self._previous, self._previous_small = g, small
         return np.ascontiguousarray(flow, dtype=np.float32)[None]
-
-
-# every engine-computed aux input a manifest may name: provider name -> class(shape, **args)
-AUX_PROVIDERS = {DIS_FLOW: DisFlowProvider, TILE_CYCLE: TileCycleProvider,
-                 TILE_VIEW: TileViewProvider}  # fmt: skip
-
-
-def make_provider(spec: AuxSpec) -> Any:
-    """A new provider of one stream for the aux input ``spec`` (its shape and args).
-
-    Raises:
-        TypeError, ValueError: the provider does not take that shape or those args.
-    """
-    return AUX_PROVIDERS[spec.provider](spec.shape, **spec.args)
