@@ -205,7 +205,7 @@ def test_bad_arguments_raise_vidseg_error() -> None:
 
 def test_vidseg_models_cli(capsys: pytest.CaptureFixture[str]) -> None:
     scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
-    assert scripts.get("vidseg-models") == "vidseg.models.cli:main"
+    assert scripts.get("vidseg-models") == "vidseg.models.entry:models"  # runs cli.main
     assert cli.main(["--num-classes", str(PAPER_NUM_CLASSES)]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
