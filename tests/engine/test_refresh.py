@@ -207,3 +207,24 @@ def _far(a: list, b: list) -> list[int]:
         for i, (x, y) in enumerate(zip(a, b))
         if (x[1] == y[1]).mean() < 0.999 or not np.allclose(x[2], y[2], atol=1e-4) or x[3] != y[3]
     ]
+
+
+def test_vidseg_run_refreshes_across_the_gaps_its_stride_makes(
+    tiny_bundle, sample_clip, tmp_path
+) -> None:
+    """The sample is 25 fps: every 25th frame is a second after the one before, so each is run
+    as a stream's first (the labels of --no-memory); every 2nd frame carries the memory."""
+    from vidseg.engine import cli
+
+    def masks(name: str, *flags: str) -> list[np.ndarray]:
+        out = tmp_path / name
+        args = [str(sample_clip), "--model", str(tiny_bundle), "--mask-out", str(out), "-q"]
+        assert cli.main([*args, *flags]) == 0
+        return [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(out.glob("*.png"))]
+
+    far = masks("far", "--vid-stride", "25")
+    far_fresh = masks("far0", "--vid-stride", "25", "--no-memory")
+    assert len(far) == 4 and all(np.array_equal(a, b) for a, b in zip(far, far_fresh))
+    near = masks("near", "--vid-stride", "2", "--max-frames", "16")
+    near_fresh = masks("near0", "--vid-stride", "2", "--max-frames", "16", "--no-memory")
+    assert len(near) == 8 and sum(not np.array_equal(a, b) for a, b in zip(near, near_fresh)) >= 4
