@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 # the defaults, chosen on CamVid val (docs/families.md, "Frames far apart")
-DEFAULT_MAX_GAP_S = 0.5
-DEFAULT_MAX_MISMATCH = 0.08
+DEFAULT_MAX_GAP_S = 0.2
+DEFAULT_MAX_MISMATCH = 0.04
 
 
 @dataclass(frozen=True)
