@@ -87,6 +87,13 @@ class LoadedModel:
         self.warmup_runs = 2 if device.startswith("cuda") else 1
 
     @property
+    def carries(self) -> bool:
+        """Whether anything goes from one frame to the next: a recurrent state, a key-frame
+        cache or an engine-computed aux input (a per-frame bundle has nothing to reset)."""
+        m = self.manifest
+        return bool(m.state or m.cache or m.aux_inputs)
+
+    @property
     def fixed_batch(self) -> int | None:
         """The batch size a graph fixes on an input (a foreign model wrapped with a static
         batch of 1), or None where every graph's batch axis is dynamic."""

@@ -84,6 +84,8 @@ class MultiStreamSegmenter:
         self.schedulers = ([KeyFrameScheduler(sched) for _ in range(streams)]
                            if self.model.keyframe and sched else None)  # fmt: skip
         self._frames = [0] * streams
+        if not self.model.carries:  # a per-frame bundle: no memory to go stale
+            refresh = Refresh.off()
         self.guards = [
             StreamGuard(device, f"stream {i}", memory=memory, refresh=refresh)
             for i in range(streams)

@@ -101,7 +101,7 @@ class Segmenter:
             before each ``step``.
         refresh: when a carried memory is judged stale and reset before a frame (timestamps
             too far apart, a frame its past fails to explain; ``engine.refresh``);
-            ``Refresh.off()`` never.
+            ``Refresh.off()`` never (always, for a bundle that carries nothing).
 
     Raises:
         BundleError / StateSpecError: the bundle is invalid or disagrees with its graph.
@@ -140,6 +140,8 @@ class Segmenter:
         self.scheduler = KeyFrameScheduler(sched) if self.model.keyframe and sched else None
         self._frames = 0
         # when the state must go: a cut, NaN/Inf, a stale memory, no memory
+        if not self.model.carries:  # a per-frame bundle: no memory to go stale
+            refresh = Refresh.off()
         self.guard = StreamGuard(device, memory=memory, refresh=refresh)
 
     @property

@@ -91,6 +91,12 @@ def test_a_recurrent_bundle_refreshes_by_time(tiny_bundle, clip) -> None:
     assert seg.refreshes == 1
 
 
+def test_a_per_frame_bundle_has_nothing_to_refresh(tiny_perframe_bundle, clip) -> None:
+    seg = Segmenter(tiny_perframe_bundle, warmup=False)
+    _labels(seg, clip[:4], [0.0, 5.0, 1.0, 9.0])
+    assert seg.refresh == Refresh.off() and seg.refreshes == 0 and seg.stats().resets == 0
+
+
 def _cut(clip: list[np.ndarray]) -> list[np.ndarray]:
     """Eight clip frames, then a cut to eight frames of another scene (the clip upside down)."""
     return clip[:8] + [np.ascontiguousarray(f[::-1]) for f in clip[20:28]]
