@@ -47,3 +47,13 @@ def test_frames_to_agree_counts_from_the_change() -> None:
     got[4][:] = got[5][:] = 1
     assert staleness.frames_to_agree(got, want, region, 4, 90.0) is None
     assert "| cut | 1, never | 3.50 | 6 |" in staleness.table("x", {"cut": [1, None]}, after=5)
+
+
+@pytest.mark.parametrize("case", staleness.CASES)
+def test_the_warm_clip_shows_the_new_content_from_the_start(case: str) -> None:
+    clip = staleness.compose(_drive(), case, a=1, b=7, before=2, after=3)
+    warm = staleness.compose(_drive(), case, a=1, b=7, before=2, after=3, warm=True)
+    assert np.array_equal(warm.region, clip.region) and len(warm.frames) == 5
+    assert [int(f[..., 0][warm.region][0]) for f in warm.frames] == [5, 6, 7, 8, 9]
+    for ours, theirs in zip(warm.frames[2:], clip.frames[2:]):
+        assert np.array_equal(ours, theirs)  # the same frames from the change on
