@@ -85,8 +85,9 @@ class FlickerMeter:
         # the last pair's excess changes and the prediction before them, to see them undone
         self._last_excess: tuple[np.ndarray, np.ndarray] | None = None
 
-    def add(self, pred: np.ndarray, truth: np.ndarray | None = None,
-            edges: np.ndarray | None = None) -> None:  # fmt: skip
+    def add(
+        self, pred: np.ndarray, truth: np.ndarray | None = None, edges: np.ndarray | None = None
+    ) -> None:
         """The next frame's (H, W) predicted labels and, if labelled, its (H, W) true labels;
         ``edges``: ``boundary_band(truth, num_classes, EDGE_PX)`` when the caller already has it
         (it costs ~10 ms at 480x360)."""
@@ -138,8 +139,14 @@ class FlickerMeter:
             return Flicker(pred, float("nan"), float("nan"), float("nan"))
         persistence = 100 * self._wrong_again / self._wrong if self._wrong else float("nan")
         reverting = 100 * self._reverted / self._steps if self._steps else float("nan")
-        return Flicker(pred, 100 * self._truth / self._counted, 100 * self._excess / self._counted,
-                       100 * self._at_edges / self._counted, persistence, reverting)  # fmt: skip
+        return Flicker(
+            pred,
+            100 * self._truth / self._counted,
+            100 * self._excess / self._counted,
+            100 * self._at_edges / self._counted,
+            persistence,
+            reverting,
+        )
 
 
 BAND_PX = 2  # half-width of the trimap band around ground-truth class boundaries
@@ -182,10 +189,18 @@ def boundary_band(truth: np.ndarray, num_classes: int, radius: int = BAND_PX) ->
     ids = np.where(valid, truth, 0).astype(np.uint8)
     disk = _disk(radius)
     # void as 0 in the max pass and 255 in the min pass, classes as 1..K: void never wins
-    high = cv2.dilate(np.where(valid, ids + 1, 0).astype(np.uint8), disk,
-                      borderType=cv2.BORDER_CONSTANT, borderValue=0)  # fmt: skip
-    low = cv2.erode(np.where(valid, ids + 1, 255).astype(np.uint8), disk,
-                    borderType=cv2.BORDER_CONSTANT, borderValue=255)  # fmt: skip
+    high = cv2.dilate(
+        np.where(valid, ids + 1, 0).astype(np.uint8),
+        disk,
+        borderType=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    low = cv2.erode(
+        np.where(valid, ids + 1, 255).astype(np.uint8),
+        disk,
+        borderType=cv2.BORDER_CONSTANT,
+        borderValue=255,
+    )
     return valid & ((high != ids + 1) | (low != ids + 1))
 
 
@@ -209,8 +224,13 @@ class FrameScorer:
     def cut(self) -> None:
         self.flicker.cut()
 
-    def add(self, pred: np.ndarray, truth: np.ndarray, band: np.ndarray | None = None,
-            edges: np.ndarray | None = None) -> None:  # fmt: skip
+    def add(
+        self,
+        pred: np.ndarray,
+        truth: np.ndarray,
+        band: np.ndarray | None = None,
+        edges: np.ndarray | None = None,
+    ) -> None:
         """One frame; ``band`` and ``edges``: its ``boundary_band(truth)`` and the flicker's
         ``boundary_band(truth, K, EDGE_PX)`` when the caller already has them (several scorers
         of one truth)."""
@@ -231,18 +251,29 @@ class FrameScorer:
         trimap_iou, flicker, excess_flicker, excess_flicker_reverting, error_persistence (percent,
         unrounded)."""
         metrics, trimap, flicker = self.result()
-        return {"miou": metrics.miou, "trimap_iou": trimap.miou, "flicker": flicker.pred,
-                "excess_flicker": flicker.excess, "excess_flicker_reverting": flicker.reverting,
-                "error_persistence": flicker.persistence}  # fmt: skip
+        return {
+            "miou": metrics.miou,
+            "trimap_iou": trimap.miou,
+            "flicker": flicker.pred,
+            "excess_flicker": flicker.excess,
+            "excess_flicker_reverting": flicker.reverting,
+            "error_persistence": flicker.persistence,
+        }
 
 
 def score_table(first: str, rows: Iterable[tuple[str, Mapping[str, float]]]) -> str:
     """A markdown table of :meth:`FrameScorer.scores` rows, each named in column ``first``."""
-    lines = [f"| {first} | mIoU | trimap IoU | flicker | excess flicker | of it undone a frame "
-             "later | errors persisting |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    lines += [f"| {name} | {r['miou']:.2f} | {r['trimap_iou']:.2f} | {r['flicker']:.2f} | "
-              f"{r['excess_flicker']:.2f} | {r['excess_flicker_reverting']:.1f} | "
-              f"{r['error_persistence']:.1f} |" for name, r in rows]  # fmt: skip
+    lines = [
+        f"| {first} | mIoU | trimap IoU | flicker | excess flicker | of it undone a frame "
+        "later | errors persisting |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {r['miou']:.2f} | {r['trimap_iou']:.2f} | {r['flicker']:.2f} | "
+        f"{r['excess_flicker']:.2f} | {r['excess_flicker_reverting']:.1f} | "
+        f"{r['error_persistence']:.1f} |"
+        for name, r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -288,8 +319,9 @@ def evaluate_bundle(
         FrameError: an image is not (H, W, 3) uint8.
     """
     if isinstance(frames, LabelledFrames):
-        frames = (LabelledFrame(n, i, lb) for n, i, lb in zip(frames.names, frames.images,
-                                                                frames.labels))  # fmt: skip
+        frames = (
+            LabelledFrame(n, i, lb) for n, i, lb in zip(frames.names, frames.images, frames.labels)
+        )
     manifest = segmenter.manifest
     num_classes = len(manifest.classes)
     scorer = FrameScorer(num_classes, manifest.ignore_index)
@@ -300,8 +332,9 @@ def evaluate_bundle(
     for frame in frames:
         timestamp = next(times, None) if times is not None else None
         if frame.label.shape != frame.image.shape[:2]:
-            raise VidsegError(f"label of {frame.name} is {frame.label.shape}, its frame "
-                              f"{frame.image.shape[:2]}")  # fmt: skip
+            raise VidsegError(
+                f"label of {frame.name} is {frame.label.shape}, its frame {frame.image.shape[:2]}"
+            )
         if sequence_of(frame.name) != sequence or count == 0:
             sequence, sequences = sequence_of(frame.name), sequences + 1
             segmenter.reset()
@@ -324,15 +357,20 @@ def evaluate_bundle(
     if not count:
         raise VidsegError("no labelled frames to score")
     if not scorer.cm.any():
-        raise VidsegError(f"every labelled pixel of the {count} frames is void (the bundle's "
-                          f"ignore index {manifest.ignore_index} or an id >= its "
-                          f"{num_classes} classes): nothing to score")  # fmt: skip
+        raise VidsegError(
+            f"every labelled pixel of the {count} frames is void (the bundle's "
+            f"ignore index {manifest.ignore_index} or an id >= its "
+            f"{num_classes} classes): nothing to score"
+        )
     if unknown:
-        logger.warning("%d labelled pixels hold ids >= the bundle's %d classes (and not its "
-                       "ignore index %s): scored as void", unknown, num_classes,
-                       manifest.ignore_index)  # fmt: skip
-    return BundleScore(*scorer.result(), count, sequences,
-                       count / max(step_ns * 1e-9, 1e-12))  # fmt: skip
+        logger.warning(
+            "%d labelled pixels hold ids >= the bundle's %d classes (and not its "
+            "ignore index %s): scored as void",
+            unknown,
+            num_classes,
+            manifest.ignore_index,
+        )
+    return BundleScore(*scorer.result(), count, sequences, count / max(step_ns * 1e-9, 1e-12))
 
 
 def accuracy_report(segmenter: Segmenter, data_root: str | Path) -> dict[str, object]:

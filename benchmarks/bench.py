@@ -86,12 +86,19 @@ def environment(threads: int | None) -> dict[str, object]:
     except OSError:
         pass
     return {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "python": platform.python_version(), "numpy": np.__version__,
-        "onnxruntime": ort.__version__, "providers": ort.get_available_providers(),
-        "av": av.__version__, "opencv": cv2.__version__, "ort_threads": threads or "default",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **_gpu(),
-    }  # fmt: skip
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": ort.__version__,
+        "providers": ort.get_available_providers(),
+        "av": av.__version__,
+        "opencv": cv2.__version__,
+        "ort_threads": threads or "default",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **_gpu(),
+    }
 
 
 def _gpu() -> dict[str, str]:
@@ -102,9 +109,13 @@ def _gpu() -> dict[str, str]:
     if shutil.which("nvidia-smi") is None:
         return {}
     try:
-        line = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
-                               "--format=csv,noheader"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.splitlines()[0]  # fmt: skip
+        line = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
         return {}
     name, _, driver = line.partition(",")
@@ -121,16 +132,18 @@ def _loop(n: int, fn: Callable[[int], object]) -> list[float]:
     return [_timed(fn, i) for i in range(n)]
 
 
-def _bare_runner(bundle: Path, frames: list[np.ndarray],
-                 threads: int | None) -> Callable[[int], None]:  # fmt: skip
+def _bare_runner(
+    bundle: Path, frames: list[np.ndarray], threads: int | None
+) -> Callable[[int], None]:
     """The same graph through a bare InferenceSession, state carried by hand (a split bundle:
     its encode graph, then its step graph on the features)."""
     manifest = load_bundle(bundle).manifest
     opts = session_options(threads)
 
     def session(role: str) -> ort.InferenceSession:
-        return ort.InferenceSession(str(bundle / manifest.graphs[role]), opts,
-                                    providers=["CPUExecutionProvider"])  # fmt: skip
+        return ort.InferenceSession(
+            str(bundle / manifest.graphs[role]), opts, providers=["CPUExecutionProvider"]
+        )
 
     sess = session("step")
     encode = session(ENCODE) if ENCODE in manifest.graphs else None
@@ -149,8 +162,14 @@ def _bare_runner(bundle: Path, frames: list[np.ndarray],
     return one
 
 
-def bench_latency(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
-                  threads: int | None, device: str = "cpu") -> dict[str, object]:  # fmt: skip
+def bench_latency(
+    bundle: Path,
+    frames: list[np.ndarray],
+    warmup: int,
+    n: int,
+    threads: int | None,
+    device: str = "cpu",
+) -> dict[str, object]:
     """``Segmenter.step`` and a baseline on the same frames, interleaved frame by frame
     (step, baseline, step, ...) so that machine noise and clock drift hit both alike. On the
     CPU the baseline is a bare session; on a GPU it is the same segmenter without CUDA graphs
@@ -196,7 +215,7 @@ def bench_latency(bundle: Path, frames: list[np.ndarray], warmup: int, n: int,
         "stages_ms": {
             s: percentiles([getattr(t, f"{s}_ms") for t in timings])
             for s in ("pre", "infer", "post")
-        },  # fmt: skip
+        },
         "transfer_bytes_per_frame": {
             "up": (after.up_bytes - before.up_bytes) // n,
             "down": (after.down_bytes - before.down_bytes) // n,
@@ -216,8 +235,9 @@ def _run_split(before: Transfers, after: Transfers, n: int) -> dict[str, float]:
     }
 
 
-def bench_first_frame(bundle: Path, frame: np.ndarray, threads: int | None,
-                      device: str = "cpu") -> dict[str, float]:  # fmt: skip
+def bench_first_frame(
+    bundle: Path, frame: np.ndarray, threads: int | None, device: str = "cpu"
+) -> dict[str, float]:
     """Load time and the first ``step`` of a fresh segmenter, with the warm-up at load (the
     default) and without it (all numbers in ms)."""
     out: dict[str, float] = {}
@@ -234,8 +254,14 @@ def bench_first_frame(bundle: Path, frame: np.ndarray, threads: int | None,
     return out
 
 
-def bench_batch(bundle: Path, frames: list[np.ndarray], sizes: list[int], n: int,
-                threads: int | None, device: str = "cpu") -> list[dict[str, object]]:  # fmt: skip
+def bench_batch(
+    bundle: Path,
+    frames: list[np.ndarray],
+    sizes: list[int],
+    n: int,
+    threads: int | None,
+    device: str = "cpu",
+) -> list[dict[str, object]]:
     """Throughput: ``N`` streams in one ``MultiStreamSegmenter`` tick (every stream a frame
     each tick, state carried on the device), frames/s over ``n`` ticks after 3 untimed."""
     rows = []
@@ -250,18 +276,29 @@ def bench_batch(bundle: Path, frames: list[np.ndarray], sizes: list[int], n: int
             multi.step(tick)
         wall_s = (time.perf_counter_ns() - t0) / 1e9
         after = multi.model.transfers()
-        rows.append({
-            "batch": size, "ticks": n, "frames_per_s": round(size * n / wall_s, 1),
-            "tick_ms": round(wall_s * 1e3 / n, 3),
-            "transfer_bytes_per_frame": {"up": (after.up_bytes - before.up_bytes) // (n * size),
-                                         "down": (after.down_bytes - before.down_bytes)
-                                         // (n * size)},
-        })  # fmt: skip
+        rows.append(
+            {
+                "batch": size,
+                "ticks": n,
+                "frames_per_s": round(size * n / wall_s, 1),
+                "tick_ms": round(wall_s * 1e3 / n, 3),
+                "transfer_bytes_per_frame": {
+                    "up": (after.up_bytes - before.up_bytes) // (n * size),
+                    "down": (after.down_bytes - before.down_bytes) // (n * size),
+                },
+            }
+        )
     return rows
 
 
-def bench_upsample(bundle: Path, frames: list[np.ndarray], sizes: list[tuple[int, int]], n: int,
-                   threads: int | None, device: str = "cpu") -> dict[str, dict[str, object]]:  # fmt: skip
+def bench_upsample(
+    bundle: Path,
+    frames: list[np.ndarray],
+    sizes: list[tuple[int, int]],
+    n: int,
+    threads: int | None,
+    device: str = "cpu",
+) -> dict[str, dict[str, object]]:
     """Per output size ``(width, height)``: time to bring one frame's graph outputs to that
     size, crisp (with logits, when the bundle has them) and nearest neighbour, interleaved on
     the graph outputs of the clip's frames (state carried)."""
@@ -288,19 +325,22 @@ def bench_upsample(bundle: Path, frames: list[np.ndarray], sizes: list[tuple[int
     return report
 
 
-def _overlay_job(bundle: Path, clip: Path, out: Path, threads: int | None, device: str = "cpu"
-                 ) -> tuple[Segmenter, Callable[..., np.ndarray], VideoWriter]:  # fmt: skip
+def _overlay_job(
+    bundle: Path, clip: Path, out: Path, threads: int | None, device: str = "cpu"
+) -> tuple[Segmenter, Callable[..., np.ndarray], VideoWriter]:
     """What both video runs need: a segmenter, the overlay renderer and an unopened writer."""
     seg = Segmenter(bundle, threads=threads, device=device)
     lut = palette_lut(seg.manifest.palette)
     info = VideoInfo.from_path(clip)
-    writer = VideoWriter(out, width=info.width, height=info.height, fps=info.fps,
-                         time_base=info.time_base)  # fmt: skip
+    writer = VideoWriter(
+        out, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base
+    )
     return seg, lambda frame, result: blend(frame.image, result.labels, lut, 0.5), writer
 
 
-def bench_naive(bundle: Path, clip: Path, out: Path, max_frames: int,
-                threads: int | None, device: str = "cpu") -> dict[str, float]:  # fmt: skip
+def bench_naive(
+    bundle: Path, clip: Path, out: Path, max_frames: int, threads: int | None, device: str = "cpu"
+) -> dict[str, float]:
     """Decode -> step -> blend -> encode, one frame at a time on one thread."""
     seg, render, sink = _overlay_job(bundle, clip, out, threads, device)
     t0 = time.perf_counter()
@@ -313,8 +353,9 @@ def bench_naive(bundle: Path, clip: Path, out: Path, max_frames: int,
     return {"frames": n, "wall_s": round(wall, 3), "fps": round(n / wall, 2)}
 
 
-def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
-                   threads: int | None, device: str = "cpu") -> dict[str, float]:  # fmt: skip
+def bench_pipeline(
+    bundle: Path, clip: Path, out: Path, max_frames: int, threads: int | None, device: str = "cpu"
+) -> dict[str, float]:
     seg, render, sink = _overlay_job(bundle, clip, out, threads, device)
     t0 = time.perf_counter()
     with sink as writer:
@@ -323,8 +364,9 @@ def bench_pipeline(bundle: Path, clip: Path, out: Path, max_frames: int,
     return {"frames": stats.frames, "wall_s": round(wall, 3), "fps": round(stats.frames / wall, 2)}
 
 
-def bench_stages(bundle: Path, clip: Path, out: Path, max_frames: int,
-                 threads: int | None, device: str = "cpu") -> tuple[dict[str, float], float]:  # fmt: skip
+def bench_stages(
+    bundle: Path, clip: Path, out: Path, max_frames: int, threads: int | None, device: str = "cpu"
+) -> tuple[dict[str, float], float]:
     """Each stage of the video job alone, split as ``engine.pipeline`` splits it, on the same
     frames, in frames per second: decode + ``Segmenter.prepare`` (resize to the model input,
     and a split bundle's encode graph); segment (``Segmenter.step``); render (labels back to the
@@ -358,8 +400,14 @@ def bench_stages(bundle: Path, clip: Path, out: Path, max_frames: int,
     return fps, round(flicker.result().pred, 3)
 
 
-def bench_side_by_side(bundles: list[Path], frames: list[np.ndarray], warmup: int, n: int,
-                       threads: int | None, device: str = "cpu") -> list[dict[str, object]]:  # fmt: skip
+def bench_side_by_side(
+    bundles: list[Path],
+    frames: list[np.ndarray],
+    warmup: int,
+    n: int,
+    threads: int | None,
+    device: str = "cpu",
+) -> list[dict[str, object]]:
     """``Segmenter.step`` of several bundles round-robin on the same frames (the order rotates
     every frame), so that machine noise and drift hit every model alike: the fair way to put
     one model's milliseconds next to another's on a shared, noisy machine."""
@@ -374,12 +422,26 @@ def bench_side_by_side(bundles: list[Path], frames: list[np.ndarray], warmup: in
             t0 = time.perf_counter_ns()
             segs[j].step(frames[i % len(frames)])
             times[j].append((time.perf_counter_ns() - t0) / 1e6)
-    return [{"model": seg.manifest.name, "family": seg.manifest.family, "bundle": str(b),
-             "step_ms": percentiles(t)} for seg, b, t in zip(segs, bundles, times)]  # fmt: skip
+    return [
+        {
+            "model": seg.manifest.name,
+            "family": seg.manifest.family,
+            "bundle": str(b),
+            "step_ms": percentiles(t),
+        }
+        for seg, b, t in zip(segs, bundles, times)
+    ]
 
 
-def bench_key_intervals(bundle: Path, frames: list[np.ndarray], intervals: list[int],
-                        warmup: int, n: int, threads: int | None, device: str = "cpu") -> list[dict[str, object]]:  # fmt: skip
+def bench_key_intervals(
+    bundle: Path,
+    frames: list[np.ndarray],
+    intervals: list[int],
+    warmup: int,
+    n: int,
+    threads: int | None,
+    device: str = "cpu",
+) -> list[dict[str, object]]:
     """A keyframe bundle at fixed key intervals: mean ms/frame, key and current frame ms
     (the analogue of seed 003's Table 5.1)."""
     rows = []
@@ -397,17 +459,20 @@ def bench_key_intervals(bundle: Path, frames: list[np.ndarray], intervals: list[
         for i in range(n):
             result = seg.step(frames[i % len(frames)])
             (key_ms if result.key_frame else current_ms).append(result.timings.total_ms)
-        rows.append({
-            "interval": interval,
-            "mean_ms": round(float(np.mean(key_ms + current_ms)), 3),
-            "key_ms": percentiles(key_ms),
-            "current_ms": percentiles(current_ms) if current_ms else {},
-        })  # fmt: skip
+        rows.append(
+            {
+                "interval": interval,
+                "mean_ms": round(float(np.mean(key_ms + current_ms)), 3),
+                "key_ms": percentiles(key_ms),
+                "current_ms": percentiles(current_ms) if current_ms else {},
+            }
+        )
     return rows
 
 
-def bench_torch(names: list[str], frames: list[np.ndarray], args: argparse.Namespace
-                ) -> list[dict[str, object]]:  # fmt: skip
+def bench_torch(
+    names: list[str], frames: list[np.ndarray], args: argparse.Namespace
+) -> list[dict[str, object]]:
     """Registry models ``names`` in torch eager (random weights: speed only), state carried, on
     ``--torch-device`` (see ``torch_eager``); one entry per model with percentiles."""
     from vidseg.benchmarks.torch_eager import time_model
@@ -415,9 +480,16 @@ def bench_torch(names: list[str], frames: list[np.ndarray], args: argparse.Names
     rows = []
     for name in dict.fromkeys(names):  # each model once, in order
         logger.info("torch eager: %s on %s", name, args.torch_device)
-        row = time_model(name, frames, args.warmup, args.frames, device=args.torch_device,
-                         half=args.torch_half, interval=args.torch_interval,
-                         threads=args.threads)  # fmt: skip
+        row = time_model(
+            name,
+            frames,
+            args.warmup,
+            args.frames,
+            device=args.torch_device,
+            half=args.torch_half,
+            interval=args.torch_interval,
+            threads=args.threads,
+        )
         row["ms"] = percentiles(row["ms"])
         rows.append(row)
     return rows
@@ -447,18 +519,25 @@ def plot(report: dict, out_dir: Path) -> list[str]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     paths = [str(path)]
-    sweeps = [(Path(c["bundle"]).name, c["key_intervals"])
-              for c in [report, *report["comparisons"]] if c.get("key_intervals")]  # fmt: skip
+    sweeps = [
+        (Path(c["bundle"]).name, c["key_intervals"])
+        for c in [report, *report["comparisons"]]
+        if c.get("key_intervals")
+    ]
     if sweeps:  # seed 003 Table 5.1 as a plot: mean ms per frame against the key interval
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for name, rows in sweeps:
             ax.plot([r["interval"] for r in rows], [r["mean_ms"] for r in rows], "o-", label=name)
         for c in report.get("side_by_side", []):
             if c["family"] != "keyframe":  # per-frame baselines: one run every frame
-                ax.axhline(c["step_ms"]["p50"], ls="--", lw=0.8,
-                           label=f"{Path(c['bundle']).name} (p50)")  # fmt: skip
-        ax.set(xlabel="key interval [frames]", ylabel="mean ms / frame",
-               title="key-frame interval sweep")  # fmt: skip
+                ax.axhline(
+                    c["step_ms"]["p50"], ls="--", lw=0.8, label=f"{Path(c['bundle']).name} (p50)"
+                )
+        ax.set(
+            xlabel="key interval [frames]",
+            ylabel="mean ms / frame",
+            title="key-frame interval sweep",
+        )
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / "key_intervals.png"
@@ -476,9 +555,14 @@ def run(args: argparse.Namespace) -> dict:
     frames = [f.image for f in read_frames(clip, size=size, max_frames=min(args.frames, 100))]
     if not frames:
         raise VidsegError(f"no frames decoded from {clip}")
-    report: dict = {"model": manifest.name, "bundle": str(bundle), "input": str(clip),
-                    "input_size": list(size[::-1]), "frames": args.frames,
-                    "environment": environment(args.threads)}  # fmt: skip
+    report: dict = {
+        "model": manifest.name,
+        "bundle": str(bundle),
+        "input": str(clip),
+        "input_size": list(size[::-1]),
+        "frames": args.frames,
+        "environment": environment(args.threads),
+    }
     logger.info("step latency over %d frames", args.frames)
     dev = args.device
     report["device"] = dev
@@ -491,19 +575,21 @@ def run(args: argparse.Namespace) -> dict:
     report["first_frame_vs_p50"] = round(report["first_frame_ms"] / report["step_ms"]["p50"], 2)
     if args.batch:
         logger.info("throughput at batch %s", ", ".join(map(str, args.batch)))
-        report["batch"] = bench_batch(bundle, frames, args.batch, args.batch_ticks,
-                                      args.threads, dev)  # fmt: skip
+        report["batch"] = bench_batch(
+            bundle, frames, args.batch, args.batch_ticks, args.threads, dev
+        )
     if report["bare_run_ms"]:
-        report["overhead_ratio"] = round(report["step_ms"]["p50"] / report["bare_run_ms"]["p50"],
-                                         4)  # fmt: skip
+        report["overhead_ratio"] = round(report["step_ms"]["p50"] / report["bare_run_ms"]["p50"], 4)
     logger.info("upsampling to %s", ", ".join(f"{w}x{h}" for w, h in args.upsample_sizes))
-    report["upsample"] = bench_upsample(bundle, frames, args.upsample_sizes, args.frames,
-                                        args.threads, dev)  # fmt: skip
+    report["upsample"] = bench_upsample(
+        bundle, frames, args.upsample_sizes, args.frames, args.threads, dev
+    )
     report["comparisons"] = []
     if args.compare:
         others = [Path(b) for b in args.compare]
-        side = bench_side_by_side([bundle, *others], frames, args.warmup, args.frames,
-                                  args.threads, dev)  # fmt: skip
+        side = bench_side_by_side(
+            [bundle, *others], frames, args.warmup, args.frames, args.threads, dev
+        )
         report["side_by_side"] = side
         for other, entry in zip(others, side[1:]):
             if entry["family"] == "keyframe" and args.intervals:
@@ -526,18 +612,26 @@ def run(args: argparse.Namespace) -> dict:
             entry["accuracy"] = accuracy_report(seg, args.accuracy)
     if not args.skip_video:
         with tempfile.TemporaryDirectory() as tmp:
-            naive = bench_naive(bundle, clip, Path(tmp) / "n.mp4", args.video_frames,
-                                args.threads, dev)  # fmt: skip
-            pipe = bench_pipeline(bundle, clip, Path(tmp) / "p.mp4", args.video_frames,
-                                  args.threads, dev)  # fmt: skip
-            stages, clip_flicker = bench_stages(bundle, clip, Path(tmp) / "s.mp4",
-                                                args.video_frames, args.threads, dev)  # fmt: skip
+            naive = bench_naive(
+                bundle, clip, Path(tmp) / "n.mp4", args.video_frames, args.threads, dev
+            )
+            pipe = bench_pipeline(
+                bundle, clip, Path(tmp) / "p.mp4", args.video_frames, args.threads, dev
+            )
+            stages, clip_flicker = bench_stages(
+                bundle, clip, Path(tmp) / "s.mp4", args.video_frames, args.threads, dev
+            )
         slowest = min(stages.values())
-        report |= {"naive": naive, "pipeline": pipe, "naive_fps": naive["fps"],
-                   "pipeline_fps": pipe["fps"], "stage_fps": stages,
-                   "clip_flicker": clip_flicker,
-                   "pipeline_vs_naive": round(pipe["fps"] / naive["fps"], 3),
-                   "pipeline_vs_slowest_stage": round(pipe["fps"] / slowest, 3)}  # fmt: skip
+        report |= {
+            "naive": naive,
+            "pipeline": pipe,
+            "naive_fps": naive["fps"],
+            "pipeline_fps": pipe["fps"],
+            "stage_fps": stages,
+            "clip_flicker": clip_flicker,
+            "pipeline_vs_naive": round(pipe["fps"] / naive["fps"], 3),
+            "pipeline_vs_slowest_stage": round(pipe["fps"] / slowest, 3),
+        }
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if args.plots:
         report["plots"] = plot(report, Path(args.plots))
@@ -545,20 +639,29 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = CliParser(prog="vidseg-bench", description=__doc__.split("\n\n")[0],
-                  formatter_class=HelpFormatter)  # fmt: skip
+    p = CliParser(
+        prog="vidseg-bench", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
+    )
     p.add_argument("--model", help="bundle directory (default: the bundled model)")
     p.add_argument("--input", help="clip to take frames from (default: the sample clip)")
     p.add_argument("--frames", type=int, default=200, help="timed frames per latency run")
     p.add_argument("--warmup", type=int, default=10, help="untimed frames first (reported apart)")
     p.add_argument("--video-frames", type=int, default=100, help="frames for naive/pipeline runs")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
-    p.add_argument("--device", default="cpu",
-                   help="cpu, or cuda[:N] (needs onnxruntime-gpu): every engine part of the "
-                   "bench runs there, CUDA graphs where the graph allows them")  # fmt: skip
-    p.add_argument("--batch", type=int, nargs="+", metavar="N",
-                   help="also measure throughput with N streams batched in one "
-                   "MultiStreamSegmenter tick (frames/s), for each N")  # fmt: skip
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda[:N] (needs onnxruntime-gpu): every engine part of the "
+        "bench runs there, CUDA graphs where the graph allows them",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="also measure throughput with N streams batched in one "
+        "MultiStreamSegmenter tick (frames/s), for each N",
+    )
     p.add_argument("--batch-ticks", type=int, default=50, help="timed ticks per --batch N")
     p.add_argument(
         "--compare",
@@ -598,16 +701,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="key interval of keyframe models in the torch timing",
     )
-    p.add_argument("--accuracy", metavar="CAMVID",
-                   help="also score the bundles on the CamVid val drive in this CamVid root "
-                   "through the engine (state carried, and reset every frame)")  # fmt: skip
-    p.add_argument("--upsample-sizes", type=parse_size, nargs="+", metavar="WxH",
-                   default=[(1280, 720), (1920, 1080)],
-                   help="output sizes the labels are upsampled to in the upsample timing")  # fmt: skip
+    p.add_argument(
+        "--accuracy",
+        metavar="CAMVID",
+        help="also score the bundles on the CamVid val drive in this CamVid root "
+        "through the engine (state carried, and reset every frame)",
+    )
+    p.add_argument(
+        "--upsample-sizes",
+        type=parse_size,
+        nargs="+",
+        metavar="WxH",
+        default=[(1280, 720), (1920, 1080)],
+        help="output sizes the labels are upsampled to in the upsample timing",
+    )
     p.add_argument("--skip-video", action="store_true", help="latency only, no encode runs")
-    p.add_argument("--soak", type=int, metavar="N",
-                   help="instead of the rest: N frames through the threaded pipeline, RSS, "
-                   "threads and step p99 sampled every 500 frames, growth reported")  # fmt: skip
+    p.add_argument(
+        "--soak",
+        type=int,
+        metavar="N",
+        help="instead of the rest: N frames through the threaded pipeline, RSS, "
+        "threads and step p99 sampled every 500 frames, growth reported",
+    )
     p.add_argument("--json", help="write the report here")
     p.add_argument("--plots", metavar="DIR", help="write latency plots (PNG) into DIR")
     p.add_argument("--debug", action="store_true")
@@ -671,24 +786,33 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, stdout: IO[
                 f"max {v['max']:7.2f}"
             )
     first, moved = report["first_frame"], report["transfer_bytes_per_frame"]
-    print(f"  first frame {first['first_frame_ms']:.2f} ms ({report['first_frame_vs_p50']:.1f}x "
-          f"p50; {first['first_frame_ms_no_warmup']:.2f} ms without warm-up, which took "
-          f"{first['warmup_ms']:.1f} ms at load)")  # fmt: skip
+    print(
+        f"  first frame {first['first_frame_ms']:.2f} ms ({report['first_frame_vs_p50']:.1f}x "
+        f"p50; {first['first_frame_ms_no_warmup']:.2f} ms without warm-up, which took "
+        f"{first['warmup_ms']:.1f} ms at load)"
+    )
     split = report["step"]["run_split_ms_per_frame"]
-    print(f"  host<->device per frame: {moved['up']} B up, {moved['down']} B down; runs "
-          f"{split['up']:.2f} ms up, {split['compute']:.2f} compute, {split['down']:.2f} down")  # fmt: skip
+    print(
+        f"  host<->device per frame: {moved['up']} B up, {moved['down']} B down; runs "
+        f"{split['up']:.2f} ms up, {split['compute']:.2f} compute, {split['down']:.2f} down"
+    )
     for row in report.get("batch", []):
-        print(f"  batch {row['batch']:3d}: {row['frames_per_s']:9.1f} frames/s "
-              f"({row['tick_ms']:.2f} ms per tick)")  # fmt: skip
+        print(
+            f"  batch {row['batch']:3d}: {row['frames_per_s']:9.1f} frames/s "
+            f"({row['tick_ms']:.2f} ms per tick)"
+        )
     if "overhead_ratio" in report:
         print(f"  engine overhead ratio (step p50 / bare p50): {report['overhead_ratio']:.3f}")
     for size, row in report["upsample"].items():
         crisp = row.get("crisp_ms")
         print(
             f"  labels to {size:9s} nearest p50 {row['nearest_ms']['p50']:6.2f} ms"
-            + (f", crisp p50 {crisp['p50']:6.2f} ms (+{row['added_ms_p50']:.2f})" if crisp else
-               " (no logits in the bundle: nearest only)")
-        )  # fmt: skip
+            + (
+                f", crisp p50 {crisp['p50']:6.2f} ms (+{row['added_ms_p50']:.2f})"
+                if crisp
+                else " (no logits in the bundle: nearest only)"
+            )
+        )
     if report.get("side_by_side"):
         print("  side by side (round-robin on the same frames):")
     for c in report.get("side_by_side", []):

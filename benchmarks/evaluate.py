@@ -206,16 +206,26 @@ def summary(result: dict[str, object]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = CliParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                  formatter_class=HelpFormatter)  # fmt: skip
+    p = CliParser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--model", help="bundle directory (default: the bundled model)")
-    p.add_argument("--frames", required=True, metavar="DIR",
-                   help="folder of frames (.png/.jpg/.jpeg), read in file-name order")  # fmt: skip
-    p.add_argument("--labels", required=True, metavar="DIR",
-                   help="folder of single-channel PNG labels named like the frames")  # fmt: skip
+    p.add_argument(
+        "--frames",
+        required=True,
+        metavar="DIR",
+        help="folder of frames (.png/.jpg/.jpeg), read in file-name order",
+    )
+    p.add_argument(
+        "--labels",
+        required=True,
+        metavar="DIR",
+        help="folder of single-channel PNG labels named like the frames",
+    )
     p.add_argument("--json", metavar="OUT", help="write the report here")
-    p.add_argument("--reset-every-frame", action="store_true",
-                   help="reset the state before every frame (the model without its memory)")  # fmt: skip
+    p.add_argument(
+        "--reset-every-frame",
+        action="store_true",
+        help="reset the state before every frame (the model without its memory)",
+    )
     p.add_argument("--max-frames", type=int, metavar="N", help="score the first N frames only")
     p.add_argument(
         "--no-refresh",
@@ -246,9 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--stride and --shuffle make (default: no timestamps)",
     )
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
-    p.add_argument("--device", default="cpu",
-                   help="cpu, or cuda[:N] (needs onnxruntime-gpu): the engine runs the bundle "
-                   "there, as vidseg-run --device does")  # fmt: skip
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda[:N] (needs onnxruntime-gpu): the engine runs the bundle "
+        "there, as vidseg-run --device does",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -267,8 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shuffle must be a seed >= 0, got {args.shuffle}")
     if args.frame_rate is not None and not (math.isfinite(args.frame_rate) and args.frame_rate > 0):
         parser.error(f"--frame-rate must be > 0, got {args.frame_rate}")
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     code, result = run_for_cli(PROG, lambda: run(args), debug=args.debug)
     if result is None:
         return code

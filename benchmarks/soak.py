@@ -39,14 +39,20 @@ def _cycled(images: list[np.ndarray], frames: int, time_base: Fraction) -> Itera
         yield Frame(image.copy(), index, index, time_base)  # a fresh array, as a decoder makes
 
 
-def soak(segmenter: Segmenter, clip: str | Path, frames: int, every: int | None = None,
-         clip_frames: int = 50) -> dict[str, Any]:  # fmt: skip
+def soak(
+    segmenter: Segmenter,
+    clip: str | Path,
+    frames: int,
+    every: int | None = None,
+    clip_frames: int = 50,
+) -> dict[str, Any]:
     """Run ``frames`` frames (the first ``clip_frames`` of ``clip``, cycled) through the
     pipeline; RSS, threads and step p99 every ``every`` frames. Returns the report."""
     if frames < 1:
         raise ValueError(f"soak frames must be >= 1, got {frames}")
-    every = every or (SOAK_SAMPLE_EVERY if frames >= 10 * SOAK_SAMPLE_EVERY else
-                      max(1, frames // 10))  # fmt: skip
+    every = every or (
+        SOAK_SAMPLE_EVERY if frames >= 10 * SOAK_SAMPLE_EVERY else max(1, frames // 10)
+    )
     images = [f.image for f in read_frames(clip, max_frames=clip_frames)]
     threads_before = threading.active_count()
     samples: list[dict[str, float]] = []
@@ -59,13 +65,23 @@ def soak(segmenter: Segmenter, clip: str | Path, frames: int, every: int | None 
         done += 1
         if done % every == 0 or done == frames:
             stats = segmenter.stats()
-            samples.append({"frame": done, "rss_mb": round(rss_mb(), 1),
-                            "threads": threading.active_count(),
-                            "step_ms_p99": stats.step_ms_p99,
-                            "wall_s": round(time.perf_counter() - started, 2)})  # fmt: skip
+            samples.append(
+                {
+                    "frame": done,
+                    "rss_mb": round(rss_mb(), 1),
+                    "threads": threading.active_count(),
+                    "step_ms_p99": stats.step_ms_p99,
+                    "wall_s": round(time.perf_counter() - started, 2),
+                }
+            )
 
-    run = segment_video(segmenter, _cycled(images, frames, Fraction(1, 25)), _NullSink(),
-                        lambda frame, result: result.labels, on_frame=on_frame)  # fmt: skip
+    run = segment_video(
+        segmenter,
+        _cycled(images, frames, Fraction(1, 25)),
+        _NullSink(),
+        lambda frame, result: result.labels,
+        on_frame=on_frame,
+    )
     threads_after = threading.active_count()
     first, last = samples[0], samples[-1]
 
@@ -74,12 +90,17 @@ def soak(segmenter: Segmenter, clip: str | Path, frames: int, every: int | None 
         return None if a is None or b is None or not a else round(100 * (b - a) / a, 2)
 
     return {
-        "frames": run.frames, "every": every, "wall_s": round(run.wall_s, 2),
-        "fps": round(run.fps, 2), "samples": samples,
-        "rss_growth_pct": growth("rss_mb"), "p99_drift_pct": growth("step_ms_p99"),
-        "threads_before": threads_before, "threads_after": threads_after,
+        "frames": run.frames,
+        "every": every,
+        "wall_s": round(run.wall_s, 2),
+        "fps": round(run.fps, 2),
+        "samples": samples,
+        "rss_growth_pct": growth("rss_mb"),
+        "p99_drift_pct": growth("step_ms_p99"),
+        "threads_before": threads_before,
+        "threads_after": threads_after,
         "thread_leak": threads_after - threads_before,
-    }  # fmt: skip
+    }
 
 
 class _NullSink:
@@ -89,11 +110,15 @@ class _NullSink:
 
 def soak_lines(report: dict[str, Any]) -> list[str]:
     """The report for a terminal: one line per sample, then the verdict."""
-    lines = [f"  frame {s['frame']:6d}  rss {s['rss_mb']:8.1f} MB  threads {s['threads']}  "
-             f"step p99 {s['step_ms_p99'] or 0:7.2f} ms  {s['wall_s']:.1f} s"
-             for s in report["samples"]]  # fmt: skip
-    lines.append(f"soak: {report['frames']} frames at {report['fps']:.1f} fps; RSS growth "
-                 f"{report['rss_growth_pct']} % (goal < 5), p99 drift {report['p99_drift_pct']} % "
-                 f"(goal < 10), threads {report['threads_before']} -> "
-                 f"{report['threads_after']}")  # fmt: skip
+    lines = [
+        f"  frame {s['frame']:6d}  rss {s['rss_mb']:8.1f} MB  threads {s['threads']}  "
+        f"step p99 {s['step_ms_p99'] or 0:7.2f} ms  {s['wall_s']:.1f} s"
+        for s in report["samples"]
+    ]
+    lines.append(
+        f"soak: {report['frames']} frames at {report['fps']:.1f} fps; RSS growth "
+        f"{report['rss_growth_pct']} % (goal < 5), p99 drift {report['p99_drift_pct']} % "
+        f"(goal < 10), threads {report['threads_before']} -> "
+        f"{report['threads_after']}"
+    )
     return lines

@@ -4,10 +4,10 @@ This is the "ORT vs torch eager" baseline of ``vidseg-bench --torch``, and the o
 the project can take where neither onnxruntime-gpu nor TensorRT is installed. Each frame goes
 the engine's way: the uint8 frame is copied to the device, the model's ``stream_logits`` runs
 (normalisation included) and then the exported graphs' labels head (upsampling, ArgMax), and
-the labels come back to the host, which on CUDA also synchronises. Recurrent state and key-frame caches stay on the
-device between frames. For NetWarp the DIS flow the engine would feed is computed before the
-timed loop (it is CPU work: ``Segmenter.step``'s pre stage) and only its copy to the device is
-timed.
+the labels come back to the host, which on CUDA also synchronises. Recurrent state and
+key-frame caches stay on the device between frames. For NetWarp the DIS flow the engine would feed
+is computed before the timed loop (it is CPU work: ``Segmenter.step``'s pre stage) and only its
+copy to the device is timed.
 
 Needs the ``[export]`` extras (torch). ``half`` runs under ``torch.autocast`` (float16 on CUDA,
 bfloat16 on the CPU).
@@ -23,8 +23,9 @@ import numpy as np
 from vidseg.engine.errors import VidsegError
 
 
-def _stepper(model: Any, frames: list[np.ndarray], device: Any,
-             interval: int) -> Callable[[int, Any], Any]:  # fmt: skip
+def _stepper(
+    model: Any, frames: list[np.ndarray], device: Any, interval: int
+) -> Callable[[int, Any], Any]:
     """``one(i, x) -> labels``: the model's ``stream_logits`` (state or key-frame cache carried
     on ``device``, a key frame every ``interval`` frames) and the graphs' labels head."""
     import torch
@@ -40,17 +41,26 @@ def _stepper(model: Any, frames: list[np.ndarray], device: Any,
         nonlocal memory
         extra = None
         if aux:
-            extra = {name: torch.from_numpy(a).to(device, non_blocking=True)
-                     for name, a in aux[i % len(aux)].items()}  # fmt: skip
+            extra = {
+                name: torch.from_numpy(a).to(device, non_blocking=True)
+                for name, a in aux[i % len(aux)].items()
+            }
         logits, memory = model.stream_logits(x, memory, aux=extra, key_interval=interval)
         return to_labels(logits, model.cfg)[0]
 
     return one
 
 
-def time_model(name: str, frames: list[np.ndarray], warmup: int, n: int, device: str = "cpu",
-               half: bool = False, interval: int = 5,
-               threads: int | None = None) -> dict[str, Any]:  # fmt: skip
+def time_model(
+    name: str,
+    frames: list[np.ndarray],
+    warmup: int,
+    n: int,
+    device: str = "cpu",
+    half: bool = False,
+    interval: int = 5,
+    threads: int | None = None,
+) -> dict[str, Any]:
     """Milliseconds per frame of model ``name`` over ``n`` frames after ``warmup``.
 
     ``frames`` are (H, W, 3) uint8 at the model's input size; ``interval`` is the key interval
@@ -65,8 +75,9 @@ def time_model(name: str, frames: list[np.ndarray], warmup: int, n: int, device:
 
         from vidseg.models.registry import create_model
     except ImportError as exc:
-        raise VidsegError("torch timing needs the [export] extras: pip install 'vidseg[export]'"
-                          ) from exc  # fmt: skip
+        raise VidsegError(
+            "torch timing needs the [export] extras: pip install 'vidseg[export]'"
+        ) from exc
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise VidsegError(f"--torch-device {device}: this torch ({torch.__version__}) sees no GPU")
@@ -91,10 +102,14 @@ def time_model(name: str, frames: list[np.ndarray], warmup: int, n: int, device:
             one(i, hosts[i % len(hosts)].to(dev, non_blocking=True)).cpu()
             times.append((time.perf_counter_ns() - t0) / 1e6)
     out: dict[str, Any] = {
-        "model": name, "family": model.cfg.family, "device": str(dev),
-        "dtype": str(dtype).removeprefix("torch.") if half else "float32", "ms": times,
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-    }  # fmt: skip
+        "model": name,
+        "family": model.cfg.family,
+        "device": str(dev),
+        "dtype": str(dtype).removeprefix("torch.") if half else "float32",
+        "ms": times,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
     if model.schedule() is not None:  # a model with key frames
         out["key_interval"] = interval
     if dev.type == "cuda":

@@ -14,7 +14,19 @@ from vidseg.engine.segmenter import PreparedFrame, Result, Segmenter
 from vidseg.engine.timing import FrameTimings
 
 __all__ = [
-    "BackendError", "Bundle", "BundleError", "FrameError", "FrameTimings", "Manifest", "PreparedFrame", "Result",
-    "Segmenter", "StateSpecError", "TruncatedVideoError", "VideoIOError", "VidsegError",
-    "default_bundle_path", "load_bundle",
-]  # fmt: skip
+    "BackendError",
+    "Bundle",
+    "BundleError",
+    "FrameError",
+    "FrameTimings",
+    "Manifest",
+    "PreparedFrame",
+    "Result",
+    "Segmenter",
+    "StateSpecError",
+    "TruncatedVideoError",
+    "VideoIOError",
+    "VidsegError",
+    "default_bundle_path",
+    "load_bundle",
+]

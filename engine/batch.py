@@ -192,8 +192,9 @@ def _declared_frames(item: str) -> int | None:
         return None  # the job itself reports the error
 
 
-def segment_range(segmenter: Any, frames: Iterable[Any], start: int = 0, stop: int | None = None,
-                  warmup: int = 0) -> Iterator[tuple[Any, np.ndarray]]:  # fmt: skip
+def segment_range(
+    segmenter: Any, frames: Iterable[Any], start: int = 0, stop: int | None = None, warmup: int = 0
+) -> Iterator[tuple[Any, np.ndarray]]:
     """``(frame, labels)`` for frames ``start .. stop-1`` of ``frames`` (decoded ``Frame``s or
     arrays), the state reset first and carried from frame ``start - warmup`` on (frames before
     that are skipped undecoded by the model; warm-up frames are stepped, not yielded)."""
@@ -221,8 +222,11 @@ def segment_video_file(segmenter: Any, job: Job, options: BatchOptions) -> int:
     """
     info = VideoInfo.from_path(job.input)
     target = Path(job.part or job.output)
-    stop = job.stop if options.max_frames is None else min(job.stop or options.max_frames,
-                                                            options.max_frames)  # fmt: skip
+    stop = (
+        job.stop
+        if options.max_frames is None
+        else min(job.stop or options.max_frames, options.max_frames)
+    )
     lut = palette_lut(segmenter.manifest.palette) if options.overlay else None
     # the overlay's audio, from the video's own demuxer (a chunk's part is video only)
     audio = AudioTrack() if options.overlay and job.part is None else None
@@ -230,8 +234,9 @@ def segment_video_file(segmenter: Any, job: Job, options: BatchOptions) -> int:
     with ExitStack() as stack:
         frames = read_frames(job.input, audio=audio)
         try:
-            for frame, labels in segment_range(segmenter, frames, job.start, stop,
-                                               options.warmup_frames):  # fmt: skip
+            for frame, labels in segment_range(
+                segmenter, frames, job.start, stop, options.warmup_frames
+            ):
                 if writer is None:  # opened on the first frame: an empty chunk leaves no file
                     target.parent.mkdir(parents=True, exist_ok=True)
                     writer = stack.enter_context(
@@ -246,8 +251,9 @@ def segment_video_file(segmenter: Any, job: Job, options: BatchOptions) -> int:
                             audio=audio,
                         )
                     )
-                image = blend(frame.image, labels, lut, options.alpha) if lut is not None \
-                    else labels  # fmt: skip
+                image = (
+                    blend(frame.image, labels, lut, options.alpha) if lut is not None else labels
+                )
                 writer.write(image, pts=frame.pts)
         finally:  # the source first, then the writer finishes (as without chunks)
             frames.close()
@@ -348,8 +354,12 @@ class Worker:
                 raise VidsegError(self.load_error)
             frames = segment_video_file(self.segmenter, job, self.options)
         except Exception as exc:
-            return JobResult(job, error=failure_reason(exc), worker=self.name,
-                             seconds=(time.perf_counter_ns() - t0) / 1e9)  # fmt: skip
+            return JobResult(
+                job,
+                error=failure_reason(exc),
+                worker=self.name,
+                seconds=(time.perf_counter_ns() - t0) / 1e9,
+            )
         return JobResult(job, frames, (time.perf_counter_ns() - t0) / 1e9, worker=self.name)
 
     def pid(self) -> int:
@@ -371,8 +381,11 @@ def read_manifest(path: Path) -> dict[str, dict]:
 
 def finished_inputs(out_dir: Path) -> set[str]:
     """Inputs a previous run finished: last record without error, output still there."""
-    return {item for item, r in read_manifest(out_dir / RUN_MANIFEST).items()
-            if r.get("error") is None and Path(r.get("output", "")).is_file()}  # fmt: skip
+    return {
+        item
+        for item, r in read_manifest(out_dir / RUN_MANIFEST).items()
+        if r.get("error") is None and Path(r.get("output", "")).is_file()
+    }
 
 
 def _append(path: Path, record: VideoRecord) -> None:
@@ -413,10 +426,16 @@ class BatchSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def to_json(self) -> dict:
-        return {"videos": [asdict(r) for r in self.records], "skipped": self.skipped,
-                "frames": self.frames, "seconds": self.seconds, "throughput_fps": self.fps,
-                "failures": len(self.failed), "workers": self.workers,
-                "worker_restarts": self.worker_restarts}  # fmt: skip
+        return {
+            "videos": [asdict(r) for r in self.records],
+            "skipped": self.skipped,
+            "frames": self.frames,
+            "seconds": self.seconds,
+            "throughput_fps": self.fps,
+            "failures": len(self.failed),
+            "workers": self.workers,
+            "worker_restarts": self.worker_restarts,
+        }
 
 
 def _ray() -> Any:
@@ -427,9 +446,15 @@ def _ray() -> Any:
     return ray
 
 
-def run_batch(inputs: list[str], options: BatchOptions, *, workers: int | None = None,
-              gpus_per_worker: float = 0.0, address: str | None = None,
-              observer: Callable[[str, Job, Any], None] | None = None) -> BatchSummary:  # fmt: skip
+def run_batch(
+    inputs: list[str],
+    options: BatchOptions,
+    *,
+    workers: int | None = None,
+    gpus_per_worker: float = 0.0,
+    address: str | None = None,
+    observer: Callable[[str, Job, Any], None] | None = None,
+) -> BatchSummary:
     """Segment ``inputs`` on Ray with ``workers`` actors; see the module docstring.
 
     Connects to the cluster at ``address``, or uses the Ray instance this process already
@@ -448,8 +473,12 @@ def run_batch(inputs: list[str], options: BatchOptions, *, workers: int | None =
     skipped = [i for i in inputs if i in done_before]
     if not ray.is_initialized():
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)  # fmt: skip
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise VidsegError(f"cannot start or reach Ray ({address or 'local'}): {exc}") from None
     if workers is None:
@@ -468,8 +497,13 @@ def run_batch(inputs: list[str], options: BatchOptions, *, workers: int | None =
     def finish(item: str) -> None:
         video = videos[item]
         results = [video.done[k] for k in sorted(video.done)]
-        record = VideoRecord(item, video.jobs[0].output, attempts=video.attempts,
-                             chunks=len(video.jobs), error=video.failed)  # fmt: skip
+        record = VideoRecord(
+            item,
+            video.jobs[0].output,
+            attempts=video.attempts,
+            chunks=len(video.jobs),
+            error=video.failed,
+        )
         if video.failed is None:
             if len(video.jobs) > 1:  # the parts that have frames (past the end: none)
                 written = [r.job.part for r in results if r.frames and r.job.part]
@@ -495,7 +529,8 @@ def run_batch(inputs: list[str], options: BatchOptions, *, workers: int | None =
             return
         video.failed = reason
         pending = any(j.input == job.input for j, _ in running.values()) or any(
-            j.input == job.input for j in queue)  # fmt: skip
+            j.input == job.input for j in queue
+        )
         if not pending:
             finish(job.input)
 
@@ -548,33 +583,63 @@ def run_batch(inputs: list[str], options: BatchOptions, *, workers: int | None =
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
-        prog="vidseg-batch", description="Segment a collection of videos on Ray (one "
+        prog="vidseg-batch",
+        description="Segment a collection of videos on Ray (one "
         "long-lived worker per slot, each video in order inside one worker).",
         formatter_class=HelpFormatter,
-    )  # fmt: skip
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="video files, folders of videos, or .txt lists (one path per line)")  # fmt: skip
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help=f"output directory: NAME.mkv class ids (or NAME.mp4 with --overlay) "
-                   f"and the run manifest {RUN_MANIFEST}")  # fmt: skip
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="video files, folders of videos, or .txt lists (one path per line)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help=f"output directory: NAME.mkv class ids (or NAME.mp4 with --overlay) "
+        f"and the run manifest {RUN_MANIFEST}",
+    )
     p.add_argument("--model", help="model bundle (default: the bundled model)")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     p.add_argument("--workers", type=int, help="actors (default: the cluster's CPUs)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0,
-                   help="GPUs each actor reserves (fractions share a GPU)")  # fmt: skip
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs each actor reserves (fractions share a GPU)",
+    )
     p.add_argument("--threads", type=int, default=1, help="inference threads per worker")
-    p.add_argument("--chunk-frames", type=int, metavar="N",
-                   help="split videos longer than N frames into chunks run in parallel")  # fmt: skip
-    p.add_argument("--warmup-frames", type=int, default=DEFAULT_WARMUP_FRAMES, metavar="K",
-                   help="frames a chunk runs before its first output (state re-established)")  # fmt: skip
-    p.add_argument("--overlay", action="store_true",
-                   help="write H.264 overlays (.mp4) instead of lossless class ids (.mkv)")  # fmt: skip
+    p.add_argument(
+        "--chunk-frames",
+        type=int,
+        metavar="N",
+        help="split videos longer than N frames into chunks run in parallel",
+    )
+    p.add_argument(
+        "--warmup-frames",
+        type=int,
+        default=DEFAULT_WARMUP_FRAMES,
+        metavar="K",
+        help="frames a chunk runs before its first output (state re-established)",
+    )
+    p.add_argument(
+        "--overlay",
+        action="store_true",
+        help="write H.264 overlays (.mp4) instead of lossless class ids (.mkv)",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
-    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
-                   help="extra attempts for a failed video before it is reported")  # fmt: skip
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help="extra attempts for a failed video before it is reported",
+    )
     p.add_argument("--max-frames", type=int, help="only the first N frames of each video")
-    p.add_argument("--json", metavar="PATH", help="run summary: per-video FPS, throughput, "
-                   "failures")  # fmt: skip
+    p.add_argument(
+        "--json", metavar="PATH", help="run summary: per-video FPS, throughput, failures"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no per-video lines")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -590,18 +655,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup_frames < 0 or args.retries < 0 or args.gpus_per_worker < 0:
         parser.error("--warmup-frames, --retries and --gpus-per-worker must be >= 0")
     if args.chunk_frames and args.overlay:
-        parser.error("--chunk-frames writes class-id parts joined without re-encoding; "
-                     "it does not go with --overlay")  # fmt: skip
+        parser.error(
+            "--chunk-frames writes class-id parts joined without re-encoding; "
+            "it does not go with --overlay"
+        )
     if not 0.0 <= args.alpha <= 1.0:
         parser.error(f"--alpha must be within 0..1, got {args.alpha}")
     why = unwritable(args.json) if args.json else None
     if why:  # before the run, not after it
         parser.error(f"--json: {why}")
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
-    options = BatchOptions(Path(args.out), args.model, args.overlay, args.alpha,
-                           args.chunk_frames, args.warmup_frames, args.retries, args.threads,
-                           args.max_frames)  # fmt: skip
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    options = BatchOptions(
+        Path(args.out),
+        args.model,
+        args.overlay,
+        args.alpha,
+        args.chunk_frames,
+        args.warmup_frames,
+        args.retries,
+        args.threads,
+        args.max_frames,
+    )
 
     def report(event: str, job: Job, actor: Any) -> None:
         if not args.quiet and event in ("failed", "lost"):
@@ -612,12 +689,21 @@ def main(argv: list[str] | None = None) -> int:
 
         load_bundle(args.model or default_bundle_path())  # a bad bundle fails before Ray starts
         inputs = expand_inputs(args.inputs)
-        return run_batch(inputs, options, workers=args.workers,
-                         gpus_per_worker=args.gpus_per_worker, address=args.address,
-                         observer=report)  # fmt: skip
+        return run_batch(
+            inputs,
+            options,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            address=args.address,
+            observer=report,
+        )
 
-    code, summary = run_for_cli("vidseg-batch", go, debug=args.debug,
-                                interrupted="interrupted; finished videos are in the manifest")  # fmt: skip
+    code, summary = run_for_cli(
+        "vidseg-batch",
+        go,
+        debug=args.debug,
+        interrupted="interrupted; finished videos are in the manifest",
+    )
     if summary is None:
         return code
     with lines_to_stderr(args.json) as stdout:  # --json -: the summary alone on stdout
@@ -631,10 +717,12 @@ def main(argv: list[str] | None = None) -> int:
             code, _ = run_for_cli("vidseg-batch", write, debug=args.debug)
             if code:
                 return code
-        print(f"vidseg-batch: {len(summary.records) - len(summary.failed)} done, "
-              f"{len(summary.failed)} failed, {len(summary.skipped)} skipped (finished before); "
-              f"{summary.frames} frames in {summary.seconds:.1f} s = {summary.fps:.1f} FPS on "
-              f"{summary.workers} worker(s), {summary.worker_restarts} restarted")  # fmt: skip
+        print(
+            f"vidseg-batch: {len(summary.records) - len(summary.failed)} done, "
+            f"{len(summary.failed)} failed, {len(summary.skipped)} skipped (finished before); "
+            f"{summary.frames} frames in {summary.seconds:.1f} s = {summary.fps:.1f} FPS on "
+            f"{summary.workers} worker(s), {summary.worker_restarts} restarted"
+        )
     return 1 if summary.failed else 0
 
 

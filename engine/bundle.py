@@ -169,10 +169,11 @@ class Manifest:
             v.fail("classes", "must be a non-empty list of names")
         palette = tuple(v.get(obj, "palette", list))
         if len(palette) != len(classes) or not all(
-            isinstance(c, list) and len(c) == 3 and all(isinstance(x, int) and 0 <= x <= 255
-                                                         for x in c)
+            isinstance(c, list)
+            and len(c) == 3
+            and all(isinstance(x, int) and 0 <= x <= 255 for x in c)
             for c in palette
-        ):  # fmt: skip
+        ):
             v.fail("palette", f"must hold one [r, g, b] (0-255) per class ({len(classes)})")
         ignore = obj.get("ignore_index")
         if ignore is not None and not isinstance(ignore, int):
@@ -197,9 +198,10 @@ class Manifest:
                 dtype=v.choice(o, "dtype", DTYPES, f"outputs[{i}]."),
                 stride=v.stride(o, f"outputs[{i}]."),
             )
-            for i, o in enumerate(v.mapping(x, f"outputs[{i}]")
-                                  for i, x in enumerate(v.get(obj, "outputs", list)))
-        )  # fmt: skip
+            for i, o in enumerate(
+                v.mapping(x, f"outputs[{i}]") for i, x in enumerate(v.get(obj, "outputs", list))
+            )
+        )
         roles = [o.role for o in outputs]
         if roles.count("labels") != 1:
             v.fail("outputs", "must contain exactly one output with role 'labels'")
@@ -208,12 +210,18 @@ class Manifest:
         labels_stride = outputs[roles.index("labels")].stride
         for i, o in enumerate(outputs):
             if o.role == "logits" and (o.stride != labels_stride or o.dtype != "float32"):
-                v.fail(f"outputs[{i}]", f"logits must be float32 at the labels' stride "
-                       f"({labels_stride}), got {o.dtype} at stride {o.stride}")  # fmt: skip
+                v.fail(
+                    f"outputs[{i}]",
+                    f"logits must be float32 at the labels' stride "
+                    f"({labels_stride}), got {o.dtype} at stride {o.stride}",
+                )
         for i, o in enumerate(outputs):
             if input_spec.height % o.stride or input_spec.width % o.stride:
-                v.fail(f"outputs[{i}].stride", f"{o.stride} does not divide the input size "
-                       f"{input_spec.height}x{input_spec.width}")  # fmt: skip
+                v.fail(
+                    f"outputs[{i}].stride",
+                    f"{o.stride} does not divide the input size "
+                    f"{input_spec.height}x{input_spec.width}",
+                )
         state = v.tensors(obj, "state")
         cache = v.tensors(obj, "cache")
         if family == "keyframe" and not cache:
@@ -228,12 +236,17 @@ class Manifest:
             v.fail("aux_inputs", "is required for family 'netwarp' (the flow input)")
         features = v.features(obj)
         if (ENCODE in graphs) != bool(features):
-            v.fail("features", f"and graphs.{ENCODE} come together: the encode graph computes "
-                   "the features the step graph reads")  # fmt: skip
+            v.fail(
+                "features",
+                f"and graphs.{ENCODE} come together: the encode graph computes "
+                "the features the step graph reads",
+            )
         if ENCODE in graphs:
             if family not in SPLIT_FAMILIES:
-                v.fail(f"graphs.{ENCODE}", f"is for families {', '.join(SPLIT_FAMILIES)}, "
-                       f"not {family!r}")  # fmt: skip
+                v.fail(
+                    f"graphs.{ENCODE}",
+                    f"is for families {', '.join(SPLIT_FAMILIES)}, not {family!r}",
+                )
             if not isinstance(graphs[ENCODE], str):
                 v.fail(f"graphs.{ENCODE}", "must be a .onnx file name")
         return cls(
@@ -320,7 +333,7 @@ class _Validator:
                 shape=shape,
                 dtype=self.choice(t, "dtype", DTYPES, where),
                 args=self.get(t, "args", dict, where, default={}),
-            )  # fmt: skip
+            )
             try:  # the kind's provider module is imported here, for the kinds a manifest names
                 make_provider(spec)
             except (TypeError, ValueError) as e:
@@ -335,9 +348,13 @@ class _Validator:
         for i, raw in enumerate(self.get(obj, "features", list, default=[])):
             where = f"features[{i}]."
             t = self.mapping(raw, where[:-1])
-            specs.append(FeatureSpec(name=self.get(t, "name", str, where),
-                                     shape=self.shape(t, where),
-                                     dtype=self.choice(t, "dtype", DTYPES, where)))  # fmt: skip
+            specs.append(
+                FeatureSpec(
+                    name=self.get(t, "name", str, where),
+                    shape=self.shape(t, where),
+                    dtype=self.choice(t, "dtype", DTYPES, where),
+                )
+            )
         if len({f.name for f in specs}) != len(specs):
             self.fail("features", "names must be unique")
         return tuple(specs)
@@ -350,12 +367,14 @@ class _Validator:
             shape = self.shape(t, where)
             if t.get("init", "zeros") != "zeros":
                 self.fail(where + "init", "must be 'zeros'")
-            specs.append(StateSpec(
-                input=self.get(t, "input", str, where),
-                output=self.get(t, "output", str, where),
-                shape=shape,
-                dtype=self.choice(t, "dtype", DTYPES, where),
-            ))  # fmt: skip
+            specs.append(
+                StateSpec(
+                    input=self.get(t, "input", str, where),
+                    output=self.get(t, "output", str, where),
+                    shape=shape,
+                    dtype=self.choice(t, "dtype", DTYPES, where),
+                )
+            )
         return tuple(specs)
 
 

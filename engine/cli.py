@@ -92,60 +92,110 @@ def build_parser() -> argparse.ArgumentParser:
         "(or label masks with --mask).",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("input", nargs="?", help="input video file, URL (rtsp://, http://), a "
-                   "camera (0 or /dev/video0), - for standard input (a streamable format: "
-                   ".ts, .mkv, faststart .mp4), or a folder of images (the frames in file-name "
-                   "order at 30 fps; an image that does not decode is skipped with a warning)")  # fmt: skip
+    p.add_argument(
+        "input",
+        nargs="?",
+        help="input video file, URL (rtsp://, http://), a "
+        "camera (0 or /dev/video0), - for standard input (a streamable format: "
+        ".ts, .mkv, faststart .mp4), or a folder of images (the frames in file-name "
+        "order at 30 fps; an image that does not decode is skipped with a warning)",
+    )
     p.add_argument(
         "--out",
         help="overlay video (.mp4; - for Matroska on standard output), or "
         "with --mask the masks (see --mask-out)",
     )
-    p.add_argument("--model", help="model bundle directory (default: the bundled model, "
-                   "see --show-default-model)")  # fmt: skip
-    p.add_argument("--mask", action="store_true",
-                   help="--out gets the masks instead of the overlay (formats as --mask-out)")  # fmt: skip
-    p.add_argument("--mask-out", metavar="PATH",
-                   help="also write the masks: a folder of PNG class ids 000000.png ... "
-                   "(exact; a folder is a path without a suffix, one ending in /, or an "
-                   "existing folder), .mkv (lossless FFV1 class ids, exact; also for - and a "
-                   "FIFO or device), or .mp4/.m4v/.mov/.avi (palette colours, H.264 yuv420p: "
-                   "plays anywhere, for viewing only) or .webm (colours, VP9)")  # fmt: skip
-    p.add_argument("--scores", metavar="DIR",
-                   help="confidence maps as PNGs (255 x max softmax) into the folder DIR; "
-                   "needs a bundle exported with --scores")  # fmt: skip
-    p.add_argument("--jsonl", metavar="PATH",
-                   help="one JSON line per frame: index, pts, time, key_frame, per-stage ms, "
-                   "age_ms, share of pixels per class, mean confidence; - for standard "
-                   "output")  # fmt: skip
-    p.add_argument("--polygons", action="store_true",
-                   help="with --jsonl: each class's regions as polygons in frame pixels")  # fmt: skip
-    p.add_argument("--resize", choices=RESIZE_MODES, default="stretch",
-                   help="fit frames to the model input: stretch, letterbox (keep the aspect, "
-                   "pad) or crop (keep the aspect, cut the edges: labelled 255)")  # fmt: skip
+    p.add_argument(
+        "--model",
+        help="model bundle directory (default: the bundled model, see --show-default-model)",
+    )
+    p.add_argument(
+        "--mask",
+        action="store_true",
+        help="--out gets the masks instead of the overlay (formats as --mask-out)",
+    )
+    p.add_argument(
+        "--mask-out",
+        metavar="PATH",
+        help="also write the masks: a folder of PNG class ids 000000.png ... "
+        "(exact; a folder is a path without a suffix, one ending in /, or an "
+        "existing folder), .mkv (lossless FFV1 class ids, exact; also for - and a "
+        "FIFO or device), or .mp4/.m4v/.mov/.avi (palette colours, H.264 yuv420p: "
+        "plays anywhere, for viewing only) or .webm (colours, VP9)",
+    )
+    p.add_argument(
+        "--scores",
+        metavar="DIR",
+        help="confidence maps as PNGs (255 x max softmax) into the folder DIR; "
+        "needs a bundle exported with --scores",
+    )
+    p.add_argument(
+        "--jsonl",
+        metavar="PATH",
+        help="one JSON line per frame: index, pts, time, key_frame, per-stage ms, "
+        "age_ms, share of pixels per class, mean confidence; - for standard "
+        "output",
+    )
+    p.add_argument(
+        "--polygons",
+        action="store_true",
+        help="with --jsonl: each class's regions as polygons in frame pixels",
+    )
+    p.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="stretch",
+        help="fit frames to the model input: stretch, letterbox (keep the aspect, "
+        "pad) or crop (keep the aspect, cut the edges: labelled 255)",
+    )
     p.add_argument(
         "--no-memory",
         action="store_true",
         help="run each frame as a stream's first (the model's state reset before every frame): "
         "the freshest labels, without what a memory adds (docs/families.md)",
     )
-    p.add_argument("--vid-stride", type=int, default=1, metavar="N",
-                   help="segment every Nth frame only (the others are not written)")  # fmt: skip
-    p.add_argument("--max-fps", type=float, metavar="F",
-                   help="segment at most F frames per second of the source's time")  # fmt: skip
-    p.add_argument("--stats-every", type=int, metavar="N",
-                   help="a status line on stderr every N frames (rolling FPS, step p50/p99, "
-                   "result age, drops, resets)")  # fmt: skip
-    p.add_argument("--show", action="store_true",
-                   help="preview window (needs OpenCV with GUI support and a display)")  # fmt: skip
+    p.add_argument(
+        "--vid-stride",
+        type=int,
+        default=1,
+        metavar="N",
+        help="segment every Nth frame only (the others are not written)",
+    )
+    p.add_argument(
+        "--max-fps",
+        type=float,
+        metavar="F",
+        help="segment at most F frames per second of the source's time",
+    )
+    p.add_argument(
+        "--stats-every",
+        type=int,
+        metavar="N",
+        help="a status line on stderr every N frames (rolling FPS, step p50/p99, "
+        "result age, drops, resets)",
+    )
+    p.add_argument(
+        "--show",
+        action="store_true",
+        help="preview window (needs OpenCV with GUI support and a display)",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity, 0..1")
-    p.add_argument("--out-size", type=parse_size, metavar="WxH",
-                   help="output resolution (default: the input's); 0 for one side keeps the "
-                   "aspect ratio, e.g. 640x0. The model still sees the full-resolution frame")  # fmt: skip
+    p.add_argument(
+        "--out-size",
+        type=parse_size,
+        metavar="WxH",
+        help="output resolution (default: the input's); 0 for one side keeps the "
+        "aspect ratio, e.g. 640x0. The model still sees the full-resolution frame",
+    )
     p.add_argument("--max-frames", type=int, help="stop after N frames")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                   help="network sources: seconds to wait for the connection and for each read "
-                   "before the source counts as lost (exit 8); 0 waits forever")  # fmt: skip
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="network sources: seconds to wait for the connection and for each read "
+        "before the source counts as lost (exit 8); 0 waits forever",
+    )
     p.add_argument(
         "--reconnect",
         type=int,
@@ -155,11 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
         "live stream) up to N times in a row, waiting 0.5, 1, 2 .. 8 s; the model state is "
         "reset and the output goes on",
     )
-    p.add_argument("--live", action="store_true",
-                   help="newest frame only: frames that arrive while the model is busy are "
-                   "dropped (counted in the summary); a file plays at its own frame rate")  # fmt: skip
-    p.add_argument("--rtsp-transport", default="tcp", choices=RTSP_TRANSPORTS,
-                   help="rtsp:// sources: transport")  # fmt: skip
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="newest frame only: frames that arrive while the model is busy are "
+        "dropped (counted in the summary); a file plays at its own frame rate",
+    )
+    p.add_argument(
+        "--rtsp-transport",
+        default="tcp",
+        choices=RTSP_TRANSPORTS,
+        help="rtsp:// sources: transport",
+    )
     p.add_argument("--device", default="cpu", help="cpu, or cuda[:N] with a GPU backend")
     p.add_argument("--backend", default="ort", choices=backend_names(), help="inference backend")
     p.add_argument("--threads", type=int, help="inference threads (default: runtime's)")
@@ -176,8 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="overlay video encoder (default: libvpx-vp9 for .webm, else libx264; "
         "libx265: smaller files, slower)",
     )
-    p.add_argument("--crf", type=int, default=23,
-                   help="libx264/libx265 quality (0 lossless .. 51)")  # fmt: skip
+    p.add_argument("--crf", type=int, default=23, help="libx264/libx265 quality (0 lossless .. 51)")
     p.add_argument(
         "--preset",
         default="veryfast",
@@ -190,20 +246,30 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="drop the input's audio (by default it is copied untouched)",
     )
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing outputs (without it, an existing file, or a folder "
-                   "holding masks, is an error and stays untouched). A folder keeps everything "
-                   "but its masks 000000.png ...; a symlink to a file keeps the link and "
-                   "replaces the file; - (standard output), a FIFO or a device is written "
-                   "through, never replaced, and needs no --overwrite")  # fmt: skip
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing outputs (without it, an existing file, or a folder "
+        "holding masks, is an error and stays untouched). A folder keeps everything "
+        "but its masks 000000.png ...; a symlink to a file keeps the link and "
+        "replaces the file; - (standard output), a FIFO or a device is written "
+        "through, never replaced, and needs no --overwrite",
+    )
     p.add_argument(
         "--json", metavar="PATH", help="write a run summary as JSON (- for standard output)"
     )
-    p.add_argument("--show-default-model", action="store_true",
-                   help="print the bundled default model's path and exit")  # fmt: skip
+    p.add_argument(
+        "--show-default-model",
+        action="store_true",
+        help="print the bundled default model's path and exit",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--triton", metavar="URL", help="segment on a Triton server (host:port, "
-                   "gRPC) holding a vidseg-export --triton repository; docs/scale-out.md")  # fmt: skip
+    p.add_argument(
+        "--triton",
+        metavar="URL",
+        help="segment on a Triton server (host:port, "
+        "gRPC) holding a vidseg-export --triton repository; docs/scale-out.md",
+    )
     p.add_argument("--triton-model", default="vidseg", help="the model name on the server")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     return p
@@ -275,14 +341,19 @@ def _schedule(args: argparse.Namespace, bundle: Bundle) -> Schedule | None:
     if not (args.schedule or args.key_interval or args.budget_ms):
         return None
     if bundle.manifest.family != "keyframe":
-        raise UsageError(f"--schedule/--key-interval/--budget-ms need a keyframe bundle; "
-                         f"this one is {bundle.manifest.family!r}")  # fmt: skip
+        raise UsageError(
+            f"--schedule/--key-interval/--budget-ms need a keyframe bundle; "
+            f"this one is {bundle.manifest.family!r}"
+        )
     base = Schedule.from_manifest(bundle.manifest.schedule)
     try:
-        return replace(base, policy=args.schedule or base.policy,
-                       interval=args.key_interval or base.interval,
-                       max_interval=max(base.max_interval, args.key_interval or 0),
-                       budget_ms=args.budget_ms or base.budget_ms)  # fmt: skip
+        return replace(
+            base,
+            policy=args.schedule or base.policy,
+            interval=args.key_interval or base.interval,
+            max_interval=max(base.max_interval, args.key_interval or 0),
+            budget_ms=args.budget_ms or base.budget_ms,
+        )
     except ValueError as exc:
         raise UsageError(f"bad key-frame schedule: {exc}") from exc
 
@@ -294,8 +365,10 @@ def _check_against_bundle(args: argparse.Namespace, bundle: Bundle) -> Schedule 
         UsageError: a flag the bundle cannot serve.
     """
     if args.scores and bundle.manifest.output_name("scores") is None:
-        raise UsageError("--scores needs a bundle exported with confidence (vidseg-export "
-                         "--scores); this one has none")  # fmt: skip
+        raise UsageError(
+            "--scores needs a bundle exported with confidence (vidseg-export "
+            "--scores); this one has none"
+        )
     return _schedule(args, bundle)
 
 
@@ -413,8 +486,9 @@ def _open(
     )
 
 
-def run(args: argparse.Namespace, bundle: Bundle | None = None,
-        schedule: Schedule | None = None) -> tuple[RunStats, VideoInfo, LiveStats]:  # fmt: skip
+def run(
+    args: argparse.Namespace, bundle: Bundle | None = None, schedule: Schedule | None = None
+) -> tuple[RunStats, VideoInfo, LiveStats]:
     # opened once (a pipe cannot be reopened); a bad input fails before the model loads; the
     # overlay's audio comes from the same demuxer as the video
     overlay_audio = bool(args.out) and not args.mask and not args.no_audio
@@ -427,8 +501,14 @@ def run(args: argparse.Namespace, bundle: Bundle | None = None,
             frames.close()  # did not stop in time (Ctrl-C) still owns it: closed when collected
 
 
-def _mask_target(path: str, args: argparse.Namespace, info: VideoInfo, size: tuple[int, int],
-                 labels: Callable[[Frame, Result], np.ndarray], lut: np.ndarray) -> Target:  # fmt: skip
+def _mask_target(
+    path: str,
+    args: argparse.Namespace,
+    info: VideoInfo,
+    size: tuple[int, int],
+    labels: Callable[[Frame, Result], np.ndarray],
+    lut: np.ndarray,
+) -> Target:
     """Masks at ``path`` (``_mask_form``): lossless ids (FFV1), palette colours (H.264 yuv420p,
     plays anywhere; VP9 for .webm) or a folder of PNG ids."""
     width, height = size
@@ -451,16 +531,32 @@ def _mask_target(path: str, args: argparse.Namespace, info: VideoInfo, size: tup
         )
     if form == "colour":
         codec = CODEC_BY_SUFFIX.get(Path(path).suffix.lower(), "libx264")
-        return Target(VideoWriter(path, width=width, height=height, fps=fps,
-                                  time_base=info.time_base, codec=codec, crf=args.crf,
-                                  preset=args.preset, overwrite=args.overwrite, zero_start=True),
-                      lambda frame, result: colorize(labels(frame, result), lut))  # fmt: skip
+        return Target(
+            VideoWriter(
+                path,
+                width=width,
+                height=height,
+                fps=fps,
+                time_base=info.time_base,
+                codec=codec,
+                crf=args.crf,
+                preset=args.preset,
+                overwrite=args.overwrite,
+                zero_start=True,
+            ),
+            lambda frame, result: colorize(labels(frame, result), lut),
+        )
     return Target(MaskSequenceWriter(path, overwrite=args.overwrite), labels)
 
 
-def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame], reading: Reading,
-         bundle: Bundle | None = None,
-         schedule: Schedule | None = None) -> tuple[RunStats, VideoInfo, LiveStats]:  # fmt: skip
+def _run(
+    args: argparse.Namespace,
+    info: VideoInfo,
+    frames: Iterator[Frame],
+    reading: Reading,
+    bundle: Bundle | None = None,
+    schedule: Schedule | None = None,
+) -> tuple[RunStats, VideoInfo, LiveStats]:
     if bundle is None:
         bundle = load_bundle(args.model or default_bundle_path())
         schedule = _check_against_bundle(args, bundle)
@@ -480,8 +576,9 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame], rea
         return result.at_size(height, width).labels
 
     def overlay(frame: Frame, result: Result) -> np.ndarray:
-        return blend(resize_image(frame.image, width, height), labels(frame, result), lut,
-                     args.alpha)  # fmt: skip
+        return blend(
+            resize_image(frame.image, width, height), labels(frame, result), lut, args.alpha
+        )
 
     def scores(frame: Frame, result: Result) -> np.ndarray:
         return result.scores  # at the frame's size (the pipeline's at_size)
@@ -510,22 +607,35 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame], rea
                 )
             )
         if args.mask_out:
-            targets.append(_mask_target(args.mask_out, args, info, (width, height), labels,
-                                        lut))  # fmt: skip
+            targets.append(_mask_target(args.mask_out, args, info, (width, height), labels, lut))
         if args.scores:
-            targets.append(Target(MaskSequenceWriter(args.scores, overwrite=args.overwrite),
-                                  scores))  # fmt: skip
-        log = FrameLog(args.jsonl, segmenter.manifest.classes,
-                       polygons=args.polygons) if args.jsonl else None  # fmt: skip
-        sink = stack.enter_context(FrameOutputs(targets, log, Preview() if args.show else None,
-                                                overlay if args.show else None))  # fmt: skip
+            targets.append(
+                Target(MaskSequenceWriter(args.scores, overwrite=args.overwrite), scores)
+            )
+        log = (
+            FrameLog(args.jsonl, segmenter.manifest.classes, polygons=args.polygons)
+            if args.jsonl
+            else None
+        )
+        sink = stack.enter_context(
+            FrameOutputs(
+                targets, log, Preview() if args.show else None, overlay if args.show else None
+            )
+        )
         total = info.frame_count
         if args.max_frames is not None:
             total = min(total, args.max_frames) if total else args.max_frames
         if total and args.vid_stride > 1:
             total = -(-total // args.vid_stride)
-        bar = stack.enter_context(tqdm(total=total, unit="frame", disable=args.quiet,
-                                       desc=Path(args.input).name, file=sys.stderr))  # fmt: skip
+        bar = stack.enter_context(
+            tqdm(
+                total=total,
+                unit="frame",
+                disable=args.quiet,
+                desc=Path(args.input).name,
+                file=sys.stderr,
+            )
+        )
         source: Iterable[Frame] = frames
         reconnecting = newest = None
         if args.reconnect:
@@ -561,14 +671,23 @@ def _run(args: argparse.Namespace, info: VideoInfo, frames: Iterator[Frame], rea
 
         with ExitStack() as live_source:
             if args.live:
-                if not (is_network_source(args.input) or is_camera(args.input)
-                        or args.input == STDIN):  # fmt: skip
+                if not (
+                    is_network_source(args.input) or is_camera(args.input) or args.input == STDIN
+                ):
                     source = paced(source)  # a file stands in for a camera
                 source = newest = live_source.enter_context(LatestFrameSource(source))
-            stats = segment_video(segmenter, source, sink, sink.render, on_frame=on_frame,
-                                  depth=1 if args.live else QUEUE_DEPTH)  # fmt: skip
-        live = LiveStats(dropped=newest.dropped if newest else 0,
-                         reconnects=reconnecting.reconnects if reconnecting else 0)  # fmt: skip
+            stats = segment_video(
+                segmenter,
+                source,
+                sink,
+                sink.render,
+                on_frame=on_frame,
+                depth=1 if args.live else QUEUE_DEPTH,
+            )
+        live = LiveStats(
+            dropped=newest.dropped if newest else 0,
+            reconnects=reconnecting.reconnects if reconnecting else 0,
+        )
         if not stats.frames:  # nothing to keep: discard the empty output, say why
             if stats.truncated is not None:
                 raise stats.truncated
@@ -604,8 +723,10 @@ def main(argv: list[str] | None = None) -> int:
         print(default_bundle_path())
         return 0
     if not args.input or not (args.out or args.mask_out or args.scores or args.jsonl):
-        parser.error("INPUT and an output (--out, --mask-out, --scores or --jsonl) are required "
-                     "(or use --show-default-model)")  # fmt: skip
+        parser.error(
+            "INPUT and an output (--out, --mask-out, --scores or --jsonl) are required "
+            "(or use --show-default-model)"
+        )
     args.input = camera_source(args.input)  # "0" -> /dev/video0
     if args.mask and not args.out:
         parser.error("--mask writes the masks to --out; use --mask-out PATH without --out")
@@ -647,14 +768,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.show and (problem := gui_problem()):
         print(f"vidseg-run: error: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     if args.triton:  # the model runs on the server (engine/triton_client.py)
         from vidseg.engine.triton_client import cli_run
 
         return cli_run(args)
-    code, bundle = run_for_cli("vidseg-run", lambda: load_bundle(args.model or default_bundle_path()),
-                               debug=args.debug)  # fmt: skip
+    code, bundle = run_for_cli(
+        "vidseg-run", lambda: load_bundle(args.model or default_bundle_path()), debug=args.debug
+    )
     if bundle is None:
         return code
     try:
@@ -670,8 +794,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with _sigterm_as_interrupt() as signals:
         code, outcome = run_for_cli(  # Ctrl-C here came before the loop (model load / open)
-            "vidseg-run", checked_run, debug=args.debug,
-            interrupted="interrupted before any frame was written")  # fmt: skip
+            "vidseg-run",
+            checked_run,
+            debug=args.debug,
+            interrupted="interrupted before any frame was written",
+        )
     if signals and code == 130:  # SIGTERM: the same, with its own code
         return 128 + signals[-1]
     if outcome is None:
@@ -679,16 +806,24 @@ def main(argv: list[str] | None = None) -> int:
     stats, info, live = outcome
     width, height = written_size(args, *output_size(args.out_size, info.width, info.height))
     summary = {
-        "input": args.input, "output": args.out, "mask_output": args.mask_out,
-        "scores_output": args.scores, "jsonl": args.jsonl, "output_size": [width, height],
+        "input": args.input,
+        "output": args.out,
+        "mask_output": args.mask_out,
+        "scores_output": args.scores,
+        "jsonl": args.jsonl,
+        "output_size": [width, height],
         "frames": stats.frames,
-        "wall_s": round(stats.wall_s, 3), "fps": round(stats.fps, 2),
-        "step_ms": percentiles(stats.step_ms), "key_frames": stats.key_frames,
+        "wall_s": round(stats.wall_s, 3),
+        "fps": round(stats.fps, 2),
+        "step_ms": percentiles(stats.step_ms),
+        "key_frames": stats.key_frames,
         "interrupted": stats.interrupted,
         "truncated": str(stats.truncated) if stats.truncated else None,
         "source_lost": isinstance(stats.truncated, SourceLostError),
-        "dropped": live.dropped, "reconnects": live.reconnects, "state_resets": stats.resets,
-    }  # fmt: skip
+        "dropped": live.dropped,
+        "reconnects": live.reconnects,
+        "state_resets": stats.resets,
+    }
     if args.json:
         try:
             write_text(args.json, json.dumps(summary, indent=2) + "\n")
@@ -696,17 +831,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"vidseg-run: error: {error}", file=sys.stderr)
             return exit_code_for(error)
     if stats.interrupted:
-        print(f"vidseg-run: {'terminated' if signals else 'interrupted'} after {stats.frames} "
-              f"frames; wrote {', '.join(map(str, paths))}", file=sys.stderr)  # fmt: skip
+        print(
+            f"vidseg-run: {'terminated' if signals else 'interrupted'} after {stats.frames} "
+            f"frames; wrote {', '.join(map(str, paths))}",
+            file=sys.stderr,
+        )
         return 128 + signals[-1] if signals else 130
     if stats.truncated is not None:
-        print(f"vidseg-run: error: {stats.truncated}; wrote the {stats.frames} decoded frames "
-              f"to {', '.join(map(str, paths))}", file=sys.stderr)  # fmt: skip
+        print(
+            f"vidseg-run: error: {stats.truncated}; wrote the {stats.frames} decoded frames "
+            f"to {', '.join(map(str, paths))}",
+            file=sys.stderr,
+        )
         return exit_code_for(stats.truncated)
     dropped = f", {live.dropped} stale frames dropped" if args.live else ""
     written = ", ".join(str(p) for p in paths)
-    print(f"wrote {written}: {stats.frames} frames, {width}x{height}, "
-          f"{stats.fps:.1f} fps end to end{dropped}", file=sys.stderr)  # fmt: skip
+    print(
+        f"wrote {written}: {stats.frames} frames, {width}x{height}, "
+        f"{stats.fps:.1f} fps end to end{dropped}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -79,8 +79,9 @@ class FrameError(VidsegError, ValueError):
 EXIT_CODES[FrameError] = 1
 
 
-def run_for_cli(prog: str, fn: Callable[[], T], *, debug: bool,
-                interrupted: str = "interrupted") -> tuple[int, T | None]:  # fmt: skip
+def run_for_cli(
+    prog: str, fn: Callable[[], T], *, debug: bool, interrupted: str = "interrupted"
+) -> tuple[int, T | None]:
     """For console entry points only: run ``fn`` and turn a ``VidsegError`` into one line on
     stderr (``PROG: error: ...``) and its exit code, Ctrl-C into ``PROG: <interrupted>`` and 130.
 

@@ -36,8 +36,9 @@ FOLDER_FPS = Fraction(30)  # CamVid's capture rate; frame folders declare none
 
 def image_paths(folder: str | os.PathLike[str]) -> list[Path]:
     """The images of ``folder`` in file-name order (not recursive)."""
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())  # fmt: skip
+    return sorted(
+        p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
 
 
 def _read(path: Path) -> np.ndarray | None:
@@ -54,8 +55,9 @@ def _read(path: Path) -> np.ndarray | None:
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
-def open_image_folder(folder: str | os.PathLike[str], *, max_frames: int | None = None
-                      ) -> tuple[VideoInfo, Iterator[Frame]]:  # fmt: skip
+def open_image_folder(
+    folder: str | os.PathLike[str], *, max_frames: int | None = None
+) -> tuple[VideoInfo, Iterator[Frame]]:
     """The folder's ``VideoInfo`` (the first readable image's size, ``FOLDER_FPS``) and its
     frames, bad images skipped with a warning.
 
@@ -64,8 +66,9 @@ def open_image_folder(folder: str | os.PathLike[str], *, max_frames: int | None 
     """
     paths = image_paths(folder)
     if not paths:
-        raise VideoIOError(f"cannot read {folder}: no images in the folder "
-                           f"({', '.join(IMAGE_SUFFIXES)})")  # fmt: skip
+        raise VideoIOError(
+            f"cannot read {folder}: no images in the folder ({', '.join(IMAGE_SUFFIXES)})"
+        )
     time_base = 1 / FOLDER_FPS
     start, first = 0, None
     while first is None and start < len(paths):
@@ -74,8 +77,15 @@ def open_image_folder(folder: str | os.PathLike[str], *, max_frames: int | None 
     if first is None:
         raise VideoIOError(f"cannot read {folder}: none of its {len(paths)} images decodes")
     height, width = first.shape[:2]
-    info = VideoInfo(width=width, height=height, fps=FOLDER_FPS, time_base=time_base,
-                     frame_count=len(paths) - start, codec="image", duration_s=None)  # fmt: skip
+    info = VideoInfo(
+        width=width,
+        height=height,
+        fps=FOLDER_FPS,
+        time_base=time_base,
+        frame_count=len(paths) - start,
+        codec="image",
+        duration_s=None,
+    )
 
     def frames() -> Iterator[Frame]:
         index = 0

@@ -99,8 +99,15 @@ def to_input(frame: np.ndarray, placement: Placement) -> np.ndarray:
     if (d.width, d.height) == (w, h):
         return np.ascontiguousarray(region)
     top, bottom, left, right = placement.padding
-    return cv2.copyMakeBorder(np.ascontiguousarray(region), top, bottom, left, right,
-                              cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)  # fmt: skip
+    return cv2.copyMakeBorder(
+        np.ascontiguousarray(region),
+        top,
+        bottom,
+        left,
+        right,
+        cv2.BORDER_CONSTANT,
+        value=(PAD_VALUE,) * 3,
+    )
 
 
 def canvas_box(placement: Placement, height: int, width: int) -> tuple[int, int, int, int]:
@@ -117,8 +124,9 @@ def canvas_box(placement: Placement, height: int, width: int) -> tuple[int, int,
     return x, y, max(1, round(w * ax)), max(1, round(h * ay))
 
 
-def to_frame(outputs: GraphOutputs, placement: Placement, height: int,
-             width: int) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+def to_frame(
+    outputs: GraphOutputs, placement: Placement, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """A graph's outputs (at its label stride over the model input) as (labels, scores) at
     ``height`` x ``width``, the frame's size or the frame scaled: upsampled to the whole canvas
     at that scale, then cut (letterbox) or pasted (crop; unseen pixels ``UNSEEN``, score 0)."""

@@ -22,10 +22,19 @@ __all__ = ["LoadedModel", "check_frame"]
 def check_frame(frame: object) -> np.ndarray:
     """``frame`` as a C-contiguous (H, W, 3) uint8 array with H, W >= 1 (a strided view is
     copied), else ``FrameError``."""
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 \
-            or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:  # fmt: skip
-        got = (f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray)
-               else type(frame).__name__)  # fmt: skip
+    if (
+        not isinstance(frame, np.ndarray)
+        or frame.dtype != np.uint8
+        or frame.ndim != 3
+        or frame.shape[2] != 3
+        or frame.shape[0] < 1
+        or frame.shape[1] < 1
+    ):
+        got = (
+            f"{frame.dtype} {frame.shape}"
+            if isinstance(frame, np.ndarray)
+            else type(frame).__name__
+        )
         raise FrameError(f"frame must be an (H, W, 3) uint8 RGB array with H, W >= 1, got {got}")
     return np.ascontiguousarray(frame)
 
@@ -44,10 +53,19 @@ class LoadedModel:
         BackendError: the backend is unavailable or cannot load a graph.
     """
 
-    def __init__(self, bundle: str | Path | Bundle | None, backend: str, device: str,
-                 threads: int | None, cuda_graph: bool | None = None) -> None:  # fmt: skip
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(
-            default_bundle_path() if bundle is None else bundle)  # fmt: skip
+    def __init__(
+        self,
+        bundle: str | Path | Bundle | None,
+        backend: str,
+        device: str,
+        threads: int | None,
+        cuda_graph: bool | None = None,
+    ) -> None:
+        self.bundle = (
+            bundle
+            if isinstance(bundle, Bundle)
+            else load_bundle(default_bundle_path() if bundle is None else bundle)
+        )
         manifest = self.manifest = self.bundle.manifest
         pairs = tuple((s.input, s.output) for s in manifest.state)  # ping-ponged on the GPU
         options = BackendOptions(device, threads, cuda_graph=cuda_graph, state_pairs=pairs)
@@ -78,8 +96,10 @@ class LoadedModel:
             for role, backend in self.backends.items()
             for ins, outs in [({t.name for t in backend.inputs}, {t.name for t in backend.outputs})]
         }
-        self._reads_frame = {role: manifest.input.name in {t.name for t in backend.inputs}
-                             for role, backend in self.backends.items()}  # fmt: skip
+        self._reads_frame = {
+            role: manifest.input.name in {t.name for t in backend.inputs}
+            for role, backend in self.backends.items()
+        }
         self.schedule = Schedule.from_manifest(manifest.schedule) if self.keyframe else None
         # a step graph on fixed buffers adopts the encoder's fixed output buffers: then the
         # features of frame t+1 must not be made (in another thread) before step t has run
@@ -97,8 +117,12 @@ class LoadedModel:
     def fixed_batch(self) -> int | None:
         """The batch size a graph fixes on an input (a foreign model wrapped with a static
         batch of 1), or None where every graph's batch axis is dynamic."""
-        sizes = [t.shape[0] for b in self.backends.values() for t in b.inputs
-                 if t.shape and isinstance(t.shape[0], int)]  # fmt: skip
+        sizes = [
+            t.shape[0]
+            for b in self.backends.values()
+            for t in b.inputs
+            if t.shape and isinstance(t.shape[0], int)
+        ]
         return min(sizes) if sizes else None
 
     def warmup(self, batch: int = 1) -> None:
@@ -137,8 +161,11 @@ class LoadedModel:
                 a.name in inputs and replaces_frame(a.provider) for a in m.aux_inputs
             ):
                 pass  # reads what a provider cuts from the frame instead (a tile view)
-            elif frame is None or frame.dtype != "uint8" or frame.shape[1:] != (
-                    spec.height, spec.width, 3):  # fmt: skip
+            elif (
+                frame is None
+                or frame.dtype != "uint8"
+                or frame.shape[1:] != (spec.height, spec.width, 3)
+            ):
                 raise BundleError(
                     f"{graph}: expected frame input {spec.name!r} uint8 [batch, {spec.height}, "
                     f"{spec.width}, 3], the graph has "
@@ -147,45 +174,67 @@ class LoadedModel:
             if role == ENCODE:
                 self._check_features(graph, {t.name: t for t in backend.outputs}, "output")
                 if set(inputs) != {spec.name}:
-                    raise BundleError(f"{graph}: the encode graph must read the frame alone, "
-                                      f"it reads {sorted(inputs)}")  # fmt: skip
+                    raise BundleError(
+                        f"{graph}: the encode graph must read the frame alone, "
+                        f"it reads {sorted(inputs)}"
+                    )
                 continue
             labels = next((t for t in backend.outputs if t.name == m.labels_output), None)
             if labels is None:
                 raise BundleError(f"{graph}: no output named {m.labels_output!r}")
-            if all(isinstance(d, int) for d in labels.shape[1:]) and \
-                    tuple(labels.shape[1:]) != m.labels_size:  # fmt: skip
-                raise BundleError(f"{graph}: output {m.labels_output!r} is "
-                                  f"{list(labels.shape[1:])}, the manifest says "
-                                  f"{list(m.labels_size)} (input size / labels stride)")  # fmt: skip
+            if (
+                all(isinstance(d, int) for d in labels.shape[1:])
+                and tuple(labels.shape[1:]) != m.labels_size
+            ):
+                raise BundleError(
+                    f"{graph}: output {m.labels_output!r} is "
+                    f"{list(labels.shape[1:])}, the manifest says "
+                    f"{list(m.labels_size)} (input size / labels stride)"
+                )
             logits_name = m.output_name("logits")
             if logits_name is not None:
                 logits = next((t for t in backend.outputs if t.name == logits_name), None)
                 expected = (len(m.classes), *m.labels_size)
                 if logits is None or tuple(logits.shape[1:]) != expected:
                     got = None if logits is None else list(logits.shape[1:])
-                    raise BundleError(f"{graph}: logits output {logits_name!r} should be "
-                                      f"[batch, {list(expected)}] (classes, labels size), "
-                                      f"got {got}")  # fmt: skip
+                    raise BundleError(
+                        f"{graph}: logits output {logits_name!r} should be "
+                        f"[batch, {list(expected)}] (classes, labels size), "
+                        f"got {got}"
+                    )
             for aux in m.aux_inputs:
                 info = inputs.get(aux.name)
                 if info is None or info.shape[1:] != aux.shape or info.dtype != aux.dtype:
-                    raise StateSpecError(f"{graph}: aux input {aux.name!r} {aux.dtype} "
-                                         f"[batch, {list(aux.shape)}] not in the graph")  # fmt: skip
+                    raise StateSpecError(
+                        f"{graph}: aux input {aux.name!r} {aux.dtype} "
+                        f"[batch, {list(aux.shape)}] not in the graph"
+                    )
         if self.keyframe:
-            check_state_specs(m.cache, self.backends["current"], self.backends["key"],
-                              self._graph("current"), self._graph("key"))  # fmt: skip
+            check_state_specs(
+                m.cache,
+                self.backends["current"],
+                self.backends["key"],
+                self._graph("current"),
+                self._graph("key"),
+            )
         for role, backend in self.backends.items():
-            if role != ENCODE and m.state and (not self.keyframe or any(
-                    s.input in {t.name for t in backend.inputs} for s in m.state)):  # fmt: skip
+            if (
+                role != ENCODE
+                and m.state
+                and (
+                    not self.keyframe
+                    or any(s.input in {t.name for t in backend.inputs} for s in m.state)
+                )
+            ):
                 check_state_specs(m.state, backend, backend, self._graph(role))
         known = {spec.name} | {s.input for s in m.state + m.cache} | {a.name for a in m.aux_inputs}
         known |= {f.name for f in m.features}
         for role, backend in self.backends.items():
             extra = {t.name for t in backend.inputs} - known
             if extra:
-                raise BundleError(f"{self._graph(role)}: graph inputs {sorted(extra)} are not "
-                                  "in the manifest")  # fmt: skip
+                raise BundleError(
+                    f"{self._graph(role)}: graph inputs {sorted(extra)} are not in the manifest"
+                )
 
     def _check_features(self, graph: str, tensors: Mapping[str, Any], kind: str) -> None:
         """Every manifest feature is a graph ``kind`` (input/output) of its declared shape."""
@@ -193,8 +242,10 @@ class LoadedModel:
             info = tensors.get(f.name)
             if info is None or tuple(info.shape[1:]) != f.shape or info.dtype != f.dtype:
                 got = None if info is None else (info.dtype, list(info.shape))
-                raise BundleError(f"{graph}: feature {f.name!r} should be a graph {kind} "
-                                  f"{f.dtype} [batch, {list(f.shape)}], got {got}")  # fmt: skip
+                raise BundleError(
+                    f"{graph}: feature {f.name!r} should be a graph {kind} "
+                    f"{f.dtype} [batch, {list(f.shape)}], got {got}"
+                )
 
     def new_state(self, batch: int = 1) -> StreamState:
         """Zeroed recurrent state (``manifest.state``) for ``batch`` streams."""
@@ -228,10 +279,16 @@ class LoadedModel:
         stay where the backend ran them (device memory on a GPU)."""
         return self.backends[ENCODE].run({self.manifest.input.name: batch}, host_outputs=())
 
-    def run(self, role: str, batch: np.ndarray, state: StreamState, cache: StreamState,
-            aux: Mapping[str, np.ndarray] | None = None, rows: Sequence[int] | None = None,
-            features: Mapping[str, Any] | None = None,
-            ) -> list[GraphOutputs]:  # fmt: skip
+    def run(
+        self,
+        role: str,
+        batch: np.ndarray,
+        state: StreamState,
+        cache: StreamState,
+        aux: Mapping[str, np.ndarray] | None = None,
+        rows: Sequence[int] | None = None,
+        features: Mapping[str, Any] | None = None,
+    ) -> list[GraphOutputs]:
         """Run graph ``role`` on (N, h, w, 3) frames: each frame's labels, and its confidence
         and logits where the graph outputs them, at the graph's label stride.
 
@@ -265,6 +322,6 @@ class LoadedModel:
                 labels[k],
                 None if scores is None else scores[k],
                 None if logits is None else logits[k],
-            )  # fmt: skip
+            )
             for k in range(len(labels))
         ]

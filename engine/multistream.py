@@ -70,9 +70,11 @@ class MultiStreamSegmenter:
         self.model = LoadedModel(bundle, backend, device, threads, cuda_graph=False)
         fixed = self.model.fixed_batch
         if fixed is not None and streams > fixed:
-            raise BundleError(f"{self.model.bundle.root}: its graphs take a fixed batch of "
-                              f"{fixed}, so they cannot run {streams} streams together: "
-                              "use one Segmenter per stream")  # fmt: skip
+            raise BundleError(
+                f"{self.model.bundle.root}: its graphs take a fixed batch of "
+                f"{fixed}, so they cannot run {streams} streams together: "
+                "use one Segmenter per stream"
+            )
         if warmup:
             self.model.warmup(batch=streams)
         self.manifest = self.model.manifest
@@ -81,8 +83,11 @@ class MultiStreamSegmenter:
         self.cache = self.model.new_cache(batch=streams)
         self.aux = [self.model.new_aux() for _ in range(streams)]
         sched = schedule or self.model.schedule
-        self.schedulers = ([KeyFrameScheduler(sched) for _ in range(streams)]
-                           if self.model.keyframe and sched else None)  # fmt: skip
+        self.schedulers = (
+            [KeyFrameScheduler(sched) for _ in range(streams)]
+            if self.model.keyframe and sched
+            else None
+        )
         self._frames = [0] * streams
         if not self.model.carries:  # a per-frame bundle: no memory to go stale
             refresh = Refresh.off()
@@ -145,8 +150,11 @@ class MultiStreamSegmenter:
         """Per stream: resets because a frame said ``discontinuity`` or changed size."""
         return [g.cut_resets for g in self.guards]
 
-    def step(self, frames: Sequence[np.ndarray | Frame | None],
-             timestamps: Sequence[float | None] | None = None) -> list[Result | None]:  # fmt: skip
+    def step(
+        self,
+        frames: Sequence[np.ndarray | Frame | None],
+        timestamps: Sequence[float | None] | None = None,
+    ) -> list[Result | None]:
         """One tick: ``frames[i]`` is stream i's frame ((H, W, 3) uint8, or a decoded
         ``Frame`` with its timestamp, capture time and ``discontinuity``) or None (idle).
 
@@ -188,8 +196,9 @@ class MultiStreamSegmenter:
             groups = {"step": rows}
         else:
             keys = {i: self.schedulers[i].is_key(inputs[i]) for i in rows}
-            groups = {role: [i for i in rows if keys[i] == (role == "key")]
-                      for role in ("key", "current")}  # fmt: skip
+            groups = {
+                role: [i for i in rows if keys[i] == (role == "key")] for role in ("key", "current")
+            }
         pre_ms = elapsed_ms(t0, time.perf_counter_ns())
         for role, group in groups.items():
             if not group:

@@ -102,11 +102,11 @@ def _reason(error: OSError) -> str:
 class TextOutput:
     """A text output under the module's rule; a context manager yielding the open text file.
 
-    ``-`` yields ``stdout`` (default ``sys.stdout``; flushed, never closed); a written-through path is opened for
-    appending (a FIFO, a device, or the file behind ``/dev/stdout`` keeps what it had); anything
-    else is written to ``.NAME.partial`` beside :func:`final_path` and renamed onto it when the
-    block exits cleanly or by ``KeyboardInterrupt`` (the lines written so far are kept), deleted
-    when it raises anything else.
+    ``-`` yields ``stdout`` (default ``sys.stdout``; flushed, never closed); a written-through
+    path is opened for appending (a FIFO, a device, or the file behind ``/dev/stdout`` keeps what
+    it had); anything else is written to ``.NAME.partial`` beside :func:`final_path` and renamed
+    onto it when the block exits cleanly or by ``KeyboardInterrupt`` (the lines written so far are
+    kept), deleted when it raises anything else.
 
     Raises:
         VideoIOError: the file cannot be opened, written or renamed (``cannot write PATH: why``).

@@ -100,9 +100,12 @@ def _simple_outline(contour: np.ndarray, epsilon_px: float) -> np.ndarray | None
     return hull if is_simple_polygon(hull) else None
 
 
-def class_polygons(labels: np.ndarray, classes: Sequence[str],
-                   epsilon_px: float = POLYGON_EPSILON_PX,
-                   min_area_px: float = POLYGON_MIN_AREA_PX) -> dict[str, list[list[list[int]]]]:  # fmt: skip
+def class_polygons(
+    labels: np.ndarray,
+    classes: Sequence[str],
+    epsilon_px: float = POLYGON_EPSILON_PX,
+    min_area_px: float = POLYGON_MIN_AREA_PX,
+) -> dict[str, list[list[list[int]]]]:
     """Outer boundaries of each class's regions in (H, W) ``labels``, in its pixels: per class
     name, a list of polygons, each a list of ``[x, y]`` vertices (``cv2.findContours``, outer
     contours only: holes are not cut out; simplified by ``cv2.approxPolyDP`` with
@@ -128,18 +131,25 @@ def class_polygons(labels: np.ndarray, classes: Sequence[str],
     return out
 
 
-def frame_record(frame: Frame, result: Result, classes: Sequence[str], *,
-                 polygons: bool = False) -> dict[str, Any]:  # fmt: skip
+def frame_record(
+    frame: Frame, result: Result, classes: Sequence[str], *, polygons: bool = False
+) -> dict[str, Any]:
     """The JSON-ready record of one frame; ``result`` at the frame's size."""
     t = result.timings
     record: dict[str, Any] = {
-        "index": frame.index, "pts": frame.pts, "time": frame.timestamp_s,
+        "index": frame.index,
+        "pts": frame.pts,
+        "time": frame.timestamp_s,
         "key_frame": bool(result.key_frame),
-        "ms": {"pre": round(t.pre_ms, 3), "infer": round(t.infer_ms, 3),
-               "post": round(t.post_ms, 3), "step": round(t.total_ms, 3)},
+        "ms": {
+            "pre": round(t.pre_ms, 3),
+            "infer": round(t.infer_ms, 3),
+            "post": round(t.post_ms, 3),
+            "step": round(t.total_ms, 3),
+        },
         "age_ms": round(result.age_ms, 3),
         "classes": class_shares(result.labels, classes),
-    }  # fmt: skip
+    }
     if result.scores is not None:
         seen = result.labels != UNSEEN
         mean = float(result.scores[seen].mean()) / 255 if seen.any() else 0.0
@@ -154,8 +164,9 @@ class FrameLog:
     ``engine.outfile``'s rule: atomic for a regular file (see module), in place for ``-``
     (standard output), a FIFO or a device."""
 
-    def __init__(self, path: str | os.PathLike[str], classes: Sequence[str], *,
-                 polygons: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, path: str | os.PathLike[str], classes: Sequence[str], *, polygons: bool = False
+    ) -> None:
         self.path = Path(path)
         self._output = TextOutput(path)
         self._classes = tuple(classes)
@@ -169,15 +180,18 @@ class FrameLog:
     def write(self, frame: Frame, result: Result) -> None:
         if self._file is None:
             raise RuntimeError("FrameLog.write outside its with-block")
-        line = json.dumps(frame_record(frame, result, self._classes, polygons=self._polygons),
-                          separators=(",", ":"))  # fmt: skip
+        line = json.dumps(
+            frame_record(frame, result, self._classes, polygons=self._polygons),
+            separators=(",", ":"),
+        )
         try:
             self._file.write(line + "\n")
         except OSError as error:
             raise VideoIOError(f"cannot write {self.path}: {error.strerror or error}") from error
 
-    def __exit__(self, exc_type: type | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._file = None
         self._output.__exit__(exc_type, exc, tb)
 
@@ -185,13 +199,22 @@ class FrameLog:
 def gui_problem() -> str | None:
     """Why a preview window cannot open here (None when it can): OpenCV built without a GUI
     (``opencv-python-headless``, the default install) or no display."""
-    gui = next((line.split(":", 1)[1].strip() for line in cv2.getBuildInformation().splitlines()
-                if line.strip().startswith("GUI:")), "NONE")  # fmt: skip
+    gui = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in cv2.getBuildInformation().splitlines()
+            if line.strip().startswith("GUI:")
+        ),
+        "NONE",
+    )
     if gui.upper() == "NONE":
-        return ("--show needs OpenCV with GUI support: pip uninstall opencv-python-headless && "
-                "pip install opencv-python")  # fmt: skip
+        return (
+            "--show needs OpenCV with GUI support: pip uninstall opencv-python-headless && "
+            "pip install opencv-python"
+        )
     if sys.platform.startswith("linux") and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):  # fmt: skip
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
         return "--show needs a display (DISPLAY or WAYLAND_DISPLAY is not set)"
     return None
 
@@ -245,9 +268,13 @@ class FrameOutputs:
     Entering it enters every output; a failure leaves none behind.
     """
 
-    def __init__(self, targets: Sequence[Target], log: FrameLog | None = None,
-                 preview: Preview | None = None,
-                 preview_render: Callable[[Frame, Result], np.ndarray] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        log: FrameLog | None = None,
+        preview: Preview | None = None,
+        preview_render: Callable[[Frame, Result], np.ndarray] | None = None,
+    ) -> None:
         self._targets = tuple(targets)
         self._log = log
         self._preview = preview
@@ -279,6 +306,7 @@ class FrameOutputs:
         if self._preview is not None and self._preview_render is not None:
             self._preview.show(shown if shown is not None else self._preview_render(frame, result))
 
-    def __exit__(self, exc_type: type | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> bool | None:  # fmt: skip
+    def __exit__(
+        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
         return self._stack.__exit__(exc_type, exc, tb)

@@ -38,5 +38,6 @@ def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
     if image.shape[:2] == (height, width):
         return image
     shrink = width * height < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height),
-                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)  # fmt: skip
+    return cv2.resize(
+        image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )

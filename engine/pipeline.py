@@ -108,9 +108,12 @@ class Prefetch(Generic[T]):
         self._stop.set()
         self._thread.join(timeout=self.join_timeout_s)
         if self._thread.is_alive():
-            logger.warning("thread %r is still inside its source %.1f s after the pipeline "
-                           "stopped; it will stop at its next item", self._thread.name,
-                           self.join_timeout_s)  # fmt: skip
+            logger.warning(
+                "thread %r is still inside its source %.1f s after the pipeline "
+                "stopped; it will stop at its next item",
+                self._thread.name,
+                self.join_timeout_s,
+            )
 
 
 class Sink(Protocol):
@@ -167,8 +170,9 @@ class BackgroundWriter:
     every queued frame is written.
     """
 
-    def __init__(self, sink: Sink, render: Callable[[Frame, Result], np.ndarray],
-                 depth: int = QUEUE_DEPTH) -> None:  # fmt: skip
+    def __init__(
+        self, sink: Sink, render: Callable[[Frame, Result], np.ndarray], depth: int = QUEUE_DEPTH
+    ) -> None:
         self._sink = sink
         self._render = render
         self.written = 0
@@ -200,8 +204,9 @@ class BackgroundWriter:
     def __enter__(self) -> "BackgroundWriter":
         return self
 
-    def __exit__(self, exc_type: type | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:  # already failing: finish what is queued without masking the original error
@@ -262,8 +267,9 @@ class RunStats:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def _with_input(frames: Iterable[Frame], prepare: Callable[[Frame], PreparedFrame]
-                ) -> Iterator[tuple[Frame, PreparedFrame]]:  # fmt: skip
+def _with_input(
+    frames: Iterable[Frame], prepare: Callable[[Frame], PreparedFrame]
+) -> Iterator[tuple[Frame, PreparedFrame]]:
     """(frame, prepared model input) pairs; closing this closes ``frames`` (a decoder's
     container)."""
     try:
@@ -317,8 +323,7 @@ def segment_video(
         with interrupts_as_stop() as stop:  # before any thread starts: see its docstring
             segmenter.reset()
             writer = BackgroundWriter(sink, finish)
-            decoding = Prefetch(_with_input(frames, segmenter.prepare), depth=depth,
-                                name="decode")  # fmt: skip
+            decoding = Prefetch(_with_input(frames, segmenter.prepare), depth=depth, name="decode")
             with writer, decoding as decoded:
                 try:
                     _segment_all(segmenter, decoded.until(stop), frames, writer, stats)
@@ -333,8 +338,13 @@ def segment_video(
     return stats
 
 
-def _segment_all(segmenter: Segmenter, decoded: Iterable[tuple[Frame, PreparedFrame]],
-                 source: Iterable[Frame], writer: BackgroundWriter, stats: RunStats) -> None:  # fmt: skip
+def _segment_all(
+    segmenter: Segmenter,
+    decoded: Iterable[tuple[Frame, PreparedFrame]],
+    source: Iterable[Frame],
+    writer: BackgroundWriter,
+    stats: RunStats,
+) -> None:
     """The model thread's loop of :func:`segment_video`: step (the segmenter resets where the
     scene changes), hand the result to ``writer``; counts into ``stats``."""
     cuts = segmenter.cut_resets

@@ -58,8 +58,10 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
-            raise ScheduleValueError("policy", f"schedule policy must be one of "
-                                     f"{', '.join(POLICIES)}, got {self.policy!r}")  # fmt: skip
+            raise ScheduleValueError(
+                "policy",
+                f"schedule policy must be one of {', '.join(POLICIES)}, got {self.policy!r}",
+            )
         if self.interval < 1 or self.max_interval < self.interval:
             raise ScheduleValueError(
                 "interval" if self.interval < 1 else "max_interval",
@@ -69,8 +71,9 @@ class Schedule:
             raise ScheduleValueError("budget_ms", "the deadline policy needs budget_ms > 0")
 
     @classmethod
-    def from_manifest(cls, raw: "dict[str, Any] | Schedule | None",
-                      source: str = "manifest.json") -> "Schedule":  # fmt: skip
+    def from_manifest(
+        cls, raw: "dict[str, Any] | Schedule | None", source: str = "manifest.json"
+    ) -> "Schedule":
         """Parse a manifest's ``schedule`` object; unknown keys, wrong types or bad values ->
         BundleError naming the field (``schedule.<key>``). A ``Schedule`` (a loaded manifest's
         field) is returned as it is; None or {} gives the defaults."""
@@ -85,8 +88,9 @@ class Schedule:
             kinds = _FIELD_TYPES[key]
             if not isinstance(value, kinds) or isinstance(value, bool):
                 names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-                raise BundleError(f"{source}: field 'schedule.{key}' must be {names}, "
-                                  f"got {type(value).__name__}")  # fmt: skip
+                raise BundleError(
+                    f"{source}: field 'schedule.{key}' must be {names}, got {type(value).__name__}"
+                )
         try:
             return cls(**raw)
         except ScheduleValueError as exc:
@@ -142,8 +146,9 @@ class KeyFrameScheduler:
         """Report how long the frame just decided took (engine-measured)."""
         if key:
             self._since_key = 1
-            self._key_ms = elapsed_ms if self._key_ms is None else (
-                0.8 * self._key_ms + 0.2 * elapsed_ms)  # fmt: skip
+            self._key_ms = (
+                elapsed_ms if self._key_ms is None else (0.8 * self._key_ms + 0.2 * elapsed_ms)
+            )
             self._credit_ms = 0.0
         else:
             self._since_key = (self._since_key or 0) + 1

@@ -59,8 +59,9 @@ class Result:
         if self.labels.shape == (height, width) and (p is None or p.frame_size == (height, width)):
             return self
         source = self.outputs or GraphOutputs(self.labels, self.scores)
-        labels, scores = upsample(source, height, width) if p is None else to_frame(
-            source, p, height, width)  # fmt: skip
+        labels, scores = (
+            upsample(source, height, width) if p is None else to_frame(source, p, height, width)
+        )
         return replace(self, labels=labels, scores=scores)
 
 
@@ -232,8 +233,12 @@ class Segmenter:
         """Count ``frames`` the source dropped before they reached ``step`` (``stats()``)."""
         self.telemetry.note_dropped(frames)
 
-    def step(self, frame: np.ndarray | Frame | PreparedFrame, timestamp: float | None = None,
-             captured_ns: int | None = None) -> Result:  # fmt: skip
+    def step(
+        self,
+        frame: np.ndarray | Frame | PreparedFrame,
+        timestamp: float | None = None,
+        captured_ns: int | None = None,
+    ) -> Result:
         """Segment one frame and carry the state to the next.
 
         The state is reset before the frame runs on it when the frame starts a new scene (a
@@ -297,9 +302,18 @@ class Segmenter:
             self.scheduler.record(key, timings.total_ms)
         age_ms = elapsed_ms(captured_ns, time.monotonic_ns())
         self.telemetry.record(timings.total_ms, age_ms, t3)
-        result = Result(labels, self._frames, timestamp, timings, key_frame=key, scores=scores,
-                        outputs=outputs, placement=placement, age_ms=age_ms,
-                        captured_ns=captured_ns)  # fmt: skip
+        result = Result(
+            labels,
+            self._frames,
+            timestamp,
+            timings,
+            key_frame=key,
+            scores=scores,
+            outputs=outputs,
+            placement=placement,
+            age_ms=age_ms,
+            captured_ns=captured_ns,
+        )
         self._frames += 1
         return result
 

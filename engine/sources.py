@@ -68,8 +68,9 @@ def strided(frames: Iterable[Frame], every: int) -> Iterator[Frame]:
         _closing(frames)
 
 
-def rate_limited(frames: Iterable[Frame], max_fps: float,
-                 clock: Callable[[], float] = time.monotonic) -> Iterator[Frame]:  # fmt: skip
+def rate_limited(
+    frames: Iterable[Frame], max_fps: float, clock: Callable[[], float] = time.monotonic
+) -> Iterator[Frame]:
     """At most ``max_fps`` frames per second of ``frames``: a frame is kept when its time (its
     timestamp, or ``clock()`` for a frame without one) reaches the next slot of a ``1/max_fps``
     grid, so a 25 FPS source limited to 10 keeps 10 per second on average (not 8.3); after a
@@ -160,9 +161,12 @@ class LatestFrameSource:
         self._stop.set()
         self._thread.join(timeout=self.join_timeout_s)
         if self._thread.is_alive():
-            logger.warning("thread %r is still inside its source %.1f s after the consumer left; "
-                           "it will stop at its next frame", self._thread.name,
-                           self.join_timeout_s)  # fmt: skip
+            logger.warning(
+                "thread %r is still inside its source %.1f s after the consumer left; "
+                "it will stop at its next frame",
+                self._thread.name,
+                self.join_timeout_s,
+            )
 
     def __iter__(self) -> Iterator[Frame]:
         owner = self._start()  # no ``with``: this iteration runs the reader
@@ -257,8 +261,13 @@ class ReconnectingSource:
                             elif last_pts is not None:
                                 step = pts - last_pts
                             last_pts = pts
-                        yield replace(frame, index=self.delivered, pts=pts, time_base=time_base,
-                                      discontinuity=resumed)  # fmt: skip
+                        yield replace(
+                            frame,
+                            index=self.delivered,
+                            pts=pts,
+                            time_base=time_base,
+                            discontinuity=resumed,
+                        )
                         resumed = False
                         self.delivered += 1
                     return
@@ -275,8 +284,14 @@ class ReconnectingSource:
         failure: BaseException = lost
         for attempt in range(self._retries):
             delay = min(self._backoff_s * 2**attempt, MAX_BACKOFF_S)
-            logger.warning("reconnect %d of %d in %.1f s after %d frames: %s", attempt + 1,
-                           self._retries, delay, self.delivered, failure)  # fmt: skip
+            logger.warning(
+                "reconnect %d of %d in %.1f s after %d frames: %s",
+                attempt + 1,
+                self._retries,
+                delay,
+                self.delivered,
+                failure,
+            )
             time.sleep(delay)
             try:
                 frames = self._reopen()

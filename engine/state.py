@@ -17,8 +17,13 @@ from vidseg.engine.bundle import StateSpec
 from vidseg.engine.errors import StateSpecError
 
 
-def check_state_specs(specs: tuple[StateSpec, ...], reader: Backend, writer: Backend,
-                      reader_name: str, writer_name: str | None = None) -> None:  # fmt: skip
+def check_state_specs(
+    specs: tuple[StateSpec, ...],
+    reader: Backend,
+    writer: Backend,
+    reader_name: str,
+    writer_name: str | None = None,
+) -> None:
     """Every spec's input exists in ``reader``'s graph and its output in ``writer``'s, with the
     declared shape and dtype. For recurrent state both are the step graph; for a key-frame
     cache the key graph writes and the current graph reads.
@@ -30,8 +35,10 @@ def check_state_specs(specs: tuple[StateSpec, ...], reader: Backend, writer: Bac
     inputs = {t.name: t for t in reader.inputs}
     outputs = {t.name: t for t in writer.outputs}
     for spec in specs:
-        for name, table, kind, graph in ((spec.input, inputs, "input", reader_name),
-                                         (spec.output, outputs, "output", writer_name)):  # fmt: skip
+        for name, table, kind, graph in (
+            (spec.input, inputs, "input", reader_name),
+            (spec.output, outputs, "output", writer_name),
+        ):
             info = table.get(name)
             if info is None:
                 raise StateSpecError(
@@ -113,9 +120,9 @@ class StreamState:
 
         Cheap enough for every frame: one dot product per float32 tensor (x . x is NaN or Inf
         exactly when some value is, or when values near 1e19 overflow it: a blown-up state all
-        the same), 30-75 us for the default bundle's 300 KB of state on a busy CPU core (its step: 25-160 ms). A
-        tensor in device memory is copied to the host first (the segmenter checks those less
-        often).
+        the same), 30-75 us for the default bundle's 300 KB of state on a busy CPU core (its step:
+        25-160 ms). A tensor in device memory is copied to the host first (the segmenter checks
+        those less often).
         """
         for name, value in self.tensors.items():
             host = value if isinstance(value, np.ndarray) else self.backend.to_host(value)

@@ -41,9 +41,11 @@ class StatsSnapshot:
             return "-" if v is None else f"{v:.1f}"
 
         fps = "-" if self.fps is None else f"{self.fps:.1f}"
-        return (f"frames {self.frames} | {fps} fps | step p50 {ms(self.step_ms_p50)} ms "
-                f"p99 {ms(self.step_ms_p99)} ms | age p50 {ms(self.age_ms_p50)} ms | dropped "
-                f"{self.dropped} | resets {self.resets}")  # fmt: skip
+        return (
+            f"frames {self.frames} | {fps} fps | step p50 {ms(self.step_ms_p50)} ms "
+            f"p99 {ms(self.step_ms_p99)} ms | age p50 {ms(self.age_ms_p50)} ms | dropped "
+            f"{self.dropped} | resets {self.resets}"
+        )
 
 
 class Telemetry:

@@ -105,8 +105,9 @@ class Timeline:
             self._step[kind] = duration
         self._last_dts[kind] = t if last is None else max(last, t)
 
-    def timed(self, frames: list[Any], time_base: Fraction, step_s: Fraction,
-              index: int) -> list[Any]:  # fmt: skip
+    def timed(
+        self, frames: list[Any], time_base: Fraction, step_s: Fraction, index: int
+    ) -> list[Any]:
         """Decoded video frames ``index``, ``index + 1``, ... with their ``pts`` set on the
         clock (see the module docstring), in order; frames without a pts at the source's start
         are held back (``step_s``: the nominal frame duration, to time them) until one with a
@@ -144,8 +145,12 @@ class Timeline:
         if pts is None:
             step = self._frame_step or MIN_STEP_S
             pts = math.floor((last + step) / time_base)
-            logger.debug("%s: frame %d has no timestamp; timed %.3f s", self.name, index,
-                         float(pts * time_base))  # fmt: skip
+            logger.debug(
+                "%s: frame %d has no timestamp; timed %.3f s",
+                self.name,
+                index,
+                float(pts * time_base),
+            )
         t = pts * time_base
         if last is not None and t > last:
             self._frame_step = t - last

@@ -76,8 +76,14 @@ class TritonSegmenter:
         BundleError: the manifest it carries is invalid.
     """
 
-    def __init__(self, url: str, model: str = DEFAULT_MODEL, *, sequence_id: int | None = None,
-                 timeout_s: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        model: str = DEFAULT_MODEL,
+        *,
+        sequence_id: int | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
         grpc = _grpc()
         self._grpc = grpc
         self.url, self.model, self.timeout_s = _server_url(url), model, timeout_s
@@ -88,8 +94,10 @@ class TritonSegmenter:
         except Exception as exc:  # tritonclient raises InferenceServerException, grpc errors
             raise BackendError(f"triton {self.url} model {model!r}: {_reason(exc)}") from None
         if MANIFEST_PARAMETER not in config.parameters:
-            raise BackendError(f"triton model {model!r} has no {MANIFEST_PARAMETER} parameter "
-                               "(export it with vidseg-export BUNDLE --triton REPO)")  # fmt: skip
+            raise BackendError(
+                f"triton model {model!r} has no {MANIFEST_PARAMETER} parameter "
+                "(export it with vidseg-export BUNDLE --triton REPO)"
+            )
         raw = config.parameters[MANIFEST_PARAMETER].string_value
         try:
             self.manifest = Manifest.from_dict(json.loads(raw), source=f"triton:{model}")
@@ -114,13 +122,18 @@ class TritonSegmenter:
         wanted = [self._grpc.InferRequestedOutput(name) for name in self._outputs]
         try:
             response = self._client.infer(
-                self.model, [tensor], outputs=wanted, sequence_id=self.sequence_id,
-                sequence_start=not self._started, sequence_end=last,
+                self.model,
+                [tensor],
+                outputs=wanted,
+                sequence_id=self.sequence_id,
+                sequence_start=not self._started,
+                sequence_end=last,
                 client_timeout=self.timeout_s,
-            )  # fmt: skip
+            )
         except Exception as exc:
-            raise BackendError(f"triton {self.url} model {self.model!r} frame {self.frames}: "
-                               f"{_reason(exc)}") from None  # fmt: skip
+            raise BackendError(
+                f"triton {self.url} model {self.model!r} frame {self.frames}: {_reason(exc)}"
+            ) from None
         self._started = not last
         self.frames += 1
         got = {self._roles[name]: response.as_numpy(name)[0] for name in self._outputs}
@@ -243,8 +256,11 @@ def cli_run(args: Any) -> int:
 
     used = [f"--{n.replace('_', '-')}" for n in UNSUPPORTED_WITH_TRITON if getattr(args, n, None)]
     if used or not args.out:
-        print(f"vidseg-run: error: --triton needs --out and takes no {', '.join(used) or '--model'}"
-              " (the model is on the server)", file=sys.stderr)  # fmt: skip
+        print(
+            f"vidseg-run: error: --triton needs --out and takes no {', '.join(used) or '--model'}"
+            " (the model is on the server)",
+            file=sys.stderr,
+        )
         return 2
     code, summary = run_for_cli(
         "vidseg-run",

@@ -84,8 +84,12 @@ def _geometry(h: int, w: int, height: int, width: int) -> _Geometry:
     cell_y, fy = _cell_grid(h, height)
     cell_x, fx = _cell_grid(w, width)
     rows, cols = _cell_spans(cell_y, h + 1).T, _cell_spans(cell_x, w + 1).T  # (R, h+1), (C, w+1)
-    return _Geometry(fy[rows][:, None], fx[cols][None],
-                     (rows * width).astype(np.int32)[:, None], cols.astype(np.int32)[None])  # fmt: skip
+    return _Geometry(
+        fy[rows][:, None],
+        fx[cols][None],
+        (rows * width).astype(np.int32)[:, None],
+        cols.astype(np.int32)[None],
+    )
 
 
 def _interpolate(corners: np.ndarray, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:

@@ -264,8 +264,9 @@ def _rotated(info: VideoInfo, av_frame: av.VideoFrame | None) -> VideoInfo:
     return replace(info, width=width, height=height, rotation=90 * turns)
 
 
-def _check_read_args(size: tuple[int, int] | None,
-                     max_frames: int | None) -> tuple[tuple[int, int] | None, int | None]:  # fmt: skip
+def _check_read_args(
+    size: tuple[int, int] | None, max_frames: int | None
+) -> tuple[tuple[int, int] | None, int | None]:
     if size is not None:
         size = check_size(size)
     if max_frames is not None:
@@ -275,8 +276,11 @@ def _check_read_args(size: tuple[int, int] | None,
     return size, max_frames
 
 
-def _rgb_frames(decoded: Iterator[tuple[int, av.VideoFrame, Fraction]], path: object,
-                size: tuple[int, int] | None) -> Iterator[Frame]:  # fmt: skip
+def _rgb_frames(
+    decoded: Iterator[tuple[int, av.VideoFrame, Fraction]],
+    path: object,
+    size: tuple[int, int] | None,
+) -> Iterator[Frame]:
     """Decoded frames -> ``Frame``s: scaling and RGB conversion in one swscale pass, then the
     display rotation (``size`` is the upright frame's)."""
     width, height = size if size is not None else (None, None)
@@ -295,8 +299,9 @@ def _rgb_frames(decoded: Iterator[tuple[int, av.VideoFrame, Fraction]], path: ob
             if turns:
                 rgb = np.rot90(rgb, turns)
             # Rows of rgb24 are padded when width*3 is not a multiple of the alignment.
-            yield Frame(image=np.ascontiguousarray(rgb), index=index, pts=av_frame.pts,
-                        time_base=time_base)  # fmt: skip
+            yield Frame(
+                image=np.ascontiguousarray(rgb), index=index, pts=av_frame.pts, time_base=time_base
+            )
     finally:
         close = getattr(decoded, "close", None)
         if close is not None:
@@ -402,8 +407,11 @@ def _decode(
                 av_frames = packet.decode()
             except AV_ERRORS as error:
                 if is_network_source(path):  # a dropped connection or a read timeout
-                    reason = ("nothing received within the read timeout (timed out)"
-                              if isinstance(error, av.error.ExitError) else error_reason(error))  # fmt: skip
+                    reason = (
+                        "nothing received within the read timeout (timed out)"
+                        if isinstance(error, av.error.ExitError)
+                        else error_reason(error)
+                    )
                     raise SourceLostError(
                         f"lost {path!s} after {decoded} frames: {reason}",
                         frames_decoded=decoded,
@@ -591,8 +599,9 @@ def _open_input(
         return av.open(name, mode="r", **options)
     except AV_ERRORS as error:
         waited = time.monotonic() - started
-        if timeout_s and (isinstance(error, (av.error.ExitError, av.error.TimeoutError))
-                          or waited >= timeout_s):  # fmt: skip
+        if timeout_s and (
+            isinstance(error, (av.error.ExitError, av.error.TimeoutError)) or waited >= timeout_s
+        ):
             # rtsp reports its own socket timeout as "invalid data": the clock tells
             raise SourceLostError(
                 f"cannot read video {name}: nothing received within {timeout_s:g} s (timed out)",

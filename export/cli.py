@@ -45,16 +45,20 @@ SAMPLE_CLIP = "dashcam.mp4"
 UNTRAINED = "untrained:"
 
 
-def load_untrained(name: str, input_size: tuple[int, int] | None = None,
-                   ) -> tuple[torch.nn.Module, dict]:  # fmt: skip
+def load_untrained(
+    name: str,
+    input_size: tuple[int, int] | None = None,
+) -> tuple[torch.nn.Module, dict]:
     """``untrained:NAME``: the registry model with random weights, for latency work only."""
     torch.manual_seed(0)
     model = create_model(name, pretrained=False, input_size=input_size)
     return _check_size(model.eval()), {"dataset": "none: untrained random weights, for timing only"}
 
 
-def load_checkpoint(path: Path, input_size: tuple[int, int] | None = None,
-                    ) -> tuple[torch.nn.Module, dict]:  # fmt: skip
+def load_checkpoint(
+    path: Path,
+    input_size: tuple[int, int] | None = None,
+) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model a ``vidseg-train`` checkpoint holds (:func:`model_from_checkpoint`)
     and what the manifest says of its training.
 
@@ -83,8 +87,10 @@ def _check_size(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` if its input size is a multiple of its stride, else a one-line error."""
     (height, width), stride = model.cfg.input_size, model.cfg.stride
     if height % stride or width % stride:
-        raise VidsegError(f"--input-size {height}x{width}: {model.cfg.name} needs multiples of "
-                          f"{stride} (e.g. {height // stride * stride}x{width // stride * stride})")  # fmt: skip
+        raise VidsegError(
+            f"--input-size {height}x{width}: {model.cfg.name} needs multiples of "
+            f"{stride} (e.g. {height // stride * stride}x{width // stride * stride})"
+        )
     return model
 
 
@@ -104,8 +110,9 @@ def export(args: argparse.Namespace) -> str:
     if args.add_logits:
         return add_logits(args.checkpoint)
     if args.fp16 and is_bundle(args.checkpoint):
-        return convert_bundle(Path(args.checkpoint), Path(args.out), sample_video(args),
-                              args.parity_frames)  # fmt: skip
+        return convert_bundle(
+            Path(args.checkpoint), Path(args.out), sample_video(args), args.parity_frames
+        )
     out = Path(args.out)
     if not args.fp16:
         return export_checkpoint(args, out)
@@ -139,8 +146,10 @@ def export_checkpoint(args: argparse.Namespace, out: Path) -> str:
         model = wrap_tiles(model, args.tiles, args.tile_scale, args.tile_blend)
         info["tiles"] = model.describe()
     if args.split and (model.cfg.family not in SPLIT_FAMILIES or not splittable(model)):
-        raise VidsegError(f"--split: {model.cfg.name} has no stateless encoder part to split off "
-                          f"(supported: the {' and '.join(SPLIT_FAMILIES)} Lite0 models)")  # fmt: skip
+        raise VidsegError(
+            f"--split: {model.cfg.name} has no stateless encoder part to split off "
+            f"(supported: the {' and '.join(SPLIT_FAMILIES)} Lite0 models)"
+        )
     features = feature_specs(model) if args.split else ()
     manifest = model_manifest(model, CAMVID, info, args.scores, args.label_stride, features)
     frames = parity_frames(sample_video(args), model.cfg.input_size, args.parity_frames)
@@ -150,14 +159,20 @@ def export_checkpoint(args: argparse.Namespace, out: Path) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
-        prog="vidseg-export", description=__doc__.split("\n\n")[0],
+        prog="vidseg-export",
+        description=__doc__.split("\n\n")[0],
         formatter_class=HelpFormatter,
-    )  # fmt: skip
-    p.add_argument("checkpoint", nargs="?", help="last.pt written by vidseg-train, or "
-                   "untrained:NAME for a registry model with random weights (benchmarks only); "
-                   "none with --wrap")  # fmt: skip
-    p.add_argument("--out", help="bundle directory to write (NAME.vidseg); required unless "
-                   "--add-logits")  # fmt: skip
+    )
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="last.pt written by vidseg-train, or "
+        "untrained:NAME for a registry model with random weights (benchmarks only); "
+        "none with --wrap",
+    )
+    p.add_argument(
+        "--out", help="bundle directory to write (NAME.vidseg); required unless --add-logits"
+    )
     p.add_argument("--parity-video", help="clip for the parity check (default: the sample clip)")
     p.add_argument("--parity-frames", type=int, default=24, help="consecutive frames compared")
     p.add_argument(
@@ -165,80 +180,159 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also output per-pixel confidence (uint8, 255 x max softmax)",
     )
-    p.add_argument("--label-stride", type=int, choices=(1, 2, 4),
-                   help="labels (and scores) at the input size / N: 4 skips the full-size "
-                   "upsampling and arg-max (~9%% faster on the default model, same val mIoU, "
-                   "blockier edges); the engine still returns frame-size labels (default 1; "
-                   "with --wrap: the model's own output stride if it is 1, 2, 4 or 8)")  # fmt: skip
-    p.add_argument("--split", action="store_true",
-                   help="two graphs: a stateless encode graph (frame -> features) and the step "
-                   "graph (features + state -> labels); vidseg-run's pipeline then runs the "
-                   "encoder in its decode thread, a frame ahead of the state")  # fmt: skip
-    p.add_argument("--logits", action="store_true",
-                   help="also output the float32 logits at the labels' stride: the engine "
-                   "then upsamples labels crisply to any frame size (engine/upsample.py)")  # fmt: skip
-    p.add_argument("--fp16", action="store_true",
-                   help="write the bundle with float16 inside (I/O types kept; for GPUs): from "
-                   "a checkpoint, or CHECKPOINT an existing bundle to convert into --out; the "
-                   "label agreement with float32 over --parity-frames clip frames goes into "
-                   "the manifest")  # fmt: skip
-    p.add_argument("--add-logits", action="store_true",
-                   help="CHECKPOINT is an existing bundle: add the logits output to its graphs "
-                   "in place (no checkpoint needed)")  # fmt: skip
+    p.add_argument(
+        "--label-stride",
+        type=int,
+        choices=(1, 2, 4),
+        help="labels (and scores) at the input size / N: 4 skips the full-size "
+        "upsampling and arg-max (~9%% faster on the default model, same val mIoU, "
+        "blockier edges); the engine still returns frame-size labels (default 1; "
+        "with --wrap: the model's own output stride if it is 1, 2, 4 or 8)",
+    )
+    p.add_argument(
+        "--split",
+        action="store_true",
+        help="two graphs: a stateless encode graph (frame -> features) and the step "
+        "graph (features + state -> labels); vidseg-run's pipeline then runs the "
+        "encoder in its decode thread, a frame ahead of the state",
+    )
+    p.add_argument(
+        "--logits",
+        action="store_true",
+        help="also output the float32 logits at the labels' stride: the engine "
+        "then upsamples labels crisply to any frame size (engine/upsample.py)",
+    )
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="write the bundle with float16 inside (I/O types kept; for GPUs): from "
+        "a checkpoint, or CHECKPOINT an existing bundle to convert into --out; the "
+        "label agreement with float32 over --parity-frames clip frames goes into "
+        "the manifest",
+    )
+    p.add_argument(
+        "--add-logits",
+        action="store_true",
+        help="CHECKPOINT is an existing bundle: add the logits output to its graphs "
+        "in place (no checkpoint needed)",
+    )
     w = p.add_argument_group("wrapping a foreign ONNX segmenter (docs/wrap.md)")
-    w.add_argument("--wrap", metavar="MODEL.onnx",
-                   help="make a bundle of this ONNX graph: float (N, 3, H, W) image in, "
-                   "(N, K, h, w) logits out, optional recurrent state in/out pairs")  # fmt: skip
-    w.add_argument("--classes", metavar="NAMES",
-                   help="the K class names: a comma list or a file with one per line")  # fmt: skip
-    w.add_argument("--ignore-index", type=int, metavar="K",
-                   help="the void id of the training labels, if any")  # fmt: skip
-    w.add_argument("--palette", metavar="R,G,B;...",
-                   help="one colour per class, ';'-separated, or a file with one r,g,b per "
-                   "line (default: the CamVid colours for the CamVid classes, else the "
-                   "PASCAL VOC colour map)")  # fmt: skip
-    w.add_argument("--channel-order", choices=("rgb", "bgr"),
-                   help="the model's channel order (default rgb)")  # fmt: skip
-    w.add_argument("--mean", type=_triple, metavar="A,B,C",
-                   help="per-channel mean on 0-255 pixel values, in the model's channel order: "
-                   "the graph sees (x - mean) / std (default 0,0,0)")  # fmt: skip
-    w.add_argument("--std", type=_triple, metavar="A,B,C",
-                   help="per-channel std on 0-255 values (default 1,1,1); a model trained on "
-                   "0-1 inputs takes 255 x its std (and 255 x its mean)")  # fmt: skip
-    w.add_argument("--state", type=_pair, action="append", metavar="IN:OUT",
-                   help="a recurrent state input and the output that feeds it next frame "
-                   "(repeat per pair); shapes must be static but for the batch")  # fmt: skip
-    w.add_argument("--logits-output", metavar="NAME",
-                   help="the logits output, when the graph has several besides the state")  # fmt: skip
+    w.add_argument(
+        "--wrap",
+        metavar="MODEL.onnx",
+        help="make a bundle of this ONNX graph: float (N, 3, H, W) image in, "
+        "(N, K, h, w) logits out, optional recurrent state in/out pairs",
+    )
+    w.add_argument(
+        "--classes",
+        metavar="NAMES",
+        help="the K class names: a comma list or a file with one per line",
+    )
+    w.add_argument(
+        "--ignore-index", type=int, metavar="K", help="the void id of the training labels, if any"
+    )
+    w.add_argument(
+        "--palette",
+        metavar="R,G,B;...",
+        help="one colour per class, ';'-separated, or a file with one r,g,b per "
+        "line (default: the CamVid colours for the CamVid classes, else the "
+        "PASCAL VOC colour map)",
+    )
+    w.add_argument(
+        "--channel-order", choices=("rgb", "bgr"), help="the model's channel order (default rgb)"
+    )
+    w.add_argument(
+        "--mean",
+        type=_triple,
+        metavar="A,B,C",
+        help="per-channel mean on 0-255 pixel values, in the model's channel order: "
+        "the graph sees (x - mean) / std (default 0,0,0)",
+    )
+    w.add_argument(
+        "--std",
+        type=_triple,
+        metavar="A,B,C",
+        help="per-channel std on 0-255 values (default 1,1,1); a model trained on "
+        "0-1 inputs takes 255 x its std (and 255 x its mean)",
+    )
+    w.add_argument(
+        "--state",
+        type=_pair,
+        action="append",
+        metavar="IN:OUT",
+        help="a recurrent state input and the output that feeds it next frame "
+        "(repeat per pair); shapes must be static but for the batch",
+    )
+    w.add_argument(
+        "--logits-output",
+        metavar="NAME",
+        help="the logits output, when the graph has several besides the state",
+    )
     t = p.add_argument_group("a Triton model repository for a bundle (docs/scale-out.md)")
-    t.add_argument("--triton", metavar="REPO", help="CHECKPOINT is a bundle: write a Triton "
-                   "model repository for it into REPO (implicit state, sequence batching)")  # fmt: skip
+    t.add_argument(
+        "--triton",
+        metavar="REPO",
+        help="CHECKPOINT is a bundle: write a Triton "
+        "model repository for it into REPO (implicit state, sequence batching)",
+    )
     t.add_argument("--triton-name", default="vidseg", help="the model name clients use")
-    t.add_argument("--triton-max-batch", type=int, default=8, help="frames of different "
-                   "sequences batched into one run")  # fmt: skip
+    t.add_argument(
+        "--triton-max-batch",
+        type=int,
+        default=8,
+        help="frames of different sequences batched into one run",
+    )
     t.add_argument("--triton-instances", type=int, default=1, help="model instances")
     t.add_argument("--triton-kind", choices=KINDS, default="cpu", help="instance kind")
-    t.add_argument("--triton-accelerator", choices=ACCELERATORS, default="none",
-                   help="tensorrt: ONNX Runtime's TensorRT provider (gpu kind)")  # fmt: skip
+    t.add_argument(
+        "--triton-accelerator",
+        choices=ACCELERATORS,
+        default="none",
+        help="tensorrt: ONNX Runtime's TensorRT provider (gpu kind)",
+    )
     m = p.add_argument_group("a memory of high-resolution tiles (docs/families.md)")
-    m.add_argument("--tiles", type=_size, metavar="RxC",
-                   help="wrap a per-frame checkpoint in a tile memory: the frame at "
-                   "--tile-scale x its input size, cut into R x C tiles of that input size, "
-                   "one run per frame, kept in a flow-warped memory (vidseg.models.tiles)")  # fmt: skip
-    m.add_argument("--tile-scale", type=float, default=1.4,
-                   help="the frame's size over the network's input size, with --tiles")  # fmt: skip
-    m.add_argument("--tile-blend", type=float, default=0.5,
-                   help="weight of a new tile against the memory, in (0, 1], with --tiles")  # fmt: skip
-    p.add_argument("--input-size", type=_size, metavar="HxW",
-                   help="the bundle's input size: a checkpoint's weights at another size than "
-                   "they trained at (multiples of 32; default: the trained size), or a --wrap "
-                   "graph's size (required when it is dynamic)")  # fmt: skip
+    m.add_argument(
+        "--tiles",
+        type=_size,
+        metavar="RxC",
+        help="wrap a per-frame checkpoint in a tile memory: the frame at "
+        "--tile-scale x its input size, cut into R x C tiles of that input size, "
+        "one run per frame, kept in a flow-warped memory (vidseg.models.tiles)",
+    )
+    m.add_argument(
+        "--tile-scale",
+        type=float,
+        default=1.4,
+        help="the frame's size over the network's input size, with --tiles",
+    )
+    m.add_argument(
+        "--tile-blend",
+        type=float,
+        default=0.5,
+        help="weight of a new tile against the memory, in (0, 1], with --tiles",
+    )
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        metavar="HxW",
+        help="the bundle's input size: a checkpoint's weights at another size than "
+        "they trained at (multiples of 32; default: the trained size), or a --wrap "
+        "graph's size (required when it is dynamic)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
-WRAP_FLAGS = ("classes", "ignore_index", "palette", "channel_order", "mean", "std", "state",
-              "logits_output")  # fmt: skip
+WRAP_FLAGS = (
+    "classes",
+    "ignore_index",
+    "palette",
+    "channel_order",
+    "mean",
+    "std",
+    "state",
+    "logits_output",
+)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -260,8 +354,9 @@ def _triple(text: str) -> tuple[float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 3 or not all(np.isfinite(values)):
-        raise argparse.ArgumentTypeError(f"expected 3 comma-separated numbers (one per channel), "
-                                         f"got {text!r}")  # fmt: skip
+        raise argparse.ArgumentTypeError(
+            f"expected 3 comma-separated numbers (one per channel), got {text!r}"
+        )
     return values  # type: ignore[return-value]
 
 
@@ -269,8 +364,9 @@ def _pair(text: str) -> tuple[str, str]:
     """``IN:OUT`` -> (input name, output name)."""
     name_in, sep, name_out = text.rpartition(":")
     if not sep or not name_in or not name_out:
-        raise argparse.ArgumentTypeError(f"expected IN:OUT (graph input and output names), "
-                                         f"got {text!r}")  # fmt: skip
+        raise argparse.ArgumentTypeError(
+            f"expected IN:OUT (graph input and output names), got {text!r}"
+        )
     return name_in, name_out
 
 
@@ -289,12 +385,15 @@ def wrap_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> W
         parser.error(f"--classes: expected distinct class names, got {list(names)}")
     if args.palette:
         try:
-            palette = tuple(tuple(int(v) for v in c.replace(" ", ",").split(",") if v)
-                            for c in _items(args.palette, ";"))  # fmt: skip
+            palette = tuple(
+                tuple(int(v) for v in c.replace(" ", ",").split(",") if v)
+                for c in _items(args.palette, ";")
+            )
         except ValueError:
             palette = ()
         if len(palette) != len(names) or not all(
-                len(c) == 3 and all(0 <= v <= 255 for v in c) for c in palette):  # fmt: skip
+            len(c) == 3 and all(0 <= v <= 255 for v in c) for c in palette
+        ):
             parser.error(f"--palette: expected {len(names)} colours r,g,b (0-255), one per class")
     elif names == CAMVID_CLASSES:
         palette = CAMVID_PALETTE
@@ -310,9 +409,7 @@ def wrap_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> W
         parser.error("--state: every input and output name may appear once")
     return WrapOptions(
         classes=ClassInfo(names, palette, args.ignore_index),  # type: ignore[arg-type]
-        normalization=Normalization(
-            args.channel_order or "rgb", args.mean or (0.0, 0.0, 0.0), std
-        ),  # fmt: skip
+        normalization=Normalization(args.channel_order or "rgb", args.mean or (0.0, 0.0, 0.0), std),
         input_size=args.input_size,
         state=state,
         logits_output=args.logits_output,
@@ -324,13 +421,24 @@ def wrap_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> W
 
 def triton_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TritonOptions:
     """``--triton``'s flags checked (``parser.error`` on a usage mistake) and gathered."""
-    if (not args.checkpoint or args.wrap or args.out or args.add_logits or args.logits
-            or args.input_size):  # fmt: skip
-        parser.error("--triton takes a BUNDLE and no --out, --wrap, --add-logits, --logits or "
-                     "--input-size")  # fmt: skip
-    options = TritonOptions(name=args.triton_name, max_batch_size=args.triton_max_batch,
-                            instances=args.triton_instances, kind=args.triton_kind,
-                            accelerator=args.triton_accelerator)  # fmt: skip
+    if (
+        not args.checkpoint
+        or args.wrap
+        or args.out
+        or args.add_logits
+        or args.logits
+        or args.input_size
+    ):
+        parser.error(
+            "--triton takes a BUNDLE and no --out, --wrap, --add-logits, --logits or --input-size"
+        )
+    options = TritonOptions(
+        name=args.triton_name,
+        max_batch_size=args.triton_max_batch,
+        instances=args.triton_instances,
+        kind=args.triton_kind,
+        accelerator=args.triton_accelerator,
+    )
     try:
         options.check()
     except VidsegError as exc:
@@ -345,8 +453,10 @@ def main(argv: list[str] | None = None) -> int:
         args.triton_options = triton_options(parser, args)
     elif args.wrap:
         if args.checkpoint or args.add_logits or args.logits or args.split:
-            parser.error("--wrap takes no CHECKPOINT, --add-logits, --logits or --split (a "
-                         "wrapped bundle always outputs its logits)")  # fmt: skip
+            parser.error(
+                "--wrap takes no CHECKPOINT, --add-logits, --logits or --split (a "
+                "wrapped bundle always outputs its logits)"
+            )
         if not args.classes:
             parser.error("--wrap needs --classes")
     else:
@@ -357,20 +467,36 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("CHECKPOINT is required (or --wrap MODEL.onnx)")
         if args.label_stride is None:
             args.label_stride = 1
-    if args.tiles and (args.wrap or args.triton or args.add_logits or args.split
-                       or (args.fp16 and is_bundle(args.checkpoint or ""))):  # fmt: skip
-        parser.error("--tiles wraps a per-frame CHECKPOINT: not with --wrap, --triton, "
-                     "--add-logits, --split or a bundle's --fp16 conversion")  # fmt: skip
+    if args.tiles and (
+        args.wrap
+        or args.triton
+        or args.add_logits
+        or args.split
+        or (args.fp16 and is_bundle(args.checkpoint or ""))
+    ):
+        parser.error(
+            "--tiles wraps a per-frame CHECKPOINT: not with --wrap, --triton, "
+            "--add-logits, --split or a bundle's --fp16 conversion"
+        )
     if args.add_logits and (args.out or args.logits or args.split or args.fp16 or args.input_size):
-        parser.error("--add-logits edits the bundle given in place: no --out, --logits, "
-                     "--split, --fp16, --input-size")  # fmt: skip
+        parser.error(
+            "--add-logits edits the bundle given in place: no --out, --logits, "
+            "--split, --fp16, --input-size"
+        )
     if args.fp16 and (args.wrap or args.triton):
-        parser.error("--fp16 converts a checkpoint's or a bundle's graphs: not with --wrap or "
-                     "--triton (convert the bundle first)")  # fmt: skip
-    if (args.fp16 and args.checkpoint and is_bundle(args.checkpoint)
-            and (args.logits or args.split or args.input_size)):  # fmt: skip
-        parser.error("--fp16 on a BUNDLE converts it as it is: no --logits, --split or "
-                     "--input-size")  # fmt: skip
+        parser.error(
+            "--fp16 converts a checkpoint's or a bundle's graphs: not with --wrap or "
+            "--triton (convert the bundle first)"
+        )
+    if (
+        args.fp16
+        and args.checkpoint
+        and is_bundle(args.checkpoint)
+        and (args.logits or args.split or args.input_size)
+    ):
+        parser.error(
+            "--fp16 on a BUNDLE converts it as it is: no --logits, --split or --input-size"
+        )
     if not args.add_logits and not args.out and not args.triton:
         parser.error("--out is required")
     if args.parity_frames < 2:
@@ -380,8 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.wrap:
         args.wrap_options = wrap_options(parser, args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    code, summary = run_for_cli("vidseg-export", lambda: export(args), debug=args.debug,
-                                interrupted="interrupted; no bundle written")  # fmt: skip
+    code, summary = run_for_cli(
+        "vidseg-export",
+        lambda: export(args),
+        debug=args.debug,
+        interrupted="interrupted; no bundle written",
+    )
     if summary is None:
         return code
     print(f"wrote {args.triton or args.out or args.checkpoint}\n{summary}")

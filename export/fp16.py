@@ -84,9 +84,15 @@ def convert_bundle(src: Path, out: Path, clip: Path, frames: int = 24) -> str:
         size = (bundle.manifest.input.width, bundle.manifest.input.height)
         images = [f.image for f in read_frames(clip, size=size, max_frames=frames)]
         agreement = label_agreement(src, work, images)
-        train = {**bundle.manifest.train, "fp16": {
-            "from": str(src.name), "converter": "onnxruntime.transformers.float16, keep_io_types",
-            "label_agreement": round(agreement, 5), "frames": len(images)}}  # fmt: skip
+        train = {
+            **bundle.manifest.train,
+            "fp16": {
+                "from": str(src.name),
+                "converter": "onnxruntime.transformers.float16, keep_io_types",
+                "label_agreement": round(agreement, 5),
+                "frames": len(images),
+            },
+        }
         manifest = dataclasses.replace(bundle.manifest, train=train)
         (work / MANIFEST).write_text(manifest.to_json())
         load_bundle(work)  # still a valid bundle

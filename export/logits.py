@@ -39,8 +39,10 @@ def _logits_tensor(graph: onnx.GraphProto, labels: str, path: Path) -> str:
         node = _producer(graph, node.input[0])
     axis = next((a.i for a in node.attribute if a.name == "axis"), 0) if node else None
     if node is None or node.op_type != "ArgMax" or axis != 1:
-        raise BundleError(f"{path}: output {labels!r} is not the ArgMax over axis 1 of a "
-                          "logits tensor; cannot expose the logits")  # fmt: skip
+        raise BundleError(
+            f"{path}: output {labels!r} is not the ArgMax over axis 1 of a "
+            "logits tensor; cannot expose the logits"
+        )
     return node.input[0]
 
 
@@ -54,9 +56,7 @@ def _add_output(path: Path, labels: str, num_classes: int, size: tuple[int, int]
     source = _logits_tensor(graph, labels, path)
     graph.node.append(helper.make_node("Identity", [source], [LOGITS], name="expose_logits"))
     graph.output.append(
-        helper.make_tensor_value_info(
-            LOGITS, onnx.TensorProto.FLOAT, ["batch", num_classes, *size]
-        )  # fmt: skip
+        helper.make_tensor_value_info(LOGITS, onnx.TensorProto.FLOAT, ["batch", num_classes, *size])
     )
     onnx.checker.check_model(model)
     tmp = path.with_name(path.name + ".tmp")
@@ -107,5 +107,4 @@ def add_logits(bundle_dir: str | Path) -> str:
     os.replace(tmp, bundle.root / "manifest.json")
     load_bundle(bundle.root)  # the result validates
     height, width = manifest.labels_size
-    return (f"added logits [{len(manifest.classes)}, {height}, {width}] to "
-            f"{', '.join(roles)}")  # fmt: skip
+    return f"added logits [{len(manifest.classes)}, {height}, {width}] to {', '.join(roles)}"

@@ -4,9 +4,9 @@ The exported graph (role ``step``) takes ``frame`` (N, H, W, 3) uint8 RGB plus o
 ``<state>_in`` per recurrent tensor, and returns ``labels`` (N, H/s, W/s) uint8 plus one
 ``<state>_out`` each, s the labels' stride (``--label-stride``: 1, full input size, unless asked;
 the shipped default uses 4). Normalisation, upsampling of the logits to that size and the
-arg-max all run inside the graph, so the engine moves only bytes. Batch is the only dynamic axis; every
-state tensor has its full fixed shape. Families with engine-computed aux inputs (netwarp's
-``flow``) take them right after ``frame``, before the state.
+arg-max all run inside the graph, so the engine moves only bytes. Batch is the only dynamic
+axis; every state tensor has its full fixed shape. Families with engine-computed aux inputs
+(netwarp's ``flow``) take them right after ``frame``, before the state.
 """
 
 from __future__ import annotations
@@ -54,8 +54,13 @@ class OutputHeads(nn.Module):
     optional confidence (``with_scores``) and the optional float logits (``with_logits``, used
     by the parity twins; shipped graphs leave them out)."""
 
-    def __init__(self, model: nn.Module, with_logits: bool = False,
-                 with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        with_logits: bool = False,
+        with_scores: bool = False,
+        label_stride: int = 1,
+    ) -> None:
         super().__init__()
         self.model = model
         self.with_logits = with_logits
@@ -80,8 +85,14 @@ class RoleGraph(OutputHeads):
 
     role = "step"
 
-    def __init__(self, model: nn.Module, with_logits: bool = False, with_scores: bool = False,
-                 label_stride: int = 1, role: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        with_logits: bool = False,
+        with_scores: bool = False,
+        label_stride: int = 1,
+        role: str | None = None,
+    ) -> None:
         super().__init__(model, with_logits, with_scores, label_stride)
         self.role = role or self.role
         self.spec: GraphSpec = model.export_graphs()[self.role]
@@ -141,8 +152,13 @@ def feature_specs(model: nn.Module) -> tuple[FeatureSpec, ...]:
     return tuple(FeatureSpec(FEATURE.format(i), tuple(f.shape[1:])) for i, f in enumerate(feats))
 
 
-def export_split_graphs(model: nn.Module, encode_path: Path, step_path: Path,
-                        with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
+def export_split_graphs(
+    model: nn.Module,
+    encode_path: Path,
+    step_path: Path,
+    with_scores: bool = False,
+    label_stride: int = 1,
+) -> None:
     """Write ``model`` as an ``encode`` graph (frame -> features, stateless) and a ``step`` graph
     (features + state -> labels + state), composing to what ``export_graph`` writes as one."""
     cfg: ModelCfg = model.cfg
@@ -153,12 +169,17 @@ def export_split_graphs(model: nn.Module, encode_path: Path, step_path: Path,
     frame = torch.zeros(1, height, width, 3, dtype=torch.uint8)
     feats = tuple(torch.zeros(1, *f.shape) for f in specs)
     state = tuple(model.initial_state(1, height, width)) if cfg.state else ()
-    write_graph(EncodeGraph(model), (frame,), encode_path, [FRAME], names,
-                {f.name: f.shape for f in specs})  # fmt: skip
-    write_graph(HeadGraph(model, with_scores=with_scores, label_stride=label_stride),
-                (*feats, *state), step_path, [*names, *state_in],
-                [LABELS, *state_out] + [SCORES] * with_scores,
-                output_shapes(cfg, label_stride, state_out, cfg.state))  # fmt: skip
+    write_graph(
+        EncodeGraph(model), (frame,), encode_path, [FRAME], names, {f.name: f.shape for f in specs}
+    )
+    write_graph(
+        HeadGraph(model, with_scores=with_scores, label_stride=label_stride),
+        (*feats, *state),
+        step_path,
+        [*names, *state_in],
+        [LABELS, *state_out] + [SCORES] * with_scores,
+        output_shapes(cfg, label_stride, state_out, cfg.state),
+    )
 
 
 def labels_size(cfg: ModelCfg, label_stride: int) -> tuple[int, int]:
@@ -167,8 +188,9 @@ def labels_size(cfg: ModelCfg, label_stride: int) -> tuple[int, int]:
     return height // label_stride, width // label_stride
 
 
-def to_labels(logits: torch.Tensor, cfg: ModelCfg,
-              label_stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def to_labels(
+    logits: torch.Tensor, cfg: ModelCfg, label_stride: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, K, h', w') logits -> ((N, h, w) uint8 arg-max labels, (N, K, h, w) logits) at the
     input size over ``label_stride`` (bilinear upsampling; none when already that size)."""
     size = labels_size(cfg, label_stride)
@@ -198,15 +220,26 @@ def state_names(cfg: ModelCfg) -> tuple[list[str], list[str]]:
     return carried_names(cfg.state)
 
 
-def export_graph(model: nn.Module, path: Path, with_logits: bool = False,
-                 with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
+def export_graph(
+    model: nn.Module,
+    path: Path,
+    with_logits: bool = False,
+    with_scores: bool = False,
+    label_stride: int = 1,
+) -> None:
     """Write ``model``'s ``step`` graph as one ONNX file at ``path`` (the contract above), its
     aux inputs the model's own (``GraphSpec.aux``)."""
     export_role(model, "step", path, with_logits, with_scores, label_stride)
 
 
-def export_role(model: nn.Module, role: str, path: Path, with_logits: bool = False,
-                with_scores: bool = False, label_stride: int = 1) -> None:  # fmt: skip
+def export_role(
+    model: nn.Module,
+    role: str,
+    path: Path,
+    with_logits: bool = False,
+    with_scores: bool = False,
+    label_stride: int = 1,
+) -> None:
     """Write the graph ``role`` of ``model.export_graphs()`` to ``path``: inputs ``frame``, the
     aux inputs, ``<c>_in`` per carried input; outputs ``labels``, ``<c>_out`` per carried
     output, then ``scores`` and ``logits`` when asked."""
@@ -222,12 +255,23 @@ def export_role(model: nn.Module, role: str, path: Path, with_logits: bool = Fal
     example = (*frame, *aux_example, *(zeros[c.name] for c in spec.carried_in))
     outputs = [LABELS, *carried_out] + [SCORES] * with_scores + [LOGITS] * with_logits
     inputs = [FRAME] * spec.reads_frame + [a.name for a in spec.aux] + carried_in
-    write_graph(graph, example, path, inputs, outputs,
-                output_shapes(cfg, label_stride, carried_out, spec.carried_out))  # fmt: skip
+    write_graph(
+        graph,
+        example,
+        path,
+        inputs,
+        outputs,
+        output_shapes(cfg, label_stride, carried_out, spec.carried_out),
+    )
 
 
-def export_model_graphs(model: nn.Module, directory: Path, with_logits: bool = False,
-                        with_scores: bool = False, label_stride: int = 1) -> dict[str, Path]:  # fmt: skip
+def export_model_graphs(
+    model: nn.Module,
+    directory: Path,
+    with_logits: bool = False,
+    with_scores: bool = False,
+    label_stride: int = 1,
+) -> dict[str, Path]:
     """Write every graph of ``model.export_graphs()`` as ``<role>.onnx`` into ``directory``;
     returns the paths by role."""
     paths = {role: Path(directory) / graph_file(role) for role in model.export_graphs()}
@@ -249,30 +293,41 @@ def carried_zeros(model: nn.Module, batch: int) -> dict[str, torch.Tensor]:
     return {s.name: t for s, t in zip((*cfg.state, *cfg.cache), (*state, *cache))}
 
 
-def output_shapes(cfg: ModelCfg, label_stride: int, names: Sequence[str] = (),
-                  tensors: Sequence[StateCfg] = ()) -> dict[str, tuple[int, ...]]:  # fmt: skip
+def output_shapes(
+    cfg: ModelCfg, label_stride: int, names: Sequence[str] = (), tensors: Sequence[StateCfg] = ()
+) -> dict[str, tuple[int, ...]]:
     """Static shapes (batch excluded) of a graph's outputs: labels and scores at the input size
     over ``label_stride``, and each carried tensor ``names[i]`` as ``tensors[i]`` declares it."""
     height, width = cfg.input_size
     out_size = labels_size(cfg, label_stride)
     return {LABELS: out_size, SCORES: out_size} | {
-        name: (t.channels, height // t.stride, width // t.stride)
-        for name, t in zip(names, tensors)
-    }  # fmt: skip
+        name: (t.channels, height // t.stride, width // t.stride) for name, t in zip(names, tensors)
+    }
 
 
-def write_graph(graph: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
-                inputs: Sequence[str], outputs: Sequence[str],
-                shapes: Mapping[str, tuple[int, ...]]) -> None:  # fmt: skip
+def write_graph(
+    graph: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    shapes: Mapping[str, tuple[int, ...]],
+) -> None:
     """Export ``graph`` on example ``args`` to ``path`` with the batch as the only dynamic axis,
     then declare the static shape of each output named in ``shapes``."""
     dynamic = {name: {0: "batch"} for name in [*inputs, *outputs]}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            graph.eval(), args, str(path), input_names=list(inputs), output_names=list(outputs),
-            dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
-        )  # fmt: skip
+            graph.eval(),
+            args,
+            str(path),
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
     _declare_output_shapes(path, dict(shapes))
 
 
@@ -296,9 +351,12 @@ def _declare_output_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> No
 def _git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).parent,
-        )  # fmt: skip
+        )
     except OSError:
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
@@ -313,9 +371,14 @@ class ClassInfo:
     ignore_index: int | None
 
 
-def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any],
-                   scores: bool = False, label_stride: int = 1,
-                   features: tuple[FeatureSpec, ...] = ()) -> Manifest:  # fmt: skip
+def build_manifest(
+    cfg: ModelCfg,
+    classes: ClassInfo,
+    train: dict[str, Any],
+    scores: bool = False,
+    label_stride: int = 1,
+    features: tuple[FeatureSpec, ...] = (),
+) -> Manifest:
     """The manifest for a ``step`` bundle of ``cfg`` (``scores``: the graph also outputs
     per-pixel confidence; ``label_stride``: labels and scores at the input size over it;
     ``features``: split into ``encode`` + ``step`` graphs passing these tensors)."""
@@ -330,7 +393,7 @@ def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any],
         input=InputSpec(name=FRAME, height=height, width=width),
         graphs={"step": "step.onnx"} | ({ENCODE: "encode.onnx"} if features else {}),
         outputs=(OutputSpec(LABELS, "labels", "uint8", label_stride),)
-        + ((OutputSpec(SCORES, "scores", "uint8", label_stride),) if scores else ()),  # fmt: skip
+        + ((OutputSpec(SCORES, "scores", "uint8", label_stride),) if scores else ()),
         state=tuple(
             StateSpec(i, o, (s.channels, height // s.stride, width // s.stride))
             for i, o, s in zip(state_in, state_out, cfg.state)
@@ -341,9 +404,14 @@ def build_manifest(cfg: ModelCfg, classes: ClassInfo, train: dict[str, Any],
     )
 
 
-def model_manifest(model: nn.Module, classes: ClassInfo, train: dict[str, Any],
-                   scores: bool = False, label_stride: int = 1,
-                   features: tuple[FeatureSpec, ...] = ()) -> Manifest:  # fmt: skip
+def model_manifest(
+    model: nn.Module,
+    classes: ClassInfo,
+    train: dict[str, Any],
+    scores: bool = False,
+    label_stride: int = 1,
+    features: tuple[FeatureSpec, ...] = (),
+) -> Manifest:
     """``build_manifest`` for ``model``'s own graphs (``export_graphs()``): one file per role,
     the key-frame cache, the aux inputs and the key-frame schedule the model declares."""
     cfg: ModelCfg = model.cfg
@@ -407,12 +475,22 @@ def write_bundle(
         with_scores = any(o.role == "scores" for o in manifest.outputs)
         paths = {role: tmp / name for role, name in manifest.graphs.items()}
         if ENCODE in manifest.graphs:
-            export_split_graphs(model, paths[ENCODE], paths["step"], with_scores=with_scores,
-                                label_stride=label_stride(manifest))  # fmt: skip
+            export_split_graphs(
+                model,
+                paths[ENCODE],
+                paths["step"],
+                with_scores=with_scores,
+                label_stride=label_stride(manifest),
+            )
         else:
             for role, path in paths.items():
-                export_role(model.eval(), role, path, with_scores=with_scores,
-                            label_stride=label_stride(manifest))  # fmt: skip
+                export_role(
+                    model.eval(),
+                    role,
+                    path,
+                    with_scores=with_scores,
+                    label_stride=label_stride(manifest),
+                )
         (tmp / "manifest.json").write_text(manifest.to_json())
         if check is not None:
             check(paths)

@@ -66,8 +66,9 @@ def cpu_session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
 
 
-def stream_aux(specs: Sequence[AuxSpec], frames: Sequence[np.ndarray],
-               resets: Sequence[int] = ()) -> list[dict[str, np.ndarray]]:  # fmt: skip
+def stream_aux(
+    specs: Sequence[AuxSpec], frames: Sequence[np.ndarray], resets: Sequence[int] = ()
+) -> list[dict[str, np.ndarray]]:
     """The aux inputs the engine would feed for each of ``frames`` ((H, W, 3) uint8 at the
     model input size), each provider reset at ``resets``: one {name: (1, *shape)} per frame
     (empty dicts without aux inputs)."""
@@ -81,8 +82,9 @@ def stream_aux(specs: Sequence[AuxSpec], frames: Sequence[np.ndarray],
     return aux
 
 
-def stream_roles(roles: Sequence[str], count: int, interval: int = 1,
-                 resets: Sequence[int] = ()) -> list[str]:  # fmt: skip
+def stream_roles(
+    roles: Sequence[str], count: int, interval: int = 1, resets: Sequence[int] = ()
+) -> list[str]:
     """The graph the engine runs on each of ``count`` frames: ``step`` throughout, or with
     ``key`` and ``current`` a key frame every ``interval`` frames from a stream's start (a reset
     at ``resets`` restarts it)."""
@@ -101,8 +103,12 @@ class _OrtStream:
     """The sessions of a bundle's graphs, carrying their own state or cache as the engine does
     (``encode``: a split bundle's encoder feeds the step graph its features)."""
 
-    def __init__(self, paths: Mapping[str, Path], specs: Mapping[str, GraphSpec],
-                 zeros: Mapping[str, np.ndarray]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        paths: Mapping[str, Path],
+        specs: Mapping[str, GraphSpec],
+        zeros: Mapping[str, np.ndarray],
+    ) -> None:
         self.sessions = {role: cpu_session(paths[role]) for role in specs}
         self.encoder = cpu_session(paths[ENCODE]) if ENCODE in paths else None
         self.features = [o.name for o in self.encoder.get_outputs()] if self.encoder else []
@@ -160,12 +166,15 @@ def check_stream_parity(
         aux = stream_aux([a for spec in specs.values() for a in spec.aux], frames, resets)
     if len(aux) != len(frames):
         raise ValueError(f"aux holds {len(aux)} entries for {len(frames)} frames")
-    reference = {role: RoleGraph(model, with_logits=True, label_stride=label_stride,
-                                 role=role).eval() for role in specs}  # fmt: skip
+    reference = {
+        role: RoleGraph(model, with_logits=True, label_stride=label_stride, role=role).eval()
+        for role in specs
+    }
     zeros = carried_zeros(model, 1)
     with tempfile.TemporaryDirectory() as tmp:
-        twin_paths = export_model_graphs(model, Path(tmp), with_logits=True,
-                                         label_stride=label_stride)  # fmt: skip
+        twin_paths = export_model_graphs(
+            model, Path(tmp), with_logits=True, label_stride=label_stride
+        )
         numpy_zeros = {name: t.numpy() for name, t in zeros.items()}
         shipped = _OrtStream(graphs, specs, numpy_zeros)
         twin = _OrtStream(twin_paths, specs, numpy_zeros)
@@ -209,8 +218,9 @@ def check_parity(
     """``check_stream_parity`` of a ``step`` bundle: ``graph_path`` is its step graph,
     ``encode_path`` a split bundle's encode graph; ``aux`` as there (empty: the providers')."""
     graphs = {"step": graph_path} | ({ENCODE: encode_path} if encode_path is not None else {})
-    return check_stream_parity(model, graphs, frames, resets, label_stride=label_stride,
-                               aux=aux or None)  # fmt: skip
+    return check_stream_parity(
+        model, graphs, frames, resets, label_stride=label_stride, aux=aux or None
+    )
 
 
 def require_parity(report: ParityReport) -> None:
@@ -225,9 +235,13 @@ def require_parity(report: ParityReport) -> None:
 PARITY_INTERVALS = (2, 5)  # key intervals a key-frame bundle is checked at
 
 
-def export_bundle(model: torch.nn.Module, out: Path, manifest: Manifest,
-                  frames: Sequence[np.ndarray],
-                  intervals: Sequence[int] = PARITY_INTERVALS) -> str:  # fmt: skip
+def export_bundle(
+    model: torch.nn.Module,
+    out: Path,
+    manifest: Manifest,
+    frames: Sequence[np.ndarray],
+    intervals: Sequence[int] = PARITY_INTERVALS,
+) -> str:
     """Write ``model``'s bundle at ``out`` (``write_bundle``) after parity over ``frames``
     (state reset half way) passes: once for a ``step`` bundle, per key interval in
     ``intervals`` for one with key frames. Returns the summary, one line per check.
@@ -242,8 +256,9 @@ def export_bundle(model: torch.nn.Module, out: Path, manifest: Manifest,
     def check(paths: dict[str, Path]) -> None:
         for interval in intervals if keyed else (1,):
             prefix = f"key interval {interval}: " if keyed else ""
-            report = check_stream_parity(model, paths, frames, resets, interval,
-                                         manifest_stride(manifest))  # fmt: skip
+            report = check_stream_parity(
+                model, paths, frames, resets, interval, manifest_stride(manifest)
+            )
             summaries.append(prefix + report.summary())
             try:
                 require_parity(report)

@@ -48,8 +48,12 @@ CONTROLS = ("START", "READY", "END", "CORRID")  # step-graph control inputs, (ba
 KINDS = ("cpu", "gpu")
 ACCELERATORS = ("none", "tensorrt")  # tensorrt: the ONNX Runtime backend's TensorRT provider
 SUPPORTED_FAMILIES = ("perframe", "recurrent")
-TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8",
-                "int64": "TYPE_INT64"}  # fmt: skip
+TRITON_TYPES = {
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "uint8": "TYPE_UINT8",
+    "int64": "TYPE_INT64",
+}
 VERSION = "1"  # the one model version written
 
 
@@ -71,8 +75,9 @@ class TritonOptions:
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
             raise VidsegError(f"triton model name must be [A-Za-z0-9_.-]+, got {self.name!r}")
         if self.kind not in KINDS or self.accelerator not in ACCELERATORS:
-            raise VidsegError(f"triton kind must be one of {KINDS} and accelerator one of "
-                              f"{ACCELERATORS}")  # fmt: skip
+            raise VidsegError(
+                f"triton kind must be one of {KINDS} and accelerator one of {ACCELERATORS}"
+            )
         if self.accelerator == "tensorrt" and self.kind != "gpu":
             raise VidsegError("the tensorrt accelerator needs --triton-kind gpu")
         for field_name in ("max_batch_size", "instances", "max_sequences", "idle_timeout_s"):
@@ -148,9 +153,13 @@ def _onnx_model(name: str, options: TritonOptions) -> dict:
 def _accelerator(options: TritonOptions) -> dict:
     if options.accelerator != "tensorrt":
         return {}
-    trt = {"name": "tensorrt", "parameters": [{"key": "precision_mode", "value": "FP16"},
-                                               {"key": "max_workspace_size_bytes",
-                                                "value": "1073741824"}]}  # fmt: skip
+    trt = {
+        "name": "tensorrt",
+        "parameters": [
+            {"key": "precision_mode", "value": "FP16"},
+            {"key": "max_workspace_size_bytes", "value": "1073741824"},
+        ],
+    }
     return {"optimization": {"execution_accelerators": {"gpu_execution_accelerator": [trt]}}}
 
 
@@ -163,8 +172,11 @@ def _control(name: str) -> dict:
     if name == "CORRID":
         control = {"kind": _Ident("CONTROL_SEQUENCE_CORRID"), "data_type": _Ident("TYPE_UINT64")}
     else:
-        kind = {"START": "CONTROL_SEQUENCE_START", "READY": "CONTROL_SEQUENCE_READY",
-                "END": "CONTROL_SEQUENCE_END"}[name]  # fmt: skip
+        kind = {
+            "START": "CONTROL_SEQUENCE_START",
+            "READY": "CONTROL_SEQUENCE_READY",
+            "END": "CONTROL_SEQUENCE_END",
+        }[name]
         control = {"kind": _Ident(kind), "int32_false_true": [0, 1]}
     return {"name": name, "control": [control]}
 
@@ -175,18 +187,32 @@ def sequence_batching(manifest: Manifest, options: TritonOptions) -> dict:
     states = []
     for s in manifest.state:
         dtype = _Ident(TRITON_TYPES[s.dtype])
-        states.append({"input_name": s.input, "output_name": s.output, "data_type": dtype,
-                       "dims": list(s.shape),
-                       "initial_state": {"data_type": dtype, "dims": list(s.shape),
-                                         "zero_data": True, "name": f"{s.input}_zeros"}})  # fmt: skip
-    return {"sequence_batching": {
-        "max_sequence_idle_microseconds": options.idle_timeout_s * 1_000_000,
-        "oldest": {"max_candidate_sequences": options.max_sequences,
-                   "preferred_batch_size": [options.max_batch_size],
-                   "max_queue_delay_microseconds": options.max_queue_delay_us},
-        "control_input": [_control(name) for name in CONTROLS],
-        "state": states,
-    }}  # fmt: skip
+        states.append(
+            {
+                "input_name": s.input,
+                "output_name": s.output,
+                "data_type": dtype,
+                "dims": list(s.shape),
+                "initial_state": {
+                    "data_type": dtype,
+                    "dims": list(s.shape),
+                    "zero_data": True,
+                    "name": f"{s.input}_zeros",
+                },
+            }
+        )
+    return {
+        "sequence_batching": {
+            "max_sequence_idle_microseconds": options.idle_timeout_s * 1_000_000,
+            "oldest": {
+                "max_candidate_sequences": options.max_sequences,
+                "preferred_batch_size": [options.max_batch_size],
+                "max_queue_delay_microseconds": options.max_queue_delay_us,
+            },
+            "control_input": [_control(name) for name in CONTROLS],
+            "state": states,
+        }
+    }
 
 
 def step_config(name: str, manifest: Manifest, options: TritonOptions, inputs: list[dict]) -> dict:
@@ -221,15 +247,29 @@ def ensemble_config(manifest: Manifest, options: TritonOptions) -> dict:
     feats = [{"key": f.name, "value": f.name} for f in manifest.features]
     outs = [{"key": o.name, "value": o.name} for o in manifest.outputs]
     frame = manifest.input.name
-    config = {"name": options.name, "platform": "ensemble",
-              "max_batch_size": options.max_batch_size,
-              "input": [frame_tensor(manifest)], "output": output_tensors(manifest),
-              "ensemble_scheduling": {"step": [
-                  {"model_name": f"{options.name}_encode", "model_version": -1,
-                   "input_map": [{"key": frame, "value": frame}], "output_map": feats},
-                  {"model_name": f"{options.name}_step", "model_version": -1,
-                   "input_map": feats, "output_map": outs},
-              ]}}  # fmt: skip
+    config = {
+        "name": options.name,
+        "platform": "ensemble",
+        "max_batch_size": options.max_batch_size,
+        "input": [frame_tensor(manifest)],
+        "output": output_tensors(manifest),
+        "ensemble_scheduling": {
+            "step": [
+                {
+                    "model_name": f"{options.name}_encode",
+                    "model_version": -1,
+                    "input_map": [{"key": frame, "value": frame}],
+                    "output_map": feats,
+                },
+                {
+                    "model_name": f"{options.name}_step",
+                    "model_version": -1,
+                    "input_map": feats,
+                    "output_map": outs,
+                },
+            ]
+        },
+    }
     config.update(_manifest_parameter(manifest))
     return config
 
@@ -264,12 +304,15 @@ def with_controls(model: onnx.ModelProto, manifest: Manifest) -> onnx.ModelProto
     for name in CONTROLS:
         elem = TensorProto.UINT64 if name == "CORRID" else TensorProto.INT32
         graph.input.append(helper.make_tensor_value_info(name, elem, ["batch", 1]))
-    front = [helper.make_node("Cast", [flag], [f"{flag}_bool"], to=TensorProto.BOOL)
-             for flag in ("START", "READY")]  # fmt: skip
+    front = [
+        helper.make_node("Cast", [flag], [f"{flag}_bool"], to=TensorProto.BOOL)
+        for flag in ("START", "READY")
+    ]
     tail = []
     for s in manifest.state:
-        shape = numpy_helper.from_array(np.array([-1] + [1] * len(s.shape), np.int64),
-                                        f"{s.input}_control_shape")  # fmt: skip
+        shape = numpy_helper.from_array(
+            np.array([-1] + [1] * len(s.shape), np.int64), f"{s.input}_control_shape"
+        )
         zero = numpy_helper.from_array(np.zeros((), s.dtype), f"{s.input}_zero")
         graph.initializer.extend([shape, zero])
         start, ready = f"{s.input}_start", f"{s.input}_ready"
@@ -309,13 +352,18 @@ def build_repository(bundle: Bundle, staging: Path, options: TritonOptions) -> l
         step = with_controls(step, manifest)
     if ENCODE not in manifest.graphs:
         inputs = [frame_tensor(manifest)]
-        _write_model(staging, options.name, step_config(options.name, manifest, options, inputs),
-                     step)  # fmt: skip
+        _write_model(
+            staging, options.name, step_config(options.name, manifest, options, inputs), step
+        )
         return [options.name]
     encode_name, step_name = f"{options.name}_encode", f"{options.name}_step"
     features = [_tensor(f.name, f.dtype, f.shape) for f in manifest.features]
-    _write_model(staging, encode_name, encode_config(encode_name, manifest, options),
-                 onnx.load(bundle.graph_path(ENCODE)))  # fmt: skip
+    _write_model(
+        staging,
+        encode_name,
+        encode_config(encode_name, manifest, options),
+        onnx.load(bundle.graph_path(ENCODE)),
+    )
     _write_model(staging, step_name, step_config(step_name, manifest, options, features), step)
     ensemble = ensemble_config(manifest, options)
     _write_model(staging, options.name, ensemble, None)
@@ -340,9 +388,11 @@ def export_triton(bundle_path: str | Path, repo: str | Path, options: TritonOpti
     bundle = load_bundle(bundle_path)
     manifest = bundle.manifest
     if manifest.family not in SUPPORTED_FAMILIES or manifest.aux_inputs:
-        raise BundleError(f"--triton: a {manifest.family} bundle needs the engine (key-frame "
-                          f"scheduler or optical flow); supported: "
-                          f"{', '.join(SUPPORTED_FAMILIES)}")  # fmt: skip
+        raise BundleError(
+            f"--triton: a {manifest.family} bundle needs the engine (key-frame "
+            f"scheduler or optical flow); supported: "
+            f"{', '.join(SUPPORTED_FAMILIES)}"
+        )
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
         raise VidsegError(f"--triton: {repo} is not a directory")
@@ -361,6 +411,8 @@ def export_triton(bundle_path: str | Path, repo: str | Path, options: TritonOpti
     kind = "ensemble of " + ", ".join(names[1:]) if len(names) > 1 else "one model"
     state = f"{len(manifest.state)} implicit state tensor(s)" if manifest.state else "no state"
     logger.info("triton repository %s: %s", repo, names)
-    return (f"triton model '{options.name}' ({kind}; {state}; max batch "
-            f"{options.max_batch_size}, {options.instances} {options.kind} instance(s), "
-            f"accelerator {options.accelerator}) in {repo}")  # fmt: skip
+    return (
+        f"triton model '{options.name}' ({kind}; {state}; max batch "
+        f"{options.max_batch_size}, {options.instances} {options.kind} instance(s), "
+        f"accelerator {options.accelerator}) in {repo}"
+    )

@@ -78,7 +78,7 @@ _ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError) + tupl
         "NotImplemented",
         "InvalidProtobuf",
         "NoSuchFile",
-    )  # fmt: skip
+    )
     if hasattr(ort.capi.onnxruntime_pybind11_state, n)
 )
 
@@ -154,15 +154,20 @@ class WrapParity:
 
     @property
     def passed(self) -> bool:
-        return (self.unexplained == 0 and self.max_logit_diff <= PARITY_MAX_DIFF
-                and self.max_state_diff <= PARITY_MAX_DIFF)  # fmt: skip
+        return (
+            self.unexplained == 0
+            and self.max_logit_diff <= PARITY_MAX_DIFF
+            and self.max_state_diff <= PARITY_MAX_DIFF
+        )
 
     def summary(self) -> str:
         equal = 100 * (1 - self.label_mismatches / max(self.pixels, 1))
-        return (f"parity over {self.frames} frames (resets at {list(self.resets)}): labels equal "
-                f"on {equal:.4f}% of {self.pixels} pixels ({self.label_mismatches} differ, "
-                f"{self.unexplained} not at a near-tie), max |logit diff| "
-                f"{self.max_logit_diff:.2e}, max |state diff| {self.max_state_diff:.2e}")  # fmt: skip
+        return (
+            f"parity over {self.frames} frames (resets at {list(self.resets)}): labels equal "
+            f"on {equal:.4f}% of {self.pixels} pixels ({self.label_mismatches} differ, "
+            f"{self.unexplained} not at a near-tie), max |logit diff| "
+            f"{self.max_logit_diff:.2e}, max |state diff| {self.max_state_diff:.2e}"
+        )
 
 
 def load_foreign(path: Path) -> onnx.ModelProto:
@@ -199,8 +204,11 @@ def _dtype_name(elem_type: int) -> str:
     try:
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
     except (KeyError, TypeError, ValueError):
-        return TensorProto.DataType.Name(elem_type).lower() if elem_type in \
-            TensorProto.DataType.values() else f"type {elem_type}"  # fmt: skip
+        return (
+            TensorProto.DataType.Name(elem_type).lower()
+            if elem_type in TensorProto.DataType.values()
+            else f"type {elem_type}"
+        )
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -220,8 +228,9 @@ def upgrade_opset(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
         converted = onnx.version_converter.convert_version(model, MIN_OPSET)
         onnx.checker.check_model(converted)
     except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
-        raise BundleError(f"{path}: cannot convert opset {opset} to {MIN_OPSET} "
-                          f"({_one_line(exc)})") from exc  # fmt: skip
+        raise BundleError(
+            f"{path}: cannot convert opset {opset} to {MIN_OPSET} ({_one_line(exc)})"
+        ) from exc
     logger.info("%s: converted opset %d -> %d", path, opset, MIN_OPSET)
     return converted
 
@@ -244,27 +253,35 @@ def inspect_graph(model: onnx.ModelProto, options: WrapOptions, path: Path) -> G
     state_in, state_out = {s.input for s in state}, {s.output for s in state}
     images = [name for name in inputs if name not in state_in]
     if len(images) != 1:
-        raise BundleError(f"{path}: expected one image input besides the declared state, the "
-                          f"graph has {images or 'none'} (declare recurrent inputs with "
-                          "--state IN:OUT)")  # fmt: skip
+        raise BundleError(
+            f"{path}: expected one image input besides the declared state, the "
+            f"graph has {images or 'none'} (declare recurrent inputs with "
+            "--state IN:OUT)"
+        )
     image = inputs[images[0]]
     elem = image.type.tensor_type.elem_type
     dims = _dims(image)
     nchw = len(dims) == 4 and (dims[1] == 3 or not isinstance(dims[1], int))
     if elem not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE) or not nchw:
-        raise BundleError(f"{path}: input {image.name!r} is {_dtype_name(elem)} {dims}; "
-                          "expected a float (N, 3, H, W) image")  # fmt: skip
+        raise BundleError(
+            f"{path}: input {image.name!r} is {_dtype_name(elem)} {dims}; "
+            "expected a float (N, 3, H, W) image"
+        )
     size = _input_size(dims[2:], options.input_size, image.name, path)
     if options.logits_output is not None:
         if options.logits_output not in outputs:
-            raise BundleError(f"{path}: --logits-output {options.logits_output!r} is not an "
-                              f"output; the graph outputs {sorted(outputs)}")  # fmt: skip
+            raise BundleError(
+                f"{path}: --logits-output {options.logits_output!r} is not an "
+                f"output; the graph outputs {sorted(outputs)}"
+            )
         logits = options.logits_output
     else:
         candidates = [name for name in outputs if name not in state_out]
         if len(candidates) != 1:
-            raise BundleError(f"{path}: outputs {candidates} besides the declared state; name "
-                              "the logits with --logits-output")  # fmt: skip
+            raise BundleError(
+                f"{path}: outputs {candidates} besides the declared state; name "
+                "the logits with --logits-output"
+            )
         logits = candidates[0]
     if logits in state_out:
         raise BundleError(f"{path}: {logits!r} is declared as state, it cannot be the logits")
@@ -272,51 +289,73 @@ def inspect_graph(model: onnx.ModelProto, options: WrapOptions, path: Path) -> G
     return GraphIO(image.name, elem, batch, size, logits, state, opset_of(model))
 
 
-def _input_size(dims: Sequence[int | str | None], requested: tuple[int, int] | None,
-                name: str, path: Path) -> tuple[int, int]:  # fmt: skip
+def _input_size(
+    dims: Sequence[int | str | None], requested: tuple[int, int] | None, name: str, path: Path
+) -> tuple[int, int]:
     """(H, W): the graph's static dims, or ``requested`` where they are dynamic."""
     static = [d if isinstance(d, int) and d > 0 else None for d in dims]
     if requested is None:
         if None in static:
-            raise BundleError(f"{path}: input {name!r} has a dynamic size {list(dims)}: give "
-                              "--input-size HxW")  # fmt: skip
+            raise BundleError(
+                f"{path}: input {name!r} has a dynamic size {list(dims)}: give --input-size HxW"
+            )
         return static[0], static[1]  # type: ignore[return-value]
     for want, have in zip(requested, static):
         if have is not None and have != want:
-            raise BundleError(f"{path}: input {name!r} is fixed at {dims[0]}x{dims[1]}, "
-                              f"--input-size asks for {requested[0]}x{requested[1]}")  # fmt: skip
+            raise BundleError(
+                f"{path}: input {name!r} is fixed at {dims[0]}x{dims[1]}, "
+                f"--input-size asks for {requested[0]}x{requested[1]}"
+            )
     return requested
 
 
-def _state_spec(name_in: str, name_out: str, inputs: dict[str, onnx.ValueInfoProto],
-                outputs: dict[str, onnx.ValueInfoProto], path: Path) -> StateSpec:  # fmt: skip
+def _state_spec(
+    name_in: str,
+    name_out: str,
+    inputs: dict[str, onnx.ValueInfoProto],
+    outputs: dict[str, onnx.ValueInfoProto],
+    path: Path,
+) -> StateSpec:
     """The manifest entry for ``--state name_in:name_out``, shape read from the graph."""
     for name in (name_in, name_out):
         if name in RESERVED:
-            raise StateSpecError(f"{path}: state tensor {name!r} clashes with the bundle's own "
-                                 f"{name!r}; rename it in the model")  # fmt: skip
+            raise StateSpecError(
+                f"{path}: state tensor {name!r} clashes with the bundle's own "
+                f"{name!r}; rename it in the model"
+            )
     if name_in not in inputs:
-        raise StateSpecError(f"{path}: --state {name_in}:{name_out}: {name_in!r} is not a graph "
-                             f"input; the inputs are {sorted(inputs)}")  # fmt: skip
+        raise StateSpecError(
+            f"{path}: --state {name_in}:{name_out}: {name_in!r} is not a graph "
+            f"input; the inputs are {sorted(inputs)}"
+        )
     if name_out not in outputs:
-        raise StateSpecError(f"{path}: --state {name_in}:{name_out}: {name_out!r} is not a "
-                             f"graph output; the outputs are {sorted(outputs)}")  # fmt: skip
+        raise StateSpecError(
+            f"{path}: --state {name_in}:{name_out}: {name_out!r} is not a "
+            f"graph output; the outputs are {sorted(outputs)}"
+        )
     dims_in, dims_out = _dims(inputs[name_in]), _dims(outputs[name_out])
     shape = dims_in[1:]
     if not dims_in or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise StateSpecError(f"{path}: state input {name_in!r} has shape {dims_in}: vidseg "
-                             "carries fixed-shape state, every axis but the batch must be "
-                             "static (export the model with static state shapes)")  # fmt: skip
-    if dims_out and (len(dims_out) != len(dims_in) or any(
-            isinstance(o, int) and o != i for o, i in zip(dims_out[1:], shape))):  # fmt: skip
-        raise StateSpecError(f"{path}: state output {name_out!r} is {dims_out}, its input "
-                             f"{name_in!r} is {dims_in}")  # fmt: skip
+        raise StateSpecError(
+            f"{path}: state input {name_in!r} has shape {dims_in}: vidseg "
+            "carries fixed-shape state, every axis but the batch must be "
+            "static (export the model with static state shapes)"
+        )
+    if dims_out and (
+        len(dims_out) != len(dims_in)
+        or any(isinstance(o, int) and o != i for o, i in zip(dims_out[1:], shape))
+    ):
+        raise StateSpecError(
+            f"{path}: state output {name_out!r} is {dims_out}, its input {name_in!r} is {dims_in}"
+        )
     elem_in = inputs[name_in].type.tensor_type.elem_type
     elem_out = outputs[name_out].type.tensor_type.elem_type
     dtype = _dtype_name(elem_in)
     if elem_out and elem_out != elem_in or dtype not in DTYPES:
-        raise StateSpecError(f"{path}: state {name_in!r} -> {name_out!r} is {dtype} -> "
-                             f"{_dtype_name(elem_out)}; both must be one of {DTYPES}")  # fmt: skip
+        raise StateSpecError(
+            f"{path}: state {name_in!r} -> {name_out!r} is {dtype} -> "
+            f"{_dtype_name(elem_out)}; both must be one of {DTYPES}"
+        )
     return StateSpec(name_in, name_out, tuple(shape), dtype)  # type: ignore[arg-type]
 
 
@@ -327,8 +366,9 @@ class Reference:
     def __init__(self, path: Path, io: GraphIO, normalization: Normalization) -> None:
         self.io, self.normalization = io, normalization
         try:
-            self.session = ort.InferenceSession(str(path), session_options(),
-                                                providers=["CPUExecutionProvider"])  # fmt: skip
+            self.session = ort.InferenceSession(
+                str(path), session_options(), providers=["CPUExecutionProvider"]
+            )
         except _ORT_ERRORS as exc:
             raise BundleError(f"{path}: ONNX Runtime cannot load it ({_one_line(exc)})") from exc
         self.image_dtype = helper.tensor_dtype_to_np_dtype(io.image_type)
@@ -337,8 +377,9 @@ class Reference:
     def zero_state(self, batch: int = 1) -> dict[str, np.ndarray]:
         return {s.input: np.zeros((batch, *s.shape), s.dtype) for s in self.io.state}
 
-    def run(self, frames: np.ndarray,
-            state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+    def run(
+        self, frames: np.ndarray, state: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(N, H, W, 3) uint8 frames and the state -> (logits as the graph returns them, the
         next state by input name)."""
         x = self.normalization.apply(frames).astype(self.image_dtype, copy=False)
@@ -360,23 +401,32 @@ def probe(reference: Reference, path: Path) -> Probe:
     try:
         logits, state = reference.run(frame, reference.zero_state())
     except _ORT_ERRORS as exc:
-        raise BundleError(f"{path}: the graph fails on a {height}x{width} input "
-                          f"({_one_line(exc)})") from exc  # fmt: skip
+        raise BundleError(
+            f"{path}: the graph fails on a {height}x{width} input ({_one_line(exc)})"
+        ) from exc
     if logits.ndim != 4 or logits.shape[0] != 1 or not np.issubdtype(logits.dtype, np.floating):
-        raise BundleError(f"{path}: output {io.logits!r} is {logits.dtype} "
-                          f"{list(logits.shape)}, expected float (N, K, h, w) logits")  # fmt: skip
+        raise BundleError(
+            f"{path}: output {io.logits!r} is {logits.dtype} "
+            f"{list(logits.shape)}, expected float (N, K, h, w) logits"
+        )
     for spec in io.state:
         got = state[spec.input]
         if got.shape[1:] != spec.shape or got.dtype.name != spec.dtype:
-            raise StateSpecError(f"{path}: state output {spec.output!r} comes out "
-                                 f"{got.dtype} {list(got.shape[1:])}, its input {spec.input!r} is "
-                                 f"{spec.dtype} {list(spec.shape)} (batch excluded)")  # fmt: skip
-    return Probe(logits.shape[1], (logits.shape[2], logits.shape[3]),
-                 helper.np_dtype_to_tensor_dtype(logits.dtype))  # fmt: skip
+            raise StateSpecError(
+                f"{path}: state output {spec.output!r} comes out "
+                f"{got.dtype} {list(got.shape[1:])}, its input {spec.input!r} is "
+                f"{spec.dtype} {list(spec.shape)} (batch excluded)"
+            )
+    return Probe(
+        logits.shape[1],
+        (logits.shape[2], logits.shape[3]),
+        helper.np_dtype_to_tensor_dtype(logits.dtype),
+    )
 
 
-def labels_stride(size: tuple[int, int], logits_size: tuple[int, int],
-                  requested: int | None) -> tuple[int, bool]:  # fmt: skip
+def labels_stride(
+    size: tuple[int, int], logits_size: tuple[int, int], requested: int | None
+) -> tuple[int, bool]:
     """(the labels' stride, whether the logits must be resized to it). Without ``requested``:
     the model's own output resolution when it is the input size over an allowed stride, else
     the input size.
@@ -386,14 +436,18 @@ def labels_stride(size: tuple[int, int], logits_size: tuple[int, int],
     """
     (height, width), (h, w) = size, logits_size
     if requested is None:
-        native = height // h if height % h == 0 and width % w == 0 and height // h == width // w \
-            else None  # fmt: skip
+        native = (
+            height // h
+            if height % h == 0 and width % w == 0 and height // h == width // w
+            else None
+        )
         if native in LABEL_STRIDES:
             return native, False  # type: ignore[return-value]
         requested = 1
     if height % requested or width % requested:
-        raise BundleError(f"--label-stride {requested} does not divide the input size "
-                          f"{height}x{width}")  # fmt: skip
+        raise BundleError(
+            f"--label-stride {requested} does not divide the input size {height}x{width}"
+        )
     return requested, (h, w) != (height // requested, width // requested)
 
 
@@ -441,8 +495,9 @@ def pre_graph(io: GraphIO, normalization: Normalization) -> onnx.GraphProto:
     return helper.make_graph(nodes, "vidseg_pre", inputs, outputs, initializers)
 
 
-def post_graph(io: GraphIO, found: Probe, stride: int, resize: bool,
-               scores: bool) -> onnx.GraphProto:  # fmt: skip
+def post_graph(
+    io: GraphIO, found: Probe, stride: int, resize: bool, scores: bool
+) -> onnx.GraphProto:
     """The model's logits (+ state outputs under ``POST`` names) -> labels, the state, scores
     (optional) and logits, at the input size over ``stride``."""
     height, width = io.size[0] // stride, io.size[1] // stride
@@ -458,9 +513,7 @@ def post_graph(io: GraphIO, found: Probe, stride: int, resize: bool,
         ]
         nodes += [
             helper.make_node("Shape", [x], [POST + "shape"]),
-            helper.make_node(
-                "Slice", [POST + "shape", POST + "zero", POST + "two"], [POST + "nk"]
-            ),  # fmt: skip
+            helper.make_node("Slice", [POST + "shape", POST + "zero", POST + "two"], [POST + "nk"]),
             helper.make_node("Concat", [POST + "nk", POST + "hw"], [POST + "sizes"], axis=0),
             helper.make_node(
                 "Resize",
@@ -468,7 +521,7 @@ def post_graph(io: GraphIO, found: Probe, stride: int, resize: bool,
                 [POST + "resized"],
                 mode="linear",
                 coordinate_transformation_mode="half_pixel",
-            ),  # fmt: skip
+            ),
         ]
         x = POST + "resized"
     nodes += [
@@ -486,11 +539,17 @@ def post_graph(io: GraphIO, found: Probe, stride: int, resize: bool,
         nodes.append(helper.make_node("Softmax", [x], [POST + "softmax"], axis=1))
         if io.opset >= 18:  # ReduceMax takes its axes as an input from opset 18 on
             initializers.append(numpy_helper.from_array(np.asarray([1], np.int64), POST + "ax"))
-            nodes.append(helper.make_node("ReduceMax", [POST + "softmax", POST + "ax"],
-                                          [POST + "max"], keepdims=0))  # fmt: skip
+            nodes.append(
+                helper.make_node(
+                    "ReduceMax", [POST + "softmax", POST + "ax"], [POST + "max"], keepdims=0
+                )
+            )
         else:
-            nodes.append(helper.make_node("ReduceMax", [POST + "softmax"], [POST + "max"],
-                                          axes=[1], keepdims=0))  # fmt: skip
+            nodes.append(
+                helper.make_node(
+                    "ReduceMax", [POST + "softmax"], [POST + "max"], axes=[1], keepdims=0
+                )
+            )
         nodes += [
             helper.make_node("Mul", [POST + "max", POST + "255"], [POST + "scaled"]),
             helper.make_node("Round", [POST + "scaled"], [POST + "rounded"]),
@@ -502,8 +561,15 @@ def post_graph(io: GraphIO, found: Probe, stride: int, resize: bool,
     return helper.make_graph(nodes, "vidseg_post", inputs, outputs, initializers)
 
 
-def compose(model: onnx.ModelProto, io: GraphIO, normalization: Normalization, found: Probe,
-            stride: int, resize: bool, scores: bool) -> onnx.ModelProto:  # fmt: skip
+def compose(
+    model: onnx.ModelProto,
+    io: GraphIO,
+    normalization: Normalization,
+    found: Probe,
+    stride: int,
+    resize: bool,
+    scores: bool,
+) -> onnx.ModelProto:
     """The wrapped ``step`` graph: ``pre_graph`` -> the prefixed user graph -> ``post_graph``,
     merged by ``onnx.compose.merge_models`` (which also prunes the user's other outputs)."""
     opsets = [o for o in model.opset_import if o.domain not in ("", "ai.onnx")]
@@ -516,17 +582,20 @@ def compose(model: onnx.ModelProto, io: GraphIO, normalization: Normalization, f
 
     user = onnx.compose.add_prefix(model, MODEL_PREFIX)
     front = onnx.compose.merge_models(
-        as_model(pre_graph(io, normalization)), user,
+        as_model(pre_graph(io, normalization)),
+        user,
         io_map=[(PRE + "out", MODEL_PREFIX + io.image)]
         + [(PRE + s.input, MODEL_PREFIX + s.input) for s in io.state],
-    )  # fmt: skip
+    )
     outputs = [LABELS, *(s.output for s in io.state)] + [SCORES] * scores + [LOGITS]
     wrapped = onnx.compose.merge_models(
-        front, as_model(post_graph(io, found, stride, resize, scores)),
+        front,
+        as_model(post_graph(io, found, stride, resize, scores)),
         io_map=[(MODEL_PREFIX + io.logits, POST + "in")]
         + [(MODEL_PREFIX + s.output, POST + s.output) for s in io.state],
-        outputs=outputs, producer_name="vidseg-export --wrap",
-    )  # fmt: skip
+        outputs=outputs,
+        producer_name="vidseg-export --wrap",
+    )
     wrapped.graph.name = "vidseg_wrapped"
     del wrapped.opset_import[:]  # merge_models lists each graph's imports: one per domain
     wrapped.opset_import.extend(opsets)
@@ -557,8 +626,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_wrap_manifest(path: Path, io: GraphIO, options: WrapOptions, stride: int,
-                        resize: bool, source_opset: int) -> Manifest:  # fmt: skip
+def build_wrap_manifest(
+    path: Path, io: GraphIO, options: WrapOptions, stride: int, resize: bool, source_opset: int
+) -> Manifest:
     """The manifest of a wrapped bundle: ``perframe``, or ``recurrent`` with declared state;
     ``train`` records where the graph came from and how it is fed."""
     norm = options.normalization
@@ -599,8 +669,14 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
     onnx.save(model, str(path), save_as_external_data=large, location=path.name + ".data")
 
 
-def check_wrap_parity(graph: Path, reference: Reference, frames: Sequence[np.ndarray],
-                      stride: int, resize: bool, resets: Sequence[int] = ()) -> WrapParity:  # fmt: skip
+def check_wrap_parity(
+    graph: Path,
+    reference: Reference,
+    frames: Sequence[np.ndarray],
+    stride: int,
+    resize: bool,
+    resets: Sequence[int] = (),
+) -> WrapParity:
     """Run the wrapped ``graph`` and ``reference`` (the original graph + numpy normalisation,
     logits resized by ``cv2.resize`` bilinear when the wrapped graph resizes them, arg-max)
     on ``frames`` ((H, W, 3) uint8 RGB at the input size, consecutive), each carrying its own
@@ -618,8 +694,9 @@ def check_wrap_parity(graph: Path, reference: Reference, frames: Sequence[np.nda
         raw, ref_state = reference.run(frame[None], ref_state)
         expected = raw[0].astype(np.float32)
         if resize:
-            expected = cv2.resize(expected.transpose(1, 2, 0), (width, height),
-                                  interpolation=cv2.INTER_LINEAR)  # fmt: skip
+            expected = cv2.resize(
+                expected.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_LINEAR
+            )
             expected = expected.reshape(height, width, -1).transpose(2, 0, 1)
         labels, logits, *new = session.run(names, {FRAME: frame[None], **wrap_state})
         wrap_state = {s.input: v for s, v in zip(io.state, new)}
@@ -632,8 +709,9 @@ def check_wrap_parity(graph: Path, reference: Reference, frames: Sequence[np.nda
         for spec in io.state:
             a, b = wrap_state[spec.input], ref_state[spec.input]
             state_diff = max(state_diff, float(np.abs(a.astype(np.float64) - b).max()))
-    report = WrapParity(len(frames), tuple(resets), pixels, mismatches, unexplained,
-                        logit_diff, state_diff)  # fmt: skip
+    report = WrapParity(
+        len(frames), tuple(resets), pixels, mismatches, unexplained, logit_diff, state_diff
+    )
     logger.info(report.summary())
     return report
 
@@ -658,8 +736,10 @@ def wrap_model(path: str | Path, out: str | Path, options: WrapOptions, video: s
     reference = Reference(path, io, options.normalization)
     found = probe(reference, path)
     if found.classes != len(options.classes.names):
-        raise BundleError(f"{path}: the logits have {found.classes} channels, --classes names "
-                          f"{len(options.classes.names)}")  # fmt: skip
+        raise BundleError(
+            f"{path}: the logits have {found.classes} channels, --classes names "
+            f"{len(options.classes.names)}"
+        )
     if found.classes > MAX_CLASSES:
         raise BundleError(f"{path}: {found.classes} classes do not fit uint8 labels")
     stride, resize = labels_stride(io.size, found.logits_size, options.label_stride)
@@ -671,11 +751,13 @@ def wrap_model(path: str | Path, out: str | Path, options: WrapOptions, video: s
         raise BundleError(f"{path}: composing the wrapped graph failed ({_one_line(exc)})") from exc
     manifest = build_wrap_manifest(path, io, options, stride, resize, source_opset)
     height, width = io.size
-    frames = [f.image for f in read_frames(video, size=(width, height),
-                                           max_frames=options.parity_frames)]  # fmt: skip
+    frames = [
+        f.image for f in read_frames(video, size=(width, height), max_frames=options.parity_frames)
+    ]
     if len(frames) < options.parity_frames:
-        raise BundleError(f"parity clip {video} has {len(frames)} frames, need "
-                          f"{options.parity_frames}")  # fmt: skip
+        raise BundleError(
+            f"parity clip {video} has {len(frames)} frames, need {options.parity_frames}"
+        )
     resets = (len(frames) // 2,) if io.state else ()
     with staged_dir(out) as tmp:
         _save(wrapped, tmp / "step.onnx")
@@ -683,11 +765,15 @@ def wrap_model(path: str | Path, out: str | Path, options: WrapOptions, video: s
         Segmenter(load_bundle(tmp))  # the engine accepts it (checks its I/O at load)
         report = check_wrap_parity(tmp / "step.onnx", reference, frames, stride, resize, resets)
         if not report.passed:
-            raise ParityError(f"wrap parity failed (labels may differ only at near-ties, logits "
-                              f"and state within {PARITY_MAX_DIFF:g}): {report.summary()}")  # fmt: skip
+            raise ParityError(
+                f"wrap parity failed (labels may differ only at near-ties, logits "
+                f"and state within {PARITY_MAX_DIFF:g}): {report.summary()}"
+            )
     k = found.classes
     state = f", {len(io.state)} state pairs" if io.state else ""
     how = "resized" if resize else "at the model's resolution"
-    return (f"wrapped {path.name} ({manifest.family}{state}): frame [{height}, {width}, 3] -> "
-            f"labels/logits [{k}, {height // stride}, {width // stride}] (stride {stride}, "
-            f"logits {how})\n{report.summary()}")  # fmt: skip
+    return (
+        f"wrapped {path.name} ({manifest.family}{state}): frame [{height}, {width}, 3] -> "
+        f"labels/logits [{k}, {height // stride}, {width // stride}] (stride {stride}, "
+        f"logits {how})\n{report.summary()}"
+    )

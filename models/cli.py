@@ -36,8 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
         prog="vidseg-models", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
     )
-    p.add_argument("--num-classes", type=int, help="build with this many classes "
-                   "(default: each model's own, 11 for CamVid)")  # fmt: skip
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        help="build with this many classes (default: each model's own, 11 for CamVid)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 

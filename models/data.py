@@ -24,13 +24,31 @@ from vidseg.engine.folder import IMAGE_SUFFIXES  # labels are always PNG (lossle
 logger = logging.getLogger(__name__)
 
 CAMVID_CLASSES: tuple[str, ...] = (
-    "sky", "building", "pole", "road", "pavement", "tree",
-    "sign_symbol", "fence", "car", "pedestrian", "bicyclist",
-)  # fmt: skip
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "sign_symbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
+)
 CAMVID_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
-)  # fmt: skip
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+)
 CAMVID_IGNORE = 11  # "void"
 
 
@@ -65,12 +83,13 @@ class LabelledFrame:
     label: np.ndarray
 
 
-def labelled_frame_paths(image_dir: str | Path, label_dir: str | Path,
-                         limit: int | None = None) -> list[tuple[Path, Path]]:  # fmt: skip
+def labelled_frame_paths(
+    image_dir: str | Path, label_dir: str | Path, limit: int | None = None
+) -> list[tuple[Path, Path]]:
     """(image, label) paths of a labelled frame folder, in image file-name order: every
     image of ``image_dir`` (``IMAGE_SUFFIXES``, as ``vidseg-run`` reads an image folder: ``.png``,
-    ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``, ``.webp``; one per stem, PNG preferred; the first
-    ``limit`` only, if given), each with the PNG of the same stem in ``label_dir``. Nothing is
+    ``.jpg``, ``.jpeg``, ``.bmp``, ``.tif``, ``.tiff``, ``.webp``; one per stem, PNG preferred; the
+    first ``limit`` only, if given), each with the PNG of the same stem in ``label_dir``. Nothing is
     read yet (:func:`read_labelled_frame` does).
 
     Raises:
@@ -88,8 +107,10 @@ def labelled_frame_paths(image_dir: str | Path, label_dir: str | Path,
     missing = [image for image, label in pairs if not label.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise VidsegError(f"no label for frame {missing[0].name}: expected "
-                          f"{label_dir / (missing[0].stem + '.png')}{more}")  # fmt: skip
+        raise VidsegError(
+            f"no label for frame {missing[0].name}: expected "
+            f"{label_dir / (missing[0].stem + '.png')}{more}"
+        )
     return pairs
 
 
@@ -110,11 +131,15 @@ def read_labelled_frame(image_path: Path, label_path: Path) -> LabelledFrame:
     if label.ndim == 3 and label.shape[2] == 1:
         label = label[:, :, 0]
     if label.ndim != 2:
-        raise VidsegError(f"label {label_path} has {label.shape[2]} channels: labels are "
-                          "single-channel PNGs of class ids (not colour or palette images)")  # fmt: skip
+        raise VidsegError(
+            f"label {label_path} has {label.shape[2]} channels: labels are "
+            "single-channel PNGs of class ids (not colour or palette images)"
+        )
     if label.shape != bgr.shape[:2]:
-        raise VidsegError(f"label {label_path} is {label.shape[1]}x{label.shape[0]} but its frame "
-                          f"{image_path.name} is {bgr.shape[1]}x{bgr.shape[0]}")  # fmt: skip
+        raise VidsegError(
+            f"label {label_path} is {label.shape[1]}x{label.shape[0]} but its frame "
+            f"{image_path.name} is {bgr.shape[1]}x{bgr.shape[0]}"
+        )
     return LabelledFrame(image_path.name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), label)
 
 
@@ -132,10 +157,15 @@ def load_split(root: str | Path, split: str, limit: int | None = None) -> Labell
     image_dir, label_dir = root / split, root / f"{split}annot"
     if not image_dir.is_dir() or not label_dir.is_dir():
         raise VidsegError(f"CamVid split {split!r} not found: need {image_dir} and {label_dir}")
-    frames = [read_labelled_frame(image, label)
-              for image, label in labelled_frame_paths(image_dir, label_dir, limit)]  # fmt: skip
-    return LabelledFrames(np.stack([f.image for f in frames]), np.stack([f.label for f in frames]),
-                          tuple(f.name for f in frames))  # fmt: skip
+    frames = [
+        read_labelled_frame(image, label)
+        for image, label in labelled_frame_paths(image_dir, label_dir, limit)
+    ]
+    return LabelledFrames(
+        np.stack([f.image for f in frames]),
+        np.stack([f.label for f in frames]),
+        tuple(f.name for f in frames),
+    )
 
 
 CAMVID_SPLITS = ("train", "val", "test")
@@ -238,8 +268,12 @@ def make_clip(
     )
     center = rng.uniform(lo, hi)
     angle = rng.uniform(-3, 3)
-    velocity = rng.uniform(-1, 1, 4) * [aug.pan_step * w, aug.pan_step * h * 0.5,
-                                        aug.zoom_step, aug.rot_step_deg]  # fmt: skip
+    velocity = rng.uniform(-1, 1, 4) * [
+        aug.pan_step * w,
+        aug.pan_step * h * 0.5,
+        aug.zoom_step,
+        aug.rot_step_deg,
+    ]
     flip = rng.random() < 0.5
     gain, bias = (rng.uniform(0.75, 1.25), rng.uniform(-20, 20)) if aug.photometric else (1, 0)
     frames = np.empty((length, h, w, 3), np.uint8)
@@ -249,8 +283,9 @@ def make_clip(
         d = t - anchor  # frames from the labelled one
         c = center + velocity[:2] * d / scale
         m = _affine(c, scale * (1 + velocity[2]) ** d, angle + velocity[3] * d, aug.crop)
-        img = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REFLECT101)  # fmt: skip
+        img = cv2.warpAffine(
+            image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+        )
         lab = cv2.warpAffine(
             label,
             m,
@@ -301,8 +336,9 @@ def clip_batch(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m vidseg.models.data compact SRC DST [--quality Q]``."""
-    parser = argparse.ArgumentParser(prog="python -m vidseg.models.data",
-                                     description="CamVid data utilities")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m vidseg.models.data", description="CamVid data utilities"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     compact = sub.add_parser("compact", help="copy a CamVid root with JPEG images (labels as PNG)")
     compact.add_argument("src", help="CamVid root with train/, trainannot/, val/, valannot/")
@@ -310,8 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     compact.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100")
     compact.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    code, total = run_for_cli(parser.prog, lambda: compact_copy(args.src, args.dst, args.quality),
-                              debug=args.debug)  # fmt: skip
+    code, total = run_for_cli(
+        parser.prog, lambda: compact_copy(args.src, args.dst, args.quality), debug=args.debug
+    )
     if total is None:
         return code
     print(f"wrote {args.dst}: {total / 1e6:.1f} MB")

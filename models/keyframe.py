@@ -1,11 +1,11 @@
 """Key-frame feature caching on a Lite0 UNet: the deep encoder runs on key frames only.
 
-Seed 003 ("semi-supervised" key-frame caching, after Li et al.'s low-latency scheme): the network splits into a low-level extractor that runs
-on every frame, a high-level extractor that runs on key frames only, and a decoder shared by
-both. The key frame's high-level features are cached and reach the decoder of the following
-(current) frames through a skip connection -- no flow, no warping. Caching more levels skips
-more of the network on current frames (faster, Table 5.1) but lets current frames see less of
-themselves (less accurate, Table 5.2).
+Seed 003 ("semi-supervised" key-frame caching, after Li et al.'s low-latency scheme): the
+network splits into a low-level extractor that runs on every frame, a high-level extractor that
+runs on key frames only, and a decoder shared by both. The key frame's high-level features are
+cached and reach the decoder of the following (current) frames through a skip connection -- no
+flow, no warping. Caching more levels skips more of the network on current frames (faster, Table
+5.1) but lets current frames see less of themselves (less accurate, Table 5.2).
 
 Here, on an ImageNet EfficientNet-Lite0 (block taps: 2 -> 1/4, 4 -> 1/8, 10 -> 1/16, 15 -> 1/32):
 
@@ -164,8 +164,12 @@ class KeyframeLite0(TemporalModule):
 
     # -- decoder ------------------------------------------------------------------------------
 
-    def decode(self, low: list[torch.Tensor], cache: list[torch.Tensor] | tuple[torch.Tensor, ...],
-               current: bool) -> torch.Tensor:  # fmt: skip
+    def decode(
+        self,
+        low: list[torch.Tensor],
+        cache: list[torch.Tensor] | tuple[torch.Tensor, ...],
+        current: bool,
+    ) -> torch.Tensor:
         """Low-level features of a frame + high-level features (fresh or cached) -> logits.
 
         The skip connection of the seed: every cached level is upsampled to the boundary stride
@@ -177,8 +181,9 @@ class KeyframeLite0(TemporalModule):
         x = self.fuse(torch.cat([boundary, *up], dim=1))
         if current:
             x = self.adapter(x)
-        for stage, stride, skip in zip(self.up, reversed(self.low_strides[:-1]),
-                                       reversed(low[:-1])):  # fmt: skip
+        for stage, stride, skip in zip(
+            self.up, reversed(self.low_strides[:-1]), reversed(low[:-1])
+        ):
             if str(stride) in self.skip_lateral:
                 skip = self.skip_lateral[str(stride)](skip)
             x = stage(x, skip)
@@ -208,8 +213,9 @@ class KeyframeLite0(TemporalModule):
 
     # -- TemporalModel: training and streaming ------------------------------------------------
 
-    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor,
-                      criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
+    def training_loss(
+        self, frames: torch.Tensor, labels: torch.Tensor, criterion: SegLoss = CROSS_ENTROPY
+    ) -> torch.Tensor:
         """frames (B, T, h, w, 3) uint8, labels (B, T, h, w) int64 -> scalar loss.
 
         "Cross-entropy" below is ``criterion``: the trainer may swap in boundary label
@@ -263,13 +269,19 @@ class KeyframeLite0(TemporalModule):
     def export_graphs(self) -> dict[str, GraphSpec]:
         """``key``: x -> (logits, *cache); ``current``: (x, *cache) -> logits."""
         cache = self.cfg.cache
-        return {"key": GraphSpec(self.forward_key, carried_out=cache),
-                "current": GraphSpec(self.forward_current, carried_in=cache)}  # fmt: skip
+        return {
+            "key": GraphSpec(self.forward_key, carried_out=cache),
+            "current": GraphSpec(self.forward_current, carried_in=cache),
+        }
 
     def schedule(self) -> Schedule:
         """A key frame every ``key_interval`` frames (the engine's ``fixed`` policy)."""
-        return Schedule(SCHEDULE_POLICY, self.key_interval, SCHEDULE_THRESHOLD,
-                        max_interval=max(MAX_KEY_INTERVAL, self.key_interval))  # fmt: skip
+        return Schedule(
+            SCHEDULE_POLICY,
+            self.key_interval,
+            SCHEDULE_THRESHOLD,
+            max_interval=max(MAX_KEY_INTERVAL, self.key_interval),
+        )
 
 
 # ---------------------------------------------------------------------------------------------

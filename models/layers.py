@@ -59,8 +59,13 @@ class UpFuse(nn.Module):
     """Bilinear upsampling of the coarse map to the skip's size, concat, then ``block``
     (a 3x3 conv-BN-ReLU by default; the key-frame decoder passes a separable one)."""
 
-    def __init__(self, c_coarse: int, c_skip: int, c_out: int,
-                 block: Callable[[int, int], nn.Module] = conv_bn_relu) -> None:  # fmt: skip
+    def __init__(
+        self,
+        c_coarse: int,
+        c_skip: int,
+        c_out: int,
+        block: Callable[[int, int], nn.Module] = conv_bn_relu,
+    ) -> None:
         super().__init__()
         self.fuse = block(c_coarse + c_skip, c_out)
 
@@ -101,8 +106,9 @@ class ConvGRU(nn.Module):
         a, b = (n, h) if self.keep_gate else (h, n)
         return (1 - z) * a + z * b
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
-                              *args: Any, **kwargs: Any) -> None:  # fmt: skip
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         for key in [k for k in state_dict if k.startswith(prefix)]:
             for old, new in self.OLD_NAMES.items():
                 if key.startswith(prefix + old):

@@ -101,8 +101,9 @@ class Lite0Encoder(nn.Module):
             VidsegError: ``stride`` is not 0 or one of the encoder's strides.
         """
         if stride and stride not in LITE0_TAPS:
-            raise VidsegError(f"freeze stride {stride}: use 0 (none) or one of "
-                              f"{', '.join(map(str, LITE0_TAPS))}")  # fmt: skip
+            raise VidsegError(
+                f"freeze stride {stride}: use 0 (none) or one of {', '.join(map(str, LITE0_TAPS))}"
+            )
         last = LITE0_TAPS[stride][0] if stride else -1
         self._frozen = [self._conv_stem, self._bn0, *self._blocks[: last + 1]] if stride else []
         params = [p for m in self._frozen for p in m.parameters()]

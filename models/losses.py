@@ -16,21 +16,20 @@ import torch.nn.functional as F
 from vidseg.models.data import CAMVID_IGNORE
 
 
-def _at_label_size(logits: torch.Tensor,
-                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def _at_label_size(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, [T,] K, h, w) logits and (N, [T,] H, W) labels -> (M, K, H, W) logits upsampled
     bilinearly to the label size in float32 (also for bf16 logits), (M, H, W) labels."""
     if logits.ndim == 5:
         logits, labels = logits.flatten(0, 1), labels.flatten(0, 1)
     logits = logits.float()
     if logits.shape[-2:] != labels.shape[-2:]:
-        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear",
-                               align_corners=False)  # fmt: skip
+        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
     return logits, labels
 
 
-def pixel_weights(labels: torch.Tensor, class_weights: torch.Tensor | None,
-                  ignore_index: int = CAMVID_IGNORE) -> torch.Tensor:  # fmt: skip
+def pixel_weights(
+    labels: torch.Tensor, class_weights: torch.Tensor | None, ignore_index: int = CAMVID_IGNORE
+) -> torch.Tensor:
     """Each pixel's weight in the loss: 0 on void, else its class's weight (1 without
     ``class_weights``, a (K,) tensor)."""
     valid = labels != ignore_index
@@ -39,16 +38,19 @@ def pixel_weights(labels: torch.Tensor, class_weights: torch.Tensor | None,
     return class_weights.to(labels.device)[torch.where(valid, labels, 0)] * valid
 
 
-def cross_entropy_total(logits: torch.Tensor, labels: torch.Tensor,
-                        ignore_index: int = CAMVID_IGNORE,
-                        class_weights: torch.Tensor | None = None,
-                        ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def cross_entropy_total(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ignore_index: int = CAMVID_IGNORE,
+    class_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy summed over the non-void pixels, each times its class's weight, and the
     sum of those weights (without ``class_weights``: the number of non-void pixels)."""
     logits, labels = _at_label_size(logits, labels)
     weight = None if class_weights is None else class_weights.to(logits.device)
-    total = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index,
-                            reduction="sum")  # fmt: skip
+    total = F.cross_entropy(
+        logits, labels, weight=weight, ignore_index=ignore_index, reduction="sum"
+    )
     return total, pixel_weights(labels, class_weights, ignore_index).sum()
 
 
@@ -106,16 +108,18 @@ class SegLoss:
         number of non-void pixels)."""
         return pixel_weights(labels, self._weights, self.ignore_index).sum()
 
-    def total(self, logits: torch.Tensor,
-              labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def total(
+        self, logits: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of the weighted per-pixel loss, :meth:`count`): what chunked training
         (truncated BPTT) needs to weight chunks as one mean over the whole clip."""
         logits, ids = _at_label_size(logits, labels)
         if self.relax_border is None:
             total, count = cross_entropy_total(logits, ids, self.ignore_index, self._weights)
         else:
-            total, count = boundary_relaxation_total(logits, ids, self.relax_border,
-                                                     self.ignore_index, self._weights)  # fmt: skip
+            total, count = boundary_relaxation_total(
+                logits, ids, self.relax_border, self.ignore_index, self._weights
+            )
         return total, count
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -126,8 +130,9 @@ class SegLoss:
 CROSS_ENTROPY = SegLoss()  # the default criterion
 
 
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor,
-                      ignore_index: int = CAMVID_IGNORE) -> torch.Tensor:  # fmt: skip
+def segmentation_loss(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = CAMVID_IGNORE
+) -> torch.Tensor:
     """Cross-entropy of logits (N, K, h, w) or (N, T, K, h, w) against labels (N, [T,] H, W).
 
     Logits are upsampled bilinearly to the label size first; ``ignore_index`` pixels are
@@ -140,16 +145,21 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Backward warping: ``out[:, :, y, x] = x[:, :, y + dy, x + dx]`` (bilinear, zeros
     outside), ``flow`` (N, 2, h, w) = (dx, dy) in pixels of ``x``'s (N, C, h, w) grid."""
     n, _, h, w = x.shape
-    gy, gx = torch.meshgrid(torch.arange(h, device=x.device, dtype=flow.dtype),
-                            torch.arange(w, device=x.device, dtype=flow.dtype), indexing="ij")  # fmt: skip
+    gy, gx = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=flow.dtype),
+        torch.arange(w, device=x.device, dtype=flow.dtype),
+        indexing="ij",
+    )
     px, py = gx + flow[:, 0], gy + flow[:, 1]
     grid = torch.stack([2 * px / max(w - 1, 1) - 1, 2 * py / max(h - 1, 1) - 1], dim=-1)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros",
-                         align_corners=True)  # fmt: skip
+    return F.grid_sample(
+        x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=True
+    )
 
 
-def consistency_total(previous: torch.Tensor, current: torch.Tensor, flow: torch.Tensor,
-                      valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def consistency_total(
+    previous: torch.Tensor, current: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Temporal consistency of class probabilities, summed, and the number of pixels scored.
 
     ``previous``, ``current``: (N, K, h, w) probabilities of frames t - 1 and t; ``flow``:

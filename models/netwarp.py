@@ -92,8 +92,9 @@ def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     gx = (2 * x + 1) / w - 1  # pixel centres, align_corners=False
     gy = (2 * y + 1) / h - 1
     grid = torch.stack([gx, gy], dim=-1)  # (N, h, w, 2)
-    return F.grid_sample(features, grid, mode="bilinear", padding_mode="border",
-                         align_corners=False)  # fmt: skip
+    return F.grid_sample(
+        features, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
 
 
 def _sample_positions(flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,10 +147,13 @@ class FlowCNN(nn.Module):
         super().__init__()
         c1, c2, c3 = FLOWCNN_WIDTHS
         self.body = nn.Sequential(
-            nn.Conv2d(2 + 3 + 3 + 3, c1, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(inplace=True),
-        )  # fmt: skip
+            nn.Conv2d(2 + 3 + 3 + 3, c1, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c3, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
         self.out = nn.Conv2d(c3 + 2, 2, 3, padding=1)
         with torch.no_grad():  # identity on the raw flow (the skip), small noise elsewhere
             self.out.weight.normal_(0.0, FLOWCNN_OUT_STD)
@@ -158,8 +162,9 @@ class FlowCNN(nn.Module):
             self.out.weight[1, c3 + 1, 1, 1] = 1.0
             self.out.bias.zero_()
 
-    def forward(self, flow: torch.Tensor, previous: torch.Tensor,
-                current: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, flow: torch.Tensor, previous: torch.Tensor, current: torch.Tensor
+    ) -> torch.Tensor:
         h = self.body(torch.cat([flow, previous, current, current - previous], dim=1))
         return self.out(torch.cat([h, flow], dim=1))
 
@@ -177,8 +182,13 @@ class NetWarp(nn.Module):
         self.w1 = nn.Parameter(torch.ones(channels))
         self.w2 = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, z: torch.Tensor, z_previous: torch.Tensor, flow: torch.Tensor,
-                has_previous: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        z: torch.Tensor,
+        z_previous: torch.Tensor,
+        flow: torch.Tensor,
+        has_previous: torch.Tensor,
+    ) -> torch.Tensor:
         """z, z_previous: (N, C, h, w); flow: (N, 2, h * scale, w * scale) at the flow's
         stride; has_previous: (N, 1, 1, 1) 0/1. Returns (N, C, h, w)."""
         if self.scale > 1:
@@ -206,9 +216,15 @@ class NetWarpLite0(Lite0UNet):
     clip_state: ClassVar[bool] = False  # forward needs the clip's flow: ``training_loss`` has it
     cpu_only_training: ClassVar[str] = "its DIS optical flow reads the frames as numpy arrays"
 
-    def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int],
-                 warp_strides: tuple[int, ...] = WARP_STRIDES, late: bool = False,
-                 recursive: bool = False, block: str = "conv") -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: ModelCfg,
+        hidden: tuple[int, int, int],
+        warp_strides: tuple[int, ...] = WARP_STRIDES,
+        late: bool = False,
+        recursive: bool = False,
+        block: str = "conv",
+    ) -> None:
         super().__init__(cfg, hidden, cell="block", block=block)
         self.recursive = recursive  # the state holds the combined features, not the frame's
         if not set(warp_strides) <= set(LEVEL_STRIDES):
@@ -238,8 +254,9 @@ class NetWarpLite0(Lite0UNet):
         state = self.cfg.state
         return {"step": GraphSpec(self, state, state, aux=(self.flow_spec,))}
 
-    def forward(self, x: torch.Tensor, flow: torch.Tensor,
-                *state: torch.Tensor) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    def forward(
+        self, x: torch.Tensor, flow: torch.Tensor, *state: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         clip = x.ndim == 5
         n, t = (x.shape[0], x.shape[1]) if clip else (x.shape[0], 1)
         frames = x.flatten(0, 1) if clip else x
@@ -264,8 +281,9 @@ class NetWarpLite0(Lite0UNet):
         has_previous = (image4_prev.flatten(1).abs().amax(1) > 0).to(x.dtype).view(-1, 1, 1, 1)
         refined = self.flow_cnn(flow, image4_prev, image4)
 
-        def combine(nw: NetWarp, z: torch.Tensor,
-                    s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        def combine(
+            nw: NetWarp, z: torch.Tensor, s: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             """(the combined features, the state after the last frame). Recursive: each frame's
             past is the previous frame's combined features, so a clip runs the (cheap)
             combination frame by frame; otherwise the previous frame's own features."""
@@ -309,8 +327,9 @@ class NetWarpLite0(Lite0UNet):
                 flow[i, j] = dis_flow(frames[i, j - 1], frames[i, j], size, dis)
         return torch.from_numpy(flow)
 
-    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor,
-                      criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
+    def training_loss(
+        self, frames: torch.Tensor, labels: torch.Tensor, criterion: SegLoss = CROSS_ENTROPY
+    ) -> torch.Tensor:
         """``criterion`` (cross-entropy by default) over every frame of clips: frames
         (B, T, h, w, 3) uint8, labels (B, T, h, w) int64. Each clip starts from zero state and
         zero flow, so T = 1 batches train the per-frame path; h, w multiples of 32."""
@@ -318,9 +337,13 @@ class NetWarpLite0(Lite0UNet):
         logits = self(normalize(frames), flow)[0]
         return criterion(logits, labels)
 
-    def stream_logits(self, frame: torch.Tensor, memory: object | None,
-                      aux: Mapping[str, torch.Tensor] | None = None,
-                      key_interval: int | None = None) -> tuple[torch.Tensor, object]:  # fmt: skip
+    def stream_logits(
+        self,
+        frame: torch.Tensor,
+        memory: object | None,
+        aux: Mapping[str, torch.Tensor] | None = None,
+        key_interval: int | None = None,
+    ) -> tuple[torch.Tensor, object]:
         """One streaming step as the engine runs it: frame (1, H, W, 3) uint8 at the input size;
         memory (the flow provider and the state) is None at a stream's start. ``aux``: the
         frame's flow precomputed ({"flow": (1, 2, h, w)}); None: the provider computes it from
@@ -379,8 +402,7 @@ def netwarp_lite0(**kwargs: object) -> NetWarpLite0:
 @register_model
 def netwarp_lite0_deep(**kwargs: object) -> NetWarpLite0:
     """netwarp-lite0 with a third NetWarp module on the projected 1/32 features (state ``z32``)."""
-    return _create_netwarp("netwarp-lite0-deep", warp_strides=DEEP_WARP_STRIDES,
-                           **kwargs)  # type: ignore[arg-type]  # fmt: skip
+    return _create_netwarp("netwarp-lite0-deep", warp_strides=DEEP_WARP_STRIDES, **kwargs)  # type: ignore[arg-type]
 
 
 @register_model
@@ -395,13 +417,11 @@ def netwarp_lite0_recursive(**kwargs: object) -> NetWarpLite0:
     """netwarp-lite0-late (same modules and state) made recursive: each level's state is the
     previous frame's combined features, so the past accumulates over the stream instead of
     reaching back one frame."""
-    return _create_netwarp("netwarp-lite0-recursive", late=True, recursive=True,
-                           **kwargs)  # type: ignore[arg-type]  # fmt: skip
+    return _create_netwarp("netwarp-lite0-recursive", late=True, recursive=True, **kwargs)  # type: ignore[arg-type]
 
 
 @register_model
 def netwarp_lite0_sep_late(**kwargs: object) -> NetWarpLite0:
     """netwarp-lite0-late on ``perframe-lite0-sep`` (depthwise-separable cells and decoder): it
     loads a perframe-lite0-sep checkpoint, to which it adds the FlowCNN and the NetWarps."""
-    return _create_netwarp("netwarp-lite0-sep-late", late=True, block="separable",
-                           **kwargs)  # type: ignore[arg-type]  # fmt: skip
+    return _create_netwarp("netwarp-lite0-sep-late", late=True, block="separable", **kwargs)  # type: ignore[arg-type]

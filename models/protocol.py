@@ -62,19 +62,25 @@ class TemporalModel(Protocol):
     # why ``training_loss`` needs the frames on the CPU ("" when a GPU can train it)
     cpu_only_training: ClassVar[str]
 
-    def initial_state(self, batch: int, height: int, width: int,
-                      device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
+    def initial_state(
+        self, batch: int, height: int, width: int, device: torch.device | None = None
+    ) -> list[torch.Tensor]:
         """Zeros for ``cfg.state`` at frames of ``height`` x ``width`` ([] without state)."""
         ...
 
-    def initial_cache(self, batch: int, height: int, width: int,
-                      device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
+    def initial_cache(
+        self, batch: int, height: int, width: int, device: torch.device | None = None
+    ) -> list[torch.Tensor]:
         """Zeros for ``cfg.cache`` (the key-frame cache; [] for other families)."""
         ...
 
-    def stream_logits(self, frame: torch.Tensor, memory: object | None,
-                      aux: Mapping[str, torch.Tensor] | None = None,
-                      key_interval: int | None = None) -> tuple[torch.Tensor, object]:  # fmt: skip
+    def stream_logits(
+        self,
+        frame: torch.Tensor,
+        memory: object | None,
+        aux: Mapping[str, torch.Tensor] | None = None,
+        key_interval: int | None = None,
+    ) -> tuple[torch.Tensor, object]:
         """One streaming step as the engine runs it: frame (1, h, w, 3) uint8, memory None at a
         stream's start -> logits (1, K, h', w') and the memory for the next frame.
 
@@ -89,8 +95,9 @@ class TemporalModel(Protocol):
         *state after the last frame). Raises VidsegError where ``clip_state`` is False."""
         ...
 
-    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor,
-                      criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
+    def training_loss(
+        self, frames: torch.Tensor, labels: torch.Tensor, criterion: SegLoss = CROSS_ENTROPY
+    ) -> torch.Tensor:
         """frames (B, T, h, w, 3) uint8, labels (B, T, h', w') int64 -> scalar loss, every
         clip from a stream's start; ``criterion`` is cross-entropy or label relaxation."""
         ...
@@ -111,8 +118,13 @@ class TemporalModel(Protocol):
         ...
 
 
-def zeros_for(specs: tuple[StateCfg, ...], batch: int, height: int, width: int,
-              device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
+def zeros_for(
+    specs: tuple[StateCfg, ...],
+    batch: int,
+    height: int,
+    width: int,
+    device: torch.device | None = None,
+) -> list[torch.Tensor]:
     """One zero tensor (batch, C, height / stride, width / stride) per spec: the initial value
     of every carried tensor (the shapes the manifest declares)."""
     return [
@@ -129,17 +141,23 @@ class TemporalModule(nn.Module):
     clip_state: ClassVar[bool] = True
     cpu_only_training: ClassVar[str] = ""
 
-    def initial_state(self, batch: int, height: int, width: int,
-                      device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
+    def initial_state(
+        self, batch: int, height: int, width: int, device: torch.device | None = None
+    ) -> list[torch.Tensor]:
         return zeros_for(self.cfg.state, batch, height, width, device)
 
-    def initial_cache(self, batch: int, height: int, width: int,
-                      device: torch.device | None = None) -> list[torch.Tensor]:  # fmt: skip
+    def initial_cache(
+        self, batch: int, height: int, width: int, device: torch.device | None = None
+    ) -> list[torch.Tensor]:
         return zeros_for(self.cfg.cache, batch, height, width, device)
 
-    def stream_logits(self, frame: torch.Tensor, memory: object | None,
-                      aux: Mapping[str, torch.Tensor] | None = None,
-                      key_interval: int | None = None) -> tuple[torch.Tensor, object]:  # fmt: skip
+    def stream_logits(
+        self,
+        frame: torch.Tensor,
+        memory: object | None,
+        aux: Mapping[str, torch.Tensor] | None = None,
+        key_interval: int | None = None,
+    ) -> tuple[torch.Tensor, object]:
         """memory: the engine's providers of the step graph's aux inputs and the state tuple
         (zeros on the frame's device at a stream's start). ``aux`` is fed after the frame,
         before the state (the step graph's order): the frame's aux inputs precomputed, or None:
@@ -151,8 +169,10 @@ class TemporalModule(nn.Module):
             memory = (providers, self.initial_state(*frame.shape[:3], device=frame.device))
         providers, state = memory  # type: ignore[misc]
         if aux is None:
-            aux = {name: torch.from_numpy(p(frame[0].cpu().numpy())).to(frame.device)
-                   for name, p in providers}  # fmt: skip
+            aux = {
+                name: torch.from_numpy(p(frame[0].cpu().numpy())).to(frame.device)
+                for name, p in providers
+            }
         inputs = (*aux.values(), *state)
         if step.reads_frame:
             inputs = (normalize(frame), *inputs)
@@ -161,12 +181,15 @@ class TemporalModule(nn.Module):
 
     def clip_forward(self, clips: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not self.clip_state:
-            raise VidsegError(f"{self.cfg.name} ({self.cfg.family}) trains with its own loss "
-                              "and has no clip forward with explicit state")  # fmt: skip
+            raise VidsegError(
+                f"{self.cfg.name} ({self.cfg.family}) trains with its own loss "
+                "and has no clip forward with explicit state"
+            )
         return self(clips, *state)
 
-    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor,
-                      criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
+    def training_loss(
+        self, frames: torch.Tensor, labels: torch.Tensor, criterion: SegLoss = CROSS_ENTROPY
+    ) -> torch.Tensor:
         """``criterion`` on ``forward(normalize(frames))``: one frame (T = 1) or clips with the
         state carried from zeros."""
         x = normalize(frames)  # (B, T, 3, h, w)

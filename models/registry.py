@@ -80,8 +80,9 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, **kwargs: object) -> TemporalModule:
-    """Build the variant ``name`` (every family implements ``protocol.TemporalModel``); ``None``-valued kwargs are dropped so CLI defaults never
-    override the variant's own defaults.
+    """Build the variant ``name`` (every family implements ``protocol.TemporalModel``).
+
+    ``None``-valued kwargs are dropped so CLI defaults never override the variant's own defaults.
 
     Raises:
         VidsegError: ``name`` is not registered (the message lists the closest names).

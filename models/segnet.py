@@ -38,8 +38,9 @@ class Lite0UNet(TemporalModule):
 
     BLOCKS = {"conv": conv_bn_relu, "separable": sep_conv_bn_relu}  # 3x3 blocks of the decoder
 
-    def __init__(self, cfg: ModelCfg, hidden: tuple[int, int, int], cell: str,
-                 block: str = "conv") -> None:  # fmt: skip
+    def __init__(
+        self, cfg: ModelCfg, hidden: tuple[int, int, int], cell: str, block: str = "conv"
+    ) -> None:
         super().__init__()
         if cell not in self.CELLS:
             raise ValueError(f"cell must be one of {self.CELLS}, got {cell!r}")

@@ -98,9 +98,15 @@ class TileMemory(TemporalModule):
 
     clip_state = False
 
-    def __init__(self, inner: TemporalModule, grid: tuple[int, int] = (2, 2),
-                 scale: float = 1.4, blend: float = 0.5, ramp: int = 4,
-                 flow_factor: int = 4) -> None:  # fmt: skip
+    def __init__(
+        self,
+        inner: TemporalModule,
+        grid: tuple[int, int] = (2, 2),
+        scale: float = 1.4,
+        blend: float = 0.5,
+        ramp: int = 4,
+        flow_factor: int = 4,
+    ) -> None:
         super().__init__()
         if inner.cfg.temporal:
             raise VidsegError(f"--tiles wraps a per-frame model; {inner.cfg.name} carries state")
@@ -114,9 +120,11 @@ class TileMemory(TemporalModule):
         if rows < 1 or cols < 1 or rows * cols < 2:
             raise VidsegError(f"--tiles {rows}x{cols}: at least two tiles")
         if rows * h < big[0] or cols * w < big[1]:
-            raise VidsegError(f"--tiles {rows}x{cols} of {h}x{w} do not cover the frame at "
-                              f"--tile-scale {scale:g} ({big[0]}x{big[1]}): more tiles or a "
-                              "smaller scale")  # fmt: skip
+            raise VidsegError(
+                f"--tiles {rows}x{cols} of {h}x{w} do not cover the frame at "
+                f"--tile-scale {scale:g} ({big[0]}x{big[1]}): more tiles or a "
+                "smaller scale"
+            )
         with torch.no_grad():
             out = inner.eval()(torch.zeros(1, 3, h, w))[0]
         cell = h // out.shape[-2]  # the network's output stride: one memory cell
@@ -125,13 +133,17 @@ class TileMemory(TemporalModule):
         self.memory_size = (big[0] // cell, big[1] // cell)
         ys, xs = tile_offsets(big[0], h, rows, cell), tile_offsets(big[1], w, cols, cell)
         if len(set(ys)) < rows or len(set(xs)) < cols:
-            raise VidsegError(f"--tiles {rows}x{cols} at --tile-scale {scale:g}: the frame is "
-                              f"{big[0]}x{big[1]} for tiles of {h}x{w}, so tiles would repeat "
-                              "(fewer tiles or a larger scale)")  # fmt: skip
+            raise VidsegError(
+                f"--tiles {rows}x{cols} at --tile-scale {scale:g}: the frame is "
+                f"{big[0]}x{big[1]} for tiles of {h}x{w}, so tiles would repeat "
+                "(fewer tiles or a larger scale)"
+            )
         # snake order: consecutive tiles are neighbours
         self.offsets = [(y, x) for r, y in enumerate(ys) for x in (xs if r % 2 == 0 else xs[::-1])]
-        weights = [blend * feather(self.memory_size, (y // cell, x // cell, h // cell, w // cell),
-                                   ramp) for y, x in self.offsets]  # fmt: skip
+        weights = [
+            blend * feather(self.memory_size, (y // cell, x // cell, h // cell, w // cell), ramp)
+            for y, x in self.offsets
+        ]
         weights.append(np.ones(self.memory_size, np.float32))  # the key view fills it all
         self.register_buffer("weights", torch.from_numpy(np.stack(weights)[:, None]))
         self.tiles = (rows, cols)
@@ -153,20 +165,33 @@ class TileMemory(TemporalModule):
         (tiles + 1,) and the view (h', w', 3) that the engine cuts from the frame."""
         mh, mw = self.memory_size
         f = self.flow_factor
-        return (AuxSpec(FLOW, DIS_FLOW, (2, f * mh, f * mw)),
-                AuxSpec(TILE, TILE_CYCLE, (len(self.offsets) + 1,)),
-                AuxSpec(VIEW, TILE_VIEW, (*self.view, 3), "uint8",
-                        {"offsets": [list(o) for o in self.offsets]}))  # fmt: skip
+        return (
+            AuxSpec(FLOW, DIS_FLOW, (2, f * mh, f * mw)),
+            AuxSpec(TILE, TILE_CYCLE, (len(self.offsets) + 1,)),
+            AuxSpec(
+                VIEW,
+                TILE_VIEW,
+                (*self.view, 3),
+                "uint8",
+                {"offsets": [list(o) for o in self.offsets]},
+            ),
+        )
 
     def describe(self) -> dict:
         """The manifest's ``train.tiles`` entry (the tiles' offsets are the ``tile_view``
         provider's args, :attr:`aux_specs`)."""
-        return {"grid": list(self.tiles), "scale": self.scale, "blend": self.blend,
-                "ramp_cells": self.ramp, "flow_factor": self.flow_factor,
-                "view": list(self.view)}  # fmt: skip
+        return {
+            "grid": list(self.tiles),
+            "scale": self.scale,
+            "blend": self.blend,
+            "ramp_cells": self.ramp,
+            "flow_factor": self.flow_factor,
+            "view": list(self.view),
+        }
 
-    def forward(self, flow: torch.Tensor, tile: torch.Tensor, view: torch.Tensor,
-                memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def forward(
+        self, flow: torch.Tensor, tile: torch.Tensor, view: torch.Tensor, memory: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """flow (N, 2, f h, f w), tile (N, n + 1) one-hot, view (N, h', w', 3) uint8 (the
         engine's ``tile_view``: the tile, or the whole frame resized), memory (N, K, h, w) ->
         (log memory, memory), both (N, K, h, w)."""
@@ -174,8 +199,9 @@ class TileMemory(TemporalModule):
         pick = [tile[:, j].view(n, 1, 1, 1) for j in range(tile.shape[1])]
         probs = channel_softmax(self.inner(normalize(view))[0])
         mh, mw = self.memory_size
-        placed = pick[-1] * F.interpolate(probs, size=(mh, mw), mode="bilinear",
-                                          align_corners=False)  # fmt: skip
+        placed = pick[-1] * F.interpolate(
+            probs, size=(mh, mw), mode="bilinear", align_corners=False
+        )
         ph, pw = probs.shape[-2:]
         for p, (y, x0) in zip(pick, self.offsets):
             top, left = y // self.cell, x0 // self.cell
@@ -190,13 +216,15 @@ class TileMemory(TemporalModule):
         state = self.cfg.state
         return {"step": GraphSpec(self, state, state, aux=self.aux_specs, reads_frame=False)}
 
-    def training_loss(self, frames: torch.Tensor, labels: torch.Tensor,
-                      criterion: SegLoss = CROSS_ENTROPY) -> torch.Tensor:  # fmt: skip
-        raise VidsegError(f"{self.cfg.name} is not trained: train its per-frame model and add "
-                          "the tiles at export (vidseg-export CHECKPOINT --tiles RxC)")  # fmt: skip
+    def training_loss(
+        self, frames: torch.Tensor, labels: torch.Tensor, criterion: SegLoss = CROSS_ENTROPY
+    ) -> torch.Tensor:
+        raise VidsegError(
+            f"{self.cfg.name} is not trained: train its per-frame model and add "
+            "the tiles at export (vidseg-export CHECKPOINT --tiles RxC)"
+        )
 
 
-def wrap_tiles(inner: nn.Module, grid: tuple[int, int], scale: float,
-               blend: float) -> TileMemory:  # fmt: skip
+def wrap_tiles(inner: nn.Module, grid: tuple[int, int], scale: float, blend: float) -> TileMemory:
     """``vidseg-export --tiles``: ``inner`` (a per-frame checkpoint's model) in a tile memory."""
     return TileMemory(inner, grid, scale, blend).eval()  # type: ignore[arg-type]

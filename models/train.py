@@ -78,11 +78,14 @@ def resolve_device(spec: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             why = "torch built without CUDA" if torch.version.cuda is None else "no GPU visible"
-            raise VidsegError(f"--device {spec}: CUDA is not available ({why}, torch "
-                              f"{torch.__version__}); use --device cpu or auto")  # fmt: skip
+            raise VidsegError(
+                f"--device {spec}: CUDA is not available ({why}, torch "
+                f"{torch.__version__}); use --device cpu or auto"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise VidsegError(f"--device {spec}: only {torch.cuda.device_count()} CUDA "
-                              "device(s) visible")  # fmt: skip
+            raise VidsegError(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
     return device
 
 
@@ -137,8 +140,9 @@ class ClipBatches(torch.utils.data.Dataset):
     number of worker processes, and a resumed run continues it exactly.
     """
 
-    def __init__(self, data: LabelledFrames, schedule: list[tuple[int, int]], seed: int,
-                 aug: ClipAugment) -> None:  # fmt: skip
+    def __init__(
+        self, data: LabelledFrames, schedule: list[tuple[int, int]], seed: int, aug: ClipAugment
+    ) -> None:
         self.data, self.schedule, self.seed, self.aug = data, schedule, seed, aug
 
     def __len__(self) -> int:
@@ -162,10 +166,13 @@ def _worker_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches ``start..`` of ``schedule`` built by ``workers`` processes, in step order."""
     loader = torch.utils.data.DataLoader(
-        ClipBatches(data, schedule, seed, aug), batch_size=None,
-        sampler=range(start, len(schedule)), num_workers=workers, pin_memory=pin_memory,
+        ClipBatches(data, schedule, seed, aug),
+        batch_size=None,
+        sampler=range(start, len(schedule)),
+        num_workers=workers,
+        pin_memory=pin_memory,
         prefetch_factor=4,
-    )  # fmt: skip
+    )
     # The workers fork when the iterator starts. Each should run OpenCV on one thread (one
     # process per core already), and OpenCV's thread pool cannot be reconfigured in a forked
     # child (cv2.setNumThreads hangs there), so the parent forks them with its own set to 1.
@@ -177,9 +184,12 @@ def _worker_batches(
         cv2.setNumThreads(threads)
 
 
-def training_augment(crop: tuple[int, int] | None, input_size: tuple[int, int],
-                     source_height: int,
-                     scale_range: tuple[float, float] = ClipAugment.scale_range) -> ClipAugment:  # fmt: skip
+def training_augment(
+    crop: tuple[int, int] | None,
+    input_size: tuple[int, int],
+    source_height: int,
+    scale_range: tuple[float, float] = ClipAugment.scale_range,
+) -> ClipAugment:
     """Clip augmentation matched to the model's input size.
 
     At inference a frame is resized to ``input_size``, so objects appear at ``input_height /
@@ -196,8 +206,7 @@ def training_augment(crop: tuple[int, int] | None, input_size: tuple[int, int],
     return ClipAugment(crop=tuple(crop), scale_range=(lo * factor, hi * factor), anchor=-1)
 
 
-def class_balance(labels: np.ndarray, num_classes: int,
-                  power: float) -> tuple[float, ...] | None:  # fmt: skip
+def class_balance(labels: np.ndarray, num_classes: int, power: float) -> tuple[float, ...] | None:
     """Per-class loss weights ``(median frequency / frequency) ** power`` from the labels'
     non-void pixel counts (median-frequency balancing at power 1; None at power 0). A class
     absent from the labels gets weight 1."""
@@ -223,15 +232,20 @@ class ClipTraining:
     amp: bool = False  # bf16 autocast around the forward passes (CUDA)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace,
-                  class_weights: tuple[float, ...] | None = None) -> ClipTraining:  # fmt: skip
+    def from_args(
+        cls, args: argparse.Namespace, class_weights: tuple[float, ...] | None = None
+    ) -> ClipTraining:
         return cls(
-            criterion=SegLoss(relax_border=args.relax_border if args.label_relaxation else None,
-                              class_weights=class_weights),
-            warmup_frames=args.warmup_frames, tbptt=args.tbptt,
+            criterion=SegLoss(
+                relax_border=args.relax_border if args.label_relaxation else None,
+                class_weights=class_weights,
+            ),
+            warmup_frames=args.warmup_frames,
+            tbptt=args.tbptt,
             propagation_length=args.propagation_length,
-            consistency_weight=args.consistency_weight, amp=args.amp,
-        )  # fmt: skip
+            consistency_weight=args.consistency_weight,
+            amp=args.amp,
+        )
 
     @property
     def chunked(self) -> bool:
@@ -248,12 +262,20 @@ class ClipTraining:
         and consistency need a clip forward with explicit state (``model.clip_state``)."""
         if model.clip_state:
             return
-        wanted = [flag for flag, on in (("--warmup-frames", self.warmup_frames),
-                                        ("--tbptt", self.tbptt),
-                                        ("--consistency-weight", self.consistency_weight)) if on]  # fmt: skip
+        wanted = [
+            flag
+            for flag, on in (
+                ("--warmup-frames", self.warmup_frames),
+                ("--tbptt", self.tbptt),
+                ("--consistency-weight", self.consistency_weight),
+            )
+            if on
+        ]
         if wanted:
-            raise VidsegError(f"{model.cfg.name} ({model.cfg.family}) trains with its own "
-                              f"loss and does not support {', '.join(wanted)}")  # fmt: skip
+            raise VidsegError(
+                f"{model.cfg.name} ({model.cfg.family}) trains with its own "
+                f"loss and does not support {', '.join(wanted)}"
+            )
 
 
 def supervised_frames(labels: torch.Tensor, propagation_length: int | None) -> torch.Tensor:
@@ -267,8 +289,9 @@ def supervised_frames(labels: torch.Tensor, propagation_length: int | None) -> t
     return labels
 
 
-def clip_chunks(model: TemporalModel, x: torch.Tensor,
-                opts: ClipTraining) -> Iterator[tuple[int, torch.Tensor]]:  # fmt: skip
+def clip_chunks(
+    model: TemporalModel, x: torch.Tensor, opts: ClipTraining
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Run normalized clips x (B, T, 3, h, w) through ``model.clip_forward`` with its state
     carried.
 
@@ -291,8 +314,9 @@ def clip_chunks(model: TemporalModel, x: torch.Tensor,
         state = [s.detach() for s in state]
 
 
-def supervised_losses(model: TemporalModel, frames: torch.Tensor, labels: torch.Tensor,
-                      opts: ClipTraining) -> Iterator[torch.Tensor]:  # fmt: skip
+def supervised_losses(
+    model: TemporalModel, frames: torch.Tensor, labels: torch.Tensor, opts: ClipTraining
+) -> Iterator[torch.Tensor]:
     """The supervised loss of a batch as terms to backward one after the other: one term, or
     with warm-up/truncated BPTT one per chunk, weighted so that they sum to the mean over every
     supervised pixel of the clips (the same loss as without chunks, the gradient truncated)."""
@@ -320,8 +344,13 @@ def _flow_grid_probs(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return flat.softmax(1).unflatten(0, (b, t))
 
 
-def consistency_losses(model: TemporalModel, frames: torch.Tensor, flows: torch.Tensor,
-                       valid: torch.Tensor, opts: ClipTraining) -> Iterator[torch.Tensor]:  # fmt: skip
+def consistency_losses(
+    model: TemporalModel,
+    frames: torch.Tensor,
+    flows: torch.Tensor,
+    valid: torch.Tensor,
+    opts: ClipTraining,
+) -> Iterator[torch.Tensor]:
     """``opts.consistency_weight`` x the temporal consistency of unlabelled clips, as terms to
     backward one by one: frames (B, T, h, w, 3) uint8, flows (B, T - 1, 2, h/4, w/4) and
     valid (B, T - 1, h/4, w/4) from :meth:`VideoClips.sample`.
@@ -343,8 +372,10 @@ def running_stats_frozen(model: torch.nn.Module) -> Iterator[None]:
     from other cameras and roads; they shape the gradients, not the statistics the model runs
     with."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None
-              else None) for m in norms]  # fmt: skip
+    saved = [
+        (m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+        for m in norms
+    ]
     for m in norms:
         m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
     try:
@@ -356,8 +387,13 @@ def running_stats_frozen(model: torch.nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(tracked)
 
 
-def _consistency_terms(model: TemporalModel, frames: torch.Tensor, flows: torch.Tensor,
-                       valid: torch.Tensor, opts: ClipTraining) -> Iterator[torch.Tensor]:  # fmt: skip
+def _consistency_terms(
+    model: TemporalModel,
+    frames: torch.Tensor,
+    flows: torch.Tensor,
+    valid: torch.Tensor,
+    opts: ClipTraining,
+) -> Iterator[torch.Tensor]:
     """The body of :func:`consistency_losses`."""
     t = frames.shape[1]
     warmup = min(opts.warmup_frames, t - 1)
@@ -372,16 +408,24 @@ def _consistency_terms(model: TemporalModel, frames: torch.Tensor, flows: torch.
             seq = torch.cat([previous[:, None], probs], dim=1) if previous is not None else probs
             lo = start - 1 if previous is not None else start
             pairs = slice(lo, stop - 1)
-            total, _ = consistency_total(seq[:, :-1].flatten(0, 1), seq[:, 1:].flatten(0, 1),
-                                         flows[:, pairs].flatten(0, 1),
-                                         valid[:, pairs].flatten(0, 1))  # fmt: skip
+            total, _ = consistency_total(
+                seq[:, :-1].flatten(0, 1),
+                seq[:, 1:].flatten(0, 1),
+                flows[:, pairs].flatten(0, 1),
+                valid[:, pairs].flatten(0, 1),
+            )
             yield opts.consistency_weight * total / count
         previous = probs[:, -1].detach()
 
 
-def train_step(model: TemporalModel, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
-               labels: torch.Tensor, opts: ClipTraining,
-               video: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:  # fmt: skip
+def train_step(
+    model: TemporalModel,
+    optimizer: torch.optim.Optimizer,
+    frames: torch.Tensor,
+    labels: torch.Tensor,
+    opts: ClipTraining,
+    video: tuple[torch.Tensor, ...] | None = None,
+) -> torch.Tensor:
     """One optimizer step on a labelled batch (and, with consistency, a batch of unlabelled
     clips ``video`` = (frames, flows, valid)): every term's backward accumulates into the
     gradients, then one ``optimizer.step()`` per batch whatever the chunking, so ``--max-steps``
@@ -412,20 +456,30 @@ def _consistency_videos(args: argparse.Namespace, input_size: tuple[int, int]) -
     """``--consistency-videos`` decoded at the model's input size (as the engine resizes)."""
     started = time.perf_counter()
     videos = VideoClips.load(args.consistency_videos, input_size)
-    logger.info("consistency videos: %s, %d frames, decoded with flow in %.1f s",
-                ", ".join(videos.names), sum(len(f) for f in videos.frames),
-                time.perf_counter() - started)  # fmt: skip
+    logger.info(
+        "consistency videos: %s, %d frames, decoded with flow in %.1f s",
+        ", ".join(videos.names),
+        sum(len(f) for f in videos.frames),
+        time.perf_counter() - started,
+    )
     return videos
 
 
-def _video_batch(videos: VideoClips, args: argparse.Namespace, step: int, crop: tuple[int, int],
-                 device: torch.device) -> tuple[torch.Tensor, ...]:  # fmt: skip
+def _video_batch(
+    videos: VideoClips,
+    args: argparse.Namespace,
+    step: int,
+    crop: tuple[int, int],
+    device: torch.device,
+) -> tuple[torch.Tensor, ...]:
     """Step ``step``'s unlabelled clips (``--batch`` runs of ``--seq-len`` frames) in the
     training crop (capped at the frame size), seeded by ``(--seed, step)`` so a resumed run
     draws the same ones."""
     height, width = videos.frames[0].shape[1:3]
-    crop = (min(crop[0], height) // FLOW_STRIDE * FLOW_STRIDE,
-            min(crop[1], width) // FLOW_STRIDE * FLOW_STRIDE)  # fmt: skip
+    crop = (
+        min(crop[0], height) // FLOW_STRIDE * FLOW_STRIDE,
+        min(crop[1], width) // FLOW_STRIDE * FLOW_STRIDE,
+    )
     rng = np.random.default_rng([args.seed, step, 1])
     arrays = videos.sample(args.batch, args.seq_len, crop, rng)
     return tuple(torch.from_numpy(a).to(device, non_blocking=True) for a in arrays)
@@ -438,8 +492,9 @@ def not_a_checkpoint(path: Path, exc: BaseException, prefix: str = "") -> Bundle
     """The one-line error for a file that does not load as a checkpoint (torch's messages run
     over several lines: the first is kept)."""
     reason = (str(exc).strip().splitlines() or [""])[0][:200]
-    return BundleError(f"{prefix}not a vidseg-train checkpoint: {path} "
-                       f"({type(exc).__name__}: {reason})")  # fmt: skip
+    return BundleError(
+        f"{prefix}not a vidseg-train checkpoint: {path} ({type(exc).__name__}: {reason})"
+    )
 
 
 def read_checkpoint(path: str | Path, what: str = "") -> dict:
@@ -457,16 +512,26 @@ def read_checkpoint(path: str | Path, what: str = "") -> dict:
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-    except (RuntimeError, EOFError, ValueError, TypeError, IndexError, AttributeError, KeyError,
-            pickle.UnpicklingError) as exc:  # fmt: skip
+    except (
+        RuntimeError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        KeyError,
+        pickle.UnpicklingError,
+    ) as exc:
         raise not_a_checkpoint(path, exc, prefix) from exc
     if missing:
         raise BundleError(f"{prefix}not a vidseg-train checkpoint: {path} (no {missing[0]!r})")
     return ckpt
 
 
-def model_from_checkpoint(path: str | Path, input_size: tuple[int, int] | None = None,
-                          ) -> tuple[torch.nn.Module, dict]:  # fmt: skip
+def model_from_checkpoint(
+    path: str | Path,
+    input_size: tuple[int, int] | None = None,
+) -> tuple[torch.nn.Module, dict]:
     """The model a ``vidseg-train`` checkpoint holds, rebuilt with its weights (no pickle), in
     eval mode, and the checkpoint. ``input_size`` (height, width) replaces the size it trained
     at: the models are fully convolutional, so the same weights run at any multiple of their
@@ -488,8 +553,13 @@ def model_from_checkpoint(path: str | Path, input_size: tuple[int, int] | None =
     return model.eval(), ckpt
 
 
-def _resume(ckpt_path: Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            rng: np.random.Generator) -> tuple[int, list[dict]]:  # fmt: skip
+def _resume(
+    ckpt_path: Path,
+    name: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+) -> tuple[int, list[dict]]:
     """Load ``ckpt_path`` into the model, optimizer and random generators (torch's and
     ``rng``); returns the step reached and the evaluation history.
 
@@ -542,11 +612,15 @@ def init_from(model: torch.nn.Module, path: str | Path) -> tuple[int, list[str]]
     source = read_checkpoint(path, "--init-from")["model"]
     own = model.state_dict()
     shared = {k: v for k, v in source.items() if k in own}
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in shared.items()
-             if v.shape != own[k].shape]  # fmt: skip
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in shared.items()
+        if v.shape != own[k].shape
+    ]
     if wrong:
-        raise VidsegError(f"--init-from {path}: {len(wrong)} weights differ in shape, first "
-                          f"{wrong[0]}")  # fmt: skip
+        raise VidsegError(
+            f"--init-from {path}: {len(wrong)} weights differ in shape, first {wrong[0]}"
+        )
     if not shared:
         raise VidsegError(f"--init-from {path}: no weight names in common with {model.cfg.name}")
     model.load_state_dict(shared, strict=False)
@@ -562,24 +636,30 @@ def freeze_encoder(model: torch.nn.Module, stride: int) -> int:
     """
     encoders = [m for m in model.modules() if isinstance(m, Lite0Encoder)]
     if stride and not encoders:
-        raise VidsegError(f"--freeze-stride {stride}: {model.cfg.name} has no pretrained Lite0 "
-                          "encoder to freeze")  # fmt: skip
+        raise VidsegError(
+            f"--freeze-stride {stride}: {model.cfg.name} has no pretrained Lite0 encoder to freeze"
+        )
     return sum(encoder.freeze(stride) for encoder in encoders)
 
 
 def _check_amp(args: argparse.Namespace, device: torch.device) -> None:
     """Raises VidsegError for --amp off a GPU."""
     if args.amp and device.type != "cuda":
-        raise VidsegError(f"--amp (bf16 autocast) needs a CUDA device; the device is {device} "
-                          "(drop --amp, or use --device cuda on a GPU machine)")  # fmt: skip
+        raise VidsegError(
+            f"--amp (bf16 autocast) needs a CUDA device; the device is {device} "
+            "(drop --amp, or use --device cuda on a GPU machine)"
+        )
 
 
-def _check_model_device(args: argparse.Namespace, device: torch.device,
-                        model: TemporalModel) -> None:  # fmt: skip
+def _check_model_device(
+    args: argparse.Namespace, device: torch.device, model: TemporalModel
+) -> None:
     """Raises VidsegError for a model that cannot train on this device."""
     if device.type == "cuda" and model.cpu_only_training:
-        raise VidsegError(f"{args.model} trains on the CPU only for now "
-                          f"({model.cpu_only_training}); use --device cpu")  # fmt: skip
+        raise VidsegError(
+            f"{args.model} trains on the CPU only for now "
+            f"({model.cpu_only_training}); use --device cpu"
+        )
 
 
 def _step_schedule(args: argparse.Namespace, total: int, temporal: bool) -> list[tuple[int, int]]:
@@ -626,9 +706,16 @@ class _Run:
         tmp.replace(self.ckpt_path)
 
 
-def _run_steps(run: _Run, batches: Iterator, base_lrs: list[float], val_data: LabelledFrames,
-               opts: ClipTraining, aug: ClipAugment, videos: VideoClips | None,
-               device: torch.device) -> SegMetrics | None:  # fmt: skip
+def _run_steps(
+    run: _Run,
+    batches: Iterator,
+    base_lrs: list[float],
+    val_data: LabelledFrames,
+    opts: ClipTraining,
+    aug: ClipAugment,
+    videos: VideoClips | None,
+    device: torch.device,
+) -> SegMetrics | None:
     """The training loop from ``run.step`` to ``run.total``: poly learning rate from
     ``base_lrs``, one
     ``train_step`` per batch, evaluation and a checkpoint every ``--eval-every`` steps and at
@@ -637,8 +724,9 @@ def _run_steps(run: _Run, batches: Iterator, base_lrs: list[float], val_data: La
     cuda = device.type == "cuda"
     metrics: SegMetrics | None = None
     model.train()
-    bar = tqdm(total=run.total, initial=run.step, desc=f"train {args.model}", unit="step",
-               file=sys.stderr)  # fmt: skip
+    bar = tqdm(
+        total=run.total, initial=run.step, desc=f"train {args.model}", unit="step", file=sys.stderr
+    )
     started = time.perf_counter()
     for frames, labels in batches:
         for group, base in zip(optimizer.param_groups, base_lrs):
@@ -650,12 +738,21 @@ def _run_steps(run: _Run, batches: Iterator, base_lrs: list[float], val_data: La
         run.step += 1
         bar.update(1)
         if not cuda or run.step % LOG_EVERY_CUDA == 0 or run.step == run.total:
-            bar.set_postfix(loss=f"{loss.item():.3f}", T=frames.shape[1],
-                            miou=f"{metrics.miou:.1f}" if metrics else "-")  # fmt: skip
+            bar.set_postfix(
+                loss=f"{loss.item():.3f}",
+                T=frames.shape[1],
+                miou=f"{metrics.miou:.1f}" if metrics else "-",
+            )
         if run.step % args.eval_every == 0 or run.step == run.total:
             metrics = evaluate_sequence(model, val_data, carry_state=True)
-            run.history.append({"step": run.step, "loss": loss.item(), "val_miou": metrics.miou,
-                                "elapsed_s": time.perf_counter() - started})  # fmt: skip
+            run.history.append(
+                {
+                    "step": run.step,
+                    "loss": loss.item(),
+                    "val_miou": metrics.miou,
+                    "elapsed_s": time.perf_counter() - started,
+                }
+            )
             run.save(metrics)
             bar.set_postfix(loss=f"{loss.item():.3f}", miou=f"{metrics.miou:.1f}")
     bar.close()
@@ -679,8 +776,11 @@ def train(args: argparse.Namespace) -> SegMetrics:
     _check_model_device(args, device, model)
     weights = class_balance(train_data.labels, model.cfg.num_classes, args.class_balance)
     if weights is not None:
-        logger.info("class weights (--class-balance %g): %s", args.class_balance,
-                    " ".join(f"{w:.2f}" for w in weights))  # fmt: skip
+        logger.info(
+            "class weights (--class-balance %g): %s",
+            args.class_balance,
+            " ".join(f"{w:.2f}" for w in weights),
+        )
     opts = ClipTraining.from_args(args, weights)
     opts.check(model)
     if args.init_from:
@@ -702,57 +802,81 @@ def train(args: argparse.Namespace) -> SegMetrics:
         " with bf16 autocast" if args.amp else "",
         f"{args.workers} data workers" if args.workers else "clips built in-process",
     )
-    aug = training_augment(args.crop, model.cfg.input_size, train_data.labels.shape[1],
-                           tuple(args.scale_range))  # fmt: skip
+    aug = training_augment(
+        args.crop, model.cfg.input_size, train_data.labels.shape[1], tuple(args.scale_range)
+    )
     logger.info("training crops %dx%d at %.2f-%.2fx the source pixels", *aug.crop, *aug.scale_range)
     videos = _consistency_videos(args, model.cfg.input_size) if opts.consistency_weight else None
-    optimizer = torch.optim.AdamW(_param_groups(model, args.lr), weight_decay=1e-4,
-                                  **({"fused": True} if cuda else {}))  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, args.lr), weight_decay=1e-4, **({"fused": True} if cuda else {})
+    )
     # the poly schedule's base, read before a resume loads the optimizer state: its groups
     # hold the last decayed lr
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     total = args.max_steps or args.epochs * math.ceil(len(train_data.images) / args.batch)
     schedule = _step_schedule(args, total, model.cfg.temporal)
-    run = _Run(args, model, model_kwargs, optimizer, np.random.default_rng(args.seed), total,
-               out / CHECKPOINT)  # fmt: skip
+    run = _Run(
+        args,
+        model,
+        model_kwargs,
+        optimizer,
+        np.random.default_rng(args.seed),
+        total,
+        out / CHECKPOINT,
+    )
     if args.resume:
         run.step, run.history = _resume(run.ckpt_path, args.model, model, optimizer, run.rng)
     if args.workers:
-        batches: Iterator = _worker_batches(train_data, schedule, run.step, args.seed, aug,
-                                            args.workers, pin_memory=cuda)  # fmt: skip
+        batches: Iterator = _worker_batches(
+            train_data, schedule, run.step, args.seed, aug, args.workers, pin_memory=cuda
+        )
     else:  # one background thread, one generator (rng) for the whole run
         batches = _batches(train_data, schedule[run.step :], run.rng, aug)
     with cuda_speedups(cuda):
         metrics = _run_steps(run, batches, base_lrs, val_data, opts, aug, videos, device)
         if metrics is None:  # resumed a finished run
             metrics = evaluate_sequence(model, val_data, carry_state=True)
-        summary = {"model": args.model, "steps": run.step, "val_miou": metrics.miou,
-                   "val_pixel_acc": metrics.pixel_acc, "val_iou": metrics.iou}  # fmt: skip
+        summary = {
+            "model": args.model,
+            "steps": run.step,
+            "val_miou": metrics.miou,
+            "val_pixel_acc": metrics.pixel_acc,
+            "val_iou": metrics.iou,
+        }
         if model.cfg.temporal:
-            summary["val_miou_no_state"] = evaluate_sequence(model, val_data,
-                                                             carry_state=False).miou  # fmt: skip
+            summary["val_miou_no_state"] = evaluate_sequence(
+                model, val_data, carry_state=False
+            ).miou
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     return metrics
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
-        prog="vidseg-train", description=__doc__.split("\n\n")[0],
+        prog="vidseg-train",
+        description=__doc__.split("\n\n")[0],
         formatter_class=HelpFormatter,
-    )  # fmt: skip
+    )
     p.add_argument("--model", required=True, help="registry name (see vidseg.models.list_models)")
     p.add_argument("--data", required=True, help="CamVid root with train/, trainannot/, val/, ...")
     p.add_argument("--out", required=True, help="run directory for last.pt and metrics.json")
     p.add_argument("--epochs", type=int, default=40, help="passes over the train split")
     p.add_argument("--max-steps", type=int, help="total optimizer steps (overrides --epochs)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--init-from", metavar="CKPT",
-                   help="start from the weights of another run's last.pt that this model shares "
-                   "(names and shapes; e.g. a per-frame twin for recurrent-lite0-res)")  # fmt: skip
+    p.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start from the weights of another run's last.pt that this model shares "
+        "(names and shapes; e.g. a per-frame twin for recurrent-lite0-res)",
+    )
     p.add_argument("--batch", type=int, default=4, help="clips per step (2x for single frames)")
     p.add_argument("--seq-len", type=int, default=4, help="frames per training clip")
-    p.add_argument("--perframe-fraction", type=float, default=0.5,
-                   help="share of steps on single frames before clips")  # fmt: skip
+    p.add_argument(
+        "--perframe-fraction",
+        type=float,
+        default=0.5,
+        help="share of steps on single frames before clips",
+    )
     p.add_argument(
         "--crop",
         type=int,
@@ -760,19 +884,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("H", "W"),
         help="training crop (default: the input size, at most 288x384)",
     )
-    p.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"),
-                   default=ClipAugment.scale_range,
-                   help="random scale of the training crops, relative to the scale objects have "
-                   "at the input size (1: as at inference)")  # fmt: skip
-    p.add_argument("--class-balance", type=float, default=0.0, metavar="P",
-                   help="weight each class's pixels by (median class frequency / its frequency) "
-                   "** P in the loss, frequencies from the train labels (1: median-frequency "
-                   "balancing; 0: off)")  # fmt: skip
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
-                   help="inference size (default: the model's)")  # fmt: skip
-    p.add_argument("--freeze-stride", type=int, default=0, choices=(0, 4, 8, 16, 32),
-                   metavar="S", help="freeze the pretrained encoder's layers up to output "
-                   "stride S (weights and batch-norm statistics; 0: none): 4 makes a CPU step ~1.7x faster")  # fmt: skip
+    p.add_argument(
+        "--scale-range",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=ClipAugment.scale_range,
+        help="random scale of the training crops, relative to the scale objects have "
+        "at the input size (1: as at inference)",
+    )
+    p.add_argument(
+        "--class-balance",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="weight each class's pixels by (median class frequency / its frequency) "
+        "** P in the loss, frequencies from the train labels (1: median-frequency "
+        "balancing; 0: off)",
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="inference size (default: the model's)",
+    )
+    p.add_argument(
+        "--freeze-stride",
+        type=int,
+        default=0,
+        choices=(0, 4, 8, 16, 32),
+        metavar="S",
+        help="freeze the pretrained encoder's layers up to output "
+        "stride S (weights and batch-norm statistics; 0: none): 4 makes a CPU step ~1.7x faster",
+    )
     p.add_argument("--lr", type=float, default=1e-3, help="encoder lr (new layers get 3x)")
     p.add_argument("--eval-every", type=int, default=200, help="steps between val evaluations")
     p.add_argument("--seed", type=int, default=0)
@@ -785,28 +930,58 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="cpu, cuda, cuda:N, or auto (cuda when available, else cpu)"
     )
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
-    p.add_argument("--workers", type=int, default=0,
-                   help="processes building the training clips (0: one thread in-process); "
-                   "each batch is seeded from --seed and its step")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes building the training clips (0: one thread in-process); "
+        "each batch is seeded from --seed and its step",
+    )
     relax = p.add_argument_group("seed 002 (docs/training.md)")
-    relax.add_argument("--label-relaxation", action="store_true",
-                       help="boundary label relaxation: maximise the likelihood of the union of "
-                       "the classes in each pixel's (2R+1)x(2R+1) label window")  # fmt: skip
-    relax.add_argument("--relax-border", type=int, default=1, metavar="R",
-                       help="window radius R of --label-relaxation (1: 3x3)")  # fmt: skip
-    relax.add_argument("--propagation-length", type=int, metavar="N",
-                       help="supervise only the labelled (last) frame of each clip and the N "
-                       "before it, whose labels are propagated (0: off; None: every frame)")  # fmt: skip
+    relax.add_argument(
+        "--label-relaxation",
+        action="store_true",
+        help="boundary label relaxation: maximise the likelihood of the union of "
+        "the classes in each pixel's (2R+1)x(2R+1) label window",
+    )
+    relax.add_argument(
+        "--relax-border",
+        type=int,
+        default=1,
+        metavar="R",
+        help="window radius R of --label-relaxation (1: 3x3)",
+    )
+    relax.add_argument(
+        "--propagation-length",
+        type=int,
+        metavar="N",
+        help="supervise only the labelled (last) frame of each clip and the N "
+        "before it, whose labels are propagated (0: off; None: every frame)",
+    )
     memory = p.add_argument_group("recurrent memory (docs/training.md)")
-    memory.add_argument("--tbptt", type=int, default=0, metavar="K",
-                        help="truncated BPTT: backward every K frames of a clip, the state "
-                        "detached between chunks; one optimizer step per clip (0: whole clip)")  # fmt: skip
-    memory.add_argument("--warmup-frames", type=int, default=0, metavar="W",
-                        help="first W frames of each clip only warm the state up: no gradient, "
-                        "no loss")  # fmt: skip
-    memory.add_argument("--consistency-weight", type=float, default=0.0, metavar="W",
-                        help="weight of the flow-warped temporal-consistency loss on the "
-                        "unlabelled clips of --consistency-videos (0: off)")  # fmt: skip
+    memory.add_argument(
+        "--tbptt",
+        type=int,
+        default=0,
+        metavar="K",
+        help="truncated BPTT: backward every K frames of a clip, the state "
+        "detached between chunks; one optimizer step per clip (0: whole clip)",
+    )
+    memory.add_argument(
+        "--warmup-frames",
+        type=int,
+        default=0,
+        metavar="W",
+        help="first W frames of each clip only warm the state up: no gradient, no loss",
+    )
+    memory.add_argument(
+        "--consistency-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="weight of the flow-warped temporal-consistency loss on the "
+        "unlabelled clips of --consistency-videos (0: off)",
+    )
     memory.add_argument(
         "--consistency-videos",
         metavar="DIR",
@@ -819,15 +994,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_clip_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """parser.error on a bad combination of the clip options."""
-    for flag, value in (("--relax-border", args.relax_border), ("--tbptt", args.tbptt),
-                        ("--warmup-frames", args.warmup_frames),
-                        ("--propagation-length", args.propagation_length or 0),
-                        ("--consistency-weight", args.consistency_weight)):  # fmt: skip
+    for flag, value in (
+        ("--relax-border", args.relax_border),
+        ("--tbptt", args.tbptt),
+        ("--warmup-frames", args.warmup_frames),
+        ("--propagation-length", args.propagation_length or 0),
+        ("--consistency-weight", args.consistency_weight),
+    ):
         if value < 0:
             parser.error(f"{flag} must be >= 0")
     if args.warmup_frames >= args.seq_len:
-        parser.error(f"--warmup-frames {args.warmup_frames} leaves no frame with a loss in "
-                     f"clips of --seq-len {args.seq_len}")  # fmt: skip
+        parser.error(
+            f"--warmup-frames {args.warmup_frames} leaves no frame with a loss in "
+            f"clips of --seq-len {args.seq_len}"
+        )
     if args.consistency_weight and not args.consistency_videos:
         parser.error("--consistency-weight needs --consistency-videos DIR")
     if args.consistency_weight and args.seq_len < 2:
@@ -848,18 +1028,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.class_balance < 0:
         parser.error("--class-balance must be >= 0")
     if not 0 < args.scale_range[0] <= args.scale_range[1]:
-        parser.error(f"--scale-range {args.scale_range[0]:g} {args.scale_range[1]:g}: need "
-                     "0 < LO <= HI")  # fmt: skip
+        parser.error(
+            f"--scale-range {args.scale_range[0]:g} {args.scale_range[1]:g}: need 0 < LO <= HI"
+        )
     _check_clip_args(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    code, metrics = run_for_cli("vidseg-train", lambda: train(args), debug=args.debug,
-                                interrupted="interrupted; resume with --resume")  # fmt: skip
+    code, metrics = run_for_cli(
+        "vidseg-train",
+        lambda: train(args),
+        debug=args.debug,
+        interrupted="interrupted; resume with --resume",
+    )
     if metrics is None:
         return code
-    print(f"val mIoU {metrics.miou:.1f} (pixel acc {metrics.pixel_acc:.1f}); "
-          f"checkpoint {Path(args.out) / CHECKPOINT}")  # fmt: skip
+    print(
+        f"val mIoU {metrics.miou:.1f} (pixel acc {metrics.pixel_acc:.1f}); "
+        f"checkpoint {Path(args.out) / CHECKPOINT}"
+    )
     return 0
 
 

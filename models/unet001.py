@@ -294,16 +294,21 @@ class TemporalUNet(TemporalModule):
 
     def _check_input(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> None:
         if x.ndim not in (4, 5) or x.shape[-3] != 3:
-            raise VidsegError(f"{self.cfg.name}: expected (N, 3, H, W) or (N, T, 3, H, W), "
-                              f"got {tuple(x.shape)}")  # fmt: skip
+            raise VidsegError(
+                f"{self.cfg.name}: expected (N, 3, H, W) or (N, T, 3, H, W), got {tuple(x.shape)}"
+            )
         height, width = x.shape[-2:]
         if height % self.cfg.stride or width % self.cfg.stride:
-            raise VidsegError(f"{self.cfg.name}: H and W must be multiples of "
-                              f"{self.cfg.stride}, got {height}x{width}")  # fmt: skip
+            raise VidsegError(
+                f"{self.cfg.name}: H and W must be multiples of "
+                f"{self.cfg.stride}, got {height}x{width}"
+            )
         if state and len(state) != len(self.cfg.state):
             names = ", ".join(s.name for s in self.cfg.state)
-            raise VidsegError(f"{self.cfg.name}: expected {len(self.cfg.state)} state tensors "
-                              f"({names}), got {len(state)}")  # fmt: skip
+            raise VidsegError(
+                f"{self.cfg.name}: expected {len(self.cfg.state)} state tensors "
+                f"({names}), got {len(state)}"
+            )
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self._check_input(x, state)
@@ -360,14 +365,17 @@ def _create_unet001(
             ``num_classes`` < 1.
     """
     if pretrained:
-        raise VidsegError(f"{name} has no pretrained weights (seed-001 UNets train from "
-                          "scratch); use pretrained=False (vidseg-train --scratch)")  # fmt: skip
+        raise VidsegError(
+            f"{name} has no pretrained weights (seed-001 UNets train from "
+            "scratch); use pretrained=False (vidseg-train --scratch)"
+        )
     widths = WIDTHS[size]
     stride = 2 ** (len(widths) - 1)
     height, width = (int(v) for v in input_size)
     if height <= 0 or width <= 0 or height % stride or width % stride:
-        raise VidsegError(f"{name}: input_size {height}x{width} must be positive multiples of "
-                          f"{stride}")  # fmt: skip
+        raise VidsegError(
+            f"{name}: input_size {height}x{width} must be positive multiples of {stride}"
+        )
     if num_classes < 1:
         raise VidsegError(f"{name}: num_classes must be >= 1, got {num_classes}")
     state = tuple(StateCfg(f"h{2**i}", w, 2**i) for i, w in enumerate(widths)) if cell else ()

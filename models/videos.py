@@ -63,8 +63,12 @@ def consistent_pixels(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     h, w = backward.shape[1:]
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     qx, qy = gx + backward[0], gy + backward[1]
-    back = np.stack([cv2.remap(forward[c], qx, qy, cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE) for c in (0, 1)])  # fmt: skip
+    back = np.stack(
+        [
+            cv2.remap(forward[c], qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            for c in (0, 1)
+        ]
+    )
     error = ((backward + back) ** 2).sum(0)
     scale = (backward**2).sum(0) + (back**2).sum(0)
     inside = (qx >= 0) & (qx <= w - 1) & (qy >= 0) & (qy <= h - 1)
@@ -101,8 +105,9 @@ class VideoClips:
             raise VidsegError(f"--consistency-videos: no folder {folder}")
         paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
         if not paths:
-            raise VidsegError(f"--consistency-videos: no video ({', '.join(VIDEO_SUFFIXES)}) "
-                              f"in {folder}")  # fmt: skip
+            raise VidsegError(
+                f"--consistency-videos: no video ({', '.join(VIDEO_SUFFIXES)}) in {folder}"
+            )
         if size[0] % FLOW_STRIDE or size[1] % FLOW_STRIDE:
             raise VidsegError(f"video size {size} must be a multiple of {FLOW_STRIDE}")
         grid = (size[0] // FLOW_STRIDE, size[1] // FLOW_STRIDE)
@@ -114,15 +119,24 @@ class VideoClips:
             forward = [dis_flow(b, a, grid, dis) for a, b in zip(video[:-1], video[1:])]
             frames.append(video)
             flows.append(np.stack(backward) if backward else np.zeros((0, 2, *grid), np.float32))
-            valid.append(np.stack([consistent_pixels(b, f) for b, f in zip(backward, forward)])
-                         if backward else np.zeros((0, *grid), bool))  # fmt: skip
-            logger.info("%s: %d frames at %dx%d, %.0f%% of pixels pass the flow check",
-                        path.name, len(video), size[1], size[0],
-                        100 * valid[-1].mean() if backward else 0)  # fmt: skip
+            valid.append(
+                np.stack([consistent_pixels(b, f) for b, f in zip(backward, forward)])
+                if backward
+                else np.zeros((0, *grid), bool)
+            )
+            logger.info(
+                "%s: %d frames at %dx%d, %.0f%% of pixels pass the flow check",
+                path.name,
+                len(video),
+                size[1],
+                size[0],
+                100 * valid[-1].mean() if backward else 0,
+            )
         return cls(tuple(p.name for p in paths), tuple(frames), tuple(flows), tuple(valid))
 
-    def sample(self, batch: int, length: int, crop: tuple[int, int],
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    def sample(
+        self, batch: int, length: int, crop: tuple[int, int], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``batch`` random runs of ``length`` consecutive frames, each in one random ``crop``
         window (offsets on the flow grid): frames (B, T, h, w, 3) uint8, flows
         (B, T - 1, 2, h/4, w/4) float32 and valid (B, T - 1, h/4, w/4) bool, where a pixel is
@@ -135,8 +149,9 @@ class VideoClips:
         height, width = self.frames[0].shape[1:3]
         h, w = crop
         if h > height or w > width or h % FLOW_STRIDE or w % FLOW_STRIDE:
-            raise VidsegError(f"video crop {crop} must fit {height}x{width} and be a multiple "
-                              f"of {FLOW_STRIDE}")  # fmt: skip
+            raise VidsegError(
+                f"video crop {crop} must fit {height}x{width} and be a multiple of {FLOW_STRIDE}"
+            )
         starts = np.array([max(len(f) - length + 1, 0) for f in self.frames])
         if not starts.sum():
             raise VidsegError(f"no consistency video has {length} frames")

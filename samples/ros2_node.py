@@ -36,13 +36,16 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     """
     channels = CHANNELS.get(msg.encoding)
     if channels is None:
-        raise ValueError(f"unsupported encoding {msg.encoding!r}; expected one of "
-                         f"{sorted(CHANNELS)}")  # fmt: skip
+        raise ValueError(
+            f"unsupported encoding {msg.encoding!r}; expected one of {sorted(CHANNELS)}"
+        )
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     buffer = np.frombuffer(bytes(msg.data), np.uint8)
     if step < width * channels or buffer.size < step * height:
-        raise ValueError(f"image buffer of {buffer.size} bytes is too short for {width}x{height} "
-                         f"{msg.encoding} with step {step}")  # fmt: skip
+        raise ValueError(
+            f"image buffer of {buffer.size} bytes is too short for {width}x{height} "
+            f"{msg.encoding} with step {step}"
+        )
     rows = buffer[: step * height].reshape(height, step)[:, : width * channels]
     pixels = rows.reshape(height, width, channels)
     if msg.encoding == "mono8":
@@ -56,8 +59,14 @@ def mono8_fields(image: np.ndarray) -> dict[str, Any]:
     """The fields of a mono8 ``sensor_msgs/Image`` for an (H, W) uint8 array (header aside)."""
     image = np.ascontiguousarray(image, np.uint8)
     height, width = image.shape
-    return {"height": height, "width": width, "encoding": "mono8", "is_bigendian": 0,
-            "step": width, "data": image.tobytes()}  # fmt: skip
+    return {
+        "height": height,
+        "width": width,
+        "encoding": "mono8",
+        "is_bigendian": 0,
+        "step": width,
+        "data": image.tobytes(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         from rclpy.node import Node
         from sensor_msgs.msg import Image
     except ImportError:
-        print("ros2_node: needs a ROS 2 install (rclpy, sensor_msgs); source its setup.bash",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "ros2_node: needs a ROS 2 install (rclpy, sensor_msgs); source its setup.bash",
+            file=sys.stderr,
+        )
         return 2
 
     from vidseg.engine import Segmenter

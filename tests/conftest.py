@@ -55,8 +55,11 @@ def export_tiny_bundle(out: Path, name: str = "recurrent-lite0-gru", split: bool
 
     model = make_tiny_model(name)
     features = feature_specs(model) if split else ()
-    write_bundle(model, out, build_manifest(model.cfg, CAMVID_CLASSES, {"dataset": "none"},
-                                            features=features))  # fmt: skip
+    write_bundle(
+        model,
+        out,
+        build_manifest(model.cfg, CAMVID_CLASSES, {"dataset": "none"}, features=features),
+    )
     return out
 
 
@@ -121,9 +124,18 @@ def save_tiny_checkpoint(path: Path, name: str = "recurrent-lite0-gru") -> Path:
     import torch
 
     model = make_tiny_model(name)
-    torch.save({"model_name": model.cfg.name, "model_kwargs": {"input_size": TINY_SIZE},
-                "model": model.state_dict(), "step": 0, "pretrained": "ImageNet (test)",
-                "metrics": json.dumps({}), "train_args": json.dumps({})}, path)  # fmt: skip
+    torch.save(
+        {
+            "model_name": model.cfg.name,
+            "model_kwargs": {"input_size": TINY_SIZE},
+            "model": model.state_dict(),
+            "step": 0,
+            "pretrained": "ImageNet (test)",
+            "metrics": json.dumps({}),
+            "train_args": json.dumps({}),
+        },
+        path,
+    )
     return path
 
 
@@ -136,8 +148,25 @@ def tile_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiles")
     ckpt = save_tiny_checkpoint(root / "pf.pt", "perframe-lite0-sep")
     out = root / "tiles.vidseg"
-    assert main([str(ckpt), "--out", str(out), "--tiles", "2x2", "--tile-scale", "1.5",
-                 "--label-stride", "4", "--logits", "--parity-frames", "8"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                str(ckpt),
+                "--out",
+                str(out),
+                "--tiles",
+                "2x2",
+                "--tile-scale",
+                "1.5",
+                "--label-stride",
+                "4",
+                "--logits",
+                "--parity-frames",
+                "8",
+            ]
+        )
+        == 0
+    )
     return out
 
 

@@ -64,7 +64,8 @@ def test_scores_match_a_reference_loop(tiny_bundle: Path, camvid: Path, tmp_path
     fresh = _predictions(tiny_bundle, camvid, carry=False)
     keep = [t != CAMVID_IGNORE for t in truth]
     expected = sum(((f == t) & k).sum() for f, t, k in zip(fresh, truth, keep)) / sum(
-        k.sum() for k in keep)  # fmt: skip
+        k.sum() for k in keep
+    )
     assert expected < 1  # the state matters, so a missing reset would show
     reset = evaluate_bundle(segmenter, data, carry_state=False)
     assert reset.metrics.pixel_acc == pytest.approx(100 * expected, abs=1e-9)
@@ -75,14 +76,17 @@ def test_scores_match_a_reference_loop(tiny_bundle: Path, camvid: Path, tmp_path
     # wrong truth on one frame lowers the score by exactly that frame's pixels
     wrong = [t.copy() for t in truth]
     wrong[3] = np.where(wrong[3] == CAMVID_IGNORE, CAMVID_IGNORE, (wrong[3] + 1) % 11)
-    worse = evaluate_bundle(segmenter, load_split(_root_with_labels(camvid, tmp_path / "b", wrong),
-                                                  "val"))  # fmt: skip
+    worse = evaluate_bundle(
+        segmenter, load_split(_root_with_labels(camvid, tmp_path / "b", wrong), "val")
+    )
     assert worse.metrics.pixel_acc == pytest.approx(
-        100 * (1 - keep[3].sum() / sum(k.sum() for k in keep)))  # fmt: skip
+        100 * (1 - keep[3].sum() / sum(k.sum() for k in keep))
+    )
     assert worse.metrics.miou < 100.0
     assert worse.flicker.pred == perfect.flicker.pred  # same predictions, same pixels counted
     assert (worse.flicker.pred, worse.flicker.truth, worse.flicker.excess) == pytest.approx(
-        _reference_flicker(carried, wrong))  # fmt: skip
+        _reference_flicker(carried, wrong)
+    )
     assert worse.flicker.truth > perfect.flicker.truth
 
 

@@ -21,8 +21,9 @@ def one_line_error(err: str, prog: str, *needles: str) -> None:
 
 
 def test_run_for_cli_turns_os_errors_into_one_line(tmp_path: Path, capsys) -> None:
-    code, result = run_for_cli("prog", lambda: (tmp_path / "missing" / "x").write_text("x"),
-                               debug=False)  # fmt: skip
+    code, result = run_for_cli(
+        "prog", lambda: (tmp_path / "missing" / "x").write_text("x"), debug=False
+    )
     assert (code, result) == (1, None)
     one_line_error(capsys.readouterr().err, "prog", "No such file or directory", "missing")
     with pytest.raises(FileNotFoundError):  # --debug shows the traceback
@@ -35,8 +36,7 @@ def test_unwritable(tmp_path: Path) -> None:
     assert "does not exist" in unwritable(tmp_path / "no" / "report.json")
 
 
-def test_vidseg_run_never_overwrites_its_input(sample_clip: Path, tmp_path: Path,
-                                               capsys) -> None:  # fmt: skip
+def test_vidseg_run_never_overwrites_its_input(sample_clip: Path, tmp_path: Path, capsys) -> None:
     from vidseg.engine import cli
 
     clip = tmp_path / "in.mp4"
@@ -50,12 +50,23 @@ def test_vidseg_run_never_overwrites_its_input(sample_clip: Path, tmp_path: Path
     assert clip.stat().st_size == size and sorted(tmp_path.iterdir()) == [clip]
 
 
-def test_vidseg_eval_json_checked_before_the_run(tiny_bundle: Path, camvid: Path,
-                                                 tmp_path: Path, capsys) -> None:  # fmt: skip
+def test_vidseg_eval_json_checked_before_the_run(
+    tiny_bundle: Path, camvid: Path, tmp_path: Path, capsys
+) -> None:
     from vidseg.benchmarks import evaluate
 
-    code = evaluate.main(["--model", str(tiny_bundle), "--frames", str(camvid / "val"),
-                          "--labels", str(camvid / "valannot"), "--json", str(tmp_path)])  # fmt: skip
+    code = evaluate.main(
+        [
+            "--model",
+            str(tiny_bundle),
+            "--frames",
+            str(camvid / "val"),
+            "--labels",
+            str(camvid / "valannot"),
+            "--json",
+            str(tmp_path),
+        ]
+    )
     assert code != 0
     one_line_error(capsys.readouterr().err, "vidseg-eval", "is a directory")
 
@@ -84,13 +95,36 @@ def test_vidseg_train_out_is_a_file(camvid: Path, tmp_path: Path, capsys) -> Non
 
     afile = tmp_path / "afile.txt"
     afile.write_text("x")
-    code = train.main(["--model", "perframe-lite0", "--data", str(camvid), "--out", str(afile),
-                       "--max-steps", "1", "--limit", "2", "--scratch"])  # fmt: skip
+    code = train.main(
+        [
+            "--model",
+            "perframe-lite0",
+            "--data",
+            str(camvid),
+            "--out",
+            str(afile),
+            "--max-steps",
+            "1",
+            "--limit",
+            "2",
+            "--scratch",
+        ]
+    )
     assert code == 1
     one_line_error(capsys.readouterr().err, "vidseg-train", "afile.txt")
     with pytest.raises(SystemExit):
-        train.main(["--model", "perframe-lite0", "--data", str(camvid), "--out",
-                    str(tmp_path / "r"), "--threads", "0"])  # fmt: skip
+        train.main(
+            [
+                "--model",
+                "perframe-lite0",
+                "--data",
+                str(camvid),
+                "--out",
+                str(tmp_path / "r"),
+                "--threads",
+                "0",
+            ]
+        )
     one_line_error(capsys.readouterr().err, "vidseg-train", "--threads must be >= 1")
 
 
@@ -113,18 +147,35 @@ def test_vidseg_train_init_from_junk(camvid: Path, tmp_path: Path, capsys) -> No
         if flag == "--resume":
             shutil.copy(junk, out / "last.pt")
         args = [flag, str(junk)] if flag == "--init-from" else [flag]
-        code = train.main(["--model", "perframe-lite0", "--data", str(camvid), "--out", str(out),
-                           "--max-steps", "1", "--limit", "2", "--scratch", *args])  # fmt: skip
+        code = train.main(
+            [
+                "--model",
+                "perframe-lite0",
+                "--data",
+                str(camvid),
+                "--out",
+                str(out),
+                "--max-steps",
+                "1",
+                "--limit",
+                "2",
+                "--scratch",
+                *args,
+            ]
+        )
         assert code == 3
         one_line_error(
             capsys.readouterr().err, "vidseg-train", flag, "not a vidseg-train checkpoint"
         )
 
 
-@pytest.mark.parametrize(("flag", "value", "message"), [("--threads", "0", "--threads must be >= 1"),
-                                                        ("--timeout", "nan", "--timeout must be >= 0")])  # fmt: skip
-def test_vidseg_run_numbers(sample_clip: Path, tmp_path: Path, capsys, flag: str, value: str,
-                            message: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--threads", "0", "--threads must be >= 1"), ("--timeout", "nan", "--timeout must be >= 0")],
+)
+def test_vidseg_run_numbers(
+    sample_clip: Path, tmp_path: Path, capsys, flag: str, value: str, message: str
+) -> None:
     from vidseg.engine import cli
 
     with pytest.raises(SystemExit) as exit_:

@@ -13,14 +13,34 @@ from vidseg.engine import Segmenter
 from vidseg.engine.video import read_frames
 
 
-def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, camvid: Path,
-                    sample_clip: Path, tmp_path: Path) -> None:  # fmt: skip
+def test_bench_json(
+    tiny_bundle: Path, tiny_perframe_bundle: Path, camvid: Path, sample_clip: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "bench.json"
-    code = bench.main(["--model", str(tiny_bundle), "--frames", "12", "--warmup", "2",
-                       "--accuracy", str(camvid),
-                       "--video-frames", "8", "--json", str(out), "--plots", str(tmp_path),
-                       "--compare", str(tiny_perframe_bundle), "--torch",
-                       "--torch-models", "keyframe-lite0-c2", "netwarp-lite0"])  # fmt: skip
+    code = bench.main(
+        [
+            "--model",
+            str(tiny_bundle),
+            "--frames",
+            "12",
+            "--warmup",
+            "2",
+            "--accuracy",
+            str(camvid),
+            "--video-frames",
+            "8",
+            "--json",
+            str(out),
+            "--plots",
+            str(tmp_path),
+            "--compare",
+            str(tiny_perframe_bundle),
+            "--torch",
+            "--torch-models",
+            "keyframe-lite0-c2",
+            "netwarp-lite0",
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     for key in ("step_ms", "bare_run_ms"):
@@ -44,8 +64,12 @@ def test_bench_json(tiny_bundle: Path, tiny_perframe_bundle: Path, camvid: Path,
         report["pipeline_fps"] / min(report["stage_fps"].values()), abs=1e-3
     )
     torch_rows = {r["model"]: r for r in report["torch"]}
-    assert list(torch_rows) == ["recurrent-lite0-gru", "perframe-lite0", "keyframe-lite0-c2",
-                                "netwarp-lite0"]  # fmt: skip
+    assert list(torch_rows) == [
+        "recurrent-lite0-gru",
+        "perframe-lite0",
+        "keyframe-lite0-c2",
+        "netwarp-lite0",
+    ]
     assert all(r["ms"]["n"] == 12 and r["device"] == "cpu" for r in report["torch"])
     assert torch_rows["keyframe-lite0-c2"]["key_interval"] == 5
     for entry in (report, baseline):  # CamVid val through the engine, for both bundles
@@ -57,17 +81,44 @@ def test_bench_torch_cuda_refused_without_gpu(tiny_bundle: Path, capsys) -> None
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: nothing to refuse")
-    code = bench.main(["--model", str(tiny_bundle), "--frames", "2", "--warmup", "0",
-                       "--skip-video", "--torch", "--torch-device", "cuda"])  # fmt: skip
+    code = bench.main(
+        [
+            "--model",
+            str(tiny_bundle),
+            "--frames",
+            "2",
+            "--warmup",
+            "0",
+            "--skip-video",
+            "--torch",
+            "--torch-device",
+            "cuda",
+        ]
+    )
     assert code != 0
     assert "sees no GPU" in capsys.readouterr().err
 
 
 def test_bench_keyframe_interval_sweep(tiny_keyframe_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "kf.json"
-    code = bench.main(["--model", str(tiny_keyframe_bundle), "--frames", "12", "--warmup", "1",
-                       "--skip-video", "--intervals", "2", "5", "--json", str(out),
-                       "--plots", str(tmp_path / "plots")])  # fmt: skip
+    code = bench.main(
+        [
+            "--model",
+            str(tiny_keyframe_bundle),
+            "--frames",
+            "12",
+            "--warmup",
+            "1",
+            "--skip-video",
+            "--intervals",
+            "2",
+            "5",
+            "--json",
+            str(out),
+            "--plots",
+            str(tmp_path / "plots"),
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert sorted(Path(p).name for p in report["plots"]) == ["key_intervals.png", "latency.png"]
@@ -86,8 +137,23 @@ def test_bench_bad_bundle(tmp_path: Path, capsys) -> None:
 def test_bench_split_bundle(tiny_split_bundle: Path, tmp_path: Path) -> None:
     """A split bundle's bare run is its encode graph then its step graph, state carried."""
     out = tmp_path / "split.json"
-    assert bench.main(["--model", str(tiny_split_bundle), "--frames", "6", "--warmup", "1",
-                       "--video-frames", "6", "--json", str(out)]) == 0  # fmt: skip
+    assert (
+        bench.main(
+            [
+                "--model",
+                str(tiny_split_bundle),
+                "--frames",
+                "6",
+                "--warmup",
+                "1",
+                "--video-frames",
+                "6",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["bare_run_ms"]["n"] == 6 and report["overhead_ratio"] > 0
     assert report["pipeline"]["frames"] == 6 and report["stage_fps"]["decode"] > 0
@@ -102,8 +168,12 @@ def test_bench_upsample_times_crisp_only_with_logits(tiny_bundle: Path, tmp_path
     with_logits = tmp_path / "l.vidseg"
     shutil.copytree(tiny_bundle, with_logits)
     add_logits(with_logits)
-    frames = [f.image for f in read_frames(Path(bench.default_bundle_path().parent /
-                                                 "dashcam.mp4"), size=(96, 64), max_frames=4)]  # fmt: skip
+    frames = [
+        f.image
+        for f in read_frames(
+            Path(bench.default_bundle_path().parent / "dashcam.mp4"), size=(96, 64), max_frames=4
+        )
+    ]
     sizes = [(320, 180), (128, 96)]
     crisp = bench.bench_upsample(with_logits, frames, sizes, 6, None)
     plain = bench.bench_upsample(tiny_bundle, frames, sizes, 6, None)
@@ -118,9 +188,29 @@ def test_bench_first_frame_transfers_and_batch(tiny_bundle: Path, tmp_path: Path
     """The first frame with and without warm-up, the bytes each frame moves (the frame up, the
     graph's outputs down, no state), and batched throughput per --batch size."""
     out = tmp_path / "b.json"
-    assert bench.main(["--model", str(tiny_bundle), "--frames", "4", "--warmup", "1",
-                       "--skip-video", "--upsample-sizes", "96x64", "--batch", "1", "3",
-                       "--batch-ticks", "2", "--json", str(out)]) == 0  # fmt: skip
+    assert (
+        bench.main(
+            [
+                "--model",
+                str(tiny_bundle),
+                "--frames",
+                "4",
+                "--warmup",
+                "1",
+                "--skip-video",
+                "--upsample-sizes",
+                "96x64",
+                "--batch",
+                "1",
+                "3",
+                "--batch-ticks",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     first = report["first_frame"]
     assert first["first_frame_ms"] > 0 and first["first_frame_ms_no_warmup"] > 0
@@ -140,7 +230,8 @@ def test_bench_cuda_refused_on_a_cpu_install(tiny_bundle: Path, capsys) -> None:
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu is installed")
-    code = bench.main(["--model", str(tiny_bundle), "--frames", "2", "--skip-video",
-                       "--device", "cuda"])  # fmt: skip
+    code = bench.main(
+        ["--model", str(tiny_bundle), "--frames", "2", "--skip-video", "--device", "cuda"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 4 and len(err) == 1 and "needs onnxruntime-gpu" in err[0]

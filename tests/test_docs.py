@@ -16,8 +16,14 @@ import pytest
 from tests.test_readme import CLIS, REPO, option_strings
 from vidseg.engine.bundle import default_bundle_path, load_bundle
 
-DOCS = sorted([REPO / "README.md", REPO / "benchmarks" / "README.md", REPO / "samples" / "README.md",
-               *(REPO / "docs").glob("*.md")])  # fmt: skip
+DOCS = sorted(
+    [
+        REPO / "README.md",
+        REPO / "benchmarks" / "README.md",
+        REPO / "samples" / "README.md",
+        *(REPO / "docs").glob("*.md"),
+    ]
+)
 COMMAND = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, CLIS)) + r")(?![\w-])")
 
 
@@ -67,9 +73,11 @@ def test_default_input_size_and_stride_as_documented() -> None:
     strides = {o.stride for o in manifest.outputs if o.role == "labels"}
     readme = README_DEFAULT_SECTION.search((REPO / "README.md").read_text()).group(0)
     lines = readme.splitlines() + [
-        line for doc in DOCS for line in doc.read_text().splitlines()
+        line
+        for doc in DOCS
+        for line in doc.read_text().splitlines()
         if re.search(r"default's|shipped default|default bundle", line)
-    ]  # fmt: skip
+    ]
     sizes = [
         s for line in lines for s in re.findall(r"(\d+×\d+) (?:input|split)|input (\d+×\d+)", line)
     ]

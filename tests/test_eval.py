@@ -23,18 +23,33 @@ from vidseg.models.data import labelled_frame_paths, read_labelled_frame
 HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 VOID = 11  # the tiny bundle's ignore index (CamVid void)
 K = 11
-JSON_KEYS = {"miou", "per_class", "pixel_acc", "flicker", "excess_flicker", "truth_flicker",
-             "excess_flicker_at_edges",
-             "trimap_iou", "fps", "frames", "sequences", "model", "reset_every_frame",
-             "device", "error_persistence", "excess_flicker_reverting"}  # fmt: skip
+JSON_KEYS = {
+    "miou",
+    "per_class",
+    "pixel_acc",
+    "flicker",
+    "excess_flicker",
+    "truth_flicker",
+    "excess_flicker_at_edges",
+    "trimap_iou",
+    "fps",
+    "frames",
+    "sequences",
+    "model",
+    "reset_every_frame",
+    "device",
+    "error_persistence",
+    "excess_flicker_reverting",
+}
 
 
 def _val_images(camvid: Path, n: int) -> list[Path]:
     return sorted((camvid / "val").glob("*.png"))[:n]
 
 
-def _folder(root: Path, camvid: Path, names: list[str],
-            labels: list[np.ndarray] | None = None) -> tuple[Path, Path]:  # fmt: skip
+def _folder(
+    root: Path, camvid: Path, names: list[str], labels: list[np.ndarray] | None = None
+) -> tuple[Path, Path]:
     """``root/frames`` and ``root/labels``: the first CamVid val frames renamed to ``names``,
     with their real labels or ``labels``."""
     frames, annots = root / "frames", root / "labels"
@@ -105,8 +120,22 @@ def test_scores_equal_a_plain_loop(tiny_bundle: Path, camvid: Path, tmp_path: Pa
     names = [p.stem for p in _val_images(camvid, 4)]
     frames, labels = _folder(tmp_path, camvid, names)
     out = tmp_path / "eval.json"
-    assert evaluate.main(["--model", str(tiny_bundle), "--frames", str(frames), "--labels",
-                          str(labels), "--json", str(out), "-q"]) == 0  # fmt: skip
+    assert (
+        evaluate.main(
+            [
+                "--model",
+                str(tiny_bundle),
+                "--frames",
+                str(frames),
+                "--labels",
+                str(labels),
+                "--json",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     got = json.loads(out.read_text())
     assert JSON_KEYS <= set(got)
     assert got["frames"] == 4 and got["sequences"] == 1 and got["reset_every_frame"] is False
@@ -156,8 +185,9 @@ def test_scores_equal_a_plain_loop(tiny_bundle: Path, camvid: Path, tmp_path: Pa
         assert got["excess_flicker_reverting"] is None
 
 
-def test_state_resets_where_the_drive_changes(tiny_bundle: Path, camvid: Path,
-                                              tmp_path: Path) -> None:  # fmt: skip
+def test_state_resets_where_the_drive_changes(
+    tiny_bundle: Path, camvid: Path, tmp_path: Path
+) -> None:
     names = ["a_001", "a_002", "a_003", "b_001", "b_002"]
     assert [sequence_of(f"{n}.png") for n in names] == ["a"] * 3 + ["b"] * 2
     images = _images(_folder(tmp_path / "probe", camvid, names)[0])
@@ -169,8 +199,22 @@ def test_state_resets_where_the_drive_changes(tiny_bundle: Path, camvid: Path,
     # labels = the loop that resets at the drive change: perfect score, through CLI and library
     frames, labels = _folder(tmp_path / "reset", camvid, names, labels=at_drive)
     out = tmp_path / "reset.json"
-    assert evaluate.main(["--model", str(tiny_bundle), "--frames", str(frames), "--labels",
-                          str(labels), "--json", str(out), "-q"]) == 0  # fmt: skip
+    assert (
+        evaluate.main(
+            [
+                "--model",
+                str(tiny_bundle),
+                "--frames",
+                str(frames),
+                "--labels",
+                str(labels),
+                "--json",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     got = json.loads(out.read_text())
     assert got["sequences"] == 2 and got["frames"] == 5
     assert got["pixel_acc"] == 100.0 and got["miou"] == 100.0
@@ -180,15 +224,31 @@ def test_state_resets_where_the_drive_changes(tiny_bundle: Path, camvid: Path,
     assert _score(tiny_bundle, frames, labels).metrics.pixel_acc < 100.0
 
 
-def test_reset_every_frame_matches_a_resetting_loop(tiny_bundle: Path, camvid: Path,
-                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_reset_every_frame_matches_a_resetting_loop(
+    tiny_bundle: Path, camvid: Path, tmp_path: Path
+) -> None:
     names = [p.stem for p in _val_images(camvid, 4)]
     images = _images(_folder(tmp_path / "probe", camvid, names)[0])
     fresh = _loop(tiny_bundle, images, reset_before=set(range(4)))
     frames, labels = _folder(tmp_path / "fresh", camvid, names, labels=fresh)
     out = tmp_path / "fresh.json"
-    assert evaluate.main(["--model", str(tiny_bundle), "--frames", str(frames), "--labels",
-                          str(labels), "--json", str(out), "-q", "--reset-every-frame"]) == 0  # fmt: skip
+    assert (
+        evaluate.main(
+            [
+                "--model",
+                str(tiny_bundle),
+                "--frames",
+                str(frames),
+                "--labels",
+                str(labels),
+                "--json",
+                str(out),
+                "-q",
+                "--reset-every-frame",
+            ]
+        )
+        == 0
+    )
     got = json.loads(out.read_text())
     assert got["reset_every_frame"] is True and got["pixel_acc"] == 100.0
     assert _score(tiny_bundle, frames, labels, carry_state=False).metrics.pixel_acc == 100.0
@@ -328,22 +388,28 @@ def test_bad_order_flags_are_usage_errors(flag: str, value: str, capsys) -> None
 
 def test_boundary_band_by_hand() -> None:
     v = 255  # void (any id >= K)
-    truth = np.array([
-        [0, 0, 0, 0, 1, 1, 1, 1],
-        [0, 0, 0, 0, 1, 1, 1, 1],
-        [0, 0, v, v, v, 1, 1, 1],
-        [2, 2, v, v, v, 1, 1, 1],
-    ], np.uint8)  # fmt: skip
+    truth = np.array(
+        [
+            [0, 0, 0, 0, 1, 1, 1, 1],
+            [0, 0, 0, 0, 1, 1, 1, 1],
+            [0, 0, v, v, v, 1, 1, 1],
+            [2, 2, v, v, v, 1, 1, 1],
+        ],
+        np.uint8,
+    )
     # rows 0-1: the columns within 2 of the 0|1 edge (cols 2..5), and row 1's 0s within 2 rows
     # of the 2s; rows 2-3: the 0s and 2s next to each other; the 1s of rows 2-3 touch only 1s
     # and void (row 1's 0 at col 3 is sqrt(5) from row 2's col 5), and the 2 at col 1 and the 1
     # at col 5 of row 3 sit 4 apart across the void
-    want = np.array([
-        [0, 0, 1, 1, 1, 1, 0, 0],
-        [1, 1, 1, 1, 1, 1, 0, 0],
-        [1, 1, 0, 0, 0, 0, 0, 0],
-        [1, 1, 0, 0, 0, 0, 0, 0],
-    ], bool)  # fmt: skip
+    want = np.array(
+        [
+            [0, 0, 1, 1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 1, 1, 0, 0],
+            [1, 1, 0, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0, 0, 0],
+        ],
+        bool,
+    )
     np.testing.assert_array_equal(boundary_band(truth, K), want)
     np.testing.assert_array_equal(_band_by_offsets(truth), want)
     # the disk: one pixel of class 1 lights up the 12 pixels within distance 2 (and itself)
@@ -415,17 +481,21 @@ def test_void_listed_among_the_classes_is_not_in_the_mean() -> None:
     assert np.isnan(score.metrics.iou[11]) and np.isnan(score.trimap.iou[11])
 
 
-@pytest.mark.parametrize("fault, message", [
-    ("no_frames", "frame folder not found"),
-    ("no_label", "no label for frame f2.png"),
-    ("size", "is 48x36 but its frame f2.png is 480x360"),
-    ("rgb", "has 3 channels"),
-    ("empty", "no PNG or JPEG images"),
-    ("unreadable", "unreadable image"),
-    ("all_void", "every labelled pixel of the 3 frames is void"),
-])  # fmt: skip
-def test_bad_inputs_fail_in_one_line(fault: str, message: str, tiny_bundle: Path, camvid: Path,
-                                     tmp_path: Path, capsys) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("no_frames", "frame folder not found"),
+        ("no_label", "no label for frame f2.png"),
+        ("size", "is 48x36 but its frame f2.png is 480x360"),
+        ("rgb", "has 3 channels"),
+        ("empty", "no PNG or JPEG images"),
+        ("unreadable", "unreadable image"),
+        ("all_void", "every labelled pixel of the 3 frames is void"),
+    ],
+)
+def test_bad_inputs_fail_in_one_line(
+    fault: str, message: str, tiny_bundle: Path, camvid: Path, tmp_path: Path, capsys
+) -> None:
     frames, labels = _folder(tmp_path, camvid, ["f1", "f2", "f3"])
     if fault == "no_frames":
         frames = tmp_path / "missing"
@@ -448,8 +518,18 @@ def test_bad_inputs_fail_in_one_line(fault: str, message: str, tiny_bundle: Path
         for path in labels.iterdir():
             cv2.imwrite(str(path), np.full((360, 480), 11, np.uint8))
     out = tmp_path / "never.json"
-    code = evaluate.main(["--model", str(tiny_bundle), "--frames", str(frames), "--labels",
-                          str(labels), "--json", str(out)])  # fmt: skip
+    code = evaluate.main(
+        [
+            "--model",
+            str(tiny_bundle),
+            "--frames",
+            str(frames),
+            "--labels",
+            str(labels),
+            "--json",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     lines = [line for line in re.split(r"[\r\n]", err) if line.startswith("vidseg-eval")]
     assert code == 1 and not out.exists()
@@ -459,18 +539,39 @@ def test_bad_inputs_fail_in_one_line(fault: str, message: str, tiny_bundle: Path
 
 def test_bad_bundle_exits_3(camvid: Path, tmp_path: Path, capsys) -> None:
     frames, labels = _folder(tmp_path, camvid, ["f1"])
-    code = evaluate.main(["--model", str(tmp_path / "nope.vidseg"), "--frames", str(frames),
-                          "--labels", str(labels), "-q"])  # fmt: skip
+    code = evaluate.main(
+        [
+            "--model",
+            str(tmp_path / "nope.vidseg"),
+            "--frames",
+            str(frames),
+            "--labels",
+            str(labels),
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3 and err.count("\n") == 1 and err.startswith("vidseg-eval: error:")
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA: the cuda run is tested below")
-def test_cuda_without_a_gpu_is_one_line(tiny_bundle: Path, camvid: Path, tmp_path: Path,
-                                        capsys) -> None:  # fmt: skip
+def test_cuda_without_a_gpu_is_one_line(
+    tiny_bundle: Path, camvid: Path, tmp_path: Path, capsys
+) -> None:
     frames, labels = _folder(tmp_path, camvid, ["f1"])
-    code = evaluate.main(["--model", str(tiny_bundle), "--frames", str(frames), "--labels",
-                          str(labels), "--device", "cuda", "-q"])  # fmt: skip
+    code = evaluate.main(
+        [
+            "--model",
+            str(tiny_bundle),
+            "--frames",
+            str(frames),
+            "--labels",
+            str(labels),
+            "--device",
+            "cuda",
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 4 and err.count("\n") == 1 and "needs onnxruntime-gpu" in err, err  # backend
 
@@ -520,8 +621,12 @@ def test_eval_never_imports_torch(tiny_bundle: Path, camvid: Path, tmp_path: Pat
     subprocess.run([sys.executable, "-c", code], check=True)
     repo = Path(__file__).resolve().parents[1]
     forbidden = re.compile(r"^\s*(import|from)\s+(torch|vidseg\.export)\b", re.M)
-    for rel in ("benchmarks/evaluate.py", "benchmarks/accuracy.py", "models/data.py",
-                "models/metrics.py"):  # fmt: skip
+    for rel in (
+        "benchmarks/evaluate.py",
+        "benchmarks/accuracy.py",
+        "models/data.py",
+        "models/metrics.py",
+    ):
         assert not forbidden.search((repo / rel).read_text()), f"{rel} imports torch/export"
 
 

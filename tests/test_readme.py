@@ -46,8 +46,9 @@ def test_python_example_runs(tmp_path: Path) -> None:
         pytest.skip(f"the default bundle {default_bundle_path()} does not exist yet")
     (block,) = code_blocks("python")
     # from an unrelated directory: the example must find the bundled model by itself
-    proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", block], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 3

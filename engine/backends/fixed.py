@@ -59,9 +59,14 @@ class PingPongBuffers:
         batch: rows of every buffer.
     """
 
-    def __init__(self, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo],
-                 state_pairs: Sequence[tuple[str, str]],
-                 alloc: Callable[[tuple[int, ...], str], Any], batch: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        inputs: Sequence[TensorInfo],
+        outputs: Sequence[TensorInfo],
+        state_pairs: Sequence[tuple[str, str]],
+        alloc: Callable[[tuple[int, ...], str], Any],
+        batch: int = 1,
+    ) -> None:
         why = fixed_shapes_ok(inputs, outputs)
         if why is not None:
             raise BackendError(f"fixed buffers need static shapes: {why}")
@@ -78,11 +83,15 @@ class PingPongBuffers:
         self._dtype = dtype
         # state: two sets; the others one buffer each (inputs allocated when first fed a host
         # value, so that a device tensor can be adopted instead)
-        self.sets = {name: (alloc(shape[name], dtype[name]), alloc(shape[name], dtype[name]))
-                     for name in self.state}  # fmt: skip
+        self.sets = {
+            name: (alloc(shape[name], dtype[name]), alloc(shape[name], dtype[name]))
+            for name in self.state
+        }
         self.fixed_in: dict[str, Any] = {}
-        self.fixed_out = {t.name: None if t.name in self._state_of
-                          else alloc(shape[t.name], dtype[t.name]) for t in outputs}  # fmt: skip
+        self.fixed_out = {
+            t.name: None if t.name in self._state_of else alloc(shape[t.name], dtype[t.name])
+            for t in outputs
+        }
 
     def plan(self, feeds: Mapping[str, Any]) -> Plan:
         """The buffers to bind for a run on ``feeds`` (every graph input by name).
@@ -98,8 +107,10 @@ class PingPongBuffers:
                 raise BackendError(f"no value for graph input {name!r}")
             value = feeds[name]
             if isinstance(value, np.ndarray) and value.shape != self._shape[name]:
-                raise BackendError(f"input {name!r} is {list(value.shape)}, the fixed buffer "
-                                   f"{list(self._shape[name])}")  # fmt: skip
+                raise BackendError(
+                    f"input {name!r} is {list(value.shape)}, the fixed buffer "
+                    f"{list(self._shape[name])}"
+                )
             if name in self.state:
                 buffer = self.sets[name][p]
             else:
@@ -113,8 +124,10 @@ class PingPongBuffers:
             if value is not buffer:
                 uploads.append((name, value))
             inputs[name] = buffer
-        outputs = {name: self.sets[self._state_of[name]][1 - p] if buffer is None else buffer
-                   for name, buffer in self.fixed_out.items()}  # fmt: skip
+        outputs = {
+            name: self.sets[self._state_of[name]][1 - p] if buffer is None else buffer
+            for name, buffer in self.fixed_out.items()
+        }
         return Plan(p, inputs, outputs, tuple(uploads))
 
     def advance(self) -> None:

@@ -78,29 +78,37 @@ class OrtBackend:
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": self.device[1]}))
             if tensorrt:
                 if "TensorrtExecutionProvider" not in available:
-                    raise BackendError("backend 'ort-trt' needs onnxruntime-gpu built with "
-                                       "TensorRT and the TensorRT libraries; this onnxruntime "
-                                       f"offers {', '.join(available)}")  # fmt: skip
-                providers.insert(0, ("TensorrtExecutionProvider", _trt_ep_options(
-                    graph_path, self.device[1])))  # fmt: skip
+                    raise BackendError(
+                        "backend 'ort-trt' needs onnxruntime-gpu built with "
+                        "TensorRT and the TensorRT libraries; this onnxruntime "
+                        f"offers {', '.join(available)}"
+                    )
+                providers.insert(
+                    0, ("TensorrtExecutionProvider", _trt_ep_options(graph_path, self.device[1]))
+                )
         elif tensorrt:
             raise BackendError("backend 'ort-trt' runs on cuda[:N] only")
         self.bound = on_gpu or options.io_binding
-        want_fixed = options.cuda_graph if options.cuda_graph is not None else (
-            on_gpu and not tensorrt)  # fmt: skip
+        want_fixed = (
+            options.cuda_graph if options.cuda_graph is not None else (on_gpu and not tensorrt)
+        )
         opts = session_options(options.threads, options.spinning)
         self.capture = False  # fixed buffers replayed as captured CUDA graphs
         self.session = None
         if want_fixed and on_gpu and not tensorrt:
-            graph_providers = [("CUDAExecutionProvider", {"device_id": self.device[1],
-                                                          "enable_cuda_graph": "1"}),
-                               "CPUExecutionProvider"]  # fmt: skip
+            graph_providers = [
+                ("CUDAExecutionProvider", {"device_id": self.device[1], "enable_cuda_graph": "1"}),
+                "CPUExecutionProvider",
+            ]
             try:
                 self.session = ort.InferenceSession(graph_path, opts, providers=graph_providers)
                 self.capture = True
             except Exception as exc:  # e.g. nodes left on the CPU: no capture possible
-                logger.info("%s: no CUDA graph (%s); IO binding instead",
-                            graph_path, str(exc).splitlines()[0][:200])  # fmt: skip
+                logger.info(
+                    "%s: no CUDA graph (%s); IO binding instead",
+                    graph_path,
+                    str(exc).splitlines()[0][:200],
+                )
                 want_fixed = False
         if self.session is None:
             try:
@@ -153,8 +161,10 @@ class OrtBackend:
             binding.synchronize_outputs()
             values = binding.get_outputs()
             t2 = time.perf_counter_ns()
-            out = {name: value.numpy() if name in host_outputs else value
-                   for name, value in zip(self._names, values)}  # fmt: skip
+            out = {
+                name: value.numpy() if name in host_outputs else value
+                for name, value in zip(self._names, values)
+            }
             t3 = time.perf_counter_ns()
         except BackendError:
             raise
@@ -164,8 +174,7 @@ class OrtBackend:
         return out
 
     def _run_numpy(self, feeds: Mapping[str, Any], host_outputs: Sequence[str]) -> dict[str, Any]:
-        up = sum(np.asarray(v).nbytes for v in feeds.values()
-                 if _RESIDENT.get(id(v)) is not v)  # fmt: skip
+        up = sum(np.asarray(v).nbytes for v in feeds.values() if _RESIDENT.get(id(v)) is not v)
         t0 = time.perf_counter_ns()
         out = dict(zip(self._names, self.session.run(self._names, dict(feeds))))
         compute = time.perf_counter_ns() - t0
@@ -179,8 +188,9 @@ class OrtBackend:
         if self._buffers is None:
             first = next(iter(feeds.values()))
             batch = first.shape[0] if isinstance(first, np.ndarray) else first.shape()[0]
-            self._buffers = PingPongBuffers(self.inputs, self.outputs, self._state_pairs,
-                                            self._alloc, batch)  # fmt: skip
+            self._buffers = PingPongBuffers(
+                self.inputs, self.outputs, self._state_pairs, self._alloc, batch
+            )
         plan = self._buffers.plan(feeds)
         up = down = 0
         t0 = time.perf_counter_ns()
@@ -207,8 +217,10 @@ class OrtBackend:
         binding.synchronize_outputs()
         self._buffers.advance()
         t2 = time.perf_counter_ns()
-        out = {name: plan.outputs[name].numpy() if name in host_outputs else plan.outputs[name]
-               for name in self._names}  # fmt: skip
+        out = {
+            name: plan.outputs[name].numpy() if name in host_outputs else plan.outputs[name]
+            for name in self._names
+        }
         self._count(
             up, out, host_outputs, down, times=(t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
         )
@@ -217,8 +229,14 @@ class OrtBackend:
     def _alloc(self, shape: tuple[int, ...], dtype: str) -> Any:
         return ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype), *self.device)
 
-    def _count(self, up: int, out: Mapping[str, Any], host_outputs: Sequence[str],
-               down: int = 0, times: tuple[int, int, int] = (0, 0, 0)) -> None:  # fmt: skip
+    def _count(
+        self,
+        up: int,
+        out: Mapping[str, Any],
+        host_outputs: Sequence[str],
+        down: int = 0,
+        times: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
         """Add one run: bytes up and down, and its (up, compute, down) nanoseconds."""
         down += sum(out[n].nbytes for n in host_outputs if n in out)
         self.transfers = self.transfers.add(Transfers(1, up, down, *times))
@@ -228,13 +246,19 @@ class OrtBackend:
 
 
 _TOO_NEW = (  # what onnxruntime says of a graph newer than it -> (what it needs, what it has)
-    (re.compile(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", re.S),
-     "needs ONNX opset {0} ({1}); onnxruntime {v} supports opset {2} at most"),
-    (re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)"),
-     "is ONNX IR version {0}; onnxruntime {v} reads IR version {1} at most"),
-    (re.compile(r"Could not find an implementation for (\S+)\((\d+)\)"),
-     "needs operator {0} of opset {1}, which onnxruntime {v} does not implement"),
-)  # fmt: skip
+    (
+        re.compile(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", re.S),
+        "needs ONNX opset {0} ({1}); onnxruntime {v} supports opset {2} at most",
+    ),
+    (
+        re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)"),
+        "is ONNX IR version {0}; onnxruntime {v} reads IR version {1} at most",
+    ),
+    (
+        re.compile(r"Could not find an implementation for (\S+)\((\d+)\)"),
+        "needs operator {0} of opset {1}, which onnxruntime {v} does not implement",
+    ),
+)
 
 
 _DAMAGED = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile")  # ORT's error classes, by name
@@ -250,8 +274,10 @@ def _load_error(graph_path: str, exc: Exception) -> BundleError | BackendError:
     for pattern, needs in _TOO_NEW:
         match = pattern.search(text)
         if match:
-            return BackendError(f"{graph_path} {needs.format(*match.groups(), v=ort.__version__)}"
-                                ": upgrade onnxruntime or export the bundle for this one")  # fmt: skip
+            return BackendError(
+                f"{graph_path} {needs.format(*match.groups(), v=ort.__version__)}"
+                ": upgrade onnxruntime or export the bundle for this one"
+            )
     if type(exc).__name__ in _DAMAGED or _DAMAGED_TEXT.search(text):
         reason = text.rpartition("failed:")[2].strip().rstrip(".") or text
         return BundleError(

@@ -58,8 +58,9 @@ class CudaRuntime:
             try:
                 from cuda import cudart  # older cuda-python
             except ImportError as exc:
-                raise BackendError("backend 'tensorrt' needs cuda-python "
-                                   "(pip install cuda-python)") from exc  # fmt: skip
+                raise BackendError(
+                    "backend 'tensorrt' needs cuda-python (pip install cuda-python)"
+                ) from exc
         self.rt = cudart
         self._check(cudart.cudaSetDevice(device))
         props = self._check(cudart.cudaGetDeviceProperties(device))
@@ -81,8 +82,9 @@ class CudaRuntime:
 
     def upload(self, ptr: int, array: np.ndarray) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._check(self.rt.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes, kind,
-                                            self.stream))  # fmt: skip
+        self._check(
+            self.rt.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes, kind, self.stream)
+        )
 
     def copy(self, dst: int, src: int, nbytes: int) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
@@ -90,8 +92,9 @@ class CudaRuntime:
 
     def download(self, array: np.ndarray, ptr: int) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._check(self.rt.cudaMemcpyAsync(array.ctypes.data, ptr, array.nbytes, kind,
-                                            self.stream))  # fmt: skip
+        self._check(
+            self.rt.cudaMemcpyAsync(array.ctypes.data, ptr, array.nbytes, kind, self.stream)
+        )
 
     def synchronize(self) -> None:
         self._check(self.rt.cudaStreamSynchronize(self.stream))
@@ -101,8 +104,9 @@ class CudaRuntime:
         return int(self.stream)
 
 
-def plan_key(gpu: str, capability: tuple[int, int], trt_version: str, graph: Path,
-             fp16: bool) -> str:  # fmt: skip
+def plan_key(
+    gpu: str, capability: tuple[int, int], trt_version: str, graph: Path, fp16: bool
+) -> str:
     """16 hex digits naming a plan: GPU, compute capability, TensorRT version, graph, fp16."""
     h = hashlib.sha256()
     h.update(graph.read_bytes())
@@ -116,16 +120,19 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, graph_path: str, options: BackendOptions, cuda: Any = None,
-                 fp16: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, graph_path: str, options: BackendOptions, cuda: Any = None, fp16: bool = True
+    ) -> None:
         kind, _, index = options.device.partition(":")
         if kind != "cuda" or (index and not index.isdigit()):
             raise BackendError(f"backend 'tensorrt' runs on cuda[:N], got {options.device!r}")
         try:
             import tensorrt as trt
         except ImportError as exc:
-            raise BackendError("backend 'tensorrt' needs TensorRT 10 (pip install "
-                               "'vidseg[tensorrt]'; NVIDIA's wheels)") from exc  # fmt: skip
+            raise BackendError(
+                "backend 'tensorrt' needs TensorRT 10 (pip install "
+                "'vidseg[tensorrt]'; NVIDIA's wheels)"
+            ) from exc
         self.trt = trt
         self.cuda = cuda if cuda is not None else CudaRuntime(int(index or 0))
         self.graph = Path(graph_path)
@@ -133,9 +140,8 @@ class TensorRTBackend:
         self.transfers = Transfers()
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._state_pairs = options.state_pairs
-        self.plan_path = self.graph.parent / "trt" / (
-            f"{self.graph.stem}-{plan_key(self.cuda.name, self.cuda.capability, trt.__version__, self.graph, fp16)}.plan"
-        )  # fmt: skip
+        key = plan_key(self.cuda.name, self.cuda.capability, trt.__version__, self.graph, fp16)
+        self.plan_path = self.graph.parent / "trt" / f"{self.graph.stem}-{key}.plan"
         self._engine: Any = None
         self._context: Any = None
         self._bound: dict[str, int] = {}  # tensor name -> address set on the context
@@ -153,16 +159,19 @@ class TensorRTBackend:
             session = ort.InferenceSession(str(self.graph), providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise BackendError(f"cannot read {self.graph}: {exc}") from exc
-        return (tuple(tensor_info(i) for i in session.get_inputs()),
-                tuple(tensor_info(o) for o in session.get_outputs()))  # fmt: skip
+        return (
+            tuple(tensor_info(i) for i in session.get_inputs()),
+            tuple(tensor_info(o) for o in session.get_outputs()),
+        )
 
     def _load(self, batch: int) -> None:
         """Deserialize the cached plan, or build it (profile at ``batch``) and cache it."""
         trt = self.trt
         plan = self.plan_path.read_bytes() if self.plan_path.is_file() else None
         if plan is None:
-            logger.info("building a TensorRT engine for %s (cached in %s)", self.graph,
-                        self.plan_path)  # fmt: skip
+            logger.info(
+                "building a TensorRT engine for %s (cached in %s)", self.graph, self.plan_path
+            )
             plan = self._build(batch)
             self.plan_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.plan_path.with_suffix(f".tmp{os.getpid()}")
@@ -176,8 +185,10 @@ class TensorRTBackend:
         names = {self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)}
         expected = {t.name for t in (*self.inputs, *self.outputs)}
         if names != expected:
-            raise BackendError(f"{self.plan_path}: engine tensors {sorted(names)} are not the "
-                               f"graph's {sorted(expected)}")  # fmt: skip
+            raise BackendError(
+                f"{self.plan_path}: engine tensors {sorted(names)} are not the "
+                f"graph's {sorted(expected)}"
+            )
         for t in self.inputs:
             self._context.set_input_shape(t.name, (batch, *t.shape[1:]))
 
@@ -214,8 +225,9 @@ class TensorRTBackend:
             first = next(iter(feeds.values()))
             batch = int(first.shape[0])
             self._load(batch)
-            self._buffers = PingPongBuffers(self.inputs, self.outputs, self._state_pairs,
-                                            self._alloc, batch)  # fmt: skip
+            self._buffers = PingPongBuffers(
+                self.inputs, self.outputs, self._state_pairs, self._alloc, batch
+            )
         plan = self._buffers.plan(feeds)
         up = 0
         t0 = time.perf_counter_ns()

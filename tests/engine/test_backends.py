@@ -36,8 +36,9 @@ def test_io_binding_path_matches_numpy_path(family: str, request, clip, monkeypa
     bundle = request.getfixturevalue(BUNDLES[family])
     schedule = Schedule("fixed", 3) if family == "keyframe" else None
     plain = Segmenter(bundle, schedule=schedule)
-    monkeypatch.setattr(loaded_module, "BackendOptions",
-                        functools.partial(BackendOptions, io_binding=True))  # fmt: skip
+    monkeypatch.setattr(
+        loaded_module, "BackendOptions", functools.partial(BackendOptions, io_binding=True)
+    )
     bound = Segmenter(bundle, schedule=schedule)
     held = bound.state.tensors or bound.cache.tensors
     assert held and all(isinstance(v, ort.OrtValue) for v in held.values())
@@ -69,8 +70,10 @@ def test_bad_devices_are_clear_errors(tiny_bundle: Path) -> None:
             MultiStreamSegmenter(tiny_bundle, streams=2, device="cuda")
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu and a CUDA GPU "
-                    "(CUDAExecutionProvider not available)")  # fmt: skip
+@pytest.mark.skipif(
+    not HAS_CUDA,
+    reason="needs onnxruntime-gpu and a CUDA GPU (CUDAExecutionProvider not available)",
+)
 def test_cuda_matches_cpu(tiny_bundle: Path, clip) -> None:
     cpu, gpu = Segmenter(tiny_bundle), Segmenter(tiny_bundle, device="cuda")
     for i, frame in enumerate(clip):
@@ -78,14 +81,19 @@ def test_cuda_matches_cpu(tiny_bundle: Path, clip) -> None:
         assert (a.labels == b.labels).mean() >= 0.999, f"frame {i}"
 
 
-BUNDLES = {"recurrent": "tiny_bundle", "split": "tiny_split_bundle",
-           "keyframe": "tiny_keyframe_bundle", "tiles": "tile_bundle"}  # fmt: skip
+BUNDLES = {
+    "recurrent": "tiny_bundle",
+    "split": "tiny_split_bundle",
+    "keyframe": "tiny_keyframe_bundle",
+    "tiles": "tile_bundle",
+}
 
 
 def _bind_everything(monkeypatch) -> None:
     """Segmenters made from here on run the IO-binding path on the CPU."""
-    monkeypatch.setattr(loaded_module, "BackendOptions",
-                        functools.partial(BackendOptions, io_binding=True))  # fmt: skip
+    monkeypatch.setattr(
+        loaded_module, "BackendOptions", functools.partial(BackendOptions, io_binding=True)
+    )
 
 
 def _held(seg: Segmenter) -> dict:
@@ -96,8 +104,9 @@ def _held(seg: Segmenter) -> dict:
 
 @pytest.mark.parametrize("family", list(BUNDLES))
 @pytest.mark.parametrize("bound", [False, True], ids=["numpy", "binding"])
-def test_warmup_leaves_state_zero_and_first_frame_unchanged(family: str, bound: bool, request,
-                                                            clip, monkeypatch) -> None:  # fmt: skip
+def test_warmup_leaves_state_zero_and_first_frame_unchanged(
+    family: str, bound: bool, request, clip, monkeypatch
+) -> None:
     """Warm-up runs every graph at load on throw-away state: the stream's state and cache are
     still zeros afterwards, and the first frames' labels are those of a segmenter without it."""
     bundle = request.getfixturevalue(BUNDLES[family])
@@ -111,14 +120,16 @@ def test_warmup_leaves_state_zero_and_first_frame_unchanged(family: str, bound: 
     held = _held(warm)
     assert held and all(not v.any() for v in held.values())
     for i, frame in enumerate(clip[:4]):
-        np.testing.assert_array_equal(cold.step(frame).labels, warm.step(frame).labels,
-                                      err_msg=f"frame {i}")  # fmt: skip
+        np.testing.assert_array_equal(
+            cold.step(frame).labels, warm.step(frame).labels, err_msg=f"frame {i}"
+        )
 
 
 @pytest.mark.parametrize("family", ["recurrent", "split"])
 @pytest.mark.parametrize("path", ["numpy", "binding", "fixed"])
-def test_transfers_count_frame_up_and_outputs_down_never_state(family: str, path: str, request,
-                                                               clip, monkeypatch) -> None:  # fmt: skip
+def test_transfers_count_frame_up_and_outputs_down_never_state(
+    family: str, path: str, request, clip, monkeypatch
+) -> None:
     """Per frame: the frame goes up, labels (+ scores, logits) come down; the recurrent state
     and a split bundle's features are never counted, through a reset too. On the numpy CPU
     path the count is what the binding path would copy."""
@@ -169,8 +180,9 @@ def test_fixed_buffer_path_matches_numpy_path(family: str, request, clip) -> Non
         if i == 11:
             plain.reset()
             fixed.reset()
-        np.testing.assert_array_equal(plain.step(frame).labels, fixed.step(frame).labels,
-                                      err_msg=f"frame {i}")  # fmt: skip
+        np.testing.assert_array_equal(
+            plain.step(frame).labels, fixed.step(frame).labels, err_msg=f"frame {i}"
+        )
         if family == "split":  # prepare leaves the encoder to step, which ran it in place
             assert fixed.prepare(frame).features is None
 
@@ -194,12 +206,17 @@ def test_ping_pong_bookkeeping_frames_0_to_3_and_reset() -> None:
         made.append(FakeTensor(f"buf{len(made)}{list(shape)}{dtype}"))
         return made[-1]
 
-    graph_in = (TensorInfo("frame", (None, 4, 6, 3), "uint8"),
-                TensorInfo("h_in", (None, 2, 2, 2), "float32"))  # fmt: skip
-    graph_out = (TensorInfo("labels", (None, 4, 6), "uint8"),
-                 TensorInfo("h_out", (None, 2, 2, 2), "float32"))  # fmt: skip
-    buffers = PingPongBuffers(graph_in, graph_out, [("h_in", "h_out"), ("x_in", "x_out")],
-                              alloc, batch=1)  # fmt: skip
+    graph_in = (
+        TensorInfo("frame", (None, 4, 6, 3), "uint8"),
+        TensorInfo("h_in", (None, 2, 2, 2), "float32"),
+    )
+    graph_out = (
+        TensorInfo("labels", (None, 4, 6), "uint8"),
+        TensorInfo("h_out", (None, 2, 2, 2), "float32"),
+    )
+    buffers = PingPongBuffers(
+        graph_in, graph_out, [("h_in", "h_out"), ("x_in", "x_out")], alloc, batch=1
+    )
     assert buffers.state == {"h_in": "h_out"}  # a pair not in this graph is ignored
     a, b = buffers.sets["h_in"]
     zeros = FakeTensor("zeros")
@@ -217,8 +234,9 @@ def test_ping_pong_bookkeeping_frames_0_to_3_and_reset() -> None:
     frame_buffer, labels_buffer = plans[0].inputs["frame"], plans[0].outputs["labels"]
     assert [p.graph_id for p in plans] == [0, 1, 0, 1, 0, 1]
     assert [(p.inputs["h_in"], p.outputs["h_out"]) for p in plans] == [(a, b), (b, a)] * 3
-    assert all(p.inputs["frame"] is frame_buffer and p.outputs["labels"] is labels_buffer
-               for p in plans)  # fmt: skip
+    assert all(
+        p.inputs["frame"] is frame_buffer and p.outputs["labels"] is labels_buffer for p in plans
+    )
     # uploads: frame every run; the state only where the caller's value was not the buffer
     assert [[n for n, _ in p.uploads] for p in plans] == [
         ["frame", "h_in"],
@@ -238,8 +256,12 @@ def test_ping_pong_adopts_a_device_tensor_handed_in_again() -> None:
     """A split bundle's features: the encoder's own fixed output, the same object every frame,
     becomes the step graph's input buffer without a copy; a different one is copied in."""
     graph_in = (TensorInfo("f", (None, 8), "float32"),)
-    buffers = PingPongBuffers(graph_in, (TensorInfo("y", (None, 8), "float32"),), [],
-                              lambda shape, dtype: FakeTensor("ours"))  # fmt: skip
+    buffers = PingPongBuffers(
+        graph_in,
+        (TensorInfo("y", (None, 8), "float32"),),
+        [],
+        lambda shape, dtype: FakeTensor("ours"),
+    )
     features, other = FakeTensor("encoder-out"), FakeTensor("other")
     assert buffers.plan({"f": features}).uploads == ()
     plan = buffers.plan({"f": features})
@@ -277,8 +299,10 @@ def test_fixed_path_binds_two_graph_ids_once_each(tiny_bundle: Path, clip, monke
     assert all(v is backend._buffers.sets[k][0] for k, v in state.items())  # after 4 runs
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu and a CUDA GPU "
-                    "(CUDAExecutionProvider not available)")  # fmt: skip
+@pytest.mark.skipif(
+    not HAS_CUDA,
+    reason="needs onnxruntime-gpu and a CUDA GPU (CUDAExecutionProvider not available)",
+)
 @pytest.mark.parametrize("bundle_name", ["tiny_bundle", "tiny_split_bundle"])
 def test_cuda_graph_matches_plain_cuda(bundle_name: str, request, clip) -> None:
     """CUDA graphs (two captured graph ids) against the plain IO-binding path on the GPU over
@@ -295,8 +319,10 @@ def test_cuda_graph_matches_plain_cuda(bundle_name: str, request, clip) -> None:
         assert (a.labels == b.labels).mean() >= 0.999, f"frame {i}"
 
 
-@pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu and a CUDA GPU "
-                    "(CUDAExecutionProvider not available)")  # fmt: skip
+@pytest.mark.skipif(
+    not HAS_CUDA,
+    reason="needs onnxruntime-gpu and a CUDA GPU (CUDAExecutionProvider not available)",
+)
 def test_cuda_multistream_matches_segmenters(tiny_bundle: Path, clip) -> None:
     multi = MultiStreamSegmenter(tiny_bundle, streams=3, device="cuda")
     singles = [Segmenter(tiny_bundle, device="cuda") for _ in range(3)]

@@ -54,13 +54,23 @@ def local_labels(bundle: Path, clip: Path) -> list[np.ndarray]:
     return [r.labels for r in segmenter.stream(read_frames(clip))]
 
 
-def test_clips_processed_corrupt_reported_rerun_skips(local_ray, clips, tiny_bundle: Path,
-                                                     tmp_path: Path, capsys) -> None:  # fmt: skip
+def test_clips_processed_corrupt_reported_rerun_skips(
+    local_ray, clips, tiny_bundle: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "out"
     inputs = [str(clips[k]) for k in ("a", "b", "c", "bad")]
     summary_path = tmp_path / "summary.json"
-    argv = [*inputs, "--out", str(out), "--model", str(tiny_bundle), "--workers", "2",
-            "--json", str(summary_path)]  # fmt: skip
+    argv = [
+        *inputs,
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_bundle),
+        "--workers",
+        "2",
+        "--json",
+        str(summary_path),
+    ]
     assert main(argv) == 1  # one video failed
     printed = capsys.readouterr()
     assert "3 done, 1 failed, 0 skipped" in printed.out
@@ -87,8 +97,9 @@ def test_clips_processed_corrupt_reported_rerun_skips(local_ray, clips, tiny_bun
     assert len((out / RUN_MANIFEST).read_text().splitlines()) == 5
 
 
-def test_chunks_with_enough_warmup_equal_one_pass(local_ray, clips, tiny_bundle: Path,
-                                                  tmp_path: Path) -> None:  # fmt: skip
+def test_chunks_with_enough_warmup_equal_one_pass(
+    local_ray, clips, tiny_bundle: Path, tmp_path: Path
+) -> None:
     """Chunks of 5 frames run in parallel and joined without re-encoding; with a warm-up that
     reaches back to frame 0 every chunk's labels are the sequential pass's exactly."""
     assert plan_chunks(FRAMES, 5) == [(0, 5), (5, 10), (10, 12)]

@@ -68,8 +68,11 @@ def vidseg_run(*args: object, cwd: Path | None = None) -> subprocess.CompletedPr
     """``python -m vidseg.engine ARGS`` (= vidseg-run), output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "vidseg.engine", *map(str, args)],
-        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=cwd,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=cwd,
+    )
 
 
 def console_script() -> list[str]:
@@ -129,8 +132,9 @@ def overlay_run(model: Model, tmp_path_factory: pytest.TempPathFactory) -> Overl
     """One overlay run on the first MAX_FRAMES frames, with a JSON summary."""
     tmp = tmp_path_factory.mktemp("overlay")
     out, summary = tmp / "seg.mp4", tmp / "run.json"
-    proc = vidseg_run(SAMPLE, "--out", out, "--max-frames", MAX_FRAMES, "--json", summary,
-                      *model.args)  # fmt: skip
+    proc = vidseg_run(
+        SAMPLE, "--out", out, "--max-frames", MAX_FRAMES, "--json", summary, *model.args
+    )
     return OverlayRun(proc, out, summary)
 
 
@@ -138,8 +142,7 @@ def overlay_run(model: Model, tmp_path_factory: pytest.TempPathFactory) -> Overl
 def mask_video(model: Model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Lossless label video (FFV1 .mkv) of the first MAX_FRAMES frames."""
     out = tmp_path_factory.mktemp("masks") / "m.mkv"
-    proc = vidseg_run(SAMPLE, "--out", out, "--mask", "--max-frames", MAX_FRAMES, "-q",
-                      *model.args)  # fmt: skip
+    proc = vidseg_run(SAMPLE, "--out", out, "--mask", "--max-frames", MAX_FRAMES, "-q", *model.args)
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -191,8 +194,7 @@ def test_overlay_pixels_match_the_mask(model: Model, mask_video: Path, tmp_path:
     alpha = 0.7  # not the default: the flag must reach the renderer
     out = tmp_path / "overlay.mp4"
     n = 4
-    proc = vidseg_run(SAMPLE, "--out", out, "--max-frames", n, "--alpha", alpha, "-q",
-                      *model.args)  # fmt: skip
+    proc = vidseg_run(SAMPLE, "--out", out, "--max-frames", n, "--alpha", alpha, "-q", *model.args)
     assert proc.returncode == 0, proc.stderr
     manifest = load_bundle(model.path).manifest
     lut = palette_lut(manifest.palette)
@@ -233,15 +235,15 @@ def test_mask_video_is_exact_and_timed(model: Model, mask_video: Path) -> None:
     assert VideoInfo.from_path(mask_video).codec == "ffv1"  # .mkv: lossless ids (FFV1)
     seg = Segmenter(model.path)
     written = list(read_label_frames(mask_video))
-    for i, (frame, labels) in enumerate(zip(read_frames(SAMPLE, max_frames=MAX_FRAMES), written,
-                                            strict=True)):  # fmt: skip
+    for i, (frame, labels) in enumerate(
+        zip(read_frames(SAMPLE, max_frames=MAX_FRAMES), written, strict=True)
+    ):
         np.testing.assert_array_equal(labels, seg.step(frame.image).labels, err_msg=f"frame {i}")
 
 
 def test_mask_directory_equals_mask_video(model: Model, mask_video: Path, tmp_path: Path) -> None:
     out = tmp_path / "masks"
-    proc = vidseg_run(SAMPLE, "--out", out, "--mask", "--max-frames", MAX_FRAMES, "-q",
-                      *model.args)  # fmt: skip
+    proc = vidseg_run(SAMPLE, "--out", out, "--mask", "--max-frames", MAX_FRAMES, "-q", *model.args)
     assert proc.returncode == 0, proc.stderr
     files = sorted(out.iterdir())
     assert [p.name for p in files] == [f"{i:06d}.png" for i in range(MAX_FRAMES)]
@@ -253,13 +255,22 @@ def test_mask_directory_equals_mask_video(model: Model, mask_video: Path, tmp_pa
         np.testing.assert_array_equal(png, expected, err_msg=file.name)
 
 
-def test_out_size_scales_masks_and_overlay(model: Model, mask_video: Path,
-                                          tmp_path: Path) -> None:  # fmt: skip
+def test_out_size_scales_masks_and_overlay(model: Model, mask_video: Path, tmp_path: Path) -> None:
     """--out-size 320x0: the masks are the full-size masks taken by nearest neighbour, the
     overlay is 320x180 (aspect kept) with the same frames and timestamps."""
     masks = tmp_path / "masks"
-    proc = vidseg_run(SAMPLE, "--out", masks, "--mask", "--max-frames", 4, "-q",
-                      "--out-size", "320x0", *model.args)  # fmt: skip
+    proc = vidseg_run(
+        SAMPLE,
+        "--out",
+        masks,
+        "--mask",
+        "--max-frames",
+        4,
+        "-q",
+        "--out-size",
+        "320x0",
+        *model.args,
+    )
     assert proc.returncode == 0, proc.stderr
     for file, full in zip(sorted(masks.iterdir()), read_label_frames(mask_video)):
         png = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
@@ -267,8 +278,7 @@ def test_out_size_scales_masks_and_overlay(model: Model, mask_video: Path,
         want = cv2.resize(full, (320, 180), interpolation=cv2.INTER_NEAREST)
         assert (png == want).mean() > 0.97, file.name  # nearest of nearest: borders may shift
     out = tmp_path / "small.mp4"
-    proc = vidseg_run(SAMPLE, "--out", out, "--max-frames", 4, "--out-size", "320x180",
-                      *model.args)  # fmt: skip
+    proc = vidseg_run(SAMPLE, "--out", out, "--max-frames", 4, "--out-size", "320x180", *model.args)
     assert proc.returncode == 0, proc.stderr
     info = VideoInfo.from_path(out)
     assert (info.width, info.height, info.fps) == (320, 180, Fraction(25))
@@ -276,14 +286,27 @@ def test_out_size_scales_masks_and_overlay(model: Model, mask_video: Path,
     assert "320x180" in proc.stderr
 
 
-@pytest.mark.parametrize("codec, suffix, decoder", [("libx265", ".mp4", "hevc"),
-                                                   ("libvpx-vp9", ".webm", "vp9"),
-                                                   ("mpeg4", ".mp4", "mpeg4")])  # fmt: skip
-def test_codec_option(codec: str, suffix: str, decoder: str, tiny_bundle: Path,
-                      tmp_path: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "codec, suffix, decoder",
+    [("libx265", ".mp4", "hevc"), ("libvpx-vp9", ".webm", "vp9"), ("mpeg4", ".mp4", "mpeg4")],
+)
+def test_codec_option(
+    codec: str, suffix: str, decoder: str, tiny_bundle: Path, tmp_path: Path
+) -> None:
     out = tmp_path / f"o{suffix}"
-    proc = vidseg_run(SAMPLE, "--out", out, "--max-frames", 3, "--codec", codec, "--model",
-                      tiny_bundle, "--no-audio", "-q")  # fmt: skip
+    proc = vidseg_run(
+        SAMPLE,
+        "--out",
+        out,
+        "--max-frames",
+        3,
+        "--codec",
+        codec,
+        "--model",
+        tiny_bundle,
+        "--no-audio",
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"wrote {out}")
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # no encoder chatter
@@ -341,8 +364,9 @@ def out_dir(tmp_path: Path) -> Path:
 
 
 def test_missing_input(tiny_bundle: Path, out_dir: Path, tmp_path: Path) -> None:
-    proc = vidseg_run(tmp_path / "nope.mp4", "--out", out_dir / "o.mp4", "--model", tiny_bundle,
-                      "-q")  # fmt: skip
+    proc = vidseg_run(
+        tmp_path / "nope.mp4", "--out", out_dir / "o.mp4", "--model", tiny_bundle, "-q"
+    )
     assert_clean_error(proc, 5, "nope.mp4", "no such file")
     assert list(out_dir.iterdir()) == []
 
@@ -491,14 +515,18 @@ def as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def interrupt_run(args: list[str], when_frames: int,
-                  sig: signal.Signals = signal.SIGINT) -> tuple[int, str]:  # fmt: skip
+def interrupt_run(
+    args: list[str], when_frames: int, sig: signal.Signals = signal.SIGINT
+) -> tuple[int, str]:
     """Start vidseg-run with ``args`` and ``--live`` (the file plays at its own frame rate, so
     the run lasts seconds however fast the machine), send ``sig`` once the progress bar shows
     ``when_frames`` frames done (0: as soon as it appears), return (exit code, stderr)."""
-    proc = subprocess.Popen([sys.executable, "-m", "vidseg.engine", *args, "--live"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            preexec_fn=as_from_a_terminal)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidseg.engine", *args, "--live"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=as_from_a_terminal,
+    )
     tail = StderrTail(proc)
     try:
         deadline = time.monotonic() + TIMEOUT_S
@@ -520,11 +548,14 @@ def interrupt_run(args: list[str], when_frames: int,
     return proc.returncode, tail.join()
 
 
-def test_ctrl_c_writes_a_valid_shorter_video(tiny_bundle: Path, out_dir: Path,
-                                             tmp_path: Path) -> None:  # fmt: skip
+def test_ctrl_c_writes_a_valid_shorter_video(
+    tiny_bundle: Path, out_dir: Path, tmp_path: Path
+) -> None:
     out, summary = out_dir / "o.mp4", tmp_path / "run.json"
-    code, stderr = interrupt_run([str(SAMPLE), "--out", str(out), "--model", str(tiny_bundle),
-                                  "--json", str(summary)], when_frames=3)  # fmt: skip
+    code, stderr = interrupt_run(
+        [str(SAMPLE), "--out", str(out), "--model", str(tiny_bundle), "--json", str(summary)],
+        when_frames=3,
+    )
     assert code == 130, stderr
     assert "Traceback" not in stderr
     message = re.search(r"vidseg-run: interrupted after (\d+) frames; wrote (\S+)", stderr)
@@ -542,8 +573,9 @@ def test_ctrl_c_on_the_first_frame(tiny_bundle: Path, out_dir: Path) -> None:
     """SIGINT as the progress bar appears: 130 and a clean message either way; no file when no
     frame was done (was: exit 5 'no frames were written')."""
     out = out_dir / "o.mp4"
-    code, stderr = interrupt_run([str(SAMPLE), "--out", str(out), "--model", str(tiny_bundle)],
-                                 when_frames=0)  # fmt: skip
+    code, stderr = interrupt_run(
+        [str(SAMPLE), "--out", str(out), "--model", str(tiny_bundle)], when_frames=0
+    )
     assert code == 130, stderr
     assert "Traceback" not in stderr and "error" not in stderr, stderr
     done = re.search(r"interrupted after (\d+) frames", stderr)
@@ -554,14 +586,15 @@ def test_ctrl_c_on_the_first_frame(tiny_bundle: Path, out_dir: Path) -> None:
         assert_same_video_shape(out, int(done.group(1)))
 
 
-def test_sigterm_is_handled_like_ctrl_c(tiny_bundle: Path, out_dir: Path,
-                                        tmp_path: Path) -> None:  # fmt: skip
+def test_sigterm_is_handled_like_ctrl_c(tiny_bundle: Path, out_dir: Path, tmp_path: Path) -> None:
     """SIGTERM (docker stop, systemd) mid-video: the frames done are written to a valid, shorter
     file and the exit code is 143 (was: killed at once, no file, only a stale temp file)."""
     out, summary = out_dir / "o.mp4", tmp_path / "run.json"
-    code, stderr = interrupt_run([str(SAMPLE), "--out", str(out), "--model", str(tiny_bundle),
-                                  "--json", str(summary)], when_frames=3,
-                                 sig=signal.SIGTERM)  # fmt: skip
+    code, stderr = interrupt_run(
+        [str(SAMPLE), "--out", str(out), "--model", str(tiny_bundle), "--json", str(summary)],
+        when_frames=3,
+        sig=signal.SIGTERM,
+    )
     assert code == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr
     message = re.search(r"vidseg-run: terminated after (\d+) frames; wrote (\S+)", stderr)
@@ -598,8 +631,9 @@ def test_existing_output_needs_overwrite(mask: bool, tiny_bundle: Path, tmp_path
     assert proc.stderr.strip() == f"vidseg-run: error: {out} {why}"
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert (out / "000000.png" if mask else out).read_bytes() == b"keep me"
-    proc = vidseg_run(SAMPLE, "--out", out, "--model", tiny_bundle, "--max-frames", 2, "-q",
-                      "--overwrite", *flags)  # fmt: skip
+    proc = vidseg_run(
+        SAMPLE, "--out", out, "--model", tiny_bundle, "--max-frames", 2, "-q", "--overwrite", *flags
+    )
     assert proc.returncode == 0, proc.stderr
     if mask:
         assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png"]
@@ -619,18 +653,37 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize(("out_name", "flags", "limit"),
-                         [("o.mp4", (), 20_000), ("o.mkv", ("--mask",), 2_000),
-                          ("masks", ("--mask",), 300)])  # fmt: skip
-def test_disk_full(out_name: str, flags: tuple[str, ...], limit: int, tiny_bundle: Path,
-                   out_dir: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("out_name", "flags", "limit"),
+    [("o.mp4", (), 20_000), ("o.mkv", ("--mask",), 2_000), ("masks", ("--mask",), 300)],
+)
+def test_disk_full(
+    out_name: str, flags: tuple[str, ...], limit: int, tiny_bundle: Path, out_dir: Path
+) -> None:
     """Writes fail part-way (a file size limit stands in for a full disk): one line, exit 5,
     no output and nothing under a temporary name (was, for PNG masks: files cut at the limit
     published as the result, exit 0)."""
     out = out_dir / out_name
-    proc = subprocess.run([sys.executable, "-c", DISK_FULL, str(limit), str(SAMPLE), "--out", str(out), "--model", str(tiny_bundle),
-                           "--max-frames", str(MAX_FRAMES), "-q", *flags],
-                          capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DISK_FULL,
+            str(limit),
+            str(SAMPLE),
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_bundle),
+            "--max-frames",
+            str(MAX_FRAMES),
+            "-q",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert_clean_error(proc, 5, str(out), "File too large")
     assert list(out_dir.iterdir()) == []
 
@@ -638,8 +691,15 @@ def test_disk_full(out_name: str, flags: tuple[str, ...], limit: int, tiny_bundl
 # --------------------------------------------------------------------------- unusual inputs
 
 
-def make_clip(path: Path, codec: str, pix_fmt: str, width: int, height: int, frames: int = 4,
-              rotation: int | None = None) -> list[np.ndarray]:  # fmt: skip
+def make_clip(
+    path: Path,
+    codec: str,
+    pix_fmt: str,
+    width: int,
+    height: int,
+    frames: int = 4,
+    rotation: int | None = None,
+) -> list[np.ndarray]:
     """Encode the sample's first ``frames`` frames, resized to width x height, as ``pix_fmt``
     with ``codec`` (and a display rotation); return the RGB frames written."""
     images = [cv2.resize(f.image, (width, height)) for f in read_frames(SAMPLE, max_frames=frames)]
@@ -656,15 +716,18 @@ def make_clip(path: Path, codec: str, pix_fmt: str, width: int, height: int, fra
     return images
 
 
-@pytest.mark.parametrize(("name", "codec", "pix_fmt", "size"), [
-    ("odd.mkv", "ffv1", "yuv420p", (641, 479)),
-    ("gray.mkv", "ffv1", "gray", (320, 180)),
-    ("ten-bit.mkv", "ffv1", "yuv420p10le", (320, 180)),
-    ("yuv444.mp4", "libx264", "yuv444p", (320, 180)),
-])  # fmt: skip
-def test_unusual_pixel_formats_and_sizes(name: str, codec: str, pix_fmt: str,
-                                         size: tuple[int, int], tiny_bundle: Path,
-                                         tmp_path: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "codec", "pix_fmt", "size"),
+    [
+        ("odd.mkv", "ffv1", "yuv420p", (641, 479)),
+        ("gray.mkv", "ffv1", "gray", (320, 180)),
+        ("ten-bit.mkv", "ffv1", "yuv420p10le", (320, 180)),
+        ("yuv444.mp4", "libx264", "yuv444p", (320, 180)),
+    ],
+)
+def test_unusual_pixel_formats_and_sizes(
+    name: str, codec: str, pix_fmt: str, size: tuple[int, int], tiny_bundle: Path, tmp_path: Path
+) -> None:
     """Odd sizes, grayscale, 10-bit and 4:4:4 sources run end to end: the label masks have the
     source's exact size, the overlay its size padded to even (yuv420p)."""
     clip = tmp_path / name
@@ -711,8 +774,9 @@ def test_audio_only_file(tiny_bundle: Path, out_dir: Path, tmp_path: Path) -> No
     with av.open(str(sound), "w") as container:
         stream = container.add_stream("aac", rate=44100)
         for i in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                               layout="mono")  # fmt: skip
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+            )
             frame.sample_rate, frame.pts = 44100, i * 1024
             for packet in stream.encode(frame):
                 container.mux(packet)

@@ -20,8 +20,12 @@ SAMPLE = REPO / "samples" / "dashcam.mp4"  # 960x540, 25 FPS
 
 
 def vidseg_run(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vidseg.engine", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "vidseg.engine", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], code: int, needle: str) -> None:
@@ -33,9 +37,21 @@ def one_line_error(proc: subprocess.CompletedProcess[str], code: int, needle: st
 def all_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One run of the shipped bundle (it has confidence) writing every output at once."""
     tmp = tmp_path_factory.mktemp("outputs")
-    proc = vidseg_run(SAMPLE, "--out", tmp / "o.mp4", "--mask-out", tmp / "ids.mkv", "--scores",
-                      tmp / "scores", "--jsonl", tmp / "f.jsonl", "--polygons", "--max-frames",
-                      6, "-q")  # fmt: skip
+    proc = vidseg_run(
+        SAMPLE,
+        "--out",
+        tmp / "o.mp4",
+        "--mask-out",
+        tmp / "ids.mkv",
+        "--scores",
+        tmp / "scores",
+        "--jsonl",
+        tmp / "f.jsonl",
+        "--polygons",
+        "--max-frames",
+        6,
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stderr and "6 frames" in proc.stderr
     return tmp
@@ -99,14 +115,36 @@ def jsonl_indices(path: Path) -> list[int]:
 
 
 def test_vid_stride_and_max_fps(tiny_bundle: Path, tmp_path: Path) -> None:
-    proc = vidseg_run(SAMPLE, "--jsonl", tmp_path / "s.jsonl", "--vid-stride", 3,
-                      "--max-frames", 10, "--model", tiny_bundle, "-q")  # fmt: skip
+    proc = vidseg_run(
+        SAMPLE,
+        "--jsonl",
+        tmp_path / "s.jsonl",
+        "--vid-stride",
+        3,
+        "--max-frames",
+        10,
+        "--model",
+        tiny_bundle,
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     assert jsonl_indices(tmp_path / "s.jsonl") == [0, 3, 6, 9]
     # 10 of 25 frames per second, on a 0.1 s grid of the source's time (not every 3rd: 8.3)
     out = tmp_path / "f.mp4"
-    proc = vidseg_run(SAMPLE, "--out", out, "--jsonl", tmp_path / "f.jsonl", "--max-fps", 10,
-                      "--max-frames", 25, "--model", tiny_bundle, "-q")  # fmt: skip
+    proc = vidseg_run(
+        SAMPLE,
+        "--out",
+        out,
+        "--jsonl",
+        tmp_path / "f.jsonl",
+        "--max-fps",
+        10,
+        "--max-frames",
+        25,
+        "--model",
+        tiny_bundle,
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     kept = [0, 3, 5, 8, 10, 13, 15, 18, 20, 23]
     assert jsonl_indices(tmp_path / "f.jsonl") == kept
@@ -116,8 +154,18 @@ def test_vid_stride_and_max_fps(tiny_bundle: Path, tmp_path: Path) -> None:
 
 def test_letterbox_through_the_cli(tiny_bundle: Path, tmp_path: Path) -> None:
     for mode in ("letterbox", "crop"):
-        proc = vidseg_run(SAMPLE, "--mask-out", tmp_path / mode, "--resize", mode,
-                          "--max-frames", 2, "--model", tiny_bundle, "-q")  # fmt: skip
+        proc = vidseg_run(
+            SAMPLE,
+            "--mask-out",
+            tmp_path / mode,
+            "--resize",
+            mode,
+            "--max-frames",
+            2,
+            "--model",
+            tiny_bundle,
+            "-q",
+        )
         assert proc.returncode == 0, proc.stderr
     box = cv2.imread(str(tmp_path / "letterbox" / "000000.png"), cv2.IMREAD_UNCHANGED)
     crop = cv2.imread(str(tmp_path / "crop" / "000000.png"), cv2.IMREAD_UNCHANGED)
@@ -126,8 +174,18 @@ def test_letterbox_through_the_cli(tiny_bundle: Path, tmp_path: Path) -> None:
 
 
 def test_stats_every(tiny_bundle: Path, tmp_path: Path) -> None:
-    proc = vidseg_run(SAMPLE, "--jsonl", tmp_path / "f.jsonl", "--stats-every", 2,
-                      "--max-frames", 5, "--model", tiny_bundle, "-q")  # fmt: skip
+    proc = vidseg_run(
+        SAMPLE,
+        "--jsonl",
+        tmp_path / "f.jsonl",
+        "--stats-every",
+        2,
+        "--max-frames",
+        5,
+        "--model",
+        tiny_bundle,
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("vidseg-run: frames")]
     assert len(lines) == 2, proc.stderr
@@ -148,27 +206,31 @@ def test_camera_index_on_the_command_line(tiny_bundle: Path, tmp_path: Path) -> 
     one_line_error(proc, 5, "/dev/video7")
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (("--key-interval", "5"), "keyframe bundle"),
-    (("--scores", "{tmp}/sc"), "--scores needs a bundle"),
-    (("--polygons",), "--polygons"),
-    (("--vid-stride", "0"), "--vid-stride"),
-    (("--max-fps", "0"), "--max-fps"),
-    (("--stats-every", "0"), "--stats-every"),
-    (("--mask-out", "{tmp}/o.mp4"), "different paths"),
-    (("--preset", "turbo"), "invalid choice: 'turbo' (choose from 'ultrafast', 'superfast'"),
-    (("--mask-out", "{tmp}/m.png"), "--mask-out {tmp}/m.png: masks go to a folder"),
-    (("--mask-out", "{tmp}/m.txt"), "not a .txt file"),
-    (("--mask-out", "."), "--mask-out .: give the output a folder of its own"),
-    (("--mask-out", ".."), "--mask-out ..: give the output a folder of its own"),
-    (("--mask-out", "/"), "--mask-out /: give the output a folder of its own"),
-    (("--scores", "{tmp}/s.png"), "confidence maps are a folder of PNGs"),
-    (("--scores", "-"), "confidence maps are a folder of PNGs"),
-    (("--jsonl", "{tmp}"), "is a folder: give a file name"),
-    (("--triton", "127.0.0.1:9", "--mask", "--out", "{tmp}/m.webm"), "with --triton, masks go"),
-])  # fmt: skip
-def test_usage_errors_exit_2(flags: tuple[str, ...], needle: str, tiny_bundle: Path,
-                             tmp_path: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (("--key-interval", "5"), "keyframe bundle"),
+        (("--scores", "{tmp}/sc"), "--scores needs a bundle"),
+        (("--polygons",), "--polygons"),
+        (("--vid-stride", "0"), "--vid-stride"),
+        (("--max-fps", "0"), "--max-fps"),
+        (("--stats-every", "0"), "--stats-every"),
+        (("--mask-out", "{tmp}/o.mp4"), "different paths"),
+        (("--preset", "turbo"), "invalid choice: 'turbo' (choose from 'ultrafast', 'superfast'"),
+        (("--mask-out", "{tmp}/m.png"), "--mask-out {tmp}/m.png: masks go to a folder"),
+        (("--mask-out", "{tmp}/m.txt"), "not a .txt file"),
+        (("--mask-out", "."), "--mask-out .: give the output a folder of its own"),
+        (("--mask-out", ".."), "--mask-out ..: give the output a folder of its own"),
+        (("--mask-out", "/"), "--mask-out /: give the output a folder of its own"),
+        (("--scores", "{tmp}/s.png"), "confidence maps are a folder of PNGs"),
+        (("--scores", "-"), "confidence maps are a folder of PNGs"),
+        (("--jsonl", "{tmp}"), "is a folder: give a file name"),
+        (("--triton", "127.0.0.1:9", "--mask", "--out", "{tmp}/m.webm"), "with --triton, masks go"),
+    ],
+)
+def test_usage_errors_exit_2(
+    flags: tuple[str, ...], needle: str, tiny_bundle: Path, tmp_path: Path
+) -> None:
     """Checked before the model loads; one line, no usage block (``--help`` shows it)."""
     flags = tuple(f.format(tmp=tmp_path) for f in flags)
     proc = vidseg_run(SAMPLE, "--out", tmp_path / "o.mp4", "--model", tiny_bundle, *flags)
@@ -203,6 +265,7 @@ def test_existing_jsonl_needs_overwrite(tiny_bundle: Path, tmp_path: Path) -> No
     proc = vidseg_run(SAMPLE, "--jsonl", log, "--max-frames", 2, "--model", tiny_bundle)
     one_line_error(proc, 2, "exists")
     assert log.read_text() == "keep\n"
-    proc = vidseg_run(SAMPLE, "--jsonl", log, "--max-frames", 2, "--model", tiny_bundle,
-                      "--overwrite", "-q")  # fmt: skip
+    proc = vidseg_run(
+        SAMPLE, "--jsonl", log, "--max-frames", 2, "--model", tiny_bundle, "--overwrite", "-q"
+    )
     assert proc.returncode == 0 and len(log.read_text().splitlines()) == 2

@@ -16,9 +16,12 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-_FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                        HealthCheck.too_slow])  # fmt: skip
+_FUZZ = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +30,17 @@ def fuzz_segmenter(tiny_bundle: Path) -> Segmenter:
 
 
 @_FUZZ
-@given(shape=st.lists(st.integers(0, 70), min_size=0, max_size=4),
-       dtype=st.sampled_from(["uint8", "int8", "uint16", "float32", "float64", "bool", "int64"]),
-       channels_last=st.booleans())  # fmt: skip
+@given(
+    shape=st.lists(st.integers(0, 70), min_size=0, max_size=4),
+    dtype=st.sampled_from(["uint8", "int8", "uint16", "float32", "float64", "bool", "int64"]),
+    channels_last=st.booleans(),
+)
 @example(shape=[1, 1, 3], dtype="uint8", channels_last=True)  # valid frames of odd sizes:
 @example(shape=[70, 1, 3], dtype="uint8", channels_last=True)  # the result branch runs
 @example(shape=[3, 67, 3], dtype="uint8", channels_last=False)
-def test_fuzz_step_frames(fuzz_segmenter: Segmenter, shape: list[int], dtype: str,
-                          channels_last: bool) -> None:  # fmt: skip
+def test_fuzz_step_frames(
+    fuzz_segmenter: Segmenter, shape: list[int], dtype: str, channels_last: bool
+) -> None:
     """Any array: a FrameError or a result at the frame's size, never another exception."""
     from vidseg.engine.errors import FrameError
 
@@ -55,10 +61,13 @@ def clip_head(sample_clip: Path) -> bytes:
 
 
 @_FUZZ
-@given(cut=st.integers(0, 150_000), flips=st.lists(st.tuples(st.integers(0, 149_999),
-                                                            st.integers(0, 7)), max_size=20))  # fmt: skip
-def test_fuzz_demux_truncated_and_bit_flipped(clip_head: bytes, tmp_path_factory, cut: int,
-                                              flips: list[tuple[int, int]]) -> None:  # fmt: skip
+@given(
+    cut=st.integers(0, 150_000),
+    flips=st.lists(st.tuples(st.integers(0, 149_999), st.integers(0, 7)), max_size=20),
+)
+def test_fuzz_demux_truncated_and_bit_flipped(
+    clip_head: bytes, tmp_path_factory, cut: int, flips: list[tuple[int, int]]
+) -> None:
     """A truncated, bit-flipped clip: frames, then at most a VideoIOError (one line), in time."""
     import time
 
@@ -83,13 +92,44 @@ def test_fuzz_demux_truncated_and_bit_flipped(clip_head: bytes, tmp_path_factory
 
 def _mutations() -> st.SearchStrategy:
     """Edits of a valid manifest: a field dropped, or replaced by a value of a random kind."""
-    leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True),
-                     st.text(max_size=8), st.lists(st.integers(-2, 70), max_size=4),
-                     st.dictionaries(st.text(max_size=6), st.integers(), max_size=2))  # fmt: skip
-    path = st.lists(st.sampled_from(["family", "classes", "palette", "ignore_index", "input",
-                                     "height", "width", "layout", "graphs", "step", "outputs",
-                                     "state", "shape", "dtype", "stride", "role", "name",
-                                     "schema_version", 0, 1, 2]), min_size=1, max_size=3)  # fmt: skip
+    leaf = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 300),
+        st.floats(allow_nan=True),
+        st.text(max_size=8),
+        st.lists(st.integers(-2, 70), max_size=4),
+        st.dictionaries(st.text(max_size=6), st.integers(), max_size=2),
+    )
+    path = st.lists(
+        st.sampled_from(
+            [
+                "family",
+                "classes",
+                "palette",
+                "ignore_index",
+                "input",
+                "height",
+                "width",
+                "layout",
+                "graphs",
+                "step",
+                "outputs",
+                "state",
+                "shape",
+                "dtype",
+                "stride",
+                "role",
+                "name",
+                "schema_version",
+                0,
+                1,
+                2,
+            ]
+        ),
+        min_size=1,
+        max_size=3,
+    )
     return st.lists(st.tuples(path, st.one_of(st.just("drop"), leaf)), min_size=1, max_size=3)
 
 

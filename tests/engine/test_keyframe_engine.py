@@ -26,8 +26,9 @@ def reference(bundle: Path, frames: list[np.ndarray], interval: int, reset_at: i
     m = json.loads((bundle / "manifest.json").read_text())
     h, w = m["input"]["height"], m["input"]["width"]
     key = ort.InferenceSession(str(bundle / m["graphs"]["key"]), providers=["CPUExecutionProvider"])
-    cur = ort.InferenceSession(str(bundle / m["graphs"]["current"]),
-                               providers=["CPUExecutionProvider"])  # fmt: skip
+    cur = ort.InferenceSession(
+        str(bundle / m["graphs"]["current"]), providers=["CPUExecutionProvider"]
+    )
     key_names = [o.name for o in key.get_outputs()]
     labels, keys, cache, since = [], [], {}, None
     for i, frame in enumerate(frames):
@@ -43,8 +44,9 @@ def reference(bundle: Path, frames: list[np.ndarray], interval: int, reset_at: i
             out = {"labels": cur.run(["labels"], {"frame": x, **cache})[0]}
             since += 1
         keys.append(is_key)
-        labels.append(cv2.resize(out["labels"][0], frame.shape[1::-1],
-                                 interpolation=cv2.INTER_NEAREST))  # fmt: skip
+        labels.append(
+            cv2.resize(out["labels"][0], frame.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        )
     return labels, keys
 
 
@@ -73,8 +75,9 @@ def test_adaptive_schedule_keys_on_a_cut(tiny_keyframe_bundle: Path, frames) -> 
     assert [i for i, k in enumerate(keys) if k] == [0, 6]
 
 
-def test_manifest_schedule_is_the_default(tiny_keyframe_bundle: Path, frames,
-                                         tmp_path: Path) -> None:  # fmt: skip
+def test_manifest_schedule_is_the_default(
+    tiny_keyframe_bundle: Path, frames, tmp_path: Path
+) -> None:
     """The manifest's interval (3 here, not Schedule()'s default) is what the engine keys on."""
     bundle = tmp_path / "every3.vidseg"
     shutil.copytree(tiny_keyframe_bundle, bundle)
@@ -91,7 +94,20 @@ def test_cli_key_interval(tiny_keyframe_bundle: Path, sample_clip: Path, tmp_pat
     from vidseg.engine import cli
 
     summary = tmp_path / "s.json"
-    code = cli.main([str(sample_clip), "--out", str(tmp_path / "o.mp4"), "--model",
-                     str(tiny_keyframe_bundle), "--max-frames", "9", "--key-interval", "3",
-                     "-q", "--json", str(summary)])  # fmt: skip
+    code = cli.main(
+        [
+            str(sample_clip),
+            "--out",
+            str(tmp_path / "o.mp4"),
+            "--model",
+            str(tiny_keyframe_bundle),
+            "--max-frames",
+            "9",
+            "--key-interval",
+            "3",
+            "-q",
+            "--json",
+            str(summary),
+        ]
+    )
     assert code == 0 and json.loads(summary.read_text())["key_frames"] == 3

@@ -47,8 +47,9 @@ def drive(
 
 
 @pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_split_bundle"])
-def test_batched_streams_match_independent_segmenters(bundle: str, sample_clip,
-                                                      request: pytest.FixtureRequest) -> None:  # fmt: skip
+def test_batched_streams_match_independent_segmenters(
+    bundle: str, sample_clip, request: pytest.FixtureRequest
+) -> None:
     """Also for a split bundle: the batch goes through its encode graph, then its step."""
     bundle = request.getfixturevalue(bundle)
     clip = [f.image for f in read_frames(sample_clip, max_frames=24)]
@@ -63,7 +64,8 @@ def test_batched_streams_match_independent_segmenters(bundle: str, sample_clip,
 
 @pytest.mark.parametrize("family", ["keyframe", "netwarp"])
 def test_keyframe_and_netwarp_streams_match_independent_segmenters(
-        family: str, request: pytest.FixtureRequest, sample_clip) -> None:  # fmt: skip
+    family: str, request: pytest.FixtureRequest, sample_clip
+) -> None:
     """Per-stream schedules (keyframe: key and current rows in the same tick, grouped into two
     runs) and per-stream flow (netwarp) give what one Segmenter per stream gives."""
     bundle = request.getfixturevalue(f"tiny_{family}_bundle")
@@ -97,8 +99,9 @@ def test_zip_streams_pads_ended_sources() -> None:
     assert ticks == [[1, 10], [2, None], [3, None]]
 
 
-def test_streams_on_device_tensors_match_independent_segmenters(tiny_bundle, sample_clip,
-                                                                monkeypatch) -> None:  # fmt: skip
+def test_streams_on_device_tensors_match_independent_segmenters(
+    tiny_bundle, sample_clip, monkeypatch
+) -> None:
     """The IO-binding path on the CPU (state rows as runtime tensors, as on a GPU): ticks where
     every stream runs keep the state as OrtValues; an idle stream and a reset copy it through
     the host; every stream's labels still equal an independent ``Segmenter``'s."""
@@ -109,8 +112,9 @@ def test_streams_on_device_tensors_match_independent_segmenters(tiny_bundle, sam
     from vidseg.engine import loaded as loaded_module
     from vidseg.engine.backends import BackendOptions
 
-    monkeypatch.setattr(loaded_module, "BackendOptions",
-                        functools.partial(BackendOptions, io_binding=True))  # fmt: skip
+    monkeypatch.setattr(
+        loaded_module, "BackendOptions", functools.partial(BackendOptions, io_binding=True)
+    )
     clip = [f.image for f in read_frames(sample_clip, max_frames=16)]
     multi = MultiStreamSegmenter(tiny_bundle, streams=2)
     singles = [Segmenter(tiny_bundle) for _ in range(2)]
@@ -122,7 +126,8 @@ def test_streams_on_device_tensors_match_independent_segmenters(tiny_bundle, sam
 
 
 def test_a_poisoned_row_is_reset_and_recovers_the_others_untouched(
-        tiny_bundle: Path, sample_clip, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    tiny_bundle: Path, sample_clip, caplog: pytest.LogCaptureFixture
+) -> None:
     """NaN in stream 1's state row: that row is reset before it runs (logged once, counted in
     its stats), its labels are a fresh stream's from then on; streams 0 and 2 go on as if
     nothing happened. Without the guard the row stayed NaN for good."""
@@ -154,8 +159,9 @@ def test_each_row_resets_at_its_own_cut(tiny_bundle: Path, sample_clip) -> None:
     tb = Fraction(1, 25)
     clip = [f.image for f in read_frames(sample_clip, max_frames=18)]
     a = [Frame(f, i, i, tb, discontinuity=i == 3) for i, f in enumerate(clip[0:6])]
-    b = [Frame(f if i < 2 else cv2.resize(f, (320, 180)), i, i, tb)
-         for i, f in enumerate(clip[6:12])]  # fmt: skip
+    b = [
+        Frame(f if i < 2 else cv2.resize(f, (320, 180)), i, i, tb) for i, f in enumerate(clip[6:12])
+    ]
     c = [Frame(f, i, i, tb) for i, f in enumerate(clip[12:18])]
     multi = MultiStreamSegmenter(tiny_bundle, streams=3)
     singles = [Segmenter(tiny_bundle) for _ in range(3)]

@@ -148,8 +148,9 @@ def test_polygons_are_simple_on_random_label_maps(seed: int) -> None:
 
 
 def result(labels: np.ndarray, scores: np.ndarray | None) -> Result:
-    return Result(labels, 0, 0.04, FrameTimings(1.0, 2.0, 3.0), key_frame=False, scores=scores,
-                  age_ms=9.5)  # fmt: skip
+    return Result(
+        labels, 0, 0.04, FrameTimings(1.0, 2.0, 3.0), key_frame=False, scores=scores, age_ms=9.5
+    )
 
 
 def test_frame_record() -> None:

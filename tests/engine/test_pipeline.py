@@ -36,8 +36,9 @@ def frames(sample_clip: Path) -> list[Frame]:
 
 
 @pytest.mark.parametrize("bundle", ["tiny_bundle", "tiny_split_bundle"])
-def test_pipeline_matches_sequential_loop(bundle: str, frames: list[Frame],
-                                          request: pytest.FixtureRequest) -> None:  # fmt: skip
+def test_pipeline_matches_sequential_loop(
+    bundle: str, frames: list[Frame], request: pytest.FixtureRequest
+) -> None:
     """Also for a split bundle, whose encoder runs in the decode thread."""
     seg = Segmenter(request.getfixturevalue(bundle))
     expected = [r.labels for r in seg.stream(f.image for f in frames)]
@@ -106,8 +107,10 @@ def test_prefetch_warns_and_stops_a_stuck_worker(caplog: pytest.LogCaptureFixtur
     with caplog.at_level(logging.WARNING, logger="vidseg.engine.pipeline"):
         with prefetch as items:
             assert next(iter(items)) == 0
-    assert any("'decode-test'" in r.getMessage() and "still inside" in r.getMessage()
-               for r in caplog.records), caplog.text  # fmt: skip
+    assert any(
+        "'decode-test'" in r.getMessage() and "still inside" in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
     assert not closed.is_set()
     release.set()
     assert closed.wait(5), "the worker never closed its source"
@@ -115,14 +118,16 @@ def test_prefetch_warns_and_stops_a_stuck_worker(caplog: pytest.LogCaptureFixtur
     assert not prefetch._thread.is_alive() and produced == [0, 1]
 
 
-def test_frame_size_change_resets_the_state(tiny_bundle: Path, frames: list[Frame],
-                                            caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_frame_size_change_resets_the_state(
+    tiny_bundle: Path, frames: list[Frame], caplog: pytest.LogCaptureFixture
+) -> None:
     """A stream that changes resolution mid-way: logged, the state is reset, and the frames
     after the change segment like a fresh start at the new size."""
     import cv2
 
-    small = [Frame(cv2.resize(f.image, (480, 270)), f.index, f.pts, f.time_base)
-             for f in frames[5:10]]  # fmt: skip
+    small = [
+        Frame(cv2.resize(f.image, (480, 270)), f.index, f.pts, f.time_base) for f in frames[5:10]
+    ]
     seg = Segmenter(tiny_bundle)
     fresh = [r.labels for r in seg.stream(f.image for f in small)]
     sink = ListSink()
@@ -176,8 +181,9 @@ def test_ctrl_c_stops_between_frames(tiny_bundle: Path, frames: list[Frame]) -> 
 
 
 @pytest.mark.usefixtures("python_ctrl_c")
-def test_sigterm_handler_still_runs_and_a_second_signal_raises(tiny_bundle: Path,
-                                                               frames: list[Frame]) -> None:  # fmt: skip
+def test_sigterm_handler_still_runs_and_a_second_signal_raises(
+    tiny_bundle: Path, frames: list[Frame]
+) -> None:
     """The application's SIGTERM handler (vidseg-run's records the signal) still runs; asked
     twice, the second KeyboardInterrupt is raised as before and still ends the run cleanly."""
     received: list[int] = []

@@ -14,8 +14,9 @@ from vidseg.engine import Segmenter
 
 
 @pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf])
-def test_nonfinite_state_is_reset_logged_and_counted(tiny_bundle: Path, poison: float,
-                                                     caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_nonfinite_state_is_reset_logged_and_counted(
+    tiny_bundle: Path, poison: float, caplog: pytest.LogCaptureFixture
+) -> None:
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (64, 96, 3), np.uint8) for _ in range(3)]
     seg = Segmenter(tiny_bundle, warmup=False, threads=1)
@@ -39,8 +40,9 @@ def test_nonfinite_state_is_reset_logged_and_counted(tiny_bundle: Path, poison: 
 def test_blown_up_state_counts_as_nonfinite(tiny_bundle: Path) -> None:
     seg = Segmenter(tiny_bundle, warmup=False, threads=1)
     assert seg.state.nonfinite() is None
-    seg.state.tensors = {k: np.full(np.shape(v), 1e20, np.float32)
-                         for k, v in seg.state.tensors.items()}  # fmt: skip
+    seg.state.tensors = {
+        k: np.full(np.shape(v), 1e20, np.float32) for k, v in seg.state.tensors.items()
+    }
     assert seg.state.nonfinite() is not None  # blown up: x . x overflows, treated the same
 
 
@@ -59,9 +61,9 @@ def _with_opset(bundle: Path, dst: Path, opset: int) -> Path:
     return dst
 
 
-def test_opset_newer_than_the_runtime_is_one_line(tiny_bundle: Path, tmp_path: Path,
-                                                  sample_clip: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_opset_newer_than_the_runtime_is_one_line(
+    tiny_bundle: Path, tmp_path: Path, sample_clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import onnxruntime
 
     from vidseg.engine import cli
@@ -74,8 +76,18 @@ def test_opset_newer_than_the_runtime_is_one_line(tiny_bundle: Path, tmp_path: P
     assert "\n" not in message and "opset 99" in message, message
     assert f"onnxruntime {onnxruntime.__version__}" in message, message
     assert exit_code_for(caught.value) == 4
-    code = cli.main([str(sample_clip), "--model", str(bundle), "--jsonl",
-                     str(tmp_path / "f.jsonl"), "--max-frames", "1", "-q"])  # fmt: skip
+    code = cli.main(
+        [
+            str(sample_clip),
+            "--model",
+            str(bundle),
+            "--jsonl",
+            str(tmp_path / "f.jsonl"),
+            "--max-frames",
+            "1",
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 4 and len(err) == 1 and "opset 99" in err[0], err
 
@@ -97,8 +109,9 @@ def test_ir_version_newer_than_the_runtime_is_one_line(tmp_path: Path) -> None:
         create_backend("ort", str(tmp_path / "ir99.onnx"), BackendOptions("cpu", 1))
 
 
-def test_image_folder_with_a_bad_image(tiny_bundle: Path, tmp_path: Path,
-                                       caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_image_folder_with_a_bad_image(
+    tiny_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import json
 
     import cv2
@@ -114,8 +127,20 @@ def test_image_folder_with_a_bad_image(tiny_bundle: Path, tmp_path: Path,
     (frames / "notes.txt").write_text("not a frame")  # ignored
     masks, log = tmp_path / "masks", tmp_path / "frames.jsonl"
     with caplog.at_level(logging.WARNING):
-        code = cli.main([str(frames), "--model", str(tiny_bundle), "--mask-out", str(masks),
-                         "--jsonl", str(log), "--out", str(tmp_path / "o.mp4"), "-q"])  # fmt: skip
+        code = cli.main(
+            [
+                str(frames),
+                "--model",
+                str(tiny_bundle),
+                "--mask-out",
+                str(masks),
+                "--jsonl",
+                str(log),
+                "--out",
+                str(tmp_path / "o.mp4"),
+                "-q",
+            ]
+        )
     assert code == 0
     assert sorted(p.name for p in masks.iterdir()) == [f"{i:06d}.png" for i in range(4)]
     assert [json.loads(line)["pts"] for line in log.read_text().splitlines()] == [0, 1, 3, 4]
@@ -123,8 +148,9 @@ def test_image_folder_with_a_bad_image(tiny_bundle: Path, tmp_path: Path,
     assert len(warnings) == 1 and "f_002.png" in warnings[0], warnings
 
 
-def test_folder_without_a_readable_image_is_one_line(tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_folder_without_a_readable_image_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from vidseg.engine import cli
 
     (tmp_path / "frames").mkdir()
@@ -160,8 +186,9 @@ def _pts_s(path: Path) -> list[float]:
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        return sorted(float(p.pts * stream.time_base) for p in container.demux(stream)
-                      if p.pts is not None)  # fmt: skip
+        return sorted(
+            float(p.pts * stream.time_base) for p in container.demux(stream) if p.pts is not None
+        )
 
 
 def test_variable_frame_rate_keeps_its_timestamps(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -173,8 +200,20 @@ def test_variable_frame_rate_keeps_its_timestamps(tiny_bundle: Path, tmp_path: P
     expected = [p / 1000 for p in VFR_PTS]
     assert _pts_s(clip) == pytest.approx(expected)
     out, masks, log = tmp_path / "o.mp4", tmp_path / "m.mkv", tmp_path / "f.jsonl"
-    code = cli.main([str(clip), "--model", str(tiny_bundle), "--out", str(out), "--mask-out",
-                     str(masks), "--jsonl", str(log), "-q"])  # fmt: skip
+    code = cli.main(
+        [
+            str(clip),
+            "--model",
+            str(tiny_bundle),
+            "--out",
+            str(out),
+            "--mask-out",
+            str(masks),
+            "--jsonl",
+            str(log),
+            "-q",
+        ]
+    )
     assert code == 0
     times = [json.loads(line)["time"] for line in log.read_text().splitlines()]
     assert times == pytest.approx(expected)  # in order: monotonic
@@ -183,8 +222,8 @@ def test_variable_frame_rate_keeps_its_timestamps(tiny_bundle: Path, tmp_path: P
 
 
 def test_frames_over_the_pixel_limit_are_refused_before_decoding(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from vidseg.engine import cli, video
 
     assert 7680 * 4320 <= video.MAX_FRAME_PIXELS < 2 * 7680 * 2 * 4320  # 8K in, 16K out
@@ -224,8 +263,9 @@ def _frames(n: int, size: tuple[int, int] = (64, 96)):
 
 
 @pytest.mark.parametrize("block_s", [0.0, 1.0])
-def test_encoder_error_reaches_the_caller_without_deadlock(tiny_bundle: Path,
-                                                           block_s: float) -> None:  # fmt: skip
+def test_encoder_error_reaches_the_caller_without_deadlock(
+    tiny_bundle: Path, block_s: float
+) -> None:
     import threading
     import time
 
@@ -243,9 +283,12 @@ def test_encoder_error_reaches_the_caller_without_deadlock(tiny_bundle: Path,
     assert set(threading.enumerate()) - before == set()  # decode and encode threads joined
 
 
-def test_encoder_error_in_vidseg_run_is_one_line(tiny_bundle: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_encoder_error_in_vidseg_run_is_one_line(
+    tiny_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import threading
 
     from vidseg.engine import cli, writer

@@ -99,7 +99,7 @@ def test_perframe_bundle_has_no_state(tiny_perframe_bundle: Path, clip_frames) -
         np.zeros((10, 10, 3), np.float32),
         np.zeros((10, 10, 4), np.uint8),
         [[0, 0, 0]],
-    ],  # fmt: skip
+    ],
 )
 def test_bad_frames_rejected(tiny_bundle: Path, frame) -> None:
     with pytest.raises(FrameError, match=r"\(H, W, 3\) uint8"):
@@ -108,8 +108,9 @@ def test_bad_frames_rejected(tiny_bundle: Path, frame) -> None:
 
 @pytest.mark.parametrize("resize", ["stretch", "letterbox", "crop"])
 @pytest.mark.parametrize("shape", [(0, 5, 3), (5, 0, 3), (0, 0, 3)])
-def test_empty_frames_rejected_in_every_resize_mode(tiny_bundle: Path, resize: str,
-                                                    shape: tuple[int, ...]) -> None:  # fmt: skip
+def test_empty_frames_rejected_in_every_resize_mode(
+    tiny_bundle: Path, resize: str, shape: tuple[int, ...]
+) -> None:
     """A frame without pixels is a one-line FrameError on every way in (it was a cv2.error,
     or a ValueError from the letterbox/crop geometry)."""
     seg = Segmenter(tiny_bundle, resize=resize, warmup=False)
@@ -128,8 +129,9 @@ def _state(seg: Segmenter) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in seg.state.tensors.items()}
 
 
-def test_step_resets_on_a_new_frame_size(tiny_bundle: Path, clip_frames,
-                                         caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_step_resets_on_a_new_frame_size(
+    tiny_bundle: Path, clip_frames, caplog: pytest.LogCaptureFixture
+) -> None:
     """A stream that changes resolution is a new scene for ``step`` too (only vidseg-run's
     pipeline reset before): logged once, counted, and the frame after the change runs on a
     fresh state."""
@@ -152,15 +154,15 @@ def test_step_resets_on_a_new_frame_size(tiny_bundle: Path, clip_frames,
     assert seg.cut_resets == 1
 
 
-def test_stream_resets_at_a_discontinuity_and_a_new_size(tiny_bundle: Path,
-                                                         clip_frames) -> None:  # fmt: skip
+def test_stream_resets_at_a_discontinuity_and_a_new_size(tiny_bundle: Path, clip_frames) -> None:
     """``stream`` honours ``Frame.discontinuity`` (a reconnected source) and size changes as
     the pipeline does: each part segments like a fresh stream of its own."""
     tb = Fraction(1, 25)
     big = [Frame(f, i, i, tb) for i, f in enumerate(clip_frames[:6])]
     big[3] = replace(big[3], discontinuity=True)
-    small = [Frame(cv2.resize(f, (320, 180)), 6 + i, 6 + i, tb)
-             for i, f in enumerate(clip_frames[6:9])]  # fmt: skip
+    small = [
+        Frame(cv2.resize(f, (320, 180)), 6 + i, 6 + i, tb) for i, f in enumerate(clip_frames[6:9])
+    ]
     seg = Segmenter(tiny_bundle)
     got = [r.labels for r in seg.stream(big + small)]
     parts = [big[:3], big[3:], small]

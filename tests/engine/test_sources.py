@@ -140,8 +140,9 @@ def test_image_folder(tmp_path, sample_clip) -> None:
 @pytest.fixture()
 def http_clip(sample_clip):
     """The sample clip served over HTTP from a local server (a network source, no internet)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                                directory=str(sample_clip.parent))  # fmt: skip
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(sample_clip.parent)
+    )
     handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -161,17 +162,45 @@ def test_http_url_decodes_like_the_file(http_clip: str, sample_clip) -> None:
 
 def test_vidseg_run_reads_a_url(http_clip: str, tiny_bundle, tmp_path) -> None:
     out = tmp_path / "seg.mp4"
-    proc = subprocess.run([sys.executable, "-m", "vidseg.engine", http_clip, "--out", str(out),
-                           "--model", str(tiny_bundle), "--max-frames", "5", "-q"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vidseg.engine",
+            http_clip,
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_bundle),
+            "--max-frames",
+            "5",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert VideoInfo.from_path(out).frame_count == 5
 
 
 def test_unreachable_url_is_a_clean_error(tiny_bundle, tmp_path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "vidseg.engine", "http://127.0.0.1:9/none.mp4",
-                           "--out", str(tmp_path / "o.mp4"), "--model", str(tiny_bundle), "-q"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vidseg.engine",
+            "http://127.0.0.1:9/none.mp4",
+            "--out",
+            str(tmp_path / "o.mp4"),
+            "--model",
+            str(tiny_bundle),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 5 and "Traceback" not in proc.stderr, proc.stderr
     assert "127.0.0.1:9" in proc.stderr
 
@@ -180,14 +209,47 @@ def test_vidseg_run_reads_a_pipe(sample_clip, tiny_bundle, tmp_path) -> None:
     """``-`` reads standard input: the clip piped in gives the same frames as the file."""
     out = tmp_path / "seg.mkv"
     with open(sample_clip, "rb") as stdin:
-        proc = subprocess.run([sys.executable, "-m", "vidseg.engine", "-", "--out", str(out),
-                               "--mask", "--model", str(tiny_bundle), "--max-frames", "6", "-q"],
-                              stdin=stdin, capture_output=True, text=True, timeout=120)  # fmt: skip
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vidseg.engine",
+                "-",
+                "--out",
+                str(out),
+                "--mask",
+                "--model",
+                str(tiny_bundle),
+                "--max-frames",
+                "6",
+                "-q",
+            ],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode == 0, proc.stderr
     ref = tmp_path / "ref.mkv"
-    proc = subprocess.run([sys.executable, "-m", "vidseg.engine", str(sample_clip), "--out",
-                           str(ref), "--mask", "--model", str(tiny_bundle), "--max-frames", "6",
-                           "-q"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vidseg.engine",
+            str(sample_clip),
+            "--out",
+            str(ref),
+            "--mask",
+            "--model",
+            str(tiny_bundle),
+            "--max-frames",
+            "6",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     piped, direct = list(read_label_frames(out)), list(read_label_frames(ref))
     assert len(piped) == len(direct) == 6
@@ -196,10 +258,22 @@ def test_vidseg_run_reads_a_pipe(sample_clip, tiny_bundle, tmp_path) -> None:
 
 
 def test_garbage_on_stdin_is_a_clean_error(tiny_bundle, tmp_path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "vidseg.engine", "-", "--out",
-                           str(tmp_path / "o.mp4"), "--model", str(tiny_bundle), "-q"],
-                          input=b"not a video at all" * 100, capture_output=True,
-                          timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vidseg.engine",
+            "-",
+            "--out",
+            str(tmp_path / "o.mp4"),
+            "--model",
+            str(tiny_bundle),
+            "-q",
+        ],
+        input=b"not a video at all" * 100,
+        capture_output=True,
+        timeout=120,
+    )
     err = proc.stderr.decode()
     assert proc.returncode == 5 and "Traceback" not in err, err
     assert not (tmp_path / "o.mp4").exists()
@@ -246,8 +320,10 @@ class ScriptedServer:
                 self._held.append(conn)
                 continue
             with contextlib.suppress(OSError):
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nContent-Length: "
-                             b"%d\r\nConnection: close\r\n\r\n" % len(self._data))  # fmt: skip
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nContent-Length: "
+                    b"%d\r\nConnection: close\r\n\r\n" % len(self._data)
+                )
                 conn.sendall(self._data[:size])
             if kind == "stall":
                 self._held.append(conn)
@@ -272,8 +348,9 @@ def live_clip(sample_clip, tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("live") / "live.ts"
     frames = list(read_frames(sample_clip, size=(320, 180), max_frames=LIVE_FRAMES))
-    with VideoWriter(path, width=320, height=180, fps=Fraction(25),
-                     time_base=frames[0].time_base) as writer:  # fmt: skip
+    with VideoWriter(
+        path, width=320, height=180, fps=Fraction(25), time_base=frames[0].time_base
+    ) as writer:
         for frame in frames:
             writer.write(frame.image, frame.pts)
     return path
@@ -294,8 +371,12 @@ def serve(live_clip):
 
 def vidseg_run(*args: object) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "vidseg.engine", *map(str, args), "-q"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidseg.engine", *map(str, args), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return proc, time.monotonic() - started
 
 
@@ -323,8 +404,10 @@ def test_network_options() -> None:
     ``timeout``; FFmpeg 5 removed ``stimeout``), with the rtsp transport."""
     from vidseg.engine.video import _network_options, is_network_source
 
-    assert _network_options("rtsp://cam/1", 1.5, "tcp") == {"rtsp_transport": "tcp",
-                                                             "timeout": "1500000"}  # fmt: skip
+    assert _network_options("rtsp://cam/1", 1.5, "tcp") == {
+        "rtsp_transport": "tcp",
+        "timeout": "1500000",
+    }
     assert _network_options("rtsp://cam/1", None, "udp") == {"rtsp_transport": "udp"}
     assert _network_options("http://cam/x.ts", 2, "tcp") == {"rw_timeout": "2000000"}
     with pytest.raises(ValueError, match="rtsp_transport"):
@@ -334,14 +417,16 @@ def test_network_options() -> None:
     assert not is_network_source("-") and not is_network_source("/dev/video0")
 
 
-def test_stalled_source_is_lost_and_frames_are_kept(serve, tiny_bundle, live_clip,
-                                                    tmp_path) -> None:  # fmt: skip
+def test_stalled_source_is_lost_and_frames_are_kept(
+    serve, tiny_bundle, live_clip, tmp_path
+) -> None:
     """The stream stops mid-way with the connection open: the read timeout fires, the frames
     that arrived are written, exit 8 (a lost source, not 6: a truncated file)."""
     server = serve(("stall", live_clip.stat().st_size // 2))
     out, summary = tmp_path / "o.mp4", tmp_path / "run.json"
-    proc, _ = vidseg_run(server.url, "--out", out, "--model", tiny_bundle, "--timeout", 1,
-                         "--json", summary)  # fmt: skip
+    proc, _ = vidseg_run(
+        server.url, "--out", out, "--model", tiny_bundle, "--timeout", 1, "--json", summary
+    )
     assert proc.returncode == 8, proc.stderr
     (line,) = error_lines(proc)
     assert f"lost {server.url} after" in line and "wrote the" in line, line
@@ -351,15 +436,24 @@ def test_stalled_source_is_lost_and_frames_are_kept(serve, tiny_bundle, live_cli
     assert VideoInfo.from_path(out).frame_count == result["frames"]
 
 
-def test_reconnect_resets_state_and_keeps_going(serve, tiny_bundle, live_clip,
-                                                tmp_path) -> None:  # fmt: skip
+def test_reconnect_resets_state_and_keeps_going(serve, tiny_bundle, live_clip, tmp_path) -> None:
     """The connection drops mid-way, the server comes back: one reconnect, logged in one line;
     the output holds the frames of both parts in order; after the reconnect the labels are a
     fresh start's (the state was reset)."""
     server = serve(("cut", live_clip.stat().st_size // 2), "full")
     out, summary = tmp_path / "o.mkv", tmp_path / "run.json"
-    proc, _ = vidseg_run(server.url, "--out", out, "--mask", "--model", tiny_bundle,
-                         "--reconnect", 2, "--json", summary)  # fmt: skip
+    proc, _ = vidseg_run(
+        server.url,
+        "--out",
+        out,
+        "--mask",
+        "--model",
+        tiny_bundle,
+        "--reconnect",
+        2,
+        "--json",
+        summary,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = error_lines(proc)
     assert len(lines) == 2 and "reconnect 1 of 2" in lines[0] and lines[1].startswith("wrote")
@@ -384,8 +478,9 @@ def test_reconnects_exhausted(serve, tiny_bundle, live_clip, tmp_path) -> None:
     error (exit 8) with the frames of the first part written."""
     server = serve(("cut", live_clip.stat().st_size // 2), "silent")
     out = tmp_path / "o.mp4"
-    proc, _ = vidseg_run(server.url, "--out", out, "--model", tiny_bundle, "--reconnect", 1,
-                         "--timeout", 1)  # fmt: skip
+    proc, _ = vidseg_run(
+        server.url, "--out", out, "--model", tiny_bundle, "--reconnect", 1, "--timeout", 1
+    )
     assert proc.returncode == 8, proc.stderr
     lines = error_lines(proc)
     assert len(lines) == 2 and "reconnect 1 of 1" in lines[0], lines
@@ -431,11 +526,13 @@ def test_reconnecting_source_renumbers_and_gives_up(monkeypatch) -> None:
     def refused():
         raise VideoIOError("cannot read video cam: Connection refused")
 
-    opens = iter([refused, lambda: lost_after([5000, 5040], Fraction(1, 1000)), refused,
-                  refused])  # fmt: skip
+    opens = iter([refused, lambda: lost_after([5000, 5040], Fraction(1, 1000)), refused, refused])
     source = sources.ReconnectingSource(
-        lost_after([0, 3600, 7200], Fraction(1, 90000)), lambda: next(opens)(), retries=2,
-        name="cam")  # fmt: skip
+        lost_after([0, 3600, 7200], Fraction(1, 90000)),
+        lambda: next(opens)(),
+        retries=2,
+        name="cam",
+    )
     got = []
     with pytest.raises(SourceLostError, match="gave up after 2 reconnect.*Connection refused"):
         for frame in source:

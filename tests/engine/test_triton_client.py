@@ -44,8 +44,9 @@ class TritonStub(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, repo: Path) -> None:
         self.configs, self.sessions = {}, {}
         for model_dir in repo.iterdir():
-            config = text_format.Parse((model_dir / "config.pbtxt").read_text(),
-                                       model_config_pb2.ModelConfig())  # fmt: skip
+            config = text_format.Parse(
+                (model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+            )
             self.configs[config.name] = config
             graph = model_dir / "1" / "model.onnx"
             if graph.is_file():
@@ -62,8 +63,11 @@ class TritonStub(service_pb2_grpc.GRPCInferenceServiceServicer):
         if request.model_name not in self.configs:
             context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model '{request.model_name}'")
         params = request.parameters
-        seq = (params["sequence_id"].int64_param, params["sequence_start"].bool_param,
-               params["sequence_end"].bool_param)  # fmt: skip
+        seq = (
+            params["sequence_id"].int64_param,
+            params["sequence_start"].bool_param,
+            params["sequence_end"].bool_param,
+        )
         self.requests.append(seq)
         tensors = {
             t.name: np.frombuffer(raw, NP_TYPES[t.datatype]).reshape(tuple(t.shape))
@@ -98,8 +102,10 @@ class TritonStub(service_pb2_grpc.GRPCInferenceServiceServicer):
             batching = config.sequence_batching
             key = (model, seq_id)
             if start:
-                self.states[key] = {s.input_name: np.zeros((1, *s.dims), CONFIG_TYPES[s.data_type])
-                                    for s in batching.state}  # fmt: skip
+                self.states[key] = {
+                    s.input_name: np.zeros((1, *s.dims), CONFIG_TYPES[s.data_type])
+                    for s in batching.state
+                }
             if key not in self.states:
                 raise KeyError(f"sequence {seq_id} of {model} did not START")
             feed.update(self.states[key])
@@ -133,15 +139,46 @@ def triton_stub(tiny_split_bundle: Path, tmp_path: Path) -> Iterator[tuple[str, 
     server.stop(grace=None)
 
 
-def test_run_matches_the_local_engine(triton_stub, tiny_split_bundle: Path, sample_clip: Path,
-                                      tmp_path: Path, capsys) -> None:  # fmt: skip
+def test_run_matches_the_local_engine(
+    triton_stub, tiny_split_bundle: Path, sample_clip: Path, tmp_path: Path, capsys
+) -> None:
     url, stub = triton_stub
     remote, local = tmp_path / "remote.mkv", tmp_path / "local.mkv"
-    assert run_main([str(sample_clip), "--triton", url, "--triton-model", "seg", "--out",
-                     str(remote), "--mask", "--max-frames", "8", "-q"]) == 0  # fmt: skip
+    assert (
+        run_main(
+            [
+                str(sample_clip),
+                "--triton",
+                url,
+                "--triton-model",
+                "seg",
+                "--out",
+                str(remote),
+                "--mask",
+                "--max-frames",
+                "8",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert "8 frames on triton" in capsys.readouterr().out
-    assert run_main([str(sample_clip), "--model", str(tiny_split_bundle), "--out", str(local),
-                     "--mask", "--max-frames", "8", "-q"]) == 0  # fmt: skip
+    assert (
+        run_main(
+            [
+                str(sample_clip),
+                "--model",
+                str(tiny_split_bundle),
+                "--out",
+                str(local),
+                "--mask",
+                "--max-frames",
+                "8",
+                "-q",
+            ]
+        )
+        == 0
+    )
     ours, theirs = list(read_label_frames(remote)), list(read_label_frames(local))
     assert len(ours) == len(theirs) == 8
     for a, b in zip(ours, theirs):
@@ -218,8 +255,9 @@ def test_overlay_keeps_the_audio(triton_stub, tmp_path: Path) -> None:
     assert abs(max(ends) - Fraction(8, 25)) <= Fraction(1024, 48000)
 
 
-def test_interleaved_streams_keep_their_own_state(triton_stub, tiny_split_bundle: Path,
-                                                  sample_clip: Path) -> None:  # fmt: skip
+def test_interleaved_streams_keep_their_own_state(
+    triton_stub, tiny_split_bundle: Path, sample_clip: Path
+) -> None:
     from vidseg.engine import Segmenter
 
     url, stub = triton_stub
@@ -237,8 +275,10 @@ def test_interleaved_streams_keep_their_own_state(triton_stub, tiny_split_bundle
 def test_errors_are_one_line(triton_stub, sample_clip: Path, tmp_path: Path, capsys) -> None:
     url, _ = triton_stub
     out = str(tmp_path / "o.mp4")
-    assert run_main([str(sample_clip), "--triton", url, "--triton-model", "nope", "--out", out,
-                     "-q"]) == 4  # fmt: skip
+    assert (
+        run_main([str(sample_clip), "--triton", url, "--triton-model", "nope", "--out", out, "-q"])
+        == 4
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model 'nope'" in err
     assert run_main([str(sample_clip), "--triton", url, "--model", "x", "--out", out]) == 2
@@ -249,6 +289,18 @@ def test_errors_are_one_line(triton_stub, sample_clip: Path, tmp_path: Path, cap
 
 
 def test_unreachable_server(sample_clip: Path, tmp_path: Path, capsys) -> None:
-    assert run_main([str(sample_clip), "--triton", "127.0.0.1:1", "--timeout", "2", "--out",
-                     str(tmp_path / "o.mp4")]) == 4  # fmt: skip
+    assert (
+        run_main(
+            [
+                str(sample_clip),
+                "--triton",
+                "127.0.0.1:1",
+                "--timeout",
+                "2",
+                "--out",
+                str(tmp_path / "o.mp4"),
+            ]
+        )
+        == 4
+    )
     assert "triton 127.0.0.1:1" in capsys.readouterr().err

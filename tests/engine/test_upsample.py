@@ -74,8 +74,9 @@ def test_uniform_labels_and_fallbacks() -> None:
     logits = smooth_logits(rng, 4, 16, 24)
     for size, with_logits in [((8, 12), True), ((64, 96), False)]:
         got, _ = upsample(outputs(logits, with_logits), *size)
-        expected = cv2.resize(logits.argmax(0).astype(np.uint8), size[::-1],
-                              interpolation=cv2.INTER_NEAREST)  # fmt: skip
+        expected = cv2.resize(
+            logits.argmax(0).astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST
+        )
         assert np.array_equal(got, expected)
 
 

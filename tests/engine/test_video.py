@@ -113,9 +113,14 @@ def test_scaling_and_max_frames(clip: Path) -> None:
     assert len(list(read_frames(clip, max_frames=100))) == 20
 
 
-@pytest.mark.parametrize(("bad", "message"), [({"size": (0, 10)}, "size must be positive"),
-                                              ({"max_frames": -1}, "max_frames must be >= 0"),
-                                              ({"thread_type": "fast"}, "thread_type must be one of")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"size": (0, 10)}, "size must be positive"),
+        ({"max_frames": -1}, "max_frames must be >= 0"),
+        ({"thread_type": "fast"}, "thread_type must be one of"),
+    ],
+)
 def test_bad_reader_arguments(clip: Path, bad: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         list(read_frames(clip, **bad))  # type: ignore[arg-type]
@@ -475,8 +480,9 @@ def _audio_seconds(path: Path) -> float:
         if not c.streams.audio:
             return 0.0
         stream = c.streams.audio[0]
-        ends = [float((p.pts + p.duration) * p.time_base) for p in c.demux(stream)
-                if p.pts is not None]  # fmt: skip
+        ends = [
+            float((p.pts + p.duration) * p.time_base) for p in c.demux(stream) if p.pts is not None
+        ]
     return max(ends)
 
 

@@ -59,10 +59,19 @@ def test_parity_catches_a_wrong_graph(tiny_bundle, frames, tiny_model_factory) -
 def test_export_cli_writes_a_loadable_bundle(tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.vidseg"
     proc = subprocess.run(
-        [sys.executable, "-m", "vidseg.export.cli", str(tiny_checkpoint), "--out", str(out),
-         "--parity-frames", "20"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "vidseg.export.cli",
+            str(tiny_checkpoint),
+            "--out",
+            str(out),
+            "--parity-frames",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "parity over 20 frames" in proc.stdout
     manifest = load_bundle(out).manifest
@@ -77,17 +86,40 @@ def test_export_cli_input_size_reexports_the_weights(tiny_checkpoint, tmp_path, 
     from vidseg.export import cli
 
     out = tmp_path / "big.vidseg"
-    assert cli.main([str(tiny_checkpoint), "--out", str(out), "--input-size", "96x128",
-                     "--parity-frames", "4"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                str(tiny_checkpoint),
+                "--out",
+                str(out),
+                "--input-size",
+                "96x128",
+                "--parity-frames",
+                "4",
+            ]
+        )
+        == 0
+    )
     manifest = load_bundle(out).manifest
     assert (manifest.input.height, manifest.input.width) == (96, 128)
     assert manifest.train["trained_input_size"] == [64, 96]
     seg = Segmenter(out)
     frame = next(iter(read_frames(sample_clip, max_frames=1))).image
     assert seg.step(frame).labels.shape == frame.shape[:2]
-    proc = subprocess.run([sys.executable, "-m", "vidseg.export.cli", str(tiny_checkpoint),
-                           "--out", str(tmp_path / "odd.vidseg"), "--input-size", "100x128"],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vidseg.export.cli",
+            str(tiny_checkpoint),
+            "--out",
+            str(tmp_path / "odd.vidseg"),
+            "--input-size",
+            "100x128",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "needs multiples of 32 (e.g. 96x128)" in proc.stderr
     assert not (tmp_path / "odd.vidseg").exists()
@@ -95,13 +127,17 @@ def test_export_cli_input_size_reexports_the_weights(tiny_checkpoint, tmp_path, 
 
 def test_export_cli_errors(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "vidseg.export.cli"]
-    missing = subprocess.run([*cmd, str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")],
-                             capture_output=True, text=True)  # fmt: skip
+    missing = subprocess.run(
+        [*cmd, str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 3 and "checkpoint not found" in missing.stderr
     junk = tmp_path / "junk.pt"
     torch.save({"hello": 1}, junk)
-    bad = subprocess.run([*cmd, str(junk), "--out", str(tmp_path / "b")],
-                         capture_output=True, text=True)  # fmt: skip
+    bad = subprocess.run(
+        [*cmd, str(junk), "--out", str(tmp_path / "b")], capture_output=True, text=True
+    )
     assert bad.returncode == 3 and "not a vidseg-train checkpoint" in bad.stderr
     for proc in (missing, bad):
         assert "Traceback" not in proc.stderr
@@ -112,8 +148,9 @@ def test_export_cli_parity_failure_leaves_no_bundle(tiny_checkpoint, tmp_path, m
     from vidseg.export import cli
 
     monkeypatch.setattr("vidseg.export.parity.MAX_ABS_DIFF", -1.0)  # nothing can pass
-    code = cli.main([str(tiny_checkpoint), "--out", str(tmp_path / "x.vidseg"),
-                     "--parity-frames", "4"])  # fmt: skip
+    code = cli.main(
+        [str(tiny_checkpoint), "--out", str(tmp_path / "x.vidseg"), "--parity-frames", "4"]
+    )
     assert code == 7
     assert not (tmp_path / "x.vidseg").exists() and not (tmp_path / "x.vidseg.partial").exists()
 
@@ -128,8 +165,9 @@ def test_scores_output_end_to_end(tiny_checkpoint: Path, tmp_path: Path, sample_
     from vidseg.export.onnx import FrameGraph
 
     out = tmp_path / "s.vidseg"
-    assert cli.main([str(tiny_checkpoint), "--out", str(out), "--parity-frames", "4",
-                     "--scores"]) == 0  # fmt: skip
+    assert (
+        cli.main([str(tiny_checkpoint), "--out", str(out), "--parity-frames", "4", "--scores"]) == 0
+    )
     manifest = load_bundle(out).manifest
     assert [(o.name, o.role) for o in manifest.outputs] == [
         ("labels", "labels"),
@@ -159,8 +197,9 @@ def test_scores_output_end_to_end(tiny_checkpoint: Path, tmp_path: Path, sample_
         ("netwarp-lite0", 2),
     ],
 )
-def test_scores_for_keyframe_and_netwarp(name: str, stride: int, tiny_model_factory, frames,
-                                         tmp_path) -> None:  # fmt: skip
+def test_scores_for_keyframe_and_netwarp(
+    name: str, stride: int, tiny_model_factory, frames, tmp_path
+) -> None:
     """Both multi-input families export the confidence too (and take a label stride): the
     engine's ``Result.scores`` follow torch's softmax over a stream with key and current frames
     / flow carried, at the frame's size."""
@@ -215,8 +254,9 @@ def test_scores_for_keyframe_and_netwarp(name: str, stride: int, tiny_model_fact
         assert np.abs(result.scores.astype(float) - want).max() <= 1.0, f"frame {i}"
 
 
-def test_label_stride_end_to_end(tiny_checkpoint: Path, tiny_bundle: Path, tmp_path: Path,
-                                 sample_clip) -> None:  # fmt: skip
+def test_label_stride_end_to_end(
+    tiny_checkpoint: Path, tiny_bundle: Path, tmp_path: Path, sample_clip
+) -> None:
     """`vidseg-export --label-stride 4`: labels leave the graph at 1/4 of the input (no full-size
     upsampling or arg-max), parity holds at that size, and the engine still returns labels at
     the frame's size: the graph's labels taken by nearest neighbour. A manifest that disagrees
@@ -230,14 +270,28 @@ def test_label_stride_end_to_end(tiny_checkpoint: Path, tiny_bundle: Path, tmp_p
     from vidseg.export.parity import cpu_session
 
     out = tmp_path / "s4.vidseg"
-    assert cli.main([str(tiny_checkpoint), "--out", str(out), "--parity-frames", "4",
-                     "--label-stride", "4", "--scores"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                str(tiny_checkpoint),
+                "--out",
+                str(out),
+                "--parity-frames",
+                "4",
+                "--label-stride",
+                "4",
+                "--scores",
+            ]
+        )
+        == 0
+    )
     manifest = load_bundle(out).manifest
     assert manifest.labels_size == (16, 24)
     assert {o.role: o.stride for o in manifest.outputs} == {"labels": 4, "scores": 4}
     graph = onnx.load(str(out / "step.onnx"))
-    dims = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim[1:]]
-            for o in graph.graph.output}  # fmt: skip
+    dims = {
+        o.name: [d.dim_value for d in o.type.tensor_type.shape.dim[1:]] for o in graph.graph.output
+    }
     assert dims["labels"] == dims["scores"] == [16, 24]
     full = onnx.load(str(tiny_bundle / "step.onnx"))  # the same model at label stride 1
     resizes = [sum(n.op_type == "Resize" for n in g.graph.node) for g in (graph, full)]
@@ -257,6 +311,9 @@ def test_label_stride_end_to_end(tiny_checkpoint: Path, tiny_bundle: Path, tmp_p
     raw = json.loads((out / "manifest.json").read_text())
     raw["outputs"][0]["stride"] = 2
     (out / "manifest.json").write_text(json.dumps(raw))
-    with pytest.raises(BundleError, match=r"output 'labels' is \[16, 24\], the manifest says "
-                                          r"\[32, 48\]"):  # fmt: skip
+    with pytest.raises(
+        BundleError,
+        match=r"output 'labels' is \[16, 24\], the manifest says "
+        r"\[32, 48\]",
+    ):
         Segmenter(out)

@@ -15,8 +15,9 @@ from vidseg.export import cli
 
 
 @pytest.mark.parametrize("name", ["tiny_bundle", "tiny_split_bundle"])
-def test_fp16_bundle_keeps_io_and_agrees_with_fp32(name: str, request, sample_clip: Path,
-                                                   tmp_path: Path) -> None:  # fmt: skip
+def test_fp16_bundle_keeps_io_and_agrees_with_fp32(
+    name: str, request, sample_clip: Path, tmp_path: Path
+) -> None:
     src = request.getfixturevalue(name)
     out = tmp_path / "half.vidseg"
     assert cli.main([str(src), "--fp16", "--out", str(out), "--parity-frames", "8"]) == 0
@@ -28,8 +29,9 @@ def test_fp16_bundle_keeps_io_and_agrees_with_fp32(name: str, request, sample_cl
         assert len(halves) > 10, f"{graph}: weights not converted"
 
         def io(m):
-            return [(v.name, v.type.tensor_type.elem_type) for v in (*m.graph.input,
-                                                                    *m.graph.output)]  # fmt: skip
+            return [
+                (v.name, v.type.tensor_type.elem_type) for v in (*m.graph.input, *m.graph.output)
+            ]
 
         assert io(before) == io(after)  # uint8 frame/labels, float32 state and features
     # through the engine: state carried, labels agree with the fp32 bundle frame by frame
@@ -50,18 +52,35 @@ def test_fp16_from_a_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """Exported in float32 (parity with torch), then converted: one bundle, fp16 inside, with
     the logits asked for; nothing left beside it."""
     out = tmp_path / "half.vidseg"
-    assert cli.main([str(tiny_checkpoint), "--out", str(out), "--fp16", "--logits",
-                     "--label-stride", "4", "--parity-frames", "6"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                str(tiny_checkpoint),
+                "--out",
+                str(out),
+                "--fp16",
+                "--logits",
+                "--label-stride",
+                "4",
+                "--parity-frames",
+                "6",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["train"]["fp16"]["label_agreement"] >= 0.98
     assert {o["role"] for o in manifest["outputs"]} == {"labels", "logits"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["half.vidseg"]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--wrap", "m.onnx", "--classes", "a,b"], "--fp16 converts"),
-    (["--add-logits"], "no --out, --logits, --split, --fp16"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--wrap", "m.onnx", "--classes", "a,b"], "--fp16 converts"),
+        (["--add-logits"], "no --out, --logits, --split, --fp16"),
+    ],
+)
 def test_fp16_usage_errors(tiny_bundle: Path, tmp_path: Path, capsys, extra, message) -> None:
     args = [] if "--wrap" in extra else [str(tiny_bundle)]
     out = [] if "--add-logits" in extra else ["--out", str(tmp_path / "o")]

@@ -52,8 +52,13 @@ def test_manifest_validates_with_cache_and_schedule(exported) -> None:
     ]
     assert [(o.name, o.role, o.dtype) for o in manifest.outputs] == [("labels", "labels", "uint8")]
     raw = json.loads((bundle / "manifest.json").read_text())
-    assert raw["schedule"] == {"policy": "fixed", "interval": 5, "threshold": 0.1,
-                               "budget_ms": None, "max_interval": 30}  # fmt: skip
+    assert raw["schedule"] == {
+        "policy": "fixed",
+        "interval": 5,
+        "threshold": 0.1,
+        "budget_ms": None,
+        "max_interval": 30,
+    }
     assert manifest.schedule == Schedule("fixed", 5, 0.1, None, 30)
     assert not bundle.with_name(bundle.name + ".partial").exists()
 
@@ -114,9 +119,17 @@ def test_export_cli_dispatches_keyframe(tiny_model_factory, tmp_path, capsys) ->
 
     model = tiny_model_factory("keyframe-lite0-c1")
     ckpt = tmp_path / "last.pt"
-    torch.save({"model_name": model.cfg.name, "model_kwargs": {"input_size": SIZE},
-                "model": model.state_dict(), "step": 0,
-                "metrics": json.dumps({}), "train_args": json.dumps({})}, ckpt)  # fmt: skip
+    torch.save(
+        {
+            "model_name": model.cfg.name,
+            "model_kwargs": {"input_size": SIZE},
+            "model": model.state_dict(),
+            "step": 0,
+            "metrics": json.dumps({}),
+            "train_args": json.dumps({}),
+        },
+        ckpt,
+    )
     out = tmp_path / "c1.vidseg"
     assert cli.main([str(ckpt), "--out", str(out), "--parity-frames", "6"]) == 0
     assert "key interval 5: parity over 6 frames" in capsys.readouterr().out

@@ -31,8 +31,14 @@ def stride4_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_model_factory)
 
     model = tiny_model_factory()
     out = tmp_path_factory.mktemp("logits") / "s4.vidseg"
-    manifest = build_manifest(model.cfg, CAMVID, {"dataset": "none"}, scores=True,
-                              label_stride=4, features=feature_specs(model))  # fmt: skip
+    manifest = build_manifest(
+        model.cfg,
+        CAMVID,
+        {"dataset": "none"},
+        scores=True,
+        label_stride=4,
+        features=feature_specs(model),
+    )
     write_bundle(model, out, manifest)
     return out
 
@@ -54,9 +60,10 @@ def reference_loop(bundle: Path, frames: list[np.ndarray]) -> list[tuple[np.ndar
     """The graphs run by hand, state carried: (labels, scores, logits) at the label stride."""
     manifest = json.loads((bundle / "manifest.json").read_text())
     h, w = manifest["input"]["height"], manifest["input"]["width"]
-    encode, step = (ort.InferenceSession(str(bundle / f"{g}.onnx"),
-                                         providers=["CPUExecutionProvider"])
-                    for g in ("encode", "step"))  # fmt: skip
+    encode, step = (
+        ort.InferenceSession(str(bundle / f"{g}.onnx"), providers=["CPUExecutionProvider"])
+        for g in ("encode", "step")
+    )
     state = {s["input"]: np.zeros([1, *s["shape"]], np.float32) for s in manifest["state"]}
     out = []
     for frame in frames:
@@ -70,8 +77,9 @@ def reference_loop(bundle: Path, frames: list[np.ndarray]) -> list[tuple[np.ndar
     return out
 
 
-def test_added_logits_are_what_the_labels_arg_max(stride4_bundle: Path, with_logits: Path,
-                                                  clip: list[np.ndarray]) -> None:  # fmt: skip
+def test_added_logits_are_what_the_labels_arg_max(
+    stride4_bundle: Path, with_logits: Path, clip: list[np.ndarray]
+) -> None:
     manifest = load_bundle(with_logits).manifest
     assert [o.role for o in manifest.outputs] == ["labels", "scores", "logits"]
     assert manifest.output_name("logits") == "logits"
@@ -83,8 +91,9 @@ def test_added_logits_are_what_the_labels_arg_max(stride4_bundle: Path, with_log
         np.testing.assert_array_equal(logits.argmax(0), labels)
 
 
-def test_engine_upsamples_crisply_with_state_carried(with_logits: Path, stride4_bundle: Path,
-                                                     clip: list[np.ndarray]) -> None:  # fmt: skip
+def test_engine_upsamples_crisply_with_state_carried(
+    with_logits: Path, stride4_bundle: Path, clip: list[np.ndarray]
+) -> None:
     """Segmenter.step (frame size) and the pipeline's prepare/step/at_size both equal the
     reference loop's outputs through ``upsample``, frame after frame, and differ from the
     nearest-neighbour labels of the same bundle without logits."""
@@ -112,8 +121,9 @@ def test_engine_upsamples_crisply_with_state_carried(with_logits: Path, stride4_
     assert differs > 0
 
 
-def test_add_logits_refusals(with_logits: Path, stride4_bundle: Path, tmp_path: Path,
-                             capsys) -> None:  # fmt: skip
+def test_add_logits_refusals(
+    with_logits: Path, stride4_bundle: Path, tmp_path: Path, capsys
+) -> None:
     assert cli.main([str(with_logits), "--add-logits"]) == 3
     assert "already outputs logits" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
@@ -148,12 +158,30 @@ def test_manifest_logits_must_match_the_labels(with_logits: Path, tmp_path: Path
         Segmenter(bundle)
 
 
-def test_export_logits_flag_and_every_family(tiny_checkpoint: Path, tiny_keyframe_bundle: Path,
-                                             tiny_netwarp_bundle: Path, tmp_path: Path,
-                                             clip: list[np.ndarray], capsys) -> None:  # fmt: skip
+def test_export_logits_flag_and_every_family(
+    tiny_checkpoint: Path,
+    tiny_keyframe_bundle: Path,
+    tiny_netwarp_bundle: Path,
+    tmp_path: Path,
+    clip: list[np.ndarray],
+    capsys,
+) -> None:
     out = tmp_path / "new.vidseg"
-    assert cli.main([str(tiny_checkpoint), "--out", str(out), "--parity-frames", "4",
-                     "--label-stride", "4", "--logits"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                str(tiny_checkpoint),
+                "--out",
+                str(out),
+                "--parity-frames",
+                "4",
+                "--label-stride",
+                "4",
+                "--logits",
+            ]
+        )
+        == 0
+    )
     assert "added logits [11, 16, 24] to step" in capsys.readouterr().out
     assert load_bundle(out).manifest.output_name("logits") == "logits"
     for src in (tiny_keyframe_bundle, tiny_netwarp_bundle):

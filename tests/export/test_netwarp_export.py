@@ -52,32 +52,41 @@ def test_export_passes_parity_and_manifest_validates(bundle) -> None:
     manifest = load_bundle(out).manifest
     assert manifest.family == "netwarp" and manifest.graphs == {"step": "step.onnx"}
     [aux] = manifest.aux_inputs
-    assert (aux.name, aux.provider, aux.shape, aux.dtype) == ("flow", "dis_flow", (2, 16, 24),
-                                                              "float32")  # fmt: skip
+    assert (aux.name, aux.provider, aux.shape, aux.dtype) == (
+        "flow",
+        "dis_flow",
+        (2, 16, 24),
+        "float32",
+    )
     assert [(s.input, s.output, s.shape) for s in manifest.state] == [
         ("image4_in", "image4_out", (3, 16, 24)),
         ("z8_in", "z8_out", (32, 8, 12)),
         ("z16_in", "z16_out", (64, 4, 6)),
     ]
     raw = json.loads((out / "manifest.json").read_text())
-    assert raw["aux_inputs"] == [{"name": "flow", "provider": "dis_flow", "shape": [2, 16, 24],
-                                  "dtype": "float32"}]  # fmt: skip
+    assert raw["aux_inputs"] == [
+        {"name": "flow", "provider": "dis_flow", "shape": [2, 16, 24], "dtype": "float32"}
+    ]
 
 
 def test_graph_contract(bundle) -> None:
     graph = onnx.load(str(bundle[0] / "step.onnx"))
     dims = lambda t: [d.dim_param or d.dim_value for d in t.shape.dim]  # noqa: E731
     f32, u8 = onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8
-    inputs = {i.name: (i.type.tensor_type.elem_type, dims(i.type.tensor_type))
-              for i in graph.graph.input}  # fmt: skip
-    outputs = {o.name: (o.type.tensor_type.elem_type, dims(o.type.tensor_type))
-               for o in graph.graph.output}  # fmt: skip
+    inputs = {
+        i.name: (i.type.tensor_type.elem_type, dims(i.type.tensor_type)) for i in graph.graph.input
+    }
+    outputs = {
+        o.name: (o.type.tensor_type.elem_type, dims(o.type.tensor_type)) for o in graph.graph.output
+    }
     state = {"image4": [3, 16, 24], "z8": [32, 8, 12], "z16": [64, 4, 6]}
     assert inputs == {"frame": (u8, ["batch", 64, 96, 3]), "flow": (f32, ["batch", 2, 16, 24])} | {
-        f"{k}_in": (f32, ["batch", *v]) for k, v in state.items()}  # fmt: skip
+        f"{k}_in": (f32, ["batch", *v]) for k, v in state.items()
+    }
     assert list(inputs)[:2] == ["frame", "flow"]
     assert outputs == {"labels": (u8, ["batch", 64, 96])} | {
-        f"{k}_out": (f32, ["batch", *v]) for k, v in state.items()}  # fmt: skip
+        f"{k}_out": (f32, ["batch", *v]) for k, v in state.items()
+    }
     assert graph.opset_import[0].version == 17
     ops = {n.op_type for n in graph.graph.node}
     assert "Gather" in ops and "GridSample" not in ops  # the warp as row gathers
@@ -108,17 +117,26 @@ def test_export_cli_dispatches_netwarp(tiny_model_factory, tmp_path) -> None:
 
     model = _tiny(tiny_model_factory)
     ckpt = tmp_path / "last.pt"
-    torch.save({"model_name": model.cfg.name, "model_kwargs": {"input_size": SIZE},
-                "model": model.state_dict(), "step": 0,
-                "metrics": json.dumps({}), "train_args": json.dumps({})}, ckpt)  # fmt: skip
+    torch.save(
+        {
+            "model_name": model.cfg.name,
+            "model_kwargs": {"input_size": SIZE},
+            "model": model.state_dict(),
+            "step": 0,
+            "metrics": json.dumps({}),
+            "train_args": json.dumps({}),
+        },
+        ckpt,
+    )
     out = tmp_path / "cli.vidseg"
     assert cli.main([str(ckpt), "--out", str(out), "--parity-frames", "6"]) == 0
     manifest = load_bundle(out).manifest
     assert manifest.family == "netwarp" and manifest.aux_inputs[0].provider == "dis_flow"
 
 
-def test_engine_runs_the_bundle_as_torch_streams_it(bundle, tiny_model_factory, frames,
-                                                    tmp_path, monkeypatch) -> None:  # fmt: skip
+def test_engine_runs_the_bundle_as_torch_streams_it(
+    bundle, tiny_model_factory, frames, tmp_path, monkeypatch
+) -> None:
     """The engine (DisFlowProvider as an aux input, state carried) and the model's own
     ``stream_logits`` give the same logits, reset included. The untrained net's labels hardly
     react to its state and its logits hardly to the flow, so the logits are compared (a fresh
@@ -136,8 +154,13 @@ def test_engine_runs_the_bundle_as_torch_streams_it(bundle, tiny_model_factory, 
     seg = Segmenter(with_logits, threads=1)
     backend, fed = seg.model.backends["step"], []
     run = backend.run
-    monkeypatch.setattr(backend, "run", lambda feeds, host_outputs: fed.append(
-        feeds["flow"]) or run(feeds, host_outputs=host_outputs))  # fmt: skip
+    monkeypatch.setattr(
+        backend,
+        "run",
+        lambda feeds, host_outputs: (
+            fed.append(feeds["flow"]) or run(feeds, host_outputs=host_outputs)
+        ),
+    )
     want_flows = stream_aux([model.flow_spec], frames, resets=(5,))
     memory = None
     for index, frame in enumerate(frames):

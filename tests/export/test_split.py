@@ -22,12 +22,14 @@ def clip(sample_clip: Path) -> list[np.ndarray]:
     return [f.image for f in read_frames(sample_clip, max_frames=16)]
 
 
-def test_split_bundle_equals_the_single_graph(tiny_bundle: Path, tiny_split_bundle: Path,
-                                              clip: list[np.ndarray]) -> None:  # fmt: skip
+def test_split_bundle_equals_the_single_graph(
+    tiny_bundle: Path, tiny_split_bundle: Path, clip: list[np.ndarray]
+) -> None:
     manifest = load_bundle(tiny_split_bundle).manifest
     assert set(manifest.graphs) == {"encode", "step"} and len(manifest.features) == 4
-    whole, split, ahead = (Segmenter(b) for b in (tiny_bundle, tiny_split_bundle,
-                                                    tiny_split_bundle))  # fmt: skip
+    whole, split, ahead = (
+        Segmenter(b) for b in (tiny_bundle, tiny_split_bundle, tiny_split_bundle)
+    )
     for i, frame in enumerate(clip):
         if i == 8:  # a cut: all three forget
             for seg in (whole, split, ahead):
@@ -36,7 +38,8 @@ def test_split_bundle_equals_the_single_graph(tiny_bundle: Path, tiny_split_bund
         got = split.step(frame)
         prepared = ahead.prepare(frame)  # the pipeline's way: encoder run before the step
         assert isinstance(prepared, PreparedFrame) and set(prepared.features) == {
-            f.name for f in manifest.features}  # fmt: skip
+            f.name for f in manifest.features
+        }
         early = ahead.step(prepared).at_size(*frame.shape[:2])
         np.testing.assert_array_equal(got.labels, want.labels, err_msg=f"frame {i}")
         np.testing.assert_array_equal(early.labels, want.labels, err_msg=f"frame {i}")
@@ -52,14 +55,18 @@ def _edited(src: Path, dst: Path, edit) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m["graphs"].pop("encode"), "field 'features'"),
-    (lambda m: m.update(features=[]), "field 'features'"),
-    (lambda m: m.update(family="netwarp"), "aux_inputs"),
-    (lambda m: m["features"][1].update(shape=[32, 16, 22]), "feature 'feat1'"),
-])  # fmt: skip
-def test_bad_split_manifests_are_refused(tiny_split_bundle: Path, tmp_path: Path, edit,
-                                         message: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["graphs"].pop("encode"), "field 'features'"),
+        (lambda m: m.update(features=[]), "field 'features'"),
+        (lambda m: m.update(family="netwarp"), "aux_inputs"),
+        (lambda m: m["features"][1].update(shape=[32, 16, 22]), "feature 'feat1'"),
+    ],
+)
+def test_bad_split_manifests_are_refused(
+    tiny_split_bundle: Path, tmp_path: Path, edit, message: str
+) -> None:
     bundle = _edited(tiny_split_bundle, tmp_path / "b.vidseg", edit)
     with pytest.raises(BundleError, match=message):
         Segmenter(bundle)
@@ -79,13 +86,26 @@ def test_encode_role_refused_for_keyframe(tiny_keyframe_bundle: Path, tmp_path: 
 
 def test_export_cli_split(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "s.vidseg"
-    assert cli.main([str(tiny_checkpoint), "--out", str(out), "--parity-frames", "6",
-                     "--split", "--label-stride", "4", "--scores"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                str(tiny_checkpoint),
+                "--out",
+                str(out),
+                "--parity-frames",
+                "6",
+                "--split",
+                "--label-stride",
+                "4",
+                "--scores",
+            ]
+        )
+        == 0
+    )
     assert "parity over 6 frames" in capsys.readouterr().out
     assert sorted(p.name for p in out.glob("*.onnx")) == ["encode.onnx", "step.onnx"]
     result = Segmenter(out).step(np.zeros((90, 120, 3), np.uint8))
     assert result.labels.shape == (90, 120) and result.scores is not None
-    code = cli.main(["untrained:keyframe-lite0-c2", "--out", str(tmp_path / "k.vidseg"),
-                     "--split"])  # fmt: skip
+    code = cli.main(["untrained:keyframe-lite0-c2", "--out", str(tmp_path / "k.vidseg"), "--split"])
     assert code != 0 and "no stateless encoder part to split off" in capsys.readouterr().err
     assert not (tmp_path / "k.vidseg").exists()

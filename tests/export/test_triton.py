@@ -41,8 +41,12 @@ def test_recurrent_bundle_config(tiny_bundle: Path, tmp_path: Path) -> None:
     assert seq.oldest.max_candidate_sequences == 64
     kinds = {c.name: c.control[0].kind for c in seq.control_input}
     pb = type(seq.control_input[0].control[0])
-    assert kinds == {"START": pb.CONTROL_SEQUENCE_START, "READY": pb.CONTROL_SEQUENCE_READY,
-                     "END": pb.CONTROL_SEQUENCE_END, "CORRID": pb.CONTROL_SEQUENCE_CORRID}  # fmt: skip
+    assert kinds == {
+        "START": pb.CONTROL_SEQUENCE_START,
+        "READY": pb.CONTROL_SEQUENCE_READY,
+        "END": pb.CONTROL_SEQUENCE_END,
+        "CORRID": pb.CONTROL_SEQUENCE_CORRID,
+    }
     assert [(s.input_name, s.output_name, tuple(s.dims)) for s in seq.state] == [
         (s.input, s.output, s.shape) for s in manifest.state
     ]
@@ -65,8 +69,11 @@ def test_split_bundle_is_an_ensemble(tiny_split_bundle: Path, tmp_path: Path) ->
     first, second = ensemble.ensemble_scheduling.step
     assert (first.model_name, second.model_name) == ("vidseg_encode", "vidseg_step")
     assert dict(first.input_map) == {"frame": "frame"}
-    assert dict(first.output_map) == dict(second.input_map) == {f.name: f.name
-                                                                 for f in manifest.features}  # fmt: skip
+    assert (
+        dict(first.output_map)
+        == dict(second.input_map)
+        == {f.name: f.name for f in manifest.features}
+    )
     assert set(second.output_map) == {o.name for o in ensemble.output}
     assert encode.WhichOneof("scheduling_choice") == "dynamic_batching"
     assert step.WhichOneof("scheduling_choice") == "sequence_batching"
@@ -76,8 +83,9 @@ def test_split_bundle_is_an_ensemble(tiny_split_bundle: Path, tmp_path: Path) ->
     assert not (tmp_path / "vidseg" / "1" / "model.onnx").exists()  # an ensemble has no graph
 
 
-def test_controlled_graph_computes_the_bundle(tiny_bundle: Path, sample_clip: Path,
-                                              tmp_path: Path) -> None:  # fmt: skip
+def test_controlled_graph_computes_the_bundle(
+    tiny_bundle: Path, sample_clip: Path, tmp_path: Path
+) -> None:
     """START zeroes whatever state arrives (NaN here), READY=0 leaves the state unchanged, and
     with START/READY as a server sets them the labels are the engine's, frame for frame."""
     export_triton(tiny_bundle, tmp_path, TritonOptions())
@@ -93,9 +101,14 @@ def test_controlled_graph_computes_the_bundle(tiny_bundle: Path, sample_clip: Pa
         if t == 3:
             segmenter.reset()
         ours = segmenter.step(frame)
-        feed = {"frame": frame[None], "START": np.array([[int(start)]], np.int32),
-                "READY": np.ones((1, 1), np.int32), "END": np.zeros((1, 1), np.int32),
-                "CORRID": np.full((1, 1), 7, np.uint64), **state}  # fmt: skip
+        feed = {
+            "frame": frame[None],
+            "START": np.array([[int(start)]], np.int32),
+            "READY": np.ones((1, 1), np.int32),
+            "END": np.zeros((1, 1), np.int32),
+            "CORRID": np.full((1, 1), 7, np.uint64),
+            **state,
+        }
         out = dict(zip(names, session.run(None, feed)))
         np.testing.assert_array_equal(out["labels"][0], ours.outputs.labels)
         state = {s.input: out[s.output] for s in manifest.state}
@@ -105,16 +118,21 @@ def test_controlled_graph_computes_the_bundle(tiny_bundle: Path, sample_clip: Pa
         np.testing.assert_array_equal(out[s.output], idle[s.input])
 
 
-def test_cli_writes_and_refuses(tiny_bundle: Path, tiny_keyframe_bundle: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_cli_writes_and_refuses(
+    tiny_bundle: Path,
+    tiny_keyframe_bundle: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     repo = tmp_path / "repo"
     assert export_main([str(tiny_bundle), "--triton", str(repo), "--triton-max-batch", "2"]) == 0
     assert "triton model 'vidseg'" in capsys.readouterr().out
     # the same name again: refused, one line, nothing changed
     assert export_main([str(tiny_bundle), "--triton", str(repo)]) == 1
     assert "already has model(s) vidseg" in capsys.readouterr().err
-    assert export_main([str(tiny_keyframe_bundle), "--triton", str(repo),
-                        "--triton-name", "kf"]) == 3  # fmt: skip
+    assert (
+        export_main([str(tiny_keyframe_bundle), "--triton", str(repo), "--triton-name", "kf"]) == 3
+    )
     assert "keyframe bundle needs the engine" in capsys.readouterr().err
     assert sorted(p.name for p in repo.iterdir()) == ["vidseg"]
     with pytest.raises(SystemExit) as usage:

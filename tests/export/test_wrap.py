@@ -64,8 +64,9 @@ class RecurrentNet(nn.Module):
         self.e2, self.g2 = nn.Conv2d(8, 16, 3, 2, 1), nn.Conv2d(32, 16, 3, 1, 1)
         self.head = nn.Conv2d(16, classes, 1)
 
-    def forward(self, img: torch.Tensor, h1: torch.Tensor,
-                h2: torch.Tensor) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    def forward(
+        self, img: torch.Tensor, h1: torch.Tensor, h2: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         a = F.relu(self.e1(img))
         h1 = torch.tanh(self.g1(torch.cat([a, h1], 1)))
         b = F.relu(self.e2(h1))
@@ -84,13 +85,28 @@ def _spread(net: nn.Module) -> nn.Module:
     return net
 
 
-def _export(net: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str],
-            outputs: list[str], dynamic: dict | None, opset: int) -> Path:  # fmt: skip
+def _export(
+    net: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    dynamic: dict | None,
+    opset: int,
+) -> Path:
     torch.manual_seed(0)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net.eval(), args, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=dynamic, opset_version=opset, dynamo=False)  # fmt: skip
+        torch.onnx.export(
+            net.eval(),
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+        )
     return path
 
 
@@ -99,9 +115,15 @@ def perframe_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """PerFrameNet with a dynamic batch and input size, opset 17."""
     torch.manual_seed(0)
     net = _spread(PerFrameNet())
-    return _export(net, (torch.zeros(1, 3, *SIZE),), tmp_path_factory.mktemp("wrap") / "pf.onnx",
-                   ["image"], ["out"], {"image": {0: "n", 2: "h", 3: "w"},
-                                        "out": {0: "n", 2: "h4", 3: "w4"}}, 17)  # fmt: skip
+    return _export(
+        net,
+        (torch.zeros(1, 3, *SIZE),),
+        tmp_path_factory.mktemp("wrap") / "pf.onnx",
+        ["image"],
+        ["out"],
+        {"image": {0: "n", 2: "h", 3: "w"}, "out": {0: "n", 2: "h4", 3: "w4"}},
+        17,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -110,18 +132,43 @@ def recurrent_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(1)
     net = _spread(RecurrentNet())
     h, w = SIZE
-    args = (torch.zeros(1, 3, h, w), torch.zeros(1, 8, h // 2, w // 2),
-            torch.zeros(1, 16, h // 4, w // 4))  # fmt: skip
-    return _export(net, args, tmp_path_factory.mktemp("wrap") / "rec.onnx",
-                   ["img", "h1", "h2"], ["seg", "h1_next", "h2_next", "feat"], None, 11)  # fmt: skip
+    args = (
+        torch.zeros(1, 3, h, w),
+        torch.zeros(1, 8, h // 2, w // 2),
+        torch.zeros(1, 16, h // 4, w // 4),
+    )
+    return _export(
+        net,
+        args,
+        tmp_path_factory.mktemp("wrap") / "rec.onnx",
+        ["img", "h1", "h2"],
+        ["seg", "h1_next", "h2_next", "feat"],
+        None,
+        11,
+    )
 
 
 def perframe_flags(model: Path, out: Path) -> list[str]:
     """The documented wrap of PerFrameNet: BGR, its 0-1 (m, s) times 255."""
     mean, std = (",".join(f"{v:.6g}" for v in 255 * a) for a in (BGR_MEAN, BGR_STD))
-    return ["--wrap", str(model), "--out", str(out), "--classes", ",".join(CAMVID_CLASSES),
-            "--ignore-index", "11", "--input-size", f"{SIZE[0]}x{SIZE[1]}",
-            "--channel-order", "bgr", "--mean", mean, "--std", std]  # fmt: skip
+    return [
+        "--wrap",
+        str(model),
+        "--out",
+        str(out),
+        "--classes",
+        ",".join(CAMVID_CLASSES),
+        "--ignore-index",
+        "11",
+        "--input-size",
+        f"{SIZE[0]}x{SIZE[1]}",
+        "--channel-order",
+        "bgr",
+        "--mean",
+        mean,
+        "--std",
+        std,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +182,34 @@ def perframe_bundle(perframe_onnx: Path, tmp_path_factory: pytest.TempPathFactor
 def recurrent_bundle(recurrent_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wrap") / "rec.vidseg"
     mean, std = (",".join(map(str, v)) for v in (RGB_MEAN, RGB_STD))
-    assert cli.main(["--wrap", str(recurrent_onnx), "--out", str(out), "--classes", REC_CLASSES,
-                     "--palette", "128,64,128;64,0,128;64,64,0;128,128,128;0,0,0",
-                     "--state", "h1:h1_next", "--state", "h2:h2_next", "--logits-output", "seg",
-                     "--mean", mean, "--std", std, "--label-stride", "1", "--scores"]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "--wrap",
+                str(recurrent_onnx),
+                "--out",
+                str(out),
+                "--classes",
+                REC_CLASSES,
+                "--palette",
+                "128,64,128;64,0,128;64,64,0;128,128,128;0,0,0",
+                "--state",
+                "h1:h1_next",
+                "--state",
+                "h2:h2_next",
+                "--logits-output",
+                "seg",
+                "--mean",
+                mean,
+                "--std",
+                std,
+                "--label-stride",
+                "1",
+                "--scores",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -165,7 +236,9 @@ def test_perframe_manifest_keeps_the_models_stride(perframe_bundle: Path) -> Non
     assert manifest.family == "perframe" and manifest.classes == CAMVID_CLASSES
     assert manifest.ignore_index == 11 and manifest.state == ()
     assert [(o.name, o.role, o.stride) for o in manifest.outputs] == [
-        ("labels", "labels", 4), ("logits", "logits", 4)]  # fmt: skip
+        ("labels", "labels", 4),
+        ("logits", "logits", 4),
+    ]
     assert manifest.train["wrapped"]["channel_order"] == "bgr"
     graph = onnx.load(str(perframe_bundle / "step.onnx")).graph
     assert [i.name for i in graph.input] == ["frame"]
@@ -173,8 +246,9 @@ def test_perframe_manifest_keeps_the_models_stride(perframe_bundle: Path) -> Non
     assert "Resize" not in added and "ArgMax" in added  # the logits are left at 1/4
 
 
-def test_perframe_matches_its_own_pipeline(perframe_bundle: Path, perframe_onnx: Path,
-                                           clip: list[np.ndarray]) -> None:  # fmt: skip
+def test_perframe_matches_its_own_pipeline(
+    perframe_bundle: Path, perframe_onnx: Path, clip: list[np.ndarray]
+) -> None:
     """Segmenter on the wrapped bundle == the model's own pipeline (BGR, /255, (x - m) / s,
     NCHW, ORT on the original graph, arg-max) upsampled to the frame as the engine does."""
     original = _session(perframe_onnx)
@@ -194,13 +268,16 @@ def test_perframe_matches_its_own_pipeline(perframe_bundle: Path, perframe_onnx:
     assert worst >= 0.9999, worst  # (x/255 - m)/s vs (x - 255m)/(255s): float rounding only
 
 
-def reference_loop(model: Path, frames: list[np.ndarray],
-                   reset_at: int) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+def reference_loop(
+    model: Path, frames: list[np.ndarray], reset_at: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """RecurrentNet's own loop: ImageNet-normalised RGB, state carried from zeros and reset
     before frame ``reset_at``, logits resized to the input (cv2, bilinear): (labels, scores)."""
     session = _session(model)
-    zeros = {"h1": np.zeros((1, 8, 32, 48), np.float32),
-             "h2": np.zeros((1, 16, 16, 24), np.float32)}  # fmt: skip
+    zeros = {
+        "h1": np.zeros((1, 8, 32, 48), np.float32),
+        "h2": np.zeros((1, 16, 16, 24), np.float32),
+    }
     state, out = dict(zeros), []
     mean, std = np.array(RGB_MEAN, np.float32), np.array(RGB_STD, np.float32)
     for index, frame in enumerate(frames):
@@ -209,12 +286,14 @@ def reference_loop(model: Path, frames: list[np.ndarray],
         x = ((_to_input(frame).astype(np.float32) - mean) / std).transpose(2, 0, 1)[None]
         seg, h1, h2 = session.run(["seg", "h1_next", "h2_next"], {"img": x, **state})
         state = {"h1": h1, "h2": h2}
-        logits = cv2.resize(seg[0].transpose(1, 2, 0), (SIZE[1], SIZE[0]),
-                            interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)  # fmt: skip
+        logits = cv2.resize(
+            seg[0].transpose(1, 2, 0), (SIZE[1], SIZE[0]), interpolation=cv2.INTER_LINEAR
+        ).transpose(2, 0, 1)
         p = np.exp(logits - logits.max(0))
         scores = np.round(255 * (p / p.sum(0)).max(0)).astype(np.uint8)
-        labels, _ = upsample(GraphOutputs(logits.argmax(0).astype(np.uint8), None, logits),
-                             *frame.shape[:2])  # fmt: skip
+        labels, _ = upsample(
+            GraphOutputs(logits.argmax(0).astype(np.uint8), None, logits), *frame.shape[:2]
+        )
         out.append((labels, scores))
     return out
 
@@ -223,19 +302,30 @@ def test_recurrent_manifest_and_graph(recurrent_bundle: Path) -> None:
     manifest = load_bundle(recurrent_bundle).manifest
     assert manifest.family == "recurrent"
     assert [(s.input, s.output, s.shape) for s in manifest.state] == [
-        ("h1", "h1_next", (8, 32, 48)), ("h2", "h2_next", (16, 16, 24))]  # fmt: skip
+        ("h1", "h1_next", (8, 32, 48)),
+        ("h2", "h2_next", (16, 16, 24)),
+    ]
     assert [(o.role, o.stride) for o in manifest.outputs] == [
-        ("labels", 1), ("scores", 1), ("logits", 1)]  # fmt: skip
+        ("labels", 1),
+        ("scores", 1),
+        ("logits", 1),
+    ]
     assert manifest.palette[0] == (128, 64, 128)
     assert manifest.train["wrapped"]["opset"] == [11, 13]
     model = onnx.load(str(recurrent_bundle / "step.onnx"))
     assert [o.name for o in model.graph.output] == [
-        "labels", "h1_next", "h2_next", "scores", "logits"]  # "feat" pruned  # fmt: skip
+        "labels",
+        "h1_next",
+        "h2_next",
+        "scores",
+        "logits",
+    ]  # "feat" pruned
     assert [(o.domain, o.version) for o in model.opset_import] == [("", 13)]
 
 
-def test_recurrent_matches_a_plain_loop(recurrent_bundle: Path, recurrent_onnx: Path,
-                                        clip: list[np.ndarray]) -> None:  # fmt: skip
+def test_recurrent_matches_a_plain_loop(
+    recurrent_bundle: Path, recurrent_onnx: Path, clip: list[np.ndarray]
+) -> None:
     """State carried over 12 frames with a reset: the engine == the model's own loop."""
     expected = reference_loop(recurrent_onnx, clip, RESET_AT)
     segmenter = Segmenter(recurrent_bundle)
@@ -254,12 +344,28 @@ def test_recurrent_matches_a_plain_loop(recurrent_bundle: Path, recurrent_onnx: 
     assert not np.array_equal(carried[RESET_AT][0], expected[RESET_AT][0])
 
 
-def test_wrapped_bundle_through_vidseg_eval(perframe_bundle: Path, camvid: Path,
-                                            tmp_path: Path) -> None:  # fmt: skip
+def test_wrapped_bundle_through_vidseg_eval(
+    perframe_bundle: Path, camvid: Path, tmp_path: Path
+) -> None:
     report = tmp_path / "eval.json"
-    assert evaluate.main(["--model", str(perframe_bundle), "--frames", str(camvid / "val"),
-                          "--labels", str(camvid / "valannot"), "--max-frames", "3", "-q",
-                          "--json", str(report)]) == 0  # fmt: skip
+    assert (
+        evaluate.main(
+            [
+                "--model",
+                str(perframe_bundle),
+                "--frames",
+                str(camvid / "val"),
+                "--labels",
+                str(camvid / "valannot"),
+                "--max-frames",
+                "3",
+                "-q",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     result = json.loads(report.read_text())
     assert result["frames"] == 3 and result["model"] == "wrapped-pf"
     assert set(result["per_class"]) == set(CAMVID_CLASSES)
@@ -282,15 +388,17 @@ def test_missing_and_non_onnx_files(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "not a valid ONNX model" in _fails(perframe_flags(text, out), out, capsys)
 
 
-def test_state_naming_no_input(perframe_onnx: Path, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_state_naming_no_input(
+    perframe_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "x.vidseg"
     err = _fails(perframe_flags(perframe_onnx, out) + ["--state", "hidden:out"], out, capsys)
     assert "'hidden' is not a graph input" in err
 
 
-def test_size_the_graph_rejects(perframe_onnx: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_size_the_graph_rejects(
+    perframe_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """36x52: the 1/8 branch comes back 10x14 against the 1/4 branch's 9x13."""
     out = tmp_path / "x.vidseg"
     argv = perframe_flags(perframe_onnx, out)
@@ -300,13 +408,38 @@ def test_size_the_graph_rejects(perframe_onnx: Path, tmp_path: Path,
 
 def test_dynamic_state_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     h, w = SIZE
-    model = _export(RecurrentNet(), (torch.zeros(1, 3, h, w), torch.zeros(1, 8, h // 2, w // 2),
-                                     torch.zeros(1, 16, h // 4, w // 4)), tmp_path / "dyn.onnx",
-                    ["img", "h1", "h2"], ["seg", "h1_next", "h2_next", "feat"],
-                    {"h1": {0: "n", 2: "y", 3: "x"}}, 17)  # fmt: skip
+    model = _export(
+        RecurrentNet(),
+        (
+            torch.zeros(1, 3, h, w),
+            torch.zeros(1, 8, h // 2, w // 2),
+            torch.zeros(1, 16, h // 4, w // 4),
+        ),
+        tmp_path / "dyn.onnx",
+        ["img", "h1", "h2"],
+        ["seg", "h1_next", "h2_next", "feat"],
+        {"h1": {0: "n", 2: "y", 3: "x"}},
+        17,
+    )
     out = tmp_path / "x.vidseg"
-    err = _fails(["--wrap", str(model), "--out", str(out), "--classes", REC_CLASSES, "--state",
-                  "h1:h1_next", "--state", "h2:h2_next", "--logits-output", "seg"], out, capsys)  # fmt: skip
+    err = _fails(
+        [
+            "--wrap",
+            str(model),
+            "--out",
+            str(out),
+            "--classes",
+            REC_CLASSES,
+            "--state",
+            "h1:h1_next",
+            "--state",
+            "h2:h2_next",
+            "--logits-output",
+            "seg",
+        ],
+        out,
+        capsys,
+    )
     assert "state input 'h1'" in err and "static" in err
 
 
@@ -320,8 +453,13 @@ def test_dynamic_state_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
         (["--split"], "--wrap takes no"),
     ],
 )
-def test_usage_mistakes_exit_2(perframe_onnx: Path, tmp_path: Path, extra: list[str],
-                               message: str, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_usage_mistakes_exit_2(
+    perframe_onnx: Path,
+    tmp_path: Path,
+    extra: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     out = tmp_path / "x.vidseg"
     with pytest.raises(SystemExit) as exc:
         cli.main(perframe_flags(perframe_onnx, out) + extra)
@@ -330,8 +468,9 @@ def test_usage_mistakes_exit_2(perframe_onnx: Path, tmp_path: Path, extra: list[
     assert not out.exists()
 
 
-def test_wrap_flags_need_wrap(tiny_checkpoint: Path, tmp_path: Path,
-                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_wrap_flags_need_wrap(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main([str(tiny_checkpoint), "--out", str(tmp_path / "x.vidseg"), "--mean", "1,2,3"])
     assert exc.value.code == 2 and "--mean only go with --wrap" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from vidseg.models.data import (
     compact_copy,
     load_split,
     make_clip,
-)  # fmt: skip
+)
 
 
 def _checker(h: int = 120, w: int = 160) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +97,10 @@ def test_compact_copy_jpeg_loads_like_png(tmp_path: Path, capsys) -> None:
     assert data_module.main(["compact", str(src), str(tmp_path / "jpg"), "--quality", "95"]) == 0
     assert "MB" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "jpg" / "train").iterdir()) == [
-        "f01.jpg", "f02.jpg", "f03.jpg"]  # fmt: skip
+        "f01.jpg",
+        "f02.jpg",
+        "f03.jpg",
+    ]
     for split in ("train", "val"):
         png, jpg = load_split(src, split), load_split(tmp_path / "jpg", split, limit=2)
         assert jpg.names == ("f01.jpg", "f02.jpg")

@@ -84,8 +84,12 @@ def test_current_path_skips_the_high_level_extractor(name: str, low_blocks: int)
     x = torch.randn(1, 3, *SIZE)
     with torch.no_grad():
         _, *cache = model.forward_key(x)
-        assert counts == {"high": 16 - low_blocks, "project": len(cache), "adapter": 0,
-                          "low": low_blocks}  # fmt: skip
+        assert counts == {
+            "high": 16 - low_blocks,
+            "project": len(cache),
+            "adapter": 0,
+            "low": low_blocks,
+        }
         counts.update(high=0, project=0, low=0)
         model.forward_current(x, *cache)
     assert counts == {"high": 0, "project": 0, "adapter": 1, "low": low_blocks}
@@ -145,8 +149,7 @@ def test_stream_logits_key_every_interval(monkeypatch: pytest.MonkeyPatch) -> No
     paths: list[str] = []
     key, current = model.forward_key, model.forward_current
     monkeypatch.setattr(model, "forward_key", lambda x: paths.append("K") or key(x))
-    monkeypatch.setattr(model, "forward_current",
-                        lambda x, *c: paths.append("c") or current(x, *c))  # fmt: skip
+    monkeypatch.setattr(model, "forward_current", lambda x, *c: paths.append("c") or current(x, *c))
     frame = torch.randint(0, 256, (1, *SIZE, 3), dtype=torch.uint8)
     memory = None
     with torch.no_grad():

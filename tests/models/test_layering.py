@@ -19,8 +19,14 @@ from vidseg.models.protocol import TemporalModel
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SIZE = (64, 96)
-ONE_PER_FAMILY = ["perframe-lite0", "recurrent-lite0-gru", "keyframe-lite0-c2", "netwarp-lite0",
-                  "recurrent-unet-vanilla-shallow-cgru", "perframe-unet-vanilla-shallow"]  # fmt: skip
+ONE_PER_FAMILY = [
+    "perframe-lite0",
+    "recurrent-lite0-gru",
+    "keyframe-lite0-c2",
+    "netwarp-lite0",
+    "recurrent-unet-vanilla-shallow-cgru",
+    "perframe-unet-vanilla-shallow",
+]
 
 
 def test_models_never_imports_export() -> None:

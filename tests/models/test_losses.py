@@ -38,8 +38,10 @@ def test_relaxation_is_cross_entropy_without_boundaries() -> None:
 def test_relaxation_zero_border_is_cross_entropy_everywhere() -> None:
     logits = _logits(2, K, 16, 16)
     labels = torch.randint(0, K + 1, (2, 16, 16), generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(SegLoss(relax_border=0)(logits, labels),
-                               F.cross_entropy(logits, labels, ignore_index=CAMVID_IGNORE))  # fmt: skip
+    torch.testing.assert_close(
+        SegLoss(relax_border=0)(logits, labels),
+        F.cross_entropy(logits, labels, ignore_index=CAMVID_IGNORE),
+    )
 
 
 def test_relaxation_on_a_hand_made_boundary() -> None:
@@ -48,8 +50,12 @@ def test_relaxation_on_a_hand_made_boundary() -> None:
     logits = _logits(1, K, 1, 4, seed=3)
     labels = torch.tensor([[[0, 0, 1, 1]]])
     p = logits.softmax(1)[0, :, 0]  # (K, 4)
-    per_pixel = [-math.log(p[0, 0]), -math.log(p[0, 1] + p[1, 1]),
-                 -math.log(p[0, 2] + p[1, 2]), -math.log(p[1, 3])]  # fmt: skip
+    per_pixel = [
+        -math.log(p[0, 0]),
+        -math.log(p[0, 1] + p[1, 1]),
+        -math.log(p[0, 2] + p[1, 2]),
+        -math.log(p[1, 3]),
+    ]
     relaxed = SegLoss(relax_border=1)(logits, labels)
     assert math.isclose(relaxed.item(), sum(per_pixel) / 4, rel_tol=1e-5)
     assert relaxed < segmentation_loss(logits, labels)  # the boundary is relaxed
@@ -90,8 +96,10 @@ def test_all_void_labels_give_zero_not_nan() -> None:
 def test_segmentation_loss_is_cross_entropy_ignoring_void() -> None:
     logits = _logits(2, K, 8, 8)
     labels = torch.randint(0, K + 1, (2, 8, 8), generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(segmentation_loss(logits, labels),
-                               F.cross_entropy(logits, labels, ignore_index=CAMVID_IGNORE))  # fmt: skip
+    torch.testing.assert_close(
+        segmentation_loss(logits, labels),
+        F.cross_entropy(logits, labels, ignore_index=CAMVID_IGNORE),
+    )
     total, count = SegLoss().total(logits, labels)
     assert count == (labels != CAMVID_IGNORE).sum()
 

@@ -52,7 +52,10 @@ def test_registered_with_cfg_and_shapes() -> None:
     cfg = model.cfg
     assert cfg.family == "netwarp" and model.flow_size == FLOW
     assert [(s.name, s.channels, s.stride) for s in cfg.state] == [
-        ("image4", 3, 4), ("z8", 32, 8), ("z16", 64, 16)]  # fmt: skip
+        ("image4", 3, 4),
+        ("z8", 32, 8),
+        ("z16", 64, 16),
+    ]
     convs = [m for m in model.flow_cnn.body if isinstance(m, torch.nn.Conv2d)]
     assert convs[0].in_channels == 11  # flow, previous, current, difference
     assert tuple(c.out_channels for c in convs) == FLOWCNN_WIDTHS
@@ -105,8 +108,9 @@ def test_warp_zero_flow_is_identity_and_integer_shift_moves_by_it() -> None:
         torch.testing.assert_close(out[..., ys, xs], src, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("shape", [(2, 5, 8, 12), (3, 4, 2, 7), (1, 3, 1, 1), (2, 6, 1, 5),
-                                   (1, 2, 6, 1)])  # fmt: skip
+@pytest.mark.parametrize(
+    "shape", [(2, 5, 8, 12), (3, 4, 2, 7), (1, 3, 1, 1), (2, 6, 1, 5), (1, 2, 6, 1)]
+)
 def test_gather_warp_samples_as_grid_sample(shape: tuple[int, ...]) -> None:
     """The exported form (row gathers) equals training's grid_sample warp: fractional flow,
     flow far past every border, degenerate one-pixel axes, several samples in the batch."""
@@ -142,9 +146,14 @@ def test_warp_follows_engine_flow_convention(shift: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["netwarp-lite0", "netwarp-lite0-deep", "netwarp-lite0-late", "netwarp-lite0-recursive",
-     "netwarp-lite0-sep-late"],
-)  # fmt: skip
+    [
+        "netwarp-lite0",
+        "netwarp-lite0-deep",
+        "netwarp-lite0-late",
+        "netwarp-lite0-recursive",
+        "netwarp-lite0-sep-late",
+    ],
+)
 def test_clip_forward_equals_frame_by_frame(name: str) -> None:
     """Training (a clip in one pass) and inference (one frame, state carried) agree."""
     model = _model(w2=True, name=name)
@@ -162,9 +171,11 @@ def test_clip_forward_equals_frame_by_frame(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "extra_state", "new_weights"),
-    [("netwarp-lite0-deep", ("z32", 96, 32), "netwarps.2"),  # the 1/32 features too
-     ("netwarp-lite0-late", ("d4", 32, 4), "late_warp")],  # the classifier's input too
-)  # fmt: skip
+    [
+        ("netwarp-lite0-deep", ("z32", 96, 32), "netwarps.2"),  # the 1/32 features too
+        ("netwarp-lite0-late", ("d4", 32, 4), "late_warp"),
+    ],  # the classifier's input too
+)
 def test_variant_warps_one_more_level_and_starts_as_netwarp_lite0(
     name: str, extra_state: tuple[str, int, int], new_weights: str
 ) -> None:
@@ -173,7 +184,11 @@ def test_variant_warps_one_more_level_and_starts_as_netwarp_lite0(
     once its w2 opens, that level's past changes every frame but the first."""
     variant = _model(seed=1, name=name)
     assert [(s.name, s.channels, s.stride) for s in variant.cfg.state] == [
-        ("image4", 3, 4), ("z8", 32, 8), ("z16", 64, 16), extra_state]  # fmt: skip
+        ("image4", 3, 4),
+        ("z8", 32, 8),
+        ("z16", 64, 16),
+        extra_state,
+    ]
     base = _model(w2=True)
     missing, unexpected = variant.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and sorted(missing) == [f"{new_weights}.w1", f"{new_weights}.w2"]

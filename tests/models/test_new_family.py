@@ -49,10 +49,16 @@ class EmaNet(TemporalModule):
         return h, h
 
 
-def ema_tiny(pretrained: bool = False, input_size: tuple[int, int] = SIZE,
-             num_classes: int = 11) -> EmaNet:  # fmt: skip
-    cfg = ModelCfg(name="ema-tiny", family="ema", input_size=tuple(input_size),  # type: ignore[arg-type]
-                   num_classes=num_classes, state=(StateCfg("ema", num_classes, STRIDE),))  # fmt: skip
+def ema_tiny(
+    pretrained: bool = False, input_size: tuple[int, int] = SIZE, num_classes: int = 11
+) -> EmaNet:
+    cfg = ModelCfg(
+        name="ema-tiny",
+        family="ema",
+        input_size=tuple(input_size),  # type: ignore[arg-type]
+        num_classes=num_classes,
+        state=(StateCfg("ema", num_classes, STRIDE),),
+    )
     return EmaNet(cfg)
 
 
@@ -69,8 +75,9 @@ def fifth_family(monkeypatch: pytest.MonkeyPatch) -> None:
     registry.register_model(ema_tiny)
 
 
-def test_a_fifth_family_trains_exports_and_streams(fifth_family, sample_clip: Path,
-                                                   tmp_path: Path) -> None:  # fmt: skip
+def test_a_fifth_family_trains_exports_and_streams(
+    fifth_family, sample_clip: Path, tmp_path: Path
+) -> None:
     from vidseg.engine import Segmenter
     from vidseg.export.cli import CAMVID, parity_frames
     from vidseg.export.onnx import model_manifest, to_labels

@@ -18,8 +18,23 @@ from vidseg.models.layers import MemoryAdd
 from vidseg.models.registry import create_model
 
 SIZE = (64, 96)
-TINY = ["--limit", "4", "--batch", "2", "--seq-len", "3", "--crop", "64", "96",
-        "--input-size", "64", "96", "--eval-every", "2", "--scratch"]  # fmt: skip
+TINY = [
+    "--limit",
+    "4",
+    "--batch",
+    "2",
+    "--seq-len",
+    "3",
+    "--crop",
+    "64",
+    "96",
+    "--input-size",
+    "64",
+    "96",
+    "--eval-every",
+    "2",
+    "--scratch",
+]
 
 
 def _twin_checkpoint(tiny_model_factory, path: Path) -> torch.nn.Module:
@@ -54,16 +69,18 @@ def test_starts_as_its_twin_then_carries_memory(tiny_model_factory, tmp_path: Pa
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_exported_memory_matches_torch_over_a_stream(tiny_model_factory, sample_clip: Path,
-                                                     tmp_path: Path) -> None:  # fmt: skip
+def test_exported_memory_matches_torch_over_a_stream(
+    tiny_model_factory, sample_clip: Path, tmp_path: Path
+) -> None:
     from tests.conftest import export_tiny_bundle  # noqa: PLC0415
 
     model = tiny_model_factory("recurrent-lite0-res")
     assert all(cell.out.weight.any() for cell in model.memory)  # conftest woke the memory up
     bundle = export_tiny_bundle(tmp_path / "res.vidseg", "recurrent-lite0-res", split=True)
     frames = [f.image for f in read_frames(sample_clip, max_frames=24, size=SIZE[::-1])]
-    report = check_parity(model, bundle / "step.onnx", frames, resets=(12,),
-                          encode_path=bundle / "encode.onnx")  # fmt: skip
+    report = check_parity(
+        model, bundle / "step.onnx", frames, resets=(12,), encode_path=bundle / "encode.onnx"
+    )
     assert report.label_agreement >= 0.999 and report.max_state_diff < 1e-4, report.summary()
     seg = Segmenter(bundle)  # the engine runs it as a recurrent bundle
     assert seg.model.manifest.family == "recurrent" and len(seg.state.tensors) == 3
@@ -87,8 +104,18 @@ def test_freeze_stride_keeps_early_weights_and_statistics() -> None:
     model.train()
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     stats = {n: b.clone() for n, b in model.named_buffers() if n.startswith("encoder._blocks.0.")}
-    assert frozen and all(n.startswith(("encoder._conv_stem", "encoder._bn0", "encoder._blocks.0.",
-                                        "encoder._blocks.1.", "encoder._blocks.2.")) for n in frozen)  # fmt: skip
+    assert frozen and all(
+        n.startswith(
+            (
+                "encoder._conv_stem",
+                "encoder._bn0",
+                "encoder._blocks.0.",
+                "encoder._blocks.1.",
+                "encoder._blocks.2.",
+            )
+        )
+        for n in frozen
+    )
     assert not model.encoder._bn0.training and model.encoder._blocks[3].training
     learner = model.encoder._blocks[3]._project_conv.weight
     before = learner.detach().clone()
@@ -109,18 +136,64 @@ def test_freeze_stride_keeps_early_weights_and_statistics() -> None:
 
 def test_train_cli_from_a_twin(camvid: Path, tmp_path: Path, capsys) -> None:
     twin_run, res_run = tmp_path / "twin", tmp_path / "res"
-    assert train.main(["--model", "perframe-lite0", *TINY, "--data", str(camvid),
-                       "--out", str(twin_run), "--max-steps", "2"]) == 0  # fmt: skip
-    assert train.main(["--model", "recurrent-lite0-res", *TINY, "--data", str(camvid),
-                       "--out", str(res_run), "--max-steps", "2", "--freeze-stride", "4",
-                       "--init-from", str(twin_run / "last.pt")]) == 0  # fmt: skip
+    assert (
+        train.main(
+            [
+                "--model",
+                "perframe-lite0",
+                *TINY,
+                "--data",
+                str(camvid),
+                "--out",
+                str(twin_run),
+                "--max-steps",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (
+        train.main(
+            [
+                "--model",
+                "recurrent-lite0-res",
+                *TINY,
+                "--data",
+                str(camvid),
+                "--out",
+                str(res_run),
+                "--max-steps",
+                "2",
+                "--freeze-stride",
+                "4",
+                "--init-from",
+                str(twin_run / "last.pt"),
+            ]
+        )
+        == 0
+    )
     twin = torch.load(twin_run / "last.pt", weights_only=True)["model"]
     res = torch.load(res_run / "last.pt", weights_only=True)
     assert "--init-from" not in res["train_args"] and str(twin_run / "last.pt") in res["train_args"]
     stem = "encoder._conv_stem.weight"
     torch.testing.assert_close(res["model"][stem], twin[stem], atol=0, rtol=0)  # frozen, loaded
-    assert train.main(["--model", "recurrent-lite0-res", *TINY, "--data", str(camvid),
-                       "--out", str(tmp_path / "x"), "--max-steps", "1",
-                       "--init-from", str(tmp_path / "none.pt")]) == 3  # fmt: skip
+    assert (
+        train.main(
+            [
+                "--model",
+                "recurrent-lite0-res",
+                *TINY,
+                "--data",
+                str(camvid),
+                "--out",
+                str(tmp_path / "x"),
+                "--max-steps",
+                "1",
+                "--init-from",
+                str(tmp_path / "none.pt"),
+            ]
+        )
+        == 3
+    )
     assert "--init-from: checkpoint not found" in capsys.readouterr().err
     assert isinstance(create_model("recurrent-lite0-res", pretrained=False).memory[0], MemoryAdd)

@@ -119,14 +119,20 @@ def test_separable_variant_is_perframe_lite0_with_depthwise_blocks(
     same = {k for k in ours if k in twin and ours[k].shape == twin[k].shape}
     assert {k.split(".")[0] for k in set(ours) - same} == {"cells", "up16", "up8", "up4"}
     assert {k for k in twin if k.startswith(("encoder.", "project.", "classifier."))} <= same
-    convs = [m for n, m in sep.named_modules()
-             if n.startswith(("cells", "up")) and isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    convs = [
+        m
+        for n, m in sep.named_modules()
+        if n.startswith(("cells", "up")) and isinstance(m, torch.nn.Conv2d)
+    ]
     assert convs and all(m.kernel_size == (1, 1) or m.groups == m.in_channels for m in convs)
     assert sum(p.numel() for p in sep.parameters()) < sum(p.numel() for p in pf.parameters())
 
     bundle = tmp_path / "sep.vidseg"
-    write_bundle(sep, bundle, build_manifest(sep.cfg, CAMVID, {"dataset": "none"},
-                                             features=feature_specs(sep)))  # fmt: skip
+    write_bundle(
+        sep,
+        bundle,
+        build_manifest(sep.cfg, CAMVID, {"dataset": "none"}, features=feature_specs(sep)),
+    )
     seg = Segmenter(bundle)
     height, width = sep.cfg.input_size
     agree = []

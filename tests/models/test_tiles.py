@@ -36,8 +36,9 @@ def test_tile_view_cuts_the_cycles_views_from_the_frame() -> None:
     views = TileViewProvider((64, 96, 3), offsets=[[0, 0], [0, 32], [32, 32]])
     key = views(frame)  # after construction: the key view, the frame resized
     assert key.shape == (1, 64, 96, 3) and key.dtype == np.uint8
-    np.testing.assert_array_equal(key[0], cv2.resize(frame, (96, 64),
-                                                     interpolation=cv2.INTER_LINEAR))  # fmt: skip
+    np.testing.assert_array_equal(
+        key[0], cv2.resize(frame, (96, 64), interpolation=cv2.INTER_LINEAR)
+    )
     for y, x in [(0, 0), (0, 32), (32, 32), (0, 0)]:
         np.testing.assert_array_equal(views(frame)[0], frame[y : y + 64, x : x + 96])
     views.reset()
@@ -75,8 +76,9 @@ def test_key_view_fills_the_memory_with_the_downscaled_frames_probabilities(inne
     flow = torch.zeros(1, *model.aux_specs[0].shape)
     memory = torch.rand(1, 11, 24, 32)  # whatever came before a reset is overwritten
     logits, new = model(flow, _one_hot(n - 1, n), view, memory)
-    expected = F.interpolate(inner(normalize(view))[0].softmax(1), size=(24, 32),
-                             mode="bilinear", align_corners=False)  # fmt: skip
+    expected = F.interpolate(
+        inner(normalize(view))[0].softmax(1), size=(24, 32), mode="bilinear", align_corners=False
+    )
     torch.testing.assert_close(new, expected)
     torch.testing.assert_close(logits, torch.log(expected.clamp_min(1e-6)))
 
@@ -125,7 +127,10 @@ def test_engine_runs_the_tile_bundle_as_torch_streams_it(tile_bundle, sample_cli
     manifest = load_bundle(tile_bundle).manifest
     assert manifest.family == "recurrent"
     assert [(a.name, a.provider) for a in manifest.aux_inputs] == [
-        ("flow", "dis_flow"), ("tile", "tile_cycle"), ("view", "tile_view")]  # fmt: skip
+        ("flow", "dis_flow"),
+        ("tile", "tile_cycle"),
+        ("view", "tile_view"),
+    ]
     view = manifest.aux_inputs[2]
     assert view.dtype == "uint8" and view.shape == (64, 96, 3)
     # 64x96 tiles of the 96x128 frame, in snake order: consecutive tiles are neighbours
@@ -157,14 +162,23 @@ def test_cli_refuses_tiles_with_split(tiny_perframe_checkpoint, tmp_path, capsys
     from vidseg.export.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main([str(tiny_perframe_checkpoint), "--out", str(tmp_path / "x.vidseg"), "--tiles",
-              "2x2", "--split"])  # fmt: skip
+        main(
+            [
+                str(tiny_perframe_checkpoint),
+                "--out",
+                str(tmp_path / "x.vidseg"),
+                "--tiles",
+                "2x2",
+                "--split",
+            ]
+        )
     assert exc.value.code == 2
     assert "--tiles wraps a per-frame CHECKPOINT" in capsys.readouterr().err
 
 
-def test_batched_tile_streams_out_of_phase_match_single_segmenters(tile_bundle,
-                                                                   sample_clip) -> None:  # fmt: skip
+def test_batched_tile_streams_out_of_phase_match_single_segmenters(
+    tile_bundle, sample_clip
+) -> None:
     """Three streams in one MultiStreamSegmenter, their tile cycles put out of step by cuts at
     different ticks: each row runs its own view and gives what its own Segmenter gives."""
     from vidseg.engine.multistream import MultiStreamSegmenter

@@ -12,8 +12,25 @@ import torch
 
 from vidseg.models import train
 
-ARGS = ["--model", "recurrent-lite0-gru", "--limit", "4", "--batch", "2", "--seq-len", "3",
-        "--crop", "64", "96", "--input-size", "64", "96", "--eval-every", "2", "--scratch"]  # fmt: skip
+ARGS = [
+    "--model",
+    "recurrent-lite0-gru",
+    "--limit",
+    "4",
+    "--batch",
+    "2",
+    "--seq-len",
+    "3",
+    "--crop",
+    "64",
+    "96",
+    "--input-size",
+    "64",
+    "96",
+    "--eval-every",
+    "2",
+    "--scratch",
+]
 
 
 def test_train_checkpoint_and_resume(camvid: Path, tmp_path: Path) -> None:
@@ -24,8 +41,12 @@ def test_train_checkpoint_and_resume(camvid: Path, tmp_path: Path) -> None:
     assert ckpt["pretrained"] == ""  # --scratch
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["val_miou"] <= 100 and "val_miou_no_state" in metrics
-    assert train.main([*ARGS, "--data", str(camvid), "--out", str(out), "--max-steps", "4",
-                       "--resume"]) == 0  # fmt: skip
+    assert (
+        train.main(
+            [*ARGS, "--data", str(camvid), "--out", str(out), "--max-steps", "4", "--resume"]
+        )
+        == 0
+    )
     resumed = torch.load(out / "last.pt", weights_only=True)
     assert resumed["step"] == 4
     assert len(json.loads(resumed["history"])) == 2  # history kept across the resume
@@ -39,32 +60,90 @@ def test_train_rejects_bad_args(camvid: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         train.main(["--model", "nope", "--data", str(camvid), "--out", str(tmp_path)])
     assert exc.value.code == 2 and "unknown --model" in capsys.readouterr().err
-    assert train.main(["--model", "recurrent-lite0-gru", "--data", str(tmp_path / "none"),
-                       "--out", str(tmp_path / "o"), "--max-steps", "1"]) != 0  # fmt: skip
+    assert (
+        train.main(
+            [
+                "--model",
+                "recurrent-lite0-gru",
+                "--data",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "o"),
+                "--max-steps",
+                "1",
+            ]
+        )
+        != 0
+    )
     assert "CamVid split" in capsys.readouterr().err
-    assert train.main([*ARGS, "--data", str(camvid), "--out", str(tmp_path / "r"),
-                       "--max-steps", "1", "--resume"]) != 0  # fmt: skip
+    assert (
+        train.main(
+            [
+                *ARGS,
+                "--data",
+                str(camvid),
+                "--out",
+                str(tmp_path / "r"),
+                "--max-steps",
+                "1",
+                "--resume",
+            ]
+        )
+        != 0
+    )
     assert "--resume: checkpoint not found" in capsys.readouterr().err
 
 
 def test_models_without_pretrained_weights_train_without_scratch(camvid: Path, tmp_path) -> None:
     """Each registry name trains with plain `vidseg-train --model NAME` (seed-001 UNets have no
     ImageNet weights: their default is from scratch, no --scratch needed)."""
-    args = ["--model", "recurrent-unet-vanilla-shallow-crnn", "--limit", "2", "--batch", "1",
-            "--seq-len", "2", "--crop", "32", "48", "--input-size", "32", "48",
-            "--data", str(camvid), "--out", str(tmp_path / "u"), "--max-steps", "1"]  # fmt: skip
+    args = [
+        "--model",
+        "recurrent-unet-vanilla-shallow-crnn",
+        "--limit",
+        "2",
+        "--batch",
+        "1",
+        "--seq-len",
+        "2",
+        "--crop",
+        "32",
+        "48",
+        "--input-size",
+        "32",
+        "48",
+        "--data",
+        str(camvid),
+        "--out",
+        str(tmp_path / "u"),
+        "--max-steps",
+        "1",
+    ]
     assert train.main(args) == 0
 
 
-def test_train_workers_match_each_other_and_resume(camvid: Path, tmp_path: Path,
-                                                    monkeypatch) -> None:  # fmt: skip
+def test_train_workers_match_each_other_and_resume(
+    camvid: Path, tmp_path: Path, monkeypatch
+) -> None:
     """--workers N: batches are seeded per step, so 1 or 2 worker processes train the same
     weights, and a run interrupted after step 2 and resumed ends where an uninterrupted one
     does."""
 
     def run(out: Path, workers: int, *extra: str) -> int:
-        return train.main([*ARGS, "--data", str(camvid), "--out", str(out), "--max-steps", "3",
-                           "--workers", str(workers), *extra])  # fmt: skip
+        return train.main(
+            [
+                *ARGS,
+                "--data",
+                str(camvid),
+                "--out",
+                str(out),
+                "--max-steps",
+                "3",
+                "--workers",
+                str(workers),
+                *extra,
+            ]
+        )
 
     def same_weights(out: Path, reference: dict) -> bool:
         weights = torch.load(out / "last.pt", weights_only=True)["model"]
@@ -127,8 +206,16 @@ def test_training_augment_follows_the_input_size() -> None:
 
 @pytest.mark.parametrize("scale_range", [("0", "1"), ("2", "1"), ("-1", "1")])
 def test_bad_scale_range_is_refused_in_one_line(tmp_path, capsys, scale_range) -> None:
-    argv = ["--model", "perframe-lite0", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
-            "--scale-range", *scale_range]  # fmt: skip
+    argv = [
+        "--model",
+        "perframe-lite0",
+        "--data",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+        "--scale-range",
+        *scale_range,
+    ]
     with pytest.raises(SystemExit) as exc:
         train.main(argv)
     assert exc.value.code == 2
@@ -227,8 +314,13 @@ def test_training_clips_end_on_the_labelled_frame(camvid: Path) -> None:
     assert aug.anchor == -1
     plain = dataclasses.replace(aug, corrupt_prob=0.0, blur_prob=0.0, photometric=False)
     last = make_clip(data.images[0], data.labels[0], 5, np.random.default_rng(3), plain)
-    first = make_clip(data.images[0], data.labels[0], 5, np.random.default_rng(3),
-                      dataclasses.replace(plain, anchor=0))  # fmt: skip
+    first = make_clip(
+        data.images[0],
+        data.labels[0],
+        5,
+        np.random.default_rng(3),
+        dataclasses.replace(plain, anchor=0),
+    )
     assert np.array_equal(last[0][-1], first[0][0]) and np.array_equal(last[1][-1], first[1][0])
     assert not np.array_equal(last[0][0], first[0][0])
 
@@ -253,9 +345,23 @@ def test_train_with_seed_002_and_memory_options(camvid: Path, tmp_path: Path) ->
     checkpoint records them."""
     videos = camvid.parent / "videos"
     out = tmp_path / "run"
-    extra = ["--seq-len", "4", "--label-relaxation", "--relax-border", "2",
-             "--propagation-length", "0", "--tbptt", "2", "--warmup-frames", "1",
-             "--consistency-weight", "0.5", "--consistency-videos", str(videos)]  # fmt: skip
+    extra = [
+        "--seq-len",
+        "4",
+        "--label-relaxation",
+        "--relax-border",
+        "2",
+        "--propagation-length",
+        "0",
+        "--tbptt",
+        "2",
+        "--warmup-frames",
+        "1",
+        "--consistency-weight",
+        "0.5",
+        "--consistency-videos",
+        str(videos),
+    ]
     common = [*ARGS, *extra, "--data", str(camvid), "--out", str(out)]
     assert train.main([*common, "--max-steps", "2"]) == 0
     ckpt = torch.load(out / "last.pt", weights_only=True)
@@ -339,8 +445,16 @@ def test_class_balance_weights_from_label_frequencies(tmp_path, capsys) -> None:
         got = train.class_balance(labels, 4, power)
         np.testing.assert_allclose(got, [*(freq[1] / freq) ** power, 1.0])
     assert train.class_balance(labels, 4, 0.0) is None
-    argv = ["--model", "perframe-lite0", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
-            "--class-balance", "-1"]  # fmt: skip
+    argv = [
+        "--model",
+        "perframe-lite0",
+        "--data",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+        "--class-balance",
+        "-1",
+    ]
     with pytest.raises(SystemExit):
         train.main(argv)
     assert capsys.readouterr().err.strip().splitlines()[-1] == (

@@ -23,11 +23,16 @@ from vidseg.models.unet001 import (
 SIZE = (64, 96)
 SMALL = (32, 48)  # the time-stepping tests: every level still >= 4x6
 # Table 3 has every (block, size) pair except ConvNeXt shallow.
-PAIRS = [(b, s) for b, s in itertools.product(("vanilla", "resnet", "convnext"),
-                                              ("shallow", "deep", "original"))
-         if (b, s) != ("convnext", "shallow")]  # fmt: skip
-RECURRENT = [f"recurrent-unet-{b}-{s}-{c}"
-             for (b, s), c in itertools.product(PAIRS, ("crnn", "cgru"))]  # fmt: skip
+PAIRS = [
+    (b, s)
+    for b, s in itertools.product(
+        ("vanilla", "resnet", "convnext"), ("shallow", "deep", "original")
+    )
+    if (b, s) != ("convnext", "shallow")
+]
+RECURRENT = [
+    f"recurrent-unet-{b}-{s}-{c}" for (b, s), c in itertools.product(PAIRS, ("crnn", "cgru"))
+]
 PERFRAME = [f"perframe-unet-{b}-{s}" for b, s in PAIRS]
 
 
@@ -65,10 +70,12 @@ def test_perframe_is_recurrent_without_cells() -> None:
     "name, states",
     [
         ("recurrent-unet-vanilla-shallow-cgru", [(16, 64, 96), (32, 32, 48), (64, 16, 24)]),
-        ("recurrent-unet-resnet-deep-crnn",
-         [(16, 64, 96), (32, 32, 48), (64, 16, 24), (128, 8, 12)]),
+        (
+            "recurrent-unet-resnet-deep-crnn",
+            [(16, 64, 96), (32, 32, 48), (64, 16, 24), (128, 8, 12)],
+        ),
     ],
-)  # fmt: skip
+)
 def test_shapes_and_cfg(name: str, states: list[tuple[int, int, int]]) -> None:
     model = create_model(name, input_size=SIZE).eval()
     assert model.cfg.family == "recurrent" and model.cfg.input_size == SIZE
@@ -179,8 +186,9 @@ def test_checkpoints_from_before_the_one_convgru_give_identical_logits(name: str
     into today's model: the same logits and state, bit for bit, over a clip."""
     torch.manual_seed(0)
     old = create_model(name, input_size=SMALL).eval()
-    old.cells = torch.nn.ModuleList(_PreMergeConvGRUCell(c.gates.in_channels // 2)
-                                    for c in old.cells)  # fmt: skip
+    old.cells = torch.nn.ModuleList(
+        _PreMergeConvGRUCell(c.gates.in_channels // 2) for c in old.cells
+    )
     state_dict = old.state_dict()
     assert any(".conv_rz." in k for k in state_dict)
     new = create_model(name, input_size=SMALL).eval()

@@ -79,8 +79,10 @@ def test_consistency_is_zero_for_a_consistent_prediction(tiny_model_factory) -> 
     frames = frame.expand(-1, 4, -1, -1, -1).contiguous()
     grid = (TINY_SIZE[0] // 4, TINY_SIZE[1] // 4)
     flows, valid = torch.zeros(2, 3, 2, *grid), torch.ones(2, 3, *grid, dtype=torch.bool)
-    for opts in (ClipTraining(consistency_weight=1.0),
-                 ClipTraining(consistency_weight=1.0, warmup_frames=1, tbptt=2)):  # fmt: skip
+    for opts in (
+        ClipTraining(consistency_weight=1.0),
+        ClipTraining(consistency_weight=1.0, warmup_frames=1, tbptt=2),
+    ):
         assert _sum(consistency_losses(model, frames, flows, valid, opts)).item() < 1e-5
 
 
@@ -95,15 +97,17 @@ def test_consistency_trains_a_recurrent_model(tiny_model_factory, videos: VideoC
     labels = torch.full((2, 1, *TINY_SIZE), 11)  # all void: the supervised term is 0
     losses = []
     for step in range(3):
-        video = tuple(map(torch.from_numpy, videos.sample(2, 5, TINY_SIZE,
-                                                          np.random.default_rng(step))))  # fmt: skip
+        video = tuple(
+            map(torch.from_numpy, videos.sample(2, 5, TINY_SIZE, np.random.default_rng(step)))
+        )
         losses.append(train_step(model, optimizer, frames, labels, opts, video).item())
     assert all(np.isfinite(losses)) and all(0 < v <= 2 for v in losses), losses
     assert len(set(losses)) == 3
 
 
-def test_consistency_clips_leave_batch_norm_statistics_alone(tiny_model_factory,
-                                                             videos: VideoClips) -> None:  # fmt: skip
+def test_consistency_clips_leave_batch_norm_statistics_alone(
+    tiny_model_factory, videos: VideoClips
+) -> None:
     """The unlabelled clips (other cameras) train through the gradients only: after a
     consistency pass in training mode every running mean/variance is unchanged and every
     momentum restored, while a labelled forward still updates them."""
