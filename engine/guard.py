@@ -37,6 +37,8 @@ class StreamGuard:
         name: prefix of the log lines (``"stream 2"`` for a row of a multi-stream batch).
         memory: False: the owner resets the stream before every frame (``memory``).
         refresh: when the memory is stale (default ``Refresh()``; ``Refresh.off()``: never).
+        carries: False for a bundle with no state, cache or aux input: nothing can go stale, so
+            it is never refreshed, whatever ``refresh`` says.
     """
 
     def __init__(
@@ -45,10 +47,13 @@ class StreamGuard:
         name: str = "",
         memory: bool = True,
         refresh: Refresh | None = None,
+        carries: bool = True,
     ) -> None:
         self._prefix = f"{name}: " if name else ""
         self._every = 1 if device == "cpu" else NONFINITE_CHECK_EVERY
         self.memory = memory
+        if not carries:
+            refresh = Refresh.off()
         self.refresh = Refresh() if refresh is None else refresh
         self.size: tuple[int, int] | None = None  # (H, W) of the last frame since a reset
         self.timestamp: float | None = None  # seconds, of the last frame since a reset

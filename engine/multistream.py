@@ -89,10 +89,10 @@ class MultiStreamSegmenter:
             else None
         )
         self._frames = [0] * streams
-        if not self.model.carries:  # a per-frame bundle: no memory to go stale
-            refresh = Refresh.off()
         self.guards = [
-            StreamGuard(device, f"stream {i}", memory=memory, refresh=refresh)
+            StreamGuard(
+                device, f"stream {i}", memory=memory, refresh=refresh, carries=self.model.carries
+            )
             for i in range(streams)
         ]
         self.telemetry = [Telemetry() for _ in range(streams)]

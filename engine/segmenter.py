@@ -141,9 +141,7 @@ class Segmenter:
         self.scheduler = KeyFrameScheduler(sched) if self.model.keyframe and sched else None
         self._frames = 0
         # when the state must go: a cut, NaN/Inf, a stale memory, no memory
-        if not self.model.carries:  # a per-frame bundle: no memory to go stale
-            refresh = Refresh.off()
-        self.guard = StreamGuard(device, memory=memory, refresh=refresh)
+        self.guard = StreamGuard(device, memory=memory, refresh=refresh, carries=self.model.carries)
 
     @property
     def nonfinite_resets(self) -> int:
