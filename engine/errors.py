@@ -79,6 +79,15 @@ class FrameError(VidsegError, ValueError):
 EXIT_CODES[FrameError] = 1
 
 
+class UsageError(VidsegError, ValueError):
+    """A request that cannot be served as given: an output path of the wrong kind, an option the
+    bundle cannot serve, an existing output without ``overwrite``. Reported like a command
+    line's usage error (exit 2)."""
+
+
+EXIT_CODES[UsageError] = 2
+
+
 def run_for_cli(
     prog: str, fn: Callable[[], T], *, debug: bool, interrupted: str = "interrupted"
 ) -> tuple[int, T | None]:

@@ -1,281 +1,283 @@
-"""Several outputs from one run, all fed from the pipeline's encode thread (never the model's):
-per-frame JSON lines (``FrameLog``, optional class polygons), an overlay video, a mask video or
-PNGs, confidence PNGs, a preview window (``Preview``). ``FrameOutputs`` fans one
-``(frame, result)`` out to each.
+"""What a run writes. A caller names its outputs as specs (``Overlay``, ``Masks``, ``Scores``,
+``Jsonl``, ``Show``); ``check_outputs`` says before anything opens what is wrong with them, and
+``open_outputs`` makes them into ``FrameOutputs``, which the pipeline feeds: every output's image
+is rendered in its render thread, at the output size, from one resize of the result, and
+written in its encode thread (never the model's).
 
 Every file output follows ``engine.outfile``'s rule: a regular file is written beside its final
 name and renamed there when the run ends cleanly (Ctrl-C included), deleted when the run fails;
-``-`` (standard output), a FIFO or a device is written through, never replaced.
+``-`` (standard output), a FIFO or a device is written through, never replaced. A folder of
+masks keeps every file that is not one of its masks.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Callable, ContextManager, Sequence
+from typing import Any, Callable, ContextManager, Sequence, Union
 
-import cv2
 import numpy as np
 
-from vidseg.engine.errors import VideoIOError
+from vidseg.engine.audio import AudioTrack
+from vidseg.engine.bundle import Manifest
+from vidseg.engine.errors import UsageError, VideoIOError
 from vidseg.engine.frame import Frame
-from vidseg.engine.geometry import UNSEEN
-from vidseg.engine.outfile import TextOutput
+from vidseg.engine.framelog import FrameLog
+from vidseg.engine.masks import MaskSequenceWriter, mask_files
+from vidseg.engine.outfile import is_stdout, replaces_a_file, writes_through
+from vidseg.engine.overlay import blend, colorize, palette_lut, resize_image
+from vidseg.engine.preview import Preview, gui_problem
 from vidseg.engine.segmenter import Result
+from vidseg.engine.writer import VideoWriter
 
-logger = logging.getLogger(__name__)
-POLYGON_EPSILON_PX = 2.0  # approxPolyDP tolerance: a vertex may move this far, in frame pixels
-POLYGON_MIN_AREA_PX = 16.0  # regions smaller than this (frame pixels) are left out
-
-
-def class_shares(labels: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
-    """Share of the pixels of (H, W) uint8 ``labels`` per class name (every class, 0 included;
-    ``unseen`` too where a crop left pixels out), rounded to 1e-5."""
-    counts = np.bincount(labels.ravel(), minlength=256)
-    total = max(1, labels.size)
-    shares = {name: round(float(counts[k]) / total, 5) for k, name in enumerate(classes)}
-    if counts[UNSEEN] and UNSEEN >= len(classes):
-        shares["unseen"] = round(float(counts[UNSEEN]) / total, 5)
-    return shares
+MASK_VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm")  # .mkv: exact ids
+LOSSLESS_MASK_SUFFIX = ".mkv"  # FFV1 4:0:0, the exact class ids (read_label_frames)
+OVERLAY_CODECS = ("libx264", "libx265", "libvpx-vp9", "mpeg4")
+CODEC_BY_SUFFIX = {".webm": "libvpx-vp9"}  # an overlay's encoder when none is named; else x264
+X264_PRESETS = tuple(  # x264's and x265's speed presets
+    "ultrafast superfast veryfast faster fast medium slow slower veryslow placebo".split()
+)
 
 
-def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Sign of the cross product (a - o) x (b - o), rowwise over int64 (N, 2) arrays."""
-    d = (a[:, 0] - o[:, 0]) * (b[:, 1] - o[:, 1]) - (a[:, 1] - o[:, 1]) * (b[:, 0] - o[:, 0])
-    return np.sign(d)
+@dataclass(frozen=True)
+class Overlay:
+    """The frames with their labels blended on top, as a video (``-``: Matroska on standard
+    output), with the input's audio unless the run drops it. ``codec``: one of
+    ``OVERLAY_CODECS``; None takes VP9 for .webm, else x264."""
+
+    path: str
+    codec: str | None = None
 
 
-def _within(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Whether c lies in the bounding box of segment ab (c on ab when the three are collinear)."""
-    return ((np.minimum(a, b) <= c) & (c <= np.maximum(a, b))).all(axis=1)
+@dataclass(frozen=True)
+class Masks:
+    """The class ids of every frame: a folder of PNGs (a path without a suffix, ending in /, or
+    an existing folder), a lossless .mkv (FFV1: exact ids; also ``-``, a FIFO or a device), or
+    palette colours in a .mp4/.m4v/.mov/.avi (H.264) or .webm (VP9), for viewing."""
+
+    path: str
 
 
-def is_simple_polygon(points: np.ndarray) -> bool:
-    """Whether the closed ring of (N, 2) integer ``points`` is a simple polygon: at least three
-    distinct vertices, an area, and no two edges meeting except neighbours at their shared
-    vertex (no crossing, touching or folding back)."""
-    p = np.asarray(points, dtype=np.int64).reshape(-1, 2)
-    n = len(p)
-    if n < 3 or len(set(map(tuple, p.tolist()))) < n:  # a repeated vertex touches itself
-        return False
-    after = np.arange(1, n + 1) % n
-    q, r = p[after], p[after[after]]  # edge k runs p[k] -> q[k]; edge k+1 runs q[k] -> r[k]
-    if (p[:, 0] * q[:, 1] - q[:, 0] * p[:, 1]).sum() == 0:
-        return False
-    # neighbouring edges must not run back along each other
-    if ((_cross(q, p, r) == 0) & (((p - q) * (r - q)).sum(axis=1) > 0)).any():
-        return False
-    lo, hi = np.minimum(p, q), np.maximum(p, q)  # edges whose bounding boxes overlap, and few
-    overlap = (lo[:, None, 0] <= hi[None, :, 0]) & (lo[None, :, 0] <= hi[:, None, 0])  # do,
-    overlap &= (lo[:, None, 1] <= hi[None, :, 1]) & (lo[None, :, 1] <= hi[:, None, 1])  # meet
-    i, j = np.nonzero(overlap)
-    pair = (j >= i + 2) & ~((i == 0) & (j == n - 1))  # not an edge, its neighbours, or twice
-    i, j = i[pair], j[pair]
-    if not len(i):
-        return True
-    a, b, c, d = p[i], q[i], p[j], q[j]
-    o1, o2, o3, o4 = _cross(a, b, c), _cross(a, b, d), _cross(c, d, a), _cross(c, d, b)
-    meet = (o1 != o2) & (o3 != o4)
-    meet |= (o1 == 0) & _within(a, b, c)
-    meet |= (o2 == 0) & _within(a, b, d)
-    meet |= (o3 == 0) & _within(c, d, a)
-    meet |= (o4 == 0) & _within(c, d, b)
-    return not meet.any()
+@dataclass(frozen=True)
+class Scores:
+    """Confidence maps (255 x the top class's probability) as PNGs in a folder; needs a bundle
+    exported with scores."""
+
+    path: str
 
 
-def _simple_outline(contour: np.ndarray, epsilon_px: float) -> np.ndarray | None:
-    """A simple polygon for one contour: ``approxPolyDP`` at ``epsilon_px`` (finer where that
-    crosses itself), else the convex hull; None for a region without area (a line of pixels)."""
-    for epsilon in (epsilon_px, epsilon_px / 2, epsilon_px / 4):
-        candidate = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2)
-        if is_simple_polygon(candidate):
-            return candidate
-    hull = cv2.convexHull(contour).reshape(-1, 2)
-    return hull if is_simple_polygon(hull) else None
+@dataclass(frozen=True)
+class Jsonl:
+    """One JSON line per frame (``engine.framelog``); ``polygons`` adds each class's regions."""
+
+    path: str
+    polygons: bool = False
 
 
-def class_polygons(
-    labels: np.ndarray,
-    classes: Sequence[str],
-    epsilon_px: float = POLYGON_EPSILON_PX,
-    min_area_px: float = POLYGON_MIN_AREA_PX,
-) -> dict[str, list[list[list[int]]]]:
-    """Outer boundaries of each class's regions in (H, W) ``labels``, in its pixels: per class
-    name, a list of polygons, each a list of ``[x, y]`` vertices (``cv2.findContours``, outer
-    contours only: holes are not cut out; simplified by ``cv2.approxPolyDP`` with
-    ``epsilon_px``). Every polygon is simple (``is_simple_polygon``: three or more vertices, an
-    area, no edge crossing or touching another): where the simplified outline is not, a finer
-    one or the region's convex hull is given; a region without area (a line one pixel wide)
-    has none. Regions under ``min_area_px`` are left out unless one is the class's only one.
-    Classes without a polygon: no key."""
-    out: dict[str, list[list[list[int]]]] = {}
-    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)[: len(classes)])
-    for k in present:
-        mask = (labels == k).astype(np.uint8)
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        polygons = []
-        for contour in contours:
-            if cv2.contourArea(contour) < min_area_px and len(contours) > 1:
-                continue
-            outline = _simple_outline(contour, epsilon_px)
-            if outline is not None:
-                polygons.append(outline.tolist())
-        if polygons:
-            out[classes[k]] = polygons
-    return out
+@dataclass(frozen=True)
+class Show:
+    """A preview window of the overlay (OpenCV with GUI support and a display)."""
+
+    title: str = "vidseg"
 
 
-def frame_record(
-    frame: Frame, result: Result, classes: Sequence[str], *, polygons: bool = False
-) -> dict[str, Any]:
-    """The JSON-ready record of one frame; ``result`` at the frame's size."""
-    t = result.timings
-    record: dict[str, Any] = {
-        "index": frame.index,
-        "pts": frame.pts,
-        "time": frame.timestamp_s,
-        "key_frame": bool(result.key_frame),
-        "ms": {
-            "pre": round(t.pre_ms, 3),
-            "infer": round(t.infer_ms, 3),
-            "post": round(t.post_ms, 3),
-            "step": round(t.total_ms, 3),
-        },
-        "age_ms": round(result.age_ms, 3),
-        "classes": class_shares(result.labels, classes),
-    }
-    if result.scores is not None:
-        seen = result.labels != UNSEEN
-        mean = float(result.scores[seen].mean()) / 255 if seen.any() else 0.0
-        record["confidence"] = round(mean, 5)
-    if polygons:
-        record["polygons"] = class_polygons(result.labels, classes)
-    return record
+Output = Union[Overlay, Masks, Scores, Jsonl, Show]
+FILE_OUTPUTS = (Overlay, Masks, Scores, Jsonl)
 
 
-class FrameLog:
-    """JSON lines, one per frame (``frame_record``); a context manager. Written under
-    ``engine.outfile``'s rule: atomic for a regular file (see module), in place for ``-``
-    (standard output), a FIFO or a device."""
+def mask_form(path: str) -> str:
+    """What masks at ``path`` are: ``"folder"`` (PNG class ids), ``"ids"`` (a lossless FFV1
+    video) or ``"colour"`` (palette colours); see ``Masks``.
 
-    def __init__(
-        self, path: str | os.PathLike[str], classes: Sequence[str], *, polygons: bool = False
-    ) -> None:
-        self.path = Path(path)
-        self._output = TextOutput(path)
-        self._classes = tuple(classes)
-        self._polygons = polygons
-        self._file: IO[str] | None = None
-
-    def __enter__(self) -> "FrameLog":
-        self._file = self._output.__enter__()
-        return self
-
-    def write(self, frame: Frame, result: Result) -> None:
-        if self._file is None:
-            raise RuntimeError("FrameLog.write outside its with-block")
-        line = json.dumps(
-            frame_record(frame, result, self._classes, polygons=self._polygons),
-            separators=(",", ":"),
-        )
-        try:
-            self._file.write(line + "\n")
-        except OSError as error:
-            raise VideoIOError(f"cannot write {self.path}: {error.strerror or error}") from error
-
-    def __exit__(
-        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._file = None
-        self._output.__exit__(exc_type, exc, tb)
-
-
-def gui_problem() -> str | None:
-    """Why a preview window cannot open here (None when it can): OpenCV built without a GUI
-    (``opencv-python-headless``, the default install) or no display."""
-    gui = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in cv2.getBuildInformation().splitlines()
-            if line.strip().startswith("GUI:")
-        ),
-        "NONE",
+    Raises:
+        UsageError: any other suffix (an image's, a text file's): neither a folder nor a video.
+    """
+    suffix = Path(path).suffix.lower()
+    through = writes_through(path)
+    if not through and (os.path.isdir(path) or path.endswith(("/", os.sep)) or not suffix):
+        return "folder"
+    if suffix in MASK_VIDEO_SUFFIXES and suffix != LOSSLESS_MASK_SUFFIX:
+        return "colour"
+    if suffix == LOSSLESS_MASK_SUFFIX or through:
+        return "ids"
+    colours = "/".join(s for s in MASK_VIDEO_SUFFIXES if s != LOSSLESS_MASK_SUFFIX)
+    raise UsageError(
+        f"{path}: masks go to a folder (a path without a suffix, or ending in /), a "
+        f"{LOSSLESS_MASK_SUFFIX} (exact ids) or a {colours} video (colours), not a {suffix} file"
     )
-    if gui.upper() == "NONE":
-        return (
-            "--show needs OpenCV with GUI support: pip uninstall opencv-python-headless && "
-            "pip install opencv-python"
-        )
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    ):
-        return "--show needs a display (DISPLAY or WAYLAND_DISPLAY is not set)"
+
+
+def _is_folder(output: Output) -> bool:
+    if isinstance(output, Scores):
+        return True
+    try:
+        return isinstance(output, Masks) and mask_form(output.path) == "folder"
+    except UsageError:
+        return False
+
+
+def output_problem(output: Output) -> str | None:
+    """What is wrong with ``output``'s path as given, or None (nothing is opened)."""
+    if isinstance(output, Show):
+        return gui_problem()
+    path = output.path
+    if isinstance(output, (Masks, Scores)) and Path(os.path.normpath(path)).name in ("", ".."):
+        return f"{path}: give the output a folder of its own"
+    if isinstance(output, Masks):
+        try:
+            mask_form(path)
+        except UsageError as error:
+            return str(error)
+    elif isinstance(output, Scores):
+        try:
+            folder = mask_form(path) == "folder"
+        except UsageError:
+            folder = False
+        if not folder:
+            return (
+                f"{path}: confidence maps are a folder of PNGs: give a folder "
+                "(a path without a suffix, or ending in /)"
+            )
+    elif not is_stdout(path) and os.path.isdir(path):
+        return f"{path} is a folder: give a file name"
+    if isinstance(output, Overlay) and output.codec not in (None, *OVERLAY_CODECS):
+        return f"{path}: unknown encoder {output.codec!r}, expected one of {OVERLAY_CODECS}"
     return None
 
 
-class Preview:
-    """An OpenCV highgui window showing each rendered (H, W, 3) RGB image; closing it (q, Esc)
-    stops the preview, not the run."""
+def existing_output(output: Output) -> str | None:
+    """Why writing ``output`` would replace something (an existing file, a folder holding
+    masks): a run needs ``overwrite`` for it. None otherwise; ``-``, FIFOs and devices are
+    written through and never count."""
+    if isinstance(output, Show):
+        return None
+    if _is_folder(output):
+        if old := mask_files(output.path):
+            name = old[0].name
+            return f"{output.path} holds masks ({name}, ...); pass --overwrite to replace them"
+    elif replaces_a_file(output.path):
+        return f"{output.path} exists; pass --overwrite to replace it"
+    return None
 
-    def __init__(self, title: str = "vidseg") -> None:
-        self.title = title
-        self.open = True
 
-    def __enter__(self) -> "Preview":
-        return self
+def check_outputs(outputs: Sequence[Output], *, overwrite: bool) -> None:
+    """Raise what is wrong with ``outputs`` before anything opens: a bad path, two outputs on
+    one path, an existing output without ``overwrite``, a folder that is not there.
 
-    def show(self, image: np.ndarray) -> None:
-        if not self.open:
-            return
-        cv2.imshow(self.title, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-            self.open = False
-            cv2.destroyWindow(self.title)
+    Raises:
+        UsageError: the first problem with the outputs as given, in one line.
+        VideoIOError: an output's directory does not exist.
+    """
+    if not outputs:
+        raise UsageError("no output: name at least one (an overlay, masks, scores, JSON lines)")
+    paths = [Path(o.path).absolute() for o in outputs if isinstance(o, FILE_OUTPUTS)]
+    if len(set(paths)) < len(paths):
+        raise UsageError("two outputs share a path: give each its own")
+    for output in outputs:
+        if problem := output_problem(output) or (None if overwrite else existing_output(output)):
+            raise UsageError(problem)
+    for path in paths:
+        if not path.parent.is_dir():
+            raise VideoIOError(f"output directory does not exist: {path.parent}")
 
-    def __exit__(self, *exc: object) -> None:
-        if self.open:
-            cv2.destroyAllWindows()
+
+def output_size(requested: tuple[int, int] | None, width: int, height: int) -> tuple[int, int]:
+    """The (W, H) to write: the input's, or ``requested`` with a 0 side from the aspect ratio."""
+    if requested is None:
+        return width, height
+    out_w, out_h = requested
+    if out_w == 0:
+        out_w = max(1, round(width * out_h / height))
+    if out_h == 0:
+        out_h = max(1, round(height * out_w / width))
+    return out_w, out_h
+
+
+def written_size(outputs: Sequence[Output], width: int, height: int) -> tuple[int, int]:
+    """The size of the first video output as written: an overlay and colour masks are yuv420p,
+    which pads an odd side by one pixel; lossless masks (.mkv, PNG) keep it."""
+    for output in outputs:
+        if isinstance(output, Overlay) or (
+            isinstance(output, Masks) and mask_form(output.path) == "colour"
+        ):
+            return width + width % 2, height + height % 2
+        if isinstance(output, Masks):
+            return width, height
+    return width, height
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a run's videos are encoded: size, rate and clock, x264's quality and speed."""
+
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    crf: int = 23
+    preset: str = "veryfast"
+    overwrite: bool = False
+    zero_start: bool = True  # the first frame at 0 (False: the source's timestamps kept)
+
+    def writer(self, path: str, codec: str, **extra: Any) -> VideoWriter:
+        return VideoWriter(
+            path,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            time_base=self.time_base,
+            codec=codec,
+            crf=self.crf,
+            preset=self.preset,
+            overwrite=self.overwrite,
+            zero_start=self.zero_start,
+            **extra,
+        )
 
 
 @dataclass(frozen=True)
 class Target:
-    """One image output: ``sink.write(render(frame, result), frame.pts)``."""
+    """One image output: ``sink.write(render(image, result), frame.pts)``, where ``image`` is
+    the frame and ``result`` its segmentation, both at the output size."""
 
     sink: Any  # a VideoWriter or MaskSequenceWriter (entered by FrameOutputs)
-    render: Callable[[Frame, Result], np.ndarray]
+    render: Callable[[np.ndarray, Result], np.ndarray]
 
 
 @dataclass(frozen=True)
 class Rendered:
-    """One frame's images, one per ``FrameOutputs`` target, rendered ahead of writing."""
+    """One frame's images, one per ``FrameOutputs`` target (and the preview's), rendered ahead
+    of writing."""
 
     frame: Frame
-    result: Result
+    result: Result  # at the frame's size
     images: list[np.ndarray]
+    shown: np.ndarray | None = None
 
 
 class FrameOutputs:
     """Fans each ``(frame, result)`` out to image targets, a ``FrameLog`` and a ``Preview``.
 
     A pipeline sink: ``segment_video(..., sink=outputs, render=outputs.render)`` renders every
-    target's image in the render thread and hands them to ``write`` in the encode thread.
-    Entering it enters every output; a failure leaves none behind.
+    target's image in the render thread, from the frame and its result taken to ``size`` once,
+    and hands them to ``write`` in the encode thread. The log records the result at the frame's
+    own size. Entering it enters every output; a failure leaves none behind.
     """
 
     def __init__(
         self,
         targets: Sequence[Target],
+        size: tuple[int, int],
         log: FrameLog | None = None,
         preview: Preview | None = None,
-        preview_render: Callable[[Frame, Result], np.ndarray] | None = None,
+        preview_render: Callable[[np.ndarray, Result], np.ndarray] | None = None,
     ) -> None:
         self._targets = tuple(targets)
+        self._width, self._height = size
         self._log = log
         self._preview = preview
         self._preview_render = preview_render
@@ -283,7 +285,14 @@ class FrameOutputs:
 
     def render(self, frame: Frame, result: Result) -> Rendered:
         """Every target's image of the frame (the ``render`` that goes with this sink)."""
-        return Rendered(frame, result, [t.render(frame, result) for t in self._targets])
+        width, height = self._width, self._height
+        image, sized = resize_image(frame.image, width, height), result.at_size(height, width)
+        images = [t.render(image, sized) for t in self._targets]
+        shown = None
+        if self._preview is not None and self._preview_render is not None:
+            same = [im for t, im in zip(self._targets, images) if t.render is self._preview_render]
+            shown = same[0] if same else self._preview_render(image, sized)
+        return Rendered(frame, result, images, shown)
 
     def __enter__(self) -> "FrameOutputs":
         with ExitStack() as stack:
@@ -295,18 +304,70 @@ class FrameOutputs:
         return self
 
     def write(self, item: Rendered, pts: int | None = None) -> None:
-        frame, result = item.frame, item.result
-        shown = None
         for target, image in zip(self._targets, item.images):
             target.sink.write(image, pts)
-            if target.render is self._preview_render:
-                shown = image
         if self._log is not None:
-            self._log.write(frame, result)
-        if self._preview is not None and self._preview_render is not None:
-            self._preview.show(shown if shown is not None else self._preview_render(frame, result))
+            self._log.write(item.frame, item.result)
+        if self._preview is not None and item.shown is not None:
+            self._preview.show(item.shown)
 
     def __exit__(
         self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
         return self._stack.__exit__(exc_type, exc, tb)
+
+
+def open_outputs(
+    outputs: Sequence[Output],
+    manifest: Manifest,
+    encoding: Encoding,
+    *,
+    alpha: float = 0.5,
+    audio: AudioTrack | None = None,
+) -> FrameOutputs:
+    """``outputs`` as a ``FrameOutputs`` (not yet entered: entering it opens the files), every
+    image at ``encoding``'s size; ``audio``: the input's, copied into an overlay."""
+    lut = palette_lut(manifest.palette)
+
+    def overlay(image: np.ndarray, result: Result) -> np.ndarray:
+        return blend(image, result.labels, lut, alpha)
+
+    def labels(image: np.ndarray, result: Result) -> np.ndarray:
+        return result.labels
+
+    def colours(image: np.ndarray, result: Result) -> np.ndarray:
+        return colorize(result.labels, lut)
+
+    def scores(image: np.ndarray, result: Result) -> np.ndarray:
+        return result.scores
+
+    targets, log, preview = [], None, None
+    for output in outputs:
+        if isinstance(output, Overlay):
+            suffix = Path(output.path).suffix.lower()
+            codec = output.codec or CODEC_BY_SUFFIX.get(suffix, "libx264")
+            targets.append(Target(encoding.writer(output.path, codec, audio=audio), overlay))
+        elif isinstance(output, Masks):
+            form = mask_form(output.path)
+            if form == "ids":
+                targets.append(Target(encoding.writer(output.path, "ffv1", lossless=True), labels))
+            elif form == "colour":
+                codec = CODEC_BY_SUFFIX.get(Path(output.path).suffix.lower(), "libx264")
+                targets.append(Target(encoding.writer(output.path, codec), colours))
+            else:
+                sink = MaskSequenceWriter(output.path, overwrite=encoding.overwrite)
+                targets.append(Target(sink, labels))
+        elif isinstance(output, Scores):
+            if manifest.output_name("scores") is None:
+                raise UsageError(
+                    f"{output.path}: confidence maps need a bundle exported with confidence "
+                    "(vidseg-export --scores); this one has none"
+                )
+            sink = MaskSequenceWriter(output.path, overwrite=encoding.overwrite)
+            targets.append(Target(sink, scores))
+        elif isinstance(output, Jsonl):
+            log = FrameLog(output.path, manifest.classes, polygons=output.polygons)
+        elif isinstance(output, Show):
+            preview = Preview(output.title)
+    size = (encoding.width, encoding.height)
+    return FrameOutputs(targets, size, log, preview, overlay if preview else None)

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 
-import numpy as np
-
 from vidseg.engine.errors import TruncatedVideoError
 from vidseg.engine.frame import Frame
-from vidseg.engine.segmenter import PreparedFrame, Result, Segmenter
+from vidseg.engine.segmenter import Result
+from vidseg.engine.signals import interrupts_as_stop
 from vidseg.engine.telemetry import SourceDrops
 
 logger = logging.getLogger(__name__)
@@ -116,10 +113,31 @@ class Prefetch(Generic[T]):
             )
 
 
-class Sink(Protocol):
-    """Where rendered frames go (``VideoWriter``, ``MaskSequenceWriter``)."""
+class Stepper(Protocol):
+    """One stream's model as the frame loop runs it: ``Segmenter``, or the Triton client.
 
-    def write(self, image: np.ndarray, pts: int | None = None) -> None: ...
+    ``prepare`` is stateless and runs in the decode thread (the resize to the model input, a
+    split bundle's encoder); ``step`` carries the state and runs on the calling thread, in frame
+    order; ``reset`` forgets the state (a new stream). ``cut_resets`` counts the resets the
+    stepper made itself (a frame with ``discontinuity``, a change of frame size), and
+    ``note_dropped`` tells it of frames the source skipped (its telemetry)."""
+
+    @property
+    def cut_resets(self) -> int: ...
+
+    def prepare(self, frame: Frame) -> Any: ...
+
+    def step(self, prepared: Any) -> Result: ...
+
+    def reset(self) -> None: ...
+
+    def note_dropped(self, frames: int) -> None: ...
+
+
+class Sink(Protocol):
+    """Where rendered frames go (``VideoWriter``, ``MaskSequenceWriter``, ``FrameOutputs``)."""
+
+    def write(self, image: Any, pts: int | None = None) -> None: ...
 
 
 class _Stage:
@@ -171,7 +189,7 @@ class BackgroundWriter:
     """
 
     def __init__(
-        self, sink: Sink, render: Callable[[Frame, Result], np.ndarray], depth: int = QUEUE_DEPTH
+        self, sink: Sink, render: Callable[[Frame, Result], Any], depth: int = QUEUE_DEPTH
     ) -> None:
         self._sink = sink
         self._render = render
@@ -179,7 +197,7 @@ class BackgroundWriter:
         self._encode = _Stage(self._write, "encode", depth)
         self._draw = _Stage(self._render_one, "render", depth)
 
-    def _write(self, item: tuple[np.ndarray, int | None]) -> None:
+    def _write(self, item: tuple[Any, int | None]) -> None:
         self._sink.write(*item)
         self.written += 1
 
@@ -214,42 +232,6 @@ class BackgroundWriter:
             self._encode.stop()
 
 
-@contextmanager
-def interrupts_as_stop() -> Iterator[threading.Event]:
-    """While inside, a SIGINT or SIGTERM whose handler raises KeyboardInterrupt (Python's
-    Ctrl-C; ``vidseg-run``'s SIGTERM) sets the yielded event instead: the loop polls it and stops
-    between frames. A KeyboardInterrupt raised at whatever bytecode the main thread was on can
-    land inside a queue's lock (the handler runs right after a C call returns, e.g. in
-    ``Condition.__enter__``) and leave it held: the stages' shutdown then waits forever. The
-    handler itself still runs (it records the signal); a second signal, while the first is being
-    honoured, raises as before. Elsewhere than on the main thread it only yields the event.
-    """
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    previous: dict[int, Callable[[int, Any], Any]] = {}
-
-    def deferred(signum: int, frame: Any) -> None:
-        try:
-            previous[signum](signum, frame)
-        except KeyboardInterrupt:
-            if stop.is_set():  # asked again: the user insists
-                raise
-            stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        handler = signal.getsignal(signum)
-        if callable(handler):
-            previous[signum] = handler
-            signal.signal(signum, deferred)
-    try:
-        yield stop
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 @dataclass
 class RunStats:
     """What a video run did; ``interrupted`` when Ctrl-C stopped it early."""
@@ -261,6 +243,9 @@ class RunStats:
     step_ms: list[float] = field(default_factory=list)  # Segmenter.step total per frame
     key_frames: int = 0  # frames where the full model ran (every frame unless keyframe)
     resets: int = 0  # state resets mid-run: a reconnected source, a change of frame size
+    dropped: int = 0  # frames a live source skipped because a newer one had arrived
+    reconnects: int = 0  # times a lost source was opened again
+    output_size: tuple[int, int] | None = None  # (W, H) of the first video output as written
 
     @property
     def fps(self) -> float:
@@ -268,8 +253,8 @@ class RunStats:
 
 
 def _with_input(
-    frames: Iterable[Frame], prepare: Callable[[Frame], PreparedFrame]
-) -> Iterator[tuple[Frame, PreparedFrame]]:
+    frames: Iterable[Frame], prepare: Callable[[Frame], Any]
+) -> Iterator[tuple[Frame, Any]]:
     """(frame, prepared model input) pairs; closing this closes ``frames`` (a decoder's
     container)."""
     try:
@@ -282,20 +267,22 @@ def _with_input(
 
 
 def segment_video(
-    segmenter: Segmenter,
+    segmenter: Stepper,
     frames: Iterable[Frame],
     sink: Sink,
-    render: Callable[[Frame, Result], np.ndarray],
+    render: Callable[[Frame, Result], Any],
     on_frame: Callable[[Result], None] | None = None,
     depth: int = QUEUE_DEPTH,
+    warmup: int = 0,
 ) -> RunStats:
-    """Segment ``frames`` in order and write ``render(frame, result)`` for each to ``sink``.
+    """Segment ``frames`` in order and write ``render(frame, result)`` for each to ``sink``:
+    the frame loop every run goes through (``engine.run.segment`` builds its sources and sinks).
 
     ``render`` gets the result at the frame's size and must return a new image each time (the
     encode thread may still hold the last one). ``on_frame(result)`` is called from the render
     thread, in frame order, as each frame is rendered (a progress bar, a metric). ``depth``:
     decoded frames queued ahead of the model (1 for a live source, where a queued frame is a
-    stale one).
+    stale one). ``warmup``: the first frames are stepped (the state carried) but not written.
 
     The segmenter resets its state where ``Segmenter.step`` does (a frame with
     ``discontinuity``: a reconnected source; a change of frame size); those resets are counted
@@ -311,7 +298,7 @@ def segment_video(
     stats = RunStats()
     started = time.perf_counter()
 
-    def finish(frame: Frame, result: Result) -> np.ndarray:
+    def finish(frame: Frame, result: Result) -> Any:
         result = result.at_size(*frame.image.shape[:2])
         image = render(frame, result)
         if on_frame is not None:
@@ -326,7 +313,7 @@ def segment_video(
             decoding = Prefetch(_with_input(frames, segmenter.prepare), depth=depth, name="decode")
             with writer, decoding as decoded:
                 try:
-                    _segment_all(segmenter, decoded.until(stop), frames, writer, stats)
+                    _segment_all(segmenter, decoded.until(stop), frames, writer, stats, warmup)
                 except KeyboardInterrupt:  # a second Ctrl-C while the first was honoured
                     stats.interrupted = True
                 except TruncatedVideoError as exc:
@@ -339,20 +326,23 @@ def segment_video(
 
 
 def _segment_all(
-    segmenter: Segmenter,
-    decoded: Iterable[tuple[Frame, PreparedFrame]],
+    segmenter: Stepper,
+    decoded: Iterable[tuple[Frame, Any]],
     source: Iterable[Frame],
     writer: BackgroundWriter,
     stats: RunStats,
+    warmup: int,
 ) -> None:
     """The model thread's loop of :func:`segment_video`: step (the segmenter resets where the
-    scene changes), hand the result to ``writer``; counts into ``stats``."""
+    scene changes), hand the result to ``writer`` after the first ``warmup``; counts into
+    ``stats``."""
     cuts = segmenter.cut_resets
     drops = SourceDrops(source)
-    for frame, x in decoded:
+    for index, (frame, x) in enumerate(decoded):
         segmenter.note_dropped(drops.new())
         result = segmenter.step(x)
         stats.resets = segmenter.cut_resets - cuts
-        writer.submit(frame, result)
+        if index >= warmup:
+            writer.submit(frame, result)
         stats.step_ms.append(result.timings.total_ms)
         stats.key_frames += result.key_frame

@@ -1,12 +1,15 @@
 """``vidseg-run INPUT --triton URL --out OUT``: segment a video on a Triton Inference Server.
 
 The server holds the recurrent state (a repository from ``vidseg-export BUNDLE --triton
-REPO``, implicit state); this client decodes, resizes each frame to the model input, sends it
-over gRPC with one sequence id per video (``sequence_start`` on the first frame,
-``sequence_end`` on the last: one frame of look-ahead tells which is last), and upsamples the
-returned labels to the frame like the engine does (``engine.upsample``: crisp from logits).
-The model's input size, classes and palette come from the model config's ``vidseg_manifest``
-parameter, so the client needs no bundle.
+REPO``, implicit state); ``TritonSegmenter`` is the stepper ``engine.run.segment`` runs in place
+of a ``Segmenter``: it resizes each frame to the model input (``prepare``, in the decode
+thread), sends it over gRPC with one sequence id per stream (``sequence_start`` on the first
+frame; ``sequence_end`` when the stream ends or resets, on one more request carrying the last
+frame again, whose answer is not used: a frame cannot be known to be the last before it is sent
+without holding every frame back), and upsamples the returned labels to the frame like the
+engine does (``engine.upsample``: crisp from logits). The model's input size, classes and
+palette come from the model config's ``vidseg_manifest`` parameter, so the client needs no
+bundle.
 
 ``tritonclient[grpc]`` (the ``[triton]`` extra) is imported only when a client is made; this
 module, like the rest of the engine, never imports torch.
@@ -17,33 +20,24 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import sys
 import time
-from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
 
-from vidseg.engine.audio import AudioTrack
 from vidseg.engine.bundle import Manifest
-from vidseg.engine.errors import BackendError, BundleError, TruncatedVideoError
+from vidseg.engine.errors import BackendError, BundleError
 from vidseg.engine.frame import Frame
-from vidseg.engine.masks import MaskSequenceWriter
-from vidseg.engine.outfile import lines_to_stderr, write_text, writes_through
-from vidseg.engine.overlay import blend, palette_lut
+from vidseg.engine.segmenter import PreparedFrame, Result
+from vidseg.engine.timing import FrameTimings, elapsed_ms
 from vidseg.engine.upsample import GraphOutputs, upsample
-from vidseg.engine.video import open_video
-from vidseg.engine.writer import VideoWriter
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_PARAMETER = "vidseg_manifest"  # written by vidseg.export.triton
 DEFAULT_MODEL = "vidseg"
 EXTRA_HINT = "pip install 'vidseg[triton]'"
-MASK_VIDEO_SUFFIXES = (".mkv", ".mp4")
 
 
 def _grpc() -> Any:
@@ -62,12 +56,14 @@ def _server_url(url: str) -> str:
 
 
 class TritonSegmenter:
-    """One video stream segmented by a Triton model, as one sequence.
+    """One video stream segmented by a Triton model, as one sequence; the stepper protocol of
+    ``engine.pipeline`` (``prepare``/``step``/``reset``) and a context manager (``close``).
 
     Args:
         url: the server's gRPC endpoint, ``host:port`` (``grpc://`` optional).
         model: the model name in the repository (``vidseg-export --triton-name``).
-        sequence_id: the sequence's correlation id (default: a random 63-bit id).
+        sequence_id: the first sequence's correlation id (default: a random 63-bit id); a
+            ``reset`` starts the next one at a new random id.
         timeout_s: per-request deadline, seconds.
 
     Raises:
@@ -75,6 +71,8 @@ class TritonSegmenter:
             a vidseg export (no manifest parameter).
         BundleError: the manifest it carries is invalid.
     """
+
+    cut_resets = 0  # the server's state is reset only by ``reset``
 
     def __init__(
         self,
@@ -106,19 +104,43 @@ class TritonSegmenter:
         self.input_size = (self.manifest.input.height, self.manifest.input.width)
         self._outputs = [o.name for o in self.manifest.outputs]
         self._roles = {o.name: o.role for o in self.manifest.outputs}
-        self._started = False
+        self._open: np.ndarray | None = None  # the last input sent while a sequence is open
         self.frames = 0
 
-    def step(self, frame: np.ndarray, *, last: bool = False) -> np.ndarray:
-        """(H, W) uint8 labels of (H, W, 3) uint8 RGB ``frame``; ``last`` ends the sequence.
+    def prepare(self, frame: np.ndarray | Frame) -> PreparedFrame:
+        """The frame at the model's input size (stateless: any thread)."""
+        image = frame.image if isinstance(frame, Frame) else frame
+        height, width = self.input_size
+        x = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        timestamp = frame.timestamp_s if isinstance(frame, Frame) else None
+        return PreparedFrame(
+            np.ascontiguousarray(x), frame_size=image.shape[:2], timestamp=timestamp
+        )
+
+    def step(self, frame: np.ndarray | Frame | PreparedFrame, *, last: bool = False) -> Result:
+        """The segmentation of ``frame`` (RGB uint8 (H, W, 3), or prepared), the sequence's
+        state carried; ``last`` ends the sequence with this frame.
 
         Raises:
             BackendError: the request failed (server error, deadline).
         """
+        t0 = time.perf_counter_ns()
+        x = frame if isinstance(frame, PreparedFrame) else self.prepare(frame)
+        t1 = time.perf_counter_ns()
+        got = self._infer(x.image, start=self._open is None, end=last)
+        self._open = None if last else x.image
+        t2 = time.perf_counter_ns()
+        outputs = GraphOutputs(got["labels"], got.get("scores"), got.get("logits"))
+        labels, scores = upsample(outputs, *x.frame_size)
+        t3 = time.perf_counter_ns()
+        self.frames += 1
+        timings = FrameTimings(elapsed_ms(t0, t1), elapsed_ms(t1, t2), elapsed_ms(t2, t3))
+        return Result(labels, self.frames - 1, x.timestamp, timings, scores=scores, outputs=outputs)
+
+    def _infer(self, x: np.ndarray, *, start: bool, end: bool) -> dict[str, np.ndarray]:
         height, width = self.input_size
-        x = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
         tensor = self._grpc.InferInput(self.manifest.input.name, [1, height, width, 3], "UINT8")
-        tensor.set_data_from_numpy(np.ascontiguousarray(x)[None])
+        tensor.set_data_from_numpy(x[None])
         wanted = [self._grpc.InferRequestedOutput(name) for name in self._outputs]
         try:
             response = self._client.infer(
@@ -126,178 +148,43 @@ class TritonSegmenter:
                 [tensor],
                 outputs=wanted,
                 sequence_id=self.sequence_id,
-                sequence_start=not self._started,
-                sequence_end=last,
+                sequence_start=start,
+                sequence_end=end,
                 client_timeout=self.timeout_s,
             )
         except Exception as exc:
             raise BackendError(
                 f"triton {self.url} model {self.model!r} frame {self.frames}: {_reason(exc)}"
             ) from None
-        self._started = not last
-        self.frames += 1
-        got = {self._roles[name]: response.as_numpy(name)[0] for name in self._outputs}
-        outputs = GraphOutputs(got["labels"], got.get("scores"), got.get("logits"))
-        labels, _ = upsample(outputs, *frame.shape[:2])
-        return labels
+        return {self._roles[name]: response.as_numpy(name)[0] for name in self._outputs}
+
+    def reset(self) -> None:
+        """End the open sequence (the server drops its state); the next frame starts a new one
+        under a new id."""
+        if self._open is not None:
+            self._infer(self._open, start=False, end=True)
+            self._open = None
+            self.sequence_id = secrets.randbits(63) or 1
+
+    def note_dropped(self, frames: int) -> None:
+        """Frames the source skipped: nothing to do (the server keeps no telemetry here)."""
 
     def close(self) -> None:
-        self._client.close()
+        """End the open sequence, then the connection."""
+        try:
+            if self._open is not None:
+                self._infer(self._open, start=False, end=True)
+                self._open = None
+        finally:
+            self._client.close()
+
+    def __enter__(self) -> "TritonSegmenter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def _with_last(frames: Iterator[Frame]) -> Iterator[tuple[Frame, bool]]:
-    """Each frame and whether it is the last: one frame of look-ahead. A decode error after
-    a frame marks that frame last (so the server's sequence ends) and is then re-raised."""
-    pending: Frame | None = None
-    try:
-        for frame in frames:
-            if pending is not None:
-                yield pending, False
-            pending = frame
-    except TruncatedVideoError:
-        if pending is not None:
-            yield pending, True
-        raise
-    if pending is not None:
-        yield pending, True
-
-
-@dataclass(frozen=True)
-class TritonRunSummary:
-    """What ``run_triton`` did."""
-
-    frames: int
-    seconds: float  # wall time, decode to the last encoded frame
-    sequence_id: int
-    model: str
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-def run_triton(
-    input: str,
-    out: str | Path,
-    *,
-    url: str,
-    model: str = DEFAULT_MODEL,
-    mask: bool = False,
-    alpha: float = 0.5,
-    max_frames: int | None = None,
-    overwrite: bool = False,
-    timeout_s: float = 30.0,
-    audio: bool = True,
-) -> TritonRunSummary:
-    """Segment ``input`` on the Triton server at ``url`` and write ``out``: an overlay video
-    (with the input's audio, read by the same demuxer, unless ``audio`` is False), or with
-    ``mask`` PNG class ids into a directory (lossless label video for .mkv/.mp4).
-
-    Outputs are atomic (written under a temporary name, renamed when complete). A truncated
-    input writes the frames it had, ends the sequence, then raises.
-
-    Raises:
-        BackendError, BundleError: as ``TritonSegmenter``.
-        VideoIOError / TruncatedVideoError: the input cannot be read / ended early.
-    """
-    segmenter = TritonSegmenter(url, model, timeout_s=timeout_s)
-    t0 = time.perf_counter_ns()
-    try:
-        track = AudioTrack() if audio and not mask else None
-        info, frames = open_video(input, max_frames=max_frames, audio=track)
-        lut = palette_lut(segmenter.manifest.palette)
-        with ExitStack() as stack:
-            out = Path(out)
-            suffix = out.suffix.lower()
-            if mask and suffix not in MASK_VIDEO_SUFFIXES and not writes_through(out):
-                sink: Any = stack.enter_context(MaskSequenceWriter(out, overwrite=overwrite))
-            else:
-                sink = stack.enter_context(
-                    VideoWriter(
-                        out,
-                        width=info.width,
-                        height=info.height,
-                        fps=info.fps,
-                        time_base=info.time_base,
-                        lossless=mask,
-                        codec="ffv1" if mask and suffix in (".mkv", "") else "libx264",
-                        overwrite=overwrite,
-                        audio=track,
-                        zero_start=True,
-                    )
-                )
-            try:
-                for frame, last in _with_last(frames):
-                    labels = segmenter.step(frame.image, last=last)
-                    image = labels if mask else blend(frame.image, labels, lut, alpha)
-                    sink.write(image, pts=frame.pts)
-            except TruncatedVideoError:
-                stack.close()  # commit the frames decoded, then report
-                raise
-    finally:
-        segmenter.close()
-    seconds = (time.perf_counter_ns() - t0) / 1e9
-    return TritonRunSummary(segmenter.frames, seconds, segmenter.sequence_id, model)
-
-
-UNSUPPORTED_WITH_TRITON = ("model", "mask_out", "scores", "jsonl", "live", "show", "no_memory")
-
-
-def cli_run(args: Any) -> int:
-    """``vidseg-run --triton URL``: ``run_triton`` with the parsed flags (INPUT, --out,
-    --triton-model, --mask, --alpha, --max-frames, --overwrite, --timeout, --json); prints
-    one summary line or one error line. Returns the exit code."""
-    from vidseg.engine.errors import run_for_cli
-
-    used = [f"--{n.replace('_', '-')}" for n in UNSUPPORTED_WITH_TRITON if getattr(args, n, None)]
-    if used or not args.out:
-        print(
-            f"vidseg-run: error: --triton needs --out and takes no {', '.join(used) or '--model'}"
-            " (the model is on the server)",
-            file=sys.stderr,
-        )
-        return 2
-    code, summary = run_for_cli(
-        "vidseg-run",
-        lambda: run_triton(
-            args.input,
-            args.out,
-            url=args.triton,
-            model=args.triton_model,
-            mask=args.mask,
-            alpha=args.alpha,
-            max_frames=args.max_frames,
-            overwrite=args.overwrite,
-            timeout_s=args.timeout or 30.0,
-            audio=not args.no_audio,
-        ),
-        debug=args.debug,
-    )
-    if summary is None:
-        return code
-    with lines_to_stderr(args.json) as stdout:  # --json -: the summary alone on stdout
-        if args.json:
-            report = {
-                "frames": summary.frames,
-                "fps": summary.fps,
-                "seconds": summary.seconds,
-                "sequence_id": summary.sequence_id,
-                "model": summary.model,
-                "server": args.triton,
-            }
-            text = json.dumps(report, indent=2) + "\n"
-            code, _ = run_for_cli(
-                "vidseg-run", lambda: write_text(args.json, text, stdout=stdout), debug=args.debug
-            )
-            if code:
-                return code
-        print(
-            f"vidseg-run: {summary.frames} frames on triton {args.triton} ({summary.model}, "
-            f"sequence {summary.sequence_id}) at {summary.fps:.1f} FPS -> {args.out}"
-        )
-    return 0

@@ -188,7 +188,7 @@ def test_vidseg_run_numbers(
     "prog, module",
     [
         ("vidseg-run", "vidseg.engine.cli"),
-        ("vidseg-batch", "vidseg.engine.batch"),
+        ("vidseg-batch", "vidseg.engine.batchcli"),
         ("vidseg-eval", "vidseg.benchmarks.evaluate"),
         ("vidseg-bench", "vidseg.benchmarks.bench"),
         ("vidseg-export", "vidseg.export.cli"),

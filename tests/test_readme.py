@@ -44,15 +44,25 @@ def only_line(block: str) -> str:
 def test_python_example_runs(tmp_path: Path) -> None:
     if not (default_bundle_path() / "manifest.json").is_file():
         pytest.skip(f"the default bundle {default_bundle_path()} does not exist yet")
-    (block,) = code_blocks("python")
+    loop, whole = code_blocks("python")
     # from an unrelated directory: the example must find the bundled model by itself
     proc = subprocess.run(
-        [sys.executable, "-c", block], capture_output=True, text=True, timeout=300, cwd=tmp_path
+        [sys.executable, "-c", loop], capture_output=True, text=True, timeout=300, cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 3
     assert all(line.startswith("(540, 960) ") and line.endswith(" ms") for line in lines), lines
+    # the whole-video call, where the README's commands run: beside samples/
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "dashcam.mp4").symlink_to(REPO / "samples" / "dashcam.mp4")
+    proc = subprocess.run(
+        [sys.executable, "-c", whole], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("30 ") and proc.stdout.strip().endswith("fps end to end")
+    assert len((tmp_path / "frames.jsonl").read_text().splitlines()) == 30
+    assert (tmp_path / "seg.mp4").stat().st_size > 0
 
 
 def test_quick_start_command() -> None:

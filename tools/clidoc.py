@@ -28,7 +28,7 @@ COMMANDS = {  # console script -> the module whose build_parser() builds its par
     "vidseg-run": "vidseg.engine.cli",
     "vidseg-eval": "vidseg.benchmarks.evaluate",
     "vidseg-bench": "vidseg.benchmarks.bench",
-    "vidseg-batch": "vidseg.engine.batch",
+    "vidseg-batch": "vidseg.engine.batchcli",
     "vidseg-export": "vidseg.export.cli",
     "vidseg-train": "vidseg.models.train",
     "vidseg-models": "vidseg.models.cli",

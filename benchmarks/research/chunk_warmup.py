@@ -5,8 +5,9 @@ one sequential pass, per warm-up K.
         --clip CLIP.mp4 --chunk 30 --warmup 0 4 8 16
 
 Each source is segmented once in order (state carried), then in chunks of ``--chunk`` frames,
-each chunk starting from a reset state K frames early (``engine.batch.segment_range``, the code
-the batch workers run). Agreement is the share of pixels whose label equals the sequential
+each chunk starting from a reset state K frames early, stepped but not kept (what the batch
+workers do through ``engine.run.segment``'s ``skip_frames``/``warmup_frames``). Agreement
+is the share of pixels whose label equals the sequential
 pass's, at the model's input size, over the frames of every chunk but the first (the first is
 identical by construction); also the mean over each chunk's first output frame, the worst
 frame, and how many frames the chunked runs stepped in all (the warm-up's cost). Torch-free.
@@ -22,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidseg.engine.batch import plan_chunks, segment_range
+from vidseg.engine.batchjobs import plan_chunks
 from vidseg.engine.segmenter import Segmenter
 from vidseg.engine.video import read_frames
 
@@ -45,16 +46,31 @@ def load_frames(source: str, size: tuple[int, int], limit: int | None) -> list[n
     return [f.image for f in read_frames(path, size=(w, h), max_frames=limit)]
 
 
+def segment_range(
+    segmenter: Segmenter,
+    frames: list[np.ndarray],
+    start: int = 0,
+    stop: int | None = None,
+    warmup: int = 0,
+) -> list[np.ndarray]:
+    """The labels of ``frames[start:stop]``, the state reset and carried from ``start - warmup``
+    (the warm-up frames stepped, not kept)."""
+    segmenter.reset()
+    first = max(0, start - warmup)
+    labels = [segmenter.step(frame).labels for frame in frames[first:stop]]
+    return labels[start - first :]
+
+
 def agreement(
     segmenter: Segmenter, frames: list[np.ndarray], chunk: int, warmups: list[int]
 ) -> dict:
-    sequential = [labels for _, labels in segment_range(segmenter, frames)]
+    sequential = segment_range(segmenter, frames)
     chunks = plan_chunks(len(frames), chunk)
     rows = {}
     for k in warmups:
         chunked: list[np.ndarray] = []
         for start, stop in chunks:
-            chunked += [labels for _, labels in segment_range(segmenter, frames, start, stop, k)]
+            chunked += segment_range(segmenter, frames, start, stop, k)
         per_frame = np.array([np.mean(a == b) for a, b in zip(chunked, sequential)])
         later = per_frame[chunks[0][1] :] if len(chunks) > 1 else per_frame
         firsts = per_frame[[s for s, _ in chunks[1:]]] if len(chunks) > 1 else per_frame[:1]

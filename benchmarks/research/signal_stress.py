@@ -4,7 +4,7 @@
 Each run pumps frames from an endless source through a no-op segmenter into a counting sink,
 and a timer thread sends this process SIGINT 2–30 ms in. A run that has not returned 10 s
 later is a hang: the process prints which run and exits 3. Before the frame loop polled a stop
-flag (``pipeline.interrupts_as_stop``), one run in several hundred hung: the KeyboardInterrupt,
+flag (``signals.interrupts_as_stop``), one run in several hundred hung: the KeyboardInterrupt,
 raised wherever the main thread was, left a queue's lock held.
 """
 

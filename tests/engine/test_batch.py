@@ -12,13 +12,13 @@ import pytest
 ray = pytest.importorskip("ray", reason="needs the [ray] extra (pip install 'vidseg[ray]')")
 
 from vidseg.engine import Segmenter  # noqa: E402
-from vidseg.engine.batch import (  # noqa: E402
+from vidseg.engine.batch import run_batch  # noqa: E402
+from vidseg.engine.batchcli import main  # noqa: E402
+from vidseg.engine.batchjobs import (  # noqa: E402
     RUN_MANIFEST,
     BatchOptions,
     expand_inputs,
-    main,
     plan_chunks,
-    run_batch,
 )
 from vidseg.engine.video import VideoInfo, read_frames, read_label_frames  # noqa: E402
 from vidseg.engine.writer import VideoWriter  # noqa: E402
@@ -214,7 +214,7 @@ def test_a_worker_that_cannot_start_reports_the_cause(local_ray, clips, tmp_path
 
 
 def test_failure_reason_is_the_workers_own_error() -> None:
-    from vidseg.engine.batch import failure_reason
+    from vidseg.engine.batchjobs import failure_reason
     from vidseg.engine.errors import VideoIOError
 
     error = ray.exceptions.RayTaskError(

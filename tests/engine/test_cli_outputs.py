@@ -225,7 +225,6 @@ def test_camera_index_on_the_command_line(tiny_bundle: Path, tmp_path: Path) -> 
         (("--scores", "{tmp}/s.png"), "confidence maps are a folder of PNGs"),
         (("--scores", "-"), "confidence maps are a folder of PNGs"),
         (("--jsonl", "{tmp}"), "is a folder: give a file name"),
-        (("--triton", "127.0.0.1:9", "--mask", "--out", "{tmp}/m.webm"), "with --triton, masks go"),
     ],
 )
 def test_usage_errors_exit_2(

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from vidseg.engine.frame import Frame
-from vidseg.engine.geometry import UNSEEN
-from vidseg.engine.outputs import (
+from vidseg.engine.framelog import (
     FrameLog,
     class_polygons,
     class_shares,
     frame_record,
-    gui_problem,
     is_simple_polygon,
 )
+from vidseg.engine.geometry import UNSEEN
+from vidseg.engine.preview import gui_problem
 from vidseg.engine.segmenter import Result
 from vidseg.engine.timing import FrameTimings
 

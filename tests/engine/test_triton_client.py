@@ -162,7 +162,8 @@ def test_run_matches_the_local_engine(
         )
         == 0
     )
-    assert "8 frames on triton" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert "8 frames" in err and f"on triton {url}" in err
     assert (
         run_main(
             [
@@ -183,10 +184,11 @@ def test_run_matches_the_local_engine(
     assert len(ours) == len(theirs) == 8
     for a, b in zip(ours, theirs):
         np.testing.assert_array_equal(a, b)
-    # one sequence per video: START on the first frame, END on the last, nothing else
+    # one sequence per video: START on the first frame, END on one more request after the
+    # last (the last frame again), nothing else
     ids = {r[0] for r in stub.requests}
     assert len(ids) == 1 and 0 not in ids
-    assert [r[1:] for r in stub.requests] == [(True, False)] + [(False, False)] * 6 + [
+    assert [r[1:] for r in stub.requests] == [(True, False)] + [(False, False)] * 7 + [
         (False, True)
     ]
     assert stub.states == {}  # the server released the sequence
@@ -203,7 +205,9 @@ def test_outputs_follow_the_rule(triton_stub, sample_clip: Path, tmp_path: Path,
     args = [str(sample_clip), "--triton", url, "--out", str(null), *flags]
     assert run_main(args) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out)["frames"] == 2 and "2 frames on triton" in err
+    summary = json.loads(out)
+    assert summary["frames"] == 2 and summary["triton"]["model"] == "seg"
+    assert "2 frames" in err and "on triton" in err
     assert os.readlink(null) == os.devnull and list((tmp_path / "out").iterdir()) == [null]
 
 
@@ -267,7 +271,7 @@ def test_interleaved_streams_keep_their_own_state(
     local = {k: Segmenter(tiny_split_bundle, warmup=False) for k in clips}
     for t in range(6):
         for k, clip in clips.items():
-            got = remote[k].step(clip[t], last=t == 5)
+            got = remote[k].step(clip[t], last=t == 5).labels
             np.testing.assert_array_equal(got, local[k].step(clip[t]).labels)
     assert stub.states == {}
 

@@ -24,8 +24,8 @@ import pytest
 
 from vidseg.engine.errors import VideoIOError
 from vidseg.engine.frame import Frame
+from vidseg.engine.framelog import FrameLog
 from vidseg.engine.masks import MaskSequenceWriter
-from vidseg.engine.outputs import FrameLog
 from vidseg.engine.segmenter import Result
 from vidseg.engine.timing import FrameTimings
 from vidseg.engine.video import read_frames, read_label_frames
