@@ -1,12 +1,13 @@
-"""Audio passthrough from a source to a :class:`~vidseg.engine.writer.VideoWriter`, through the
-one demuxer that reads the video: a source is opened once (many cameras and servers take one
-client, and a second connection to a live stream would read another stretch of it).
+"""The audio of a source on its way from the reader to a writer: :class:`AudioTrack`, the one
+module both sides import (neither imports the other). The video's own demuxer reads the audio:
+a source is opened once (many cameras and servers take one client, and a second connection to a
+live stream would read another stretch of it).
 
 The reader (``video.open_video(..., audio=track)``) demuxes the first audio stream alongside
-the video, puts each packet, on the source's continuous clock (``engine.timeline``), into an
-:class:`AudioTrack`; the writer (``VideoWriter(..., audio=track)``) takes the packets up to each
-frame it writes and muxes them untouched (no decode, no re-encode) with :class:`AudioOut`, over
-the video's span only: from its first frame to the end of its last, so frames skipped
+the video and puts each packet, on the source's continuous clock (``engine.timeline``), into
+the track; the writer (``VideoWriter(..., audio=track)``) takes the packets up to each frame it
+writes and muxes them untouched (no decode, no re-encode) over the video's span only
+(``engine.audiomux``): from its first frame to the end of its last, so frames skipped
 (``--vid-stride``, ``--max-fps``, ``--live`` drops) keep the sound in place, and an interrupted
 run's shorter video does not carry the rest of the soundtrack.
 """
@@ -28,10 +29,6 @@ logger = logging.getLogger(__name__)
 MAX_PACKETS: Final[int] = 20_000
 """Packets an AudioTrack holds at most (about 7 minutes of 48 kHz AAC) before it drops the
 oldest: a writer that takes none (frames skipped for that long) cannot fill the memory."""
-
-MOV_SUFFIXES: Final[frozenset[str]] = frozenset({".mp4", ".m4v", ".mov"})
-"""Containers that store a negative audio start (an edit list): the packet that straddles the
-first frame's time is kept there (AAC's priming packet), dropped elsewhere."""
 
 
 class AudioTrack:
@@ -113,7 +110,7 @@ class AudioTrack:
         taken = []
         with self._lock:
             while self._packets:
-                if until is not None and _start(self._packets[0]) >= until:
+                if until is not None and packet_start(self._packets[0]) >= until:
                     break
                 taken.append(self._packets.popleft())
         return taken
@@ -125,113 +122,7 @@ class AudioTrack:
             self._packets.clear()
 
 
-def _start(packet: Any) -> Fraction:
+def packet_start(packet: Any) -> Fraction:
+    """A packet's start, seconds on its clock: its pts, else its dts, else 0."""
     stamp = packet.pts if packet.pts is not None else packet.dts
     return stamp * packet.time_base if stamp is not None else Fraction(0)
-
-
-class AudioOut:
-    """A writer's side of an :class:`AudioTrack`: the output's audio stream, and the packets
-    muxed into it over the video's span.
-
-    ``first`` (source seconds): the first video frame's time; packets that start before it are
-    dropped (except, in mp4/mov, the one that straddles it). ``offset`` (source seconds) is
-    taken off every timestamp (the writer's ``zero_start``: the first frame's time). At the end
-    (:meth:`finish`) packets are kept while their middle lies before the end of the last
-    frame: the audio ends within half a packet of the video. A packet whose decode time does
-    not increase (a source's clock repaired by a shift) is dropped.
-    """
-
-    def __init__(
-        self,
-        track: AudioTrack,
-        container: av.container.OutputContainer,
-        output_name: str,
-        suffix: str,
-    ) -> None:
-        self._track = track
-        self._container = container
-        self._output_name = output_name
-        self._negative_ok = suffix.lower() in MOV_SUFFIXES
-        self._stream: Any = None
-        self._added = False
-        self._first = self._offset = Fraction(0)
-        self._last_dts: int | None = None  # in the last packet's time base
-        self._last_time_base: Fraction | None = None
-        self.packets = 0  # muxed
-        self.dropped = 0  # outside the video's span, or not increasing
-
-    def add_stream(self) -> None:
-        """Add the output's audio stream, a copy of the source's, once: when the writer opens
-        (the source is open by then where ``open_video`` came first) or before its first
-        frame. A source without audio: nothing; a container that cannot take it: one warning,
-        video only."""
-        if self._added:
-            return
-        self._added = True
-        try:
-            self._stream = self._track.add_stream(self._container)
-        except LookupError:
-            self._track.close()
-        except ValueError as error:
-            self._track.close()
-            logger.warning(
-                "audio of %s cannot go into %s (%s): writing video only",
-                self._track.source,
-                self._output_name,
-                error,
-            )
-
-    def start(self, first: Fraction, offset: Fraction) -> None:
-        """The first frame is about to be written at ``first`` seconds; ``offset`` seconds come
-        off every timestamp."""
-        self.add_stream()
-        self._first, self._offset = first, offset
-
-    def mux(self, until: Fraction) -> None:
-        """Mux the packets that start before ``until`` (source seconds: the frame being
-        written), interleaved with the video."""
-        if self._stream is not None:
-            for packet in self._track.take(until):
-                self._mux_one(packet, None)
-
-    def finish(self, end: Fraction) -> None:
-        """Mux what is left up to ``end`` (source seconds: the last frame's end); drop the rest."""
-        if self._stream is None:
-            return
-        for packet in self._track.take(None):
-            self._mux_one(packet, end)
-        self._track.close()
-        if self.dropped:
-            logger.debug(
-                "%s: %d audio packets outside the video's span or out of order",
-                self._output_name,
-                self.dropped,
-            )
-
-    def _mux_one(self, packet: Any, end: Fraction | None) -> None:
-        time_base = packet.time_base
-        if packet.dts is None and packet.pts is None or not time_base:
-            self.dropped += 1
-            return
-        start = _start(packet)
-        length = packet.duration * time_base if packet.duration else Fraction(0)
-        before = start < self._first and not (self._negative_ok and start + length > self._first)
-        if before or (end is not None and start + length / 2 >= end):
-            self.dropped += 1
-            return
-        shift = round(self._offset / time_base)
-        if packet.pts is not None:
-            packet.pts -= shift
-        if packet.dts is None:
-            packet.dts = packet.pts
-        else:
-            packet.dts -= shift
-        if self._last_dts is not None and self._last_time_base is not None:
-            if packet.dts * time_base <= self._last_dts * self._last_time_base:
-                self.dropped += 1
-                return
-        self._last_dts, self._last_time_base = packet.dts, time_base
-        packet.stream = self._stream
-        self._container.mux(packet)
-        self.packets += 1

@@ -21,7 +21,8 @@ from typing import Final
 import av
 import numpy as np
 
-from vidseg.engine.audio import AudioOut, AudioTrack
+from vidseg.engine.audio import AudioTrack
+from vidseg.engine.audiomux import AudioOut
 from vidseg.engine.avutil import (
     AV_ERRORS,
     check_output_parent,
@@ -64,7 +65,7 @@ class VideoWriter:
     Audio: with ``audio`` (an :class:`~vidseg.engine.audio.AudioTrack` the source's reader
     fills, ``open_video(..., audio=track)``), the source's audio is copied untouched over the
     video's span: from the first frame written to the end of the last (see
-    :class:`~vidseg.engine.audio.AudioOut`); a container that cannot hold it gets video only
+    :class:`~vidseg.engine.audiomux.AudioOut`); a container that cannot hold it gets video only
     and one warning.
 
     Two modes:
@@ -274,7 +275,12 @@ class VideoWriter:
             ) from error
         self._container, self._stream = container, stream
         if self._audio_track is not None:
-            self._audio = AudioOut(self._audio_track, container, self.path.name, self.path.suffix)
+            self._audio = AudioOut(
+                self._audio_track,
+                container,
+                self.path.name,
+                negative_start=self.path.suffix.lower() in _MOV_SUFFIXES,
+            )
             if self._audio_track.bound:
                 self._audio.add_stream()
         logger.debug(
