@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from vidseg.engine import default_bundle_path, load_bundle
+from vidseg.engine.avinput import camera_source
 from vidseg.engine.overlay import colorize, palette_lut
-from vidseg.engine.video import VideoInfo, camera_source, read_frames, read_label_frames
+from vidseg.engine.video import VideoInfo, read_frames, read_label_frames
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "dashcam.mp4"  # 960x540, 25 FPS

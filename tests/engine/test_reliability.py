@@ -230,7 +230,7 @@ def test_frames_over_the_pixel_limit_are_refused_before_decoding(
     clip = _vfr_clip(tmp_path / "small.mp4")  # 96x64
     decoded = []
     monkeypatch.setattr(video, "MAX_FRAME_PIXELS", 96 * 64 - 1)
-    monkeypatch.setattr(video, "_decode", lambda *a, **k: decoded.append(1))
+    monkeypatch.setattr(video, "decode_frames", lambda *a, **k: decoded.append(1))
     code = cli.main([str(clip), "--jsonl", str(tmp_path / "f.jsonl"), "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 5 and len(err) == 1 and "96x64 frames are over the" in err[0], err

@@ -399,19 +399,19 @@ def test_silent_source_times_out(scheme: str, serve, tiny_bundle, tmp_path) -> N
     assert wall_s < 30 and not out.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_network_options() -> None:
+def testnetwork_options() -> None:
     """Socket timeouts go to FFmpeg in microseconds under the name each protocol reads (rtsp:
     ``timeout``; FFmpeg 5 removed ``stimeout``), with the rtsp transport."""
-    from vidseg.engine.video import _network_options, is_network_source
+    from vidseg.engine.avinput import is_network_source, network_options
 
-    assert _network_options("rtsp://cam/1", 1.5, "tcp") == {
+    assert network_options("rtsp://cam/1", 1.5, "tcp") == {
         "rtsp_transport": "tcp",
         "timeout": "1500000",
     }
-    assert _network_options("rtsp://cam/1", None, "udp") == {"rtsp_transport": "udp"}
-    assert _network_options("http://cam/x.ts", 2, "tcp") == {"rw_timeout": "2000000"}
+    assert network_options("rtsp://cam/1", None, "udp") == {"rtsp_transport": "udp"}
+    assert network_options("http://cam/x.ts", 2, "tcp") == {"rw_timeout": "2000000"}
     with pytest.raises(ValueError, match="rtsp_transport"):
-        _network_options("rtsp://cam/1", 1, "carrier-pigeon")
+        network_options("rtsp://cam/1", 1, "carrier-pigeon")
     assert is_network_source("RTSP://cam/1") and is_network_source("https://x/y.mp4")
     assert not is_network_source("clip.mp4") and not is_network_source("file:///clip.mp4")
     assert not is_network_source("-") and not is_network_source("/dev/video0")
