@@ -1,9 +1,11 @@
 """Atomic video writer (:class:`VideoWriter`) on PyAV: H.264/H.265 RGB video, or lossless 4:0:0
 label videos (libx264 ``qp=0`` or FFV1) read back with
 :func:`~vidseg.engine.video.read_label_frames`; optional audio passthrough from the source's own
-demuxer (``engine.audio``).
+demuxer (``engine.audio``, muxed by ``engine.audiomux``).
 
-Time is carried as integer pts in a rational ``time_base`` (``Fraction``), never as float fps.
+The FFmpeg settings (container format, clock and options; the encoder's options) are
+``engine.encoder``'s, the frames' timestamps ``engine.writerclock``'s. Time is carried as integer
+pts in a rational ``time_base`` (``Fraction``), never as float fps.
 Sink failures raise :class:`~vidseg.engine.errors.VideoIOError`; contract violations (shape,
 dtype, non-increasing pts) raise ``ValueError``/``TypeError``.
 """
@@ -11,12 +13,10 @@ dtype, non-increasing pts) raise ``ValueError``/``TypeError``.
 from __future__ import annotations
 
 import logging
-import operator
 import os
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Final
 
 import av
 import numpy as np
@@ -31,20 +31,21 @@ from vidseg.engine.avutil import (
     error_reason,
     remove_quietly,
 )
+from vidseg.engine.encoder import (
+    MOV_SUFFIXES,
+    add_video_stream,
+    check_codec,
+    container_format,
+    container_options,
+    container_time_base,
+)
 from vidseg.engine.errors import VideoIOError
 from vidseg.engine.outfile import final_path, is_stdout, writes_through
+from vidseg.engine.writerclock import WriterClock
 
 __all__ = ["VideoWriter"]
 
 logger = logging.getLogger(__name__)
-
-_MOV_SUFFIXES: Final[frozenset[str]] = frozenset({".mp4", ".m4v", ".mov"})
-_MATROSKA_SUFFIXES: Final[frozenset[str]] = frozenset({".mkv", ".webm"})
-_MATROSKA_TIME_BASE: Final[Fraction] = Fraction(1, 1000)  # Matroska stores milliseconds
-_CRF_CODECS: Final[frozenset[str]] = frozenset({"libx264", "libx265"})
-_LOSSLESS_CODECS: Final[frozenset[str]] = frozenset({"libx264", "ffv1"})
-_MAX_TIMESCALE: Final[int] = 2**31 - 1
-_STREAM_FORMAT: Final[str] = "matroska"  # standard output, or a FIFO/device without a suffix
 
 
 class VideoWriter:
@@ -133,15 +134,8 @@ class VideoWriter:
             if time_base is None
             else check_rational("time_base", time_base)
         )
-        crf = operator.index(crf)
-        if codec in _CRF_CODECS and not 0 <= crf <= 51:
-            raise ValueError(f"crf must be in 0..51, got {crf}")
-        if lossless and codec not in _LOSSLESS_CODECS:
-            raise ValueError(
-                f"lossless=True supports codecs {sorted(_LOSSLESS_CODECS)}, got {codec!r}"
-            )
         self._codec = codec
-        self._crf = crf
+        self._crf = check_codec(codec, crf, lossless=lossless)
         self._preset = preset
         self._lossless = bool(lossless)
         if self._lossless:  # 4:0:0 has no chroma subsampling: any size works
@@ -159,24 +153,17 @@ class VideoWriter:
             if self._through
             else target.with_name(f".{target.stem}.partial{target.suffix}")
         )
-        self._frame_step = 1 / (self.fps * self.time_base)  # pts ticks per frame
-        suffix = self.path.suffix.lower()
-        # standard output, and a FIFO or device without a suffix, are streamed as Matroska
-        self._format = _STREAM_FORMAT if self._through and not suffix else None
-        self._out_time_base = (  # the container's clock: what its timestamps can tell apart
-            Fraction(self.fps.denominator, self.fps.numerator)
-            if suffix == ".avi"
-            else _MATROSKA_TIME_BASE
-            if suffix in _MATROSKA_SUFFIXES or self._format == _STREAM_FORMAT
-            else self.time_base
+        self._format = container_format(self.path.suffix, through=self._through)
+        self._out_time_base = container_time_base(  # what the container's timestamps tell apart
+            self.path.suffix, self._format, self.fps, self.time_base
         )
-        self._zero_start = bool(zero_start)
-        self._start_pts: int | None = None  # the first frame's pts (in time_base)
-        self._last_out: int | None = None  # the last frame's pts in _out_time_base
-        self._frames_written = 0
-        self._last_pts: int | None = None
-        self._explicit_pts = False
-        self._guessed = False  # the last frame's pts was the writer's own (None given)
+        self._clock = WriterClock(
+            self.fps,
+            self.time_base,
+            self._out_time_base,
+            zero_start=bool(zero_start),
+            name=self.path.name,
+        )
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
         if not is_stdout(self.path):
@@ -199,7 +186,7 @@ class VideoWriter:
     @property
     def frames_written(self) -> int:
         """Number of frames accepted by ``write`` so far."""
-        return self._frames_written
+        return self._clock.frames
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -207,7 +194,7 @@ class VideoWriter:
         return self._out_width, self._out_height
 
     def __enter__(self) -> VideoWriter:
-        """Open the temporary output and configure the encoder.
+        """Open the temporary output and configure the encoder (``engine.encoder``).
 
         Raises:
             RuntimeError: the writer is already open.
@@ -218,15 +205,7 @@ class VideoWriter:
             raise RuntimeError("VideoWriter is already open")
         if not is_stdout(self.path):
             check_output_parent(self._target)
-        options: dict[str, str] = {}
-        timescale = self._out_time_base.denominator
-        mov = self.path.suffix.lower() in _MOV_SUFFIXES
-        if mov and timescale <= _MAX_TIMESCALE:
-            # The mov muxer stores the edit-list start in the movie timescale (default 1/1000),
-            # which rounds a non-zero first pts (1000/12800 s -> 998 ticks). Match the track's.
-            options["movie_timescale"] = str(timescale)
-        if mov and self._through:  # a pipe cannot seek back to write the index at the end
-            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
+        options = container_options(self.path.suffix, self._out_time_base, through=self._through)
         try:
             container = self._open_container(options)
         except AV_ERRORS as error:
@@ -237,31 +216,17 @@ class VideoWriter:
                 f"{self.path.suffix!r} ({error_reason(error)})"
             ) from error
         try:
-            stream = container.add_stream(self._codec, rate=self.fps)
-            stream.width = self._out_width
-            stream.height = self._out_height
-            stream.time_base = self._out_time_base
-            stream.codec_context.time_base = self._out_time_base
-            if self._lossless:
-                stream.pix_fmt = "gray"
-                if self._codec == "libx264":
-                    stream.options = {"qp": "0", "preset": self._preset}
-            else:
-                stream.pix_fmt = "yuv420p"
-                if self._codec in _CRF_CODECS:
-                    stream.options = {"crf": str(self._crf), "preset": self._preset}
-                if self._codec == "libx264" and self.path.suffix.lower() == ".avi":
-                    stream.options["bf"] = "0"  # AVI has no dts: B-frames shift a slot
-                if self._codec == "libx265":  # x265 prints its settings to stderr otherwise
-                    stream.options["x265-params"] = "log-level=error"
-                if self._codec == "libvpx-vp9":  # libvpx's defaults take ~0.4 s per 540p frame
-                    stream.options = {
-                        "crf": str(self._crf),
-                        "b:v": "0",
-                        "deadline": "realtime",
-                        "cpu-used": "8",
-                        "row-mt": "1",
-                    }
+            stream = add_video_stream(
+                container,
+                self._codec,
+                fps=self.fps,
+                size=(self._out_width, self._out_height),
+                time_base=self._out_time_base,
+                lossless=self._lossless,
+                crf=self._crf,
+                preset=self._preset,
+                suffix=self.path.suffix,
+            )
         except (*AV_ERRORS, ValueError, TypeError) as error:
             container.close()
             self._discard()
@@ -279,7 +244,7 @@ class VideoWriter:
                 self._audio_track,
                 container,
                 self.path.name,
-                negative_start=self.path.suffix.lower() in _MOV_SUFFIXES,
+                negative_start=self.path.suffix.lower() in MOV_SUFFIXES,
             )
             if self._audio_track.bound:
                 self._audio.add_stream()
@@ -314,7 +279,8 @@ class VideoWriter:
         if self._container is None or self._stream is None:
             raise RuntimeError("VideoWriter.write() called outside its with-block")
         pixels = self._check_image(image)
-        frame_pts = self._next_pts(pts)
+        clock = self._clock
+        frame_pts = clock.next(pts)
         if pixels.shape[:2] != (self._out_height, self._out_width):
             pad = ((0, self._out_height - self._height), (0, self._out_width - self._width))
             pixels = np.pad(pixels, pad + ((0, 0),) * (pixels.ndim - 2), mode="edge")
@@ -322,35 +288,19 @@ class VideoWriter:
             frame = av.VideoFrame.from_ndarray(
                 np.ascontiguousarray(pixels), format="gray" if self._lossless else "rgb24"
             )
-            frame.pts = self._out_pts(frame_pts)
+            frame.pts = clock.out(frame_pts)
             frame.time_base = self._out_time_base
-            if self._audio is not None and self._frames_written == 0:  # before the header
-                self._audio.start(frame_pts * self.time_base, self._start_pts * self.time_base)
+            if self._audio is not None and clock.frames == 0:  # before the header
+                self._audio.start(frame_pts * self.time_base, clock.start_pts * self.time_base)
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
             if self._audio is not None:
                 self._audio.mux(frame_pts * self.time_base)
         except AV_ERRORS as error:
             raise VideoIOError(
-                f"cannot write frame {self._frames_written} to {self.path}: {error_reason(error)}"
+                f"cannot write frame {clock.frames} to {self.path}: {error_reason(error)}"
             ) from error
-        self._last_pts = frame_pts
-        self._last_out = frame.pts
-        self._frames_written += 1
-
-    def _out_pts(self, pts: int) -> int:
-        """``pts`` (time_base) in the container's clock, after the one before (see the class)."""
-        if self._start_pts is None:
-            self._start_pts = pts if self._zero_start else 0
-        out = round((pts - self._start_pts) * self.time_base / self._out_time_base)
-        if self._last_out is not None and out <= self._last_out:
-            logger.debug(
-                "%s: frame %d rounds onto the previous frame's time; moved one tick",
-                self.path.name,
-                self._frames_written,
-            )
-            out = self._last_out + 1
-        return out
+        clock.advance(frame_pts, frame.pts)
 
     def __exit__(
         self,
@@ -380,11 +330,12 @@ class VideoWriter:
             return
         try:
             try:
-                if self._frames_written:
+                clock = self._clock
+                if clock.frames:
                     for packet in stream.encode(None):
                         container.mux(packet)
-                    if self._audio is not None and self._last_pts is not None:
-                        self._audio.finish((self._last_pts + self._frame_step) * self.time_base)
+                    if self._audio is not None and clock.last_pts is not None:
+                        self._audio.finish((clock.last_pts + clock.frame_step) * self.time_base)
             finally:
                 container.close()
                 if self._audio_track is not None:
@@ -395,11 +346,11 @@ class VideoWriter:
         except BaseException:
             self._discard()
             raise
-        if self._frames_written == 0:
+        if self._clock.frames == 0:
             self._discard()
             raise VideoIOError(f"no frames were written to {self.path}; no file was created")
         if self._through:
-            logger.debug("wrote %d frames through to %s", self._frames_written, self.path)
+            logger.debug("wrote %d frames through to %s", self._clock.frames, self.path)
             return
         try:
             self._check_not_there()
@@ -412,7 +363,7 @@ class VideoWriter:
             raise VideoIOError(
                 f"cannot move finished video onto {self.path}: {error_reason(error)}"
             ) from error
-        logger.debug("wrote %d frames to %s", self._frames_written, self.path)
+        logger.debug("wrote %d frames to %s", self._clock.frames, self.path)
 
     def _discard(self) -> None:
         """Delete the temporary file; a written-through path (a FIFO, a device) is left alone."""
@@ -430,21 +381,3 @@ class VideoWriter:
             kind = "(H, W) label mask" if self._lossless else "(H, W, 3) RGB image"
             raise ValueError(f"expected a {kind} of shape {expected}, got {image.shape}")
         return image
-
-    def _next_pts(self, pts: int | None) -> int:
-        """Resolve the pts of the next frame and check it increases (a pts given after frames
-        the writer timed itself, which it may not reach, moves one tick past them)."""
-        guessed, self._guessed = self._guessed, pts is None
-        if pts is None:
-            if self._last_pts is None:
-                return 0
-            if not self._explicit_pts:
-                return round(self._frames_written * self._frame_step)
-            return self._last_pts + max(1, round(self._frame_step))
-        value = operator.index(pts)
-        if self._last_pts is not None and value <= self._last_pts:
-            if not guessed:
-                raise ValueError(f"pts must increase: got {value} after {self._last_pts}")
-            value = self._last_pts + 1
-        self._explicit_pts = True
-        return value
