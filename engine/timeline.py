@@ -3,7 +3,7 @@
 Sources do not always keep time: two MPEG-TS files concatenated restart their clock half-way,
 a muxer may give two frames the same pts, and a reopened network stream starts a new clock. A
 writer needs timestamps that increase, and the audio must move with the video. The reader
-(``video._decode``) passes every demuxed packet through :meth:`Timeline.packet` before
+(``decode.decode_frames``) passes every demuxed packet through :meth:`Timeline.packet` before
 decoding it, and every decoded video frame's pts through :meth:`Timeline.frame_pts`:
 
 * a packet whose decode time goes back by more than ``JUMP_S`` in its own stream starts a new
