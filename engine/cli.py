@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from vidseg.engine.avinput import camera_source
 from vidseg.engine.bundle import default_bundle_path, load_bundle
 from vidseg.engine.errors import (
     SourceLostError,
@@ -48,7 +49,6 @@ from vidseg.engine.runargs import (
 from vidseg.engine.schedule import Schedule
 from vidseg.engine.signals import sigterm_as_interrupt
 from vidseg.engine.stats import percentiles
-from vidseg.engine.video import camera_source
 
 logger = logging.getLogger(__name__)
 UNSUPPORTED_WITH_TRITON = ("model", "no_memory", "schedule", "key_interval", "budget_ms")

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from tqdm import tqdm
 
 from vidseg.engine.audio import AudioTrack
+from vidseg.engine.avinput import STDIN, is_camera, is_network_source
 from vidseg.engine.bundle import Bundle, default_bundle_path
 from vidseg.engine.folder import open_image_folder
 from vidseg.engine.frame import Frame
@@ -49,7 +50,7 @@ from vidseg.engine.sources import (
     strided,
 )
 from vidseg.engine.timeline import Timeline
-from vidseg.engine.video import STDIN, VideoInfo, is_camera, is_network_source, open_video
+from vidseg.engine.video import VideoInfo, open_video
 
 DEFAULT_TIMEOUT_S = 10.0  # network sources: a silent camera fails instead of hanging
 RECONNECT_BACKOFF_S = 0.5  # first wait before reopening a lost source, doubled per attempt

@@ -9,6 +9,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from vidseg.engine.avinput import RTSP_TRANSPORTS, is_network_source
 from vidseg.engine.backends import backend_names
 from vidseg.engine.bundle import Manifest
 from vidseg.engine.clihelp import CliParser, HelpFormatter
@@ -27,7 +28,6 @@ from vidseg.engine.outputs import (
 )
 from vidseg.engine.run import DEFAULT_TIMEOUT_S, RunOptions
 from vidseg.engine.schedule import POLICIES, Schedule
-from vidseg.engine.video import RTSP_TRANSPORTS, is_network_source
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,15 +44,6 @@ from vidseg.engine.timeline import Timeline
 
 __all__ = ["VideoInfo", "open_video", "prepend", "read_frames", "read_label_frames"]
 
-# TRANSITIONAL, not this module's API: engine/cli.py, run.py and runargs.py still import these
-# names from here. Their home is engine.avinput; delete this import once they import from there.
-from vidseg.engine.avinput import (  # noqa: F401
-    RTSP_TRANSPORTS,
-    STDIN,
-    camera_source,
-    is_camera,
-    is_network_source,
-)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
