@@ -56,13 +56,14 @@ import onnxruntime as ort
 from vidseg.benchmarks.accuracy import FlickerMeter, accuracy_report
 from vidseg.engine.backends.base import Transfers
 from vidseg.engine.backends.ort import session_options
-from vidseg.engine.bundle import ENCODE, default_bundle_path, load_bundle
+from vidseg.engine.bundle import default_bundle_path, load_bundle
 from vidseg.engine.clihelp import CliParser, HelpFormatter
 from vidseg.engine.errors import VidsegError, run_for_cli, unwritable
 from vidseg.engine.multistream import MultiStreamSegmenter
 from vidseg.engine.outfile import lines_to_stderr, write_text
 from vidseg.engine.overlay import blend, palette_lut
 from vidseg.engine.pipeline import segment_video
+from vidseg.engine.roles import ENCODE
 from vidseg.engine.runargs import parse_size
 from vidseg.engine.schedule import Schedule
 from vidseg.engine.segmenter import Segmenter

@@ -15,23 +15,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vidseg.engine.aux_inputs import KINDS, make_provider
+from vidseg.engine.aux_inputs import KINDS, is_kind
 from vidseg.engine.errors import BundleError
+from vidseg.engine.fields import FieldReader
+from vidseg.engine.roles import KEY, structure_problem
 from vidseg.engine.schedule import Schedule
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-FAMILIES = ("perframe", "recurrent", "keyframe", "netwarp")  # models.registry checks names too
-GRAPH_ROLES = {  # which graphs each family must ship
-    "perframe": ("step",),
-    "recurrent": ("step",),
-    "netwarp": ("step",),
-    "keyframe": ("key", "current"),
-}
-ENCODE = "encode"  # optional graph role: frame -> features, stateless (see FeatureSpec)
-SPLIT_FAMILIES = ("perframe", "recurrent")  # families whose step may be split by an encode graph
 DTYPES = ("float32", "float16", "uint8", "int64")
 DEFAULT_BUNDLE = "recurrent-lite0-gru-camvid.vidseg"
 
@@ -66,7 +59,7 @@ class StateSpec:
 class AuxSpec:
     """An input the engine computes per frame, e.g. optical flow (see ``engine.aux_inputs``).
 
-    ``provider`` names its kind ("dis_flow", a key of ``engine.aux_inputs.KINDS``); ``shape``
+    ``provider`` names its kind ("dis_flow", a registered kind of ``engine.aux_inputs``); ``shape``
     excludes the batch axis; ``args``: keyword arguments of the provider beyond the shape (JSON
     values, e.g. the tile offsets of ``tile_view``).
     """
@@ -109,7 +102,10 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Parsed, validated ``manifest.json``; see docs/bundle.md for each field."""
+    """Parsed, validated ``manifest.json``; see docs/bundle.md for each field.
+
+    The graphs' roles, state, cache, schedule and aux inputs say how the engine runs the bundle
+    (``engine.roles``); ``family`` is a descriptive label, never read by the engine."""
 
     name: str
     family: str
@@ -123,9 +119,15 @@ class Manifest:
     cache: tuple[StateSpec, ...] = ()
     aux_inputs: tuple[AuxSpec, ...] = ()
     features: tuple[FeatureSpec, ...] = ()  # encode -> step, when graphs has "encode"
-    schedule: Schedule | None = None  # keyframe: the key-frame policy's defaults
+    schedule: Schedule | None = None  # with key frames: the key-frame policy's defaults
     train: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def has_key_frames(self) -> bool:
+        """Whether the bundle runs ``key`` and ``current`` graphs by a key-frame schedule (else
+        one ``step`` graph on every frame)."""
+        return KEY in self.graphs
 
     @property
     def labels_output(self) -> str:
@@ -162,8 +164,8 @@ class Manifest:
         if version != SCHEMA_VERSION:
             v.fail("schema_version", f"is {version}, this vidseg reads version {SCHEMA_VERSION}")
         family = v.get(obj, "family", str)
-        if family not in FAMILIES:
-            v.fail("family", f"is {family!r}, expected one of {', '.join(FAMILIES)}")
+        if not family:
+            v.fail("family", "must be a non-empty label")
         classes = tuple(v.get(obj, "classes", list))
         if not classes or not all(isinstance(c, str) for c in classes):
             v.fail("classes", "must be a non-empty list of names")
@@ -188,9 +190,6 @@ class Manifest:
             dtype=v.choice(inp, "dtype", ("uint8",), "input."),
         )
         graphs = v.mapping(v.get(obj, "graphs", dict), "graphs")
-        for role in GRAPH_ROLES[family]:
-            if not isinstance(graphs.get(role), str):
-                v.fail(f"graphs.{role}", f"is required for family {family!r} (a .onnx file name)")
         outputs = tuple(
             OutputSpec(
                 name=v.get(o, "name", str, f"outputs[{i}]."),
@@ -224,31 +223,17 @@ class Manifest:
                 )
         state = v.tensors(obj, "state")
         cache = v.tensors(obj, "cache")
-        if family == "keyframe" and not cache:
-            v.fail("cache", "is required for family 'keyframe'")
-        if family == "recurrent" and not state:
-            v.fail("state", "is required for family 'recurrent'")
         names = [s.input for s in state + cache] + [s.output for s in state + cache]
         if len(set(names)) != len(names):
             v.fail("state", "tensor names must be unique")
         aux = v.aux(obj)
-        if family == "netwarp" and not aux:
-            v.fail("aux_inputs", "is required for family 'netwarp' (the flow input)")
         features = v.features(obj)
-        if (ENCODE in graphs) != bool(features):
-            v.fail(
-                "features",
-                f"and graphs.{ENCODE} come together: the encode graph computes "
-                "the features the step graph reads",
-            )
-        if ENCODE in graphs:
-            if family not in SPLIT_FAMILIES:
-                v.fail(
-                    f"graphs.{ENCODE}",
-                    f"is for families {', '.join(SPLIT_FAMILIES)}, not {family!r}",
-                )
-            if not isinstance(graphs[ENCODE], str):
-                v.fail(f"graphs.{ENCODE}", "must be a .onnx file name")
+        schedule = v.schedule(obj)
+        problem = structure_problem(
+            graphs, cache=bool(cache), features=bool(features), schedule=schedule is not None
+        )
+        if problem is not None:
+            v.fail(*problem)
         return cls(
             name=v.get(obj, "name", str),
             family=family,
@@ -262,46 +247,19 @@ class Manifest:
             cache=cache,
             aux_inputs=aux,
             features=features,
-            schedule=v.schedule(obj),
+            schedule=schedule,
             train=dict(v.get(obj, "train", dict, default={})),
             schema_version=version,
         )
 
 
-class _Validator:
-    """Small helpers that raise ``BundleError`` naming the field that failed."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, field_name: str, problem: str) -> None:
-        raise BundleError(f"{self.source}: field '{field_name}' {problem}")
-
-    def mapping(self, raw: Any, where: str) -> dict[str, Any]:
-        if not isinstance(raw, dict):
-            self.fail(where or "<root>", "must be a JSON object")
-        return raw
-
-    def get(self, obj: dict, key: str, kind: type, prefix: str = "", default: Any = ...) -> Any:
-        if key not in obj:
-            if default is not ...:
-                return default
-            self.fail(prefix + key, "is missing")
-        value = obj[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.fail(prefix + key, f"must be {kind.__name__}, got {type(value).__name__}")
-        return value
+class _Validator(FieldReader):
+    """``FieldReader`` plus the manifest's own compound fields."""
 
     def schedule(self, obj: dict) -> Schedule | None:
         """The key-frame schedule, validated field by field; None when absent or empty."""
         raw = self.get(obj, "schedule", dict, default={})
         return Schedule.from_manifest(raw, self.source) if raw else None
-
-    def positive(self, obj: dict, key: str, prefix: str) -> int:
-        value = self.get(obj, key, int, prefix)
-        if value <= 0:
-            self.fail(prefix + key, f"must be positive, got {value}")
-        return value
 
     def stride(self, obj: dict, prefix: str) -> int:
         value = self.get(obj, "stride", int, prefix, default=1)
@@ -309,38 +267,24 @@ class _Validator:
             self.fail(prefix + "stride", f"is {value}, expected one of {LABEL_STRIDES}")
         return value
 
-    def choice(self, obj: dict, key: str, allowed: tuple[str, ...], prefix: str) -> str:
-        value = self.get(obj, key, str, prefix)
-        if value not in allowed:
-            self.fail(prefix + key, f"is {value!r}, expected one of {', '.join(allowed)}")
-        return value
-
-    def shape(self, obj: dict, prefix: str) -> tuple[int, ...]:
-        shape = self.get(obj, "shape", list, prefix)
-        if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-            self.fail(prefix + "shape", "must list positive ints (batch axis excluded)")
-        return tuple(shape)
-
     def aux(self, obj: dict) -> tuple[AuxSpec, ...]:
         specs = []
         for i, raw in enumerate(self.get(obj, "aux_inputs", list, default=[])):
             where = f"aux_inputs[{i}]."
             t = self.mapping(raw, where[:-1])
             shape = self.shape(t, where)
-            spec = AuxSpec(
-                name=self.get(t, "name", str, where),
-                provider=self.choice(t, "provider", tuple(KINDS), where),
-                shape=shape,
-                dtype=self.choice(t, "dtype", DTYPES, where),
-                args=self.get(t, "args", dict, where, default={}),
-            )
-            try:  # the kind's provider module is imported here, for the kinds a manifest names
-                make_provider(spec)
-            except (TypeError, ValueError) as e:
-                self.fail(
-                    where[:-1], f"{spec.provider} cannot take {spec.args or 'its shape'}: {e}"
+            kind = self.get(t, "provider", str, where)
+            if not is_kind(kind):  # no provider code is imported here (LoadedModel makes one)
+                self.fail(where + "provider", f"is {kind!r}, expected one of {', '.join(KINDS)}")
+            specs.append(
+                AuxSpec(
+                    name=self.get(t, "name", str, where),
+                    provider=kind,
+                    shape=shape,
+                    dtype=self.choice(t, "dtype", DTYPES, where),
+                    args=self.get(t, "args", dict, where, default={}),
                 )
-            specs.append(spec)
+            )
         return tuple(specs)
 
     def features(self, obj: dict) -> tuple[FeatureSpec, ...]:

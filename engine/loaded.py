@@ -10,8 +10,9 @@ import numpy as np
 
 from vidseg.engine.aux_inputs import make_provider, replaces_frame
 from vidseg.engine.backends import BackendOptions, Transfers, create_backend
-from vidseg.engine.bundle import ENCODE, GRAPH_ROLES, Bundle, default_bundle_path, load_bundle
+from vidseg.engine.bundle import MANIFEST, Bundle, default_bundle_path, load_bundle
 from vidseg.engine.errors import BundleError, FrameError, StateSpecError
+from vidseg.engine.roles import CURRENT, ENCODE, KEY, RolePlanner, frame_roles
 from vidseg.engine.schedule import Schedule
 from vidseg.engine.state import StreamState, check_state_specs
 from vidseg.engine.upsample import GraphOutputs
@@ -43,10 +44,11 @@ class LoadedModel:
     """A bundle opened on a backend, its graphs checked against the manifest, run per frame.
 
     Shared by ``Segmenter`` (one stream) and ``MultiStreamSegmenter`` (a batch of streams). No
-    family-specific code: each graph role (``step``, or ``key``/``current``) is described by
-    which tensors it reads and writes, derived from the manifest and the graph's own I/O:
+    family-specific code: the graphs are opened by role (``engine.roles``) and each is described
+    by which tensors it reads and writes, derived from the manifest and the graph's own I/O:
     recurrent ``state`` (read and written by the same graph), the key-frame ``cache`` (written
-    by ``key``, read by ``current``) and engine-computed ``aux_inputs`` (optical flow).
+    by ``key``, read by ``current``), engine-computed ``aux_inputs`` (whose providers are made
+    here, one per stream) and whether it reads the frame at all.
 
     Raises:
         BundleError / StateSpecError: the bundle is invalid or disagrees with its graphs.
@@ -67,15 +69,16 @@ class LoadedModel:
             else load_bundle(default_bundle_path() if bundle is None else bundle)
         )
         manifest = self.manifest = self.bundle.manifest
+        self._check_providers()
         pairs = tuple((s.input, s.output) for s in manifest.state)  # ping-ponged on the GPU
         options = BackendOptions(device, threads, cuda_graph=cuda_graph, state_pairs=pairs)
+        self.frame_roles = frame_roles(manifest.graphs)  # the graphs that label frames
         # the optional encode graph last: the state lives with the graphs that carry it
-        roles = GRAPH_ROLES[manifest.family] + ((ENCODE,) if ENCODE in manifest.graphs else ())
+        roles = self.frame_roles + ((ENCODE,) if ENCODE in manifest.graphs else ())
         self.backends = {
             role: create_backend(backend, str(self.bundle.graph_path(role)), options)
             for role in roles
         }
-        self.keyframe = "key" in self.backends
         self.split = ENCODE in self.backends  # step reads features, not the frame
         self._check_io()
         self.input_size = (manifest.input.height, manifest.input.width)
@@ -100,11 +103,27 @@ class LoadedModel:
             role: manifest.input.name in {t.name for t in backend.inputs}
             for role, backend in self.backends.items()
         }
-        self.schedule = Schedule.from_manifest(manifest.schedule) if self.keyframe else None
         # a step graph on fixed buffers adopts the encoder's fixed output buffers: then the
         # features of frame t+1 must not be made (in another thread) before step t has run
         self.encode_ahead = self.split and not getattr(self.backends[ENCODE], "fixed", False)
         self.warmup_runs = 2 if device.startswith("cuda") else 1
+
+    def _check_providers(self) -> None:
+        """Each aux input's provider takes the manifest's shape and args (made once here: the
+        manifest's own check imports no provider code)."""
+        for i, spec in enumerate(self.manifest.aux_inputs):
+            try:
+                make_provider(spec)
+            except (TypeError, ValueError) as e:
+                raise BundleError(
+                    f"{self.bundle.root / MANIFEST}: field 'aux_inputs[{i}]' {spec.provider} "
+                    f"cannot take {spec.args or 'its shape'}: {e}"
+                ) from None
+
+    def planner(self, schedule: Schedule | None = None) -> RolePlanner:
+        """One stream's choice of graph per frame (``engine.roles``), on ``schedule`` (default:
+        the manifest's) where the bundle has key frames."""
+        return RolePlanner(self.manifest.graphs, schedule or self.manifest.schedule)
 
     @property
     def carries(self) -> bool:
@@ -135,7 +154,7 @@ class LoadedModel:
         frames = np.zeros((batch, height, width, 3), np.uint8)
         aux = {a.name: np.zeros((batch, *a.shape), a.dtype) for a in self.manifest.aux_inputs}
         for _ in range(self.warmup_runs):
-            for role in GRAPH_ROLES[self.manifest.family]:  # key before current
+            for role in self.frame_roles:  # key before current
                 self.run(role, frames, state, cache, aux)
 
     def transfers(self) -> Transfers:
@@ -209,22 +228,20 @@ class LoadedModel:
                         f"{graph}: aux input {aux.name!r} {aux.dtype} "
                         f"[batch, {list(aux.shape)}] not in the graph"
                     )
-        if self.keyframe:
+        keyed = KEY in self.backends
+        if keyed:
             check_state_specs(
                 m.cache,
-                self.backends["current"],
-                self.backends["key"],
-                self._graph("current"),
-                self._graph("key"),
+                self.backends[CURRENT],
+                self.backends[KEY],
+                self._graph(CURRENT),
+                self._graph(KEY),
             )
         for role, backend in self.backends.items():
             if (
                 role != ENCODE
                 and m.state
-                and (
-                    not self.keyframe
-                    or any(s.input in {t.name for t in backend.inputs} for s in m.state)
-                )
+                and (not keyed or any(s.input in {t.name for t in backend.inputs} for s in m.state))
             ):
                 check_state_specs(m.state, backend, backend, self._graph(role))
         known = {spec.name} | {s.input for s in m.state + m.cache} | {a.name for a in m.aux_inputs}

@@ -6,9 +6,10 @@ Example:
     >>> seg.reset(1)                                  # a cut on stream 1 only
 
 Streams without a frame sit the run out: their state is neither fed nor changed, so a stream
-that ends or resets leaves the others untouched. Every family batches: each stream has its own
-aux providers (NetWarp's flow) and its own key-frame scheduler; on a tick the streams due a key
-frame run the key graph together and the others the current graph together (at most two runs).
+that ends or resets leaves the others untouched. Every bundle batches: each stream has its own
+aux providers (e.g. optical flow) and its own role planner (``engine.roles``); on a tick the
+streams due a key frame run the key graph together and the others the current graph together
+(at most two runs).
 Each stream's state is reset where a ``Segmenter``'s would be (``engine.guard``: a frame with
 ``discontinuity``, a change of frame size, NaN or Inf in its state row, a stale memory; before
 every frame without ``memory``), the other rows untouched. Not thread-safe: drive it from one
@@ -29,7 +30,8 @@ from vidseg.engine.frame import Frame
 from vidseg.engine.guard import StreamGuard
 from vidseg.engine.loaded import LoadedModel, check_frame
 from vidseg.engine.refresh import Refresh
-from vidseg.engine.schedule import KeyFrameScheduler, Schedule
+from vidseg.engine.roles import RolePlanner
+from vidseg.engine.schedule import Schedule
 from vidseg.engine.segmenter import Result
 from vidseg.engine.telemetry import StatsSnapshot, Telemetry
 from vidseg.engine.timing import FrameTimings, elapsed_ms
@@ -42,7 +44,8 @@ class MultiStreamSegmenter:
     Args:
         bundle: bundle directory, ``Bundle``, or None for the default model.
         streams: number of stream slots (state rows).
-        schedule: key-frame policy of every stream (keyframe bundles; default: the manifest's).
+        schedule: key-frame policy of every stream (bundles with key frames; default: the
+            manifest's).
         warmup: run the graphs on zero frames for every stream at load (state untouched).
         memory, refresh: as ``Segmenter``'s, for every stream.
 
@@ -82,12 +85,7 @@ class MultiStreamSegmenter:
         self.state = self.model.new_state(batch=streams)
         self.cache = self.model.new_cache(batch=streams)
         self.aux = [self.model.new_aux() for _ in range(streams)]
-        sched = schedule or self.model.schedule
-        self.schedulers = (
-            [KeyFrameScheduler(sched) for _ in range(streams)]
-            if self.model.keyframe and sched
-            else None
-        )
+        self.planners = [self.model.planner(schedule) for _ in range(streams)]
         self._frames = [0] * streams
         self.guards = [
             StreamGuard(
@@ -111,8 +109,7 @@ class MultiStreamSegmenter:
         self.cache.reset(row)
         for _, provider in self.aux[row]:
             provider.reset()
-        if self.schedulers is not None:
-            self.schedulers[row].reset()
+        self.planners[row].reset()
 
     def stats(self, stream: int | None = None) -> StatsSnapshot:
         """Frames, resets, drops, and step/age percentiles and FPS over the last frames, as
@@ -192,13 +189,8 @@ class MultiStreamSegmenter:
                 self._clear(i, count=False)
         inputs = {i: self.model.to_input(images[i]) for i in rows}
         aux = {i: self._aux(i, inputs[i]) for i in rows}
-        if self.schedulers is None:
-            groups = {"step": rows}
-        else:
-            keys = {i: self.schedulers[i].is_key(inputs[i]) for i in rows}
-            groups = {
-                role: [i for i in rows if keys[i] == (role == "key")] for role in ("key", "current")
-            }
+        chosen = {i: self.planners[i].role(inputs[i]) for i in rows}
+        groups = {role: [i for i in rows if chosen[i] == role] for role in self.model.frame_roles}
         pre_ms = elapsed_ms(t0, time.perf_counter_ns())
         for role, group in groups.items():
             if not group:
@@ -221,7 +213,7 @@ class MultiStreamSegmenter:
                     self._frames[i],
                     stamps[i],
                     timings,
-                    key_frame=role != "current",
+                    key_frame=RolePlanner.full_frame(role),
                     scores=score,
                     outputs=out,
                     age_ms=age_ms,
@@ -229,8 +221,7 @@ class MultiStreamSegmenter:
                 )
                 self.telemetry[i].record(timings.total_ms, age_ms, t3)
                 self._frames[i] += 1
-                if self.schedulers is not None:
-                    self.schedulers[i].record(role == "key", timings.total_ms)
+                self.planners[i].record(role, timings.total_ms)
         return results
 
 

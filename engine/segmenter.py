@@ -27,7 +27,8 @@ from vidseg.engine.geometry import RESIZE_MODES, Placement, place, to_frame, to_
 from vidseg.engine.guard import StreamGuard
 from vidseg.engine.loaded import LoadedModel, check_frame
 from vidseg.engine.refresh import Refresh
-from vidseg.engine.schedule import KeyFrameScheduler, Schedule
+from vidseg.engine.roles import RolePlanner
+from vidseg.engine.schedule import Schedule
 from vidseg.engine.telemetry import SourceDrops, StatsSnapshot, Telemetry
 from vidseg.engine.timing import FrameTimings, elapsed_ms
 from vidseg.engine.upsample import GraphOutputs, upsample
@@ -43,7 +44,7 @@ class Result:
     index: int  # frames stepped by this segmenter since it was made (resets do not restart it)
     timestamp: float | None  # seconds, as passed to step (or the frame's pts)
     timings: FrameTimings
-    key_frame: bool = True  # the full model ran on this frame (always, for non-keyframe models)
+    key_frame: bool = True  # the full model ran on this frame (always, without key frames)
     scores: np.ndarray | None = None  # (H, W) uint8 confidence, 255 x max softmax, if exported
     outputs: GraphOutputs | None = None  # the graph's own outputs, at its label stride
     placement: Placement | None = None  # the frame on the model input (letterbox/crop only)
@@ -92,7 +93,7 @@ class Segmenter:
             so that the first real frame costs what the others do (``warmup_ms``).
         cuda_graph: fixed buffers replayed as CUDA graphs (None: on for cuda where the graph
             allows it; True on the CPU: the same buffer bookkeeping, no capture).
-        schedule: key-frame policy for ``keyframe`` bundles (default: the manifest's).
+        schedule: key-frame policy of a bundle with key frames (default: the manifest's).
         resize: how a frame is fitted to the model input: ``stretch``, ``letterbox`` (aspect
             kept, padded) or ``crop`` (aspect kept, edges cut; labels there ``UNSEEN``); see
             ``engine.geometry``.
@@ -137,8 +138,7 @@ class Segmenter:
         self.state = self.model.new_state()
         self.cache = self.model.new_cache()
         self.aux = self.model.new_aux()
-        sched = schedule or self.model.schedule
-        self.scheduler = KeyFrameScheduler(sched) if self.model.keyframe and sched else None
+        self.planner = self.model.planner(schedule)  # which graph runs on each frame
         self._frames = 0
         # when the state must go: a cut, NaN/Inf, a stale memory, no memory
         self.guard = StreamGuard(device, memory=memory, refresh=refresh, carries=self.model.carries)
@@ -183,8 +183,7 @@ class Segmenter:
         self.cache.reset()
         for _, provider in self.aux:
             provider.reset()
-        if self.scheduler is not None:
-            self.scheduler.reset()
+        self.planner.reset()
 
     def prepare(self, frame: np.ndarray | Frame) -> PreparedFrame:
         """The stateless part of ``step``: ``frame`` checked and resized to the model's input
@@ -281,8 +280,7 @@ class Segmenter:
         if guard.unexplained(index, (provider for _, provider in self.aux)):
             self._clear()
             aux = {name: provider(x) for name, provider in self.aux}
-        key = self.scheduler.is_key(x) if self.scheduler is not None else True
-        role = "step" if self.scheduler is None else ("key" if key else "current")
+        role = self.planner.role(x)
         t1 = time.perf_counter_ns()
         [outputs] = self.model.run(role, x[None], self.state, self.cache, aux, features=features)
         t2 = time.perf_counter_ns()
@@ -296,8 +294,7 @@ class Segmenter:
             labels, scores = upsample(outputs, *x.shape[:2])
         t3 = time.perf_counter_ns()
         timings = FrameTimings(elapsed_ms(t0, t1), elapsed_ms(t1, t2), elapsed_ms(t2, t3))
-        if self.scheduler is not None:
-            self.scheduler.record(key, timings.total_ms)
+        self.planner.record(role, timings.total_ms)
         age_ms = elapsed_ms(captured_ns, time.monotonic_ns())
         self.telemetry.record(timings.total_ms, age_ms, t3)
         result = Result(
@@ -305,7 +302,7 @@ class Segmenter:
             self._frames,
             timestamp,
             timings,
-            key_frame=key,
+            key_frame=RolePlanner.full_frame(role),
             scores=scores,
             outputs=outputs,
             placement=placement,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidseg.engine.bundle import MANIFEST, SPLIT_FAMILIES, default_bundle_path
+from vidseg.engine.bundle import MANIFEST, default_bundle_path
 from vidseg.engine.clihelp import CliParser, HelpFormatter
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.video import read_frames
@@ -145,10 +145,10 @@ def export_checkpoint(args: argparse.Namespace, out: Path) -> str:
     if args.tiles:
         model = wrap_tiles(model, args.tiles, args.tile_scale, args.tile_blend)
         info["tiles"] = model.describe()
-    if args.split and (model.cfg.family not in SPLIT_FAMILIES or not splittable(model)):
+    if args.split and not splittable(model):
         raise VidsegError(
             f"--split: {model.cfg.name} has no stateless encoder part to split off "
-            f"(supported: the {' and '.join(SPLIT_FAMILIES)} Lite0 models)"
+            "(its model's split() gives none)"
         )
     features = feature_specs(model) if args.split else ()
     manifest = model_manifest(model, CAMVID, info, args.scores, args.label_stride, features)

@@ -18,8 +18,9 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from vidseg.engine.bundle import ENCODE, OutputSpec, load_bundle
+from vidseg.engine.bundle import OutputSpec, load_bundle
 from vidseg.engine.errors import BundleError
+from vidseg.engine.roles import frame_roles
 
 LOGITS = "logits"
 
@@ -93,7 +94,7 @@ def add_logits(bundle_dir: str | Path) -> str:
     if manifest.output_name("logits") is not None:
         raise BundleError(f"{bundle.root}: the bundle already outputs logits")
     labels = manifest.labels_output
-    roles = [role for role in manifest.graphs if role != ENCODE]
+    roles = frame_roles(manifest.graphs)  # the graphs that output labels
     for role in roles:
         path = bundle.graph_path(role)
         _add_output(path, labels, len(manifest.classes), manifest.labels_size)

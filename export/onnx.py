@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseg.engine.bundle import (
-    ENCODE,
     SCHEMA_VERSION,
     FeatureSpec,
     InputSpec,
@@ -35,6 +34,7 @@ from vidseg.engine.bundle import (
     OutputSpec,
     StateSpec,
 )
+from vidseg.engine.roles import ENCODE, STEP
 from vidseg.models.layers import normalize
 from vidseg.models.protocol import GraphSpec
 from vidseg.models.registry import ModelCfg, StateCfg
@@ -391,7 +391,7 @@ def build_manifest(
         palette=classes.palette,
         ignore_index=classes.ignore_index,
         input=InputSpec(name=FRAME, height=height, width=width),
-        graphs={"step": "step.onnx"} | ({ENCODE: "encode.onnx"} if features else {}),
+        graphs={STEP: graph_file(STEP)} | ({ENCODE: graph_file(ENCODE)} if features else {}),
         outputs=(OutputSpec(LABELS, "labels", "uint8", label_stride),)
         + ((OutputSpec(SCORES, "scores", "uint8", label_stride),) if scores else ()),
         state=tuple(
@@ -478,7 +478,7 @@ def write_bundle(
             export_split_graphs(
                 model,
                 paths[ENCODE],
-                paths["step"],
+                paths[STEP],
                 with_scores=with_scores,
                 label_stride=label_stride(manifest),
             )

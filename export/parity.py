@@ -20,8 +20,10 @@ import torch
 
 from vidseg.engine.aux_inputs import make_provider
 from vidseg.engine.backends.ort import session_options
-from vidseg.engine.bundle import ENCODE, AuxSpec, Manifest
+from vidseg.engine.bundle import AuxSpec, Manifest
 from vidseg.engine.errors import ParityError
+from vidseg.engine.roles import ENCODE, STEP, RolePlanner
+from vidseg.engine.schedule import Schedule
 from vidseg.export.onnx import (
     FRAME,
     RoleGraph,
@@ -83,19 +85,21 @@ def stream_aux(
 
 
 def stream_roles(
-    roles: Sequence[str], count: int, interval: int = 1, resets: Sequence[int] = ()
+    roles: Sequence[str],
+    frames: Sequence[np.ndarray],
+    interval: int = 1,
+    resets: Sequence[int] = (),
 ) -> list[str]:
-    """The graph the engine runs on each of ``count`` frames: ``step`` throughout, or with
-    ``key`` and ``current`` a key frame every ``interval`` frames from a stream's start (a reset
-    at ``resets`` restarts it)."""
-    if "key" not in roles:
-        return ["step"] * count
-    order, since_key = [], 0
-    for index in range(count):
+    """The graph the engine runs on each of ``frames``, chosen by the engine's own
+    ``RolePlanner``: ``step`` throughout, or with ``key`` and ``current`` a key frame every
+    ``interval`` frames from a stream's start (a reset at ``resets`` restarts it)."""
+    planner = RolePlanner(roles, Schedule("fixed", interval, max_interval=interval))
+    order = []
+    for index, frame in enumerate(frames):
         if index in resets:
-            since_key = 0
-        order.append("key" if since_key % interval == 0 else "current")
-        since_key += 1
+            planner.reset()
+        order.append(planner.role(frame))
+        planner.record(order[-1], 0.0)
     return order
 
 
@@ -180,7 +184,7 @@ def check_stream_parity(
         twin = _OrtStream(twin_paths, specs, numpy_zeros)
         torch_carried = dict(zeros)
         agreement, logit_diff, state_diff = 1.0, 0.0, 0.0
-        roles = stream_roles(tuple(specs), len(frames), interval, resets)
+        roles = stream_roles(tuple(specs), frames, interval, resets)
         for index, (frame, role) in enumerate(zip(frames, roles)):
             if index in resets:
                 torch_carried = dict(zeros)
@@ -217,7 +221,7 @@ def check_parity(
 ) -> ParityReport:
     """``check_stream_parity`` of a ``step`` bundle: ``graph_path`` is its step graph,
     ``encode_path`` a split bundle's encode graph; ``aux`` as there (empty: the providers')."""
-    graphs = {"step": graph_path} | ({ENCODE: encode_path} if encode_path is not None else {})
+    graphs = {STEP: graph_path} | ({ENCODE: encode_path} if encode_path is not None else {})
     return check_stream_parity(
         model, graphs, frames, resets, label_stride=label_stride, aux=aux or None
     )
@@ -250,7 +254,7 @@ def export_bundle(
         ParityError: a check misses a tolerance (no bundle is left under ``out``).
     """
     resets = (len(frames) // 2,)
-    keyed = "key" in manifest.graphs
+    keyed = manifest.has_key_frames
     summaries: list[str] = []
 
     def check(paths: dict[str, Path]) -> None:

@@ -22,8 +22,10 @@ graph computes exactly what the bundle's graph does (tested). Every config also 
 bundle manifest as the parameter ``vidseg_manifest``, which the client (``vidseg-run
 --triton``) reads over gRPC for the input size, classes and palette.
 
-``keyframe`` and ``netwarp`` bundles are refused: their scheduler and optical flow run in the
-engine, not in a graph. Writing needs ``onnx`` (the ``[export]`` extra), nothing of Triton.
+Triton serves a bundle that runs one ``step`` graph (optionally split) on every frame and reads
+no engine-computed input: one with key frames (its key-frame scheduler) or with ``aux_inputs``
+(e.g. optical flow) is refused, since those run in the engine, not in a graph. Writing needs
+``onnx`` (the ``[export]`` extra), nothing of Triton.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from vidseg.engine.bundle import ENCODE, Bundle, Manifest, load_bundle
+from vidseg.engine.bundle import Bundle, Manifest, load_bundle
 from vidseg.engine.errors import BundleError, VidsegError
+from vidseg.engine.roles import ENCODE, STEP
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,6 @@ MANIFEST_PARAMETER = "vidseg_manifest"  # config parameter holding the bundle ma
 CONTROLS = ("START", "READY", "END", "CORRID")  # step-graph control inputs, (batch, 1) each
 KINDS = ("cpu", "gpu")
 ACCELERATORS = ("none", "tensorrt")  # tensorrt: the ONNX Runtime backend's TensorRT provider
-SUPPORTED_FAMILIES = ("perframe", "recurrent")
 TRITON_TYPES = {
     "float32": "TYPE_FP32",
     "float16": "TYPE_FP16",
@@ -344,10 +346,20 @@ def _write_model(root: Path, name: str, config: dict, graph: onnx.ModelProto | N
     (model_dir / "config.pbtxt").write_text(to_pbtxt(config) + "\n")
 
 
+def engine_only(manifest: Manifest) -> str | None:
+    """What of ``manifest`` only the engine can run (None: a Triton model serves it whole)."""
+    if manifest.has_key_frames:
+        return "its key-frame schedule picks the key and current graphs"
+    if manifest.aux_inputs:
+        kinds = ", ".join(sorted({a.provider for a in manifest.aux_inputs}))
+        return f"it reads engine-computed inputs: {kinds}"
+    return None
+
+
 def build_repository(bundle: Bundle, staging: Path, options: TritonOptions) -> list[str]:
     """Write the model directories for ``bundle`` under ``staging``; their names."""
     manifest = bundle.manifest
-    step = onnx.load(bundle.graph_path("step"))
+    step = onnx.load(bundle.graph_path(STEP))
     if manifest.state:
         step = with_controls(step, manifest)
     if ENCODE not in manifest.graphs:
@@ -381,17 +393,17 @@ def export_triton(bundle_path: str | Path, repo: str | Path, options: TritonOpti
         A one-paragraph summary for the CLI.
 
     Raises:
-        BundleError: the bundle is invalid or of a family Triton cannot run without the engine.
+        BundleError: the bundle is invalid or needs the engine (``engine_only``).
         VidsegError: a bad option, or a model of that name exists in ``repo``.
     """
     options.check()
     bundle = load_bundle(bundle_path)
     manifest = bundle.manifest
-    if manifest.family not in SUPPORTED_FAMILIES or manifest.aux_inputs:
+    reason = engine_only(manifest)
+    if reason is not None:
         raise BundleError(
-            f"--triton: a {manifest.family} bundle needs the engine (key-frame "
-            f"scheduler or optical flow); supported: "
-            f"{', '.join(SUPPORTED_FAMILIES)}"
+            f"--triton: a {manifest.family} bundle needs the engine ({reason}); Triton serves "
+            "bundles that run one step graph on every frame without engine-computed inputs"
         )
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():

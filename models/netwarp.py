@@ -254,6 +254,11 @@ class NetWarpLite0(Lite0UNet):
         state = self.cfg.state
         return {"step": GraphSpec(self, state, state, aux=(self.flow_spec,))}
 
+    def split(self) -> None:
+        """None: ``Lite0UNet``'s ``features``/``head`` would leave the warps out (the step also
+        reads the flow and the downscaled frame), so a netwarp bundle ships one step graph."""
+        return None
+
     def forward(
         self, x: torch.Tensor, flow: torch.Tensor, *state: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:

@@ -1,8 +1,10 @@
 """One registry of model variants: ``create_model("<family>-<variant>")`` is the only way in.
 
 Families register their variants explicitly through :func:`register_model` when their module is
-imported; :func:`_load_families` imports the family modules on first use, so importing
-``vidseg.models`` has no side effects and an unknown name gets a clear error with suggestions.
+imported; :func:`_load_families` imports this package's family modules on first use, so
+importing ``vidseg.models`` has no side effects and an unknown name gets a clear error with
+suggestions. A family is its own files: a module of variants decorated with ``register_model``
+(and, for the engine, graphs whose roles the bundle schema knows); nothing here lists families.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from typing import TYPE_CHECKING, Callable
 
 from torch import nn
 
-from vidseg.engine.bundle import FAMILIES
 from vidseg.engine.errors import VidsegError
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class ModelCfg:
     """Everything export needs to write a bundle manifest without looking inside the model."""
 
     name: str  # registry name, e.g. "recurrent-lite0-gru"
-    family: str  # one of FAMILIES
+    family: str  # a descriptive label, the name's first part (e.g. "recurrent")
     input_size: tuple[int, int] = (352, 480)  # (height, width), multiples of `stride`
     stride: int = 32  # total downsampling of the encoder
     num_classes: int = 11
@@ -60,10 +61,15 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Decorator: register ``fn`` under its name with ``_`` turned into ``-``."""
+    """Decorator: register ``fn`` under its name with ``_`` turned into ``-``.
+
+    Raises:
+        VidsegError: the name is not ``<family>-<variant>``.
+    """
     name = fn.__name__.replace("_", "-")
-    if name.split("-")[0] not in FAMILIES:
-        raise VidsegError(f"model name {name!r} must start with a family: {', '.join(FAMILIES)}")
+    family, _, variant = name.partition("-")
+    if not family or not variant:
+        raise VidsegError(f"model name {name!r} must be <family>-<variant>, e.g. recurrent-lite0")
     _REGISTRY[name] = fn
     return fn
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from vidseg.benchmarks.accuracy import evaluate_bundle
-from vidseg.engine.bundle import SPLIT_FAMILIES, default_bundle_path
+from vidseg.engine.bundle import default_bundle_path
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.segmenter import Segmenter
 from vidseg.engine.video import read_frames
@@ -132,8 +132,8 @@ def export_row(row: Row, run: Path, ckpt: Path) -> Path:
     if bundle.is_dir() and bundle.stat().st_mtime >= ckpt.stat().st_mtime:
         return bundle
     run.mkdir(parents=True, exist_ok=True)
-    family = create_model(row.model, pretrained=False).cfg.family
-    split = family in SPLIT_FAMILIES and "lite0" in row.model and not row.export_flags
+    splittable = create_model(row.model, pretrained=False).split() is not None
+    split = splittable and not row.export_flags
     args = [
         str(ckpt),
         "--out",

@@ -44,7 +44,7 @@ def test_schedule_is_a_typed_field() -> None:
 @pytest.mark.parametrize(
     ("edit", "field"),
     [
-        (lambda d: d.update(family="nope"), "family"),
+        (lambda d: d.update(family=""), "family"),  # any non-empty label; the engine reads none
         (lambda d: d["input"].pop("height"), "input.height"),
         (lambda d: d["input"].update(width=-5), "input.width"),
         (lambda d: d["input"].update(layout="NCHW"), "input.layout"),
@@ -53,7 +53,15 @@ def test_schedule_is_a_typed_field() -> None:
         (lambda d: d.update(graphs={}), "graphs.step"),
         (lambda d: d["state"][1].update(shape=[64, 0, 3]), "state[1].shape"),
         (lambda d: d["state"][0].update(dtype="float64"), "state[0].dtype"),
-        (lambda d: d.update(state=[]), "state"),
+        (lambda d: d["state"].append(d["state"][0]), "state"),  # names must be unique
+        # the graphs' roles: step, or key and current with a cache; encode with features
+        (lambda d: d["graphs"].update(main="step.onnx"), "graphs.main"),
+        (lambda d: d["graphs"].update(step=3), "graphs.step"),
+        (lambda d: d["graphs"].update(key="key.onnx"), "graphs.current"),
+        (lambda d: d.update(graphs={"key": "k.onnx", "current": "c.onnx"}), "cache"),
+        (lambda d: d.update(cache=d.pop("state")), "cache"),  # a cache needs key frames
+        (lambda d: d.update(schedule={"interval": 3}), "schedule"),  # so does a schedule
+        (lambda d: d["graphs"].update(encode="encode.onnx"), "features"),
         (lambda d: d.update(outputs=[]), "outputs"),
         (lambda d: d.update(schema_version=99), "schema_version"),
         (lambda d: d["input"].update(height="64"), "input.height"),

@@ -60,7 +60,12 @@ def _edited(src: Path, dst: Path, edit) -> Path:
     [
         (lambda m: m["graphs"].pop("encode"), "field 'features'"),
         (lambda m: m.update(features=[]), "field 'features'"),
-        (lambda m: m.update(family="netwarp"), "aux_inputs"),
+        (
+            lambda m: m.update(
+                aux_inputs=[{"name": "flow", "provider": "dis_flow", "shape": [2, 16, 24]}]
+            ),
+            "aux input 'flow'",
+        ),  # declared, but the step graph has no such input
         (lambda m: m["features"][1].update(shape=[32, 16, 22]), "feature 'feat1'"),
     ],
 )
@@ -72,14 +77,14 @@ def test_bad_split_manifests_are_refused(
         Segmenter(bundle)
 
 
-def test_encode_role_refused_for_keyframe(tiny_keyframe_bundle: Path, tmp_path: Path) -> None:
+def test_encode_role_refused_beside_key_frames(tiny_keyframe_bundle: Path, tmp_path: Path) -> None:
     def add_encode(m: dict) -> None:
         m["graphs"]["encode"] = "encode.onnx"
         m["features"] = [{"name": "feat0", "shape": [8, 4, 4], "dtype": "float32"}]
 
     bundle = _edited(tiny_keyframe_bundle, tmp_path / "k.vidseg", add_encode)
     with pytest.raises(
-        BundleError, match="graphs.encode' is for families perframe, recurrent, not 'keyframe'"
+        BundleError, match="graphs.encode' splits a step graph; a bundle with key frames has none"
     ):
         Segmenter(bundle)
 
@@ -106,6 +111,8 @@ def test_export_cli_split(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None
     assert sorted(p.name for p in out.glob("*.onnx")) == ["encode.onnx", "step.onnx"]
     result = Segmenter(out).step(np.zeros((90, 120, 3), np.uint8))
     assert result.labels.shape == (90, 120) and result.scores is not None
-    code = cli.main(["untrained:keyframe-lite0-c2", "--out", str(tmp_path / "k.vidseg"), "--split"])
-    assert code != 0 and "no stateless encoder part to split off" in capsys.readouterr().err
-    assert not (tmp_path / "k.vidseg").exists()
+    # a model says whether it splits (``split()``): neither key frames nor NetWarp's warps do
+    for name in ("keyframe-lite0-c2", "netwarp-lite0"):
+        code = cli.main([f"untrained:{name}", "--out", str(tmp_path / "k.vidseg"), "--split"])
+        assert code != 0 and "no stateless encoder part to split off" in capsys.readouterr().err
+        assert not (tmp_path / "k.vidseg").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidseg.engine import bundle
+from vidseg.engine import bundle, roles
 from vidseg.models import registry
 from vidseg.models.protocol import TemporalModel
 
@@ -53,8 +53,17 @@ def test_every_family_implements_the_protocol(name: str) -> None:
     model = registry.create_model(name, pretrained=False, input_size=SIZE)
     assert isinstance(model, TemporalModel)
     family = model.cfg.family
-    # the graphs a model exports are the ones the engine's bundle schema asks of its family
-    assert tuple(model.export_graphs()) == bundle.GRAPH_ROLES[family]
+    # the graphs a model exports are a role structure the bundle schema takes, in the order
+    # the engine runs them (key before current)
+    graphs = model.export_graphs()
+    assert tuple(graphs) == roles.frame_roles(graphs)
+    problem = roles.structure_problem(
+        {role: f"{role}.onnx" for role in graphs},
+        cache=bool(model.cfg.cache),
+        features=False,
+        schedule=model.schedule() is not None,
+    )
+    assert problem is None, problem
     height, width = SIZE
     state = model.initial_state(2, height, width)
     cache = model.initial_cache(2, height, width)
@@ -77,9 +86,10 @@ def test_shared_definitions_have_one_home() -> None:
     from vidseg.engine import aux_inputs, folder
     from vidseg.models import data
 
-    assert registry.FAMILIES is bundle.FAMILIES
     assert data.IMAGE_SUFFIXES is folder.IMAGE_SUFFIXES
-    assert bundle.KINDS is aux_inputs.KINDS  # manifests checked against the registry
+    # no list of families anywhere: a family is its registered variants and its graphs' roles
+    assert not hasattr(bundle, "FAMILIES") and not hasattr(registry, "FAMILIES")
+    # manifests are checked against the one registry of aux-input kinds
     raw = json.loads((bundle.default_bundle_path() / bundle.MANIFEST).read_text())
     raw["aux_inputs"] = [{"name": "flow", "provider": "optical", "shape": [2, 4, 4]}]
     with pytest.raises(bundle.BundleError, match=f"expected one of {', '.join(aux_inputs.KINDS)}"):

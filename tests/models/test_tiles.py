@@ -205,10 +205,12 @@ def test_batched_tile_streams_out_of_phase_match_single_segmenters(
 
 
 def test_bad_view_args_in_a_manifest_are_refused_in_one_line(tile_bundle, tmp_path) -> None:
+    """The manifest's check names the kind only; opening the bundle makes each provider, and
+    one that cannot take its args fails the load in one line."""
     import json
     import shutil
 
-    from vidseg.engine.bundle import load_bundle
+    from vidseg.engine import Segmenter
     from vidseg.engine.errors import BundleError
 
     for field, value, message in [
@@ -230,4 +232,4 @@ def test_bad_view_args_in_a_manifest_are_refused_in_one_line(tile_bundle, tmp_pa
         raw["aux_inputs"][2][field] = value
         (bundle / "manifest.json").write_text(json.dumps(raw))
         with pytest.raises(BundleError, match=message):
-            load_bundle(bundle)
+            Segmenter(bundle, warmup=False)
