@@ -345,10 +345,10 @@ def schedule_of(args: argparse.Namespace, manifest: Manifest) -> Schedule | None
     """
     if not (args.schedule or args.key_interval or args.budget_ms):
         return None
-    if manifest.family != "keyframe":
+    if not manifest.has_key_frames:
         raise UsageError(
-            f"--schedule/--key-interval/--budget-ms need a keyframe bundle; "
-            f"this one is {manifest.family!r}"
+            "--schedule/--key-interval/--budget-ms need a bundle with key frames; "
+            f"this one ({manifest.family}) runs every frame the same way"
         )
     base = Schedule.from_manifest(manifest.schedule)
     try:

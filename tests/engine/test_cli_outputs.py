@@ -210,7 +210,7 @@ def test_camera_index_on_the_command_line(tiny_bundle: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     "flags, needle",
     [
-        (("--key-interval", "5"), "keyframe bundle"),
+        (("--key-interval", "5"), "bundle with key frames"),
         (("--scores", "{tmp}/sc"), "--scores needs a bundle"),
         (("--polygons",), "--polygons"),
         (("--vid-stride", "0"), "--vid-stride"),
