@@ -62,7 +62,14 @@ def _edited(src: Path, dst: Path, edit) -> Path:
         (lambda m: m.update(features=[]), "field 'features'"),
         (
             lambda m: m.update(
-                aux_inputs=[{"name": "flow", "provider": "dis_flow", "shape": [2, 16, 24]}]
+                aux_inputs=[
+                    {
+                        "name": "flow",
+                        "provider": "dis_flow",
+                        "shape": [2, 16, 24],
+                        "dtype": "float32",
+                    }
+                ]
             ),
             "aux input 'flow'",
         ),  # declared, but the step graph has no such input
