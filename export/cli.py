@@ -33,6 +33,7 @@ from vidseg.export.parity import export_bundle
 from vidseg.export.triton import ACCELERATORS, KINDS, TritonOptions, export_triton
 from vidseg.export.wrap import Normalization, WrapOptions, default_palette, wrap_model
 from vidseg.models.data import CAMVID_CLASSES, CAMVID_IGNORE, CAMVID_PALETTE
+from vidseg.models.provenance import UNKNOWN, checked_chain, command_line, source_commit
 from vidseg.models.registry import create_model
 from vidseg.models.tiles import wrap_tiles
 from vidseg.models.train import model_from_checkpoint, not_a_checkpoint
@@ -74,6 +75,7 @@ def load_checkpoint(
             "steps": ckpt.get("step"),
             "metrics": json.loads(ckpt.get("metrics", "{}")),
             "train_args": json.loads(ckpt.get("train_args", "{}")),
+            "provenance": {"train": checked_chain(ckpt.get("provenance"))},
         }
     except (TypeError, ValueError) as exc:
         raise not_a_checkpoint(path, exc) from exc
@@ -81,6 +83,34 @@ def load_checkpoint(
     if input_size is not None and trained_size is not None:
         info["trained_input_size"] = list(trained_size)
     return _check_size(model), info
+
+
+def provenance(train_chain: list[dict[str, str]], args: argparse.Namespace) -> dict:
+    """The manifest's ``train.provenance``: the checkpoint's training runs (``train_chain``,
+    earliest first) and this export's command and commit. ``--train-command`` (with
+    ``--train-commit``) fills in the runs the checkpoint does not record: all of them for a
+    checkpoint written before vidseg-train recorded them, else those recorded as unknown (a
+    run ``--init-from`` started from such a checkpoint).
+
+    Raises:
+        VidsegError: ``--train-command`` given other than once per run the checkpoint lacks.
+    """
+    chain = [dict(r) for r in train_chain]
+    if args.train_command:
+        missing = [i for i, r in enumerate(chain) if r["command"] == UNKNOWN]
+        if not chain:
+            chain, missing = [{} for _ in args.train_command], list(range(len(args.train_command)))
+        if len(missing) != len(args.train_command):
+            raise VidsegError(
+                f"--train-command: {args.checkpoint} lacks the command of {len(missing)} of "
+                f"its {len(chain)} training runs, {len(args.train_command)} given"
+            )
+        for i, command in zip(missing, args.train_command):
+            chain[i] = {"command": command, "commit": args.train_commit or UNKNOWN}
+    return {
+        "train": chain,
+        "export": {"command": args.command, "commit": source_commit(__file__)},
+    }
 
 
 def _check_size(model: torch.nn.Module) -> torch.nn.Module:
@@ -142,6 +172,7 @@ def export_checkpoint(args: argparse.Namespace, out: Path) -> str:
         model, info = load_untrained(args.checkpoint.removeprefix(UNTRAINED), args.input_size)
     else:
         model, info = load_checkpoint(Path(args.checkpoint), args.input_size)
+    info["provenance"] = provenance(info.get("provenance", {}).get("train", []), args)
     if args.tiles:
         model = wrap_tiles(model, args.tiles, args.tile_scale, args.tile_blend)
         info["tiles"] = model.describe()
@@ -319,6 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
         "they trained at (multiples of 32; default: the trained size), or a --wrap "
         "graph's size (required when it is dynamic)",
     )
+    r = p.add_argument_group("provenance (the manifest's train.provenance, docs/bundle.md)")
+    r.add_argument(
+        "--train-command",
+        action="append",
+        metavar="TEXT",
+        help="the vidseg-train command that trained CHECKPOINT, for a checkpoint written "
+        "before vidseg-train recorded it (repeat per run, earliest first: e.g. the run "
+        "--init-from started from, then the run itself)",
+    )
+    r.add_argument(
+        "--train-commit",
+        metavar="SHA",
+        help="the git commit those --train-command runs ran from",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -467,6 +512,19 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("CHECKPOINT is required (or --wrap MODEL.onnx)")
         if args.label_stride is None:
             args.label_stride = 1
+    if args.train_commit and not args.train_command:
+        parser.error("--train-commit goes with --train-command")
+    if args.train_command and (
+        args.wrap
+        or args.triton
+        or args.add_logits
+        or (args.checkpoint or "").startswith(UNTRAINED)
+        or is_bundle(args.checkpoint or "")
+    ):
+        parser.error("--train-command describes a CHECKPOINT being exported")
+    if any(not c.strip() for c in args.train_command or ()):
+        parser.error("--train-command: expected the command line, got an empty one")
+    args.command = command_line("vidseg-export", sys.argv[1:] if argv is None else argv)
     if args.tiles and (
         args.wrap
         or args.triton

@@ -5,7 +5,10 @@ steps trains on single augmented frames (batch ``2 * --batch``), the rest on cli
 ``--seq-len`` frames (batch ``--batch``) with the recurrent state carried through each clip.
 Checkpoints (``last.pt``) are written at every evaluation and at the end; ``--resume`` continues
 from ``last.pt`` with the optimizer and random-generator states restored, so an interrupted run
-resumes where it stopped. Evaluation runs the CamVid val drive in order with state carried.
+resumes where it stopped; ``--stop-after-minutes M`` ends a run in chunks, writing ``last.pt``
+after the step that passes M minutes. Evaluation runs the CamVid val drive in order with state
+carried. Each checkpoint records the command lines and source commits of its training runs
+(``models.provenance``), which ``vidseg-export`` copies into the bundle's manifest.
 
 On a GPU: ``--device cuda`` (or ``auto``) trains and evaluates there, ``--amp`` adds bf16
 autocast, and ``--workers N`` builds the augmented clips in N processes so the CPU keeps up.
@@ -52,6 +55,7 @@ from vidseg.models.lite0 import Lite0Encoder
 from vidseg.models.losses import CROSS_ENTROPY, SegLoss, consistency_total
 from vidseg.models.metrics import SegMetrics
 from vidseg.models.protocol import TemporalModel
+from vidseg.models.provenance import UNKNOWN, checked_chain, command_line, source_commit
 from vidseg.models.registry import create_model, list_models
 from vidseg.models.videos import FLOW_STRIDE, VideoClips
 
@@ -553,28 +557,30 @@ def model_from_checkpoint(
     return model.eval(), ckpt
 
 
-def _resume(
-    ckpt_path: Path,
-    name: str,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    rng: np.random.Generator,
-) -> tuple[int, list[dict]]:
-    """Load ``ckpt_path`` into the model, optimizer and random generators (torch's and
-    ``rng``); returns the step reached and the evaluation history.
+def _resume(run: "_Run", model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load ``run.ckpt_path`` into the model, optimizer and random generators (torch's and
+    ``run.rng``), and into ``run`` the step reached, the evaluation history, the last metrics
+    and the record of the command that started the run (kept over the resuming one's, when the
+    checkpoint has it).
 
     Raises:
-        VidsegError: no checkpoint there, or it holds another model than ``name``.
+        VidsegError: no checkpoint there, or it holds another model than ``--model``.
     """
+    ckpt_path, name = run.ckpt_path, run.args.model
     ckpt = read_checkpoint(ckpt_path, "--resume")
     if ckpt["model_name"] != name:
         raise VidsegError(f"--resume: {ckpt_path} holds {ckpt['model_name']}, not {name}")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     torch.set_rng_state(ckpt["torch_rng"])
-    rng.bit_generator.state = json.loads(ckpt["numpy_rng"])
+    run.rng.bit_generator.state = json.loads(ckpt["numpy_rng"])
     logger.info("resumed from %s at step %d", ckpt_path, ckpt["step"])
-    return ckpt["step"], json.loads(ckpt["history"])
+    run.step, run.history = ckpt["step"], json.loads(ckpt["history"])
+    run.metrics_json = ckpt.get("metrics", "{}")
+    try:
+        run.provenance = checked_chain(ckpt.get("provenance")) or run.provenance
+    except ValueError as exc:
+        raise not_a_checkpoint(ckpt_path, exc, "--resume: ") from exc
 
 
 @contextlib.contextmanager
@@ -682,11 +688,16 @@ class _Run:
     rng: np.random.Generator
     total: int
     ckpt_path: Path
+    provenance: list[dict[str, str]]  # the training runs, earliest first (models.provenance)
     step: int = 0
     history: list[dict] = field(default_factory=list)
+    metrics_json: str = "{}"  # the last evaluation's metrics, kept by a save without one
 
     def save(self, metrics: SegMetrics | None) -> None:
-        """Write the checkpoint atomically: a kill mid-save never corrupts last.pt."""
+        """Write the checkpoint atomically: a kill mid-save never corrupts last.pt. Without
+        ``metrics`` (a run stopped between evaluations) it keeps the last evaluation's."""
+        if metrics is not None:
+            self.metrics_json = json.dumps(asdict(metrics))
         ckpt = {
             "model_name": self.args.model,
             "model_kwargs": {k: v for k, v in self.model_kwargs.items() if v is not None},
@@ -698,8 +709,9 @@ class _Run:
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
             "history": json.dumps(self.history),
-            "metrics": json.dumps(asdict(metrics) if metrics else {}),
+            "metrics": self.metrics_json,
             "train_args": json.dumps({k: v for k, v in vars(self.args).items() if k != "func"}),
+            "provenance": self.provenance,
         }
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(ckpt, tmp)
@@ -715,11 +727,12 @@ def _run_steps(
     aug: ClipAugment,
     videos: VideoClips | None,
     device: torch.device,
-) -> SegMetrics | None:
+) -> tuple[SegMetrics | None, bool]:
     """The training loop from ``run.step`` to ``run.total``: poly learning rate from
-    ``base_lrs``, one
-    ``train_step`` per batch, evaluation and a checkpoint every ``--eval-every`` steps and at
-    the end. Returns the last evaluation (None when no step was left to run)."""
+    ``base_lrs``, one ``train_step`` per batch, evaluation and a checkpoint every
+    ``--eval-every`` steps and at the end. With ``--stop-after-minutes`` it also ends, with a
+    checkpoint, after the first step that passes that time. Returns the last evaluation (None
+    when no step ran, or none was due) and whether it stopped before ``run.total``."""
     args, model, optimizer = run.args, run.model, run.optimizer
     cuda = device.type == "cuda"
     metrics: SegMetrics | None = None
@@ -728,6 +741,7 @@ def _run_steps(
         total=run.total, initial=run.step, desc=f"train {args.model}", unit="step", file=sys.stderr
     )
     started = time.perf_counter()
+    stop_s = args.stop_after_minutes * 60 if args.stop_after_minutes else math.inf
     for frames, labels in batches:
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * (1 - run.step / run.total) ** 0.9
@@ -743,7 +757,8 @@ def _run_steps(
                 T=frames.shape[1],
                 miou=f"{metrics.miou:.1f}" if metrics else "-",
             )
-        if run.step % args.eval_every == 0 or run.step == run.total:
+        due = run.step % args.eval_every == 0 or run.step == run.total
+        if due:
             metrics = evaluate_sequence(model, val_data, carry_state=True)
             run.history.append(
                 {
@@ -755,13 +770,34 @@ def _run_steps(
             )
             run.save(metrics)
             bar.set_postfix(loss=f"{loss.item():.3f}", miou=f"{metrics.miou:.1f}")
+        if run.step < run.total and time.perf_counter() - started >= stop_s:
+            if not due:
+                run.save(None)
+            bar.close()
+            return metrics, True
     bar.close()
-    return metrics
+    return metrics, False
 
 
-def train(args: argparse.Namespace) -> SegMetrics:
+def init_chain(path: str | Path) -> list[dict[str, str]]:
+    """The training runs behind the ``--init-from`` checkpoint ``path``, earliest first; one
+    unknown run when that checkpoint predates the record.
+
+    Raises:
+        BundleError: not a vidseg-train checkpoint, or a malformed record in it.
+    """
+    try:
+        chain = checked_chain(read_checkpoint(path, "--init-from").get("provenance"))
+    except ValueError as exc:
+        raise not_a_checkpoint(Path(path), exc, "--init-from: ") from exc
+    return chain or [{"command": UNKNOWN, "commit": UNKNOWN}]
+
+
+def train(args: argparse.Namespace, command: str = UNKNOWN) -> SegMetrics | None:
     """Train ``args.model`` as ``vidseg-train`` asks; writes ``last.pt`` and ``metrics.json``
-    into ``args.out`` and returns the final val metrics."""
+    into ``args.out`` and returns the final val metrics; None when ``--stop-after-minutes``
+    ended the run first (``last.pt`` written, ``metrics.json`` not). ``command``: the command
+    line to record in the checkpoint (``vidseg-train`` passes its own)."""
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     _check_amp(args, device)
@@ -823,9 +859,11 @@ def train(args: argparse.Namespace) -> SegMetrics:
         np.random.default_rng(args.seed),
         total,
         out / CHECKPOINT,
+        provenance=(init_chain(args.init_from) if args.init_from else [])
+        + [{"command": command, "commit": source_commit()}],
     )
     if args.resume:
-        run.step, run.history = _resume(run.ckpt_path, args.model, model, optimizer, run.rng)
+        _resume(run, model, optimizer)
     if args.workers:
         batches: Iterator = _worker_batches(
             train_data, schedule, run.step, args.seed, aug, args.workers, pin_memory=cuda
@@ -833,7 +871,9 @@ def train(args: argparse.Namespace) -> SegMetrics:
     else:  # one background thread, one generator (rng) for the whole run
         batches = _batches(train_data, schedule[run.step :], run.rng, aug)
     with cuda_speedups(cuda):
-        metrics = _run_steps(run, batches, base_lrs, val_data, opts, aug, videos, device)
+        metrics, stopped = _run_steps(run, batches, base_lrs, val_data, opts, aug, videos, device)
+        if stopped:
+            return None
         if metrics is None:  # resumed a finished run
             metrics = evaluate_sequence(model, val_data, carry_state=True)
         summary = {
@@ -862,7 +902,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory for last.pt and metrics.json")
     p.add_argument("--epochs", type=int, default=40, help="passes over the train split")
     p.add_argument("--max-steps", type=int, help="total optimizer steps (overrides --epochs)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last.pt (give the same options as the run that wrote it)",
+    )
+    p.add_argument(
+        "--stop-after-minutes",
+        type=float,
+        metavar="M",
+        help="end the run, with a checkpoint, after the first step that passes M minutes "
+        "of training (--resume continues it): a long run in chunks",
+    )
     p.add_argument(
         "--init-from",
         metavar="CKPT",
@@ -1021,6 +1072,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown --model {args.model!r}; choose from {', '.join(list_models())}")
     if args.max_steps is not None and args.max_steps < 1:
         parser.error("--max-steps must be >= 1")
+    if args.eval_every < 1:
+        parser.error(f"--eval-every must be >= 1, got {args.eval_every}")
+    if args.stop_after_minutes is not None and not args.stop_after_minutes > 0:
+        parser.error(f"--stop-after-minutes must be > 0, got {args.stop_after_minutes:g}")
     if args.workers < 0:
         parser.error("--workers must be >= 0")
     if args.threads is not None and args.threads < 1:
@@ -1035,14 +1090,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    # the command that starts the run: a resumed one keeps the record in its checkpoint, and
+    # one from before the record is best described by its resuming command less --resume
+    given = sys.argv[1:] if argv is None else argv
+    command = command_line("vidseg-train", [a for a in given if a != "--resume"])
     code, metrics = run_for_cli(
         "vidseg-train",
-        lambda: train(args),
+        lambda: train(args, command),
         debug=args.debug,
         interrupted="interrupted; resume with --resume",
     )
-    if metrics is None:
+    if code:
         return code
+    if metrics is None:
+        print(
+            f"stopped after {args.stop_after_minutes:g} minutes of training; checkpoint "
+            f"{Path(args.out) / CHECKPOINT}: continue with the same command and --resume"
+        )
+        return 0
     print(
         f"val mIoU {metrics.miou:.1f} (pixel acc {metrics.pixel_acc:.1f}); "
         f"checkpoint {Path(args.out) / CHECKPOINT}"
