@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -348,20 +347,6 @@ def _declare_output_shapes(path: Path, shapes: dict[str, tuple[int, ...]]) -> No
     onnx.save(model, str(path))
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-    except OSError:
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
 @dataclass(frozen=True)
 class ClassInfo:
     """What the bundle says about the label space."""
@@ -399,7 +384,7 @@ def build_manifest(
             for i, o, s in zip(state_in, state_out, cfg.state)
         ),
         features=tuple(features),
-        train={**train, "commit": _git_commit(), "pretrained": cfg.pretrained},
+        train={**train, "pretrained": cfg.pretrained},
         schema_version=SCHEMA_VERSION,
     )
 

@@ -460,3 +460,69 @@ def test_class_balance_weights_from_label_frequencies(tmp_path, capsys) -> None:
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "vidseg-train: error: --class-balance must be >= 0"
     )
+
+
+# -- provenance and chunked runs -------------------------------------------------------------
+
+
+def test_checkpoint_records_the_command_and_the_chain(camvid: Path, tmp_path: Path) -> None:
+    """Each checkpoint holds its run's command line and source commit, after the runs of the
+    --init-from checkpoint (one unknown run for a checkpoint from before the record)."""
+    from vidseg.models.provenance import UNKNOWN, source_commit
+
+    def run(name: str, *extra: str) -> tuple[str, list[dict]]:
+        argv = [*ARGS, "--data", str(camvid), "--out", str(tmp_path / name), "--max-steps", "1"]
+        assert train.main([*argv, *extra]) == 0
+        chain = torch.load(tmp_path / name / "last.pt", weights_only=True)["provenance"]
+        return "vidseg-train " + " ".join([*argv, *extra]), chain
+
+    command, chain = run("a")
+    assert chain == [{"command": command, "commit": source_commit(train.__file__)}]
+    assert chain[0]["commit"] != UNKNOWN  # the tests run from the repository
+    command, chained = run("b", "--init-from", str(tmp_path / "a" / "last.pt"))
+    assert chained == [*chain, {"command": command, "commit": chain[0]["commit"]}]
+
+    old = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    del old["provenance"]
+    torch.save(old, tmp_path / "old.pt")
+    _, unknown = run("c", "--init-from", str(tmp_path / "old.pt"))
+    assert unknown[0] == {"command": UNKNOWN, "commit": UNKNOWN} and len(unknown) == 2
+
+
+def test_stop_after_minutes_runs_in_resumable_chunks(camvid: Path, tmp_path: Path, capsys):
+    """--stop-after-minutes ends the run with a checkpoint after the step that passes the time
+    (a tiny limit: after every step); --resume continues it to --max-steps. A checkpoint
+    between evaluations keeps the last one's metrics, and every chunk keeps the record of the
+    command that started the run."""
+    out = tmp_path / "run"
+    base = [*ARGS, "--data", str(camvid), "--out", str(out), "--max-steps", "4"]
+    chunk = [*base, "--stop-after-minutes", "1e-9"]
+    steps, metrics = [], []
+    for i in range(3):
+        assert train.main(chunk + ["--resume"] * bool(i)) == 0
+        assert "stopped after 1e-09 minutes of training" in capsys.readouterr().out
+        ckpt = torch.load(out / "last.pt", weights_only=True)
+        steps.append(ckpt["step"])
+        metrics.append(json.loads(ckpt["metrics"]))
+        assert ckpt["provenance"][0]["command"] == "vidseg-train " + " ".join(chunk)
+        assert not (out / "metrics.json").exists()
+    assert steps == [1, 2, 3]
+    assert metrics[0] == {} and metrics[1] and metrics[2] == metrics[1]  # eval at step 2 kept
+    assert train.main([*base, "--resume"]) == 0
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 4
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--eval-every", "0", "--eval-every must be >= 1"),
+        ("--stop-after-minutes", "0", "--stop-after-minutes must be > 0"),
+    ],
+)
+def test_bad_eval_every_and_stop_are_usage_errors(tmp_path, capsys, flag, value, message):
+    argv = ["--model", "perframe-lite0", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exc:
+        train.main([*argv, flag, value])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
