@@ -5,6 +5,9 @@
 #   bash benchmarks/gpu_check.sh            # writes JSON and logs under $OUT (or ./gpu-out)
 #
 # Measures issue 21's closing table with this checkout's code, in under 10 minutes:
+# The default bundle is the tile memory (samples/tiles-lite0-camvid.vidseg: a 320x448 network
+# in a 2x2 tile memory of the frame at 448x640, one step graph fed the engine's DIS flow, tile
+# one-hot and view cut, all three computed on the CPU even with --device cuda).
 #   parity.json      CUDA-graph step vs the plain CUDA path vs the CPU over 24 frames with a
 #                    reset (default bundle), which paths were captured
 #   bench_cuda.json  vidseg-bench --device cuda: step p50/p99 (CUDA graphs) and without them,
@@ -12,14 +15,19 @@
 #                    stages alone and the pipeline at 720p
 #   bench_cpu.json   the same machine's CPU, latency only, side by side
 #   run_*.json       vidseg-run --device cuda on a 400-frame 720p clip: overlay and --mask FPS
+#   cpu_work.json    the default with --device cuda on the 720p clip: pre_ms (the resize, the
+#                    DIS flow, the view cut, the refresh check: CPU work per frame and stream),
+#                    infer_ms, post_ms p50, beside the same on the CPU, and each aux input's
+#                    provider alone (dis_flow, tile_cycle, tile_view) p50
 #   fp16.json        a float16 copy of the default bundle: label agreement, step p50 on CUDA
 #   pytest.log       the CUDA tests (tests/engine/test_backends.py -k cuda), when pytest, torch
 #                    and onnx are there to build their tiny bundles
-#   eval_*.json      with CANDIDATE=BUNDLE and CAMVID=DIR (val/ and valannot/ inside) set:
-#                    vidseg-eval --device cuda of the candidate, state carried and reset every
-#                    frame, and of TWIN=BUNDLE when set (issue 22's "with --device cuda"), beside
-#                    the same on the CPU; bench_candidate.json: vidseg-bench --device cuda
-#                    --compare of the default, the candidate and the twin
+#   eval_*.json      with CAMVID=DIR (val/ and valannot/ inside) set: vidseg-eval --device cuda
+#                    of the default (or of CANDIDATE=BUNDLE), state carried and reset every
+#                    frame, and of TWIN=BUNDLE (its per-frame twin) and OLD=BUNDLE (the previous
+#                    ConvGRU default) when set, beside the same on the CPU;
+#                    bench_candidate.json: vidseg-bench --device cuda --compare of the default
+#                    with the candidate, the twin and the old default, when any is set
 #                    (carry them, e.g. as gpu-in/: CamVid val is 29 MB, a 320x448 bundle 12 MB)
 #   summary.json     the numbers above in one place, with the GPU and the date
 # NVDEC decode is not implemented in vidseg-run yet: no "with NVDEC" row.
@@ -72,23 +80,31 @@ json.dump(report, open(sys.argv[1], "w"), indent=2)
 print({k: v for k, v in report.items() if k != "frames"})
 PY
 
-if [ -n "${CANDIDATE:-}" ] && [ -n "${CAMVID:-}" ]; then
-  for name in candidate twin; do
-    bundle=$CANDIDATE; [ "$name" = twin ] && bundle=${TWIN:-}
-    [ -n "$bundle" ] || continue
+if [ -n "${CAMVID:-}" ]; then
+  for name in candidate twin old; do
+    case $name in
+      candidate) bundle=${CANDIDATE:-} ;;  # empty: the shipped default
+      twin) bundle=${TWIN:-} ;;
+      old) bundle=${OLD:-} ;;
+    esac
+    [ "$name" = candidate ] || [ -n "$bundle" ] || continue
+    model=(); [ -n "$bundle" ] && model=(--model "$bundle")
     for dev in cuda cpu; do
       for mode in carried reset; do
         step "vidseg-eval $name $dev $mode"
         extra=(); [ "$mode" = reset ] && extra=(--reset-every-frame)
-        timeout 120 $py -m vidseg.benchmarks.evaluate --model "$bundle" --device "$dev" -q \
+        timeout 120 $py -m vidseg.benchmarks.evaluate "${model[@]}" --device "$dev" -q \
           --frames "$CAMVID/val" --labels "$CAMVID/valannot" "${extra[@]}" \
           --json "$out/eval_${name}_${dev}_$mode.json" 2>&1 | tail -2; echo "exit $?"
       done
     done
   done
+fi
+others=(${CANDIDATE:+"$CANDIDATE"} ${TWIN:+"$TWIN"} ${OLD:+"$OLD"})
+if [ ${#others[@]} -gt 0 ]; then
   step "vidseg-bench --device cuda --compare"
   timeout 120 $py -m vidseg.benchmarks.bench --device cuda --frames 200 --warmup 20 --skip-video \
-    --compare "$CANDIDATE" ${TWIN:+"$TWIN"} --json "$out/bench_candidate.json" \
+    --compare "${others[@]}" --json "$out/bench_candidate.json" \
     > "$out/bench_candidate.txt" 2>&1; echo "exit $?"; tail -6 "$out/bench_candidate.txt"
 fi
 
@@ -105,6 +121,37 @@ with VideoWriter(sys.argv[1], width=1280, height=720, fps=Fraction(25), overwrit
     for i in range(400):
         w.write(cv2.resize(frames[i % len(frames)], (1280, 720)), i)
 print("wrote", sys.argv[1])
+PY
+
+step "cpu work per frame with --device cuda (tile memory)"
+timeout 150 $py - "$out/cpu_work.json" "$clip720" <<'PY' 2>&1 | tail -3
+import json, sys, time
+import numpy as np
+from vidseg.engine import Segmenter
+from vidseg.engine.video import read_frames
+frames = [f.image for f in read_frames(sys.argv[2], max_frames=150)]
+report = {"frames": len(frames), "frame_size": list(frames[0].shape[:2])}
+p50 = lambda v: float(np.percentile(v[20:], 50))  # noqa: E731
+for dev in ("cuda", "cpu"):
+    try:
+        seg = Segmenter(device=dev)
+        t = [seg.step(f).timings for f in frames]
+        report[dev] = {"pre_ms_p50": p50([x.pre_ms for x in t]),
+                       "infer_ms_p50": p50([x.infer_ms for x in t]),
+                       "post_ms_p50": p50([x.post_ms for x in t])}
+    except Exception as exc:  # reported, the other device still measured
+        report[dev] = {"error": f"{type(exc).__name__}: {exc}"}
+seg = Segmenter(warmup=False)  # the providers alone, on the frames at the model's input
+report["input_size"] = [seg.manifest.input.height, seg.manifest.input.width]
+xs = [seg.prepare(f).image for f in frames]
+report["aux_ms_p50"] = {}
+for name, provider in seg.model.new_aux():
+    ms = []
+    for x in xs:
+        t0 = time.perf_counter_ns(); provider(x); ms.append((time.perf_counter_ns() - t0) / 1e6)
+    report["aux_ms_p50"][f"{name} ({type(provider).__name__})"] = p50(ms)
+json.dump(report, open(sys.argv[1], "w"), indent=2)
+print(report)
 PY
 
 step "vidseg-bench --device cuda"
@@ -132,7 +179,7 @@ from pathlib import Path
 import numpy as np
 report = {}
 try:
-    from vidseg.engine import Segmenter, default_bundle_path
+    from vidseg.engine import Segmenter, default_bundle_path, load_bundle
     from vidseg.engine.video import read_frames
     from vidseg.export.fp16 import convert_bundle
     src = default_bundle_path()
@@ -140,7 +187,8 @@ try:
         half = Path(tmp) / "half.vidseg"
         report["summary"] = convert_bundle(src, half, src.parent / "dashcam.mp4", 24)
         report["manifest_fp16"] = json.loads((half / "manifest.json").read_text())["train"]["fp16"]
-        size = (352, 256)
+        inp = load_bundle(src).manifest.input
+        size = (inp.width, inp.height)  # frames at the model's input, (width, height)
         frames = [f.image for f in read_frames(src.parent / "dashcam.mp4", size=size, max_frames=100)]
         for name, bundle in (("fp32", src), ("fp16", half)):
             seg = Segmenter(bundle, device="cuda")
@@ -175,8 +223,8 @@ def load(name):
         return json.loads(p.read_text())
     except (OSError, ValueError):
         return {}
-b, r1, r2, p, f = (load(n) for n in ("bench_cuda.json", "run_overlay.json", "run_mask.json",
-                                      "parity.json", "fp16.json"))
+b, r1, r2, p, f, c = (load(n) for n in ("bench_cuda.json", "run_overlay.json", "run_mask.json",
+                                         "parity.json", "fp16.json", "cpu_work.json"))
 step = b.get("step", {})
 summary = {
     "date": time.strftime("%Y-%m-%d"), "gpu": b.get("environment", {}).get("gpu"),
@@ -190,6 +238,7 @@ summary = {
     "parity_min_graph_vs_plain": p.get("min_graph_vs_plain"),
     "parity_min_graph_vs_cpu": p.get("min_graph_vs_cpu"),
     "fp16": {k: v for k, v in f.items() if k != "summary"},
+    "cpu_work_per_frame_cuda": c,
     "candidate_eval": {p.stem.removeprefix("eval_"): {k: load(p.name).get(k) for k in (
         "miou", "trimap_iou", "excess_flicker", "fps")} for p in sorted(out.glob("eval_*.json"))},
 }

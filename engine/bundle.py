@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 DTYPES = ("float32", "float16", "uint8", "int64")
-DEFAULT_BUNDLE = "recurrent-lite0-gru-camvid.vidseg"
+DEFAULT_BUNDLE = "tiles-lite0-camvid.vidseg"
 
 
 @dataclass(frozen=True)

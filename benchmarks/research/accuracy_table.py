@@ -55,7 +55,7 @@ class Row:
 
 
 ROWS: tuple[Row, ...] = (
-    Row("recurrent", "recurrent-lite0-gru", note="the default family"),
+    Row("recurrent", "recurrent-lite0-gru", note="the ConvGRU family (the previous default)"),
     Row("perframe", "perframe-lite0", note="its per-frame twin"),
     Row(
         "recurrent-relax",

@@ -471,7 +471,7 @@ def test_show_default_model() -> None:
     assert proc.returncode == 0, proc.stderr
     printed = Path(proc.stdout.strip())
     assert printed == default_bundle_path()
-    assert printed.name == "recurrent-lite0-gru-camvid.vidseg"
+    assert printed.name == "tiles-lite0-camvid.vidseg"
     if default_bundle_exists():
         assert (printed / "manifest.json").is_file()
         load_bundle(printed)
