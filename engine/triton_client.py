@@ -161,10 +161,17 @@ class TritonSegmenter:
     def reset(self) -> None:
         """End the open sequence (the server drops its state); the next frame starts a new one
         under a new id."""
-        if self._open is not None:
-            self._infer(self._open, start=False, end=True)
-            self._open = None
+        if self._end_sequence():
             self.sequence_id = secrets.randbits(63) or 1
+
+    def _end_sequence(self) -> bool:
+        """Send END on one more request carrying the last frame sent, if a sequence is open;
+        whether one was."""
+        if self._open is None:
+            return False
+        self._infer(self._open, start=False, end=True)
+        self._open = None
+        return True
 
     def note_dropped(self, frames: int) -> None:
         """Frames the source skipped: nothing to do (the server keeps no telemetry here)."""
@@ -172,9 +179,7 @@ class TritonSegmenter:
     def close(self) -> None:
         """End the open sequence, then the connection."""
         try:
-            if self._open is not None:
-                self._infer(self._open, start=False, end=True)
-                self._open = None
+            self._end_sequence()
         finally:
             self._client.close()
 
