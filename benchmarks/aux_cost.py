@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     report = {
         "environment": environment(1),
-        **aux_cost(args.model, args.input or str(default_bundle_path().parent / "dashcam.mp4"), args.frames),
+        **aux_cost(
+            args.model, args.input or str(default_bundle_path().parent / "dashcam.mp4"), args.frames
+        ),
     }
     text = json.dumps(report, indent=2)
     print(text)
