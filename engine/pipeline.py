@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 
+from vidseg.engine.cpuclock import CpuClock, CpuReport
 from vidseg.engine.errors import TruncatedVideoError
 from vidseg.engine.frame import Frame
 from vidseg.engine.segmenter import Result
@@ -185,25 +186,35 @@ class BackgroundWriter:
     thread would cost another ~5 ms per 720p frame; as two stages they overlap. Both release
     the GIL for their heavy parts. ``written`` counts frames the sink accepted. An error in
     either stage is re-raised on the next ``submit`` or on ``close``; ``close`` waits until
-    every queued frame is written.
+    every queued frame is written. Each stage's CPU time goes to ``clock``.
     """
 
     def __init__(
-        self, sink: Sink, render: Callable[[Frame, Result], Any], depth: int = QUEUE_DEPTH
+        self,
+        sink: Sink,
+        render: Callable[[Frame, Result], Any],
+        depth: int = QUEUE_DEPTH,
+        clock: CpuClock | None = None,
     ) -> None:
         self._sink = sink
         self._render = render
+        self._clock = clock or CpuClock()
         self.written = 0
         self._encode = _Stage(self._write, "encode", depth)
         self._draw = _Stage(self._render_one, "render", depth)
 
     def _write(self, item: tuple[Any, int | None]) -> None:
+        t0 = time.thread_time_ns()
         self._sink.write(*item)
+        self._clock.add("encode", t0)
         self.written += 1
 
     def _render_one(self, item: tuple[Frame, Result]) -> None:
         frame, result = item
-        self._encode.submit((self._render(frame, result), frame.pts))
+        t0 = time.thread_time_ns()
+        image = self._render(frame, result)
+        self._clock.add("render", t0)
+        self._encode.submit((image, frame.pts))
 
     def _raise(self) -> None:
         for stage in (self._draw, self._encode):
@@ -246,6 +257,7 @@ class RunStats:
     dropped: int = 0  # frames a live source skipped because a newer one had arrived
     reconnects: int = 0  # times a lost source was opened again
     output_size: tuple[int, int] | None = None  # (W, H) of the first video output as written
+    cpu: CpuReport | None = None  # CPU time per stage and frame written (engine.cpuclock)
 
     @property
     def fps(self) -> float:
@@ -253,13 +265,18 @@ class RunStats:
 
 
 def _with_input(
-    frames: Iterable[Frame], prepare: Callable[[Frame], Any]
+    frames: Iterable[Frame], prepare: Callable[[Frame], Any], clock: CpuClock
 ) -> Iterator[tuple[Frame, Any]]:
-    """(frame, prepared model input) pairs; closing this closes ``frames`` (a decoder's
-    container)."""
+    """(frame, prepared model input) pairs, the reading and preparing timed as ``decode``;
+    closing this closes ``frames`` (a decoder's container)."""
     try:
+        t0 = time.thread_time_ns()
         for frame in frames:
-            yield frame, prepare(frame)
+            item = frame, prepare(frame)
+            clock.add("decode", t0)
+            yield item
+            t0 = time.thread_time_ns()
+        clock.add("decode", t0)
     finally:
         close = getattr(frames, "close", None)
         if close is not None:
@@ -293,10 +310,11 @@ def segment_video(
     between frames: frames already segmented are written and the stats say ``interrupted``. A
     truncated source likewise ends the run with every decoded frame written and the error in
     ``stats.truncated``; the caller decides how to report both. Other decode/encode errors
-    propagate.
+    propagate. ``stats.cpu``: each stage's CPU time per frame written (``engine.cpuclock``).
     """
     stats = RunStats()
     started = time.perf_counter()
+    clock = CpuClock()
 
     def finish(frame: Frame, result: Result) -> Any:
         result = result.at_size(*frame.image.shape[:2])
@@ -309,11 +327,15 @@ def segment_video(
     try:
         with interrupts_as_stop() as stop:  # before any thread starts: see its docstring
             segmenter.reset()
-            writer = BackgroundWriter(sink, finish)
-            decoding = Prefetch(_with_input(frames, segmenter.prepare), depth=depth, name="decode")
+            writer = BackgroundWriter(sink, finish, clock=clock)
+            decoding = Prefetch(
+                _with_input(frames, segmenter.prepare, clock), depth=depth, name="decode"
+            )
             with writer, decoding as decoded:
                 try:
-                    _segment_all(segmenter, decoded.until(stop), frames, writer, stats, warmup)
+                    _segment_all(
+                        segmenter, decoded.until(stop), frames, writer, stats, warmup, clock
+                    )
                 except KeyboardInterrupt:  # a second Ctrl-C while the first was honoured
                     stats.interrupted = True
                 except TruncatedVideoError as exc:
@@ -322,6 +344,7 @@ def segment_video(
     finally:
         stats.frames = writer.written if writer is not None else 0
         stats.wall_s = time.perf_counter() - started
+        stats.cpu = clock.report(stats.frames, stats.wall_s)
     return stats
 
 
@@ -332,15 +355,18 @@ def _segment_all(
     writer: BackgroundWriter,
     stats: RunStats,
     warmup: int,
+    clock: CpuClock,
 ) -> None:
     """The model thread's loop of :func:`segment_video`: step (the segmenter resets where the
-    scene changes), hand the result to ``writer`` after the first ``warmup``; counts into
-    ``stats``."""
+    scene changes; its CPU time to ``clock``), hand the result to ``writer`` after the first
+    ``warmup``; counts into ``stats``."""
     cuts = segmenter.cut_resets
     drops = SourceDrops(source)
     for index, (frame, x) in enumerate(decoded):
         segmenter.note_dropped(drops.new())
+        t0 = time.thread_time_ns()
         result = segmenter.step(x)
+        clock.add("step", t0)
         stats.resets = segmenter.cut_resets - cuts
         if index >= warmup:
             writer.submit(frame, result)

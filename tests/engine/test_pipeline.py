@@ -57,6 +57,10 @@ def test_pipeline_matches_sequential_loop(
         assert pts == frame.pts
     assert seen == list(range(N_FRAMES, 2 * N_FRAMES))  # in order; the segmenter kept counting
     assert threads == {"render"} and sink.threads == {"encode"}  # two stages after the model
+    cpu = stats.cpu  # each thread's CPU per frame; the rest of the process in other
+    assert cpu is not None and cpu.frames == N_FRAMES and cpu.wall_s == stats.wall_s
+    assert cpu.step_ms > 0 and min(cpu.decode_ms, cpu.render_ms, cpu.encode_ms) >= 0
+    assert cpu.other_ms >= 0  # the four stages' sum is within the process's CPU time
 
 
 def test_truncated_source_keeps_decoded_frames(tiny_bundle: Path, frames: list[Frame]) -> None:
