@@ -86,11 +86,15 @@ def add_video_stream(
     crf: int,
     preset: str,
     suffix: str,
+    threads: int | None = None,
 ) -> Any:
     """Add the video stream to ``container`` and set its encoder up: 4:0:0 ``gray`` at ``qp=0``
     when ``lossless``, else ``yuv420p`` at ``crf``/``preset`` (``size``: the encoded, even
-    size). Raises what PyAV raises (an unknown codec, an option it refuses)."""
+    size); ``threads``: the encoder's threads (None: the codec's own choice; 1: all on the
+    calling thread). Raises what PyAV raises (an unknown codec, an option it refuses)."""
     stream = container.add_stream(codec, rate=fps)
+    if threads is not None:
+        stream.codec_context.thread_count = threads
     stream.width, stream.height = size
     stream.time_base = time_base
     stream.codec_context.time_base = time_base

@@ -212,7 +212,8 @@ def written_size(outputs: Sequence[Output], width: int, height: int) -> tuple[in
 
 @dataclass(frozen=True)
 class Encoding:
-    """How a run's videos are encoded: size, rate and clock, x264's quality and speed."""
+    """How a run's videos are encoded: size, rate and clock, x264's quality and speed, the
+    threads of each encoder (None: the codec's own choice)."""
 
     width: int
     height: int
@@ -220,6 +221,7 @@ class Encoding:
     time_base: Fraction
     crf: int = 23
     preset: str = "veryfast"
+    threads: int | None = None
     overwrite: bool = False
     zero_start: bool = True  # the first frame at 0 (False: the source's timestamps kept)
 
@@ -233,6 +235,7 @@ class Encoding:
             codec=codec,
             crf=self.crf,
             preset=self.preset,
+            threads=self.threads,
             overwrite=self.overwrite,
             zero_start=self.zero_start,
             **extra,

@@ -82,6 +82,7 @@ class RunOptions:
     alpha: float = 0.5  # overlay opacity
     crf: int = 23
     preset: str = "veryfast"
+    encoder_threads: int | None = None  # threads of each video encoder (None: the codec's)
     audio: bool = True  # copy the input's audio into an overlay
     overwrite: bool = False  # replace existing outputs (else they are an error)
     zero_start: bool = True  # videos start at 0 (False: the source's timestamps kept)
@@ -201,6 +202,7 @@ def _run(
         info.time_base,
         crf=options.crf,
         preset=options.preset,
+        threads=options.encoder_threads,
         overwrite=options.overwrite,
         zero_start=options.zero_start,
     )

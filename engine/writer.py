@@ -79,6 +79,9 @@ class VideoWriter:
       with ``qp=0`` (libx264, or ``codec="ffv1"`` for .mkv). Bit-exact, any size (no padding);
       read back with :func:`~vidseg.engine.video.read_label_frames`.
 
+    ``threads``: the encoder's threads (None: the codec's own choice, which for x264 is about
+    1.5 per core; 1: all encoding on the thread that calls ``write``).
+
     Timestamps: ``pts`` are integers in ``time_base`` units (default ``1/fps``). Passing a source's
     pts together with ``time_base=source.time_base`` preserves them: the read-back frames carry
     the same timestamps (mp4/mov store them exactly; Matroska and WebM store milliseconds; AVI
@@ -95,7 +98,7 @@ class VideoWriter:
 
     Raises (constructor):
         ValueError: non-positive size, float/non-positive fps or time_base, crf out of range,
-            unsupported lossless codec.
+            threads < 1, unsupported lossless codec.
         VideoIOError: the output directory does not exist or is not writable, ``path`` is a
             directory, or ``path`` exists and ``overwrite`` is False.
 
@@ -118,6 +121,7 @@ class VideoWriter:
         codec: str = "libx264",
         crf: int = 23,
         preset: str = "veryfast",
+        threads: int | None = None,
         lossless: bool = False,
         audio: AudioTrack | None = None,
         overwrite: bool = True,
@@ -137,6 +141,9 @@ class VideoWriter:
         self._codec = codec
         self._crf = check_codec(codec, crf, lossless=lossless)
         self._preset = preset
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self._threads = threads
         self._lossless = bool(lossless)
         if self._lossless:  # 4:0:0 has no chroma subsampling: any size works
             self._out_width, self._out_height = self._width, self._height
@@ -226,6 +233,7 @@ class VideoWriter:
                 crf=self._crf,
                 preset=self._preset,
                 suffix=self.path.suffix,
+                threads=self._threads,
             )
         except (*AV_ERRORS, ValueError, TypeError) as error:
             container.close()

@@ -216,6 +216,7 @@ def test_camera_index_on_the_command_line(tiny_bundle: Path, tmp_path: Path) -> 
         (("--vid-stride", "0"), "--vid-stride"),
         (("--max-fps", "0"), "--max-fps"),
         (("--stats-every", "0"), "--stats-every"),
+        (("--encoder-threads", "0"), "--encoder-threads must be >= 1, got 0"),
         (("--mask-out", "{tmp}/o.mp4"), "different paths"),
         (("--preset", "turbo"), "invalid choice: 'turbo' (choose from 'ultrafast', 'superfast'"),
         (("--mask-out", "{tmp}/m.png"), "--mask-out {tmp}/m.png: masks go to a folder"),

@@ -6,6 +6,7 @@ never tested only against our own writer.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,7 @@ from vidseg.engine.audio import AudioTrack
 from vidseg.engine.errors import TruncatedVideoError, VideoIOError
 from vidseg.engine.frame import Frame
 from vidseg.engine.masks import MaskSequenceWriter
+from vidseg.engine.outputs import Encoding
 from vidseg.engine.video import VideoInfo, read_frames, read_label_frames
 from vidseg.engine.writer import VideoWriter
 
@@ -316,6 +318,34 @@ def test_writer_rejects_bad_input(tmp_path: Path) -> None:
         with VideoWriter(tmp_path / "x.mp4", width=64, height=48, fps=Fraction(25), codec="nope"):
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+@pytest.mark.parametrize("how", ["writer", "encoding"])
+def test_encoder_threads(how: str, tmp_path: Path) -> None:
+    """``threads=1`` encodes on the writing thread (x264 starts none of its own), 2 starts
+    x264's; ``Encoding(threads=...)``, what ``--encoder-threads`` sets, reaches the writer."""
+    counts = {}
+    for threads in (1, 2):
+        out = tmp_path / f"t{threads}.mp4"
+        if how == "writer":
+            writer = VideoWriter(out, width=64, height=48, fps=Fraction(25), threads=threads)
+        else:
+            encoding = Encoding(64, 48, Fraction(25), Fraction(1, 25), threads=threads)
+            writer = encoding.writer(str(out), "libx264")
+        before = _os_threads()
+        with writer:
+            for i in range(3):
+                writer.write(synthetic_image(i))
+            counts[threads] = _os_threads() - before
+        assert len(list(read_frames(out))) == 3
+    assert counts[1] == 0 and counts[2] > 0, counts
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        VideoWriter(tmp_path / "x.mp4", width=64, height=48, fps=Fraction(25), threads=0)
 
 
 def test_odd_size_is_padded_by_one_pixel(tmp_path: Path) -> None:
