@@ -25,6 +25,8 @@ Measured in one process, one after another, on the same frames:
 * ``pipeline_fps`` -- the same work through ``engine.pipeline`` (decode and encode threads);
 * ``stage_fps`` -- decode, segment, and render+encode each alone on the same frames:
   ``pipeline_vs_slowest_stage`` is how close the pipeline comes to its ceiling;
+  ``pipeline.cpu`` -- the pipeline run's CPU time per frame by stage, the ceiling the cores
+  allow at that cost and the share of it reached (:mod:`vidseg.engine.cpuclock`);
   ``clip_flicker`` -- % of pixels whose label changes between consecutive frames of the clip;
 * ``accuracy`` (``--accuracy CAMVID``) -- CamVid val mIoU through the engine, state carried
   and reset every frame (:mod:`vidseg.benchmarks.accuracy`);
@@ -58,6 +60,7 @@ from vidseg.engine.backends.base import Transfers
 from vidseg.engine.backends.ort import session_options
 from vidseg.engine.bundle import default_bundle_path, load_bundle
 from vidseg.engine.clihelp import CliParser, HelpFormatter
+from vidseg.engine.cpuclock import cpu_line
 from vidseg.engine.errors import VidsegError, run_for_cli, unwritable
 from vidseg.engine.multistream import MultiStreamSegmenter
 from vidseg.engine.outfile import lines_to_stderr, write_text
@@ -362,7 +365,9 @@ def bench_pipeline(
     with sink as writer:
         stats = segment_video(seg, read_frames(clip, max_frames=max_frames), writer, render)
     wall = time.perf_counter() - t0  # includes the final flush, like the naive loop
-    return {"frames": stats.frames, "wall_s": round(wall, 3), "fps": round(stats.frames / wall, 2)}
+    fps = round(stats.frames / wall, 2)
+    cpu = stats.cpu.as_json() if stats.cpu else None  # the frame loop's CPU per stage and frame
+    return {"frames": stats.frames, "wall_s": round(wall, 3), "fps": fps, "cpu": cpu}
 
 
 def bench_stages(
@@ -857,6 +862,8 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, stdout: IO[
             + ", ".join(f"{k} {v:.1f} fps" for k, v in stages.items())
             + f"; pipeline / slowest stage {report['pipeline_vs_slowest_stage']:.2f}"
         )
+        if report["pipeline"]["cpu"]:
+            print(f"  pipeline {cpu_line(report['pipeline']['cpu'])}")
         print(
             f"  flicker on the clip: {report['clip_flicker']:.2f}% of pixels change label "
             "between consecutive frames"

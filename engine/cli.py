@@ -178,6 +178,7 @@ def _report(args: argparse.Namespace, stats: RunStats, model: Any, signals: list
         "dropped": stats.dropped,
         "reconnects": stats.reconnects,
         "state_resets": stats.resets,
+        "cpu": stats.cpu.as_json() if stats.cpu else None,
     }
     where = ""
     if args.triton:
@@ -209,6 +210,8 @@ def _report(args: argparse.Namespace, stats: RunStats, model: Any, signals: list
         )
         return exit_code_for(stats.truncated)
     dropped = f", {stats.dropped} stale frames dropped" if args.live else ""
+    if args.stats_every and stats.cpu:  # the run's status lines end with its CPU per frame
+        print(f"vidseg-run: {stats.cpu.line()}", file=sys.stderr)
     print(
         f"wrote {written}: {stats.frames} frames, {width}x{height}, "
         f"{stats.fps:.1f} fps end to end{dropped}{where}",

@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="a status line on stderr every N frames (rolling FPS, step p50/p99, "
-        "result age, drops, resets)",
+        "result age, drops, resets), and at the end the CPU time per frame of each "
+        "pipeline stage against what the cores allow",
     )
     p.add_argument(
         "--show",

@@ -49,6 +49,9 @@ def test_bench_json(
     assert report["step_ms"]["n"] == 12
     assert report["pipeline_fps"] > 0 and report["naive_fps"] > 0
     assert report["naive"]["frames"] == report["pipeline"]["frames"] == 8
+    cpu = report["pipeline"]["cpu"]  # engine.cpuclock's report of the pipeline run
+    assert set(cpu["core_ms_per_frame"]) == {"decode", "step", "render", "encode", "other", "total"}
+    assert min(cpu["core_ms_per_frame"].values()) >= 0 and cpu["ceiling_fps"] > 0
     assert {"cpu", "onnxruntime", "python"} <= set(report["environment"])
     assert (tmp_path / "latency.png").stat().st_size > 0
     (baseline,) = report["comparisons"]

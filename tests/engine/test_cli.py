@@ -171,6 +171,16 @@ def test_json_summary(overlay_run: OverlayRun) -> None:
     assert summary["output"] == str(overlay_run.out)
     assert set(summary["step_ms"]) == {"min", "p50", "p90", "p95", "p99", "max", "mean", "n"}
     assert 0 < summary["step_ms"]["p50"] <= summary["step_ms"]["max"]
+    cpu = summary["cpu"]
+    ms = cpu["core_ms_per_frame"]
+    assert list(ms) == ["decode", "step", "render", "encode", "other", "total"]
+    assert min(ms.values()) >= 0 and ms["step"] > 0
+    assert ms["total"] == pytest.approx(sum(ms.values()) - ms["total"], abs=0.01)
+    assert cpu["cores"] >= 1 and cpu["fps"] == pytest.approx(summary["fps"], abs=0.02)
+    assert cpu["ceiling_fps"] == pytest.approx(cpu["cores"] * 1000 / ms["total"], rel=1e-3)
+    assert cpu["of_ceiling_pct"] == pytest.approx(
+        100 * cpu["fps"] / cpu["ceiling_fps"], abs=0.1 + 0.01 * cpu["of_ceiling_pct"]
+    )
 
 
 def test_readme_default_command(tmp_path: Path) -> None:

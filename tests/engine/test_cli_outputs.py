@@ -191,6 +191,9 @@ def test_stats_every(tiny_bundle: Path, tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.startswith("vidseg-run: frames")]
     assert len(lines) == 2, proc.stderr
     assert all("fps | step p50" in line and "dropped 0 | resets 0" in line for line in lines)
+    cpu = [line for line in proc.stderr.splitlines() if line.startswith("vidseg-run: cpu")]
+    assert len(cpu) == 1 and " core-ms; ceiling " in cpu[0], proc.stderr  # once, at the end
+    assert proc.stderr.strip().splitlines()[-1].startswith("wrote ")
 
 
 def test_camera_index_maps_to_v4l2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
