@@ -432,6 +432,7 @@ def bench_side_by_side(
         {
             "model": seg.manifest.name,
             "family": seg.manifest.family,
+            "key_frames": seg.manifest.has_key_frames,
             "bundle": str(b),
             "step_ms": percentiles(t),
         }
@@ -448,8 +449,8 @@ def bench_key_intervals(
     threads: int | None,
     device: str = "cpu",
 ) -> list[dict[str, object]]:
-    """A keyframe bundle at fixed key intervals: mean ms/frame, key and current frame ms
-    (the analogue of seed 003's Table 5.1)."""
+    """A bundle with key frames at fixed key intervals: mean ms/frame, key and current frame
+    ms (the analogue of seed 003's Table 5.1)."""
     rows = []
     for interval in intervals:
         seg = Segmenter(
@@ -535,7 +536,7 @@ def plot(report: dict, out_dir: Path) -> list[str]:
         for name, rows in sweeps:
             ax.plot([r["interval"] for r in rows], [r["mean_ms"] for r in rows], "o-", label=name)
         for c in report.get("side_by_side", []):
-            if c["family"] != "keyframe":  # per-frame baselines: one run every frame
+            if not c["key_frames"]:  # per-frame baselines: one run every frame
                 ax.axhline(
                     c["step_ms"]["p50"], ls="--", lw=0.8, label=f"{Path(c['bundle']).name} (p50)"
                 )
@@ -598,12 +599,12 @@ def run(args: argparse.Namespace) -> dict:
         )
         report["side_by_side"] = side
         for other, entry in zip(others, side[1:]):
-            if entry["family"] == "keyframe" and args.intervals:
+            if entry["key_frames"] and args.intervals:
                 entry["key_intervals"] = bench_key_intervals(
                     other, frames, args.intervals, args.warmup, args.frames, args.threads, dev
                 )
             report["comparisons"].append(entry)
-    if manifest.family == "keyframe" and args.intervals:
+    if manifest.has_key_frames and args.intervals:
         report["key_intervals"] = bench_key_intervals(
             bundle, frames, args.intervals, args.warmup, args.frames, args.threads, dev
         )
