@@ -286,7 +286,7 @@ class BundleScore:
     flicker: Flicker  # between consecutive frames of the same sequence
     frames: int  # frames scored
     sequences: int  # sequences (drives) found: runs of frames with the same sequence_of
-    fps: float  # frames / total seconds inside Segmenter.step (reading and scoring left out)
+    fps: float  # frames / seconds in Segmenter.step and its labels (reading, scoring left out)
 
 
 def truth_ids(label: np.ndarray, ignore_index: int | None, num_classes: int) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 Measured in one process, one after another, on the same frames:
 
-* ``step_ms`` -- ``Segmenter.step`` on frames already at the model's input size (total and
-  per stage), after ``--warmup`` frames that are reported separately;
+* ``step_ms`` -- ``Segmenter.step`` on frames already at the model's input size and the read
+  of its labels (taken to the frame's size when first read): what a caller of ``step`` pays
+  for them (total and per stage: ``pre``, ``infer``, ``post`` the upsampling), after
+  ``--warmup`` frames that are reported separately. Every other step timing below reads the
+  labels too, except the stages of ``stage_fps``, split as the pipeline splits them;
 * ``bare_run_ms`` -- a plain ``InferenceSession.run`` on the same graph with the same session
   options and the state carried by hand, interleaved frame by frame with the steps:
   ``overhead_ratio = step p50 / bare p50`` is what the engine adds; with ``--device cuda``
@@ -69,7 +72,7 @@ from vidseg.engine.pipeline import segment_video
 from vidseg.engine.roles import ENCODE
 from vidseg.engine.runargs import parse_size
 from vidseg.engine.schedule import Schedule
-from vidseg.engine.segmenter import Segmenter
+from vidseg.engine.segmenter import Result, Segmenter
 from vidseg.engine.stats import percentiles
 from vidseg.engine.upsample import GraphOutputs, upsample
 from vidseg.engine.video import VideoInfo, read_frames
@@ -136,6 +139,13 @@ def _loop(n: int, fn: Callable[[int], object]) -> list[float]:
     return [_timed(fn, i) for i in range(n)]
 
 
+def _labelled(result: Result) -> Result:
+    """``result`` with its labels read: taken to the frame's size, as a caller who uses them
+    pays for (``Result``: a step alone leaves them at the graph's label stride)."""
+    _ = result.labels
+    return result
+
+
 def _bare_runner(
     bundle: Path, frames: list[np.ndarray], threads: int | None
 ) -> Callable[[int], None]:
@@ -174,11 +184,12 @@ def bench_latency(
     threads: int | None,
     device: str = "cpu",
 ) -> dict[str, object]:
-    """``Segmenter.step`` and a baseline on the same frames, interleaved frame by frame
-    (step, baseline, step, ...) so that machine noise and clock drift hit both alike. On the
-    CPU the baseline is a bare session; on a GPU it is the same segmenter without CUDA graphs
-    (IO binding, state on the device), so ``step_ms`` is the CUDA-graph step where the graph
-    allows it. Also the host<->device bytes of each timed frame."""
+    """``Segmenter.step`` (its labels read) and a baseline on the same frames, interleaved
+    frame by frame (step, baseline, step, ...) so that machine noise and clock drift hit both
+    alike. On the CPU the baseline is a bare session (the graph alone: no upsampling); on a GPU
+    it is the same segmenter without CUDA graphs (IO binding, state on the device; its labels
+    read too), so ``step_ms`` is the CUDA-graph step where the graph allows it. Also the
+    host<->device bytes of each timed frame."""
     seg = Segmenter(bundle, threads=threads, device=device)
     manifest = seg.manifest
     on_gpu = device.startswith("cuda")
@@ -189,12 +200,12 @@ def bench_latency(
         other = Segmenter(bundle, threads=threads, device=device, cuda_graph=False)
 
         def bare(i: int) -> None:
-            other.step(frames[i % len(frames)])
+            _labelled(other.step(frames[i % len(frames)]))
 
     timings = []
 
     def step(i: int) -> None:
-        timings.append(seg.step(frames[i % len(frames)]).timings)
+        timings.append(_labelled(seg.step(frames[i % len(frames)])).timings)
 
     warm_step = _loop(warmup, step)
     warm_bare = _loop(warmup, bare) if bare else []
@@ -242,14 +253,14 @@ def _run_split(before: Transfers, after: Transfers, n: int) -> dict[str, float]:
 def bench_first_frame(
     bundle: Path, frame: np.ndarray, threads: int | None, device: str = "cpu"
 ) -> dict[str, float]:
-    """Load time and the first ``step`` of a fresh segmenter, with the warm-up at load (the
-    default) and without it (all numbers in ms)."""
+    """Load time and the first ``step`` (its labels read) of a fresh segmenter, with the
+    warm-up at load (the default) and without it (all numbers in ms)."""
     out: dict[str, float] = {}
     for warm, suffix in ((True, ""), (False, "_no_warmup")):
         t0 = time.perf_counter_ns()
         seg = Segmenter(bundle, threads=threads, device=device, warmup=warm)
         t1 = time.perf_counter_ns()
-        seg.step(frame)
+        _labelled(seg.step(frame))
         t2 = time.perf_counter_ns()
         out[f"load_ms{suffix}"] = round((t1 - t0) / 1e6, 3)
         out[f"first_frame_ms{suffix}"] = round((t2 - t1) / 1e6, 3)
@@ -267,7 +278,8 @@ def bench_batch(
     device: str = "cpu",
 ) -> list[dict[str, object]]:
     """Throughput: ``N`` streams in one ``MultiStreamSegmenter`` tick (every stream a frame
-    each tick, state carried on the device), frames/s over ``n`` ticks after 3 untimed."""
+    each tick, state carried on the device, every result's labels read), frames/s over ``n``
+    ticks after 3 untimed."""
     rows = []
     for size in sizes:
         multi = MultiStreamSegmenter(bundle, streams=size, threads=threads, device=device)
@@ -277,7 +289,9 @@ def bench_batch(
         before = multi.model.transfers()
         t0 = time.perf_counter_ns()
         for tick in ticks[3:]:
-            multi.step(tick)
+            for result in multi.step(tick):
+                if result is not None:
+                    _labelled(result)
         wall_s = (time.perf_counter_ns() - t0) / 1e9
         after = multi.model.transfers()
         rows.append(
@@ -414,9 +428,9 @@ def bench_side_by_side(
     threads: int | None,
     device: str = "cpu",
 ) -> list[dict[str, object]]:
-    """``Segmenter.step`` of several bundles round-robin on the same frames (the order rotates
-    every frame), so that machine noise and drift hit every model alike: the fair way to put
-    one model's milliseconds next to another's on a shared, noisy machine."""
+    """``Segmenter.step`` (its labels read) of several bundles round-robin on the same frames
+    (the order rotates every frame), so that machine noise and drift hit every model alike: the
+    fair way to put one model's milliseconds next to another's on a shared, noisy machine."""
     segs = [Segmenter(b, threads=threads, device=device) for b in bundles]
     times: list[list[float]] = [[] for _ in segs]
     for i in range(warmup):
@@ -426,12 +440,13 @@ def bench_side_by_side(
         for k in range(len(segs)):
             j = (i + k) % len(segs)
             t0 = time.perf_counter_ns()
-            segs[j].step(frames[i % len(frames)])
+            _labelled(segs[j].step(frames[i % len(frames)]))
             times[j].append((time.perf_counter_ns() - t0) / 1e6)
     return [
         {
             "model": seg.manifest.name,
             "family": seg.manifest.family,
+            "key_frames": seg.manifest.has_key_frames,
             "bundle": str(b),
             "step_ms": percentiles(t),
         }
@@ -448,8 +463,8 @@ def bench_key_intervals(
     threads: int | None,
     device: str = "cpu",
 ) -> list[dict[str, object]]:
-    """A keyframe bundle at fixed key intervals: mean ms/frame, key and current frame ms
-    (the analogue of seed 003's Table 5.1)."""
+    """A bundle with key frames at fixed key intervals: mean ms/frame, key and current frame
+    ms, each a step with its labels read (the analogue of seed 003's Table 5.1)."""
     rows = []
     for interval in intervals:
         seg = Segmenter(
@@ -463,7 +478,7 @@ def bench_key_intervals(
         seg.reset()
         key_ms, current_ms = [], []
         for i in range(n):
-            result = seg.step(frames[i % len(frames)])
+            result = _labelled(seg.step(frames[i % len(frames)]))
             (key_ms if result.key_frame else current_ms).append(result.timings.total_ms)
         rows.append(
             {
@@ -535,7 +550,7 @@ def plot(report: dict, out_dir: Path) -> list[str]:
         for name, rows in sweeps:
             ax.plot([r["interval"] for r in rows], [r["mean_ms"] for r in rows], "o-", label=name)
         for c in report.get("side_by_side", []):
-            if c["family"] != "keyframe":  # per-frame baselines: one run every frame
+            if not c["key_frames"]:  # per-frame baselines: one run every frame
                 ax.axhline(
                     c["step_ms"]["p50"], ls="--", lw=0.8, label=f"{Path(c['bundle']).name} (p50)"
                 )
@@ -598,12 +613,12 @@ def run(args: argparse.Namespace) -> dict:
         )
         report["side_by_side"] = side
         for other, entry in zip(others, side[1:]):
-            if entry["family"] == "keyframe" and args.intervals:
+            if entry["key_frames"] and args.intervals:
                 entry["key_intervals"] = bench_key_intervals(
                     other, frames, args.intervals, args.warmup, args.frames, args.threads, dev
                 )
             report["comparisons"].append(entry)
-    if manifest.family == "keyframe" and args.intervals:
+    if manifest.has_key_frames and args.intervals:
         report["key_intervals"] = bench_key_intervals(
             bundle, frames, args.intervals, args.warmup, args.frames, args.threads, dev
         )

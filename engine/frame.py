@@ -1,15 +1,20 @@
 """The frame type every source yields and every stepper takes: ``Frame``, an image with its
 source timestamp. It belongs to no reader: video files (PyAV), image folders, live sources and
-callers' own arrays all arrive as a ``Frame``, and the engine core reads it without PyAV."""
+callers' own arrays all arrive as a ``Frame``, and the engine core reads it without PyAV. Also
+``prepend``, how a source puts back the frame it looked ahead at (the readers and the live
+sources share it, and neither needs the other).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Iterator, TypeVar
 
 import numpy as np
 
-__all__ = ["Frame"]
+__all__ = ["Frame", "prepend"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,3 +40,14 @@ class Frame:
         if self.pts is None:
             return None
         return float(self.pts * self.time_base)
+
+
+def prepend(first: T, rest: Iterator[T]) -> Iterator[T]:
+    """``first`` then ``rest``; closing it closes ``rest``."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        rest_close = getattr(rest, "close", None)
+        if rest_close is not None:
+            rest_close()

@@ -129,7 +129,9 @@ def class_polygons(
 def frame_record(
     frame: Frame, result: Result, classes: Sequence[str], *, polygons: bool = False
 ) -> dict[str, Any]:
-    """The JSON-ready record of one frame; ``result`` at the frame's size."""
+    """The JSON-ready record of one frame; ``result`` at the frame's size. Its labels are read
+    first, so that ``ms.post`` is their upsampling to the frame's size (``FrameTimings``)."""
+    shares = class_shares(result.labels, classes)
     t = result.timings
     record: dict[str, Any] = {
         "index": frame.index,
@@ -143,7 +145,7 @@ def frame_record(
             "step": round(t.total_ms, 3),
         },
         "age_ms": round(result.age_ms, 3),
-        "classes": class_shares(result.labels, classes),
+        "classes": shares,
     }
     if result.scores is not None:
         seen = result.labels != UNSEEN

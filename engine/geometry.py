@@ -60,6 +60,17 @@ class Placement:
         return d.y, h - d.y - d.height, d.x, w - d.x - d.width
 
 
+def check_resize(mode: str) -> str:
+    """``mode`` if it is one of ``RESIZE_MODES``.
+
+    Raises:
+        ValueError: any other.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {mode!r}")
+    return mode
+
+
 @lru_cache(maxsize=32)  # one placement per frame size: computed once, thread-safe
 def place(frame_size: tuple[int, int], input_size: tuple[int, int], mode: str) -> Placement:
     """The placement of an (H, W) frame on an (h, w) model input for ``mode``.
@@ -125,12 +136,13 @@ def canvas_box(placement: Placement, height: int, width: int) -> tuple[int, int,
 
 
 def to_frame(
-    outputs: GraphOutputs, placement: Placement, height: int, width: int
+    outputs: GraphOutputs, placement: Placement | None, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A graph's outputs (at its label stride over the model input) as (labels, scores) at
     ``height`` x ``width``, the frame's size or the frame scaled: upsampled to the whole canvas
-    at that scale, then cut (letterbox) or pasted (crop; unseen pixels ``UNSEEN``, score 0)."""
-    if placement.mode == "stretch":
+    at that scale, then cut (letterbox) or pasted (crop; unseen pixels ``UNSEEN``, score 0).
+    Without a ``placement`` (a stretched frame, or the model input itself): upsampled."""
+    if placement is None or placement.mode == "stretch":
         return upsample(outputs, height, width)
     x, y, cw, ch = canvas_box(placement, height, width)
     labels_c, scores_c = upsample(outputs, ch, cw)

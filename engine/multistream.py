@@ -6,14 +6,14 @@ Example:
     >>> seg.reset(1)                                  # a cut on stream 1 only
 
 Streams without a frame sit the run out: their state is neither fed nor changed, so a stream
-that ends or resets leaves the others untouched. Every bundle batches: each stream has its own
-aux providers (e.g. optical flow) and its own role planner (``engine.roles``); on a tick the
-streams due a key frame run the key graph together and the others the current graph together
-(at most two runs).
-Each stream's state is reset where a ``Segmenter``'s would be (``engine.guard``: a frame with
-``discontinuity``, a change of frame size, NaN or Inf in its state row, a stale memory; before
-every frame without ``memory``), the other rows untouched. Not thread-safe: drive it from one
-thread.
+that ends or resets leaves the others untouched. Every bundle batches. Each stream goes the way
+a ``Segmenter``'s does, by the same code (``engine.slot``): its frame fitted by the resize
+mode, its own aux providers (e.g. optical flow), role planner (``engine.roles``) and
+telemetry, its state row reset where a ``Segmenter``'s state would be (``engine.guard``: a
+frame with ``discontinuity``, a change of frame size, NaN or Inf in its state row, a stale
+memory; before every frame without ``memory``), the other rows untouched; its ``Result`` the
+same lazy one. On a tick the streams due a key frame run the key graph together and the others
+the current graph together (at most two runs). Not thread-safe: drive it from one thread.
 """
 
 from __future__ import annotations
@@ -27,15 +27,14 @@ import numpy as np
 from vidseg.engine.bundle import Bundle
 from vidseg.engine.errors import BundleError
 from vidseg.engine.frame import Frame
-from vidseg.engine.guard import StreamGuard
-from vidseg.engine.loaded import LoadedModel, check_frame
+from vidseg.engine.geometry import check_resize
+from vidseg.engine.loaded import LoadedModel
 from vidseg.engine.refresh import Refresh
-from vidseg.engine.roles import RolePlanner
+from vidseg.engine.result import Result
 from vidseg.engine.schedule import Schedule
-from vidseg.engine.segmenter import Result
+from vidseg.engine.slot import StreamSlot, prepare
 from vidseg.engine.telemetry import StatsSnapshot, Telemetry
 from vidseg.engine.timing import FrameTimings, elapsed_ms
-from vidseg.engine.upsample import upsample
 
 
 class MultiStreamSegmenter:
@@ -47,7 +46,7 @@ class MultiStreamSegmenter:
         schedule: key-frame policy of every stream (bundles with key frames; default: the
             manifest's).
         warmup: run the graphs on zero frames for every stream at load (state untouched).
-        memory, refresh: as ``Segmenter``'s, for every stream.
+        resize, memory, refresh: as ``Segmenter``'s, for every stream.
 
     Raises:
         BundleError: the bundle is invalid, or its graphs fix a batch smaller than ``streams``.
@@ -63,11 +62,13 @@ class MultiStreamSegmenter:
         threads: int | None = None,
         schedule: Schedule | None = None,
         warmup: bool = True,
+        resize: str = "stretch",
         memory: bool = True,
         refresh: Refresh | None = None,
     ) -> None:
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
+        self.resize = check_resize(resize)
         # rows run in varying groups: no fixed buffers; on a device the state stays there
         # while every stream runs each tick, row operations copy it through the host
         self.model = LoadedModel(bundle, backend, device, threads, cuda_graph=False)
@@ -84,32 +85,35 @@ class MultiStreamSegmenter:
         self.streams = streams
         self.state = self.model.new_state(batch=streams)
         self.cache = self.model.new_cache(batch=streams)
-        self.aux = [self.model.new_aux() for _ in range(streams)]
-        self.planners = [self.model.planner(schedule) for _ in range(streams)]
-        self._frames = [0] * streams
-        self.guards = [
-            StreamGuard(
-                device, f"stream {i}", memory=memory, refresh=refresh, carries=self.model.carries
+        self.slots = [
+            StreamSlot(
+                self.model,
+                self.state,
+                self.cache,
+                row,
+                name=f"stream {row}",
+                device=device,
+                schedule=schedule,
+                memory=memory,
+                refresh=refresh,
             )
-            for i in range(streams)
+            for row in range(streams)
         ]
-        self.telemetry = [Telemetry() for _ in range(streams)]
+        # each stream's aux providers, planner, guard and telemetry (``engine.slot``)
+        self.aux = [s.aux for s in self.slots]
+        self.planners = [s.planner for s in self.slots]
+        self.guards = [s.guard for s in self.slots]
+        self.telemetry = [s.telemetry for s in self.slots]
+
+    @property
+    def _frames(self) -> list[int]:
+        return [s.frames for s in self.slots]
 
     def reset(self, stream: int | None = None) -> None:
         """Forget the past of one stream (or of all when ``stream`` is None): state and cache
         rows to zeros, its flow restarts, its next frame is a key frame."""
         for row in range(self.streams) if stream is None else (stream,):
-            self.guards[row].forget()
-            self._clear(row)
-
-    def _clear(self, row: int, count: bool = True) -> None:
-        if count:
-            self.telemetry[row].note_reset()
-        self.state.reset(row)
-        self.cache.reset(row)
-        for _, provider in self.aux[row]:
-            provider.reset()
-        self.planners[row].reset()
+            self.slots[row].forget()
 
     def stats(self, stream: int | None = None) -> StatsSnapshot:
         """Frames, resets, drops, and step/age percentiles and FPS over the last frames, as
@@ -122,15 +126,6 @@ class MultiStreamSegmenter:
     def note_dropped(self, stream: int, frames: int) -> None:
         """Count ``frames`` stream ``stream``'s source dropped before they reached ``step``."""
         self.telemetry[stream].note_dropped(frames)
-
-    def _aux(self, row: int, image: np.ndarray) -> dict[str, np.ndarray]:
-        """Stream ``row``'s aux inputs for its frame; where its providers find the frame
-        unexplained by its past (``StreamGuard.unexplained``), after resetting the stream."""
-        aux = {name: provider(image) for name, provider in self.aux[row]}
-        if self.guards[row].unexplained(self._frames[row], (p for _, p in self.aux[row])):
-            self._clear(row)
-            aux = {name: provider(image) for name, provider in self.aux[row]}
-        return aux
 
     @property
     def refreshes(self) -> list[int]:
@@ -155,9 +150,10 @@ class MultiStreamSegmenter:
         """One tick: ``frames[i]`` is stream i's frame ((H, W, 3) uint8, or a decoded
         ``Frame`` with its timestamp, capture time and ``discontinuity``) or None (idle).
 
-        Returns one ``Result`` per stream (None for idle streams). A result's timings are those
-        of the batched run it was part of (pre and post shared by the whole tick); its
-        ``age_ms`` runs from the frame's capture time (a ``Frame``'s, else this call).
+        Returns one ``Result`` per stream (None for idle streams), at its frame's size (taken
+        there when read, as ``Segmenter.step``'s). A result's timings are those of the batched
+        run it was part of (``pre_ms`` shared by the whole tick); its ``age_ms`` runs from the
+        frame's capture time (a ``Frame``'s, else this call).
 
         Raises:
             ValueError: not one entry per stream.
@@ -166,62 +162,31 @@ class MultiStreamSegmenter:
         if len(frames) != self.streams:
             raise ValueError(f"expected {self.streams} frames (None for idle), got {len(frames)}")
         results: list[Result | None] = [None] * self.streams
-        rows = [i for i, f in enumerate(frames) if f is not None]
-        if not rows:
-            return results
         t0 = time.perf_counter_ns()
-        now = time.monotonic_ns()
-        images, captured, stamps = {}, {}, {}
-        for i in rows:
-            item = frames[i]
-            is_frame = isinstance(item, Frame)
-            images[i] = check_frame(item.image if is_frame else item)
-            captured[i] = item.captured_ns if is_frame and item.captured_ns is not None else now
-            stamps[i] = timestamps[i] if timestamps is not None else None
-            if stamps[i] is None and is_frame:
-                stamps[i] = item.timestamp_s
-            guard, index = self.guards[i], self._frames[i]
-            cut = guard.cut(index, images[i].shape[:2], is_frame and item.discontinuity)
-            reset = cut or guard.poisoned(index, self.state, self.cache, row=i)
-            if guard.stale(index, stamps[i], fresh=reset) or reset:
-                self._clear(i)
-            if not guard.memory:
-                self._clear(i, count=False)
-        inputs = {i: self.model.to_input(images[i]) for i in rows}
-        aux = {i: self._aux(i, inputs[i]) for i in rows}
-        chosen = {i: self.planners[i].role(inputs[i]) for i in rows}
-        groups = {role: [i for i in rows if chosen[i] == role] for role in self.model.frame_roles}
+        # every frame checked and fitted before any stream's state moves
+        prepared = {
+            i: prepare(self.model, self.resize, f) for i, f in enumerate(frames) if f is not None
+        }
+        stamps, aux, chosen = {}, {}, {}
+        for i, frame in prepared.items():
+            given = None if timestamps is None else timestamps[i]
+            stamps[i] = frame.timestamp if given is None else given
+            aux[i], chosen[i] = self.slots[i].admit(frame, stamps[i])
+        groups = {r: [i for i in prepared if chosen[i] == r] for r in self.model.frame_roles}
         pre_ms = elapsed_ms(t0, time.perf_counter_ns())
         for role, group in groups.items():
             if not group:
                 continue
             t1 = time.perf_counter_ns()
-            batch = np.stack([inputs[i] for i in group])
+            batch = np.stack([prepared[i].image for i in group])
             names = [name for name, _ in self.aux[group[0]]]
             extra = {name: np.concatenate([aux[i][name] for i in group]) for name in names}
             subset = None if group == list(range(self.streams)) else group  # None: no row ops
             outputs = self.model.run(role, batch, self.state, self.cache, extra, rows=subset)
-            t2 = time.perf_counter_ns()
-            fitted = [upsample(out, *images[i].shape[:2]) for out, i in zip(outputs, group)]
-            t3 = time.perf_counter_ns()
-            timings = FrameTimings(pre_ms, elapsed_ms(t1, t2), elapsed_ms(t2, t3))
-            done = time.monotonic_ns()
-            for i, out, (lab, score) in zip(group, outputs, fitted):
-                age_ms = elapsed_ms(captured[i], done)
-                results[i] = Result(
-                    lab,
-                    self._frames[i],
-                    stamps[i],
-                    timings,
-                    key_frame=RolePlanner.full_frame(role),
-                    scores=score,
-                    outputs=out,
-                    age_ms=age_ms,
-                    captured_ns=captured[i],
-                )
-                self.telemetry[i].record(timings.total_ms, age_ms, t3)
-                self._frames[i] += 1
-                self.planners[i].record(role, timings.total_ms)
+            timings = FrameTimings(pre_ms, elapsed_ms(t1, time.perf_counter_ns()), 0.0)
+            for i, out in zip(group, outputs):
+                frame, slot = prepared[i], self.slots[i]
+                results[i] = slot.result(role, out, frame, timings, stamps[i], frame.captured_ns)
         return results
 
 

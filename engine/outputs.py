@@ -111,13 +111,18 @@ def mask_form(path: str) -> str:
     )
 
 
-def _is_folder(output: Output) -> bool:
-    if isinstance(output, Scores):
-        return True
+def _names_a_folder(path: str) -> bool:
+    """Whether ``path`` names a folder of PNGs (``mask_form``), not a video or another file."""
     try:
-        return isinstance(output, Masks) and mask_form(output.path) == "folder"
+        return mask_form(path) == "folder"
     except UsageError:
         return False
+
+
+def _is_folder(output: Output) -> bool:
+    return isinstance(output, Scores) or (
+        isinstance(output, Masks) and _names_a_folder(output.path)
+    )
 
 
 def output_problem(output: Output) -> str | None:
@@ -133,11 +138,7 @@ def output_problem(output: Output) -> str | None:
         except UsageError as error:
             return str(error)
     elif isinstance(output, Scores):
-        try:
-            folder = mask_form(path) == "folder"
-        except UsageError:
-            folder = False
-        if not folder:
+        if not _names_a_folder(path):
             return (
                 f"{path}: confidence maps are a folder of PNGs: give a folder "
                 "(a path without a suffix, or ending in /)"

@@ -251,7 +251,7 @@ class RunStats:
     wall_s: float = 0.0
     interrupted: bool = False
     truncated: TruncatedVideoError | None = None  # the source ended early; output kept
-    step_ms: list[float] = field(default_factory=list)  # Segmenter.step total per frame
+    step_ms: list[float] = field(default_factory=list)  # Segmenter.step (pre + infer) per frame
     key_frames: int = 0  # frames where the full model ran (every frame unless keyframe)
     resets: int = 0  # state resets mid-run: a reconnected source, a change of frame size
     dropped: int = 0  # frames a live source skipped because a newer one had arrived
@@ -368,7 +368,7 @@ def _segment_all(
         result = segmenter.step(x)
         clock.add("step", t0)
         stats.resets = segmenter.cut_resets - cuts
+        stats.step_ms.append(result.timings.total_ms)  # before the render thread reads labels
         if index >= warmup:
             writer.submit(frame, result)
-        stats.step_ms.append(result.timings.total_ms)
         stats.key_frames += result.key_frame

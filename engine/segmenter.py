@@ -13,72 +13,24 @@ call it from one thread at a time (several segmenters may share a process).
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from vidseg.engine.bundle import Bundle
 from vidseg.engine.frame import Frame
-from vidseg.engine.geometry import RESIZE_MODES, Placement, place, to_frame, to_input
-from vidseg.engine.guard import StreamGuard
-from vidseg.engine.loaded import LoadedModel, check_frame
+from vidseg.engine.geometry import check_resize
+from vidseg.engine.loaded import LoadedModel
 from vidseg.engine.refresh import Refresh
-from vidseg.engine.roles import RolePlanner
+from vidseg.engine.result import PreparedFrame, Result
 from vidseg.engine.schedule import Schedule
-from vidseg.engine.telemetry import SourceDrops, StatsSnapshot, Telemetry
+from vidseg.engine.slot import StreamSlot, prepare
+from vidseg.engine.telemetry import SourceDrops, StatsSnapshot
 from vidseg.engine.timing import FrameTimings, elapsed_ms
-from vidseg.engine.upsample import GraphOutputs, upsample
 
-logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Result:
-    """The segmentation of one frame."""
-
-    labels: np.ndarray  # (H, W) uint8 class ids at the input frame's size
-    index: int  # frames stepped by this segmenter since it was made (resets do not restart it)
-    timestamp: float | None  # seconds, as passed to step (or the frame's pts)
-    timings: FrameTimings
-    key_frame: bool = True  # the full model ran on this frame (always, without key frames)
-    scores: np.ndarray | None = None  # (H, W) uint8 confidence, 255 x max softmax, if exported
-    outputs: GraphOutputs | None = None  # the graph's own outputs, at its label stride
-    placement: Placement | None = None  # the frame on the model input (letterbox/crop only)
-    age_ms: float = 0.0  # capture (the frame's captured_ns, else prepare/step call) to result
-    captured_ns: int | None = None  # time.monotonic_ns() the frame was captured, if known
-
-    def at_size(self, height: int, width: int) -> "Result":
-        """This result with labels and confidence at ``height`` x ``width`` (the frame's size
-        or the frame scaled), upsampled from the graph's outputs (``engine.upsample``: crisp
-        where the bundle has logits; letterbox/crop mapped by ``engine.geometry``); itself when
-        already that size."""
-        p = self.placement
-        if self.labels.shape == (height, width) and (p is None or p.frame_size == (height, width)):
-            return self
-        source = self.outputs or GraphOutputs(self.labels, self.scores)
-        labels, scores = (
-            upsample(source, height, width) if p is None else to_frame(source, p, height, width)
-        )
-        return replace(self, labels=labels, scores=scores)
-
-
-@dataclass(frozen=True)
-class PreparedFrame:
-    """A frame made ready for ``Segmenter.step`` by ``Segmenter.prepare``, possibly in another
-    thread: resized to the model input and, for a split bundle, already through its stateless
-    ``encode`` graph (``features``; None otherwise)."""
-
-    image: np.ndarray  # (h, w, 3) uint8 at the model's input size
-    features: dict[str, Any] | None = None
-    placement: Placement | None = None  # the frame on the model input (letterbox/crop only)
-    captured_ns: int | None = None  # the Frame's capture time, else monotonic_ns at prepare
-    frame_size: tuple[int, int] | None = None  # (H, W) of the frame before resizing
-    timestamp: float | None = None  # the Frame's pts in seconds
-    discontinuity: bool = False  # the Frame's: its source restarted here
+__all__ = ["PreparedFrame", "Result", "Segmenter"]
 
 
 class Segmenter:
@@ -124,10 +76,7 @@ class Segmenter:
         memory: bool = True,
         refresh: Refresh | None = None,
     ) -> None:
-        if resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
-        self.resize = resize
-        self.telemetry = Telemetry()
+        self.resize = check_resize(resize)
         self.model = LoadedModel(bundle, backend, device, threads, cuda_graph)
         t0 = time.perf_counter_ns()
         if warmup:
@@ -137,11 +86,19 @@ class Segmenter:
         self.input_size = self.model.input_size
         self.state = self.model.new_state()
         self.cache = self.model.new_cache()
-        self.aux = self.model.new_aux()
-        self.planner = self.model.planner(schedule)  # which graph runs on each frame
-        self._frames = 0
-        # when the state must go: a cut, NaN/Inf, a stale memory, no memory
-        self.guard = StreamGuard(device, memory=memory, refresh=refresh, carries=self.model.carries)
+        # the stream's guard (when the state must go: a cut, NaN/Inf, a stale memory, no
+        # memory), aux providers, planner (which graph runs on each frame) and telemetry
+        self.slot = StreamSlot(
+            self.model,
+            self.state,
+            self.cache,
+            device=device,
+            schedule=schedule,
+            memory=memory,
+            refresh=refresh,
+        )
+        self.guard, self.aux, self.planner = self.slot.guard, self.slot.aux, self.slot.planner
+        self.telemetry = self.slot.telemetry
 
     @property
     def nonfinite_resets(self) -> int:
@@ -171,19 +128,7 @@ class Segmenter:
     def reset(self) -> None:
         """Forget the past (call on a seek, a cut, or a new stream): state and key-frame cache
         back to zeros, the next frame a key frame, flow restarts from zero."""
-        self.guard.forget()
-        self._clear()
-
-    def _clear(self, count: bool = True) -> None:
-        """State, caches, providers and schedule back to a stream's start; ``count`` it in
-        ``stats().resets``."""
-        if count:
-            self.telemetry.note_reset()
-        self.state.reset()
-        self.cache.reset()
-        for _, provider in self.aux:
-            provider.reset()
-        self.planner.reset()
+        self.slot.forget()
 
     def prepare(self, frame: np.ndarray | Frame) -> PreparedFrame:
         """The stateless part of ``step``: ``frame`` checked and resized to the model's input
@@ -192,35 +137,13 @@ class Segmenter:
 
         Thread-safe (it touches no stream state): a pipeline calls it in its decode thread, so
         the encoder of frame t+1 runs while the model thread carries the state through frame
-        t. ``step`` on the result returns labels at the input size (``Result.at_size`` brings
-        them back to the frame's size).
+        t. ``step`` on the result returns labels at the input size (``Result.at_size`` takes
+        them to the frame's size, or any other, instead).
 
         Raises:
             FrameError: ``frame`` is not an (H, W, 3) uint8 array with H, W >= 1.
         """
-        captured = time.monotonic_ns()
-        source = frame if isinstance(frame, Frame) else None
-        image = check_frame(frame.image if source is not None else frame)
-        x, placement = self._fit(image)
-        features = self.model.encode(x[None]) if self.model.encode_ahead else None
-        if source is None:
-            return PreparedFrame(x, features, placement, captured, image.shape[:2])
-        return PreparedFrame(
-            x,
-            features,
-            placement,
-            captured if source.captured_ns is None else source.captured_ns,
-            image.shape[:2],
-            source.timestamp_s,
-            source.discontinuity,
-        )
-
-    def _fit(self, frame: np.ndarray) -> tuple[np.ndarray, Placement | None]:
-        """The model input for a checked ``frame`` and, unless stretched, its placement."""
-        if self.resize == "stretch":
-            return self.model.to_input(frame), None
-        placement = place(frame.shape[:2], self.input_size, self.resize)
-        return to_input(frame, placement), placement
+        return prepare(self.model, self.resize, frame, encode=self.model.encode_ahead)
 
     def stats(self) -> StatsSnapshot:
         """Frames, resets, drops, and step/age percentiles and FPS over the last frames."""
@@ -246,11 +169,17 @@ class Segmenter:
         ``stats().resets`` (and ``cut_resets`` / ``nonfinite_resets`` / ``refreshes``).
         Without ``memory`` it is reset before every frame (not counted).
 
+        The result holds the graph's outputs at its label stride; its labels and confidence
+        are taken to its size (the frame's, or the model input's for a ``prepare``d frame)
+        when first read, or to another size by ``Result.at_size``: never twice, and never
+        when unused. ``timings`` covers the step (``pre_ms``, ``infer_ms``); ``post_ms`` is
+        the labels' upsampling, filled in when they are read.
+
         Args:
             frame: (H, W, 3) uint8 RGB, any size (resized to the model input internally; the
-                result comes back at the frame's size), a decoded ``Frame`` (its image, with
-                its timestamp, capture time and ``discontinuity``), or ``prepare``'s result
-                (the result comes back at the model's input size).
+                result is at the frame's size), a decoded ``Frame`` (its image, with its
+                timestamp, capture time and ``discontinuity``), or ``prepare``'s result (the
+                result is at the model's input size).
             timestamp: seconds, passed through to the result (default: the frame's).
             captured_ns: ``time.monotonic_ns()`` when the frame was captured, for
                 ``Result.age_ms`` (default: the ``Frame``'s, else when ``prepare``, else
@@ -263,54 +192,17 @@ class Segmenter:
         if not isinstance(frame, PreparedFrame):
             frame = self.prepare(frame)
         if captured_ns is None:
-            captured_ns = frame.captured_ns
+            captured_ns = time.monotonic_ns() if frame.captured_ns is None else frame.captured_ns
         if timestamp is None:
             timestamp = frame.timestamp
-        x, placement, features = frame.image, frame.placement, frame.features
-        size = frame.frame_size or x.shape[:2]
-        guard, index = self.guard, self._frames
-        reset = guard.cut(index, size, frame.discontinuity) or guard.poisoned(
-            index, self.state, self.cache
-        )
-        if guard.stale(index, timestamp, fresh=reset) or reset:
-            self._clear()
-        if not guard.memory:
-            self._clear(count=False)
-        aux = {name: provider(x) for name, provider in self.aux}
-        if guard.unexplained(index, (provider for _, provider in self.aux)):
-            self._clear()
-            aux = {name: provider(x) for name, provider in self.aux}
-        role = self.planner.role(x)
+        aux, role = self.slot.admit(frame, timestamp)
         t1 = time.perf_counter_ns()
-        [outputs] = self.model.run(role, x[None], self.state, self.cache, aux, features=features)
-        t2 = time.perf_counter_ns()
-        if at_frame_size:
-            labels, scores = (
-                upsample(outputs, *size)
-                if placement is None
-                else to_frame(outputs, placement, *size)
-            )
-        else:
-            labels, scores = upsample(outputs, *x.shape[:2])
-        t3 = time.perf_counter_ns()
-        timings = FrameTimings(elapsed_ms(t0, t1), elapsed_ms(t1, t2), elapsed_ms(t2, t3))
-        self.planner.record(role, timings.total_ms)
-        age_ms = elapsed_ms(captured_ns, time.monotonic_ns())
-        self.telemetry.record(timings.total_ms, age_ms, t3)
-        result = Result(
-            labels,
-            self._frames,
-            timestamp,
-            timings,
-            key_frame=RolePlanner.full_frame(role),
-            scores=scores,
-            outputs=outputs,
-            placement=placement,
-            age_ms=age_ms,
-            captured_ns=captured_ns,
+        x = frame.image[None]
+        [outputs] = self.model.run(role, x, self.state, self.cache, aux, features=frame.features)
+        timings = FrameTimings(elapsed_ms(t0, t1), elapsed_ms(t1, time.perf_counter_ns()), 0.0)
+        return self.slot.result(
+            role, outputs, frame, timings, timestamp, captured_ns, canvas=not at_frame_size
         )
-        self._frames += 1
-        return result
 
     def stream(self, frames: Iterable[np.ndarray | Frame]) -> Iterator[Result]:
         """Segment an iterable of frames (arrays or decoded ``Frame``s) in order, lazily.

@@ -20,8 +20,7 @@ from fractions import Fraction
 from typing import Callable, Iterable, Iterator
 
 from vidseg.engine.errors import SourceLostError, VideoIOError
-from vidseg.engine.frame import Frame
-from vidseg.engine.video import prepend
+from vidseg.engine.frame import Frame, prepend
 
 logger = logging.getLogger(__name__)
 MAX_BACKOFF_S = 8.0  # longest wait between two reconnect attempts

@@ -28,9 +28,9 @@ class StatsSnapshot:
     resets: int  # resets after a frame had been stepped (a seek, a cut, a reconnect)
     dropped: int  # frames the source dropped before they reached the model (note_dropped)
     window: int  # frames the figures below cover
-    step_ms_p50: float | None  # Segmenter.step wall time (pre + infer + post)
+    step_ms_p50: float | None  # Segmenter.step wall time (pre + infer; labels sized when read)
     step_ms_p99: float | None
-    age_ms_p50: float | None  # capture (or decode) to result
+    age_ms_p50: float | None  # capture (or decode) to the end of the step
     age_ms_p99: float | None
     fps: float | None  # frames in the window / the wall time between their results
 

@@ -6,10 +6,10 @@ of a ``Segmenter``: it resizes each frame to the model input (``prepare``, in th
 thread), sends it over gRPC with one sequence id per stream (``sequence_start`` on the first
 frame; ``sequence_end`` when the stream ends or resets, on one more request carrying the last
 frame again, whose answer is not used: a frame cannot be known to be the last before it is sent
-without holding every frame back), and upsamples the returned labels to the frame like the
-engine does (``engine.upsample``: crisp from logits). The model's input size, classes and
-palette come from the model config's ``vidseg_manifest`` parameter, so the client needs no
-bundle.
+without holding every frame back), and returns the answer as a ``Result`` at the frame's size,
+whose labels are upsampled like the engine's (``engine.upsample``: crisp from logits) when
+read. The model's input size, classes and palette come from the model config's
+``vidseg_manifest`` parameter, so the client needs no bundle.
 
 ``tritonclient[grpc]`` (the ``[triton]`` extra) is imported only when a client is made; this
 module, like the rest of the engine, never imports torch.
@@ -31,7 +31,7 @@ from vidseg.engine.errors import BackendError, BundleError
 from vidseg.engine.frame import Frame
 from vidseg.engine.segmenter import PreparedFrame, Result
 from vidseg.engine.timing import FrameTimings, elapsed_ms
-from vidseg.engine.upsample import GraphOutputs, upsample
+from vidseg.engine.upsample import GraphOutputs
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +131,10 @@ class TritonSegmenter:
         self._open = None if last else x.image
         t2 = time.perf_counter_ns()
         outputs = GraphOutputs(got["labels"], got.get("scores"), got.get("logits"))
-        labels, scores = upsample(outputs, *x.frame_size)
-        t3 = time.perf_counter_ns()
         self.frames += 1
-        timings = FrameTimings(elapsed_ms(t0, t1), elapsed_ms(t1, t2), elapsed_ms(t2, t3))
-        return Result(labels, self.frames - 1, x.timestamp, timings, scores=scores, outputs=outputs)
+        timings = FrameTimings(elapsed_ms(t0, t1), elapsed_ms(t1, t2), 0.0)
+        size = x.frame_size or x.image.shape[:2]
+        return Result(None, self.frames - 1, x.timestamp, timings, outputs=outputs, size=size)
 
     def _infer(self, x: np.ndarray, *, start: bool, end: bool) -> dict[str, np.ndarray]:
         height, width = self.input_size

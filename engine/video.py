@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Final, TypeVar
+from typing import Final
 
 import av
 import numpy as np
@@ -39,14 +39,13 @@ from vidseg.engine.avinput import first_video_stream, open_input
 from vidseg.engine.avutil import AV_ERRORS, check_size, error_reason
 from vidseg.engine.decode import decode_frames
 from vidseg.engine.errors import VideoIOError
-from vidseg.engine.frame import Frame
+from vidseg.engine.frame import Frame, prepend
 from vidseg.engine.timeline import Timeline
 
-__all__ = ["VideoInfo", "open_video", "prepend", "read_frames", "read_label_frames"]
+__all__ = ["VideoInfo", "open_video", "read_frames", "read_label_frames"]
 
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 _LABEL_PIX_FMTS: Final[frozenset[str]] = frozenset(
     {"gray", "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21"}
@@ -214,17 +213,6 @@ def open_video(
         info = _rotated(info, first[1])
         decoded = prepend(first, decoded)
     return info, _rgb_frames(decoded, path, size)
-
-
-def prepend(first: T, rest: Iterator[T]) -> Iterator[T]:
-    """``first`` then ``rest``; closing it closes ``rest``."""
-    try:
-        yield first
-        yield from rest
-    finally:
-        rest_close = getattr(rest, "close", None)
-        if rest_close is not None:
-            rest_close()
 
 
 def _quarter_turns(av_frame: av.VideoFrame) -> int:

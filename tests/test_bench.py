@@ -56,6 +56,7 @@ def test_bench_json(
     assert (tmp_path / "latency.png").stat().st_size > 0
     (baseline,) = report["comparisons"]
     assert baseline["model"] == "perframe-lite0" and baseline["step_ms"]["n"] == 12
+    assert baseline["key_frames"] is False and "key_intervals" not in baseline
     assert set(report["stage_fps"]) == {"decode", "segment", "render_encode"}
     # clip flicker: consecutive labels of the clip's first 8 frames, state carried
     seg = Segmenter(tiny_bundle)

@@ -31,6 +31,12 @@ def test_the_engine_core_imports_neither_pyav_nor_opencv() -> None:
     assert loaded_after("from vidseg.engine.frame import Frame") == []
 
 
+def test_the_live_sources_import_without_pyav() -> None:
+    """``LatestFrameSource``, ``paced`` and the rest wrap any iterable of frames (a camera read
+    by the caller's own code): importing them loads no reader."""
+    assert loaded_after("import vidseg.engine.sources") == []
+
+
 def test_checking_a_manifest_loads_no_provider_and_no_opencv() -> None:
     code = (
         "from vidseg.engine.bundle import default_bundle_path, load_bundle\n"

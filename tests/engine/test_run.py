@@ -4,12 +4,14 @@ client, against a plain reference loop (``Segmenter.step`` frame by frame, state
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from vidseg.engine import result as result_module
 from vidseg.engine.errors import UsageError, VideoIOError
 from vidseg.engine.outputs import Jsonl, Masks, Overlay, Scores
 from vidseg.engine.run import RunOptions, segment
@@ -104,3 +106,49 @@ def test_outputs_are_checked_before_anything_opens(
     with pytest.raises(UsageError, match="confidence"):  # the tiny bundle has no scores
         segment(sample_clip, [Scores(str(tmp_path / "s"))], tiny_bundle, RunOptions(max_frames=2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
+
+
+def test_out_size_applies_to_every_output_from_one_upsampling(
+    sample_clip: Path, tmp_path: Path, monkeypatch
+):
+    """--out-size: the overlay, the masks (ids, PNGs, colours) and the confidence maps are at
+    the output size, all from one upsampling per frame at that size (none at the step's own
+    size); the JSON lines, at the frame's size, add one there."""
+    fits: Counter[tuple[int, int]] = Counter()
+    real = result_module.to_frame
+
+    def counted(outputs, placement, height, width):
+        fits[height, width] += 1
+        return real(outputs, placement, height, width)
+
+    monkeypatch.setattr(result_module, "to_frame", counted)
+    info, frames = VideoInfo.from_path(sample_clip), 3
+    width, height = 160, round(info.height * 160 / info.width)
+    outputs = [
+        Overlay(str(tmp_path / "o.mp4")),
+        Masks(str(tmp_path / "ids.mkv")),
+        Masks(str(tmp_path / "png")),
+        Masks(str(tmp_path / "colours.mp4")),
+        Scores(str(tmp_path / "scores")),
+        Jsonl(str(tmp_path / "f.jsonl")),
+    ]
+    options = RunOptions(max_frames=frames, out_size=(width, 0))
+    stats = segment(sample_clip, outputs, None, options)  # the default: scores and logits
+    assert stats.frames == frames and stats.output_size == (width, height)
+    assert fits == {(height, width): frames, (info.height, info.width): frames}
+    for video in ("o.mp4", "colours.mp4"):
+        got = VideoInfo.from_path(tmp_path / video)
+        assert (got.width, got.height, got.frame_count) == (width, height, frames)
+    seg = Segmenter(warmup=False)  # the same path by hand: prepare, step, at the output size
+    clip = read_frames(sample_clip, max_frames=frames)
+    want = [seg.step(seg.prepare(f)).at_size(height, width) for f in clip]
+    pngs = sorted((tmp_path / "png").glob("*.png"))
+    score_pngs = sorted((tmp_path / "scores").glob("*.png"))
+    ids = list(read_label_frames(tmp_path / "ids.mkv"))
+    assert len(pngs) == len(score_pngs) == len(ids) == frames
+    for result, png, score, mask in zip(want, pngs, score_pngs, ids):
+        np.testing.assert_array_equal(mask, result.labels)
+        np.testing.assert_array_equal(cv2.imread(str(png), cv2.IMREAD_UNCHANGED), result.labels)
+        np.testing.assert_array_equal(cv2.imread(str(score), cv2.IMREAD_UNCHANGED), result.scores)
+    lines = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert len(lines) == frames and all(line["ms"]["post"] > 0 for line in lines)
