@@ -26,7 +26,7 @@ from vidseg.engine.bundle import MANIFEST, default_bundle_path
 from vidseg.engine.clihelp import CliParser, HelpFormatter
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.video import read_frames
-from vidseg.export.fp16 import convert_bundle
+from vidseg.export.fp16 import fp16_bundle
 from vidseg.export.logits import add_logits
 from vidseg.export.onnx import ClassInfo, feature_specs, model_manifest, splittable
 from vidseg.export.parity import export_bundle
@@ -140,7 +140,7 @@ def export(args: argparse.Namespace) -> str:
     if args.add_logits:
         return add_logits(args.checkpoint)
     if args.fp16 and is_bundle(args.checkpoint):
-        return convert_bundle(
+        return fp16_bundle(
             Path(args.checkpoint), Path(args.out), sample_video(args), args.parity_frames
         )
     out = Path(args.out)
@@ -150,7 +150,7 @@ def export(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         fp32 = Path(tmp) / out.name
         summary = export_checkpoint(args, fp32)
-        return summary + "\n" + convert_bundle(fp32, out, sample_video(args), args.parity_frames)
+        return summary + "\n" + fp16_bundle(fp32, out, sample_video(args), args.parity_frames)
 
 
 def is_bundle(path: str) -> bool:
