@@ -1,7 +1,8 @@
 """``vidseg-export``: a checkpoint into a parity-checked bundle (``CHECKPOINT --out B.vidseg``);
 from a bundle, its logits output (``BUNDLE --add-logits``), a float16 copy (``BUNDLE --fp16 --out
-B16.vidseg``) or a Triton repository (``BUNDLE --triton REPO``); or a bundle of your own ONNX
-segmenter (``--wrap MODEL.onnx --out B.vidseg --classes NAMES``).
+B16.vidseg``), an int8 copy (``BUNDLE --int8 --calibration FRAMES --out B8.vidseg``) or a Triton
+repository (``BUNDLE --triton REPO``); or a bundle of your own ONNX segmenter (``--wrap
+MODEL.onnx --out B.vidseg --classes NAMES``).
 
 Exits non-zero (7) when ONNX Runtime and torch disagree beyond tolerance; no bundle is left
 under the output name in that case. ``vidseg-export BUNDLE.vidseg --add-logits`` gives an
@@ -26,7 +27,8 @@ from vidseg.engine.bundle import MANIFEST, default_bundle_path
 from vidseg.engine.clihelp import CliParser, HelpFormatter
 from vidseg.engine.errors import VidsegError, run_for_cli
 from vidseg.engine.video import read_frames
-from vidseg.export.fp16 import convert_bundle
+from vidseg.export.fp16 import fp16_bundle
+from vidseg.export.int8 import Calibration, int8_bundle
 from vidseg.export.logits import add_logits
 from vidseg.export.onnx import ClassInfo, feature_specs, model_manifest, splittable
 from vidseg.export.parity import export_bundle
@@ -139,18 +141,27 @@ def export(args: argparse.Namespace) -> str:
         return wrap_model(args.wrap, args.out, args.wrap_options, sample_video(args))
     if args.add_logits:
         return add_logits(args.checkpoint)
-    if args.fp16 and is_bundle(args.checkpoint):
-        return convert_bundle(
-            Path(args.checkpoint), Path(args.out), sample_video(args), args.parity_frames
-        )
+    # read before anything is exported: a bad calibration source fails at once
+    calibration = Calibration.read(args.calibration, args.calibration_frames) if args.int8 else None
+    if (args.fp16 or args.int8) and is_bundle(args.checkpoint):
+        return convert(args, Path(args.checkpoint), Path(args.out), calibration)
     out = Path(args.out)
-    if not args.fp16:
+    if not (args.fp16 or args.int8):
         return export_checkpoint(args, out)
     # export the float32 bundle beside --out, then convert it into --out
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         fp32 = Path(tmp) / out.name
         summary = export_checkpoint(args, fp32)
-        return summary + "\n" + convert_bundle(fp32, out, sample_video(args), args.parity_frames)
+        return summary + "\n" + convert(args, fp32, out, calibration)
+
+
+def convert(args: argparse.Namespace, src: Path, out: Path, calibration: Calibration | None) -> str:
+    """The bundle ``src`` converted into ``out`` as ``--fp16`` or ``--int8`` asks."""
+    if calibration is None:
+        return fp16_bundle(src, out, sample_video(args), args.parity_frames)
+    return int8_bundle(
+        src, out, calibration, args.int8_float_convs, sample_video(args), args.parity_frames
+    )
 
 
 def is_bundle(path: str) -> bool:
@@ -240,6 +251,37 @@ def build_parser() -> argparse.ArgumentParser:
         "a checkpoint, or CHECKPOINT an existing bundle to convert into --out; the "
         "label agreement with float32 over --parity-frames clip frames goes into "
         "the manifest",
+    )
+    q = p.add_argument_group("int8 bundles (docs/bundle.md)")
+    q.add_argument(
+        "--int8",
+        action="store_true",
+        help="write the bundle with int8 inside (ONNX Runtime static quantization, I/O "
+        "types kept): from a checkpoint, or CHECKPOINT an existing bundle to quantize into "
+        "--out; calibrated on --calibration through the engine; the label agreement with "
+        "float over --parity-frames clip frames goes into the manifest",
+    )
+    q.add_argument(
+        "--calibration",
+        metavar="FRAMES",
+        help="with --int8: a folder of images (file-name order) or a video whose first "
+        "--calibration-frames frames run in order through the float bundle, state carried, "
+        "to give every graph its activation ranges",
+    )
+    q.add_argument(
+        "--calibration-frames",
+        type=int,
+        default=24,
+        metavar="N",
+        help="the first N frames of --calibration are used (all, where it has fewer)",
+    )
+    q.add_argument(
+        "--int8-float-convs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the first N convolutions of each graph that reads the image (the "
+        "high-resolution layers, where int8 costs most accuracy) in float",
     )
     p.add_argument(
         "--add-logits",
@@ -491,6 +533,22 @@ def triton_options(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     return options
 
 
+def check_int8_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--int8``'s flags checked (``parser.error``, exit 2, on a usage mistake)."""
+    if not args.int8:
+        if args.calibration is not None or args.int8_float_convs:
+            parser.error("--calibration and --int8-float-convs go with --int8")
+        return
+    if args.calibration is None:
+        parser.error("--int8 needs --calibration FRAMES (a folder of images or a video)")
+    if not Path(args.calibration).exists():
+        parser.error(f"--calibration: {args.calibration} does not exist")
+    if args.calibration_frames < 1:
+        parser.error(f"--calibration-frames must be >= 1, got {args.calibration_frames}")
+    if args.int8_float_convs < 0:
+        parser.error(f"--int8-float-convs must be >= 0, got {args.int8_float_convs}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -525,36 +583,40 @@ def main(argv: list[str] | None = None) -> int:
     ):
         parser.error("--train-command describes a CHECKPOINT being exported")
     args.command = command_line("vidseg-export", sys.argv[1:] if argv is None else argv)
+    conversion = "--fp16" if args.fp16 else "--int8" if args.int8 else None
+    if args.fp16 and args.int8:
+        parser.error("--fp16 or --int8: one conversion at a time")
     if args.tiles and (
         args.wrap
         or args.triton
         or args.add_logits
         or args.split
-        or (args.fp16 and is_bundle(args.checkpoint or ""))
+        or (conversion and is_bundle(args.checkpoint or ""))
     ):
         parser.error(
             "--tiles wraps a per-frame CHECKPOINT: not with --wrap, --triton, "
-            "--add-logits, --split or a bundle's --fp16 conversion"
+            "--add-logits, --split or a bundle's --fp16 or --int8 conversion"
         )
-    if args.add_logits and (args.out or args.logits or args.split or args.fp16 or args.input_size):
+    if args.add_logits and (args.out or args.logits or args.split or conversion or args.input_size):
         parser.error(
             "--add-logits edits the bundle given in place: no --out, --logits, "
-            "--split, --fp16, --input-size"
+            "--split, --fp16, --int8, --input-size"
         )
-    if args.fp16 and (args.wrap or args.triton):
+    if conversion and (args.wrap or args.triton):
         parser.error(
-            "--fp16 converts a checkpoint's or a bundle's graphs: not with --wrap or "
+            f"{conversion} converts a checkpoint's or a bundle's graphs: not with --wrap or "
             "--triton (convert the bundle first)"
         )
     if (
-        args.fp16
+        conversion
         and args.checkpoint
         and is_bundle(args.checkpoint)
         and (args.logits or args.split or args.input_size)
     ):
         parser.error(
-            "--fp16 on a BUNDLE converts it as it is: no --logits, --split or --input-size"
+            f"{conversion} on a BUNDLE converts it as it is: no --logits, --split or --input-size"
         )
+    check_int8_flags(parser, args)
     if not args.add_logits and not args.out and not args.triton:
         parser.error("--out is required")
     if args.parity_frames < 2:

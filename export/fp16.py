@@ -9,7 +9,8 @@ activations become float16, while the uint8 frame in, the uint8 labels and score
 float32 state, features and logits at the graph boundary stay as the manifest declares them
 (Casts at the edges), so the engine runs the new bundle unchanged. The new bundle's labels are
 compared with the source's through the engine (state carried over frames of a clip) and the
-agreement is written into the manifest's ``train.fp16``. Meant for GPUs (tensor cores); on the
+agreement is written into the manifest's ``train.fp16`` (``export.convert``, as for int8
+bundles). Meant for GPUs (tensor cores); on the
 CPU the float16 kernels are few and slow, which is how the tests check it.
 
 Needs ``onnx`` (``pip install 'vidseg[export]'``).
@@ -17,21 +18,14 @@ Needs ``onnx`` (``pip install 'vidseg[export]'``).
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-
-from vidseg.engine.bundle import MANIFEST, load_bundle
+from vidseg.engine.bundle import Bundle
 from vidseg.engine.errors import BundleError
-from vidseg.engine.segmenter import Segmenter
-from vidseg.engine.video import read_frames
+from vidseg.export.convert import convert_bundle
 
-logger = logging.getLogger(__name__)
+CONVERTER = "onnxruntime.transformers.float16, keep_io_types"
 
 
 def convert_graph(src: Path, dst: Path) -> None:
@@ -57,44 +51,19 @@ def convert_graph(src: Path, dst: Path) -> None:
     onnx.save(converted, str(dst))
 
 
-def label_agreement(fp32: Path, fp16: Path, frames: list[np.ndarray]) -> float:
-    """Share of pixels (0..1) where the two bundles' labels agree over ``frames`` in order,
-    each with its state carried, on the ONNX Runtime CPU."""
-    a, b = Segmenter(fp32, warmup=False), Segmenter(fp16, warmup=False)
-    same = [float((a.step(f).labels == b.step(f).labels).mean()) for f in frames]
-    return float(np.mean(same))
+def _convert_graphs(bundle: Bundle, work: Path) -> dict[str, str]:
+    for name in bundle.manifest.graphs.values():
+        convert_graph(bundle.root / name, work / name)
+    return {"converter": CONVERTER}
 
 
-def convert_bundle(src: Path, out: Path, clip: Path, frames: int = 24) -> str:
+def fp16_bundle(src: Path, out: Path, clip: Path, frames: int = 24) -> str:
     """Write ``out``: ``src`` with every graph in float16 (I/O types kept) and the label
-    agreement with ``src`` over ``frames`` frames of ``clip`` recorded in ``train.fp16``.
+    agreement with ``src`` over ``frames`` frames of ``clip`` recorded in ``train.fp16``
+    (``export.convert``).
 
     Raises:
         BundleError: ``src`` is not a bundle, ``out`` exists, or the conversion failed.
     """
-    bundle = load_bundle(src)
-    if out.exists():
-        raise BundleError(f"{out} exists; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        work = Path(tmp) / out.name
-        shutil.copytree(src, work)
-        for name in bundle.manifest.graphs.values():
-            convert_graph(src / name, work / name)
-        size = (bundle.manifest.input.width, bundle.manifest.input.height)
-        images = [f.image for f in read_frames(clip, size=size, max_frames=frames)]
-        agreement = label_agreement(src, work, images)
-        train = {
-            **bundle.manifest.train,
-            "fp16": {
-                "from": str(src.name),
-                "converter": "onnxruntime.transformers.float16, keep_io_types",
-                "label_agreement": round(agreement, 5),
-                "frames": len(images),
-            },
-        }
-        manifest = dataclasses.replace(bundle.manifest, train=train)
-        (work / MANIFEST).write_text(manifest.to_json())
-        load_bundle(work)  # still a valid bundle
-        work.rename(out)
-    return f"wrote {out}: float16 inside, labels agree with {src.name} on {100 * agreement:.2f} %"
+    _, agreement = convert_bundle(src, out, "fp16", _convert_graphs, clip, frames)
+    return f"wrote {out}: float16 inside, {agreement}"
