@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -83,6 +83,10 @@ class RunOptions:
     crf: int = 23
     preset: str = "veryfast"
     encoder_threads: int | None = None  # threads of each video encoder (None: the codec's)
+    # OpenCV's threads (resizes, flow, blending) during the run, restored after (None: OpenCV's
+    # own, one per core): the pipeline's stages already keep the cores busy, and OpenCV's pool
+    # only adds hand-offs (``benchmarks/README.md``)
+    opencv_threads: int | None = 1
     audio: bool = True  # copy the input's audio into an overlay
     overwrite: bool = False  # replace existing outputs (else they are an error)
     zero_start: bool = True  # videos start at 0 (False: the source's timestamps kept)
@@ -176,10 +180,27 @@ def segment(
                 memory=options.memory,
             )
         )
-        return _run(source, info, frames, reading, outputs, stepper, options)
+        with _opencv_threads(options.opencv_threads):
+            return _run(source, info, frames, reading, outputs, stepper, options)
     finally:  # close the input if the run never started; the pipeline closes it otherwise
         with suppress(ValueError):  # "generator already executing": a decode thread that
             frames.close()  # did not stop in time (Ctrl-C) still owns it: closed when collected
+
+
+@contextmanager
+def _opencv_threads(threads: int | None) -> Iterator[None]:
+    """OpenCV's thread count set to ``threads`` (None: left alone) inside, restored after."""
+    if threads is None:
+        yield
+        return
+    import cv2  # the engine's core imports no OpenCV (a run does, through its providers)
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(threads)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def _run(

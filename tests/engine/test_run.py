@@ -90,6 +90,24 @@ def test_a_stepper_is_used_as_given(tiny_bundle: Path, sample_clip: Path, tmp_pa
     assert Counting.steps == 5
 
 
+@pytest.mark.parametrize("threads", [1, 2, None])
+def test_opencv_threads_hold_for_the_run_and_are_restored(
+    tiny_bundle: Path, sample_clip: Path, tmp_path: Path, threads: int | None
+):
+    seen: list[int] = []
+
+    class Watching(Segmenter):
+        def step(self, frame, **kwargs):
+            seen.append(cv2.getNumThreads())
+            return super().step(frame, **kwargs)
+
+    before = cv2.getNumThreads()
+    options = RunOptions(max_frames=3, opencv_threads=threads)
+    segment(sample_clip, [Masks(str(tmp_path / "m.mkv"))], Watching(tiny_bundle), options)
+    assert seen == [before if threads is None else threads] * 3
+    assert cv2.getNumThreads() == before
+
+
 def test_outputs_are_checked_before_anything_opens(
     tiny_bundle: Path, sample_clip: Path, tmp_path: Path
 ):
