@@ -1,6 +1,6 @@
 """What the engine computes on the CPU beside the graph, per frame: each aux input's cost.
 
-    python benchmarks/aux_cost.py [--model BUNDLE] [--input CLIP] [--frames 200] [--json OUT]
+    python -m vidseg.benchmarks.aux_cost [--model BUNDLE] [--input CLIP] [--frames 200] [--json OUT]
 
 A bundle's aux inputs (DIS flow, the tile cycle, the tile view) are computed by the engine on
 the CPU even when the graph runs on a GPU (``--device cuda``): this is the CPU work per stream
@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from benchmarks.bench import environment
+from vidseg.benchmarks.bench import environment
 from vidseg.engine.bundle import default_bundle_path
 from vidseg.engine.segmenter import Segmenter
 from vidseg.engine.video import read_frames
