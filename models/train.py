@@ -20,6 +20,9 @@ frame, and ``--propagation-length N`` supervises only that frame and the N befor
 labels are propagated along the synthetic motion); ``--warmup-frames W`` and ``--tbptt K`` run
 clips from a warmed-up state in truncated-BPTT chunks, one optimizer step per clip;
 ``--consistency-weight`` adds a flow-warped temporal-consistency term on unlabelled videos.
+
+``--qat`` fine-tunes a float per-frame network for the int8 export, its convolutions
+fake-quantized as that export runs them (``models.qat``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from vidseg.models.losses import CROSS_ENTROPY, SegLoss, consistency_total
 from vidseg.models.metrics import SegMetrics
 from vidseg.models.protocol import TemporalModel
 from vidseg.models.provenance import UNKNOWN, checked_chain, command_line, source_commit
+from vidseg.models.qat import prepare_qat
 from vidseg.models.registry import create_model, list_models
 from vidseg.models.videos import FLOW_STRIDE, VideoClips
 
@@ -832,6 +836,15 @@ def train(args: argparse.Namespace, command: str = UNKNOWN) -> SegMetrics | None
         logger.info("froze %d encoder tensors (output stride <= %d)", frozen, args.freeze_stride)
     # NHWC activations: depthwise convolutions run ~1.4x faster on the CPU (also on a GPU)
     model.to(device, memory_format=torch.channels_last)
+    if args.qat:
+        qat = prepare_qat(model, args.qat_float_convs)
+        logger.info(
+            "quantization-aware: %d convolutions fake-quantized (%d batch norms folded and "
+            "frozen), the first %d float; validation runs the fake-quantized model",
+            qat.quantized,
+            qat.folded,
+            qat.float_convs,
+        )
     logger.info(
         "training on %s%s, %s",
         device,
@@ -988,6 +1001,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes building the training clips (0: one thread in-process); "
         "each batch is seeded from --seed and its step",
     )
+    qat = p.add_argument_group("int8 (docs/training.md)")
+    qat.add_argument(
+        "--qat",
+        action="store_true",
+        help="quantization-aware fine-tuning of a per-frame network from --init-from: its "
+        "convolutions rounded as vidseg-export --int8 runs them, batch norms frozen",
+    )
+    qat.add_argument(
+        "--qat-float-convs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leave the first N convolutions float, as --int8-float-convs N will",
+    )
     relax = p.add_argument_group("seed 002 (docs/training.md)")
     relax.add_argument(
         "--label-relaxation",
@@ -1063,6 +1090,12 @@ def _check_clip_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("--consistency-weight needs --consistency-videos DIR")
     if args.consistency_weight and args.seq_len < 2:
         parser.error("--consistency-weight needs clips of --seq-len 2 or more")
+    if args.qat and not args.init_from:
+        parser.error("--qat fine-tunes a trained float model: give its checkpoint with --init-from")
+    if args.qat_float_convs and not args.qat:
+        parser.error("--qat-float-convs goes with --qat")
+    if args.qat_float_convs < 0:
+        parser.error(f"--qat-float-convs must be >= 0, got {args.qat_float_convs}")
 
 
 def main(argv: list[str] | None = None) -> int:
