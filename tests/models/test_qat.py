@@ -101,28 +101,8 @@ def test_fake_quantized_model_computes_what_the_int8_graph_does(
 
 
 def _train(camvid: Path, out: Path, *extra: str, model: str = PERFRAME) -> int:
-    return train.main(
-        [
-            "--model",
-            model,
-            "--data",
-            str(camvid),
-            "--out",
-            str(out),
-            "--limit",
-            "4",
-            "--batch",
-            "1",
-            "--crop",
-            "64",
-            "96",
-            "--input-size",
-            "64",
-            "96",
-            "--scratch",
-            *extra,
-        ]
-    )
+    tiny = "--limit 4 --batch 1 --crop 64 96 --input-size 64 96 --scratch".split()
+    return train.main(["--model", model, "--data", str(camvid), "--out", str(out), *tiny, *extra])
 
 
 def test_train_qat_fine_tunes_resumes_and_exports_as_float(camvid: Path, tmp_path: Path, capsys):
