@@ -72,7 +72,9 @@ def _model(
             return 2, None, None
         code, client = run_for_cli(
             "vidseg-run",
-            lambda: TritonSegmenter(args.triton, args.triton_model, timeout_s=args.timeout or 30),
+            lambda: TritonSegmenter(
+                args.triton, args.triton_model, timeout_s=args.timeout or 30, resize=args.resize
+            ),
             debug=args.debug,
         )
         return code, client, None

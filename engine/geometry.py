@@ -121,6 +121,20 @@ def to_input(frame: np.ndarray, placement: Placement) -> np.ndarray:
     )
 
 
+def fit(
+    frame: np.ndarray, input_size: tuple[int, int], mode: str
+) -> tuple[np.ndarray, Placement | None]:
+    """``frame`` ((H, W, 3) uint8) fitted to a model input of ``input_size`` by ``mode``: the
+    (h, w, 3) uint8 input, contiguous, and the placement (None for ``stretch``: the whole frame
+    on the whole input, what a result maps back without one).
+
+    Raises:
+        ValueError: unknown ``mode``.
+    """
+    placement = place(frame.shape[:2], input_size, mode)
+    return to_input(frame, placement), None if mode == "stretch" else placement
+
+
 def canvas_box(placement: Placement, height: int, width: int) -> tuple[int, int, int, int]:
     """Where the whole model canvas lies on a ``height`` x ``width`` target (the frame, or the
     frame scaled to another size): ``(x, y, canvas_width, canvas_height)`` in target pixels;

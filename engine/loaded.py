@@ -280,16 +280,6 @@ class LoadedModel:
     def _any_role(self) -> str:
         return next(iter(self.backends))  # never the encode graph: it comes last
 
-    def to_input(self, frame: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 -> (h, w, 3) at the model's input size (bilinear), contiguous."""
-        import cv2  # on first use: importing the engine loads no OpenCV
-
-        height, width = self.input_size
-        frame = check_frame(frame)
-        if frame.shape[:2] != (height, width):
-            frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
-        return np.ascontiguousarray(frame)
-
     def encode(self, batch: np.ndarray) -> dict[str, Any]:
         """The stateless features of (N, h, w, 3) frames, by the ``encode`` graph of a split
         bundle; safe to call from another thread than ``run`` (it touches no state). The values

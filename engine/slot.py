@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vidseg.engine.frame import Frame
-from vidseg.engine.geometry import place, to_input
+from vidseg.engine.geometry import fit
 from vidseg.engine.guard import StreamGuard
 from vidseg.engine.loaded import LoadedModel, check_frame
 from vidseg.engine.refresh import Refresh
@@ -41,11 +41,7 @@ def prepare(
     captured = time.monotonic_ns()
     source = frame if isinstance(frame, Frame) else None
     image = check_frame(frame.image if source is not None else frame)
-    if resize == "stretch":
-        x, placement = model.to_input(image), None
-    else:
-        placement = place(image.shape[:2], model.input_size, resize)
-        x = to_input(image, placement)
+    x, placement = fit(image, model.input_size, resize)
     features = model.encode(x[None]) if encode else None
     if source is None:
         return PreparedFrame(x, features, placement, captured, image.shape[:2])

@@ -2,14 +2,15 @@
 
 The server holds the recurrent state (a repository from ``vidseg-export BUNDLE --triton
 REPO``, implicit state); ``TritonSegmenter`` is the stepper ``engine.run.segment`` runs in place
-of a ``Segmenter``: it resizes each frame to the model input (``prepare``, in the decode
-thread), sends it over gRPC with one sequence id per stream (``sequence_start`` on the first
-frame; ``sequence_end`` when the stream ends or resets, on one more request carrying the last
-frame again, whose answer is not used: a frame cannot be known to be the last before it is sent
-without holding every frame back), and returns the answer as a ``Result`` at the frame's size,
-whose labels are upsampled like the engine's (``engine.upsample``: crisp from logits) when
-read. The model's input size, classes and palette come from the model config's
-``vidseg_manifest`` parameter, so the client needs no bundle.
+of a ``Segmenter``: it fits each frame to the model input by the resize mode, as the engine
+does (``prepare``, in the decode thread), sends it over gRPC with one sequence id per stream
+(``sequence_start`` on the first frame; ``sequence_end`` when the stream ends or resets, on one
+more request carrying the last frame again, whose answer is not used: a frame cannot be known to
+be the last before it is sent without holding every frame back), and returns the answer as a
+``Result`` at the frame's size, whose labels are upsampled like the engine's
+(``engine.upsample``: crisp from logits) and mapped back through the placement when read. The
+model's input size, classes and palette come from the model config's ``vidseg_manifest``
+parameter, so the client needs no bundle.
 
 ``tritonclient[grpc]`` (the ``[triton]`` extra) is imported only when a client is made; this
 module, like the rest of the engine, never imports torch.
@@ -23,12 +24,13 @@ import secrets
 import time
 from typing import Any
 
-import cv2
 import numpy as np
 
 from vidseg.engine.bundle import Manifest
 from vidseg.engine.errors import BackendError, BundleError
 from vidseg.engine.frame import Frame
+from vidseg.engine.geometry import check_resize, fit
+from vidseg.engine.loaded import check_frame
 from vidseg.engine.segmenter import PreparedFrame, Result
 from vidseg.engine.timing import FrameTimings, elapsed_ms
 from vidseg.engine.upsample import GraphOutputs
@@ -65,8 +67,11 @@ class TritonSegmenter:
         sequence_id: the first sequence's correlation id (default: a random 63-bit id); a
             ``reset`` starts the next one at a new random id.
         timeout_s: per-request deadline, seconds.
+        resize: how a frame fits the model input, as ``Segmenter``'s (``engine.geometry``):
+            ``stretch``, ``letterbox`` or ``crop``.
 
     Raises:
+        ValueError: an unknown ``resize``.
         BackendError: tritonclient missing, the server unreachable, the model unknown or not
             a vidseg export (no manifest parameter).
         BundleError: the manifest it carries is invalid.
@@ -81,7 +86,9 @@ class TritonSegmenter:
         *,
         sequence_id: int | None = None,
         timeout_s: float = 30.0,
+        resize: str = "stretch",
     ) -> None:
+        self.resize = check_resize(resize)
         grpc = _grpc()
         self._grpc = grpc
         self.url, self.model, self.timeout_s = _server_url(url), model, timeout_s
@@ -108,13 +115,16 @@ class TritonSegmenter:
         self.frames = 0
 
     def prepare(self, frame: np.ndarray | Frame) -> PreparedFrame:
-        """The frame at the model's input size (stateless: any thread)."""
-        image = frame.image if isinstance(frame, Frame) else frame
-        height, width = self.input_size
-        x = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        """The frame fitted to the model's input by the resize mode (stateless: any thread).
+
+        Raises:
+            FrameError: the frame is not an (H, W, 3) uint8 array with H, W >= 1.
+        """
+        image = check_frame(frame.image if isinstance(frame, Frame) else frame)
+        x, placement = fit(image, self.input_size, self.resize)
         timestamp = frame.timestamp_s if isinstance(frame, Frame) else None
         return PreparedFrame(
-            np.ascontiguousarray(x), frame_size=image.shape[:2], timestamp=timestamp
+            x, placement=placement, frame_size=image.shape[:2], timestamp=timestamp
         )
 
     def step(self, frame: np.ndarray | Frame | PreparedFrame, *, last: bool = False) -> Result:
@@ -134,7 +144,15 @@ class TritonSegmenter:
         self.frames += 1
         timings = FrameTimings(elapsed_ms(t0, t1), elapsed_ms(t1, t2), 0.0)
         size = x.frame_size or x.image.shape[:2]
-        return Result(None, self.frames - 1, x.timestamp, timings, outputs=outputs, size=size)
+        return Result(
+            None,
+            self.frames - 1,
+            x.timestamp,
+            timings,
+            outputs=outputs,
+            placement=x.placement,
+            size=size,
+        )
 
     def _infer(self, x: np.ndarray, *, start: bool, end: bool) -> dict[str, np.ndarray]:
         height, width = self.input_size

@@ -276,6 +276,29 @@ def test_interleaved_streams_keep_their_own_state(
     assert stub.states == {}
 
 
+@pytest.mark.parametrize("resize", ["letterbox", "crop"])
+def test_resize_modes_match_the_local_engine(
+    triton_stub, tiny_split_bundle: Path, sample_clip: Path, tmp_path: Path, resize: str
+) -> None:
+    """--resize reaches the client: the frame is fitted and the labels mapped back onto it as
+    the local engine does (was: stretched whatever the flag)."""
+    url, _ = triton_stub
+    common = [str(sample_clip), "--mask", "--max-frames", "4", "-q", "--resize", resize]
+    remote, local = tmp_path / "remote.mkv", tmp_path / "local.mkv"
+    triton = ["--triton", url, "--triton-model", "seg", "--out", str(remote)]
+    assert run_main([*common, *triton]) == 0
+    assert run_main([*common, "--model", str(tiny_split_bundle), "--out", str(local)]) == 0
+    ours, theirs = list(read_label_frames(remote)), list(read_label_frames(local))
+    assert len(ours) == len(theirs) == 4
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+    stretched = tmp_path / "stretched.mkv"
+    assert run_main([*common[:-2], *triton[:-1], str(stretched)]) == 0
+    assert any(not np.array_equal(a, b) for a, b in zip(ours, read_label_frames(stretched)))
+    with pytest.raises(ValueError, match="resize must be one of"):
+        TritonSegmenter(url, "seg", resize="fill")
+
+
 def test_errors_are_one_line(triton_stub, sample_clip: Path, tmp_path: Path, capsys) -> None:
     url, _ = triton_stub
     out = str(tmp_path / "o.mp4")
