@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from vidseg.benchmarks.bench import environment
+from vidseg.benchmarks.report import environment
 from vidseg.engine.bundle import default_bundle_path
 from vidseg.engine.segmenter import Segmenter
 from vidseg.engine.video import read_frames
