@@ -10,9 +10,12 @@ convolution:
   taken after the batch norm that follows it is folded in (the exported graph carries the
   folded weight), so every batch norm runs on its frozen running statistics (eval mode, also
   in training);
-* its input and its output (after the folded batch norm), uint8 per tensor over a range that
-  contains 0, the range a running min-max (exponential average, factor ``EMA``) of what the
-  training batches show.
+* its input and its output, uint8 per tensor over a range that contains 0, the range a running
+  min-max (exponential average, factor ``EMA``) of what the training batches show. The output
+  is taken after the folded batch norm and after the ReLU/ReLU6 behind it, if any: the
+  quantizer drops those nodes into the output's range ([0, max]). Each tensor is rounded once
+  (an output already on its grid is not rounded again as the next convolution's input), as a
+  QDQ pair serves every reader of its tensor.
 
 The first ``float_convs`` convolutions in call order stay float, as ``--int8-float-convs N``
 leaves them. Nothing else changes: the module names and the state dict are the float model's, so
@@ -36,10 +39,6 @@ from vidseg.engine.errors import VidsegError
 WEIGHT_QMAX = 64  # int8 in 7 bits: ONNX Runtime's reduce_range grid for int8 weights
 ACT_QMAX = 255  # uint8 activations
 EMA = 0.01  # running min-max: new = old + EMA * (batch - old)
-METHOD = (
-    "fake quantization at the int8 export's QDQ points: per-channel 7-bit symmetric weights "
-    "(batch norms folded, frozen), uint8 convolution inputs and outputs over a running min-max"
-)
 
 
 class RangeQuant(nn.Module):
@@ -96,14 +95,6 @@ class QatModel:
     quantized: int
     float_convs: int
     folded: int  # quantized convolutions with a batch norm folded into their weight
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "method": METHOD,
-            "quantized_convs": self.quantized,
-            "float_convs": self.float_convs,
-            "folded_batch_norms": self.folded,
-        }
 
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # what the quantizer folds into an output range
