@@ -105,10 +105,6 @@ class MultiStreamSegmenter:
         self.guards = [s.guard for s in self.slots]
         self.telemetry = [s.telemetry for s in self.slots]
 
-    @property
-    def _frames(self) -> list[int]:
-        return [s.frames for s in self.slots]
-
     def reset(self, stream: int | None = None) -> None:
         """Forget the past of one stream (or of all when ``stream`` is None): state and cache
         rows to zeros, its flow restarts, its next frame is a key frame."""
@@ -165,7 +161,9 @@ class MultiStreamSegmenter:
         t0 = time.perf_counter_ns()
         # every frame checked and fitted before any stream's state moves
         prepared = {
-            i: prepare(self.model, self.resize, f) for i, f in enumerate(frames) if f is not None
+            i: prepare(self.model.input_size, self.resize, f)
+            for i, f in enumerate(frames)
+            if f is not None
         }
         stamps, aux, chosen = {}, {}, {}
         for i, frame in prepared.items():

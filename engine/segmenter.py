@@ -143,7 +143,8 @@ class Segmenter:
         Raises:
             FrameError: ``frame`` is not an (H, W, 3) uint8 array with H, W >= 1.
         """
-        return prepare(self.model, self.resize, frame, encode=self.model.encode_ahead)
+        encode = self.model.encode if self.model.encode_ahead else None
+        return prepare(self.input_size, self.resize, frame, encode)
 
     def stats(self) -> StatsSnapshot:
         """Frames, resets, drops, and step/age percentiles and FPS over the last frames."""

@@ -11,7 +11,7 @@ the graph run (the owner's: one frame, or the streams of a batch together) and
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -29,11 +29,16 @@ from vidseg.engine.timing import FrameTimings, elapsed_ms
 
 
 def prepare(
-    model: LoadedModel, resize: str, frame: np.ndarray | Frame, encode: bool = False
+    input_size: tuple[int, int],
+    resize: str,
+    frame: np.ndarray | Frame,
+    encode: Callable[[np.ndarray], dict[str, Any]] | None = None,
 ) -> PreparedFrame:
-    """``frame`` checked and fitted to ``model``'s input by ``resize`` (``engine.geometry``)
-    and, with ``encode``, through a split bundle's ``encode`` graph; a ``Frame``'s timestamp,
-    capture time and ``discontinuity`` carried along (else captured now). Thread-safe.
+    """``frame`` checked and fitted to a model input of ``input_size`` by ``resize``
+    (``engine.geometry``) and, with ``encode`` (a split bundle's ``LoadedModel.encode``),
+    through its encoder; a ``Frame``'s timestamp, capture time and ``discontinuity`` carried
+    along (else captured now). Thread-safe. Every stepper prepares its frames by it: the
+    ``Segmenter``, each stream of a ``MultiStreamSegmenter``, the Triton client.
 
     Raises:
         FrameError: ``frame`` is not an (H, W, 3) uint8 array with H, W >= 1.
@@ -41,8 +46,8 @@ def prepare(
     captured = time.monotonic_ns()
     source = frame if isinstance(frame, Frame) else None
     image = check_frame(frame.image if source is not None else frame)
-    x, placement = fit(image, model.input_size, resize)
-    features = model.encode(x[None]) if encode else None
+    x, placement = fit(image, input_size, resize)
+    features = encode(x[None]) if encode is not None else None
     if source is None:
         return PreparedFrame(x, features, placement, captured, image.shape[:2])
     return PreparedFrame(

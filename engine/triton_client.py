@@ -29,9 +29,9 @@ import numpy as np
 from vidseg.engine.bundle import Manifest
 from vidseg.engine.errors import BackendError, BundleError
 from vidseg.engine.frame import Frame
-from vidseg.engine.geometry import check_resize, fit
-from vidseg.engine.loaded import check_frame
+from vidseg.engine.geometry import check_resize
 from vidseg.engine.segmenter import PreparedFrame, Result
+from vidseg.engine.slot import prepare
 from vidseg.engine.timing import FrameTimings, elapsed_ms
 from vidseg.engine.upsample import GraphOutputs
 
@@ -115,17 +115,13 @@ class TritonSegmenter:
         self.frames = 0
 
     def prepare(self, frame: np.ndarray | Frame) -> PreparedFrame:
-        """The frame fitted to the model's input by the resize mode (stateless: any thread).
+        """The frame fitted to the model's input by the resize mode, as a ``Segmenter``
+        prepares it (``engine.slot.prepare``; stateless: any thread).
 
         Raises:
             FrameError: the frame is not an (H, W, 3) uint8 array with H, W >= 1.
         """
-        image = check_frame(frame.image if isinstance(frame, Frame) else frame)
-        x, placement = fit(image, self.input_size, self.resize)
-        timestamp = frame.timestamp_s if isinstance(frame, Frame) else None
-        return PreparedFrame(
-            x, placement=placement, frame_size=image.shape[:2], timestamp=timestamp
-        )
+        return prepare(self.input_size, self.resize, frame)
 
     def step(self, frame: np.ndarray | Frame | PreparedFrame, *, last: bool = False) -> Result:
         """The segmentation of ``frame`` (RGB uint8 (H, W, 3), or prepared), the sequence's

@@ -59,7 +59,7 @@ def test_batched_streams_match_independent_segmenters(
     for _, i, _, _ in drive(multi, singles, streams, resets={(1, 3)}):  # a cut on stream 1
         for name, value in singles[i].state.tensors.items():
             np.testing.assert_allclose(multi.state.tensors[name][i], value[0], atol=1e-4)
-    assert multi._frames == [8, 8, 5]
+    assert [slot.frames for slot in multi.slots] == [8, 8, 5]
 
 
 @pytest.mark.parametrize("family", ["keyframe", "netwarp"])
@@ -122,7 +122,7 @@ def test_streams_on_device_tensors_match_independent_segmenters(
     list(drive(multi, singles, [s[:3] for s in streams], resets=set()))
     assert all(isinstance(v, ort.OrtValue) for v in multi.state.tensors.values())
     list(drive(multi, singles, [streams[0][3:8], streams[1][3:5]], resets={(0, 1)}))
-    assert multi._frames == [8, 5]
+    assert [slot.frames for slot in multi.slots] == [8, 5]
 
 
 def test_a_poisoned_row_is_reset_and_recovers_the_others_untouched(
