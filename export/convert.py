@@ -38,13 +38,13 @@ def label_agreement(reference: Path, candidate: Path, frames: list[np.ndarray]) 
 
 def convert_bundle(
     src: Path, out: Path, kind: str, convert: Convert, clip: Path, frames: int
-) -> tuple[dict[str, Any], str]:
+) -> str:
     """Write ``out``: a copy of the bundle ``src`` whose graphs ``convert`` rewrote, with its
     record and the label agreement with ``src`` over the first ``frames`` frames of ``clip``
     (at the model's input size) in ``train.<kind>``.
 
     Returns:
-        The ``train.<kind>`` record written, and a one-line summary.
+        How far the labels agree, in a few words for the summary line.
 
     Raises:
         BundleError: ``src`` is not a bundle, ``out`` exists, or the conversion failed.
@@ -72,4 +72,4 @@ def convert_bundle(
         (work / MANIFEST).write_text(manifest.to_json())
         load_bundle(work)  # still a valid bundle
         work.rename(out)
-    return record, f"labels agree with {src.name} on {100 * agreement:.2f} %"
+    return f"labels agree with {src.name} on {100 * agreement:.2f} %"

@@ -65,5 +65,5 @@ def fp16_bundle(src: Path, out: Path, clip: Path, frames: int = 24) -> str:
     Raises:
         BundleError: ``src`` is not a bundle, ``out`` exists, or the conversion failed.
     """
-    _, agreement = convert_bundle(src, out, "fp16", _convert_graphs, clip, frames)
+    agreement = convert_bundle(src, out, "fp16", _convert_graphs, clip, frames)
     return f"wrote {out}: float16 inside, {agreement}"

@@ -252,5 +252,5 @@ def int8_bundle(
             "excluded_nodes": excluded,
         }
 
-    _, agreement = convert_bundle(src, out, "int8", quantize, clip, frames)
+    agreement = convert_bundle(src, out, "int8", quantize, clip, frames)
     return f"wrote {out}: int8 inside, {agreement}"
